@@ -1,0 +1,71 @@
+//! Types shared by the eBPF programs and the `clockprof` daemon.
+//!
+//! Everything here is `#[repr(C)]` with explicit padding fields: BPF hash keys are
+//! compared byte by byte, so no byte of a key may be left uninitialised.
+#![no_std]
+
+/// What a counted clock read was. One value per hook, so the daemon can name the
+/// exact call (`[syscall clock_gettime MONOTONIC]`, `[go time.now]`, ...).
+pub mod event {
+    pub const SYSCALL_CLOCK_GETTIME: u32 = 1;
+    pub const SYSCALL_GETTIMEOFDAY: u32 = 2;
+    pub const SYSCALL_TIME: u32 = 3;
+}
+
+/// `CountKey::clock_id` when the hook does not know the clock (gettimeofday, time).
+pub const CLOCK_ID_NONE: i32 = i32::MIN;
+
+/// `CountKey::{user,kernel}_stack_id` when the source does not capture that stack.
+/// Other negative ids are the `-errno` of a failed capture (a lost stack); the
+/// event itself is still counted.
+pub const STACK_NOT_CAPTURED: i32 = -1_000_000;
+
+/// Key of the in-kernel count map: one entry per distinct (process, stacks, clock read).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CountKey {
+    pub tgid: u32,
+    pub user_stack_id: i32,
+    pub kernel_stack_id: i32,
+    pub clock_id: i32,
+    pub event: u32,
+}
+
+/// Slots of the per-CPU `LOST` array: events or stacks the kernel side could not keep.
+pub mod lost {
+    /// The count map was full: the event was not counted at all.
+    pub const COUNT_MAP_FULL: u32 = 0;
+    /// The user stack could not be captured (stack map full or hash collision, or
+    /// the user stack was unreadable); the event was counted without it.
+    pub const USER_STACK: u32 = 1;
+    /// The same for the kernel stack.
+    pub const KERNEL_STACK: u32 = 2;
+    /// A child of a followed process could not be added to the target filter.
+    pub const TARGET_MAP_FULL: u32 = 3;
+    pub const SLOTS: u32 = 4;
+}
+
+/// Values of the `TARGETS` map (tgid -> flags).
+pub mod target {
+    /// Profile this process only.
+    pub const ONLY: u32 = 0;
+    /// Profile this process and every process it forks, transitively
+    /// (`record -- COMMAND`).
+    pub const FOLLOW_CHILDREN: u32 = 1;
+}
+
+/// Map and program names, shared so a rename cannot split the two sides.
+pub mod names {
+    pub const COUNTS: &str = "COUNTS";
+    pub const STACKS: &str = "STACKS";
+    pub const TARGETS: &str = "TARGETS";
+    pub const LOST: &str = "LOST";
+    /// Global: non-zero when only processes in `TARGETS` are profiled.
+    pub const FILTER_BY_PID: &str = "FILTER_BY_PID";
+    /// Global: offset of `child_pid` in the `sched_process_fork` tracepoint record
+    /// (it moved between kernels; read from tracefs at start).
+    pub const FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CountKey {}

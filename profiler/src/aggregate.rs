@@ -1,0 +1,206 @@
+//! Merges symbolized samples into a profile: counts per stack, totals per
+//! process and source, and what the recording was (sources, hooks, losses).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use crate::collect::LostCounts;
+use crate::probes::Attachment;
+use crate::source::{ClockRead, Source};
+use crate::symbolize::{Frame, StackState, SymbolizedSample};
+
+/// How the recording was made; every output names it.
+#[derive(Clone, Debug, Default)]
+pub struct RecordingInfo {
+    pub sources: Vec<Source>,
+    pub attachments: Vec<Attachment>,
+    pub duration: Duration,
+    pub lost: LostCounts,
+    /// Mapping records the kernel dropped (user frames may be `[unknown]`).
+    pub lost_mapping_records: u64,
+}
+
+impl RecordingInfo {
+    /// Backends in use, e.g. `tracepoint`, de-duplicated.
+    pub fn backends(&self) -> Vec<String> {
+        let mut backends: Vec<String> = self
+            .attachments
+            .iter()
+            .map(|a| a.backend.to_string())
+            .collect();
+        backends.sort();
+        backends.dedup();
+        backends
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackCount {
+    pub pid: u32,
+    pub comm: String,
+    pub read: ClockRead,
+    /// Outermost first; the clock read itself is not a frame (see `leaf`).
+    pub frames: Vec<Frame>,
+    pub state: StackState,
+    pub count: u64,
+}
+
+impl StackCount {
+    /// `ROOT;FRAME;...;LEAF` as DESIGN.md's folded format has it.
+    pub fn folded_stack(&self) -> String {
+        let mut parts = Vec::with_capacity(self.frames.len() + 2);
+        parts.push(self.comm.clone());
+        parts.extend(self.frames.iter().map(Frame::folded_name));
+        parts.push(self.read.leaf());
+        // `;` separates frames and a trailing number is the count, so neither may
+        // appear inside a name (C++ templates and Rust closures can hold them).
+        parts
+            .iter()
+            .map(|p| p.replace(';', ":"))
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessTotal {
+    pub pid: u32,
+    pub comm: String,
+    pub total: u64,
+    pub by_source: BTreeMap<Source, u64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub info: RecordingInfo,
+    /// Most reads first.
+    pub stacks: Vec<StackCount>,
+    /// Most reads first.
+    pub processes: Vec<ProcessTotal>,
+    pub total: u64,
+}
+
+impl Profile {
+    pub fn new(samples: Vec<SymbolizedSample>, info: RecordingInfo) -> Profile {
+        // Different stack ids can symbolize to the same frames (e.g. two call
+        // sites in one function); they are one stack to the user.
+        let mut stacks: HashMap<(u32, ClockRead, Vec<Frame>, StackState), StackCount> =
+            HashMap::new();
+        let mut processes: HashMap<u32, ProcessTotal> = HashMap::new();
+        for sample in samples {
+            let process = processes.entry(sample.pid).or_insert_with(|| ProcessTotal {
+                pid: sample.pid,
+                comm: sample.comm.clone(),
+                total: 0,
+                by_source: BTreeMap::new(),
+            });
+            process.total += sample.count;
+            *process.by_source.entry(sample.read.source()).or_default() += sample.count;
+            stacks
+                .entry((sample.pid, sample.read, sample.frames.clone(), sample.state))
+                .or_insert_with(|| StackCount {
+                    pid: sample.pid,
+                    comm: sample.comm,
+                    read: sample.read,
+                    frames: sample.frames,
+                    state: sample.state,
+                    count: 0,
+                })
+                .count += sample.count;
+        }
+        let mut stacks: Vec<StackCount> = stacks.into_values().collect();
+        stacks.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.folded_stack().cmp(&b.folded_stack()))
+                .then(a.pid.cmp(&b.pid))
+        });
+        let mut processes: Vec<ProcessTotal> = processes.into_values().collect();
+        processes.sort_by(|a, b| b.total.cmp(&a.total).then(a.pid.cmp(&b.pid)));
+        let total = processes.iter().map(|p| p.total).sum();
+        Profile {
+            info,
+            stacks,
+            processes,
+            total,
+        }
+    }
+
+    /// Folded lines (`STACK COUNT`), one per distinct stack text, sorted by
+    /// stack: processes with the same name merge, as in every flamegraph tool.
+    pub fn folded_lines(&self) -> Vec<String> {
+        let mut merged: BTreeMap<String, u64> = BTreeMap::new();
+        for stack in &self.stacks {
+            *merged.entry(stack.folded_stack()).or_default() += stack.count;
+        }
+        merged
+            .into_iter()
+            .map(|(stack, count)| format!("{stack} {count}"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use profiler_common::{event, CLOCK_ID_NONE};
+
+    fn frame(name: &str, kernel: bool) -> Frame {
+        Frame {
+            function: name.into(),
+            module: None,
+            kernel,
+        }
+    }
+
+    fn sample(pid: u32, comm: &str, frames: &[&str], event: u32, clock_id: i32, count: u64) -> SymbolizedSample {
+        SymbolizedSample {
+            pid,
+            comm: comm.into(),
+            read: ClockRead { event, clock_id },
+            frames: frames.iter().map(|f| frame(f, f.starts_with("k:"))).collect(),
+            state: StackState::Complete,
+            count,
+        }
+    }
+
+    #[test]
+    fn merges_equal_stacks_and_totals_processes() {
+        let samples = vec![
+            sample(10, "fixture", &["main", "hot"], event::SYSCALL_CLOCK_GETTIME, 1, 30),
+            sample(10, "fixture", &["main", "hot"], event::SYSCALL_CLOCK_GETTIME, 1, 20),
+            sample(10, "fixture", &["main", "warm"], event::SYSCALL_CLOCK_GETTIME, 0, 25),
+            sample(11, "other", &["main"], event::SYSCALL_TIME, CLOCK_ID_NONE, 5),
+        ];
+        let profile = Profile::new(samples, RecordingInfo::default());
+        assert_eq!(profile.total, 80);
+        assert_eq!(profile.stacks.len(), 3);
+        assert_eq!(profile.stacks[0].count, 50);
+        assert_eq!(profile.stacks[0].frames.last().unwrap().function, "hot");
+        assert_eq!(profile.processes[0].pid, 10);
+        assert_eq!(profile.processes[0].total, 75);
+        assert_eq!(profile.processes[0].by_source[&Source::Syscall], 75);
+        assert_eq!(
+            profile.folded_lines(),
+            vec![
+                "fixture;main;hot;[syscall clock_gettime MONOTONIC] 50",
+                "fixture;main;warm;[syscall clock_gettime REALTIME] 25",
+                "other;main;[syscall time] 5",
+            ]
+        );
+    }
+
+    #[test]
+    fn same_name_processes_merge_in_folded_output_and_separators_are_escaped() {
+        let samples = vec![
+            sample(1, "worker", &["a;b", "k:do_syscall_64"], event::SYSCALL_TIME, CLOCK_ID_NONE, 2),
+            sample(2, "worker", &["a;b", "k:do_syscall_64"], event::SYSCALL_TIME, CLOCK_ID_NONE, 3),
+        ];
+        let profile = Profile::new(samples, RecordingInfo::default());
+        assert_eq!(profile.processes.len(), 2);
+        assert_eq!(
+            profile.folded_lines(),
+            vec!["worker;a:b;k:do_syscall_64_[k];[syscall time] 5"]
+        );
+    }
+}

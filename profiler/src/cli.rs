@@ -1,0 +1,78 @@
+//! The command line, as ../shared/DESIGN.md fixes it (tests outside the project
+//! rely on these names).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::export::Format;
+use crate::source::SourceSet;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "clockprof",
+    version,
+    about = "Find which processes and call stacks read the clock most (eBPF).",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Count clock reads per process and call stack, then write a flamegraph,
+    /// folded stacks or JSON (or print a summary).
+    Record(RecordArgs),
+}
+
+const SOURCES_HELP: &str = "Clock sources, comma-separated, or `all`.
+  syscall  clock_gettime/gettimeofday/time system calls (tracepoint; ~0.1-0.3 us
+           per syscall, exact counts). Most clock reads never enter the kernel
+           (vDSO); syscalls show CPU-time clocks and hosts whose clocksource
+           cannot serve the vDSO.";
+
+#[derive(Args, Debug)]
+pub struct RecordArgs {
+    /// Profile only this process (all its threads); repeatable.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Profile every process on the host (the default without -p or COMMAND).
+    #[arg(short = 'a', long = "all-cpus", conflicts_with = "pids")]
+    pub all: bool,
+
+    /// Stop after SECS seconds (default: when COMMAND exits, or on Ctrl-C).
+    #[arg(short = 'd', long = "duration", value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    #[arg(short = 's', long = "sources", value_name = "SOURCES",
+          default_value = "syscall", long_help = SOURCES_HELP)]
+    pub sources: SourceSet,
+
+    /// Write the profile here (format from -f, else from the extension:
+    /// .svg, .folded, .json). Without it, print a summary.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Output format: svg, folded or json.
+    #[arg(short = 'f', long = "format", value_name = "FORMAT")]
+    pub format: Option<Format>,
+
+    /// Distinct (process, stack, clock) entries the kernel can count; events
+    /// beyond it are counted as lost.
+    #[arg(long, value_name = "N", default_value_t = 65536)]
+    pub count_entries: u32,
+
+    /// Distinct stacks the kernel can keep (each takes ~1 KiB); stacks beyond it
+    /// are reported as lost, their events still counted.
+    #[arg(long, value_name = "N", default_value_t = 16384)]
+    pub stack_entries: u32,
+
+    /// Start COMMAND once every probe is attached, profile it and the processes
+    /// it starts until it exits, then exit with its status.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}

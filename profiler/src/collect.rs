@@ -1,0 +1,109 @@
+//! Drains the kernel's maps into plain samples: counts per key with the raw
+//! instruction pointers of their stacks, and the lost-event counters.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, Result};
+use aya::maps::{PerCpuArray, PerCpuHashMap, StackTraceMap};
+use aya::Ebpf;
+use profiler_common::{lost, names, CountKey, STACK_NOT_CAPTURED};
+use serde::Serialize;
+
+use crate::source::ClockRead;
+
+/// A stack as the kernel gave it: innermost frame first.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RawStack {
+    /// The source does not capture this stack.
+    NotCaptured,
+    /// Capture failed in the kernel with this errno (map full, hash collision,
+    /// unreadable user stack).
+    Lost(i32),
+    Ips(Vec<u64>),
+}
+
+#[derive(Clone, Debug)]
+pub struct RawSample {
+    pub tgid: u32,
+    pub read: ClockRead,
+    pub user_stack: RawStack,
+    pub kernel_stack: RawStack,
+    pub count: u64,
+}
+
+/// What the kernel side could not keep, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LostCounts {
+    /// Events not counted at all because the count map was full.
+    pub events: u64,
+    pub user_stacks: u64,
+    pub kernel_stacks: u64,
+    /// Children of COMMAND that could not be added to the PID filter.
+    pub followed_processes: u64,
+}
+
+impl LostCounts {
+    pub fn any(&self) -> bool {
+        *self != LostCounts::default()
+    }
+}
+
+pub struct Collected {
+    pub samples: Vec<RawSample>,
+    pub lost: LostCounts,
+}
+
+fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map> {
+    ebpf.map(name)
+        .ok_or_else(|| anyhow!("the eBPF object has no {name} map"))
+}
+
+/// Reads every count with its stacks. Call after the workload stopped (or for a
+/// live view, repeatedly: the kernel keeps counting meanwhile).
+pub fn collect(ebpf: &Ebpf) -> Result<Collected> {
+    let counts: PerCpuHashMap<_, CountKey, u64> = PerCpuHashMap::try_from(map(ebpf, names::COUNTS)?)?;
+    let stacks = StackTraceMap::try_from(map(ebpf, names::STACKS)?)?;
+    let mut stack_cache: HashMap<i32, RawStack> = HashMap::new();
+    let mut resolve = |id: i32| -> RawStack {
+        if id == STACK_NOT_CAPTURED {
+            return RawStack::NotCaptured;
+        }
+        if id < 0 {
+            return RawStack::Lost(-id);
+        }
+        stack_cache
+            .entry(id)
+            .or_insert_with(|| match stacks.get(&(id as u32), 0) {
+                Ok(trace) => RawStack::Ips(trace.frames().iter().map(|f| f.ip).collect()),
+                Err(_) => RawStack::Lost(libc::ENOENT),
+            })
+            .clone()
+    };
+    let mut samples = Vec::new();
+    for entry in counts.iter() {
+        let (key, per_cpu) = entry?;
+        let count: u64 = per_cpu.iter().sum();
+        if count == 0 {
+            continue;
+        }
+        samples.push(RawSample {
+            tgid: key.tgid,
+            read: ClockRead {
+                event: key.event,
+                clock_id: key.clock_id,
+            },
+            user_stack: resolve(key.user_stack_id),
+            kernel_stack: resolve(key.kernel_stack_id),
+            count,
+        });
+    }
+    let lost_map: PerCpuArray<_, u64> = PerCpuArray::try_from(map(ebpf, names::LOST)?)?;
+    let lost_slot = |slot: u32| -> Result<u64> { Ok(lost_map.get(&slot, 0)?.iter().sum()) };
+    let lost = LostCounts {
+        events: lost_slot(lost::COUNT_MAP_FULL)?,
+        user_stacks: lost_slot(lost::USER_STACK)?,
+        kernel_stacks: lost_slot(lost::KERNEL_STACK)?,
+        followed_processes: lost_slot(lost::TARGET_MAP_FULL)?,
+    };
+    Ok(Collected { samples, lost })
+}

@@ -1,0 +1,69 @@
+//! The short text summary printed when no `-o` is given.
+
+use std::fmt::Write;
+
+use crate::aggregate::Profile;
+
+const TOP_PROCESSES: usize = 10;
+const TOP_STACKS: usize = 10;
+/// Frames shown per stack, innermost last: enough to see the caller chain.
+const FRAMES_SHOWN: usize = 6;
+
+pub fn summary(profile: &Profile) -> String {
+    let info = &profile.info;
+    let secs = info.duration.as_secs_f64().max(1e-9);
+    let mut out = String::new();
+    let sources: Vec<&str> = info.sources.iter().map(|s| s.name()).collect();
+    let _ = writeln!(
+        out,
+        "{} clock reads in {:.1} s ({:.0}/s); sources: {}; backend: {}",
+        profile.total,
+        secs,
+        profile.total as f64 / secs,
+        sources.join(","),
+        info.backends().join(",")
+    );
+    if info.lost.any() || info.lost_mapping_records > 0 {
+        let _ = writeln!(
+            out,
+            "lost: {} events (count map full), {} user stacks, {} kernel stacks, {} followed processes, {} mapping records",
+            info.lost.events,
+            info.lost.user_stacks,
+            info.lost.kernel_stacks,
+            info.lost.followed_processes,
+            info.lost_mapping_records
+        );
+    }
+    if profile.total == 0 {
+        let _ = writeln!(out, "no clock reads were recorded");
+        return out;
+    }
+    let _ = writeln!(out, "\nTop processes:\n{:>12} {:>6} {:>8}  COMMAND", "READS", "SHARE", "PID");
+    for process in profile.processes.iter().take(TOP_PROCESSES) {
+        let _ = writeln!(
+            out,
+            "{:>12} {:>5.1}% {:>8}  {}",
+            process.total,
+            100.0 * process.total as f64 / profile.total as f64,
+            process.pid,
+            process.comm
+        );
+    }
+    let _ = writeln!(out, "\nTop stacks:");
+    for stack in profile.stacks.iter().take(TOP_STACKS) {
+        let _ = writeln!(
+            out,
+            "{:>12} {:>5.1}%  {} [{}] {}",
+            stack.count,
+            100.0 * stack.count as f64 / profile.total as f64,
+            stack.comm,
+            stack.pid,
+            stack.read.leaf()
+        );
+        let skip = stack.frames.len().saturating_sub(FRAMES_SHOWN);
+        for frame in stack.frames.iter().skip(skip).rev() {
+            let _ = writeln!(out, "{:>22}{}", "", frame.folded_name());
+        }
+    }
+    out
+}

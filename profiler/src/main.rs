@@ -1,0 +1,67 @@
+//! clockprof: finds which processes and call stacks read the clock most.
+//!
+//! Data flows one way, one module per stage:
+//! probes (attach) -> kernel maps -> collect -> symbolize (with proc_tracker's
+//! mappings) -> aggregate -> export.
+
+mod aggregate;
+mod cli;
+mod collect;
+mod export;
+mod privileges;
+mod probes;
+mod proc_tracker;
+mod record;
+mod source;
+mod symbolize;
+mod target;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// Parses the command line. Help and version print as clap has them; a bad
+/// argument is reported in clap's first line only, so every error is one
+/// sentence (clap's usage block would follow it otherwise).
+fn parse_command_line() -> Cli {
+    Cli::try_parse().unwrap_or_else(|err| {
+        use clap::error::ErrorKind;
+        if matches!(
+            err.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ) {
+            err.exit();
+        }
+        let rendered = err.to_string();
+        eprintln!("{}", rendered.lines().next().unwrap_or("error: bad arguments"));
+        std::process::exit(2);
+    })
+}
+
+fn main() {
+    let cli = parse_command_line();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("clockprof: could not start the async runtime: {err}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Record(args) => record::record(args).await,
+        }
+    });
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("clockprof: {err:#}.");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! What a "clock read" is: the sources a user can choose with `-s`, and the
+//! exact call each counted event stands for (the leaf of every stack).
+
+use std::fmt;
+use std::str::FromStr;
+
+use profiler_common::{event, CLOCK_ID_NONE};
+use serde::Serialize;
+
+/// A family of clock reads, chosen with `-s`. Each maps to one or more hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// `clock_gettime`, `gettimeofday` and `time` system calls.
+    Syscall,
+}
+
+impl Source {
+    pub const ALL: &'static [Source] = &[Source::Syscall];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Syscall => "syscall",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A de-duplicated, ordered set of sources parsed from `-s a,b,c` or `-s all`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceSet(pub Vec<Source>);
+
+impl FromStr for SourceSet {
+    type Err = String;
+
+    fn from_str(list: &str) -> Result<Self, String> {
+        let mut sources = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "all" {
+                sources.extend_from_slice(Source::ALL);
+                continue;
+            }
+            let source = Source::ALL
+                .iter()
+                .copied()
+                .find(|s| s.name() == name)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown source `{name}`; choose from {} or all",
+                        SourceSet(Source::ALL.to_vec())
+                    )
+                })?;
+            sources.push(source);
+        }
+        if sources.is_empty() {
+            return Err("no source given".into());
+        }
+        sources.sort();
+        sources.dedup();
+        Ok(SourceSet(sources))
+    }
+}
+
+impl fmt::Display for SourceSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|s| s.name()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// One kind of counted event: which hook fired and, where known, which clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClockRead {
+    pub event: u32,
+    pub clock_id: i32,
+}
+
+impl ClockRead {
+    pub fn source(self) -> Source {
+        match self.event {
+            event::SYSCALL_CLOCK_GETTIME | event::SYSCALL_GETTIMEOFDAY | event::SYSCALL_TIME => {
+                Source::Syscall
+            }
+            _ => Source::Syscall,
+        }
+    }
+
+    /// The call's name within its source, e.g. `clock_gettime`.
+    pub fn call(self) -> &'static str {
+        match self.event {
+            event::SYSCALL_CLOCK_GETTIME => "clock_gettime",
+            event::SYSCALL_GETTIMEOFDAY => "gettimeofday",
+            event::SYSCALL_TIME => "time",
+            _ => "unknown",
+        }
+    }
+
+    /// The leaf frame of folded stacks: `[syscall clock_gettime MONOTONIC]`.
+    pub fn leaf(self) -> String {
+        match clock_name(self.clock_id) {
+            Some(clock) => format!("[{} {} {}]", self.source(), self.call(), clock),
+            None => format!("[{} {}]", self.source(), self.call()),
+        }
+    }
+}
+
+/// Names a clock id the way `<time.h>` does, without the `CLOCK_` prefix.
+/// Negative ids are dynamic CPU-time clocks of a given process or thread
+/// (`clock_getcpuclockid`, `pthread_getcpuclockid`), which always take the syscall.
+pub fn clock_name(clock_id: i32) -> Option<String> {
+    const NAMES: [&str; 12] = [
+        "REALTIME",
+        "MONOTONIC",
+        "PROCESS_CPUTIME_ID",
+        "THREAD_CPUTIME_ID",
+        "MONOTONIC_RAW",
+        "REALTIME_COARSE",
+        "MONOTONIC_COARSE",
+        "BOOTTIME",
+        "REALTIME_ALARM",
+        "BOOTTIME_ALARM",
+        "SGI_CYCLE",
+        "TAI",
+    ];
+    if clock_id == CLOCK_ID_NONE {
+        return None;
+    }
+    Some(match usize::try_from(clock_id) {
+        Ok(id) if id < NAMES.len() => NAMES[id].to_string(),
+        Ok(id) => format!("CLOCK_{id}"),
+        // CPUCLOCK_PERTHREAD_MASK is bit 2 of the encoded id.
+        Err(_) if clock_id & 4 != 0 => "THREAD_CPUCLOCK".to_string(),
+        Err(_) => "PROCESS_CPUCLOCK".to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lists_and_all() {
+        assert_eq!(
+            "syscall".parse::<SourceSet>().unwrap().0,
+            vec![Source::Syscall]
+        );
+        assert_eq!(
+            "all".parse::<SourceSet>().unwrap().0,
+            Source::ALL.to_vec()
+        );
+        assert_eq!(
+            "syscall,syscall".parse::<SourceSet>().unwrap().0,
+            vec![Source::Syscall]
+        );
+        let err = "nonsense".parse::<SourceSet>().unwrap_err();
+        assert!(err.contains("unknown source `nonsense`"), "{err}");
+        assert!("".parse::<SourceSet>().is_err());
+    }
+
+    #[test]
+    fn names_leaves() {
+        let read = |event, clock_id| ClockRead { event, clock_id }.leaf();
+        assert_eq!(
+            read(event::SYSCALL_CLOCK_GETTIME, 1),
+            "[syscall clock_gettime MONOTONIC]"
+        );
+        assert_eq!(
+            read(event::SYSCALL_CLOCK_GETTIME, 0),
+            "[syscall clock_gettime REALTIME]"
+        );
+        assert_eq!(
+            read(event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE),
+            "[syscall gettimeofday]"
+        );
+        assert_eq!(read(event::SYSCALL_TIME, CLOCK_ID_NONE), "[syscall time]");
+        // clock_getcpuclockid(pid 1234) = ~1234 << 3 | 2 (CPUCLOCK_SCHED)
+        assert_eq!(
+            read(event::SYSCALL_CLOCK_GETTIME, (!1234 << 3) | 2),
+            "[syscall clock_gettime PROCESS_CPUCLOCK]"
+        );
+    }
+}

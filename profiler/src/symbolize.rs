@@ -1,0 +1,280 @@
+//! Turns raw instruction pointers into function names with blazesym.
+//!
+//! User addresses are first normalized to (file, file offset) through the
+//! process tracker, which remembers the mappings of processes that already
+//! exited; then each file is symbolized once for all its offsets. That is why
+//! a 5 ms COMMAND is symbolized as well as a long-running daemon.
+
+use std::collections::{BTreeSet, HashMap};
+
+use blazesym::symbolize::source::{Elf, Kernel, Source as BlazeSource};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer};
+use serde::Serialize;
+
+use crate::collect::{RawSample, RawStack};
+use crate::proc_tracker::ProcTracker;
+use crate::source::ClockRead;
+
+pub const UNKNOWN: &str = "[unknown]";
+/// Stands for the user stack when the kernel could not capture it.
+pub const LOST_STACK: &str = "[lost stack]";
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Frame {
+    pub function: String,
+    /// The file the code lives in (the kernel for kernel frames), where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    pub kernel: bool,
+}
+
+impl Frame {
+    fn unknown(module: Option<String>, kernel: bool) -> Frame {
+        Frame {
+            function: UNKNOWN.to_string(),
+            module,
+            kernel,
+        }
+    }
+
+    /// The frame's name in folded stacks: kernel frames carry `_[k]`.
+    pub fn folded_name(&self) -> String {
+        if self.kernel {
+            format!("{}_[k]", self.function)
+        } else {
+            self.function.clone()
+        }
+    }
+}
+
+/// How a stack ended up, besides its frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StackState {
+    Complete,
+    /// The kernel could not capture the user stack; frames are missing.
+    UserStackLost,
+}
+
+#[derive(Clone, Debug)]
+pub struct SymbolizedSample {
+    pub pid: u32,
+    pub comm: String,
+    pub read: ClockRead,
+    /// Outermost first: user frames, then kernel frames.
+    pub frames: Vec<Frame>,
+    pub state: StackState,
+    pub count: u64,
+}
+
+/// Where a user address lives: a file and an offset into it, or nowhere known.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum UserLocation {
+    File { path: String, offset: u64 },
+    Special(String),
+    Unknown,
+}
+
+/// The address to look up for the `depth`-th frame (0 = innermost). Frames
+/// above the innermost hold return addresses, which point past the call and
+/// may belong to the next function; one byte back is inside the call.
+fn lookup_address(ip: u64, depth: usize) -> u64 {
+    if depth == 0 {
+        ip
+    } else {
+        ip.saturating_sub(1)
+    }
+}
+
+/// Names of the function at each looked-up location, outermost (inlining)
+/// first, keyed by location.
+type NameTable<K> = HashMap<K, Vec<String>>;
+
+fn names_of(symbolized: &Symbolized) -> Option<Vec<String>> {
+    match symbolized {
+        Symbolized::Sym(sym) => {
+            let mut names = vec![sym.name.to_string()];
+            names.extend(sym.inlined.iter().map(|f| f.name.to_string()));
+            Some(names)
+        }
+        _ => None,
+    }
+}
+
+fn symbolize_files(
+    symbolizer: &Symbolizer,
+    locations: &BTreeSet<UserLocation>,
+) -> NameTable<UserLocation> {
+    let mut by_path: HashMap<&str, Vec<u64>> = HashMap::new();
+    for location in locations {
+        if let UserLocation::File { path, offset } = location {
+            by_path.entry(path).or_default().push(*offset);
+        }
+    }
+    let mut table = HashMap::new();
+    for (path, offsets) in by_path {
+        let source = BlazeSource::Elf(Elf::new(path));
+        // A file that vanished or is not ELF leaves its frames `[unknown]`
+        // with the module named, rather than failing the recording.
+        let Ok(results) = symbolizer.symbolize(&source, Input::FileOffset(&offsets)) else {
+            continue;
+        };
+        for (offset, result) in offsets.iter().zip(results.iter()) {
+            if let Some(names) = names_of(result) {
+                let location = UserLocation::File {
+                    path: path.to_string(),
+                    offset: *offset,
+                };
+                table.insert(location, names);
+            }
+        }
+    }
+    table
+}
+
+fn symbolize_kernel(symbolizer: &Symbolizer, addresses: &BTreeSet<u64>) -> NameTable<u64> {
+    let addresses: Vec<u64> = addresses.iter().copied().collect();
+    let source = BlazeSource::Kernel(Kernel::default());
+    let Ok(results) = symbolizer.symbolize(&source, Input::AbsAddr(&addresses)) else {
+        return HashMap::new();
+    };
+    addresses
+        .iter()
+        .zip(results.iter())
+        .filter_map(|(addr, result)| Some((*addr, names_of(result)?)))
+        .collect()
+}
+
+fn locate(tracker: &mut ProcTracker, pid: u32, address: u64) -> UserLocation {
+    match tracker.lookup(pid, address) {
+        Some(mapping) if mapping.path.starts_with('[') => UserLocation::Special(mapping.path.clone()),
+        Some(mapping) => UserLocation::File {
+            path: mapping.path.clone(),
+            offset: mapping.file_offset_of(address),
+        },
+        None => UserLocation::Unknown,
+    }
+}
+
+fn ips(stack: &RawStack) -> &[u64] {
+    match stack {
+        RawStack::Ips(ips) => ips,
+        _ => &[],
+    }
+}
+
+/// Symbolizes every sample. Samples whose process name is unknown are named
+/// `[pid N]`.
+pub fn symbolize(samples: &[RawSample], tracker: &mut ProcTracker) -> Vec<SymbolizedSample> {
+    let symbolizer = Symbolizer::builder()
+        .enable_code_info(false)
+        .enable_inlined_fns(true)
+        .build();
+
+    // Normalize every user frame while the tracker is at hand, then symbolize
+    // each distinct location once.
+    let user_locations: Vec<Vec<UserLocation>> = samples
+        .iter()
+        .map(|sample| {
+            ips(&sample.user_stack)
+                .iter()
+                .enumerate()
+                .map(|(depth, &ip)| locate(tracker, sample.tgid, lookup_address(ip, depth)))
+                .collect()
+        })
+        .collect();
+    let distinct: BTreeSet<UserLocation> = user_locations.iter().flatten().cloned().collect();
+    let user_names = symbolize_files(&symbolizer, &distinct);
+
+    let kernel_addresses: BTreeSet<u64> = samples
+        .iter()
+        .flat_map(|s| {
+            ips(&s.kernel_stack)
+                .iter()
+                .enumerate()
+                .map(|(depth, &ip)| lookup_address(ip, depth))
+        })
+        .collect();
+    let kernel_names = symbolize_kernel(&symbolizer, &kernel_addresses);
+
+    samples
+        .iter()
+        .zip(user_locations)
+        .map(|(sample, locations)| {
+            let mut frames = Vec::new();
+            if let RawStack::Lost(_) = sample.user_stack {
+                frames.push(Frame::unknown(None, false));
+                frames[0].function = LOST_STACK.to_string();
+            }
+            for location in locations.iter().rev() {
+                match (location, user_names.get(location)) {
+                    (UserLocation::File { path, .. }, Some(names)) => {
+                        frames.extend(names.iter().map(|name| Frame {
+                            function: name.clone(),
+                            module: Some(path.clone()),
+                            kernel: false,
+                        }))
+                    }
+                    (UserLocation::File { path, .. }, None) => {
+                        frames.push(Frame::unknown(Some(path.clone()), false))
+                    }
+                    (UserLocation::Special(name), _) => frames.push(Frame {
+                        function: name.clone(),
+                        module: None,
+                        kernel: false,
+                    }),
+                    (UserLocation::Unknown, _) => frames.push(Frame::unknown(None, false)),
+                }
+            }
+            let kernel_ips = ips(&sample.kernel_stack);
+            for (depth, &ip) in kernel_ips.iter().enumerate().rev() {
+                match kernel_names.get(&lookup_address(ip, depth)) {
+                    Some(names) => frames.extend(names.iter().map(|name| Frame {
+                        function: name.clone(),
+                        module: Some("kernel".to_string()),
+                        kernel: true,
+                    })),
+                    None => frames.push(Frame::unknown(Some("kernel".to_string()), true)),
+                }
+            }
+            let state = match sample.user_stack {
+                RawStack::Lost(_) => StackState::UserStackLost,
+                _ => StackState::Complete,
+            };
+            SymbolizedSample {
+                pid: sample.tgid,
+                comm: tracker
+                    .comm(sample.tgid)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("[pid {}]", sample.tgid)),
+                read: sample.read,
+                frames,
+                state,
+                count: sample.count,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_addresses_step_back_into_the_call() {
+        assert_eq!(lookup_address(0x1000, 0), 0x1000);
+        assert_eq!(lookup_address(0x1000, 1), 0xfff);
+        assert_eq!(lookup_address(0, 3), 0);
+    }
+
+    #[test]
+    fn kernel_frames_are_suffixed() {
+        let frame = Frame {
+            function: "do_syscall_64".into(),
+            module: None,
+            kernel: true,
+        };
+        assert_eq!(frame.folded_name(), "do_syscall_64_[k]");
+        assert_eq!(Frame::unknown(None, false).folded_name(), "[unknown]");
+    }
+}
