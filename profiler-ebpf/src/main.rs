@@ -6,10 +6,10 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::bpf_get_current_pid_tgid,
-    macros::{map, tracepoint},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::{fentry, kprobe, map, tracepoint},
     maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
-    programs::{tracing::StackIdContext, TracePointContext},
+    programs::{tracing::StackIdContext, FEntryContext, ProbeContext, TracePointContext},
 };
 use profiler_common::{event, lost, target, CountKey, CLOCK_ID_NONE, STACK_NOT_CAPTURED};
 
@@ -124,6 +124,59 @@ pub fn sys_enter_time(ctx: TracePointContext) -> u32 {
     0
 }
 
+// The same three syscalls through fentry and kprobe on the `__x64_sys_*`
+// wrappers, which are cheaper than the syscall tracepoints (and, unlike them,
+// do not put every task on the slow syscall-entry path). The wrappers take the
+// caller's saved user registers; the first argument was passed in `di`.
+const PT_REGS_DI_OFFSET: usize = 112;
+
+#[inline(always)]
+fn first_syscall_arg(user_regs: *const u8) -> i32 {
+    if user_regs.is_null() {
+        return 0;
+    }
+    unsafe { bpf_probe_read_kernel(user_regs.add(PT_REGS_DI_OFFSET) as *const u64) }.unwrap_or(0)
+        as i32
+}
+
+#[fentry(function = "__x64_sys_clock_gettime")]
+pub fn fentry_clock_gettime(ctx: FEntryContext) -> u32 {
+    let clock_id = first_syscall_arg(ctx.arg::<*const u8>(0));
+    count_clock_read(&ctx, event::SYSCALL_CLOCK_GETTIME, clock_id, false);
+    0
+}
+
+#[fentry(function = "__x64_sys_gettimeofday")]
+pub fn fentry_gettimeofday(ctx: FEntryContext) -> u32 {
+    count_clock_read(&ctx, event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE, false);
+    0
+}
+
+#[fentry(function = "__x64_sys_time")]
+pub fn fentry_time(ctx: FEntryContext) -> u32 {
+    count_clock_read(&ctx, event::SYSCALL_TIME, CLOCK_ID_NONE, false);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_clock_gettime(ctx: ProbeContext) -> u32 {
+    let clock_id = first_syscall_arg(ctx.arg::<*const u8>(0).unwrap_or(core::ptr::null()));
+    count_clock_read(&ctx, event::SYSCALL_CLOCK_GETTIME, clock_id, false);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_gettimeofday(ctx: ProbeContext) -> u32 {
+    count_clock_read(&ctx, event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE, false);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_time(ctx: ProbeContext) -> u32 {
+    count_clock_read(&ctx, event::SYSCALL_TIME, CLOCK_ID_NONE, false);
+    0
+}
+
 /// Adds children of followed processes (`record -- COMMAND`) to the filter, so a
 /// command that forks (a shell, a test runner) is profiled as a whole. Runs in the
 /// parent. Threads fire this too; their tids land in TARGETS harmlessly.
@@ -141,10 +194,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let Ok(child) = (unsafe { ctx.read_at::<u32>(offset) }) else {
         return 0;
     };
-    if TARGETS
-        .insert(&child, &target::FOLLOW_CHILDREN, 0)
-        .is_err()
-    {
+    if TARGETS.insert(&child, &target::FOLLOW_CHILDREN, 0).is_err() {
         count_lost(lost::TARGET_MAP_FULL);
     }
     0

@@ -153,12 +153,22 @@ mod tests {
         }
     }
 
-    fn sample(pid: u32, comm: &str, frames: &[&str], event: u32, clock_id: i32, count: u64) -> SymbolizedSample {
+    fn sample(
+        pid: u32,
+        comm: &str,
+        frames: &[&str],
+        event: u32,
+        clock_id: i32,
+        count: u64,
+    ) -> SymbolizedSample {
         SymbolizedSample {
             pid,
             comm: comm.into(),
             read: ClockRead { event, clock_id },
-            frames: frames.iter().map(|f| frame(f, f.starts_with("k:"))).collect(),
+            frames: frames
+                .iter()
+                .map(|f| frame(f, f.starts_with("k:")))
+                .collect(),
             state: StackState::Complete,
             count,
         }
@@ -167,10 +177,38 @@ mod tests {
     #[test]
     fn merges_equal_stacks_and_totals_processes() {
         let samples = vec![
-            sample(10, "fixture", &["main", "hot"], event::SYSCALL_CLOCK_GETTIME, 1, 30),
-            sample(10, "fixture", &["main", "hot"], event::SYSCALL_CLOCK_GETTIME, 1, 20),
-            sample(10, "fixture", &["main", "warm"], event::SYSCALL_CLOCK_GETTIME, 0, 25),
-            sample(11, "other", &["main"], event::SYSCALL_TIME, CLOCK_ID_NONE, 5),
+            sample(
+                10,
+                "fixture",
+                &["main", "hot"],
+                event::SYSCALL_CLOCK_GETTIME,
+                1,
+                30,
+            ),
+            sample(
+                10,
+                "fixture",
+                &["main", "hot"],
+                event::SYSCALL_CLOCK_GETTIME,
+                1,
+                20,
+            ),
+            sample(
+                10,
+                "fixture",
+                &["main", "warm"],
+                event::SYSCALL_CLOCK_GETTIME,
+                0,
+                25,
+            ),
+            sample(
+                11,
+                "other",
+                &["main"],
+                event::SYSCALL_TIME,
+                CLOCK_ID_NONE,
+                5,
+            ),
         ];
         let profile = Profile::new(samples, RecordingInfo::default());
         assert_eq!(profile.total, 80);
@@ -193,8 +231,22 @@ mod tests {
     #[test]
     fn same_name_processes_merge_in_folded_output_and_separators_are_escaped() {
         let samples = vec![
-            sample(1, "worker", &["a;b", "k:do_syscall_64"], event::SYSCALL_TIME, CLOCK_ID_NONE, 2),
-            sample(2, "worker", &["a;b", "k:do_syscall_64"], event::SYSCALL_TIME, CLOCK_ID_NONE, 3),
+            sample(
+                1,
+                "worker",
+                &["a;b", "k:do_syscall_64"],
+                event::SYSCALL_TIME,
+                CLOCK_ID_NONE,
+                2,
+            ),
+            sample(
+                2,
+                "worker",
+                &["a;b", "k:do_syscall_64"],
+                event::SYSCALL_TIME,
+                CLOCK_ID_NONE,
+                3,
+            ),
         ];
         let profile = Profile::new(samples, RecordingInfo::default());
         assert_eq!(profile.processes.len(), 2);

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::export::Format;
+use crate::probes::Backend;
 use crate::source::SourceSet;
 
 #[derive(Parser, Debug)]
@@ -29,8 +30,8 @@ pub enum Command {
 }
 
 const SOURCES_HELP: &str = "Clock sources, comma-separated, or `all`.
-  syscall  clock_gettime/gettimeofday/time system calls (tracepoint; ~0.1-0.3 us
-           per syscall, exact counts). Most clock reads never enter the kernel
+  syscall  clock_gettime/gettimeofday/time system calls (fentry, kprobe or
+           tracepoint; ~0.1-0.3 us per syscall with its stack; exact counts). Most clock reads never enter the kernel
            (vDSO); syscalls show CPU-time clocks and hosts whose clocksource
            cannot serve the vDSO.";
 
@@ -60,6 +61,11 @@ pub struct RecordArgs {
     /// Output format: svg, folded or json.
     #[arg(short = 'f', long = "format", value_name = "FORMAT")]
     pub format: Option<Format>,
+
+    /// Attach every hook through this backend only (default: the cheapest one
+    /// the kernel accepts: fentry, then kprobe, then tracepoint).
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub backend: Option<Backend>,
 
     /// Distinct (process, stack, clock) entries the kernel can count; events
     /// beyond it are counted as lost.

@@ -61,7 +61,8 @@ fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map> {
 /// Reads every count with its stacks. Call after the workload stopped (or for a
 /// live view, repeatedly: the kernel keeps counting meanwhile).
 pub fn collect(ebpf: &Ebpf) -> Result<Collected> {
-    let counts: PerCpuHashMap<_, CountKey, u64> = PerCpuHashMap::try_from(map(ebpf, names::COUNTS)?)?;
+    let counts: PerCpuHashMap<_, CountKey, u64> =
+        PerCpuHashMap::try_from(map(ebpf, names::COUNTS)?)?;
     let stacks = StackTraceMap::try_from(map(ebpf, names::STACKS)?)?;
     let mut stack_cache: HashMap<i32, RawStack> = HashMap::new();
     let mut resolve = |id: i32| -> RawStack {

@@ -35,7 +35,10 @@ fn parse_command_line() -> Cli {
             err.exit();
         }
         let rendered = err.to_string();
-        eprintln!("{}", rendered.lines().next().unwrap_or("error: bad arguments"));
+        eprintln!(
+            "{}",
+            rendered.lines().next().unwrap_or("error: bad arguments")
+        );
         std::process::exit(2);
     })
 }

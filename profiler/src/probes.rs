@@ -9,8 +9,8 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{HashMap, Map, MapData};
-use aya::programs::TracePoint;
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{FEntry, KProbe, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
 use profiler_common::names;
 use serde::Serialize;
 
@@ -19,18 +19,103 @@ use crate::source::Source;
 /// The eBPF object built by build.rs (profiler-ebpf for bpfel-unknown-none).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/clockprof"));
 
-/// How a hook is attached. The best one the kernel accepts is used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// How a hook is attached, best (cheapest) first: the first one the kernel
+/// accepts is used, unless `--backend` forces one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    Fentry,
+    Kprobe,
     Tracepoint,
 }
 
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Backend::Fentry => "fentry",
+            Backend::Kprobe => "kprobe",
             Backend::Tracepoint => "tracepoint",
         })
+    }
+}
+
+/// One way to attach a hook: a program of the eBPF object and where it goes
+/// (a kernel function, or `category:name` of a tracepoint).
+#[derive(Clone, Copy, Debug)]
+struct HookPoint {
+    backend: Backend,
+    program: &'static str,
+    target: &'static str,
+}
+
+/// A clock-read hook with its ways of attaching, best first.
+struct Hook {
+    points: &'static [HookPoint],
+}
+
+const fn point(backend: Backend, program: &'static str, target: &'static str) -> HookPoint {
+    HookPoint {
+        backend,
+        program,
+        target,
+    }
+}
+
+const SYSCALL_HOOKS: &[Hook] = &[
+    Hook {
+        points: &[
+            point(
+                Backend::Fentry,
+                "fentry_clock_gettime",
+                "__x64_sys_clock_gettime",
+            ),
+            point(
+                Backend::Kprobe,
+                "kprobe_clock_gettime",
+                "__x64_sys_clock_gettime",
+            ),
+            point(
+                Backend::Tracepoint,
+                "sys_enter_clock_gettime",
+                "syscalls:sys_enter_clock_gettime",
+            ),
+        ],
+    },
+    Hook {
+        points: &[
+            point(
+                Backend::Fentry,
+                "fentry_gettimeofday",
+                "__x64_sys_gettimeofday",
+            ),
+            point(
+                Backend::Kprobe,
+                "kprobe_gettimeofday",
+                "__x64_sys_gettimeofday",
+            ),
+            point(
+                Backend::Tracepoint,
+                "sys_enter_gettimeofday",
+                "syscalls:sys_enter_gettimeofday",
+            ),
+        ],
+    },
+    Hook {
+        points: &[
+            point(Backend::Fentry, "fentry_time", "__x64_sys_time"),
+            point(Backend::Kprobe, "kprobe_time", "__x64_sys_time"),
+            point(
+                Backend::Tracepoint,
+                "sys_enter_time",
+                "syscalls:sys_enter_time",
+            ),
+        ],
+    },
+];
+
+fn hooks(source: Source) -> &'static [Hook] {
+    match source {
+        Source::Syscall => SYSCALL_HOOKS,
     }
 }
 
@@ -55,6 +140,8 @@ pub struct Probes {
     // Declared first so it is dropped (detached) before tracefs is unmounted.
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
+    /// BTF of the running kernel, loaded on first use by fentry.
+    btf: Option<Result<Btf, String>>,
     _tracefs: Option<TracefsMount>,
 }
 
@@ -112,17 +199,6 @@ fn tracepoint_field_offset(category: &str, name: &str, field: &str) -> Result<u3
         .ok_or_else(|| anyhow!("no field {field} in {}", path.display()))
 }
 
-/// The hooks of each source: (program name, tracepoint category, tracepoint name).
-fn tracepoints(source: Source) -> &'static [(&'static str, &'static str)] {
-    match source {
-        Source::Syscall => &[
-            ("syscalls", "sys_enter_clock_gettime"),
-            ("syscalls", "sys_enter_gettimeofday"),
-            ("syscalls", "sys_enter_time"),
-        ],
-    }
-}
-
 impl Probes {
     pub fn load(config: &ProbeConfig) -> Result<Self> {
         let tracefs = TracefsMount::ensure()?;
@@ -144,39 +220,108 @@ impl Probes {
         let mut probes = Probes {
             ebpf,
             attachments: Vec::new(),
+            btf: None,
             _tracefs: tracefs,
         };
         if config.follow_children {
-            probes.attach_tracepoint("sched_process_fork", "sched", "sched_process_fork")?;
+            probes
+                .attach_tracepoint("sched_process_fork", "sched:sched_process_fork")
+                .context("could not follow the processes COMMAND starts")?;
         }
         Ok(probes)
     }
 
-    fn attach_tracepoint(&mut self, program: &str, category: &str, name: &str) -> Result<()> {
-        let tracepoint: &mut TracePoint = self
-            .ebpf
-            .program_mut(program)
-            .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
-            .try_into()?;
-        tracepoint
-            .load()
-            .with_context(|| format!("the kernel refused to load the program for {category}:{name}"))?;
-        tracepoint
-            .attach(category, name)
-            .with_context(|| format!("could not attach to tracepoint {category}:{name}"))?;
+    fn attach_tracepoint(&mut self, program: &str, target: &str) -> Result<()> {
+        let (category, name) = target
+            .split_once(':')
+            .expect("tracepoint targets are category:name");
+        let tracepoint: &mut TracePoint = self.program(program)?.try_into()?;
+        tracepoint.load()?;
+        if let Err(err) = tracepoint.attach(category, name) {
+            let _ = tracepoint.unload();
+            return Err(err.into());
+        }
         Ok(())
     }
 
-    /// Attaches every hook of every source; on error, what was attached is
+    fn attach_kprobe(&mut self, program: &str, function: &str) -> Result<()> {
+        let kprobe: &mut KProbe = self.program(program)?.try_into()?;
+        kprobe.load()?;
+        if let Err(err) = kprobe.attach(function, 0) {
+            let _ = kprobe.unload();
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    fn attach_fentry(&mut self, program: &str, function: &str) -> Result<()> {
+        let btf = self
+            .btf
+            .get_or_insert_with(|| {
+                Btf::from_sys_fs().map_err(|err| format!("the kernel has no usable BTF ({err})"))
+            })
+            .clone()
+            .map_err(|reason| anyhow!(reason))?;
+        let fentry: &mut FEntry = self.program(program)?.try_into()?;
+        fentry.load(function, &btf)?;
+        if let Err(err) = fentry.attach() {
+            let _ = fentry.unload();
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    fn program(&mut self, name: &str) -> Result<&mut aya::programs::Program> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("the eBPF object has no program {name}"))
+    }
+
+    /// Loads and attaches one way of a hook. A program the kernel loads but
+    /// will not attach is unloaded again, so a failed try leaves nothing behind.
+    fn attach_point(&mut self, point: HookPoint) -> Result<()> {
+        match point.backend {
+            Backend::Fentry => self.attach_fentry(point.program, point.target),
+            Backend::Kprobe => self.attach_kprobe(point.program, point.target),
+            Backend::Tracepoint => self.attach_tracepoint(point.program, point.target),
+        }
+    }
+
+    /// Attaches every hook of every source, each through the best backend the
+    /// kernel accepts (or only `forced`). On error, what was attached is
     /// detached when `self` is dropped by the caller.
-    pub fn attach(&mut self, sources: &[Source]) -> Result<()> {
+    pub fn attach(&mut self, sources: &[Source], forced: Option<Backend>) -> Result<()> {
         for &source in sources {
-            for &(category, name) in tracepoints(source) {
-                self.attach_tracepoint(name, category, name)?;
+            for hook in hooks(source) {
+                let mut refusals = Vec::new();
+                let mut attached = None;
+                let candidates = hook
+                    .points
+                    .iter()
+                    .filter(|p| forced.is_none_or(|backend| p.backend == backend));
+                for &point in candidates {
+                    match self.attach_point(point) {
+                        Ok(()) => {
+                            attached = Some(point);
+                            break;
+                        }
+                        Err(err) => {
+                            refusals.push(format!("{} {}: {err:#}", point.backend, point.target))
+                        }
+                    }
+                }
+                let Some(point) = attached else {
+                    let tried = if refusals.is_empty() {
+                        "it has no hook of the chosen backend".to_string()
+                    } else {
+                        refusals.join("; ")
+                    };
+                    bail!("could not attach the {source} source ({tried}); run `clockprof doctor` to see what this kernel allows");
+                };
                 self.attachments.push(Attachment {
                     source,
-                    hook: format!("{category}:{name}"),
-                    backend: Backend::Tracepoint,
+                    hook: point.target.to_string(),
+                    backend: point.backend,
                 });
             }
         }

@@ -69,7 +69,8 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
 
     // The side-band must be open before the /proc snapshots and before any
     // process we profile can start, so no mapping falls in between.
-    let mut tracker = ProcTracker::start().context("could not open the perf side-band that tracks process mappings")?;
+    let mut tracker = ProcTracker::start()
+        .context("could not open the perf side-band that tracks process mappings")?;
     let mut probes = Probes::load(&ProbeConfig {
         filter_by_pid,
         follow_children: has_command,
@@ -79,7 +80,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     for &pid in &args.pids {
         probes.add_target(pid, target::ONLY)?;
     }
-    probes.attach(&args.sources.0)?;
+    probes.attach(&args.sources.0, args.backend)?;
     if filter_by_pid {
         args.pids.iter().for_each(|&pid| tracker.snapshot_pid(pid));
     } else {
@@ -99,7 +100,13 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         match (&args.pids[..], has_command) {
             (_, true) => " of COMMAND".to_string(),
             ([], false) => " host-wide".to_string(),
-            (pids, false) => format!(" of PID {}", pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
+            (pids, false) => format!(
+                " of PID {}",
+                pids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
         }
     );
 

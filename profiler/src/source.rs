@@ -149,10 +149,7 @@ mod tests {
             "syscall".parse::<SourceSet>().unwrap().0,
             vec![Source::Syscall]
         );
-        assert_eq!(
-            "all".parse::<SourceSet>().unwrap().0,
-            Source::ALL.to_vec()
-        );
+        assert_eq!("all".parse::<SourceSet>().unwrap().0, Source::ALL.to_vec());
         assert_eq!(
             "syscall,syscall".parse::<SourceSet>().unwrap().0,
             vec![Source::Syscall]

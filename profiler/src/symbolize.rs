@@ -147,7 +147,9 @@ fn symbolize_kernel(symbolizer: &Symbolizer, addresses: &BTreeSet<u64>) -> NameT
 
 fn locate(tracker: &mut ProcTracker, pid: u32, address: u64) -> UserLocation {
     match tracker.lookup(pid, address) {
-        Some(mapping) if mapping.path.starts_with('[') => UserLocation::Special(mapping.path.clone()),
+        Some(mapping) if mapping.path.starts_with('[') => {
+            UserLocation::Special(mapping.path.clone())
+        }
         Some(mapping) => UserLocation::File {
             path: mapping.path.clone(),
             offset: mapping.file_offset_of(address),

@@ -23,10 +23,16 @@ impl OutputFile {
             .map(|m| !m.is_file())
             .unwrap_or(false);
         let describe = |err: std::io::Error| {
-            anyhow::anyhow!("cannot write the output file {}: {err}", destination.display())
+            anyhow::anyhow!(
+                "cannot write the output file {}: {err}",
+                destination.display()
+            )
         };
         if special {
-            let file = OpenOptions::new().write(true).open(destination).map_err(describe)?;
+            let file = OpenOptions::new()
+                .write(true)
+                .open(destination)
+                .map_err(describe)?;
             return Ok(OutputFile {
                 destination: destination.to_path_buf(),
                 temporary: None,
@@ -114,7 +120,12 @@ mod tests {
 
     #[test]
     fn unwritable_destination_fails_at_once() {
-        let err = OutputFile::create(Path::new("/nonexistent-dir/p.svg")).err().unwrap();
-        assert!(err.to_string().contains("cannot write the output file"), "{err}");
+        let err = OutputFile::create(Path::new("/nonexistent-dir/p.svg"))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("cannot write the output file"),
+            "{err}"
+        );
     }
 }

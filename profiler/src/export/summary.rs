@@ -38,7 +38,11 @@ pub fn summary(profile: &Profile) -> String {
         let _ = writeln!(out, "no clock reads were recorded");
         return out;
     }
-    let _ = writeln!(out, "\nTop processes:\n{:>12} {:>6} {:>8}  COMMAND", "READS", "SHARE", "PID");
+    let _ = writeln!(
+        out,
+        "\nTop processes:\n{:>12} {:>6} {:>8}  COMMAND",
+        "READS", "SHARE", "PID"
+    );
     for process in profile.processes.iter().take(TOP_PROCESSES) {
         let _ = writeln!(
             out,
