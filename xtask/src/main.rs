@@ -1,0 +1,94 @@
+//! Developer and CI tasks for clockprof: `cargo xtask <setup|build|run|test|bench>`.
+//!
+//! Everything a fresh Debian machine needs is installed by `setup`, and every other
+//! task runs it first, so `cargo xtask test` alone is enough in CI.
+
+mod bench;
+mod build;
+mod process;
+mod setup;
+mod test_suite;
+mod workspace;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Setup, build, run, test and benchmark clockprof"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the Debian packages and bpf-linker the build needs (idempotent).
+    Setup(setup::SetupArgs),
+    /// Build target/release/clockprof and the Rust fixture.
+    Build,
+    /// Build, then run target/release/clockprof with ARGS (through sudo when not root).
+    Run {
+        /// Arguments for clockprof, e.g. `record -s syscall -o out.svg -- ./app`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build, then run rustfmt, clippy and the test suite (what CI runs).
+    Test,
+    /// Measure the added cost per traced clock_gettime syscall, vs bpftrace.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    workspace::sanitize_env();
+    let cli = Cli::parse();
+    let outcome = match cli.task {
+        Task::Setup(args) => setup::run(&args).map(|()| ExitCode::SUCCESS),
+        Task::Build => build::run().map(|()| ExitCode::SUCCESS),
+        Task::Run { args } => build::run().and_then(|()| build::run_clockprof(&args)),
+        Task::Test => test_suite::run(),
+        Task::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(argv: &[&str]) -> Vec<String> {
+        match Cli::try_parse_from(argv).unwrap().task {
+            Task::Run { args } => args,
+            _ => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn run_passes_clockprof_args_through_untouched() {
+        let expected = [
+            "record", "-s", "syscall", "-o", "x.svg", "--", "./app", "-v",
+        ];
+        assert_eq!(
+            run_args(&[
+                "xtask", "run", "--", "record", "-s", "syscall", "-o", "x.svg", "--", "./app", "-v"
+            ]),
+            expected
+        );
+        assert_eq!(
+            run_args(&[
+                "xtask", "run", "record", "-s", "syscall", "-o", "x.svg", "--", "./app", "-v"
+            ]),
+            expected
+        );
+        assert_eq!(run_args(&["xtask", "run", "--", "--help"]), ["--help"]);
+    }
+}

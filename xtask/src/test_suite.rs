@@ -1,0 +1,76 @@
+//! `cargo xtask test`: what CI runs. Build, then rustfmt, clippy and the test suite.
+//! All three checks run even when one fails, so one CI run shows every problem.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+
+use crate::{build, process, workspace};
+
+pub fn run() -> Result<ExitCode> {
+    let started = Instant::now();
+    if let Err(err) = build::run() {
+        eprintln!("xtask: error: {err:#}");
+        println!("xtask test: FAILED: build (nothing was tested)");
+        return Ok(ExitCode::FAILURE);
+    }
+    if !workspace::is_root() {
+        eprintln!("xtask: warning: not root; the end-to-end tests load eBPF and will fail");
+    }
+
+    let fixture_dir = fresh_fixture_dir()?;
+    let mut tests = process::cargo(["test", "--release", "--", "--test-threads=1"]);
+    // The end-to-end tests share kernel state (tracepoints, maps), hence one thread.
+    tests
+        .env(
+            "CLOCKPROF_BIN",
+            workspace::release_bin(build::CLOCKPROF_BIN),
+        )
+        .env("CLOCKPROF_FIXTURE_DIR", &fixture_dir);
+
+    let steps: [(&str, Command); 3] = [
+        ("fmt", process::cargo(["fmt", "--all", "--", "--check"])),
+        (
+            "clippy",
+            process::cargo(["clippy", "--release", "--", "-D", "warnings"]),
+        ),
+        ("tests", tests),
+    ];
+    let mut failed = Vec::new();
+    for (name, mut cmd) in steps {
+        if !process::status(&mut cmd)?.success() {
+            eprintln!("xtask: {name} FAILED");
+            failed.push(name);
+        }
+    }
+
+    let secs = started.elapsed().as_secs_f64();
+    if failed.is_empty() {
+        // Fixture output is only worth keeping when something needs explaining.
+        let _ = fs::remove_dir_all(&fixture_dir);
+        println!("xtask test: OK: build, fmt, clippy and tests all passed ({secs:.0} s)");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "xtask test: FAILED: {} ({secs:.0} s; fixture files kept in {})",
+            failed.join(", "),
+            fixture_dir.display()
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// A new directory per run, so tests never see a previous run's files.
+fn fresh_fixture_dir() -> Result<PathBuf> {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let dir = workspace::target_dir()
+        .join("fixtures")
+        .join(format!("test-{stamp}-{}", std::process::id()));
+    fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    Ok(dir)
+}
