@@ -10,6 +10,14 @@ pub mod event {
     pub const SYSCALL_CLOCK_GETTIME: u32 = 1;
     pub const SYSCALL_GETTIMEOFDAY: u32 = 2;
     pub const SYSCALL_TIME: u32 = 3;
+    /// Entry of libc's `__clock_gettime` (uprobe).
+    pub const LIBC_CLOCK_GETTIME: u32 = 10;
+    /// Entries of Go's clock functions (uprobes).
+    pub const GO_TIME_NOW: u32 = 20;
+    pub const GO_NANOTIME1: u32 = 21;
+    pub const GO_WALLTIME: u32 = 22;
+    /// A cpu-clock sample whose user instruction pointer was in the [vdso].
+    pub const VDSO_SAMPLE: u32 = 30;
 }
 
 /// `CountKey::clock_id` when the hook does not know the clock (gettimeofday, time).
@@ -29,6 +37,15 @@ pub struct CountKey {
     pub kernel_stack_id: i32,
     pub clock_id: i32,
     pub event: u32,
+    pub _pad: u32,
+    /// Return addresses that frame-pointer unwinding skips, recovered from
+    /// the stack where the kernel side can check them: the caller of the
+    /// innermost function when that has no frame at this instruction (a uprobe
+    /// at function entry, a vDSO prologue or epilogue), and the caller of a
+    /// frameless wrapper above it (glibc's `__clock_gettime` around the vDSO).
+    /// They belong at depth 1 and 2 of the user stack; 0 when not found.
+    pub caller_ip: u64,
+    pub wrapper_caller_ip: u64,
 }
 
 /// Slots of the per-CPU `LOST` array: events or stacks the kernel side could not keep.
@@ -65,6 +82,11 @@ pub mod names {
     /// Global: offset of `child_pid` in the `sched_process_fork` tracepoint record
     /// (it moved between kernels; read from tracefs at start).
     pub const FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
+    /// Globals: where the vDSO of the current task is (task_struct.mm, then
+    /// mm_struct.context.vdso), from the kernel's BTF, and the vDSO text size.
+    pub const TASK_MM_OFFSET: &str = "TASK_MM_OFFSET";
+    pub const MM_VDSO_OFFSET: &str = "MM_VDSO_OFFSET";
+    pub const VDSO_TEXT_SIZE: &str = "VDSO_TEXT_SIZE";
 }
 
 #[cfg(feature = "user")]

@@ -6,10 +6,15 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
-    macros::{fentry, kprobe, map, tracepoint},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
+        bpf_probe_read_user,
+    },
+    macros::{fentry, kprobe, map, perf_event, tracepoint, uprobe},
     maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
-    programs::{tracing::StackIdContext, FEntryContext, ProbeContext, TracePointContext},
+    programs::{
+        tracing::StackIdContext, FEntryContext, PerfEventContext, ProbeContext, TracePointContext,
+    },
 };
 use profiler_common::{event, lost, target, CountKey, CLOCK_ID_NONE, STACK_NOT_CAPTURED};
 
@@ -19,6 +24,12 @@ use profiler_common::{event, lost, target, CountKey, CLOCK_ID_NONE, STACK_NOT_CA
 static FILTER_BY_PID: u32 = 0;
 #[no_mangle]
 static FORK_CHILD_PID_OFFSET: u32 = 20;
+#[no_mangle]
+static TASK_MM_OFFSET: u32 = 0;
+#[no_mangle]
+static MM_VDSO_OFFSET: u32 = 0;
+#[no_mangle]
+static VDSO_TEXT_SIZE: u64 = 0;
 
 // Sizes are defaults; the loader resizes COUNTS and STACKS from the command line.
 // Per-CPU values: a hot key is bumped without atomics or cache-line bouncing;
@@ -32,9 +43,20 @@ static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);
 
+/// No skipped caller was recovered.
+const NO_CALLER: (u64, u64) = (0, 0);
+
 /// Offset of the first syscall argument in a `syscalls:sys_enter_*` record
 /// (after the common header and `__syscall_nr`); stable across kernels.
 const SYSCALL_ARG0_OFFSET: usize = 16;
+
+#[inline(always)]
+fn count_syscall(ctx: &impl StackIdContext, event: u32, clock_id: i32) {
+    // No caller fix-up: at a syscall, the word at the stack pointer is a return
+    // address only inside a frameless libc wrapper, and a local variable
+    // otherwise, which would split the counts into one key per value.
+    count_clock_read(ctx, event, clock_id, false, NO_CALLER);
+}
 
 #[inline(always)]
 fn filter_by_pid() -> bool {
@@ -67,7 +89,13 @@ fn stack_id<C: StackIdContext>(ctx: &C, flags: u64, lost_slot: u32) -> i32 {
 
 /// Counts one clock read of `event` by the current task.
 #[inline(always)]
-fn count_clock_read<C: StackIdContext>(ctx: &C, event: u32, clock_id: i32, kernel_stack: bool) {
+fn count_clock_read<C: StackIdContext>(
+    ctx: &C,
+    event: u32,
+    clock_id: i32,
+    kernel_stack: bool,
+    (caller_ip, wrapper_caller_ip): (u64, u64),
+) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if !is_target(tgid) {
         return;
@@ -82,6 +110,9 @@ fn count_clock_read<C: StackIdContext>(ctx: &C, event: u32, clock_id: i32, kerne
         },
         clock_id,
         event,
+        _pad: 0,
+        caller_ip,
+        wrapper_caller_ip,
     };
     if add_one(&key) {
         return;
@@ -108,19 +139,19 @@ fn add_one(key: &CountKey) -> bool {
 #[tracepoint]
 pub fn sys_enter_clock_gettime(ctx: TracePointContext) -> u32 {
     let clock_id = unsafe { ctx.read_at::<u64>(SYSCALL_ARG0_OFFSET) }.unwrap_or(0) as i32;
-    count_clock_read(&ctx, event::SYSCALL_CLOCK_GETTIME, clock_id, false);
+    count_syscall(&ctx, event::SYSCALL_CLOCK_GETTIME, clock_id);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_gettimeofday(ctx: TracePointContext) -> u32 {
-    count_clock_read(&ctx, event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE, false);
+    count_syscall(&ctx, event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_time(ctx: TracePointContext) -> u32 {
-    count_clock_read(&ctx, event::SYSCALL_TIME, CLOCK_ID_NONE, false);
+    count_syscall(&ctx, event::SYSCALL_TIME, CLOCK_ID_NONE);
     0
 }
 
@@ -142,39 +173,216 @@ fn first_syscall_arg(user_regs: *const u8) -> i32 {
 #[fentry(function = "__x64_sys_clock_gettime")]
 pub fn fentry_clock_gettime(ctx: FEntryContext) -> u32 {
     let clock_id = first_syscall_arg(ctx.arg::<*const u8>(0));
-    count_clock_read(&ctx, event::SYSCALL_CLOCK_GETTIME, clock_id, false);
+    count_syscall(&ctx, event::SYSCALL_CLOCK_GETTIME, clock_id);
     0
 }
 
 #[fentry(function = "__x64_sys_gettimeofday")]
 pub fn fentry_gettimeofday(ctx: FEntryContext) -> u32 {
-    count_clock_read(&ctx, event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE, false);
+    count_syscall(&ctx, event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE);
     0
 }
 
 #[fentry(function = "__x64_sys_time")]
 pub fn fentry_time(ctx: FEntryContext) -> u32 {
-    count_clock_read(&ctx, event::SYSCALL_TIME, CLOCK_ID_NONE, false);
+    count_syscall(&ctx, event::SYSCALL_TIME, CLOCK_ID_NONE);
     0
 }
 
 #[kprobe]
 pub fn kprobe_clock_gettime(ctx: ProbeContext) -> u32 {
     let clock_id = first_syscall_arg(ctx.arg::<*const u8>(0).unwrap_or(core::ptr::null()));
-    count_clock_read(&ctx, event::SYSCALL_CLOCK_GETTIME, clock_id, false);
+    count_syscall(&ctx, event::SYSCALL_CLOCK_GETTIME, clock_id);
     0
 }
 
 #[kprobe]
 pub fn kprobe_gettimeofday(ctx: ProbeContext) -> u32 {
-    count_clock_read(&ctx, event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE, false);
+    count_syscall(&ctx, event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE);
     0
 }
 
 #[kprobe]
 pub fn kprobe_time(ctx: ProbeContext) -> u32 {
-    count_clock_read(&ctx, event::SYSCALL_TIME, CLOCK_ID_NONE, false);
+    count_syscall(&ctx, event::SYSCALL_TIME, CLOCK_ID_NONE);
     0
+}
+
+// User-space clock functions, by entry uprobes (never uretprobes: they crash
+// Go programs). At entry the callee has not pushed its frame, so the caller is
+// only found at the stack pointer: it is recorded exactly.
+
+#[inline(always)]
+fn return_address(ctx: &ProbeContext) -> (u64, u64) {
+    let sp = unsafe { (*ctx.regs).rsp };
+    (unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0), 0)
+}
+
+#[uprobe]
+pub fn uprobe_libc_clock_gettime(ctx: ProbeContext) -> u32 {
+    let clock_id = ctx.arg::<u64>(0).unwrap_or(0) as i32;
+    count_clock_read(&ctx, event::LIBC_CLOCK_GETTIME, clock_id, false, return_address(&ctx));
+    0
+}
+
+#[uprobe]
+pub fn uprobe_go_time_now(ctx: ProbeContext) -> u32 {
+    count_clock_read(&ctx, event::GO_TIME_NOW, CLOCK_ID_NONE, false, return_address(&ctx));
+    0
+}
+
+#[uprobe]
+pub fn uprobe_go_nanotime1(ctx: ProbeContext) -> u32 {
+    count_clock_read(&ctx, event::GO_NANOTIME1, CLOCK_ID_NONE, false, return_address(&ctx));
+    0
+}
+
+#[uprobe]
+pub fn uprobe_go_walltime(ctx: ProbeContext) -> u32 {
+    count_clock_read(&ctx, event::GO_WALLTIME, CLOCK_ID_NONE, false, return_address(&ctx));
+    0
+}
+
+/// cpu-clock sampling: a sample counts when the interrupted user instruction
+/// lies in the task's vDSO, whose address the kernel keeps in
+/// mm->context.vdso (offsets from BTF, set by the loader). Costs what the
+/// sampling frequency costs, whatever the clock-read rate.
+#[perf_event]
+pub fn vdso_sample(ctx: PerfEventContext) -> u32 {
+    let regs = unsafe { &(*ctx.ctx).regs };
+    // Only samples that interrupted user mode carry a user instruction pointer.
+    if regs.cs & 3 != 3 {
+        return 0;
+    }
+    let ip = regs.rip;
+    let mm_offset = unsafe { core::ptr::read_volatile(&TASK_MM_OFFSET) } as usize;
+    let vdso_offset = unsafe { core::ptr::read_volatile(&MM_VDSO_OFFSET) } as usize;
+    let vdso_size = unsafe { core::ptr::read_volatile(&VDSO_TEXT_SIZE) };
+    if mm_offset == 0 || vdso_offset == 0 {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let Ok(mm) = (unsafe { bpf_probe_read_kernel(task.add(mm_offset) as *const u64) }) else {
+        return 0;
+    };
+    if mm == 0 {
+        return 0;
+    }
+    let Ok(vdso) = (unsafe { bpf_probe_read_kernel((mm as *const u8).add(vdso_offset) as *const u64) }) else {
+        return 0;
+    };
+    if ip < vdso || ip >= vdso + vdso_size {
+        return 0;
+    }
+    count_clock_read(&ctx, event::VDSO_SAMPLE, CLOCK_ID_NONE, false, vdso_callers(ip, regs.rsp, regs.rbp));
+    0
+}
+
+/// The vDSO is built with frame pointers, so the frame chain names its caller,
+/// except where the sampled function has no frame at that instruction: its
+/// first instruction (`push %rbp`), the next (`mov %rsp,%rbp`), and after its
+/// final `pop %rbp`. There the return address is at the stack pointer. The
+/// caller is typically glibc's `__clock_gettime`, which has no frame at all
+/// (`sub $8,%rsp; call *%rax; ...; add $8,%rsp; ret`), so the chain also skips
+/// the function that called glibc: its return address sits right above the
+/// wrapper's frame, whose size the wrapper's epilogue tells.
+#[inline(always)]
+fn vdso_callers(ip: u64, sp: u64, bp: u64) -> (u64, u64) {
+    let Ok(code) = (unsafe { bpf_probe_read_user(ip as *const [u8; CODE_WINDOW]) }) else {
+        return NO_CALLER;
+    };
+    let unframed_slot = match code {
+        [0x55, ..] => Some(sp),
+        [0x48, 0x89, 0xe5, ..] => Some(sp + 8),
+        _ => frameless_exit(&code).map(|frame| sp + frame),
+    };
+    // The stack slot holding the return address into the vDSO's caller.
+    let (caller, slot) = match unframed_slot.map(|slot| (read_return_address(slot), slot)) {
+        Some((caller, slot)) if caller != 0 => (caller, slot),
+        _ => (0, bp + 8),
+    };
+    (caller, wrapper_caller(slot))
+}
+
+/// Reads a return address from the stack, kept only if it follows a call.
+#[inline(always)]
+fn read_return_address(slot: u64) -> u64 {
+    match unsafe { bpf_probe_read_user(slot as *const u64) } {
+        Ok(address) if follows_call(address) => address,
+        _ => 0,
+    }
+}
+
+/// Bytes of code decoded to find how a function returns: the vDSO's epilogue
+/// clears nine registers (20 bytes) between its `pop %rbp` and `ret`.
+const CODE_WINDOW: usize = 24;
+
+/// How the code at some instruction returns, judged by decoding the next
+/// CODE_WINDOW bytes: `Some(n)` if it reaches `ret`, or `add $n,%rsp; ret`, through only
+/// register clearing and tests (`xor`/`test` of registers, the fall-through of
+/// a short conditional jump), so without a frame of its own; None at anything
+/// else (`pop %rbp`, `leave`, memory access, ...). The vDSO's epilogue clears
+/// registers after its last `pop %rbp`; glibc's `__clock_gettime` tests the
+/// vDSO's result and returns with `add $8,%rsp; ret`.
+#[inline(always)]
+fn frameless_exit(code: &[u8; CODE_WINDOW]) -> Option<u64> {
+    let mut i = 0;
+    let mut frame = 0;
+    while i < CODE_WINDOW - 1 {
+        let op = code[i];
+        match op {
+            0xc3 => return Some(frame),
+            // xor/test r32, r32 (mod = 11: registers only)
+            0x31 | 0x33 | 0x85 if code[i + 1] >= 0xc0 => i += 2,
+            // jcc rel8: follow the fall-through
+            0x70..=0x7f => i += 2,
+            // REX prefix: add $imm8,%rsp | xor/test r64, r64
+            0x40..=0x4f if i + 3 < CODE_WINDOW => {
+                match (code[i + 1], code[i + 2]) {
+                    (0x83, 0xc4) if op == 0x48 => {
+                        frame = code[i + 3] as u64;
+                        i += 4;
+                    }
+                    (0x31 | 0x33 | 0x85, modrm) if modrm >= 0xc0 => i += 3,
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The caller of a frameless wrapper whose return address is at `slot`.
+#[inline(always)]
+fn wrapper_caller(slot: u64) -> u64 {
+    let Ok(return_site) = (unsafe { bpf_probe_read_user(slot as *const u64) }) else {
+        return 0;
+    };
+    let Ok(code) = (unsafe { bpf_probe_read_user(return_site as *const [u8; CODE_WINDOW]) }) else {
+        return 0;
+    };
+    match frameless_exit(&code) {
+        Some(frame) => read_return_address(slot + 8 + frame),
+        None => 0,
+    }
+}
+
+/// Whether `address` follows a call instruction, as a return address does:
+/// `call rel32` (e8 ..), `call *disp32(%rip)` (ff 15 ..), `call *%reg`
+/// (ff d0-d7, also with a REX prefix), `call *(%reg)` (ff 10-17) or
+/// `call *disp8(%reg)` (ff 50-57 ..).
+#[inline(always)]
+fn follows_call(address: u64) -> bool {
+    match unsafe { bpf_probe_read_user((address - 6) as *const [u8; 6]) } {
+        Ok(code) => {
+            code[1] == 0xe8
+                || (code[0] == 0xff && code[1] == 0x15)
+                || (code[4] == 0xff && (code[5] & 0xf8 == 0xd0 || code[5] & 0xf8 == 0x10))
+                || (code[3] == 0xff && code[4] & 0xf8 == 0x50)
+        }
+        Err(_) => false,
+    }
 }
 
 /// Adds children of followed processes (`record -- COMMAND`) to the filter, so a

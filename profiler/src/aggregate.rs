@@ -18,9 +18,18 @@ pub struct RecordingInfo {
     pub lost: LostCounts,
     /// Mapping records the kernel dropped (user frames may be `[unknown]`).
     pub lost_mapping_records: u64,
+    /// Sampling frequency of the vdso source (Hz per CPU), when sampled.
+    pub sample_frequency: Option<u64>,
 }
 
 impl RecordingInfo {
+    /// CPU time that `samples` of a sampled source stand for, in ms: each
+    /// sample covers one sampling period of CPU time.
+    pub fn sampled_cpu_ms(&self, samples: u64) -> Option<f64> {
+        self.sample_frequency
+            .map(|hz| samples as f64 * 1000.0 / hz as f64)
+    }
+
     /// Backends in use, e.g. `tracepoint`, de-duplicated.
     pub fn backends(&self) -> Vec<String> {
         let mut backends: Vec<String> = self

@@ -29,11 +29,23 @@ pub enum Command {
     Record(RecordArgs),
 }
 
-const SOURCES_HELP: &str = "Clock sources, comma-separated, or `all`.
+const SOURCES_HELP: &str = "Clock sources, comma-separated, or `all`. Default: syscall,vdso,
+the two that cost little on every hot path.
   syscall  clock_gettime/gettimeofday/time system calls (fentry, kprobe or
-           tracepoint; ~0.1-0.3 us per syscall with its stack; exact counts). Most clock reads never enter the kernel
-           (vDSO); syscalls show CPU-time clocks and hosts whose clocksource
-           cannot serve the vDSO.";
+           tracepoint; ~0.1-0.3 us per syscall with its stack; exact counts).
+           Most clock reads never enter the kernel (vDSO); syscalls show
+           CPU-time clocks and hosts whose clocksource cannot serve the vDSO.
+  vdso     cpu-clock samples landing in the vDSO's clock functions, where
+           glibc's clock_gettime/gettimeofday/time, Go's time.Now and Rust's
+           Instant::now read the clock without a syscall. Costs what the
+           sampling rate (-F) costs, whatever the call rate; counts are samples.
+  libc     uprobe on glibc's __clock_gettime: exact counts, but each call traps
+           (~1 us, a 10x slowdown of a vDSO read). Opt-in; scoped to -p/COMMAND
+           when given. gettimeofday and time are glibc IFUNCs that jump
+           straight into the vDSO: only vdso sees them.
+  go       uprobes on time.now, runtime.nanotime1, runtime.walltime of Go
+           binaries (needs their symbols): exact counts, same trap cost.
+           Opt-in; host-wide it covers the Go binaries running at start.";
 
 #[derive(Args, Debug)]
 pub struct RecordArgs {
@@ -50,7 +62,7 @@ pub struct RecordArgs {
     pub duration: Option<f64>,
 
     #[arg(short = 's', long = "sources", value_name = "SOURCES",
-          default_value = "syscall", long_help = SOURCES_HELP)]
+          default_value = "syscall,vdso", long_help = SOURCES_HELP)]
     pub sources: SourceSet,
 
     /// Write the profile here (format from -f, else from the extension:
@@ -61,6 +73,11 @@ pub struct RecordArgs {
     /// Output format: svg, folded or json.
     #[arg(short = 'f', long = "format", value_name = "FORMAT")]
     pub format: Option<Format>,
+
+    /// Sampling frequency of the vdso source, in Hz per CPU.
+    #[arg(short = 'F', long = "frequency", value_name = "HZ", default_value_t = 999,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub frequency: u64,
 
     /// Attach every hook through this backend only (default: the cheapest one
     /// the kernel accepts: fentry, then kprobe, then tracepoint).

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use anyhow::{anyhow, Result};
-use aya::maps::{PerCpuArray, PerCpuHashMap, StackTraceMap};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
 use aya::Ebpf;
 use profiler_common::{lost, names, CountKey, STACK_NOT_CAPTURED};
 use serde::Serialize;
@@ -28,6 +28,10 @@ pub struct RawSample {
     pub read: ClockRead,
     pub user_stack: RawStack,
     pub kernel_stack: RawStack,
+    /// Return addresses the frame chain skipped, at depth 1 and 2 of the user
+    /// stack (see CountKey); 0 when none.
+    pub caller_ip: u64,
+    pub wrapper_caller_ip: u64,
     pub count: u64,
 }
 
@@ -61,50 +65,99 @@ fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map> {
 /// Reads every count with its stacks. Call after the workload stopped (or for a
 /// live view, repeatedly: the kernel keeps counting meanwhile).
 pub fn collect(ebpf: &Ebpf) -> Result<Collected> {
-    let counts: PerCpuHashMap<_, CountKey, u64> =
-        PerCpuHashMap::try_from(map(ebpf, names::COUNTS)?)?;
+    let Counts { counts, lost } = collect_counts(ebpf)?;
     let stacks = StackTraceMap::try_from(map(ebpf, names::STACKS)?)?;
     let mut stack_cache: HashMap<i32, RawStack> = HashMap::new();
     let mut resolve = |id: i32| -> RawStack {
-        if id == STACK_NOT_CAPTURED {
-            return RawStack::NotCaptured;
-        }
-        if id < 0 {
-            return RawStack::Lost(-id);
-        }
         stack_cache
             .entry(id)
-            .or_insert_with(|| match stacks.get(&(id as u32), 0) {
-                Ok(trace) => RawStack::Ips(trace.frames().iter().map(|f| f.ip).collect()),
-                Err(_) => RawStack::Lost(libc::ENOENT),
-            })
+            .or_insert_with(|| read_stack(&stacks, id))
             .clone()
     };
-    let mut samples = Vec::new();
-    for entry in counts.iter() {
-        let (key, per_cpu) = entry?;
-        let count: u64 = per_cpu.iter().sum();
-        if count == 0 {
-            continue;
-        }
-        samples.push(RawSample {
-            tgid: key.tgid,
-            read: ClockRead {
-                event: key.event,
-                clock_id: key.clock_id,
-            },
-            user_stack: resolve(key.user_stack_id),
-            kernel_stack: resolve(key.kernel_stack_id),
-            count,
-        });
+    let samples = counts
+        .into_iter()
+        .map(|(key, count)| {
+            let user_stack = resolve(key.user_stack_id);
+            let kernel_stack = resolve(key.kernel_stack_id);
+            sample(&key, user_stack, kernel_stack, count)
+        })
+        .collect();
+    Ok(Collected { samples, lost })
+}
+
+/// The sample of one key, given the stacks its ids stand for.
+pub fn sample(key: &CountKey, user_stack: RawStack, kernel_stack: RawStack, count: u64) -> RawSample {
+    RawSample {
+        tgid: key.tgid,
+        read: clock_read(key),
+        user_stack,
+        kernel_stack,
+        caller_ip: key.caller_ip,
+        wrapper_caller_ip: key.wrapper_caller_ip,
+        count,
     }
+}
+
+fn read_stack(stacks: &StackTraceMap<&MapData>, id: i32) -> RawStack {
+    if id == STACK_NOT_CAPTURED {
+        return RawStack::NotCaptured;
+    }
+    if id < 0 {
+        return RawStack::Lost(-id);
+    }
+    match stacks.get(&(id as u32), 0) {
+        Ok(trace) => RawStack::Ips(trace.frames().iter().map(|f| f.ip).collect()),
+        Err(_) => RawStack::Lost(libc::ENOENT),
+    }
+}
+
+fn lost_counts(ebpf: &Ebpf) -> Result<LostCounts> {
     let lost_map: PerCpuArray<_, u64> = PerCpuArray::try_from(map(ebpf, names::LOST)?)?;
     let lost_slot = |slot: u32| -> Result<u64> { Ok(lost_map.get(&slot, 0)?.iter().sum()) };
-    let lost = LostCounts {
+    Ok(LostCounts {
         events: lost_slot(lost::COUNT_MAP_FULL)?,
         user_stacks: lost_slot(lost::USER_STACK)?,
         kernel_stacks: lost_slot(lost::KERNEL_STACK)?,
         followed_processes: lost_slot(lost::TARGET_MAP_FULL)?,
-    };
-    Ok(Collected { samples, lost })
+    })
+}
+
+/// Cumulative counts per key, without their stacks.
+pub struct Counts {
+    pub counts: Vec<(CountKey, u64)>,
+    pub lost: LostCounts,
+}
+
+/// Reads the counts only: a live view does this every refresh, and the stack
+/// behind an id never changes while the maps live, so it fetches each stack
+/// once, with `stack`, and only when it needs one.
+pub fn collect_counts(ebpf: &Ebpf) -> Result<Counts> {
+    let count_map: PerCpuHashMap<_, CountKey, u64> =
+        PerCpuHashMap::try_from(map(ebpf, names::COUNTS)?)?;
+    let mut counts = Vec::new();
+    for entry in count_map.iter() {
+        let (key, per_cpu) = entry?;
+        let count: u64 = per_cpu.iter().sum();
+        if count > 0 {
+            counts.push((key, count));
+        }
+    }
+    Ok(Counts {
+        counts,
+        lost: lost_counts(ebpf)?,
+    })
+}
+
+/// Which clock read a key counts.
+pub fn clock_read(key: &CountKey) -> ClockRead {
+    ClockRead {
+        event: key.event,
+        clock_id: key.clock_id,
+    }
+}
+
+/// The stack a `CountKey` stack id stands for.
+pub fn stack(ebpf: &Ebpf, id: i32) -> Result<RawStack> {
+    let stacks = StackTraceMap::try_from(map(ebpf, names::STACKS)?)?;
+    Ok(read_stack(&stacks, id))
 }

@@ -5,13 +5,16 @@
 //! mappings) -> aggregate -> export.
 
 mod aggregate;
+mod binaries;
 mod cli;
 mod collect;
 mod export;
+mod kernel_btf;
 mod privileges;
 mod probes;
 mod proc_tracker;
 mod record;
+mod session;
 mod source;
 mod symbolize;
 mod target;

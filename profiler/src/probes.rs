@@ -3,13 +3,17 @@
 //! source. Dropping `Probes` detaches everything (links are fd-based), so no
 //! probe outlives the process, whatever way it exits.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::num::NonZeroU32;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{HashMap, Map, MapData};
-use aya::programs::{FEntry, KProbe, TracePoint};
+use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
+use aya::programs::uprobe::UProbeScope;
+use aya::programs::{FEntry, KProbe, PerfEvent, TracePoint, UProbe};
 use aya::{Btf, Ebpf, EbpfLoader};
 use profiler_common::names;
 use serde::Serialize;
@@ -27,6 +31,10 @@ pub enum Backend {
     Fentry,
     Kprobe,
     Tracepoint,
+    Uprobe,
+    #[value(name = "perf_event")]
+    #[serde(rename = "perf_event")]
+    PerfEvent,
 }
 
 impl fmt::Display for Backend {
@@ -35,6 +43,8 @@ impl fmt::Display for Backend {
             Backend::Fentry => "fentry",
             Backend::Kprobe => "kprobe",
             Backend::Tracepoint => "tracepoint",
+            Backend::Uprobe => "uprobe",
+            Backend::PerfEvent => "perf_event",
         })
     }
 }
@@ -113,10 +123,58 @@ const SYSCALL_HOOKS: &[Hook] = &[
     },
 ];
 
-fn hooks(source: Source) -> &'static [Hook] {
+/// Hooks at fixed kernel places; user-space sources attach per binary
+/// (`attach_uprobes`) and vdso by sampling (`attach_vdso_sampling`).
+fn kernel_hooks(source: Source) -> &'static [Hook] {
     match source {
         Source::Syscall => SYSCALL_HOOKS,
+        Source::Libc | Source::Go | Source::Vdso => &[],
     }
+}
+
+/// Each entry uprobe of a user-space source: its program and the names its
+/// function goes by. Go's assembly functions carry an `.abi0` suffix in some
+/// releases, and not every release has every function (Go 1.19 on amd64 reads
+/// the wall clock inside time.now, with no runtime.walltime).
+pub fn uprobe_symbols(source: Source) -> &'static [(&'static str, &'static [&'static str])] {
+    match source {
+        Source::Libc => &[("uprobe_libc_clock_gettime", &["__clock_gettime"])],
+        Source::Go => &[
+            ("uprobe_go_time_now", &["time.now", "time.now.abi0"]),
+            ("uprobe_go_nanotime1", &["runtime.nanotime1", "runtime.nanotime1.abi0"]),
+            ("uprobe_go_walltime", &["runtime.walltime", "runtime.walltime.abi0"]),
+        ],
+        Source::Syscall | Source::Vdso => &[],
+    }
+}
+
+/// Where the current task's vDSO lives, for the sampling program: offsets of
+/// task_struct.mm and mm_struct.context.vdso from BTF, and the vDSO's text
+/// size (the same for every process of this kernel: read from our own).
+fn vdso_globals() -> Result<(u32, u32, u64)> {
+    let btf = crate::kernel_btf::KernelBtf::load()?;
+    let mm = btf.member_offset("task_struct", &["mm"])?;
+    let vdso = btf.member_offset("mm_struct", &["context", "vdso"])?;
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let size = maps
+        .lines()
+        .find(|line| line.ends_with("[vdso]"))
+        .and_then(|line| {
+            let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+            Some(u64::from_str_radix(end, 16).ok()? - u64::from_str_radix(start, 16).ok()?)
+        })
+        .ok_or_else(|| anyhow!("this process has no [vdso] mapping, so the kernel has no vDSO to sample"))?;
+    Ok((mm, vdso, size))
+}
+
+fn online_cpus() -> Result<Vec<u32>> {
+    let list = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
+    let mut cpus = Vec::new();
+    for range in list.trim().split(',') {
+        let (first, last) = range.split_once('-').unwrap_or((range, range));
+        cpus.extend(first.parse::<u32>()?..=last.parse::<u32>()?);
+    }
+    Ok(cpus)
 }
 
 /// One attached hook, for the record of what was measured how.
@@ -134,6 +192,8 @@ pub struct ProbeConfig {
     pub follow_children: bool,
     pub count_entries: u32,
     pub stack_entries: u32,
+    /// The vdso source is wanted: its program needs kernel offsets.
+    pub vdso: bool,
 }
 
 pub struct Probes {
@@ -142,6 +202,8 @@ pub struct Probes {
     attachments: Vec<Attachment>,
     /// BTF of the running kernel, loaded on first use by fentry.
     btf: Option<Result<Btf, String>>,
+    /// Programs already loaded (one program may be attached many times).
+    loaded: HashSet<&'static str>,
     _tracefs: Option<TracefsMount>,
 }
 
@@ -208,9 +270,17 @@ impl Probes {
             0
         };
         let filter = u32::from(config.filter_by_pid);
+        let (task_mm, mm_vdso, vdso_size) = if config.vdso {
+            vdso_globals().context("the vdso source cannot find the vDSO of a task")?
+        } else {
+            (0, 0, 0)
+        };
         let ebpf = EbpfLoader::new()
             .override_global(names::FILTER_BY_PID, &filter, true)
             .override_global(names::FORK_CHILD_PID_OFFSET, &fork_offset, true)
+            .override_global(names::TASK_MM_OFFSET, &task_mm, true)
+            .override_global(names::MM_VDSO_OFFSET, &mm_vdso, true)
+            .override_global(names::VDSO_TEXT_SIZE, &vdso_size, true)
             .map_max_entries(names::COUNTS, config.count_entries)
             .map_max_entries(names::STACKS, config.stack_entries)
             .load(EBPF_OBJECT)
@@ -221,6 +291,7 @@ impl Probes {
             ebpf,
             attachments: Vec::new(),
             btf: None,
+            loaded: HashSet::new(),
             _tracefs: tracefs,
         };
         if config.follow_children {
@@ -284,6 +355,9 @@ impl Probes {
             Backend::Fentry => self.attach_fentry(point.program, point.target),
             Backend::Kprobe => self.attach_kprobe(point.program, point.target),
             Backend::Tracepoint => self.attach_tracepoint(point.program, point.target),
+            Backend::Uprobe | Backend::PerfEvent => {
+                bail!("{} does not attach kernel hooks", point.backend)
+            }
         }
     }
 
@@ -292,7 +366,7 @@ impl Probes {
     /// detached when `self` is dropped by the caller.
     pub fn attach(&mut self, sources: &[Source], forced: Option<Backend>) -> Result<()> {
         for &source in sources {
-            for hook in hooks(source) {
+            for hook in kernel_hooks(source) {
                 let mut refusals = Vec::new();
                 let mut attached = None;
                 let candidates = hook
@@ -325,6 +399,69 @@ impl Probes {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Entry uprobes of `source` on `binary`, for one process or all that map
+    /// it. Returns how many were attached; an error names the binary.
+    pub fn attach_uprobes(&mut self, source: Source, binary: &Path, pid: Option<u32>) -> Result<usize> {
+        let scope = match pid.and_then(NonZeroU32::new) {
+            Some(pid) => UProbeScope::OneProcess(pid),
+            None => UProbeScope::AllProcesses,
+        };
+        let mut attached = 0;
+        let mut missing = Vec::new();
+        for &(program, symbols) in uprobe_symbols(source) {
+            let first_use = self.loaded.insert(program);
+            let uprobe: &mut UProbe = self.program(program)?.try_into()?;
+            if first_use {
+                uprobe.load()?;
+            }
+            let found = symbols
+                .iter()
+                .find(|&&symbol| uprobe.attach(symbol, binary, scope).is_ok());
+            match found {
+                Some(symbol) => {
+                    attached += 1;
+                    self.attachments.push(Attachment {
+                        source,
+                        hook: format!("{}:{symbol}", binary.display()),
+                        backend: Backend::Uprobe,
+                    });
+                }
+                None => missing.push(symbols[0]),
+            }
+        }
+        if attached == 0 {
+            bail!(
+                "could not put the {source} uprobes on {}: it has none of {}",
+                binary.display(),
+                missing.join(", ")
+            );
+        }
+        Ok(attached)
+    }
+
+    /// cpu-clock sampling on every online CPU at `frequency` Hz; the program
+    /// keeps only samples inside the vDSO.
+    pub fn attach_vdso_sampling(&mut self, frequency: u64) -> Result<()> {
+        let sampler: &mut PerfEvent = self.program("vdso_sample")?.try_into()?;
+        sampler.load()?;
+        for cpu in online_cpus().context("could not read the online CPUs")? {
+            sampler
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(frequency),
+                    false,
+                )
+                .with_context(|| format!("could not start cpu-clock sampling on CPU {cpu}"))?;
+        }
+        self.attachments.push(Attachment {
+            source: Source::Vdso,
+            hook: format!("cpu-clock@{frequency}Hz"),
+            backend: Backend::PerfEvent,
+        });
         Ok(())
     }
 

@@ -6,19 +6,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use profiler_common::target;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::aggregate::{Profile, RecordingInfo};
 use crate::cli::RecordArgs;
 use crate::export::{self, Format, OutputFile};
-use crate::probes::{ProbeConfig, Probes};
-use crate::proc_tracker::ProcTracker;
-use crate::{collect, privileges, symbolize, target as command};
-
-/// How often the mapping side-band is drained while recording, so its ring
-/// buffers never fill on a host that starts many processes.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+use crate::session::{self, Session, SessionConfig};
+use crate::source::Source;
+use crate::{symbolize, target as command};
 
 /// Why the recording stopped.
 enum Stop {
@@ -29,29 +24,7 @@ enum Stop {
     Signal(i32),
 }
 
-/// Whether `pid` still runs: present in /proc and not a zombie.
-fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
-            Some(state != 'Z' && state != 'X')
-        })
-        .unwrap_or(false)
-}
-
-fn check_pids(pids: &[u32]) -> Result<()> {
-    for &pid in pids {
-        if pid == 0 || !process_alive(pid) {
-            bail!("no process with PID {pid} exists");
-        }
-    }
-    Ok(())
-}
-
 pub async fn record(args: RecordArgs) -> Result<i32> {
-    privileges::require()?;
-    check_pids(&args.pids)?;
     if let Some(secs) = args.duration {
         if !(secs > 0.0 && secs.is_finite()) {
             bail!("the duration -d must be a positive number of seconds, not {secs}");
@@ -65,32 +38,25 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         None => None,
     };
     let has_command = !args.command.is_empty();
-    let filter_by_pid = !args.all && (!args.pids.is_empty() || has_command);
-
-    // The side-band must be open before the /proc snapshots and before any
-    // process we profile can start, so no mapping falls in between.
-    let mut tracker = ProcTracker::start()
-        .context("could not open the perf side-band that tracks process mappings")?;
-    let mut probes = Probes::load(&ProbeConfig {
-        filter_by_pid,
-        follow_children: has_command,
+    let mut session = Session::start(&SessionConfig {
+        pids: &args.pids,
+        all: args.all,
+        command: has_command,
+        sources: &args.sources.0,
+        backend: args.backend,
         count_entries: args.count_entries,
         stack_entries: args.stack_entries,
+        frequency: args.frequency,
     })?;
-    for &pid in &args.pids {
-        probes.add_target(pid, target::ONLY)?;
-    }
-    probes.attach(&args.sources.0, args.backend)?;
-    if filter_by_pid {
-        args.pids.iter().for_each(|&pid| tracker.snapshot_pid(pid));
-    } else {
-        tracker.snapshot_all();
-    }
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut child = if has_command {
-        Some(command::spawn(&args.command, probes.targets_fd()?)?)
+        let targets_fd = session.probes.targets_fd()?;
+        let sources = &args.sources.0;
+        Some(command::spawn(&args.command, targets_fd, |pid| {
+            session.attach_for_command(sources, pid, &args.command[0])
+        })?)
     } else {
         None
     };
@@ -114,10 +80,11 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     let deadline = args
         .duration
         .map(|secs| tokio::time::Instant::now() + Duration::from_secs_f64(secs));
-    let mut drain = tokio::time::interval(DRAIN_INTERVAL);
+    let mut drain = tokio::time::interval(session::DRAIN_INTERVAL);
     let stop = loop {
         tokio::select! {
-            status = async { child.as_mut().unwrap().wait().await }, if child.is_some() => {
+            status = async { (&mut child.as_mut().unwrap().exit).await }, if child.is_some() => {
+                let status = status.context("could not wait for COMMAND")?;
                 break Stop::CommandExited(status.context("could not wait for COMMAND")?);
             }
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
@@ -126,8 +93,8 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
             _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
             _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),
             _ = drain.tick() => {
-                tracker.drain();
-                if !has_command && !args.pids.is_empty() && !args.pids.iter().any(|&p| process_alive(p)) {
+                session.tracker.drain();
+                if !has_command && !args.pids.is_empty() && !args.pids.iter().any(|&p| session::process_alive(p)) {
                     break Stop::TargetsExited;
                 }
             }
@@ -135,8 +102,10 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     };
     let duration = started.elapsed();
 
-    let collected = collect::collect(probes.ebpf())?;
-    let attachments = probes.attachments().to_vec();
+    let collected = session.collect()?;
+    let attachments = session.attachments();
+    // Detach before the slow part: symbolization needs only the tracker.
+    let Session { probes, mut tracker } = session;
     drop(probes);
     tracker.drain();
     let samples = symbolize::symbolize(&collected.samples, &mut tracker);
@@ -148,6 +117,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
             duration,
             lost: collected.lost,
             lost_mapping_records: tracker.lost_records(),
+            sample_frequency: args.sources.0.contains(&Source::Vdso).then_some(args.frequency),
         },
     );
     match output {
@@ -178,11 +148,9 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
             // sent to us alone is passed on. Then we return its status.
             Some(child) => {
                 if signal == libc::SIGTERM {
-                    if let Some(pid) = child.id() {
-                        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-                    }
+                    unsafe { libc::kill(child.pid as i32, libc::SIGTERM) };
                 }
-                command::exit_code(child.wait().await?)
+                command::exit_code((&mut child.exit).await??)
             }
             None => 0,
         },

@@ -13,15 +13,34 @@ use serde::Serialize;
 pub enum Source {
     /// `clock_gettime`, `gettimeofday` and `time` system calls.
     Syscall,
+    /// Entry of glibc's `__clock_gettime` (uprobe).
+    Libc,
+    /// Entries of Go's `time.now`, `runtime.nanotime1`, `runtime.walltime` (uprobes).
+    Go,
+    /// cpu-clock samples that land in the vDSO's clock functions.
+    Vdso,
 }
 
 impl Source {
-    pub const ALL: &'static [Source] = &[Source::Syscall];
+    pub const ALL: &'static [Source] = &[Source::Syscall, Source::Libc, Source::Go, Source::Vdso];
 
     pub fn name(self) -> &'static str {
         match self {
             Source::Syscall => "syscall",
+            Source::Libc => "libc",
+            Source::Go => "go",
+            Source::Vdso => "vdso",
         }
+    }
+
+    /// Sources that put a uprobe (~1 us trap) on every clock read they count.
+    pub fn is_uprobe(self) -> bool {
+        matches!(self, Source::Libc | Source::Go)
+    }
+
+    /// Whether counts are exact events (or, for sampling, samples).
+    pub fn is_sampled(self) -> bool {
+        self == Source::Vdso
     }
 }
 
@@ -83,9 +102,9 @@ pub struct ClockRead {
 impl ClockRead {
     pub fn source(self) -> Source {
         match self.event {
-            event::SYSCALL_CLOCK_GETTIME | event::SYSCALL_GETTIMEOFDAY | event::SYSCALL_TIME => {
-                Source::Syscall
-            }
+            event::LIBC_CLOCK_GETTIME => Source::Libc,
+            event::GO_TIME_NOW | event::GO_NANOTIME1 | event::GO_WALLTIME => Source::Go,
+            event::VDSO_SAMPLE => Source::Vdso,
             _ => Source::Syscall,
         }
     }
@@ -93,9 +112,13 @@ impl ClockRead {
     /// The call's name within its source, e.g. `clock_gettime`.
     pub fn call(self) -> &'static str {
         match self.event {
-            event::SYSCALL_CLOCK_GETTIME => "clock_gettime",
+            event::SYSCALL_CLOCK_GETTIME | event::LIBC_CLOCK_GETTIME => "clock_gettime",
             event::SYSCALL_GETTIMEOFDAY => "gettimeofday",
             event::SYSCALL_TIME => "time",
+            event::GO_TIME_NOW => "time.now",
+            event::GO_NANOTIME1 => "runtime.nanotime1",
+            event::GO_WALLTIME => "runtime.walltime",
+            event::VDSO_SAMPLE => "sample",
             _ => "unknown",
         }
     }
@@ -175,6 +198,12 @@ mod tests {
             "[syscall gettimeofday]"
         );
         assert_eq!(read(event::SYSCALL_TIME, CLOCK_ID_NONE), "[syscall time]");
+        assert_eq!(
+            read(event::LIBC_CLOCK_GETTIME, 1),
+            "[libc clock_gettime MONOTONIC]"
+        );
+        assert_eq!(read(event::GO_TIME_NOW, CLOCK_ID_NONE), "[go time.now]");
+        assert_eq!(read(event::VDSO_SAMPLE, CLOCK_ID_NONE), "[vdso sample]");
         // clock_getcpuclockid(pid 1234) = ~1234 << 3 | 2 (CPUCLOCK_SCHED)
         assert_eq!(
             read(event::SYSCALL_CLOCK_GETTIME, (!1234 << 3) | 2),

@@ -101,6 +101,34 @@ fn names_of(symbolized: &Symbolized) -> Option<Vec<String>> {
     }
 }
 
+/// The vDSO has no file: this kernel's image, copied from our own address
+/// space into a temporary file (every process maps the same one), stands in.
+const VDSO: &str = "[vdso]";
+
+struct VdsoImage(std::path::PathBuf);
+
+impl VdsoImage {
+    fn dump() -> Option<VdsoImage> {
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        let range = maps.lines().find(|l| l.ends_with(VDSO))?.split_whitespace().next()?;
+        let (start, end) = range.split_once('-')?;
+        let start = u64::from_str_radix(start, 16).ok()?;
+        let end = u64::from_str_radix(end, 16).ok()?;
+        let mut image = vec![0u8; (end - start) as usize];
+        let mem = std::fs::File::open("/proc/self/mem").ok()?;
+        std::os::unix::fs::FileExt::read_exact_at(&mem, &mut image, start).ok()?;
+        let path = std::env::temp_dir().join(format!("clockprof-vdso-{}.so", std::process::id()));
+        std::fs::write(&path, image).ok()?;
+        Some(VdsoImage(path))
+    }
+}
+
+impl Drop for VdsoImage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn symbolize_files(
     symbolizer: &Symbolizer,
     locations: &BTreeSet<UserLocation>,
@@ -112,15 +140,34 @@ fn symbolize_files(
         }
     }
     let mut table = HashMap::new();
+    let vdso = by_path.contains_key(VDSO).then(VdsoImage::dump).flatten();
     for (path, offsets) in by_path {
-        let source = BlazeSource::Elf(Elf::new(path));
-        // A file that vanished or is not ELF leaves its frames `[unknown]`
-        // with the module named, rather than failing the recording.
-        let Ok(results) = symbolizer.symbolize(&source, Input::FileOffset(&offsets)) else {
+        let file = match (&vdso, path) {
+            (Some(image), VDSO) => image.0.as_path(),
+            _ => std::path::Path::new(path),
+        };
+        // DWARF first, for inlined functions; where blazesym cannot read a
+        // file's debug information (seen with Debian's libc and its debug
+        // link), its ELF symbols still name the functions. A file that vanished
+        // or is not ELF leaves its frames `[unknown]`, with the module named.
+        let symbolize = |debug_syms: bool| {
+            let mut elf = Elf::new(file);
+            elf.debug_syms = debug_syms;
+            symbolizer.symbolize(&BlazeSource::Elf(elf), Input::FileOffset(&offsets))
+        };
+        let Ok(results) = symbolize(true).or_else(|_| symbolize(false)) else {
             continue;
         };
         for (offset, result) in offsets.iter().zip(results.iter()) {
-            if let Some(names) = names_of(result) {
+            if let Some(mut names) = names_of(result) {
+                if path == VDSO {
+                    // The vDSO exports each function twice (clock_gettime and
+                    // __vdso_clock_gettime); the prefixed name tells it apart
+                    // from glibc's clock_gettime in the same stack.
+                    for name in names.iter_mut().filter(|n| !n.starts_with("__vdso_")) {
+                        name.insert_str(0, "__vdso_");
+                    }
+                }
                 let location = UserLocation::File {
                     path: path.to_string(),
                     offset: *offset,
@@ -147,7 +194,8 @@ fn symbolize_kernel(symbolizer: &Symbolizer, addresses: &BTreeSet<u64>) -> NameT
 
 fn locate(tracker: &mut ProcTracker, pid: u32, address: u64) -> UserLocation {
     match tracker.lookup(pid, address) {
-        Some(mapping) if mapping.path.starts_with('[') => {
+        // The vDSO is symbolized from this kernel's image (VdsoImage).
+        Some(mapping) if mapping.path.starts_with('[') && mapping.path != VDSO => {
             UserLocation::Special(mapping.path.clone())
         }
         Some(mapping) => UserLocation::File {
@@ -165,6 +213,21 @@ fn ips(stack: &RawStack) -> &[u64] {
     }
 }
 
+/// The user stack, innermost first, with the callers the frame chain skipped
+/// put back where the kernel side found them: at depth 1 the caller of a
+/// function caught without its frame (uprobe at entry, vDSO prologue or
+/// epilogue), at depth 2 the caller of a frameless wrapper (glibc around the
+/// vDSO).
+fn user_ips(sample: &RawSample) -> Vec<u64> {
+    let mut ips = ips(&sample.user_stack).to_vec();
+    for (depth, caller) in [(1, sample.caller_ip), (2, sample.wrapper_caller_ip)] {
+        if caller != 0 && depth <= ips.len() && ips.get(depth) != Some(&caller) {
+            ips.insert(depth, caller);
+        }
+    }
+    ips
+}
+
 /// Symbolizes every sample. Samples whose process name is unknown are named
 /// `[pid N]`.
 pub fn symbolize(samples: &[RawSample], tracker: &mut ProcTracker) -> Vec<SymbolizedSample> {
@@ -178,7 +241,7 @@ pub fn symbolize(samples: &[RawSample], tracker: &mut ProcTracker) -> Vec<Symbol
     let user_locations: Vec<Vec<UserLocation>> = samples
         .iter()
         .map(|sample| {
-            ips(&sample.user_stack)
+            user_ips(sample)
                 .iter()
                 .enumerate()
                 .map(|(depth, &ip)| locate(tracker, sample.tgid, lookup_address(ip, depth)))
@@ -267,6 +330,49 @@ mod tests {
         assert_eq!(lookup_address(0x1000, 0), 0x1000);
         assert_eq!(lookup_address(0x1000, 1), 0xfff);
         assert_eq!(lookup_address(0, 3), 0);
+    }
+
+    #[test]
+    fn skipped_caller_is_put_back_once() {
+        let sample = |stack: Vec<u64>, caller_ip, wrapper_caller_ip| RawSample {
+            tgid: 1,
+            read: ClockRead { event: 0, clock_id: 0 },
+            user_stack: RawStack::Ips(stack),
+            kernel_stack: RawStack::NotCaptured,
+            caller_ip,
+            wrapper_caller_ip,
+            count: 1,
+        };
+        assert_eq!(user_ips(&sample(vec![10, 30], 20, 0)), vec![10, 20, 30]);
+        assert_eq!(user_ips(&sample(vec![10, 20, 30], 20, 0)), vec![10, 20, 30]);
+        assert_eq!(user_ips(&sample(vec![10, 30], 0, 0)), vec![10, 30]);
+        assert_eq!(user_ips(&sample(vec![], 20, 0)), Vec::<u64>::new());
+        // vdso, glibc wrapper, [skipped caller], main.
+        assert_eq!(user_ips(&sample(vec![1, 2, 4], 0, 3)), vec![1, 2, 3, 4]);
+        // vdso prologue: glibc and its caller both skipped.
+        assert_eq!(user_ips(&sample(vec![1, 4], 2, 3)), vec![1, 2, 3, 4]);
+        assert_eq!(user_ips(&sample(vec![1, 2, 3, 4], 2, 3)), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn vdso_image_is_a_symbolizable_elf_and_is_removed() {
+        let image = VdsoImage::dump().expect("this process has a vDSO");
+        let path = image.0.clone();
+        let symbolizer = Symbolizer::new();
+        let source = BlazeSource::Elf(Elf::new(&path));
+        // Symbolize every offset of the image: clock_gettime lives somewhere in it.
+        let size = std::fs::metadata(&path).unwrap().len();
+        let offsets: Vec<u64> = (0..size).step_by(16).collect();
+        let names: Vec<String> = symbolizer
+            .symbolize(&source, Input::FileOffset(&offsets))
+            .unwrap()
+            .iter()
+            .filter_map(|s| names_of(s))
+            .flatten()
+            .collect();
+        assert!(names.iter().any(|n| n.contains("clock_gettime")), "{names:?}");
+        drop(image);
+        assert!(!path.exists());
     }
 
     #[test]

@@ -18,7 +18,10 @@ fn assert_clear_error(output: &std::process::Output, needle: &str) {
     assert!(!output.status.success(), "expected failure, stderr: {err}");
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(err.starts_with("clockprof: ") || err.starts_with("error: "), "{err}");
+    assert!(
+        err.starts_with("clockprof: ") || err.starts_with("error: "),
+        "{err}"
+    );
     assert_no_clockprof_programs_left();
 }
 
@@ -36,14 +39,29 @@ fn pid_that_does_not_exist() {
 
 #[test]
 fn unwritable_output_path() {
-    let output = run(&[os("record"), os("-d"), os("1"), os("-o"), os("/nonexistent-dir/p.svg")]);
-    assert_clear_error(&output, "cannot write the output file /nonexistent-dir/p.svg");
+    let output = run(&[
+        os("record"),
+        os("-d"),
+        os("1"),
+        os("-o"),
+        os("/nonexistent-dir/p.svg"),
+    ]);
+    assert_clear_error(
+        &output,
+        "cannot write the output file /nonexistent-dir/p.svg",
+    );
 }
 
 #[test]
 fn output_extension_without_format() {
     let dir = TempDir::new("ext");
-    let output = run(&[os("record"), os("-d"), os("1"), os("-o"), dir.join("p.txt").as_os_str()]);
+    let output = run(&[
+        os("record"),
+        os("-d"),
+        os("1"),
+        os("-o"),
+        dir.join("p.txt").as_os_str(),
+    ]);
     assert_clear_error(&output, "cannot tell the output format");
     assert!(dir.entries().is_empty());
 }
@@ -52,7 +70,13 @@ fn output_extension_without_format() {
 fn command_that_cannot_start_leaves_no_output() {
     let dir = TempDir::new("nocmd");
     let out = dir.join("p.folded");
-    let output = run(&[os("record"), os("-o"), out.as_os_str(), os("--"), os("/nonexistent/command")]);
+    let output = run(&[
+        os("record"),
+        os("-o"),
+        out.as_os_str(),
+        os("--"),
+        os("/nonexistent/command"),
+    ]);
     assert_clear_error(&output, "could not start COMMAND `/nonexistent/command`");
     assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
 }
@@ -60,11 +84,20 @@ fn command_that_cannot_start_leaves_no_output() {
 #[test]
 fn not_root_names_the_missing_capabilities() {
     let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(clockprof())
         .args(["record", "-d", "1"])
         .output()
         .expect("setpriv runs");
-    assert_clear_error(&output, "needs root or the capabilities CAP_BPF and CAP_PERFMON");
+    assert_clear_error(
+        &output,
+        "needs root or the capabilities CAP_BPF and CAP_PERFMON",
+    );
     assert!(stderr(&output).contains("sudo"));
 }

@@ -18,7 +18,14 @@ fn os(s: &str) -> &OsStr {
 /// Runs `clockprof record -s syscall -o OUT -- FIXTURE ARGS` and returns
 /// (exit status, folded stacks).
 fn record_command(out: &std::path::Path, command: &[&OsStr]) -> (std::process::Output, String) {
-    let mut args = vec![os("record"), os("-s"), os("syscall"), os("-o"), out.as_os_str(), os("--")];
+    let mut args = vec![
+        os("record"),
+        os("-s"),
+        os("syscall"),
+        os("-o"),
+        out.as_os_str(),
+        os("--"),
+    ];
     args.extend_from_slice(command);
     let output = run(&args);
     let text = std::fs::read_to_string(out).unwrap_or_default();
@@ -31,35 +38,59 @@ fn c_fixture_exact_counts_per_function_and_clock() {
     let out = dir.join("c.folded");
     let fixture = c_fixture();
     let (output, text) = record_command(&out, &[fixture.as_os_str(), os("counts"), os("20000")]);
-    assert!(output.status.success(), "clockprof failed: {}", stderr(&output));
+    assert!(
+        output.status.success(),
+        "clockprof failed: {}",
+        stderr(&output)
+    );
     let folded = parse_folded(&text);
     let comm = comm_of(fixture);
-    assert!(folded.iter().all(|(stack, _)| stack.starts_with(&format!("{comm};"))), "{text}");
+    assert!(
+        folded
+            .iter()
+            .all(|(stack, _)| stack.starts_with(&format!("{comm};"))),
+        "{text}"
+    );
     assert_eq!(count_under(&folded, "fixture_hot"), 20000, "{text}");
     assert_eq!(count_under(&folded, "fixture_warm"), 10000, "{text}");
     assert_eq!(count_under(&folded, "fixture_gettimeofday"), 5000, "{text}");
     assert_eq!(count_under(&folded, "fixture_time"), 4000, "{text}");
     assert_eq!(
-        leaves_under(&folded, "fixture_hot").into_iter().collect::<Vec<_>>(),
+        leaves_under(&folded, "fixture_hot")
+            .into_iter()
+            .collect::<Vec<_>>(),
         vec![("[syscall clock_gettime MONOTONIC]".to_string(), 20000)]
     );
     assert_eq!(
-        leaves_under(&folded, "fixture_warm").into_iter().collect::<Vec<_>>(),
+        leaves_under(&folded, "fixture_warm")
+            .into_iter()
+            .collect::<Vec<_>>(),
         vec![("[syscall clock_gettime REALTIME]".to_string(), 10000)]
     );
     assert_eq!(
-        leaves_under(&folded, "fixture_gettimeofday").into_iter().collect::<Vec<_>>(),
+        leaves_under(&folded, "fixture_gettimeofday")
+            .into_iter()
+            .collect::<Vec<_>>(),
         vec![("[syscall gettimeofday]".to_string(), 5000)]
     );
     assert_eq!(
-        leaves_under(&folded, "fixture_time").into_iter().collect::<Vec<_>>(),
+        leaves_under(&folded, "fixture_time")
+            .into_iter()
+            .collect::<Vec<_>>(),
         vec![("[syscall time]".to_string(), 4000)]
     );
     // The caller chain is intact: main calls each hot function.
-    assert!(text.contains(";main;fixture_hot;[syscall clock_gettime MONOTONIC] "), "{text}");
+    assert!(
+        text.contains(";main;fixture_hot;[syscall clock_gettime MONOTONIC] "),
+        "{text}"
+    );
     // Nothing else is in the output: the fixture made no other clock syscall.
     assert_eq!(folded.iter().map(|(_, c)| c).sum::<u64>(), 39000, "{text}");
-    assert_eq!(dir.entries(), vec!["c.folded"], "a temporary file was left behind");
+    assert_eq!(
+        dir.entries(),
+        vec!["c.folded"],
+        "a temporary file was left behind"
+    );
     assert_no_clockprof_programs_left();
 }
 
@@ -69,18 +100,38 @@ fn rust_fixture_exact_counts_per_function() {
     let out = dir.join("r.folded");
     let fixture = rust_fixture();
     let (output, text) = record_command(&out, &[fixture.as_os_str(), os("30000")]);
-    assert!(output.status.success(), "clockprof failed: {}", stderr(&output));
+    assert!(
+        output.status.success(),
+        "clockprof failed: {}",
+        stderr(&output)
+    );
     let folded = parse_folded(&text);
-    assert_eq!(count_under(&folded, "fixture_rust::rust_hot"), 30000, "{text}");
-    assert_eq!(count_under(&folded, "fixture_rust::rust_warm"), 15000, "{text}");
-    assert!(text.contains("fixture_rust::main;fixture_rust::rust_hot;[syscall clock_gettime MONOTONIC] 30000"), "{text}");
+    assert_eq!(
+        count_under(&folded, "fixture_rust::rust_hot"),
+        30000,
+        "{text}"
+    );
+    assert_eq!(
+        count_under(&folded, "fixture_rust::rust_warm"),
+        15000,
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "fixture_rust::main;fixture_rust::rust_hot;[syscall clock_gettime MONOTONIC] 30000"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
 fn exits_with_the_status_of_command() {
     let dir = TempDir::new("status");
     let fixture = c_fixture();
-    let (output, _) = record_command(&dir.join("s.folded"), &[fixture.as_os_str(), os("counts"), os("10"), os("7")]);
+    let (output, _) = record_command(
+        &dir.join("s.folded"),
+        &[fixture.as_os_str(), os("counts"), os("10"), os("7")],
+    );
     assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
 }
 
@@ -147,11 +198,21 @@ fn pid_filter_counts_only_the_given_process_and_stops_when_it_exits() {
     let out = dir.join("p.folded");
     let mut target = spawn_fixture(&["wait", "7000"]);
     let mut ready = String::new();
-    BufReader::new(target.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    BufReader::new(target.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
     assert_eq!(ready.trim(), "ready");
     let mut other = spawn_fixture(&["spin", "3"]);
     let pid = target.id().to_string();
-    let mut recorder = start_recording(&[os("record"), os("-p"), os(&pid), os("-s"), os("syscall"), os("-o"), out.as_os_str()]);
+    let mut recorder = start_recording(&[
+        os("record"),
+        os("-p"),
+        os(&pid),
+        os("-s"),
+        os("syscall"),
+        os("-o"),
+        out.as_os_str(),
+    ]);
     unsafe { libc::kill(target.id() as i32, libc::SIGUSR1) };
     assert!(target.wait().unwrap().success());
     let status = wait_with_timeout(&mut recorder, Duration::from_secs(10));
@@ -162,10 +223,16 @@ fn pid_filter_counts_only_the_given_process_and_stops_when_it_exits() {
     let folded = parse_folded(&text);
     assert_eq!(count_under(&folded, "fixture_triggered"), 7000, "{text}");
     assert_eq!(
-        leaves_under(&folded, "fixture_triggered").keys().collect::<Vec<_>>(),
+        leaves_under(&folded, "fixture_triggered")
+            .keys()
+            .collect::<Vec<_>>(),
         vec!["[syscall clock_gettime BOOTTIME]"]
     );
-    assert_eq!(count_under(&folded, "fixture_spin"), 0, "another process leaked in: {text}");
+    assert_eq!(
+        count_under(&folded, "fixture_spin"),
+        0,
+        "another process leaked in: {text}"
+    );
     assert_eq!(folded.iter().map(|(_, c)| c).sum::<u64>(), 7000, "{text}");
 }
 
@@ -174,7 +241,16 @@ fn all_processes_mode_sees_a_running_fixture() {
     let dir = TempDir::new("all");
     let out = dir.join("a.folded");
     let mut spinner = spawn_fixture(&["spin", "4"]);
-    let output = run(&[os("record"), os("-a"), os("-d"), os("1.5"), os("-s"), os("syscall"), os("-o"), out.as_os_str()]);
+    let output = run(&[
+        os("record"),
+        os("-a"),
+        os("-d"),
+        os("1.5"),
+        os("-s"),
+        os("syscall"),
+        os("-o"),
+        out.as_os_str(),
+    ]);
     let _ = spinner.kill();
     let _ = spinner.wait();
     assert!(output.status.success(), "{}", stderr(&output));
@@ -182,9 +258,15 @@ fn all_processes_mode_sees_a_running_fixture() {
     let folded = parse_folded(&text);
     let comm = comm_of(c_fixture());
     let spins = count_under(&folded, "fixture_spin");
-    assert!(spins > 1000, "expected the spinning fixture's reads, got {spins}:\n{text}");
     assert!(
-        folded.iter().any(|(stack, _)| stack.starts_with(&format!("{comm};")) && stack.contains(";fixture_spin;")),
+        spins > 1000,
+        "expected the spinning fixture's reads, got {spins}:\n{text}"
+    );
+    assert!(
+        folded
+            .iter()
+            .any(|(stack, _)| stack.starts_with(&format!("{comm};"))
+                && stack.contains(";fixture_spin;")),
         "{text}"
     );
 }
@@ -196,11 +278,17 @@ fn svg_is_well_formed_and_names_the_hot_function() {
     let fixture = c_fixture();
     let (output, svg) = record_command(&out, &[fixture.as_os_str(), os("counts"), os("2000")]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(svg.contains("fixture_hot"), "the SVG does not name fixture_hot");
+    assert!(
+        svg.contains("fixture_hot"),
+        "the SVG does not name fixture_hot"
+    );
     assert!(svg.contains("clockprof: 3900 clock reads"), "title missing");
     assert!(svg.contains("syscall"), "title does not name the source");
     let parsed = Command::new("python3")
-        .args(["-c", "import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])"])
+        .args([
+            "-c",
+            "import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])",
+        ])
         .arg(&out)
         .status()
         .unwrap();
@@ -225,7 +313,13 @@ fn json_has_process_totals_by_source_and_stack_counts() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|s| s["frames"].as_array().unwrap().iter().any(|f| f["function"] == "fixture_hot"))
+        .filter(|s| {
+            s["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["function"] == "fixture_hot")
+        })
         .collect();
     assert_eq!(hot.len(), 1, "{text}");
     assert_eq!(hot[0]["count"], 1000);
@@ -236,7 +330,15 @@ fn json_has_process_totals_by_source_and_stack_counts() {
 #[test]
 fn summary_without_output_names_process_and_function() {
     let fixture = c_fixture();
-    let output = run(&[os("record"), os("-s"), os("syscall"), os("--"), fixture.as_os_str(), os("counts"), os("3000")]);
+    let output = run(&[
+        os("record"),
+        os("-s"),
+        os("syscall"),
+        os("--"),
+        fixture.as_os_str(),
+        os("counts"),
+        os("3000"),
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.starts_with("5850 clock reads"), "{text}");
@@ -251,7 +353,13 @@ fn interrupt_and_terminate_stop_cleanly_and_still_write() {
         let dir = TempDir::new("signal");
         let out = dir.join("s.folded");
         let mut spinner = spawn_fixture(&["spin", "3"]);
-        let mut recorder = start_recording(&[os("record"), os("-s"), os("syscall"), os("-o"), out.as_os_str()]);
+        let mut recorder = start_recording(&[
+            os("record"),
+            os("-s"),
+            os("syscall"),
+            os("-o"),
+            out.as_os_str(),
+        ]);
         std::thread::sleep(Duration::from_millis(300));
         unsafe { libc::kill(recorder.id() as i32, signal) };
         let status = wait_with_timeout(&mut recorder, Duration::from_secs(10));
@@ -259,7 +367,10 @@ fn interrupt_and_terminate_stop_cleanly_and_still_write() {
         let _ = spinner.wait();
         assert!(status.success(), "signal {signal}: {status:?}");
         let text = std::fs::read_to_string(&out).unwrap();
-        assert!(count_under(&parse_folded(&text), "fixture_spin") > 0, "{text}");
+        assert!(
+            count_under(&parse_folded(&text), "fixture_spin") > 0,
+            "{text}"
+        );
         assert_no_clockprof_programs_left();
     }
 }
@@ -270,16 +381,40 @@ fn full_stack_map_counts_lost_stacks_but_keeps_counts_exact() {
     let out = dir.join("l.json");
     let fixture = c_fixture();
     let output = run(&[
-        os("record"), os("-s"), os("syscall"), os("--stack-entries"), os("1"), os("-o"), out.as_os_str(),
-        os("--"), fixture.as_os_str(), os("counts"), os("1000"),
+        os("record"),
+        os("-s"),
+        os("syscall"),
+        os("--stack-entries"),
+        os("1"),
+        os("-o"),
+        out.as_os_str(),
+        os("--"),
+        fixture.as_os_str(),
+        os("counts"),
+        os("1000"),
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    assert_eq!(json["total"], 1950, "every event is counted even without its stack");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(
+        json["total"], 1950,
+        "every event is counted even without its stack"
+    );
     let lost = json["lost"]["user_stacks"].as_u64().unwrap();
-    assert!(lost >= 950, "expected the stacks of at least 3 of 4 functions lost, got {lost}");
-    assert!(json["stacks"].as_array().unwrap().iter().any(|s| s["state"] == "user_stack_lost"));
-    assert!(stderr(&output).contains("lost"), "no warning: {}", stderr(&output));
+    assert!(
+        lost >= 950,
+        "expected the stacks of at least 3 of 4 functions lost, got {lost}"
+    );
+    assert!(json["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["state"] == "user_stack_lost"));
+    assert!(
+        stderr(&output).contains("lost"),
+        "no warning: {}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -288,11 +423,21 @@ fn full_count_map_counts_lost_events() {
     let out = dir.join("l.json");
     let fixture = c_fixture();
     let output = run(&[
-        os("record"), os("-s"), os("syscall"), os("--count-entries"), os("1"), os("-o"), out.as_os_str(),
-        os("--"), fixture.as_os_str(), os("counts"), os("1000"),
+        os("record"),
+        os("-s"),
+        os("syscall"),
+        os("--count-entries"),
+        os("1"),
+        os("-o"),
+        out.as_os_str(),
+        os("--"),
+        fixture.as_os_str(),
+        os("counts"),
+        os("1000"),
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let counted = json["total"].as_u64().unwrap();
     let lost = json["lost"]["events"].as_u64().unwrap();
     assert_eq!(counted + lost, 1950, "counted {counted} + lost {lost}");

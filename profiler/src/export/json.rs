@@ -20,6 +20,8 @@ struct JsonProfile<'a> {
     total: u64,
     lost: LostCounts,
     lost_mapping_records: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sample_frequency_hz: Option<u64>,
     processes: Vec<JsonProcess<'a>>,
     stacks: Vec<JsonStack<'a>>,
 }
@@ -30,6 +32,9 @@ struct JsonProcess<'a> {
     comm: &'a str,
     total: u64,
     by_source: &'a BTreeMap<Source, u64>,
+    /// Estimated CPU time in vDSO clock reads (vdso samples x period).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vdso_cpu_ms: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -44,7 +49,10 @@ struct JsonStack<'a> {
     state: StackState,
     /// Outermost first.
     frames: &'a [Frame],
+    /// Events for counting sources, samples for sampled ones.
     count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    est_cpu_ms: Option<f64>,
 }
 
 pub fn render(profile: &Profile) -> Result<Vec<u8>> {
@@ -56,6 +64,7 @@ pub fn render(profile: &Profile) -> Result<Vec<u8>> {
         total: profile.total,
         lost: profile.info.lost,
         lost_mapping_records: profile.info.lost_mapping_records,
+        sample_frequency_hz: profile.info.sample_frequency,
         processes: profile
             .processes
             .iter()
@@ -64,6 +73,10 @@ pub fn render(profile: &Profile) -> Result<Vec<u8>> {
                 comm: &p.comm,
                 total: p.total,
                 by_source: &p.by_source,
+                vdso_cpu_ms: p
+                    .by_source
+                    .get(&Source::Vdso)
+                    .and_then(|&samples| profile.info.sampled_cpu_ms(samples)),
             })
             .collect(),
         stacks: profile
@@ -79,6 +92,12 @@ pub fn render(profile: &Profile) -> Result<Vec<u8>> {
                 state: s.state,
                 frames: &s.frames,
                 count: s.count,
+                est_cpu_ms: s
+                    .read
+                    .source()
+                    .is_sampled()
+                    .then(|| profile.info.sampled_cpu_ms(s.count))
+                    .flatten(),
             })
             .collect(),
     };

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use crate::aggregate::Profile;
+use crate::source::Source;
 
 const TOP_PROCESSES: usize = 10;
 const TOP_STACKS: usize = 10;
@@ -32,6 +33,18 @@ pub fn summary(profile: &Profile) -> String {
             info.lost.kernel_stacks,
             info.lost.followed_processes,
             info.lost_mapping_records
+        );
+    }
+    let vdso_samples: u64 = profile
+        .processes
+        .iter()
+        .filter_map(|p| p.by_source.get(&Source::Vdso))
+        .sum();
+    if let Some(cpu_ms) = info.sampled_cpu_ms(vdso_samples) {
+        let _ = writeln!(
+            out,
+            "vdso: {vdso_samples} samples at {} Hz, about {cpu_ms:.0} ms of CPU in vDSO clock reads (other sources count events)",
+            info.sample_frequency.unwrap_or(0)
         );
     }
     if profile.total == 0 {

@@ -18,7 +18,10 @@ pub fn require_root() {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// `clockprof` as built by `cargo xtask build` (or given by CLOCKPROF_BIN).
@@ -166,4 +169,26 @@ pub fn assert_no_clockprof_programs_left() {
             "clockprof program {name} is still loaded:\n{text}"
         );
     }
+}
+
+/// The Go fixture, built once per test binary with Debian's Go toolchain.
+pub fn go_fixture() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = fixture_dir().join(format!("gofixture{}", std::process::id() % 1000));
+        let source = workspace_root().join("tests/fixtures/go_fixture.go");
+        let status = Command::new("go")
+            .arg("build")
+            .arg("-o")
+            .arg(&out)
+            .arg(&source)
+            .env("GOCACHE", fixture_dir().join("go-cache"))
+            .env("GOPATH", fixture_dir().join("go-path"))
+            .env("GOFLAGS", "-mod=mod")
+            .env("GO111MODULE", "off")
+            .status()
+            .expect("go runs (cargo xtask setup installs golang-go)");
+        assert!(status.success(), "go build failed on {}", source.display());
+        out
+    })
 }

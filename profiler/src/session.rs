@@ -1,0 +1,189 @@
+//! A profiling session: the probes attached for the chosen sources and
+//! processes, and the process tracker that remembers their mappings. Both
+//! `record` and `top` start one; dropping it detaches everything.
+
+use std::time::Duration;
+
+use std::ffi::OsStr;
+
+use anyhow::{bail, Context, Result};
+use profiler_common::target;
+
+use crate::binaries::{self, GoBinary};
+use crate::collect::{self, Collected};
+use crate::probes::{Attachment, Backend, ProbeConfig, Probes};
+use crate::proc_tracker::ProcTracker;
+use crate::privileges;
+use crate::source::Source;
+
+fn check_go(path: &std::path::Path, what: &str) -> Result<()> {
+    match binaries::go_binary(path) {
+        GoBinary::WithSymbols => Ok(()),
+        GoBinary::NotGo => bail!("{what} is not a Go program, so the go source has nothing to probe in it"),
+        GoBinary::Stripped => bail!(
+            "{what} is a Go program without its symbol table (built with -ldflags=-s), which the go source needs; -s vdso samples it without symbols"
+        ),
+    }
+}
+
+fn attach_to_process(probes: &mut Probes, source: Source, pid: u32) -> Result<()> {
+    let binary = match source {
+        Source::Libc => binaries::libc_of(pid)
+            .with_context(|| format!("PID {pid} does not map glibc, so the libc source has nothing to probe in it"))?,
+        _ => {
+            let exe = binaries::exe_of(pid).with_context(|| format!("the executable of PID {pid} cannot be read"))?;
+            check_go(&exe.path, &format!("PID {pid}"))?;
+            exe
+        }
+    };
+    probes.attach_uprobes(source, &binary.path, Some(pid))?;
+    Ok(())
+}
+
+/// Host-wide, every distinct file of the source that runs now gets the
+/// uprobes (processes started later from other files are not covered).
+fn attach_host_wide(probes: &mut Probes, source: Source) -> Result<()> {
+    let pids = binaries::all_pids();
+    let candidates = match source {
+        Source::Libc => binaries::distinct(pids.iter().filter_map(|&pid| binaries::libc_of(pid))),
+        _ => binaries::distinct(pids.iter().filter_map(|&pid| binaries::exe_of(pid)))
+            .into_iter()
+            .filter(|exe| match binaries::go_binary(&exe.path) {
+                GoBinary::WithSymbols => true,
+                GoBinary::Stripped => {
+                    eprintln!("clockprof: warning: {} is a Go program without symbols; the go source skips it", exe.path.display());
+                    false
+                }
+                GoBinary::NotGo => false,
+            })
+            .collect(),
+    };
+    if candidates.is_empty() {
+        eprintln!("clockprof: warning: no running process uses the {source} source's functions");
+    }
+    for binary in candidates {
+        // A process may exit between the scan and the attach; only the
+        // remaining binaries matter.
+        if let Err(err) = probes.attach_uprobes(source, &binary.path, None) {
+            eprintln!("clockprof: warning: {err:#}");
+        }
+    }
+    Ok(())
+}
+
+/// How often the mapping side-band must be drained, so its ring buffers never
+/// fill on a host that starts many processes.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+
+pub struct SessionConfig<'a> {
+    /// Processes to profile (all their threads); empty with `all` or a command.
+    pub pids: &'a [u32],
+    /// Profile the whole host even if `pids` or a command are given.
+    pub all: bool,
+    /// A COMMAND will be started and followed through its forks.
+    pub command: bool,
+    pub sources: &'a [Source],
+    pub backend: Option<Backend>,
+    pub count_entries: u32,
+    pub stack_entries: u32,
+    /// Sampling frequency of the vdso source, in Hz.
+    pub frequency: u64,
+}
+
+pub struct Session {
+    // Probes first: they are detached before the tracker closes.
+    pub probes: Probes,
+    pub tracker: ProcTracker,
+}
+
+/// Whether `pid` still runs: present in /proc and not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
+impl Session {
+    /// Checks privileges and PIDs, then attaches every probe. Nothing is
+    /// attached if any step fails.
+    pub fn start(config: &SessionConfig) -> Result<Session> {
+        privileges::require()?;
+        for &pid in config.pids {
+            if pid == 0 || !process_alive(pid) {
+                bail!("no process with PID {pid} exists");
+            }
+        }
+        let filter_by_pid = !config.all && (!config.pids.is_empty() || config.command);
+        // The side-band must be open before the /proc snapshots and before any
+        // process we profile can start, so no mapping falls in between.
+        let mut tracker = ProcTracker::start()
+            .context("could not open the perf side-band that tracks process mappings")?;
+        let mut probes = Probes::load(&ProbeConfig {
+            filter_by_pid,
+            follow_children: config.command,
+            count_entries: config.count_entries,
+            stack_entries: config.stack_entries,
+            vdso: config.sources.contains(&Source::Vdso),
+        })?;
+        for &pid in config.pids {
+            probes.add_target(pid, target::ONLY)?;
+        }
+        probes.attach(config.sources, config.backend)?;
+        if config.sources.contains(&Source::Vdso) {
+            probes.attach_vdso_sampling(config.frequency)?;
+        }
+        for &source in config.sources.iter().filter(|s| s.is_uprobe()) {
+            if config.all || (config.pids.is_empty() && !config.command) {
+                attach_host_wide(&mut probes, source)?;
+            } else {
+                // Scoped uprobes fire only in these processes: the rest of the
+                // host does not pay the trap. COMMAND gets its own before exec.
+                for &pid in config.pids {
+                    attach_to_process(&mut probes, source, pid)?;
+                }
+            }
+        }
+        if filter_by_pid {
+            config.pids.iter().for_each(|&pid| tracker.snapshot_pid(pid));
+        } else {
+            tracker.snapshot_all();
+        }
+        Ok(Session { probes, tracker })
+    }
+
+    /// Puts the uprobes of the chosen user-space sources on COMMAND, scoped to
+    /// its PID, between its fork and its exec (see target::spawn).
+    pub fn attach_for_command(&mut self, sources: &[Source], pid: u32, program: &OsStr) -> Result<()> {
+        for &source in sources.iter().filter(|s| s.is_uprobe()) {
+            let binary = match source {
+                // COMMAND has not exec'd yet; it will map the host's libc, the
+                // one this process maps.
+                Source::Libc => binaries::libc_of(std::process::id())
+                    .context("this host's glibc was not found, so the libc source has nothing to probe")?
+                    .path,
+                _ => {
+                    let path = binaries::resolve_command(program).with_context(|| {
+                        format!("COMMAND `{}` was not found in PATH", program.to_string_lossy())
+                    })?;
+                    check_go(&path, &format!("COMMAND `{}`", program.to_string_lossy()))?;
+                    path
+                }
+            };
+            self.probes.attach_uprobes(source, &binary, Some(pid))?;
+        }
+        Ok(())
+    }
+
+    /// Everything the kernel counted so far (cumulative).
+    pub fn collect(&self) -> Result<Collected> {
+        collect::collect(self.probes.ebpf())
+    }
+
+    pub fn attachments(&self) -> Vec<Attachment> {
+        self.probes.attachments().to_vec()
+    }
+}

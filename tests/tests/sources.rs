@@ -1,0 +1,150 @@
+//! End-to-end tests of the user-space sources: libc and Go uprobes (exact
+//! counts under the calling function) and vDSO sampling (most samples under
+//! the hot function), on real fixtures, as root.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use common::*;
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+/// `clockprof record -s SOURCES -o DIR/out.folded -- COMMAND...`, returning
+/// the folded stacks; asserts success.
+fn record(dir: &TempDir, sources: &str, extra: &[&str], command: &[&OsStr]) -> Vec<(String, u64)> {
+    let out = dir.join("out.folded");
+    let mut args = vec![os("record"), os("-s"), os(sources), os("-o"), out.as_os_str()];
+    args.extend(extra.iter().map(|a| os(a)));
+    args.push(os("--"));
+    args.extend_from_slice(command);
+    let output = run(&args);
+    assert!(output.status.success(), "clockprof failed: {}", stderr(&output));
+    parse_folded(&std::fs::read_to_string(&out).unwrap())
+}
+
+fn show(folded: &[(String, u64)]) -> String {
+    folded.iter().map(|(s, c)| format!("{s} {c}\n")).collect()
+}
+
+#[test]
+fn libc_source_counts_glibc_calls_exactly_under_the_caller() {
+    let dir = TempDir::new("libc");
+    let fixture = c_fixture();
+    let folded = record(&dir, "libc", &[], &[fixture.as_os_str(), os("libc"), os("30000")]);
+    let text = show(&folded);
+    assert_eq!(count_under(&folded, "fixture_libc_hot"), 30000, "{text}");
+    assert_eq!(count_under(&folded, "fixture_libc_warm"), 15000, "{text}");
+    assert_eq!(
+        leaves_under(&folded, "fixture_libc_hot").into_iter().collect::<Vec<_>>(),
+        vec![("[libc clock_gettime MONOTONIC]".to_string(), 30000)]
+    );
+    // The caller the entry uprobe would lose is there, right below libc's function.
+    assert!(
+        text.contains(";main;fixture_libc_hot;clock_gettime;[libc clock_gettime MONOTONIC] 30000"),
+        "{text}"
+    );
+    assert_eq!(folded.iter().map(|(_, c)| c).sum::<u64>(), 45000, "{text}");
+}
+
+#[test]
+fn go_source_counts_time_now_exactly_under_the_go_function() {
+    let dir = TempDir::new("go");
+    let fixture = go_fixture();
+    let folded = record(&dir, "go", &[], &[fixture.as_os_str(), os("40000")]);
+    let text = show(&folded);
+    let now_under = |function: &str| -> u64 {
+        leaves_under(&folded, function)
+            .get("[go time.now]")
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(now_under("main.hotLoop"), 40000, "{text}");
+    assert_eq!(now_under("main.warmLoop"), 20000, "{text}");
+    assert!(
+        folded
+            .iter()
+            .any(|(s, c)| *c == 40000 && s.contains(";main.main;main.hotLoop;") && s.ends_with(";time.now;[go time.now]")),
+        "the Go frames main.main -> main.hotLoop -> ... -> time.now are missing:\n{text}"
+    );
+}
+
+#[test]
+fn vdso_source_puts_most_samples_under_the_hot_function() {
+    let dir = TempDir::new("vdso");
+    let fixture = c_fixture();
+    let folded = record(&dir, "vdso", &["-F", "2000"], &[fixture.as_os_str(), os("vdso"), os("2")]);
+    let text = show(&folded);
+    let total: u64 = folded.iter().map(|(_, c)| c).sum();
+    assert!(total > 500, "too few vDSO samples ({total}) in 2 s of clock reads at 2 kHz:\n{text}");
+    let under_hot = count_under(&folded, "fixture_vdso_spin");
+    assert!(
+        under_hot * 10 >= total * 9,
+        "only {under_hot} of {total} vDSO samples under fixture_vdso_spin:\n{text}"
+    );
+    // Every sample ends in a vDSO clock function, named from the vDSO image.
+    for (stack, _) in &folded {
+        assert!(stack.ends_with(";[vdso sample]"), "{stack}");
+        assert!(stack.contains(";__vdso_clock_gettime;"), "{stack}");
+    }
+    // glibc's frameless wrapper sits between the caller and the vDSO.
+    assert!(
+        text.contains(";main;fixture_vdso_spin;clock_gettime;__vdso_clock_gettime;[vdso sample] "),
+        "{text}"
+    );
+}
+
+#[test]
+fn go_source_on_a_c_program_is_a_clear_error() {
+    let fixture = c_fixture();
+    let output = run(&[os("record"), os("-s"), os("go"), os("--"), fixture.as_os_str(), os("counts"), os("10")]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("is not a Go program"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert_no_clockprof_programs_left();
+}
+
+#[test]
+fn stripped_go_binary_is_a_clear_error() {
+    let dir = TempDir::new("go-stripped");
+    let stripped = dir.join("gostripped");
+    let status = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(go_fixture())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = run(&[os("record"), os("-s"), os("go"), os("--"), stripped.as_os_str(), os("10")]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("without its symbol table"), "{err}");
+    assert!(Path::new(&stripped).exists());
+}
+
+#[test]
+fn pid_scoped_libc_uprobe_counts_only_that_process() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("libc-pid");
+    let out = dir.join("p.folded");
+    // A process that waits for SIGUSR1 and then makes raw syscalls only, and a
+    // second one calling glibc in a loop that must not be counted.
+    let mut other = Command::new(c_fixture()).args(["vdso", "4"]).spawn().unwrap();
+    let mut target = Command::new(c_fixture()).args(["wait", "100"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut ready = String::new();
+    BufReader::new(target.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    let pid = target.id().to_string();
+    let output = run(&[os("record"), os("-s"), os("libc"), os("-p"), os(&pid), os("-d"), os("1"), os("-o"), out.as_os_str()]);
+    let _ = other.kill();
+    let _ = other.wait();
+    unsafe { libc::kill(target.id() as i32, libc::SIGUSR1) };
+    let _ = target.wait();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(count_under(&parse_folded(&text), "fixture_vdso_spin"), 0, "another process leaked in:\n{text}");
+}
