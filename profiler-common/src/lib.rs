@@ -18,7 +18,14 @@ pub mod event {
     pub const GO_WALLTIME: u32 = 22;
     /// A cpu-clock sample whose user instruction pointer was in the [vdso].
     pub const VDSO_SAMPLE: u32 = 30;
+    /// A kernel clock function ran; `CountKey::clock_id` is its index in the
+    /// daemon's list of kernel functions.
+    pub const KERNEL_FN: u32 = 40;
 }
+
+/// Kernel clock functions the `kernel` source can watch at once (one fentry
+/// and one kprobe program slot each).
+pub const MAX_KERNEL_FNS: u32 = 8;
 
 /// `CountKey::clock_id` when the hook does not know the clock (gettimeofday, time).
 pub const CLOCK_ID_NONE: i32 = i32::MIN;
@@ -87,6 +94,8 @@ pub mod names {
     pub const TASK_MM_OFFSET: &str = "TASK_MM_OFFSET";
     pub const MM_VDSO_OFFSET: &str = "MM_VDSO_OFFSET";
     pub const VDSO_TEXT_SIZE: &str = "VDSO_TEXT_SIZE";
+    /// Kernel function address -> index, for the breakpoint program.
+    pub const KERNEL_FN_INDEX: &str = "KERNEL_FN_INDEX";
 }
 
 #[cfg(feature = "user")]

@@ -7,8 +7,7 @@
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
-        bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user,
     },
     macros::{fentry, kprobe, map, perf_event, tracepoint, uprobe},
     maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
@@ -16,7 +15,9 @@ use aya_ebpf::{
         tracing::StackIdContext, FEntryContext, PerfEventContext, ProbeContext, TracePointContext,
     },
 };
-use profiler_common::{event, lost, target, CountKey, CLOCK_ID_NONE, STACK_NOT_CAPTURED};
+use profiler_common::{
+    event, lost, target, CountKey, CLOCK_ID_NONE, MAX_KERNEL_FNS, STACK_NOT_CAPTURED,
+};
 
 // Globals are set by the loader (`EbpfLoader::set_global`) and live in .rodata,
 // so the verifier folds them into constants.
@@ -40,6 +41,8 @@ static COUNTS: PerCpuHashMap<CountKey, u64> = PerCpuHashMap::with_max_entries(65
 static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
 #[map]
 static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+#[map]
+static KERNEL_FN_INDEX: HashMap<u64, u32> = HashMap::with_max_entries(MAX_KERNEL_FNS, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);
 
@@ -215,31 +218,58 @@ pub fn kprobe_time(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn return_address(ctx: &ProbeContext) -> (u64, u64) {
     let sp = unsafe { (*ctx.regs).rsp };
-    (unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0), 0)
+    (
+        unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0),
+        0,
+    )
 }
 
 #[uprobe]
 pub fn uprobe_libc_clock_gettime(ctx: ProbeContext) -> u32 {
     let clock_id = ctx.arg::<u64>(0).unwrap_or(0) as i32;
-    count_clock_read(&ctx, event::LIBC_CLOCK_GETTIME, clock_id, false, return_address(&ctx));
+    count_clock_read(
+        &ctx,
+        event::LIBC_CLOCK_GETTIME,
+        clock_id,
+        false,
+        return_address(&ctx),
+    );
     0
 }
 
 #[uprobe]
 pub fn uprobe_go_time_now(ctx: ProbeContext) -> u32 {
-    count_clock_read(&ctx, event::GO_TIME_NOW, CLOCK_ID_NONE, false, return_address(&ctx));
+    count_clock_read(
+        &ctx,
+        event::GO_TIME_NOW,
+        CLOCK_ID_NONE,
+        false,
+        return_address(&ctx),
+    );
     0
 }
 
 #[uprobe]
 pub fn uprobe_go_nanotime1(ctx: ProbeContext) -> u32 {
-    count_clock_read(&ctx, event::GO_NANOTIME1, CLOCK_ID_NONE, false, return_address(&ctx));
+    count_clock_read(
+        &ctx,
+        event::GO_NANOTIME1,
+        CLOCK_ID_NONE,
+        false,
+        return_address(&ctx),
+    );
     0
 }
 
 #[uprobe]
 pub fn uprobe_go_walltime(ctx: ProbeContext) -> u32 {
-    count_clock_read(&ctx, event::GO_WALLTIME, CLOCK_ID_NONE, false, return_address(&ctx));
+    count_clock_read(
+        &ctx,
+        event::GO_WALLTIME,
+        CLOCK_ID_NONE,
+        false,
+        return_address(&ctx),
+    );
     0
 }
 
@@ -268,13 +298,21 @@ pub fn vdso_sample(ctx: PerfEventContext) -> u32 {
     if mm == 0 {
         return 0;
     }
-    let Ok(vdso) = (unsafe { bpf_probe_read_kernel((mm as *const u8).add(vdso_offset) as *const u64) }) else {
+    let Ok(vdso) =
+        (unsafe { bpf_probe_read_kernel((mm as *const u8).add(vdso_offset) as *const u64) })
+    else {
         return 0;
     };
     if ip < vdso || ip >= vdso + vdso_size {
         return 0;
     }
-    count_clock_read(&ctx, event::VDSO_SAMPLE, CLOCK_ID_NONE, false, vdso_callers(ip, regs.rsp, regs.rbp));
+    count_clock_read(
+        &ctx,
+        event::VDSO_SAMPLE,
+        CLOCK_ID_NONE,
+        false,
+        vdso_callers(ip, regs.rsp, regs.rbp),
+    );
     0
 }
 
@@ -337,16 +375,14 @@ fn frameless_exit(code: &[u8; CODE_WINDOW]) -> Option<u64> {
             // jcc rel8: follow the fall-through
             0x70..=0x7f => i += 2,
             // REX prefix: add $imm8,%rsp | xor/test r64, r64
-            0x40..=0x4f if i + 3 < CODE_WINDOW => {
-                match (code[i + 1], code[i + 2]) {
-                    (0x83, 0xc4) if op == 0x48 => {
-                        frame = code[i + 3] as u64;
-                        i += 4;
-                    }
-                    (0x31 | 0x33 | 0x85, modrm) if modrm >= 0xc0 => i += 3,
-                    _ => return None,
+            0x40..=0x4f if i + 3 < CODE_WINDOW => match (code[i + 1], code[i + 2]) {
+                (0x83, 0xc4) if op == 0x48 => {
+                    frame = code[i + 3] as u64;
+                    i += 4;
                 }
-            }
+                (0x31 | 0x33 | 0x85, modrm) if modrm >= 0xc0 => i += 3,
+                _ => return None,
+            },
             _ => return None,
         }
     }
@@ -383,6 +419,55 @@ fn follows_call(address: u64) -> bool {
         }
         Err(_) => false,
     }
+}
+
+// Kernel-internal clock reads. Nothing on these paths may read a clock
+// (no bpf_ktime_get_ns): some of them are the very clock being read.
+
+#[inline(always)]
+fn count_kernel_fn<C: StackIdContext>(ctx: &C, index: u32) {
+    count_clock_read(ctx, event::KERNEL_FN, index as i32, true, NO_CALLER);
+}
+
+/// One fentry and one kprobe program per slot: an fentry program is bound to
+/// its function at load time, so each watched function needs its own, and the
+/// slot number tells the daemon which function fired.
+macro_rules! kernel_fn_slot {
+    ($fentry:ident, $kprobe:ident, $slot:expr) => {
+        #[fentry]
+        pub fn $fentry(ctx: FEntryContext) -> u32 {
+            count_kernel_fn(&ctx, $slot);
+            0
+        }
+
+        #[kprobe]
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            count_kernel_fn(&ctx, $slot);
+            0
+        }
+    };
+}
+
+kernel_fn_slot!(fentry_kernel_fn_0, kprobe_kernel_fn_0, 0);
+kernel_fn_slot!(fentry_kernel_fn_1, kprobe_kernel_fn_1, 1);
+kernel_fn_slot!(fentry_kernel_fn_2, kprobe_kernel_fn_2, 2);
+kernel_fn_slot!(fentry_kernel_fn_3, kprobe_kernel_fn_3, 3);
+kernel_fn_slot!(fentry_kernel_fn_4, kprobe_kernel_fn_4, 4);
+kernel_fn_slot!(fentry_kernel_fn_5, kprobe_kernel_fn_5, 5);
+kernel_fn_slot!(fentry_kernel_fn_6, kprobe_kernel_fn_6, 6);
+kernel_fn_slot!(fentry_kernel_fn_7, kprobe_kernel_fn_7, 7);
+
+/// A hardware execute breakpoint on a kernel function (for `notrace`
+/// functions such as ktime_get_mono_fast_ns, which refuse kprobes and fentry).
+/// The breakpoint fires before the instruction at its address runs, so the
+/// interrupted instruction pointer names the function.
+#[perf_event]
+pub fn breakpoint_kernel_fn(ctx: PerfEventContext) -> u32 {
+    let ip = unsafe { (*ctx.ctx).regs.rip };
+    if let Some(&index) = unsafe { KERNEL_FN_INDEX.get(&ip) } {
+        count_kernel_fn(&ctx, index);
+    }
+    0
 }
 
 /// Adds children of followed processes (`record -- COMMAND`) to the filter, so a

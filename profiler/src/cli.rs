@@ -27,14 +27,29 @@ pub enum Command {
     /// Count clock reads per process and call stack, then write a flamegraph,
     /// folded stacks or JSON (or print a summary).
     Record(RecordArgs),
+    /// What this kernel and user allow: each hook type really tried, the
+    /// clocksource, and which backend each source would use.
+    Doctor(DoctorArgs),
 }
 
-const SOURCES_HELP: &str = "Clock sources, comma-separated, or `all`. Default: syscall,vdso,
-the two that cost little on every hot path.
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const SOURCES_HELP: &str = "Clock sources, comma-separated, or `all`. Default: syscall,kernel,vdso,
+the ones that cost little on every hot path.
   syscall  clock_gettime/gettimeofday/time system calls (fentry, kprobe or
            tracepoint; ~0.1-0.3 us per syscall with its stack; exact counts).
            Most clock reads never enter the kernel (vDSO); syscalls show
            CPU-time clocks and hosts whose clocksource cannot serve the vDSO.
+  kernel   kernel-internal clock functions (--kernel-fn; default
+           ktime_get_mono_fast_ns, ktime_get, ktime_get_ts64,
+           ktime_get_real_ts64) by fentry or kprobe, or a hardware breakpoint
+           for notrace ones; ~0.1-1 us per call with kernel and user stacks.
+           Skipped with a warning where the kernel allows none of them.
   vdso     cpu-clock samples landing in the vDSO's clock functions, where
            glibc's clock_gettime/gettimeofday/time, Go's time.Now and Rust's
            Instant::now read the clock without a syscall. Costs what the
@@ -62,7 +77,7 @@ pub struct RecordArgs {
     pub duration: Option<f64>,
 
     #[arg(short = 's', long = "sources", value_name = "SOURCES",
-          default_value = "syscall,vdso", long_help = SOURCES_HELP)]
+          default_value = "syscall,kernel,vdso", long_help = SOURCES_HELP)]
     pub sources: SourceSet,
 
     /// Write the profile here (format from -f, else from the extension:
@@ -80,9 +95,14 @@ pub struct RecordArgs {
     pub frequency: u64,
 
     /// Attach every hook through this backend only (default: the cheapest one
-    /// the kernel accepts: fentry, then kprobe, then tracepoint).
+    /// the kernel accepts: fentry, then kprobe, then tracepoint or breakpoint).
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub backend: Option<Backend>,
+
+    /// A kernel clock function for the kernel source; repeatable (up to 8).
+    /// Replaces the default list.
+    #[arg(long = "kernel-fn", value_name = "FUNCTION")]
+    pub kernel_functions: Vec<String>,
 
     /// Distinct (process, stack, clock) entries the kernel can count; events
     /// beyond it are counted as lost.
@@ -99,3 +119,4 @@ pub struct RecordArgs {
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
 }
+

@@ -86,7 +86,12 @@ pub fn collect(ebpf: &Ebpf) -> Result<Collected> {
 }
 
 /// The sample of one key, given the stacks its ids stand for.
-pub fn sample(key: &CountKey, user_stack: RawStack, kernel_stack: RawStack, count: u64) -> RawSample {
+pub fn sample(
+    key: &CountKey,
+    user_stack: RawStack,
+    kernel_stack: RawStack,
+    count: u64,
+) -> RawSample {
     RawSample {
         tgid: key.tgid,
         read: clock_read(key),

@@ -8,6 +8,7 @@ mod aggregate;
 mod binaries;
 mod cli;
 mod collect;
+mod doctor;
 mod export;
 mod kernel_btf;
 mod privileges;
@@ -61,6 +62,7 @@ fn main() {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Record(args) => record::record(args).await,
+            Command::Doctor(args) => doctor::doctor(args),
         }
     });
     match result {

@@ -11,7 +11,9 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{HashMap, Map, MapData};
-use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
+use aya::programs::perf_event::{
+    BreakpointConfig, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
+};
 use aya::programs::uprobe::UProbeScope;
 use aya::programs::{FEntry, KProbe, PerfEvent, TracePoint, UProbe};
 use aya::{Btf, Ebpf, EbpfLoader};
@@ -31,6 +33,7 @@ pub enum Backend {
     Fentry,
     Kprobe,
     Tracepoint,
+    Breakpoint,
     Uprobe,
     #[value(name = "perf_event")]
     #[serde(rename = "perf_event")]
@@ -43,6 +46,7 @@ impl fmt::Display for Backend {
             Backend::Fentry => "fentry",
             Backend::Kprobe => "kprobe",
             Backend::Tracepoint => "tracepoint",
+            Backend::Breakpoint => "breakpoint",
             Backend::Uprobe => "uprobe",
             Backend::PerfEvent => "perf_event",
         })
@@ -128,8 +132,60 @@ const SYSCALL_HOOKS: &[Hook] = &[
 fn kernel_hooks(source: Source) -> &'static [Hook] {
     match source {
         Source::Syscall => SYSCALL_HOOKS,
-        Source::Libc | Source::Go | Source::Vdso => &[],
+        Source::Kernel | Source::Libc | Source::Go | Source::Vdso => &[],
     }
+}
+
+/// Kernel clock functions watched by default: the NMI-safe monotonic clock
+/// (notrace on distro kernels, so only a breakpoint reaches it) and the
+/// traceable clocks behind clock_gettime and most in-kernel timestamps.
+pub const DEFAULT_KERNEL_FUNCTIONS: &[&str] = &[
+    "ktime_get_mono_fast_ns",
+    "ktime_get",
+    "ktime_get_ts64",
+    "ktime_get_real_ts64",
+];
+
+/// Why the kernel refused a backend, in a few words: the errors aya reports
+/// are long and the same for every function.
+pub fn refusal_reason(backend: Backend, err: &anyhow::Error) -> String {
+    let text = format!("{err:#}");
+    let reason = if text.contains("kprobe/type") {
+        "this kernel has no kprobes".to_string()
+    } else if text.contains("no usable BTF") {
+        "this kernel has no BTF".to_string()
+    } else if text.contains("Operation not permitted") {
+        format!("{backend} is refused (EPERM)")
+    } else if backend == Backend::Breakpoint && text.contains("Invalid argument") {
+        "hardware breakpoints are not available (EINVAL)".to_string()
+    } else if text.contains("no function") {
+        text.clone()
+    } else if let Some(errno) = text.rsplit_once(": ").map(|(_, e)| e) {
+        format!("{backend} failed: {errno}")
+    } else {
+        format!("{backend} failed: {text}")
+    };
+    reason
+}
+
+/// The address of a kernel function from /proc/kallsyms (needs root, else
+/// the addresses read as zero).
+fn kernel_symbol_address(function: &str) -> Result<u64> {
+    let kallsyms =
+        std::fs::read_to_string("/proc/kallsyms").context("could not read /proc/kallsyms")?;
+    kallsyms
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = fields.next()?;
+            let kind = fields.next()?;
+            let name = fields.next()?;
+            (name == function && matches!(kind, "t" | "T"))
+                .then(|| u64::from_str_radix(address, 16).ok())
+                .flatten()
+        })
+        .filter(|&address| address != 0)
+        .ok_or_else(|| anyhow!("the kernel has no function {function}"))
 }
 
 /// Each entry uprobe of a user-space source: its program and the names its
@@ -141,10 +197,16 @@ pub fn uprobe_symbols(source: Source) -> &'static [(&'static str, &'static [&'st
         Source::Libc => &[("uprobe_libc_clock_gettime", &["__clock_gettime"])],
         Source::Go => &[
             ("uprobe_go_time_now", &["time.now", "time.now.abi0"]),
-            ("uprobe_go_nanotime1", &["runtime.nanotime1", "runtime.nanotime1.abi0"]),
-            ("uprobe_go_walltime", &["runtime.walltime", "runtime.walltime.abi0"]),
+            (
+                "uprobe_go_nanotime1",
+                &["runtime.nanotime1", "runtime.nanotime1.abi0"],
+            ),
+            (
+                "uprobe_go_walltime",
+                &["runtime.walltime", "runtime.walltime.abi0"],
+            ),
         ],
-        Source::Syscall | Source::Vdso => &[],
+        Source::Syscall | Source::Kernel | Source::Vdso => &[],
     }
 }
 
@@ -163,7 +225,9 @@ fn vdso_globals() -> Result<(u32, u32, u64)> {
             let (start, end) = line.split_whitespace().next()?.split_once('-')?;
             Some(u64::from_str_radix(end, 16).ok()? - u64::from_str_radix(start, 16).ok()?)
         })
-        .ok_or_else(|| anyhow!("this process has no [vdso] mapping, so the kernel has no vDSO to sample"))?;
+        .ok_or_else(|| {
+            anyhow!("this process has no [vdso] mapping, so the kernel has no vDSO to sample")
+        })?;
     Ok((mm, vdso, size))
 }
 
@@ -355,8 +419,8 @@ impl Probes {
             Backend::Fentry => self.attach_fentry(point.program, point.target),
             Backend::Kprobe => self.attach_kprobe(point.program, point.target),
             Backend::Tracepoint => self.attach_tracepoint(point.program, point.target),
-            Backend::Uprobe | Backend::PerfEvent => {
-                bail!("{} does not attach kernel hooks", point.backend)
+            Backend::Breakpoint | Backend::Uprobe | Backend::PerfEvent => {
+                bail!("{} does not attach syscall hooks", point.backend)
             }
         }
     }
@@ -379,9 +443,12 @@ impl Probes {
                             attached = Some(point);
                             break;
                         }
-                        Err(err) => {
-                            refusals.push(format!("{} {}: {err:#}", point.backend, point.target))
-                        }
+                        Err(err) => refusals.push(format!(
+                            "{} on {}: {}",
+                            point.backend,
+                            point.target,
+                            refusal_reason(point.backend, &err)
+                        )),
                     }
                 }
                 let Some(point) = attached else {
@@ -404,7 +471,12 @@ impl Probes {
 
     /// Entry uprobes of `source` on `binary`, for one process or all that map
     /// it. Returns how many were attached; an error names the binary.
-    pub fn attach_uprobes(&mut self, source: Source, binary: &Path, pid: Option<u32>) -> Result<usize> {
+    pub fn attach_uprobes(
+        &mut self,
+        source: Source,
+        binary: &Path,
+        pid: Option<u32>,
+    ) -> Result<usize> {
         let scope = match pid.and_then(NonZeroU32::new) {
             Some(pid) => UProbeScope::OneProcess(pid),
             None => UProbeScope::AllProcesses,
@@ -440,6 +512,127 @@ impl Probes {
             );
         }
         Ok(attached)
+    }
+
+    /// Attaches the syscall hooks through `backend` only, for `doctor`;
+    /// the error is the short reason of the first refusal.
+    pub fn try_syscall_backend(&mut self, backend: Backend) -> Result<(), String> {
+        for hook in SYSCALL_HOOKS {
+            for &point in hook.points.iter().filter(|p| p.backend == backend) {
+                self.attach_point(point)
+                    .map_err(|err| refusal_reason(backend, &err))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Watches each kernel clock function through the best backend the kernel
+    /// accepts for it (fentry, kprobe, then a hardware execute breakpoint),
+    /// or only `forced`. Returns, per function, the backend used or, in short,
+    /// why none could be; the slot of a function is its index in `functions`.
+    pub fn attach_kernel_functions(
+        &mut self,
+        functions: &[String],
+        forced: Option<Backend>,
+    ) -> Result<Vec<Result<Backend, String>>> {
+        if functions.len() > profiler_common::MAX_KERNEL_FNS as usize {
+            bail!(
+                "at most {} kernel functions can be watched at once, not {}",
+                profiler_common::MAX_KERNEL_FNS,
+                functions.len()
+            );
+        }
+        let mut outcomes = Vec::new();
+        for (slot, function) in functions.iter().enumerate() {
+            let mut refusals = Vec::new();
+            let mut used = None;
+            for backend in [Backend::Fentry, Backend::Kprobe, Backend::Breakpoint] {
+                if forced.is_some_and(|f| f != backend) {
+                    continue;
+                }
+                let result = match backend {
+                    Backend::Fentry => {
+                        self.attach_fentry(&format!("fentry_kernel_fn_{slot}"), function)
+                    }
+                    Backend::Kprobe => self.attach_kernel_kprobe(slot, function),
+                    _ => self.attach_breakpoint(slot, function),
+                };
+                match result {
+                    Ok(()) => {
+                        used = Some(backend);
+                        break;
+                    }
+                    Err(err) => {
+                        let reason = refusal_reason(backend, &err);
+                        if !refusals.contains(&reason) {
+                            refusals.push(reason);
+                        }
+                    }
+                }
+            }
+            match used {
+                Some(backend) => {
+                    self.attachments.push(Attachment {
+                        source: Source::Kernel,
+                        hook: function.clone(),
+                        backend,
+                    });
+                    outcomes.push(Ok(backend));
+                }
+                None if refusals.is_empty() => {
+                    outcomes.push(Err("no hook of the chosen backend".to_string()))
+                }
+                None => outcomes.push(Err(refusals.join(", "))),
+            }
+        }
+        Ok(outcomes)
+    }
+
+    fn attach_kernel_kprobe(&mut self, slot: usize, function: &str) -> Result<()> {
+        let name = format!("kprobe_kernel_fn_{slot}");
+        let kprobe: &mut KProbe = self.program(&name)?.try_into()?;
+        kprobe.load()?;
+        if let Err(err) = kprobe.attach(function, 0) {
+            let _ = kprobe.unload();
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    /// One execute breakpoint per CPU at the function's first instruction
+    /// (x86 has four debug registers per CPU, so at most four functions).
+    fn attach_breakpoint(&mut self, slot: usize, function: &str) -> Result<()> {
+        let address = kernel_symbol_address(function)?;
+        let mut index: HashMap<&mut MapData, u64, u32> =
+            HashMap::try_from(self.ebpf.map_mut(names::KERNEL_FN_INDEX).ok_or_else(|| {
+                anyhow!("the eBPF object has no {} map", names::KERNEL_FN_INDEX)
+            })?)?;
+        index.insert(address, slot as u32, 0)?;
+        let first_use = self.loaded.insert("breakpoint_kernel_fn");
+        let program: &mut PerfEvent = self.program("breakpoint_kernel_fn")?.try_into()?;
+        if first_use {
+            program.load()?;
+        }
+        let mut links = Vec::new();
+        for cpu in online_cpus()? {
+            match program.attach(
+                PerfEventConfig::Breakpoint(BreakpointConfig::Instruction { address }),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Period(1),
+                false,
+            ) {
+                Ok(link) => links.push(link),
+                Err(err) => {
+                    // All CPUs or none: a function watched on some CPUs only
+                    // would give counts that look exact and are not.
+                    for link in links {
+                        let _ = program.detach(link);
+                    }
+                    return Err(anyhow!(err).context(format!("breakpoint on CPU {cpu}")));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// cpu-clock sampling on every online CPU at `frequency` Hz; the program

@@ -47,6 +47,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         count_entries: args.count_entries,
         stack_entries: args.stack_entries,
         frequency: args.frequency,
+        kernel_functions: &args.kernel_functions,
     })?;
 
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -105,7 +106,10 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     let collected = session.collect()?;
     let attachments = session.attachments();
     // Detach before the slow part: symbolization needs only the tracker.
-    let Session { probes, mut tracker } = session;
+    let Session {
+        probes,
+        mut tracker,
+    } = session;
     drop(probes);
     tracker.drain();
     let samples = symbolize::symbolize(&collected.samples, &mut tracker);
@@ -117,7 +121,11 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
             duration,
             lost: collected.lost,
             lost_mapping_records: tracker.lost_records(),
-            sample_frequency: args.sources.0.contains(&Source::Vdso).then_some(args.frequency),
+            sample_frequency: args
+                .sources
+                .0
+                .contains(&Source::Vdso)
+                .then_some(args.frequency),
         },
     );
     match output {

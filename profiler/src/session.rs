@@ -11,10 +11,56 @@ use profiler_common::target;
 
 use crate::binaries::{self, GoBinary};
 use crate::collect::{self, Collected};
-use crate::probes::{Attachment, Backend, ProbeConfig, Probes};
-use crate::proc_tracker::ProcTracker;
 use crate::privileges;
+use crate::probes::{Attachment, Backend, ProbeConfig, Probes, DEFAULT_KERNEL_FUNCTIONS};
+use crate::proc_tracker::ProcTracker;
 use crate::source::Source;
+
+/// The kernel source watches each function it can. None at all is an error
+/// when the kernel source was the only one asked for, and a warning when it
+/// came with others (as in the default set), so a kernel without kprobes,
+/// fentry or breakpoints still gets the rest.
+fn attach_kernel(probes: &mut Probes, config: &SessionConfig) -> Result<()> {
+    let functions: Vec<String> = if config.kernel_functions.is_empty() {
+        DEFAULT_KERNEL_FUNCTIONS
+            .iter()
+            .map(|f| f.to_string())
+            .collect()
+    } else {
+        config.kernel_functions.to_vec()
+    };
+    crate::source::set_kernel_functions(&functions);
+    let outcomes = probes.attach_kernel_functions(&functions, config.backend)?;
+    let mut refusals: Vec<String> = Vec::new();
+    for (function, outcome) in functions.iter().zip(&outcomes) {
+        if let Err(reason) = outcome {
+            refusals.push(format!("{function}: {reason}"));
+        }
+    }
+    if refusals.len() == outcomes.len() {
+        // Usually every function is refused for the same reasons: say them once.
+        let mut reasons: Vec<&str> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().err())
+            .map(String::as_str)
+            .collect();
+        reasons.dedup();
+        let why = if reasons.len() == 1 {
+            reasons[0].to_string()
+        } else {
+            refusals.join("; ")
+        };
+        if config.sources.len() == 1 {
+            bail!("the kernel source cannot watch any kernel clock function here ({why}); run `clockprof doctor` to see what this kernel allows");
+        }
+        eprintln!("clockprof: warning: the kernel source is unavailable here ({why}); recording without it");
+    } else {
+        for refusal in refusals {
+            eprintln!("clockprof: warning: the kernel source skips {refusal}");
+        }
+    }
+    Ok(())
+}
 
 fn check_go(path: &std::path::Path, what: &str) -> Result<()> {
     match binaries::go_binary(path) {
@@ -28,10 +74,12 @@ fn check_go(path: &std::path::Path, what: &str) -> Result<()> {
 
 fn attach_to_process(probes: &mut Probes, source: Source, pid: u32) -> Result<()> {
     let binary = match source {
-        Source::Libc => binaries::libc_of(pid)
-            .with_context(|| format!("PID {pid} does not map glibc, so the libc source has nothing to probe in it"))?,
+        Source::Libc => binaries::libc_of(pid).with_context(|| {
+            format!("PID {pid} does not map glibc, so the libc source has nothing to probe in it")
+        })?,
         _ => {
-            let exe = binaries::exe_of(pid).with_context(|| format!("the executable of PID {pid} cannot be read"))?;
+            let exe = binaries::exe_of(pid)
+                .with_context(|| format!("the executable of PID {pid} cannot be read"))?;
             check_go(&exe.path, &format!("PID {pid}"))?;
             exe
         }
@@ -88,6 +136,8 @@ pub struct SessionConfig<'a> {
     pub stack_entries: u32,
     /// Sampling frequency of the vdso source, in Hz.
     pub frequency: u64,
+    /// Kernel clock functions of the kernel source (empty: the defaults).
+    pub kernel_functions: &'a [String],
 }
 
 pub struct Session {
@@ -133,6 +183,9 @@ impl Session {
             probes.add_target(pid, target::ONLY)?;
         }
         probes.attach(config.sources, config.backend)?;
+        if config.sources.contains(&Source::Kernel) {
+            attach_kernel(&mut probes, config)?;
+        }
         if config.sources.contains(&Source::Vdso) {
             probes.attach_vdso_sampling(config.frequency)?;
         }
@@ -148,7 +201,10 @@ impl Session {
             }
         }
         if filter_by_pid {
-            config.pids.iter().for_each(|&pid| tracker.snapshot_pid(pid));
+            config
+                .pids
+                .iter()
+                .for_each(|&pid| tracker.snapshot_pid(pid));
         } else {
             tracker.snapshot_all();
         }
@@ -157,17 +213,27 @@ impl Session {
 
     /// Puts the uprobes of the chosen user-space sources on COMMAND, scoped to
     /// its PID, between its fork and its exec (see target::spawn).
-    pub fn attach_for_command(&mut self, sources: &[Source], pid: u32, program: &OsStr) -> Result<()> {
+    pub fn attach_for_command(
+        &mut self,
+        sources: &[Source],
+        pid: u32,
+        program: &OsStr,
+    ) -> Result<()> {
         for &source in sources.iter().filter(|s| s.is_uprobe()) {
             let binary = match source {
                 // COMMAND has not exec'd yet; it will map the host's libc, the
                 // one this process maps.
                 Source::Libc => binaries::libc_of(std::process::id())
-                    .context("this host's glibc was not found, so the libc source has nothing to probe")?
+                    .context(
+                        "this host's glibc was not found, so the libc source has nothing to probe",
+                    )?
                     .path,
                 _ => {
                     let path = binaries::resolve_command(program).with_context(|| {
-                        format!("COMMAND `{}` was not found in PATH", program.to_string_lossy())
+                        format!(
+                            "COMMAND `{}` was not found in PATH",
+                            program.to_string_lossy()
+                        )
                     })?;
                     check_go(&path, &format!("COMMAND `{}`", program.to_string_lossy()))?;
                     path

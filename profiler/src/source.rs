@@ -13,6 +13,8 @@ use serde::Serialize;
 pub enum Source {
     /// `clock_gettime`, `gettimeofday` and `time` system calls.
     Syscall,
+    /// Kernel-internal clock functions (ktime_get_mono_fast_ns, ktime_get, ...).
+    Kernel,
     /// Entry of glibc's `__clock_gettime` (uprobe).
     Libc,
     /// Entries of Go's `time.now`, `runtime.nanotime1`, `runtime.walltime` (uprobes).
@@ -22,11 +24,18 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: &'static [Source] = &[Source::Syscall, Source::Libc, Source::Go, Source::Vdso];
+    pub const ALL: &'static [Source] = &[
+        Source::Syscall,
+        Source::Kernel,
+        Source::Libc,
+        Source::Go,
+        Source::Vdso,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Source::Syscall => "syscall",
+            Source::Kernel => "kernel",
             Source::Libc => "libc",
             Source::Go => "go",
             Source::Vdso => "vdso",
@@ -105,6 +114,7 @@ impl ClockRead {
             event::LIBC_CLOCK_GETTIME => Source::Libc,
             event::GO_TIME_NOW | event::GO_NANOTIME1 | event::GO_WALLTIME => Source::Go,
             event::VDSO_SAMPLE => Source::Vdso,
+            event::KERNEL_FN => Source::Kernel,
             _ => Source::Syscall,
         }
     }
@@ -119,17 +129,47 @@ impl ClockRead {
             event::GO_NANOTIME1 => "runtime.nanotime1",
             event::GO_WALLTIME => "runtime.walltime",
             event::VDSO_SAMPLE => "sample",
+            event::KERNEL_FN => usize::try_from(self.clock_id)
+                .ok()
+                .and_then(|slot| kernel_functions().get(slot).copied())
+                .unwrap_or("unknown"),
             _ => "unknown",
         }
     }
 
+    /// The clock read, where the hook knows it (kernel events carry their
+    /// function's slot instead).
+    pub fn clock(self) -> Option<String> {
+        if self.event == event::KERNEL_FN {
+            return None;
+        }
+        clock_name(self.clock_id)
+    }
+
     /// The leaf frame of folded stacks: `[syscall clock_gettime MONOTONIC]`.
     pub fn leaf(self) -> String {
-        match clock_name(self.clock_id) {
+        match self.clock() {
             Some(clock) => format!("[{} {} {}]", self.source(), self.call(), clock),
             None => format!("[{} {}]", self.source(), self.call()),
         }
     }
+}
+
+/// The kernel clock functions of this run, by slot: set once when the
+/// kernel source is attached, read when naming its events.
+static KERNEL_FUNCTIONS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+
+pub fn set_kernel_functions(functions: &[String]) {
+    // One run watches one list; leaking it lets every ClockRead name it.
+    let names = functions
+        .iter()
+        .map(|f| &*Box::leak(f.clone().into_boxed_str()))
+        .collect();
+    let _ = KERNEL_FUNCTIONS.set(names);
+}
+
+fn kernel_functions() -> &'static [&'static str] {
+    KERNEL_FUNCTIONS.get().map(Vec::as_slice).unwrap_or(&[])
 }
 
 /// Names a clock id the way `<time.h>` does, without the `CLOCK_` prefix.
@@ -204,6 +244,9 @@ mod tests {
         );
         assert_eq!(read(event::GO_TIME_NOW, CLOCK_ID_NONE), "[go time.now]");
         assert_eq!(read(event::VDSO_SAMPLE, CLOCK_ID_NONE), "[vdso sample]");
+        set_kernel_functions(&["ktime_get".to_string(), "ktime_get_ts64".to_string()]);
+        assert_eq!(read(event::KERNEL_FN, 1), "[kernel ktime_get_ts64]");
+        assert_eq!(read(event::KERNEL_FN, 9), "[kernel unknown]");
         // clock_getcpuclockid(pid 1234) = ~1234 << 3 | 2 (CPUCLOCK_SCHED)
         assert_eq!(
             read(event::SYSCALL_CLOCK_GETTIME, (!1234 << 3) | 2),

@@ -67,12 +67,49 @@ pub struct SymbolizedSample {
     pub count: u64,
 }
 
-/// Where a user address lives: a file and an offset into it, or nowhere known.
+/// Where a user address lives: a file and an offset into it, JIT code named
+/// by the process's perf map, or nowhere known.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum UserLocation {
     File { path: String, offset: u64 },
     Special(String),
+    Jit(String),
     Unknown,
+}
+
+/// A JIT runtime's `/tmp/perf-PID.map` (`START SIZE NAME` per line, hex), the
+/// convention perf defined and node --perf-basic-prof, the JVM's agents and
+/// others follow. blazesym reads these only for live processes through
+/// /proc; the file outlives the process, so it is read here directly.
+#[derive(Default)]
+struct PerfMap(Vec<(u64, u64, String)>);
+
+impl PerfMap {
+    fn load(pid: u32) -> PerfMap {
+        let text = std::fs::read_to_string(format!("/tmp/perf-{pid}.map")).unwrap_or_default();
+        let mut entries: Vec<(u64, u64, String)> = text
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.splitn(3, ' ');
+                let start =
+                    u64::from_str_radix(fields.next()?.trim_start_matches("0x"), 16).ok()?;
+                let size = u64::from_str_radix(fields.next()?.trim_start_matches("0x"), 16).ok()?;
+                Some((
+                    start,
+                    start.checked_add(size)?,
+                    fields.next()?.trim().to_string(),
+                ))
+            })
+            .collect();
+        entries.sort();
+        PerfMap(entries)
+    }
+
+    fn name(&self, address: u64) -> Option<&str> {
+        let index = self.0.partition_point(|(start, _, _)| *start <= address);
+        let (_, end, name) = self.0.get(index.checked_sub(1)?)?;
+        (address < *end).then_some(name.as_str())
+    }
 }
 
 /// The address to look up for the `depth`-th frame (0 = innermost). Frames
@@ -110,7 +147,11 @@ struct VdsoImage(std::path::PathBuf);
 impl VdsoImage {
     fn dump() -> Option<VdsoImage> {
         let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-        let range = maps.lines().find(|l| l.ends_with(VDSO))?.split_whitespace().next()?;
+        let range = maps
+            .lines()
+            .find(|l| l.ends_with(VDSO))?
+            .split_whitespace()
+            .next()?;
         let (start, end) = range.split_once('-')?;
         let start = u64::from_str_radix(start, 16).ok()?;
         let end = u64::from_str_radix(end, 16).ok()?;
@@ -192,7 +233,12 @@ fn symbolize_kernel(symbolizer: &Symbolizer, addresses: &BTreeSet<u64>) -> NameT
         .collect()
 }
 
-fn locate(tracker: &mut ProcTracker, pid: u32, address: u64) -> UserLocation {
+fn locate(
+    tracker: &mut ProcTracker,
+    perf_maps: &mut HashMap<u32, PerfMap>,
+    pid: u32,
+    address: u64,
+) -> UserLocation {
     match tracker.lookup(pid, address) {
         // The vDSO is symbolized from this kernel's image (VdsoImage).
         Some(mapping) if mapping.path.starts_with('[') && mapping.path != VDSO => {
@@ -202,7 +248,14 @@ fn locate(tracker: &mut ProcTracker, pid: u32, address: u64) -> UserLocation {
             path: mapping.path.clone(),
             offset: mapping.file_offset_of(address),
         },
-        None => UserLocation::Unknown,
+        None => match perf_maps
+            .entry(pid)
+            .or_insert_with(|| PerfMap::load(pid))
+            .name(address)
+        {
+            Some(name) => UserLocation::Jit(name.to_string()),
+            None => UserLocation::Unknown,
+        },
     }
 }
 
@@ -238,13 +291,21 @@ pub fn symbolize(samples: &[RawSample], tracker: &mut ProcTracker) -> Vec<Symbol
 
     // Normalize every user frame while the tracker is at hand, then symbolize
     // each distinct location once.
+    let mut perf_maps = HashMap::new();
     let user_locations: Vec<Vec<UserLocation>> = samples
         .iter()
         .map(|sample| {
             user_ips(sample)
                 .iter()
                 .enumerate()
-                .map(|(depth, &ip)| locate(tracker, sample.tgid, lookup_address(ip, depth)))
+                .map(|(depth, &ip)| {
+                    locate(
+                        tracker,
+                        &mut perf_maps,
+                        sample.tgid,
+                        lookup_address(ip, depth),
+                    )
+                })
                 .collect()
         })
         .collect();
@@ -286,6 +347,11 @@ pub fn symbolize(samples: &[RawSample], tracker: &mut ProcTracker) -> Vec<Symbol
                     (UserLocation::Special(name), _) => frames.push(Frame {
                         function: name.clone(),
                         module: None,
+                        kernel: false,
+                    }),
+                    (UserLocation::Jit(name), _) => frames.push(Frame {
+                        function: name.clone(),
+                        module: Some("[jit]".to_string()),
                         kernel: false,
                     }),
                     (UserLocation::Unknown, _) => frames.push(Frame::unknown(None, false)),
@@ -336,7 +402,10 @@ mod tests {
     fn skipped_caller_is_put_back_once() {
         let sample = |stack: Vec<u64>, caller_ip, wrapper_caller_ip| RawSample {
             tgid: 1,
-            read: ClockRead { event: 0, clock_id: 0 },
+            read: ClockRead {
+                event: 0,
+                clock_id: 0,
+            },
             user_stack: RawStack::Ips(stack),
             kernel_stack: RawStack::NotCaptured,
             caller_ip,
@@ -370,9 +439,26 @@ mod tests {
             .filter_map(|s| names_of(s))
             .flatten()
             .collect();
-        assert!(names.iter().any(|n| n.contains("clock_gettime")), "{names:?}");
+        assert!(
+            names.iter().any(|n| n.contains("clock_gettime")),
+            "{names:?}"
+        );
         drop(image);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn perf_map_names_jit_ranges() {
+        let map = PerfMap(vec![
+            (0x1000, 0x1010, "hot".to_string()),
+            (0x2000, 0x2100, "LazyCompile:*tick app.js:3".to_string()),
+        ]);
+        assert_eq!(map.name(0x1000), Some("hot"));
+        assert_eq!(map.name(0x100f), Some("hot"));
+        assert_eq!(map.name(0x1010), None);
+        assert_eq!(map.name(0x20ff), Some("LazyCompile:*tick app.js:3"));
+        assert_eq!(map.name(0xfff), None);
+        assert_eq!(PerfMap::default().name(0x1000), None);
     }
 
     #[test]

@@ -17,12 +17,22 @@ fn os(s: &str) -> &OsStr {
 /// the folded stacks; asserts success.
 fn record(dir: &TempDir, sources: &str, extra: &[&str], command: &[&OsStr]) -> Vec<(String, u64)> {
     let out = dir.join("out.folded");
-    let mut args = vec![os("record"), os("-s"), os(sources), os("-o"), out.as_os_str()];
+    let mut args = vec![
+        os("record"),
+        os("-s"),
+        os(sources),
+        os("-o"),
+        out.as_os_str(),
+    ];
     args.extend(extra.iter().map(|a| os(a)));
     args.push(os("--"));
     args.extend_from_slice(command);
     let output = run(&args);
-    assert!(output.status.success(), "clockprof failed: {}", stderr(&output));
+    assert!(
+        output.status.success(),
+        "clockprof failed: {}",
+        stderr(&output)
+    );
     parse_folded(&std::fs::read_to_string(&out).unwrap())
 }
 
@@ -34,12 +44,19 @@ fn show(folded: &[(String, u64)]) -> String {
 fn libc_source_counts_glibc_calls_exactly_under_the_caller() {
     let dir = TempDir::new("libc");
     let fixture = c_fixture();
-    let folded = record(&dir, "libc", &[], &[fixture.as_os_str(), os("libc"), os("30000")]);
+    let folded = record(
+        &dir,
+        "libc",
+        &[],
+        &[fixture.as_os_str(), os("libc"), os("30000")],
+    );
     let text = show(&folded);
     assert_eq!(count_under(&folded, "fixture_libc_hot"), 30000, "{text}");
     assert_eq!(count_under(&folded, "fixture_libc_warm"), 15000, "{text}");
     assert_eq!(
-        leaves_under(&folded, "fixture_libc_hot").into_iter().collect::<Vec<_>>(),
+        leaves_under(&folded, "fixture_libc_hot")
+            .into_iter()
+            .collect::<Vec<_>>(),
         vec![("[libc clock_gettime MONOTONIC]".to_string(), 30000)]
     );
     // The caller the entry uprobe would lose is there, right below libc's function.
@@ -65,9 +82,9 @@ fn go_source_counts_time_now_exactly_under_the_go_function() {
     assert_eq!(now_under("main.hotLoop"), 40000, "{text}");
     assert_eq!(now_under("main.warmLoop"), 20000, "{text}");
     assert!(
-        folded
-            .iter()
-            .any(|(s, c)| *c == 40000 && s.contains(";main.main;main.hotLoop;") && s.ends_with(";time.now;[go time.now]")),
+        folded.iter().any(|(s, c)| *c == 40000
+            && s.contains(";main.main;main.hotLoop;")
+            && s.ends_with(";time.now;[go time.now]")),
         "the Go frames main.main -> main.hotLoop -> ... -> time.now are missing:\n{text}"
     );
 }
@@ -76,10 +93,18 @@ fn go_source_counts_time_now_exactly_under_the_go_function() {
 fn vdso_source_puts_most_samples_under_the_hot_function() {
     let dir = TempDir::new("vdso");
     let fixture = c_fixture();
-    let folded = record(&dir, "vdso", &["-F", "2000"], &[fixture.as_os_str(), os("vdso"), os("2")]);
+    let folded = record(
+        &dir,
+        "vdso",
+        &["-F", "2000"],
+        &[fixture.as_os_str(), os("vdso"), os("2")],
+    );
     let text = show(&folded);
     let total: u64 = folded.iter().map(|(_, c)| c).sum();
-    assert!(total > 500, "too few vDSO samples ({total}) in 2 s of clock reads at 2 kHz:\n{text}");
+    assert!(
+        total > 500,
+        "too few vDSO samples ({total}) in 2 s of clock reads at 2 kHz:\n{text}"
+    );
     let under_hot = count_under(&folded, "fixture_vdso_spin");
     assert!(
         under_hot * 10 >= total * 9,
@@ -100,7 +125,15 @@ fn vdso_source_puts_most_samples_under_the_hot_function() {
 #[test]
 fn go_source_on_a_c_program_is_a_clear_error() {
     let fixture = c_fixture();
-    let output = run(&[os("record"), os("-s"), os("go"), os("--"), fixture.as_os_str(), os("counts"), os("10")]);
+    let output = run(&[
+        os("record"),
+        os("-s"),
+        os("go"),
+        os("--"),
+        fixture.as_os_str(),
+        os("counts"),
+        os("10"),
+    ]);
     assert!(!output.status.success());
     let err = stderr(&output);
     assert!(err.contains("is not a Go program"), "{err}");
@@ -119,7 +152,14 @@ fn stripped_go_binary_is_a_clear_error() {
         .status()
         .unwrap();
     assert!(status.success());
-    let output = run(&[os("record"), os("-s"), os("go"), os("--"), stripped.as_os_str(), os("10")]);
+    let output = run(&[
+        os("record"),
+        os("-s"),
+        os("go"),
+        os("--"),
+        stripped.as_os_str(),
+        os("10"),
+    ]);
     assert!(!output.status.success());
     let err = stderr(&output);
     assert!(err.contains("without its symbol table"), "{err}");
@@ -134,17 +174,83 @@ fn pid_scoped_libc_uprobe_counts_only_that_process() {
     let out = dir.join("p.folded");
     // A process that waits for SIGUSR1 and then makes raw syscalls only, and a
     // second one calling glibc in a loop that must not be counted.
-    let mut other = Command::new(c_fixture()).args(["vdso", "4"]).spawn().unwrap();
-    let mut target = Command::new(c_fixture()).args(["wait", "100"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut other = Command::new(c_fixture())
+        .args(["vdso", "4"])
+        .spawn()
+        .unwrap();
+    let mut target = Command::new(c_fixture())
+        .args(["wait", "100"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut ready = String::new();
-    BufReader::new(target.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    BufReader::new(target.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
     let pid = target.id().to_string();
-    let output = run(&[os("record"), os("-s"), os("libc"), os("-p"), os(&pid), os("-d"), os("1"), os("-o"), out.as_os_str()]);
+    let output = run(&[
+        os("record"),
+        os("-s"),
+        os("libc"),
+        os("-p"),
+        os(&pid),
+        os("-d"),
+        os("1"),
+        os("-o"),
+        out.as_os_str(),
+    ]);
     let _ = other.kill();
     let _ = other.wait();
     unsafe { libc::kill(target.id() as i32, libc::SIGUSR1) };
     let _ = target.wait();
     assert!(output.status.success(), "{}", stderr(&output));
     let text = std::fs::read_to_string(&out).unwrap();
-    assert_eq!(count_under(&parse_folded(&text), "fixture_vdso_spin"), 0, "another process leaked in:\n{text}");
+    assert_eq!(
+        count_under(&parse_folded(&text), "fixture_vdso_spin"),
+        0,
+        "another process leaked in:\n{text}"
+    );
+}
+
+/// JIT code lives in anonymous memory; runtimes name it in /tmp/perf-PID.map.
+/// The fixture copies a clock-syscall loop into such memory, names it
+/// jit_hot_loop, runs it and exits: the name must survive the process.
+#[test]
+fn jit_frames_are_named_from_the_perf_map() {
+    let dir = TempDir::new("jit");
+    let out = dir.join("j.json");
+    let fixture = c_fixture();
+    let output = run(&[
+        os("record"),
+        os("-s"),
+        os("syscall"),
+        os("-o"),
+        out.as_os_str(),
+        os("--"),
+        fixture.as_os_str(),
+        os("jit"),
+        os("2500"),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let pid = json["processes"][0]["pid"].as_u64().unwrap();
+    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    let stack = &json["stacks"][0];
+    assert_eq!(stack["count"], 2500, "{json}");
+    let functions: Vec<&str> = stack["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["function"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        functions[functions.len() - 2..],
+        ["fixture_jit", "jit_hot_loop"],
+        "{functions:?}"
+    );
+    assert_eq!(
+        stack["frames"].as_array().unwrap().last().unwrap()["module"],
+        "[jit]"
+    );
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::aggregate::Profile;
 use crate::collect::LostCounts;
 use crate::probes::Attachment;
-use crate::source::{clock_name, Source};
+use crate::source::Source;
 use crate::symbolize::{Frame, StackState};
 
 #[derive(Serialize)]
@@ -87,7 +87,7 @@ pub fn render(profile: &Profile) -> Result<Vec<u8>> {
                 comm: &s.comm,
                 source: s.read.source(),
                 call: s.read.call(),
-                clock: clock_name(s.read.clock_id),
+                clock: s.read.clock(),
                 leaf: s.read.leaf(),
                 state: s.state,
                 frames: &s.frames,

@@ -46,10 +46,15 @@ pub fn fixture_dir() -> PathBuf {
     dir
 }
 
-/// The C fixture, compiled once per test binary with frame pointers.
+/// The C fixture, compiled once per test binary with frame pointers (or
+/// prebuilt and named by CLOCKPROF_C_FIXTURE, as in the VM, where compiling
+/// under emulation would be slow).
 pub fn c_fixture() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
+        if let Some(prebuilt) = std::env::var_os("CLOCKPROF_C_FIXTURE") {
+            return PathBuf::from(prebuilt);
+        }
         // The binary's name is its comm, the root of every folded stack.
         let out = fixture_dir().join(format!("cfixture{}", std::process::id() % 1000));
         let source = workspace_root().join("tests/fixtures/syscall_fixture.c");

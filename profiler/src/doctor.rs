@@ -1,0 +1,361 @@
+//! `clockprof doctor`: what this kernel and user allow, found by really
+//! loading and attaching each kind of hook (into an empty PID filter, so the
+//! programs count nothing) and detaching it again, plus the clocksource and
+//! whether the vDSO can serve it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cli::DoctorArgs;
+use crate::privileges;
+use crate::probes::{refusal_reason, Backend, ProbeConfig, Probes};
+use crate::source::Source;
+
+#[derive(Serialize)]
+struct Check {
+    name: &'static str,
+    works: bool,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct Clocksource {
+    current: String,
+    available: Vec<String>,
+    /// Whether the vDSO can read this clocksource without a syscall.
+    vdso_capable: bool,
+    advice: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SourcePlan {
+    source: Source,
+    backend: Option<Backend>,
+    note: String,
+}
+
+#[derive(Serialize)]
+struct Report {
+    kernel: String,
+    btf: bool,
+    privileges: Check,
+    hooks: Vec<Check>,
+    clocksource: Clocksource,
+    sources: Vec<SourcePlan>,
+}
+
+/// Clocksources the x86/arm64 vDSO reads directly (VDSO_CLOCKMODE_*); any
+/// other makes every clock_gettime a real system call.
+const VDSO_CLOCKSOURCES: &[&str] = &[
+    "tsc",
+    "kvm-clock",
+    "arch_sys_counter",
+    "hyperv_clocksource_tsc_page",
+];
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn clocksource() -> Clocksource {
+    let base = "/sys/devices/system/clocksource/clocksource0";
+    let current = read_trimmed(&format!("{base}/current_clocksource"));
+    let available: Vec<String> = read_trimmed(&format!("{base}/available_clocksource"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let vdso_capable = VDSO_CLOCKSOURCES.contains(&current.as_str());
+    let advice = (!vdso_capable && !current.is_empty()).then(|| {
+        let better = available
+            .iter()
+            .find(|c| VDSO_CLOCKSOURCES.contains(&c.as_str()));
+        match better {
+            Some(better) => format!(
+                "every clock read on this host is a system call because the clocksource is {current}; switch with `echo {better} > {base}/current_clocksource` and check dmesg for why the kernel left it (e.g. an unstable TSC)"
+            ),
+            None => format!(
+                "every clock read on this host is a system call because the clocksource is {current} and no vDSO-capable one is available; on a VM, enable an invariant TSC or kvm-clock"
+            ),
+        }
+    });
+    Clocksource {
+        current,
+        available,
+        vdso_capable,
+        advice,
+    }
+}
+
+fn check(name: &'static str, backend: Backend, result: Result<()>) -> Check {
+    match result {
+        Ok(()) => Check {
+            name,
+            works: true,
+            detail: "loads and attaches".to_string(),
+        },
+        Err(err) => Check {
+            name,
+            works: false,
+            detail: refusal_reason(backend, &err),
+        },
+    }
+}
+
+/// Tries each kind of hook in turn on one set of probes; everything is
+/// detached when the probes are dropped at the end.
+fn hook_checks() -> Result<Vec<Check>> {
+    let mut probes = Probes::load(&ProbeConfig {
+        // An empty filter: whatever attaches counts nothing.
+        filter_by_pid: true,
+        follow_children: false,
+        count_entries: 16,
+        stack_entries: 16,
+        vdso: Path::new("/sys/kernel/btf/vmlinux").exists(),
+    })?;
+    let mut checks = Vec::new();
+    for (name, backend) in [
+        ("fentry (syscall)", Backend::Fentry),
+        ("kprobe (syscall)", Backend::Kprobe),
+        ("tracepoint (syscall)", Backend::Tracepoint),
+    ] {
+        let result = probes.try_syscall_backend(backend);
+        checks.push(Check {
+            name,
+            works: result.is_ok(),
+            detail: result
+                .err()
+                .unwrap_or_else(|| "loads and attaches".to_string()),
+        });
+    }
+    for (name, function, backend) in [
+        (
+            "fentry on ktime_get_ts64",
+            "ktime_get_ts64",
+            Backend::Fentry,
+        ),
+        (
+            "kprobe on ktime_get_ts64",
+            "ktime_get_ts64",
+            Backend::Kprobe,
+        ),
+        (
+            "kprobe on ktime_get_mono_fast_ns",
+            "ktime_get_mono_fast_ns",
+            Backend::Kprobe,
+        ),
+        (
+            "hardware breakpoint on ktime_get_mono_fast_ns",
+            "ktime_get_mono_fast_ns",
+            Backend::Breakpoint,
+        ),
+    ] {
+        let outcome = probes.attach_kernel_functions(&[function.to_string()], Some(backend))?;
+        let works = matches!(outcome.first(), Some(Ok(_)));
+        let detail = match outcome.into_iter().next() {
+            Some(Err(reason)) => reason,
+            _ => "loads and attaches".to_string(),
+        };
+        checks.push(Check {
+            name,
+            works,
+            detail,
+        });
+    }
+    let uprobe = crate::binaries::libc_of(std::process::id())
+        .ok_or_else(|| anyhow::anyhow!("no glibc mapped"))
+        .and_then(|libc| {
+            probes
+                .attach_uprobes(Source::Libc, &libc.path, Some(std::process::id()))
+                .map(|_| ())
+        });
+    checks.push(check(
+        "uprobe (libc __clock_gettime)",
+        Backend::Uprobe,
+        uprobe,
+    ));
+    let sampling = probes.attach_vdso_sampling(1);
+    checks.push(check(
+        "perf_event cpu-clock sampling",
+        Backend::PerfEvent,
+        sampling,
+    ));
+    Ok(checks)
+}
+
+/// Which backend each source would use, from the checks.
+fn plan(hooks: &[Check]) -> Vec<SourcePlan> {
+    let works = |name: &str| hooks.iter().any(|c| c.name == name && c.works);
+    let first = |options: &[(&str, Backend)]| {
+        options
+            .iter()
+            .find(|(name, _)| works(name))
+            .map(|&(_, backend)| backend)
+    };
+    let syscall = first(&[
+        ("fentry (syscall)", Backend::Fentry),
+        ("kprobe (syscall)", Backend::Kprobe),
+        ("tracepoint (syscall)", Backend::Tracepoint),
+    ]);
+    let kernel = first(&[
+        ("fentry on ktime_get_ts64", Backend::Fentry),
+        ("kprobe on ktime_get_ts64", Backend::Kprobe),
+        (
+            "hardware breakpoint on ktime_get_mono_fast_ns",
+            Backend::Breakpoint,
+        ),
+    ]);
+    let mono_fast = if works("kprobe on ktime_get_mono_fast_ns") {
+        "ktime_get_mono_fast_ns by kprobe"
+    } else if works("hardware breakpoint on ktime_get_mono_fast_ns") {
+        "ktime_get_mono_fast_ns by hardware breakpoint"
+    } else {
+        "ktime_get_mono_fast_ns unavailable (notrace, and no hardware breakpoints)"
+    };
+    let uprobe = first(&[("uprobe (libc __clock_gettime)", Backend::Uprobe)]);
+    let sampling = first(&[("perf_event cpu-clock sampling", Backend::PerfEvent)]);
+    vec![
+        SourcePlan {
+            source: Source::Syscall,
+            backend: syscall,
+            note: "exact counts".into(),
+        },
+        SourcePlan {
+            source: Source::Kernel,
+            backend: kernel,
+            note: mono_fast.into(),
+        },
+        SourcePlan {
+            source: Source::Libc,
+            backend: uprobe,
+            note: "opt-in: traps on every call".into(),
+        },
+        SourcePlan {
+            source: Source::Go,
+            backend: uprobe,
+            note: "opt-in: traps on every call".into(),
+        },
+        SourcePlan {
+            source: Source::Vdso,
+            backend: sampling,
+            note: "samples; needs BTF".into(),
+        },
+    ]
+}
+
+fn render_text(report: &Report) -> String {
+    let mut out = String::new();
+    let mark = |works: bool| if works { "yes" } else { "no " };
+    let _ = writeln!(out, "kernel       {}", report.kernel);
+    let _ = writeln!(out, "BTF          {}", mark(report.btf));
+    let _ = writeln!(
+        out,
+        "privileges   {}  {}",
+        mark(report.privileges.works),
+        report.privileges.detail
+    );
+    let cs = &report.clocksource;
+    let _ = writeln!(
+        out,
+        "clocksource  {}  (vDSO can read it: {}; available: {})",
+        cs.current,
+        mark(cs.vdso_capable).trim(),
+        cs.available.join(" ")
+    );
+    if let Some(advice) = &cs.advice {
+        let _ = writeln!(out, "  WARNING: {advice}");
+    }
+    let _ = writeln!(out, "\nhooks (loaded, attached and detached here):");
+    for hook in &report.hooks {
+        let _ = writeln!(
+            out,
+            "  {}  {:<46} {}",
+            mark(hook.works),
+            hook.name,
+            hook.detail
+        );
+    }
+    let _ = writeln!(out, "\nsources would use:");
+    for plan in &report.sources {
+        let backend = plan
+            .backend
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "unavailable".into());
+        let _ = writeln!(
+            out,
+            "  {:<8} {:<12} {}",
+            plan.source.name(),
+            backend,
+            plan.note
+        );
+    }
+    out
+}
+
+pub fn doctor(args: DoctorArgs) -> Result<i32> {
+    let missing = privileges::missing_capabilities(privileges::effective_capabilities());
+    let privileges = Check {
+        name: "privileges",
+        works: missing.is_empty(),
+        detail: if missing.is_empty() {
+            "may load eBPF and open perf events".to_string()
+        } else {
+            format!("missing {}: run with sudo", missing.join(" and "))
+        },
+    };
+    let hooks = if privileges.works {
+        hook_checks()?
+    } else {
+        Vec::new()
+    };
+    let report = Report {
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
+        sources: plan(&hooks),
+        privileges,
+        hooks,
+        clocksource: clocksource(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_text(&report));
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_prefers_the_cheapest_working_backend() {
+        let hook = |name: &'static str, works| Check {
+            name,
+            works,
+            detail: String::new(),
+        };
+        let hooks = vec![
+            hook("fentry (syscall)", false),
+            hook("kprobe (syscall)", true),
+            hook("tracepoint (syscall)", true),
+            hook("hardware breakpoint on ktime_get_mono_fast_ns", true),
+        ];
+        let plan = plan(&hooks);
+        assert_eq!(plan[0].backend, Some(Backend::Kprobe));
+        assert_eq!(plan[1].backend, Some(Backend::Breakpoint));
+        assert!(plan[1].note.contains("hardware breakpoint"));
+        assert_eq!(plan[4].backend, None);
+    }
+
+    #[test]
+    fn names_clocksources_that_force_syscalls() {
+        assert!(VDSO_CLOCKSOURCES.contains(&"tsc"));
+        assert!(!VDSO_CLOCKSOURCES.contains(&"hpet"));
+        assert!(!VDSO_CLOCKSOURCES.contains(&"acpi_pm"));
+    }
+}
