@@ -129,7 +129,11 @@ mod tests {
     fn finds_our_own_libc_and_exe() {
         let me = std::process::id();
         let libc = libc_of(me).expect("the test process maps glibc");
-        assert!(libc.path.to_string_lossy().contains("libc.so"), "{:?}", libc.path);
+        assert!(
+            libc.path.to_string_lossy().contains("libc.so"),
+            "{:?}",
+            libc.path
+        );
         assert_eq!(go_binary(&libc.path), GoBinary::NotGo);
         assert!(exe_of(me).is_some());
         assert_eq!(go_binary(&exe_of(me).unwrap().path), GoBinary::NotGo);

@@ -175,9 +175,12 @@ impl KernelBtf {
             .ok_or_else(|| anyhow!("the kernel's BTF has no struct {name}"))?;
         let mut bits = 0;
         for member in path {
-            let (offset, next) = self
-                .find_member(type_id, member)
-                .ok_or_else(|| anyhow!("the kernel's struct {name} has no member {}", path.join(".")))?;
+            let (offset, next) = self.find_member(type_id, member).ok_or_else(|| {
+                anyhow!(
+                    "the kernel's struct {name} has no member {}",
+                    path.join(".")
+                )
+            })?;
             bits += offset;
             type_id = next;
         }
@@ -195,7 +198,14 @@ mod tests {
     /// Checked against bpftool's own reading of the same BTF, where present.
     fn bpftool_offset(strukt: &str, member: &str) -> Option<u32> {
         let out = std::process::Command::new("bpftool")
-            .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"])
+            .args([
+                "btf",
+                "dump",
+                "file",
+                "/sys/kernel/btf/vmlinux",
+                "format",
+                "raw",
+            ])
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -204,7 +214,11 @@ mod tests {
             if line.starts_with('[') {
                 in_struct = line.contains(&format!("STRUCT '{strukt}' size="));
             } else if in_struct && line.trim_start().starts_with(&format!("'{member}' ")) {
-                let bits = line.split("bits_offset=").nth(1)?.split_whitespace().next()?;
+                let bits = line
+                    .split("bits_offset=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?;
                 return bits.parse::<u32>().ok().map(|b| b / 8);
             }
         }
@@ -219,9 +233,13 @@ mod tests {
         if let Some(expected) = bpftool_offset("task_struct", "mm") {
             assert_eq!(mm, expected);
         }
-        let vdso = btf.member_offset("mm_struct", &["context", "vdso"]).unwrap();
+        let vdso = btf
+            .member_offset("mm_struct", &["context", "vdso"])
+            .unwrap();
         assert!(vdso > 0 && vdso < 16384, "{vdso}");
-        assert!(btf.member_offset("task_struct", &["no_such_member"]).is_err());
+        assert!(btf
+            .member_offset("task_struct", &["no_such_member"])
+            .is_err());
         assert!(btf.member_offset("no_such_struct", &["mm"]).is_err());
     }
 }

@@ -69,7 +69,10 @@ pub struct Spawned {
 }
 
 fn start_error(program: &OsString, err: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("could not start COMMAND `{}`: {err}", program.to_string_lossy())
+    anyhow!(
+        "could not start COMMAND `{}`: {err}",
+        program.to_string_lossy()
+    )
 }
 
 /// Starts COMMAND with its PID already in the filter map behind `targets_fd`,
@@ -85,7 +88,12 @@ pub fn spawn(
     };
     let (mut pid_read, pid_write) = pipe()?;
     let (go_read, mut go_write) = pipe()?;
-    let fds = [pid_read.as_raw_fd(), pid_write.as_raw_fd(), go_read.as_raw_fd(), go_write.as_raw_fd()];
+    let fds = [
+        pid_read.as_raw_fd(),
+        pid_write.as_raw_fd(),
+        go_read.as_raw_fd(),
+        go_write.as_raw_fd(),
+    ];
     let mut cmd = Command::new(program);
     cmd.args(args);
     // Runs in the forked child, so only async-signal-safe calls: plain syscalls.
