@@ -86,6 +86,8 @@ pub mod names {
     pub const LOST: &str = "LOST";
     /// Global: non-zero when only processes in `TARGETS` are profiled.
     pub const FILTER_BY_PID: &str = "FILTER_BY_PID";
+    /// Global: the daemon's own PID, never profiled (its timers read the clock).
+    pub const DAEMON_TGID: &str = "DAEMON_TGID";
     /// Global: offset of `child_pid` in the `sched_process_fork` tracepoint record
     /// (it moved between kernels; read from tracefs at start).
     pub const FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";

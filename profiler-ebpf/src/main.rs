@@ -24,6 +24,8 @@ use profiler_common::{
 #[no_mangle]
 static FILTER_BY_PID: u32 = 0;
 #[no_mangle]
+static DAEMON_TGID: u32 = 0;
+#[no_mangle]
 static FORK_CHILD_PID_OFFSET: u32 = 20;
 #[no_mangle]
 static TASK_MM_OFFSET: u32 = 0;
@@ -76,6 +78,9 @@ fn count_lost(slot: u32) {
 
 #[inline(always)]
 fn is_target(tgid: u32) -> bool {
+    if tgid == unsafe { core::ptr::read_volatile(&DAEMON_TGID) } {
+        return false;
+    }
     !filter_by_pid() || unsafe { TARGETS.get(&tgid) }.is_some()
 }
 

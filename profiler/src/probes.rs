@@ -339,8 +339,10 @@ impl Probes {
         } else {
             (0, 0, 0)
         };
+        let daemon = std::process::id();
         let ebpf = EbpfLoader::new()
             .override_global(names::FILTER_BY_PID, &filter, true)
+            .override_global(names::DAEMON_TGID, &daemon, true)
             .override_global(names::FORK_CHILD_PID_OFFSET, &fork_offset, true)
             .override_global(names::TASK_MM_OFFSET, &task_mm, true)
             .override_global(names::MM_VDSO_OFFSET, &mm_vdso, true)

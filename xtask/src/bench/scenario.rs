@@ -21,6 +21,11 @@ pub const SYSCALL_LOOP: Workload = Workload {
     describe: "raw clock_gettime(CLOCK_MONOTONIC) syscalls",
 };
 
+pub const LIBC_LOOP: Workload = Workload {
+    mode: "libc",
+    describe: "glibc clock_gettime(CLOCK_MONOTONIC) through the vDSO",
+};
+
 pub enum Tracer {
     /// `clockprof record -a -s SOURCES -o FILE.folded`.
     Clockprof { sources: &'static str },
@@ -37,6 +42,8 @@ pub struct Scenario {
 }
 
 pub const BPFTRACE_SYSCALL_ROW: &str = "bpftrace tracepoint";
+pub const BPFTRACE_PROFILE_ROW: &str = "bpftrace profile:hz:999";
+pub const BPFTRACE_UPROBE_ROW: &str = "bpftrace uprobe __clock_gettime";
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -60,6 +67,42 @@ pub fn scenarios() -> Vec<Scenario> {
             tracer: Some(Tracer::Bpftrace {
                 program:
                     "tracepoint:syscalls:sys_enter_clock_gettime { @[pid, ustack] = count(); }",
+            }),
+            compare_with: None,
+        },
+        Scenario {
+            name: "baseline vDSO loop (no tracer)",
+            workload: &LIBC_LOOP,
+            tracer: None,
+            compare_with: None,
+        },
+        Scenario {
+            name: "clockprof -s vdso (sampling)",
+            workload: &LIBC_LOOP,
+            tracer: Some(Tracer::Clockprof { sources: "vdso" }),
+            compare_with: Some(BPFTRACE_PROFILE_ROW),
+        },
+        Scenario {
+            name: BPFTRACE_PROFILE_ROW,
+            workload: &LIBC_LOOP,
+            // The nearest bpftrace job: sample every CPU at the same rate and
+            // count per process and user stack (it cannot keep only vDSO hits).
+            tracer: Some(Tracer::Bpftrace {
+                program: "profile:hz:999 { @[pid, ustack] = count(); }",
+            }),
+            compare_with: None,
+        },
+        Scenario {
+            name: "clockprof -s libc (uprobe)",
+            workload: &LIBC_LOOP,
+            tracer: Some(Tracer::Clockprof { sources: "libc" }),
+            compare_with: Some(BPFTRACE_UPROBE_ROW),
+        },
+        Scenario {
+            name: BPFTRACE_UPROBE_ROW,
+            workload: &LIBC_LOOP,
+            tracer: Some(Tracer::Bpftrace {
+                program: "uprobe:/lib/x86_64-linux-gnu/libc.so.6:__clock_gettime { @[pid, ustack] = count(); }",
             }),
             compare_with: None,
         },
