@@ -20,6 +20,8 @@ pub struct RecordingInfo {
     pub lost_mapping_records: u64,
     /// Sampling frequency of the vdso source (Hz per CPU), when sampled.
     pub sample_frequency: Option<u64>,
+    /// Default sources this kernel could not serve, and why.
+    pub unavailable: Vec<(Source, String)>,
 }
 
 impl RecordingInfo {

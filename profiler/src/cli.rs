@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::export::Format;
 use crate::probes::Backend;
-use crate::source::SourceSet;
+use crate::source::{SourceSet, DEFAULT_SOURCES};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,8 +39,10 @@ pub struct DoctorArgs {
     pub json: bool,
 }
 
-const SOURCES_HELP: &str = "Clock sources, comma-separated, or `all`. Default: syscall,kernel,vdso,
-the ones that cost little on every hot path.
+const SOURCES_HELP: &str =
+    "Clock sources, comma-separated, or `all`. `default`: syscall,kernel,vdso,
+the ones that cost little on every hot path (a default one the kernel cannot
+serve is skipped and noted in the output; a named one is an error).
   syscall  clock_gettime/gettimeofday/time system calls (fentry, kprobe or
            tracepoint; ~0.1-0.3 us per syscall with its stack; exact counts).
            Most clock reads never enter the kernel (vDSO); syscalls show
@@ -77,7 +79,7 @@ pub struct RecordArgs {
     pub duration: Option<f64>,
 
     #[arg(short = 's', long = "sources", value_name = "SOURCES",
-          default_value = "syscall,kernel,vdso", long_help = SOURCES_HELP)]
+          default_value = DEFAULT_SOURCES, long_help = SOURCES_HELP)]
     pub sources: SourceSet,
 
     /// Write the profile here (format from -f, else from the extension:

@@ -43,6 +43,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         all: args.all,
         command: has_command,
         sources: &args.sources.0,
+        sources_explicit: args.sources.explicit(),
         backend: args.backend,
         count_entries: args.count_entries,
         stack_entries: args.stack_entries,
@@ -61,9 +62,21 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     } else {
         None
     };
+    // The sources really recording: a default one the kernel cannot serve is out.
+    let sources: Vec<Source> = args
+        .sources
+        .0
+        .iter()
+        .copied()
+        .filter(|s| !session.unavailable.iter().any(|(u, _)| u == s))
+        .collect();
     eprintln!(
         "clockprof: recording {} clock reads{}; Ctrl-C stops",
-        args.sources,
+        sources
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(","),
         match (&args.pids[..], has_command) {
             (_, true) => " of COMMAND".to_string(),
             ([], false) => " host-wide".to_string(),
@@ -109,6 +122,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     let Session {
         probes,
         mut tracker,
+        unavailable,
     } = session;
     drop(probes);
     tracker.drain();
@@ -116,7 +130,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     let profile = Profile::new(
         samples,
         RecordingInfo {
-            sources: args.sources.0.clone(),
+            sources,
             attachments,
             duration,
             lost: collected.lost,
@@ -126,6 +140,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
                 .0
                 .contains(&Source::Vdso)
                 .then_some(args.frequency),
+            unavailable,
         },
     );
     match output {

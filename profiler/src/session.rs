@@ -17,10 +17,10 @@ use crate::proc_tracker::ProcTracker;
 use crate::source::Source;
 
 /// The kernel source watches each function it can. None at all is an error
-/// when the kernel source was the only one asked for, and a warning when it
-/// came with others (as in the default set), so a kernel without kprobes,
-/// fentry or breakpoints still gets the rest.
-fn attach_kernel(probes: &mut Probes, config: &SessionConfig) -> Result<()> {
+/// when the user asked for the kernel source alone, a warning when named with
+/// others, and, as a default source, a note in the output (returned here), so
+/// a kernel without kprobes, fentry or breakpoints still gets the rest.
+fn attach_kernel(probes: &mut Probes, config: &SessionConfig) -> Result<Option<String>> {
     let functions: Vec<String> = if config.kernel_functions.is_empty() {
         DEFAULT_KERNEL_FUNCTIONS
             .iter()
@@ -31,35 +31,36 @@ fn attach_kernel(probes: &mut Probes, config: &SessionConfig) -> Result<()> {
     };
     crate::source::set_kernel_functions(&functions);
     let outcomes = probes.attach_kernel_functions(&functions, config.backend)?;
-    let mut refusals: Vec<String> = Vec::new();
-    for (function, outcome) in functions.iter().zip(&outcomes) {
-        if let Err(reason) = outcome {
-            refusals.push(format!("{function}: {reason}"));
-        }
+    let refusals: Vec<String> = functions
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(function, outcome)| Some(format!("{function}: {}", outcome.as_ref().err()?)))
+        .collect();
+    if refusals.is_empty() {
+        return Ok(None);
     }
-    if refusals.len() == outcomes.len() {
-        // Usually every function is refused for the same reasons: say them once.
-        let mut reasons: Vec<&str> = outcomes
-            .iter()
-            .filter_map(|o| o.as_ref().err())
-            .map(String::as_str)
-            .collect();
-        reasons.dedup();
-        let why = if reasons.len() == 1 {
-            reasons[0].to_string()
-        } else {
-            refusals.join("; ")
-        };
-        if config.sources.len() == 1 {
-            bail!("the kernel source cannot watch any kernel clock function here ({why}); run `clockprof doctor` to see what this kernel allows");
-        }
-        eprintln!("clockprof: warning: the kernel source is unavailable here ({why}); recording without it");
+    // Usually every function is refused for the same reasons: say them once.
+    let mut reasons: Vec<&str> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().err())
+        .map(String::as_str)
+        .collect();
+    reasons.dedup();
+    let why = if refusals.len() == outcomes.len() && reasons.len() == 1 {
+        reasons[0].to_string()
     } else {
-        for refusal in refusals {
-            eprintln!("clockprof: warning: the kernel source skips {refusal}");
-        }
+        refusals.join("; ")
+    };
+    let none = refusals.len() == outcomes.len();
+    match (config.sources_explicit, none) {
+        (true, true) if config.sources.len() == 1 => bail!(
+            "the kernel source cannot watch any kernel clock function here ({why}); run `clockprof doctor` to see what this kernel allows"
+        ),
+        (true, true) => eprintln!("clockprof: warning: the kernel source is unavailable here ({why}); recording without it"),
+        (true, false) => eprintln!("clockprof: warning: the kernel source skips {why}"),
+        (false, _) => return Ok(Some(why)),
     }
-    Ok(())
+    Ok(None)
 }
 
 fn check_go(path: &std::path::Path, what: &str) -> Result<()> {
@@ -131,6 +132,8 @@ pub struct SessionConfig<'a> {
     /// A COMMAND will be started and followed through its forks.
     pub command: bool,
     pub sources: &'a [Source],
+    /// Whether the user named the sources (else they are the defaults).
+    pub sources_explicit: bool,
     pub backend: Option<Backend>,
     pub count_entries: u32,
     pub stack_entries: u32,
@@ -144,6 +147,9 @@ pub struct Session {
     // Probes first: they are detached before the tracker closes.
     pub probes: Probes,
     pub tracker: ProcTracker,
+    /// Default sources this kernel cannot serve, with the reason: skipped,
+    /// and named in the output.
+    pub unavailable: Vec<(Source, String)>,
 }
 
 /// Whether `pid` still runs: present in /proc and not a zombie.
@@ -183,8 +189,11 @@ impl Session {
             probes.add_target(pid, target::ONLY)?;
         }
         probes.attach(config.sources, config.backend)?;
+        let mut unavailable = Vec::new();
         if config.sources.contains(&Source::Kernel) {
-            attach_kernel(&mut probes, config)?;
+            if let Some(reason) = attach_kernel(&mut probes, config)? {
+                unavailable.push((Source::Kernel, reason));
+            }
         }
         if config.sources.contains(&Source::Vdso) {
             probes.attach_vdso_sampling(config.frequency)?;
@@ -208,7 +217,11 @@ impl Session {
         } else {
             tracker.snapshot_all();
         }
-        Ok(Session { probes, tracker })
+        Ok(Session {
+            probes,
+            tracker,
+            unavailable,
+        })
     }
 
     /// Puts the uprobes of the chosen user-space sources on COMMAND, scoped to

@@ -59,14 +59,29 @@ impl fmt::Display for Source {
     }
 }
 
-/// A de-duplicated, ordered set of sources parsed from `-s a,b,c` or `-s all`.
+/// A de-duplicated, ordered set of sources parsed from `-s a,b,c`, `-s all`
+/// or the default, and whether the user named them: a default source the
+/// kernel cannot serve is skipped quietly, a named one is not.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourceSet(pub Vec<Source>);
+pub struct SourceSet(pub Vec<Source>, pub Requested);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requested {
+    ByDefault,
+    Explicitly,
+}
+
+/// `-s`'s default: the sources that cost little on every hot path.
+pub const DEFAULT_SOURCES: &str = "default";
+const DEFAULT_LIST: &[Source] = &[Source::Syscall, Source::Kernel, Source::Vdso];
 
 impl FromStr for SourceSet {
     type Err = String;
 
     fn from_str(list: &str) -> Result<Self, String> {
+        if list == DEFAULT_SOURCES {
+            return Ok(SourceSet(DEFAULT_LIST.to_vec(), Requested::ByDefault));
+        }
         let mut sources = Vec::new();
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             if name == "all" {
@@ -78,9 +93,10 @@ impl FromStr for SourceSet {
                 .copied()
                 .find(|s| s.name() == name)
                 .ok_or_else(|| {
+                    let names: Vec<&str> = Source::ALL.iter().map(|s| s.name()).collect();
                     format!(
                         "unknown source `{name}`; choose from {} or all",
-                        SourceSet(Source::ALL.to_vec())
+                        names.join(",")
                     )
                 })?;
             sources.push(source);
@@ -90,7 +106,7 @@ impl FromStr for SourceSet {
         }
         sources.sort();
         sources.dedup();
-        Ok(SourceSet(sources))
+        Ok(SourceSet(sources, Requested::Explicitly))
     }
 }
 
@@ -98,6 +114,12 @@ impl fmt::Display for SourceSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.0.iter().map(|s| s.name()).collect();
         f.write_str(&names.join(","))
+    }
+}
+
+impl SourceSet {
+    pub fn explicit(&self) -> bool {
+        self.1 == Requested::Explicitly
     }
 }
 
@@ -220,6 +242,13 @@ mod tests {
         let err = "nonsense".parse::<SourceSet>().unwrap_err();
         assert!(err.contains("unknown source `nonsense`"), "{err}");
         assert!("".parse::<SourceSet>().is_err());
+        let default = DEFAULT_SOURCES.parse::<SourceSet>().unwrap();
+        assert_eq!(
+            default.0,
+            vec![Source::Syscall, Source::Kernel, Source::Vdso]
+        );
+        assert!(!default.explicit());
+        assert!("syscall".parse::<SourceSet>().unwrap().explicit());
     }
 
     #[test]

@@ -18,16 +18,7 @@ fn os(s: &str) -> &OsStr {
 /// Runs `clockprof record -s syscall -o OUT -- FIXTURE ARGS` and returns
 /// (exit status, folded stacks).
 fn record_command(out: &std::path::Path, command: &[&OsStr]) -> (std::process::Output, String) {
-    let mut args = vec![
-        os("record"),
-        os("-s"),
-        os("syscall"),
-        os("-o"),
-        out.as_os_str(),
-        os("--"),
-    ];
-    args.extend_from_slice(command);
-    let output = run(&args);
+    let output = record_to(out, &["-s", "syscall"], command);
     let text = std::fs::read_to_string(out).unwrap_or_default();
     (output, text)
 }
@@ -380,22 +371,13 @@ fn full_stack_map_counts_lost_stacks_but_keeps_counts_exact() {
     let dir = TempDir::new("lost");
     let out = dir.join("l.json");
     let fixture = c_fixture();
-    let output = run(&[
-        os("record"),
-        os("-s"),
-        os("syscall"),
-        os("--stack-entries"),
-        os("1"),
-        os("-o"),
-        out.as_os_str(),
-        os("--"),
-        fixture.as_os_str(),
-        os("counts"),
-        os("1000"),
-    ]);
+    let output = record_to(
+        &out,
+        &["-s", "syscall", "--stack-entries", "1"],
+        &[fixture.as_os_str(), os("counts"), os("1000")],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let json = read_json(&out);
     assert_eq!(
         json["total"], 1950,
         "every event is counted even without its stack"
@@ -422,22 +404,13 @@ fn full_count_map_counts_lost_events() {
     let dir = TempDir::new("lost-events");
     let out = dir.join("l.json");
     let fixture = c_fixture();
-    let output = run(&[
-        os("record"),
-        os("-s"),
-        os("syscall"),
-        os("--count-entries"),
-        os("1"),
-        os("-o"),
-        out.as_os_str(),
-        os("--"),
-        fixture.as_os_str(),
-        os("counts"),
-        os("1000"),
-    ]);
+    let output = record_to(
+        &out,
+        &["-s", "syscall", "--count-entries", "1"],
+        &[fixture.as_os_str(), os("counts"), os("1000")],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let json = read_json(&out);
     let counted = json["total"].as_u64().unwrap();
     let lost = json["lost"]["events"].as_u64().unwrap();
     assert_eq!(counted + lost, 1950, "counted {counted} + lost {lost}");
@@ -460,4 +433,59 @@ fn short_lived_command_is_still_symbolized() {
         assert_eq!(count_under(&folded, "fixture_time"), 4, "{text}");
         assert!(text.contains(";main;fixture_warm;"), "{text}");
     }
+}
+
+/// A default source this kernel cannot serve (here: `kernel` without kprobes,
+/// fentry or breakpoints) is left out quietly and named in the output; where
+/// the kernel serves it, it is attached.
+#[test]
+fn default_sources_the_kernel_lacks_are_noted_not_warned() {
+    let dir = TempDir::new("defaults");
+    let out = dir.join("d.json");
+    let fixture = c_fixture();
+    let output = record_to(&out, &[], &[fixture.as_os_str(), os("counts"), os("100")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let err = stderr(&output);
+    let json = read_json(&out);
+    let kernel_hooks = json["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["source"] == "kernel")
+        .count();
+    match json["unavailable"]["kernel"].as_str() {
+        Some(reason) => {
+            assert_eq!(kernel_hooks, 0);
+            assert!(!reason.is_empty());
+            assert!(!err.contains("warning"), "a default source warned: {err}");
+            assert!(!json["sources"]
+                .as_array()
+                .unwrap()
+                .contains(&"kernel".into()));
+        }
+        None => assert!(
+            kernel_hooks > 0,
+            "kernel neither attached nor noted: {json}"
+        ),
+    }
+    assert_eq!(count_under(&parse_folded_json(&json), "fixture_hot"), 100);
+}
+
+/// (stack, count) pairs of a JSON profile's stacks, as folded text would give.
+fn parse_folded_json(json: &serde_json::Value) -> Vec<(String, u64)> {
+    json["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["source"] == "syscall")
+        .map(|s| {
+            let frames: Vec<&str> = s["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["function"].as_str().unwrap())
+                .collect();
+            (frames.join(";"), s["count"].as_u64().unwrap())
+        })
+        .collect()
 }

@@ -220,20 +220,13 @@ fn jit_frames_are_named_from_the_perf_map() {
     let dir = TempDir::new("jit");
     let out = dir.join("j.json");
     let fixture = c_fixture();
-    let output = run(&[
-        os("record"),
-        os("-s"),
-        os("syscall"),
-        os("-o"),
-        out.as_os_str(),
-        os("--"),
-        fixture.as_os_str(),
-        os("jit"),
-        os("2500"),
-    ]);
+    let output = record_to(
+        &out,
+        &["-s", "syscall"],
+        &[fixture.as_os_str(), os("jit"), os("2500")],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let json = read_json(&out);
     let pid = json["processes"][0]["pid"].as_u64().unwrap();
     let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
     let stack = &json["stacks"][0];

@@ -22,6 +22,8 @@ struct JsonProfile<'a> {
     lost_mapping_records: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     sample_frequency_hz: Option<u64>,
+    /// Default sources this kernel could not serve, with the reason.
+    unavailable: BTreeMap<Source, &'a str>,
     processes: Vec<JsonProcess<'a>>,
     stacks: Vec<JsonStack<'a>>,
 }
@@ -65,6 +67,12 @@ pub fn render(profile: &Profile) -> Result<Vec<u8>> {
         lost: profile.info.lost,
         lost_mapping_records: profile.info.lost_mapping_records,
         sample_frequency_hz: profile.info.sample_frequency,
+        unavailable: profile
+            .info
+            .unavailable
+            .iter()
+            .map(|(source, reason)| (*source, reason.as_str()))
+            .collect(),
         processes: profile
             .processes
             .iter()

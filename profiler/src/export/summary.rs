@@ -24,6 +24,9 @@ pub fn summary(profile: &Profile) -> String {
         sources.join(","),
         info.backends().join(",")
     );
+    for (source, reason) in &info.unavailable {
+        let _ = writeln!(out, "{source} source unavailable on this kernel ({reason})");
+    }
     if info.lost.any() || info.lost_mapping_records > 0 {
         let _ = writeln!(
             out,

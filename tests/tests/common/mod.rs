@@ -118,6 +118,21 @@ pub fn run(args: &[&std::ffi::OsStr]) -> Output {
         .expect("clockprof runs")
 }
 
+/// `clockprof record ARGS -o OUT -- COMMAND...`.
+pub fn record_to(out: &Path, args: &[&str], command: &[&std::ffi::OsStr]) -> Output {
+    use std::ffi::OsStr;
+    let mut argv: Vec<&OsStr> = vec![OsStr::new("record")];
+    argv.extend(args.iter().map(OsStr::new));
+    argv.extend([OsStr::new("-o"), out.as_os_str(), OsStr::new("--")]);
+    argv.extend_from_slice(command);
+    run(&argv)
+}
+
+/// Reads a JSON profile that clockprof wrote.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("valid JSON")
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()
 }
