@@ -5,9 +5,10 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    bindings::{pt_regs, BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf,
+        bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
     },
     macros::{fentry, kprobe, map, perf_event, tracepoint, uprobe},
     maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
@@ -19,7 +20,7 @@ use profiler_common::{
     event, lost, target, CountKey, CLOCK_ID_NONE, MAX_KERNEL_FNS, STACK_NOT_CAPTURED,
 };
 
-// Globals are set by the loader (`EbpfLoader::set_global`) and live in .rodata,
+// Globals are set by the loader (`EbpfLoader::override_global`) and live in .rodata,
 // so the verifier folds them into constants.
 #[no_mangle]
 static FILTER_BY_PID: u32 = 0;
@@ -55,12 +56,31 @@ const NO_CALLER: (u64, u64) = (0, 0);
 /// (after the common header and `__syscall_nr`); stable across kernels.
 const SYSCALL_ARG0_OFFSET: usize = 16;
 
+/// Counts a clock syscall. Where it was made from code without a frame (the
+/// vDSO's fallback path for CPU-time clocks or a clocksource it cannot read,
+/// inside glibc's frameless wrapper), the callers the frame chain skips are
+/// recovered from the user registers, as for vDSO samples.
 #[inline(always)]
 fn count_syscall(ctx: &impl StackIdContext, event: u32, clock_id: i32) {
-    // No caller fix-up: at a syscall, the word at the stack pointer is a return
-    // address only inside a frameless libc wrapper, and a local variable
-    // otherwise, which would split the counts into one key per value.
-    count_clock_read(ctx, event, clock_id, false, NO_CALLER);
+    let callers = match unsafe { user_regs() } {
+        Some((ip, sp, bp)) => skipped_callers(ip, sp, bp),
+        None => NO_CALLER,
+    };
+    count_clock_read(ctx, event, clock_id, false, callers);
+}
+
+/// The current task's user ip, sp and bp, saved at kernel entry.
+#[inline(always)]
+unsafe fn user_regs() -> Option<(u64, u64, u64)> {
+    let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+    if regs.is_null() {
+        return None;
+    }
+    Some((
+        bpf_probe_read_kernel(&(*regs).rip).ok()?,
+        bpf_probe_read_kernel(&(*regs).rsp).ok()?,
+        bpf_probe_read_kernel(&(*regs).rbp).ok()?,
+    ))
 }
 
 #[inline(always)]
@@ -316,7 +336,7 @@ pub fn vdso_sample(ctx: PerfEventContext) -> u32 {
         event::VDSO_SAMPLE,
         CLOCK_ID_NONE,
         false,
-        vdso_callers(ip, regs.rsp, regs.rbp),
+        skipped_callers(ip, regs.rsp, regs.rbp),
     );
     0
 }
@@ -330,7 +350,7 @@ pub fn vdso_sample(ctx: PerfEventContext) -> u32 {
 /// the function that called glibc: its return address sits right above the
 /// wrapper's frame, whose size the wrapper's epilogue tells.
 #[inline(always)]
-fn vdso_callers(ip: u64, sp: u64, bp: u64) -> (u64, u64) {
+fn skipped_callers(ip: u64, sp: u64, bp: u64) -> (u64, u64) {
     let Ok(code) = (unsafe { bpf_probe_read_user(ip as *const [u8; CODE_WINDOW]) }) else {
         return NO_CALLER;
     };

@@ -6,14 +6,12 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::num::NonZeroU32;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{HashMap, Map, MapData};
-use aya::programs::perf_event::{
-    BreakpointConfig, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
-};
+use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::uprobe::UProbeScope;
 use aya::programs::{FEntry, KProbe, PerfEvent, TracePoint, UProbe};
 use aya::{Btf, Ebpf, EbpfLoader};
@@ -158,6 +156,8 @@ pub fn refusal_reason(backend: Backend, err: &anyhow::Error) -> String {
         format!("{backend} is refused (EPERM)")
     } else if backend == Backend::Breakpoint && text.contains("Invalid argument") {
         "hardware breakpoints are not available (EINVAL)".to_string()
+    } else if backend == Backend::Kprobe && text.contains("Invalid argument") {
+        "the kernel refuses a kprobe there (EINVAL: a notrace function?)".to_string()
     } else if text.contains("no function") {
         text.clone()
     } else if let Some(errno) = text.rsplit_once(": ").map(|(_, e)| e) {
@@ -231,6 +231,52 @@ fn vdso_globals() -> Result<(u32, u32, u64)> {
     Ok((mm, vdso, size))
 }
 
+/// A hardware execute breakpoint at `address` on `cpu`, all tasks, firing
+/// the BPF program `program_fd` on every hit. Closing the fd detaches it.
+fn open_breakpoint(address: u64, cpu: u32, program_fd: RawFd) -> Result<OwnedFd> {
+    use perf_event_open_sys::bindings as sys;
+    let mut attr = sys::perf_event_attr {
+        size: std::mem::size_of::<sys::perf_event_attr>() as u32,
+        type_: sys::PERF_TYPE_BREAKPOINT,
+        bp_type: sys::HW_BREAKPOINT_X,
+        ..Default::default()
+    };
+    attr.__bindgen_anon_1.sample_period = 1;
+    attr.__bindgen_anon_3.bp_addr = address;
+    attr.__bindgen_anon_4.bp_len = std::mem::size_of::<libc::c_long>() as u64;
+    attr.set_disabled(1);
+    // SAFETY: attr is a fully initialised perf_event_attr.
+    let fd = unsafe {
+        perf_event_open_sys::perf_event_open(
+            &mut attr,
+            -1,
+            cpu as i32,
+            -1,
+            sys::PERF_FLAG_FD_CLOEXEC.into(),
+        )
+    };
+    if fd < 0 {
+        return Err(anyhow!(
+            "`perf_event_open` failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: the fd was just returned by perf_event_open and is ours alone.
+    let event = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain ioctls on the event we own.
+    unsafe {
+        if perf_event_open_sys::ioctls::SET_BPF(fd, program_fd as u32) < 0
+            || perf_event_open_sys::ioctls::ENABLE(fd, 0) < 0
+        {
+            return Err(anyhow!(
+                "attaching to the breakpoint failed: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(event)
+}
+
 fn online_cpus() -> Result<Vec<u32>> {
     let list = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
     let mut cpus = Vec::new();
@@ -261,7 +307,9 @@ pub struct ProbeConfig {
 }
 
 pub struct Probes {
-    // Declared first so it is dropped (detached) before tracefs is unmounted.
+    /// Breakpoint perf events with our program attached (see attach_breakpoint).
+    breakpoints: Vec<OwnedFd>,
+    // Declared before tracefs so it is dropped (detached) before the unmount.
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
     /// BTF of the running kernel, loaded on first use by fentry.
@@ -354,6 +402,7 @@ impl Probes {
                 anyhow!("the kernel refused clockprof's eBPF maps or programs ({err}); run `clockprof doctor` to see what this kernel allows")
             })?;
         let mut probes = Probes {
+            breakpoints: Vec::new(),
             ebpf,
             attachments: Vec::new(),
             btf: None,
@@ -591,49 +640,56 @@ impl Probes {
     }
 
     fn attach_kernel_kprobe(&mut self, slot: usize, function: &str) -> Result<()> {
-        let name = format!("kprobe_kernel_fn_{slot}");
-        let kprobe: &mut KProbe = self.program(&name)?.try_into()?;
-        kprobe.load()?;
-        if let Err(err) = kprobe.attach(function, 0) {
-            let _ = kprobe.unload();
-            return Err(err.into());
+        const PROGRAMS: [&str; profiler_common::MAX_KERNEL_FNS as usize] = [
+            "kprobe_kernel_fn_0",
+            "kprobe_kernel_fn_1",
+            "kprobe_kernel_fn_2",
+            "kprobe_kernel_fn_3",
+            "kprobe_kernel_fn_4",
+            "kprobe_kernel_fn_5",
+            "kprobe_kernel_fn_6",
+            "kprobe_kernel_fn_7",
+        ];
+        let name = PROGRAMS[slot];
+        // Loaded once and left loaded if an attach fails: unloading would also
+        // detach the slot's other links (doctor reuses slots).
+        let first_use = self.loaded.insert(name);
+        let kprobe: &mut KProbe = self.program(name)?.try_into()?;
+        if first_use {
+            kprobe.load()?;
         }
+        kprobe.attach(function, 0)?;
         Ok(())
     }
 
     /// One execute breakpoint per CPU at the function's first instruction
     /// (x86 has four debug registers per CPU, so at most four functions).
+    /// The events are opened here rather than through aya, which asks for
+    /// `precise_ip` on breakpoints: the kernel then refuses (EPROTO) programs
+    /// that take stacks unless the event samples callchains itself.
     fn attach_breakpoint(&mut self, slot: usize, function: &str) -> Result<()> {
         let address = kernel_symbol_address(function)?;
-        let mut index: HashMap<&mut MapData, u64, u32> =
-            HashMap::try_from(self.ebpf.map_mut(names::KERNEL_FN_INDEX).ok_or_else(|| {
-                anyhow!("the eBPF object has no {} map", names::KERNEL_FN_INDEX)
-            })?)?;
-        index.insert(address, slot as u32, 0)?;
         let first_use = self.loaded.insert("breakpoint_kernel_fn");
         let program: &mut PerfEvent = self.program("breakpoint_kernel_fn")?.try_into()?;
         if first_use {
             program.load()?;
         }
-        let mut links = Vec::new();
+        let program_fd = program.fd()?.as_fd().as_raw_fd();
+        // All CPUs or none: a function watched on some CPUs only would give
+        // counts that look exact and are not. Dropping `events` closes them.
+        let mut events = Vec::new();
         for cpu in online_cpus()? {
-            match program.attach(
-                PerfEventConfig::Breakpoint(BreakpointConfig::Instruction { address }),
-                PerfEventScope::AllProcessesOneCpu { cpu },
-                SamplePolicy::Period(1),
-                false,
-            ) {
-                Ok(link) => links.push(link),
-                Err(err) => {
-                    // All CPUs or none: a function watched on some CPUs only
-                    // would give counts that look exact and are not.
-                    for link in links {
-                        let _ = program.detach(link);
-                    }
-                    return Err(anyhow!(err).context(format!("breakpoint on CPU {cpu}")));
-                }
-            }
+            events.push(
+                open_breakpoint(address, cpu, program_fd)
+                    .with_context(|| format!("breakpoint on CPU {cpu}"))?,
+            );
         }
+        let mut index: HashMap<&mut MapData, u64, u32> =
+            HashMap::try_from(self.ebpf.map_mut(names::KERNEL_FN_INDEX).ok_or_else(|| {
+                anyhow!("the eBPF object has no {} map", names::KERNEL_FN_INDEX)
+            })?)?;
+        index.insert(address, slot as u32, 0)?;
+        self.breakpoints.extend(events);
         Ok(())
     }
 

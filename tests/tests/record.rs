@@ -489,3 +489,30 @@ fn parse_folded_json(json: &serde_json::Value) -> Vec<(String, u64)> {
         })
         .collect()
 }
+
+/// CPU-time clocks are never served from user space: glibc's frameless
+/// wrapper calls the vDSO, whose fallback makes the syscall. The function
+/// that called glibc is recovered in the kernel (the frame chain skips it).
+#[test]
+fn syscall_from_glibc_and_the_vdso_keeps_the_calling_function() {
+    let dir = TempDir::new("cputime");
+    let out = dir.join("c.folded");
+    let fixture = c_fixture();
+    let (output, text) = record_command(&out, &[fixture.as_os_str(), os("cputime"), os("4000")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let folded = parse_folded(&text);
+    assert_eq!(
+        leaves_under(&folded, "fixture_cputime")
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![(
+            "[syscall clock_gettime PROCESS_CPUTIME_ID]".to_string(),
+            4000
+        )],
+        "{text}"
+    );
+    assert!(
+        text.contains(";main;fixture_cputime;clock_gettime;__vdso_clock_gettime;[syscall clock_gettime PROCESS_CPUTIME_ID] 4000"),
+        "{text}"
+    );
+}
