@@ -8,6 +8,7 @@ mod build;
 mod process;
 mod setup;
 mod test_suite;
+mod vm;
 mod workspace;
 
 use std::process::ExitCode;
@@ -36,8 +37,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build, then run rustfmt, clippy and the test suite (what CI runs).
-    Test,
+    /// Build, then run rustfmt, clippy and the test suite (what CI runs), then
+    /// the VM tests (vm-test) unless --no-vm.
+    Test(test_suite::TestArgs),
+    /// Run the tests that need kprobes, fentry or breakpoints under stock Debian
+    /// kernels in QEMU (tests/tests/vm_kernel.rs).
+    VmTest(vm::VmTestArgs),
     /// Measure the added cost per traced clock_gettime syscall, vs bpftrace.
     Bench(bench::BenchArgs),
 }
@@ -49,7 +54,8 @@ fn main() -> ExitCode {
         Task::Setup(args) => setup::run(&args).map(|()| ExitCode::SUCCESS),
         Task::Build => build::run().map(|()| ExitCode::SUCCESS),
         Task::Run { args } => build::run().and_then(|()| build::run_clockprof(&args)),
-        Task::Test => test_suite::run(),
+        Task::Test(args) => test_suite::run(&args),
+        Task::VmTest(args) => vm::run(&args),
         Task::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match outcome {

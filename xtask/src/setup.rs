@@ -17,6 +17,10 @@ pub struct PackageGroup {
     pub why: &'static str,
     pub default: bool,
     pub packages: &'static [&'static str],
+    /// Packages of this group to take from `<codename>-backports` when Debian's
+    /// main suite would remove an installed package to install them, or when apt
+    /// already offers them from backports (see plan_install).
+    pub backports: &'static [&'static str],
 }
 
 pub const PACKAGE_GROUPS: &[PackageGroup] = &[
@@ -31,12 +35,14 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
             "libstd-rust-web-dev-bpf",
             "llvm-22-dev",
         ],
+        backports: &[],
     },
     PackageGroup {
         name: "fixtures",
         why: "compile the C and Go busy-loop fixtures and the bench loop",
         default: true,
         packages: &["gcc", "libc6-dev", "golang-go"],
+        backports: &[],
     },
     PackageGroup {
         name: "test-tools",
@@ -44,12 +50,21 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
               python3 for the contract check",
         default: true,
         packages: &["bpftrace", "tmux", "python3"],
+        backports: &[],
     },
     PackageGroup {
         name: "vm",
-        why: "boot a stock Debian kernel under QEMU for the kprobe, fentry and breakpoint tests, VM.md",
+        why: "boot stock Debian kernels under QEMU for the kprobe, fentry and breakpoint \
+              tests (cargo xtask vm-test, VM.md); xz unpacks the kernel's modules",
         default: false,
-        packages: &["qemu-system-x86", "busybox-static"],
+        packages: &["qemu-system-x86", "busybox-static", "xz-utils"],
+        // The machine image ships qemu-utils 10.0 from bookworm-backports, which
+        // Breaks qemu-system-common << 8.0: installing bookworm's qemu-system-x86
+        // 7.2 would remove qemu-img. The backports build (10.0, same source as the
+        // image's qemu-utils) installs beside it, so it is taken whenever the
+        // plain install would remove something. Where nothing conflicts, bookworm's
+        // 7.2 is used: it boots the test kernels just as well.
+        backports: &["qemu-system-x86"],
     },
 ];
 
@@ -123,10 +138,14 @@ fn ensure_packages(wanted: &[&'static str]) -> Result<()> {
         );
     }
     process::run(apt_get().arg("update"))?;
+    let plan = plan_install(&missing)?;
     process::run(
         apt_get()
+            .args(&plan.apt_options)
             .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing),
+            // Belt and braces: plan_install already checked that nothing goes.
+            .arg("--no-remove")
+            .args(&plan.specs),
     )?;
     let still_missing = missing_packages(wanted)?;
     if !still_missing.is_empty() {
@@ -136,6 +155,176 @@ fn ensure_packages(wanted: &[&'static str]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// How to ask apt for the missing packages.
+#[derive(Debug, PartialEq)]
+struct InstallPlan {
+    /// Extra `-o` options (a sources overlay with backports).
+    apt_options: Vec<String>,
+    /// Package names, some as `name/<codename>-backports`.
+    specs: Vec<String>,
+}
+
+impl InstallPlan {
+    fn new(
+        missing: &[&str],
+        from_backports: &[&str],
+        suite: &str,
+        apt_options: Vec<String>,
+    ) -> Self {
+        let specs = missing
+            .iter()
+            .map(|p| {
+                if from_backports.contains(p) {
+                    format!("{p}/{suite}")
+                } else {
+                    p.to_string()
+                }
+            })
+            .collect();
+        InstallPlan { apt_options, specs }
+    }
+}
+
+/// Setup never removes a package to install another (a developer's machine is
+/// not ours to trim). In order:
+/// 1. apt already offers a backports-listed package from backports: take it.
+/// 2. A plain install removes nothing: do that.
+/// 3. Otherwise take the backports-listed packages from backports, through a
+///    sources overlay that adds the backports suite for this apt run only
+///    (nothing under /etc/apt changes).
+/// 4. Still removals: stop and say what would go.
+fn plan_install(missing: &[&str]) -> Result<InstallPlan> {
+    let eligible: Vec<&str> = missing
+        .iter()
+        .copied()
+        .filter(|p| PACKAGE_GROUPS.iter().any(|g| g.backports.contains(p)))
+        .collect();
+    let suite = backports_suite();
+    if let Some(suite) = suite.as_deref().filter(|_| !eligible.is_empty()) {
+        if eligible.iter().all(|p| apt_offers_from(p, suite)) {
+            let plan = InstallPlan::new(missing, &eligible, suite, Vec::new());
+            return checked(plan);
+        }
+    }
+    let plain = InstallPlan::new(missing, &[], "", Vec::new());
+    let removals = simulated_removals(&plain)?;
+    if removals.is_empty() {
+        return Ok(plain);
+    }
+    if let Some(suite) = suite.as_deref().filter(|_| !eligible.is_empty()) {
+        eprintln!(
+            "xtask: installing {} from {} would remove {}; taking {} from {suite} instead",
+            missing.join(" "),
+            suite.trim_end_matches("-backports"),
+            removals.join(" "),
+            eligible.join(" ")
+        );
+        let options = backports_overlay(suite)?;
+        return checked(InstallPlan::new(missing, &eligible, suite, options));
+    }
+    checked(plain)
+}
+
+fn checked(plan: InstallPlan) -> Result<InstallPlan> {
+    let removals = simulated_removals(&plan)?;
+    if !removals.is_empty() {
+        bail!(
+            "installing {} would remove installed packages: {}. Setup never removes \
+             packages; remove them yourself if you do not need them, then re-run",
+            plan.specs.join(" "),
+            removals.join(" ")
+        );
+    }
+    Ok(plan)
+}
+
+/// What `apt-get install -s` would remove (a dry run; needs no lock).
+fn simulated_removals(plan: &InstallPlan) -> Result<Vec<String>> {
+    let out = apt_get()
+        .args(&plan.apt_options)
+        .args(["install", "-s", "--no-install-recommends"])
+        .args(&plan.specs)
+        .output()
+        .context("could not run apt-get")?;
+    if !out.status.success() {
+        bail!(
+            "apt-get cannot install {}:\n{}",
+            plan.specs.join(" "),
+            String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(parse_removals(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `Remv NAME [VERSION]` lines of a simulated install.
+fn parse_removals(simulation: &str) -> Vec<String> {
+    simulation
+        .lines()
+        .filter_map(|l| l.strip_prefix("Remv "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `<codename>-backports` of this Debian release, from /etc/os-release.
+fn backports_suite() -> Option<String> {
+    let release = std::fs::read_to_string("/etc/os-release").ok()?;
+    let codename = release
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))?
+        .trim_matches('"');
+    (!codename.is_empty()).then(|| format!("{codename}-backports"))
+}
+
+/// Whether `apt-cache policy` lists a version of `package` from `suite`.
+fn apt_offers_from(package: &str, suite: &str) -> bool {
+    Command::new("apt-cache")
+        .args(["policy", package])
+        .output()
+        .is_ok_and(|o| policy_lists_suite(&String::from_utf8_lossy(&o.stdout), suite))
+}
+
+/// Version-table lines look like `500 http://deb.debian.org/debian
+/// bookworm-backports/main amd64 Packages`.
+fn policy_lists_suite(policy: &str, suite: &str) -> bool {
+    let needle = format!(" {suite}/");
+    policy.lines().any(|l| l.contains(&needle))
+}
+
+/// A sources.list.d of our own: the system's entries (symlinked, so they stay
+/// the system's) plus the backports suite, used through Dir::Etc::sourceparts by
+/// this apt run only; /etc/apt/sources.list itself is still read. Runs
+/// `apt-get update` with it and returns the options for the install.
+fn backports_overlay(suite: &str) -> Result<Vec<String>> {
+    let dir = workspace::target_dir().join("apt").join("sources.list.d");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("could not empty {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    let system = std::path::Path::new("/etc/apt/sources.list.d");
+    if let Ok(entries) = std::fs::read_dir(system) {
+        for entry in entries.flatten() {
+            std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name()))
+                .with_context(|| format!("could not link {}", entry.path().display()))?;
+        }
+    }
+    std::fs::write(
+        dir.join(format!("xtask-{suite}.sources")),
+        format!(
+            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {suite}\nComponents: main\n\
+             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        ),
+    )
+    .context("could not write the backports source")?;
+    let options = vec![
+        "-o".to_string(),
+        format!("Dir::Etc::sourceparts={}", dir.display()),
+    ];
+    process::run(apt_get().args(&options).arg("update"))?;
+    Ok(options)
 }
 
 fn apt_get() -> Command {
@@ -238,6 +427,40 @@ mod tests {
         let s = parse_dpkg_statuses("gcc\tinstall ok installed\nfoo\tdeinstall ok config-files\n");
         assert_eq!(s["gcc"], "install ok installed");
         assert_eq!(s["foo"], "deinstall ok config-files");
+    }
+
+    #[test]
+    fn install_plans_name_backports_packages_by_suite() {
+        let plan = InstallPlan::new(
+            &["qemu-system-x86", "busybox-static"],
+            &["qemu-system-x86"],
+            "bookworm-backports",
+            Vec::new(),
+        );
+        assert_eq!(
+            plan.specs,
+            ["qemu-system-x86/bookworm-backports", "busybox-static"]
+        );
+        assert!(PACKAGE_GROUPS
+            .iter()
+            .all(|g| g.backports.iter().all(|b| g.packages.contains(b))));
+    }
+
+    #[test]
+    fn reads_simulated_removals_and_policy_suites() {
+        let sim = "Inst libfdt1 (1.6.1-4+b1 Debian:12.15/oldstable [amd64])\n\
+                   Remv qemu-utils [1:10.0.2+ds-2+deb13u1~bpo12+1]\n\
+                   Inst qemu-system-x86 (1:7.2+dfsg-7+deb12u18+b3 Debian:12.15/oldstable [amd64])\n";
+        assert_eq!(parse_removals(sim), ["qemu-utils"]);
+        assert!(parse_removals("Inst a (1 x)\nConf a (1 x)\n").is_empty());
+        let policy = "qemu-system-x86:\n  Installed: (none)\n  Version table:\n     \
+                      1:10.0.2+ds-2+deb13u1~bpo12+1 100\n        100 \
+                      http://deb.debian.org/debian bookworm-backports/main amd64 Packages\n";
+        assert!(policy_lists_suite(policy, "bookworm-backports"));
+        assert!(!policy_lists_suite(
+            "        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n",
+            "bookworm-backports"
+        ));
     }
 
     #[test]

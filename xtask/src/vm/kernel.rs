@@ -1,0 +1,534 @@
+//! The guest kernels: stock Debian kernels from bookworm(-security), fetched with
+//! `apt-get download` and cut down to vmlinuz plus the modules the guest needs
+//! to reach the host over 9p, in `target/vm/<kernel release>/`.
+//!
+//! The cache is keyed by the exact release the archive currently offers, so a
+//! security update brings a new directory, and a second run with the same
+//! release neither downloads nor extracts anything.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::{process, workspace};
+
+/// A kernel line the VM tests boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelLine {
+    /// What `--kernel` calls it.
+    pub name: &'static str,
+    /// The metapackage that always depends on the newest image of this line
+    /// (VM.md). Resolving through it keeps version numbers out of the code: they
+    /// vanish from the archive with every security update.
+    metapackage: &'static str,
+    /// The prefix the resolved image package must have.
+    image_prefix: &'static str,
+}
+
+pub const LINES: &[KernelLine] = &[
+    KernelLine {
+        name: "6.12",
+        metapackage: "linux-image-6.12-amd64",
+        image_prefix: "linux-image-6.12.",
+    },
+    KernelLine {
+        name: "6.1",
+        metapackage: "linux-image-amd64",
+        image_prefix: "linux-image-6.1.0-",
+    },
+];
+
+/// Modules the guest loads, with their dependencies. virtio_pci is built into
+/// 6.12 but a module on 6.1; a wanted module that the package does not ship is
+/// fine as long as modules.builtin lists it.
+const WANTED_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p"];
+
+/// What to extract from the image package: vmlinuz, modules.builtin and the
+/// module directories the 9p stack and its dependencies live in (~13 MB of the
+/// ~100 MB package). Dependencies are then resolved from the modules' own
+/// `depends=` (the package has no modules.dep: depmod makes it on install).
+const EXTRACT_PATTERNS: &[&str] = &[
+    "./boot/vmlinuz-*",
+    "./lib/modules/*/modules.builtin",
+    "./lib/modules/*/kernel/drivers/virtio/*",
+    "./lib/modules/*/kernel/net/9p/*",
+    "./lib/modules/*/kernel/fs/9p/*",
+    "./lib/modules/*/kernel/fs/netfs/*",
+    "./lib/modules/*/kernel/fs/fscache/*",
+];
+
+/// A kernel ready to boot.
+pub struct Kernel {
+    /// e.g. `6.12.117+deb12-amd64`, what `uname -r` says in the guest.
+    pub release: String,
+    /// `target/vm/<release>/`, also where initramfs.rs puts the initramfs.
+    pub dir: PathBuf,
+    pub vmlinuz: PathBuf,
+    /// Decompressed modules, in load order.
+    pub modules: Vec<PathBuf>,
+}
+
+/// Marks a complete extraction; written last.
+const COMPLETE: &str = ".complete";
+/// The module load order, one file name of `modules/` per line.
+const LOAD_ORDER: &str = "modules.load";
+
+pub fn ensure(line: KernelLine) -> Result<Kernel> {
+    match ensure_with_current_lists(line) {
+        Ok(kernel) => Ok(kernel),
+        // Stale or missing package lists: the metapackage is unknown, or points
+        // at an image that a security update has since removed from the archive.
+        Err(err) if workspace::is_root() => {
+            eprintln!("xtask: vm: {err:#}; updating the package lists and retrying");
+            process::run(Command::new("apt-get").arg("update"))?;
+            ensure_with_current_lists(line)
+        }
+        Err(err) => Err(err.context("`sudo apt-get update` may help")),
+    }
+}
+
+fn ensure_with_current_lists(line: KernelLine) -> Result<Kernel> {
+    let package = resolve(line)?
+        .with_context(|| format!("apt-cache knows no image package for {}", line.metapackage))?;
+    let release = package
+        .strip_prefix("linux-image-")
+        .unwrap_or(&package)
+        .to_string();
+    let vm_dir = workspace::target_dir().join("vm");
+    let dir = vm_dir.join(&release);
+    if !dir.join(COMPLETE).exists() {
+        eprintln!("xtask: vm: fetching kernel {release} ({package})");
+        fetch(&package, &vm_dir, &dir)?;
+        prune_superseded(line, &vm_dir, &release);
+    }
+    load(release, dir)
+}
+
+/// Removes cached releases of the same line that a security update replaced,
+/// so the cache stays at one kernel per line (~15 MB each).
+fn prune_superseded(line: KernelLine, vm_dir: &Path, current: &str) {
+    let Ok(entries) = fs::read_dir(vm_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != current
+            && format!("linux-image-{name}").starts_with(line.image_prefix)
+            && entry.path().join(COMPLETE).exists()
+        {
+            eprintln!("xtask: vm: removing superseded kernel {name}");
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The image package the line's metapackage currently depends on, or None when
+/// apt-cache does not know the metapackage.
+fn resolve(line: KernelLine) -> Result<Option<String>> {
+    let out = Command::new("apt-cache")
+        .args(["depends", line.metapackage])
+        .output()
+        .context("could not run apt-cache")?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    Ok(pick_image(&String::from_utf8_lossy(&out.stdout), line))
+}
+
+/// From `apt-cache depends` output, the signed image of this line (the
+/// metapackage depends on exactly one; -dbg and -unsigned are never wanted).
+fn pick_image(depends: &str, line: KernelLine) -> Option<String> {
+    depends
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .map(|name| name.trim().trim_matches(|c| c == '<' || c == '>'))
+        .find(|name| {
+            name.starts_with(line.image_prefix)
+                && name.ends_with("-amd64")
+                && !name.ends_with("-dbg")
+                && !name.contains("-unsigned")
+        })
+        .map(str::to_string)
+}
+
+/// Downloads the package, extracts what the guest needs into a scratch dir,
+/// decompresses and orders the modules, then renames the scratch dir into place,
+/// so an interrupted run never leaves a half-filled cache entry.
+fn fetch(package: &str, vm_dir: &Path, dir: &Path) -> Result<()> {
+    let scratch = vm_dir.join(format!(".fetch-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch)
+        .with_context(|| format!("could not create {}", scratch.display()))?;
+    let result = fetch_into(package, &scratch).and_then(|()| {
+        let _ = fs::remove_dir_all(dir);
+        fs::rename(&scratch, dir)
+            .with_context(|| format!("could not move {} into place", dir.display()))
+    });
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&scratch);
+    }
+    result
+}
+
+fn fetch_into(package: &str, scratch: &Path) -> Result<()> {
+    process::run(
+        Command::new("apt-get")
+            // As root apt downloads as the `_apt` user, which cannot write to a
+            // root-owned target dir; it would fall back with a warning anyway.
+            .args(["-o", "APT::Sandbox::User=root", "download", package])
+            .current_dir(scratch),
+    )?;
+    let deb = fs::read_dir(scratch)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .with_context(|| format!("apt-get download left no .deb for {package}"))?;
+
+    // `dpkg-deb --fsys-tarfile | tar -x` with patterns: one pass over the data,
+    // writing only the few files the guest needs.
+    let tree = scratch.join("tree");
+    fs::create_dir_all(&tree)?;
+    let mut dpkg = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(&deb)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("could not run dpkg-deb")?;
+    let tar_input = dpkg.stdout.take().context("dpkg-deb has no stdout")?;
+    let tar = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(&tree)
+        .arg("--wildcards")
+        .args(EXTRACT_PATTERNS)
+        .stdin(tar_input)
+        .stderr(Stdio::piped())
+        .output()
+        .context("could not run tar")?;
+    let dpkg_status = dpkg.wait()?;
+    let tar_errors = String::from_utf8_lossy(&tar.stderr);
+    ensure!(
+        dpkg_status.success() && (tar.status.success() || only_unmatched_patterns(&tar_errors)),
+        "extracting {} failed (dpkg-deb: {dpkg_status}, tar: {}):\n{tar_errors}",
+        deb.display(),
+        tar.status
+    );
+
+    let vmlinuz = single_match(&tree.join("boot"), "vmlinuz-")?;
+    fs::rename(&vmlinuz, scratch.join("vmlinuz"))?;
+    let modules_root = single_match(&tree.join("lib/modules"), "")?;
+    let builtin = fs::read_to_string(modules_root.join("modules.builtin")).unwrap_or_default();
+    let available = index_modules(&modules_root.join("kernel"))?;
+
+    let out_dir = scratch.join("modules");
+    fs::create_dir_all(&out_dir)?;
+    let mut decompressed = HashMap::new();
+    for (name, path) in &available {
+        decompressed.insert(name.clone(), decompress(path, &out_dir, name)?);
+    }
+    let order = load_order(&decompressed, &builtin)?;
+    // Keep only what is loaded; the directories held a few unrelated modules.
+    let keep: BTreeSet<&String> = order.iter().collect();
+    for (name, path) in &decompressed {
+        if !keep.contains(name) {
+            let _ = fs::remove_file(path);
+        }
+    }
+    let order_file: String = order.iter().map(|n| format!("{n}.ko\n")).collect();
+    fs::write(scratch.join(LOAD_ORDER), order_file)?;
+    fs::remove_dir_all(&tree)?;
+    fs::remove_file(&deb)?;
+    fs::write(scratch.join(COMPLETE), package)?;
+    Ok(())
+}
+
+/// tar fails when a pattern matches nothing, and not every line has every
+/// directory (6.12 has no fs/fscache: netfs absorbed it). That alone is fine:
+/// load_order() then checks that every needed module is there.
+fn only_unmatched_patterns(tar_errors: &str) -> bool {
+    tar_errors.lines().all(|l| {
+        l.ends_with(": Not found in archive")
+            || l == "tar: Exiting with failure status due to previous errors"
+    })
+}
+
+/// The one entry of `dir` whose name starts with `prefix`.
+fn single_match(dir: &Path, prefix: &str) -> Result<PathBuf> {
+    let matches: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("the package has no {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => bail!(
+            "expected one {prefix}* in {}, found {}",
+            dir.display(),
+            matches.len()
+        ),
+    }
+}
+
+/// Module name (dashes as underscores, as the kernel spells them) to file, for
+/// every `.ko` or `.ko.xz` under `dir`.
+fn index_modules(dir: &Path) -> Result<HashMap<String, PathBuf>> {
+    let mut found = HashMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in fs::read_dir(&d).with_context(|| format!("could not list {}", d.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Some(name) = module_name(&path) {
+                found.insert(name, path);
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn module_name(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    let stem = file
+        .strip_suffix(".ko.xz")
+        .or_else(|| file.strip_suffix(".ko"))?;
+    Some(stem.replace('-', "_"))
+}
+
+/// Writes `<out_dir>/<name>.ko`, decompressing with xz: busybox's insmod in the
+/// guest only takes plain modules.
+fn decompress(path: &Path, out_dir: &Path, name: &str) -> Result<PathBuf> {
+    let out = out_dir.join(format!("{name}.ko"));
+    if path.extension().is_some_and(|e| e == "ko") {
+        fs::copy(path, &out)?;
+        return Ok(out);
+    }
+    let file = fs::File::create(&out)?;
+    let status = Command::new("xz")
+        .arg("-dc")
+        .arg(path)
+        .stdout(file)
+        .status()
+        .context("could not run xz (package xz-utils)")?;
+    ensure!(status.success(), "xz -dc {} failed", path.display());
+    Ok(out)
+}
+
+/// WANTED_MODULES and their dependencies, every module after the ones it needs.
+fn load_order(modules: &HashMap<String, PathBuf>, builtin: &str) -> Result<Vec<String>> {
+    let builtin: BTreeSet<String> = builtin
+        .lines()
+        .filter_map(|l| module_name(Path::new(l)))
+        .collect();
+    let mut order = Vec::new();
+    let mut visiting = BTreeSet::new();
+    for wanted in WANTED_MODULES {
+        if !modules.contains_key(*wanted) {
+            ensure!(
+                builtin.contains(*wanted),
+                "module {wanted} is neither in the extracted directories nor built in"
+            );
+            continue;
+        }
+        visit(wanted, modules, &mut visiting, &mut order)?;
+    }
+    Ok(order)
+}
+
+fn visit(
+    name: &str,
+    modules: &HashMap<String, PathBuf>,
+    visiting: &mut BTreeSet<String>,
+    order: &mut Vec<String>,
+) -> Result<()> {
+    if order.iter().any(|n| n == name) {
+        return Ok(());
+    }
+    ensure!(
+        visiting.insert(name.to_string()),
+        "module dependency cycle at {name}"
+    );
+    let path = modules.get(name).with_context(|| {
+        format!("module {name} is needed but not extracted: add its directory to EXTRACT_PATTERNS")
+    })?;
+    let bytes = fs::read(path)?;
+    for dep in module_depends(&bytes)
+        .with_context(|| format!("could not read the .modinfo of {}", path.display()))?
+    {
+        visit(&dep, modules, visiting, order)?;
+    }
+    order.push(name.to_string());
+    Ok(())
+}
+
+/// The `depends=` list of a kernel module, from its ELF `.modinfo` section (a
+/// run of NUL-terminated `key=value` strings).
+fn module_depends(elf: &[u8]) -> Result<Vec<String>> {
+    let modinfo = elf_section(elf, ".modinfo")?.context("no .modinfo section")?;
+    Ok(modinfo
+        .split(|b| *b == 0)
+        .filter_map(|kv| kv.strip_prefix(b"depends="))
+        .flat_map(|deps| deps.split(|b| *b == b','))
+        .filter(|d| !d.is_empty())
+        .map(|d| String::from_utf8_lossy(d).replace('-', "_"))
+        .collect())
+}
+
+/// The bytes of section `wanted` of a little-endian ELF64 file.
+fn elf_section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>> {
+    let u16_at = |o: usize| -> Option<usize> {
+        Some(u16::from_le_bytes(elf.get(o..o + 2)?.try_into().ok()?) as usize)
+    };
+    let u32_at = |o: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(elf.get(o..o + 4)?.try_into().ok()?) as usize)
+    };
+    let u64_at = |o: usize| -> Option<usize> {
+        usize::try_from(u64::from_le_bytes(elf.get(o..o + 8)?.try_into().ok()?)).ok()
+    };
+    ensure!(
+        elf.get(..6) == Some(b"\x7fELF\x02\x01".as_slice()),
+        "not a little-endian ELF64 file"
+    );
+    let parse = || -> Option<Option<&'a [u8]>> {
+        let (shoff, shentsize, shnum, shstrndx) =
+            (u64_at(0x28)?, u16_at(0x3a)?, u16_at(0x3c)?, u16_at(0x3e)?);
+        let section = |i: usize| -> Option<(usize, &'a [u8])> {
+            let h = shoff + i * shentsize;
+            let (offset, size) = (u64_at(h + 0x18)?, u64_at(h + 0x20)?);
+            Some((u32_at(h)?, elf.get(offset..offset + size)?))
+        };
+        let (_, names) = section(shstrndx)?;
+        for i in 0..shnum {
+            let (name_off, data) = section(i)?;
+            let name = names.get(name_off..)?.split(|b| *b == 0).next()?;
+            if name == wanted.as_bytes() {
+                return Some(Some(data));
+            }
+        }
+        Some(None)
+    };
+    parse().context("truncated or malformed ELF section headers")
+}
+
+/// A cache entry made by fetch().
+fn load(release: String, dir: PathBuf) -> Result<Kernel> {
+    let order = fs::read_to_string(dir.join(LOAD_ORDER))
+        .with_context(|| format!("{} is incomplete: delete it", dir.display()))?;
+    let modules = order
+        .lines()
+        .map(|name| dir.join("modules").join(name))
+        .collect();
+    Ok(Kernel {
+        release,
+        vmlinuz: dir.join("vmlinuz"),
+        dir,
+        modules,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_signed_image_of_the_line() {
+        let out = "linux-image-6.12-amd64\n  Depends: linux-image-6.12.117+deb12-amd64\n";
+        assert_eq!(
+            pick_image(out, LINES[0]).as_deref(),
+            Some("linux-image-6.12.117+deb12-amd64")
+        );
+        let out = "linux-image-amd64\n  Depends: linux-image-6.1.0-56-amd64-unsigned\n  \
+                   Depends: linux-image-6.1.0-56-amd64\n";
+        assert_eq!(
+            pick_image(out, LINES[1]).as_deref(),
+            Some("linux-image-6.1.0-56-amd64")
+        );
+        assert_eq!(pick_image("linux-image-6.12-amd64\n", LINES[0]), None);
+        // A 6.12 image never satisfies the 6.1 line.
+        let out = "  Depends: linux-image-6.12.117+deb12-amd64\n";
+        assert_eq!(pick_image(out, LINES[1]), None);
+    }
+
+    #[test]
+    fn tolerates_only_unmatched_patterns() {
+        assert!(only_unmatched_patterns(
+            "tar: ./lib/modules/*/kernel/fs/fscache/*: Not found in archive\n\
+             tar: Exiting with failure status due to previous errors\n"
+        ));
+        assert!(!only_unmatched_patterns(
+            "tar: ./boot/vmlinuz-6.1: Cannot open: No space left on device\n"
+        ));
+    }
+
+    #[test]
+    fn module_names_use_underscores() {
+        assert_eq!(
+            module_name(Path::new("a/virtio-pci.ko.xz")).as_deref(),
+            Some("virtio_pci")
+        );
+        assert_eq!(module_name(Path::new("9p.ko")).as_deref(), Some("9p"));
+        assert_eq!(module_name(Path::new("modules.builtin")), None);
+    }
+
+    /// A minimal ELF64 with a .shstrtab and a .modinfo section.
+    fn fake_module(modinfo: &[u8]) -> Vec<u8> {
+        let shstrtab = b"\0.shstrtab\0.modinfo\0";
+        let mut elf = vec![0u8; 64];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        let strtab_off = elf.len();
+        elf.extend_from_slice(shstrtab);
+        let modinfo_off = elf.len();
+        elf.extend_from_slice(modinfo);
+        let shoff = elf.len();
+        let mut header = |name: u32, off: usize, size: usize| {
+            let mut h = vec![0u8; 64];
+            h[..4].copy_from_slice(&name.to_le_bytes());
+            h[0x18..0x20].copy_from_slice(&(off as u64).to_le_bytes());
+            h[0x20..0x28].copy_from_slice(&(size as u64).to_le_bytes());
+            elf.extend_from_slice(&h);
+        };
+        header(0, 0, 0);
+        header(1, strtab_off, shstrtab.len());
+        header(11, modinfo_off, modinfo.len());
+        elf[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
+        elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+        elf[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
+        elf[0x3e..0x40].copy_from_slice(&1u16.to_le_bytes());
+        elf
+    }
+
+    #[test]
+    fn reads_depends_from_modinfo() {
+        let elf = fake_module(b"license=GPL\0depends=netfs,9pnet\0name=9p\0");
+        assert_eq!(module_depends(&elf).unwrap(), ["netfs", "9pnet"]);
+        let elf = fake_module(b"depends=\0name=netfs\0");
+        assert!(module_depends(&elf).unwrap().is_empty());
+        assert!(module_depends(b"not an elf").is_err());
+        assert!(module_depends(&fake_module(b"")[..70]).is_err());
+    }
+
+    #[test]
+    fn orders_dependencies_first_and_skips_builtins() {
+        let dir = std::env::temp_dir().join(format!("xtask-kernel-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut modules = HashMap::new();
+        for (name, info) in [
+            ("9p", &b"depends=netfs,9pnet\0"[..]),
+            ("9pnet_virtio", b"depends=9pnet\0"),
+            ("9pnet", b"depends=\0"),
+            ("netfs", b"depends=\0"),
+        ] {
+            let path = dir.join(format!("{name}.ko"));
+            fs::write(&path, fake_module(info)).unwrap();
+            modules.insert(name.to_string(), path);
+        }
+        let order = load_order(&modules, "kernel/drivers/virtio/virtio_pci.ko\n").unwrap();
+        assert_eq!(order, ["9pnet", "9pnet_virtio", "netfs", "9p"]);
+        // virtio_pci neither shipped nor built in: a clear error, not a guest hang.
+        assert!(load_order(&modules, "").is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

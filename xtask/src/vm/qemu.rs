@@ -1,0 +1,258 @@
+//! Boots a kernel under QEMU with the host's root shared read-only over 9p and a
+//! run directory shared writable, streams the serial console to the terminal and
+//! a log file, and turns QEMU's exit into an outcome.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::initramfs::{HOST_ROOT_TAG, INIT_FAILED, OUT_TAG};
+use super::kernel::Kernel;
+
+const QEMU: &str = "qemu-system-x86_64";
+/// /init's first console line; the host takes its arrival as "booted".
+const INIT_MARKER: &str = "xtask-vm: init started";
+
+/// - panic=-1: reboot at once on a panic, which -no-reboot turns into an exit.
+/// - quiet: the serial console is slow under TCG; the log needs only /init's lines.
+/// - tsc=reliable: under TCG 6.1 finds the two vCPUs' TSCs "unsynchronized" and
+///   falls back to hpet, which the vDSO cannot read, so every clock read would
+///   become a syscall, unlike on real machines (6.12 keeps tsc by itself).
+const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet tsc=reliable rdinit=/init";
+
+pub struct Boot<'a> {
+    pub kernel: &'a Kernel,
+    pub initramfs: &'a Path,
+    /// Shared writable as OUT_TAG: holds guest.sh, receives rc and guest.log.
+    pub run_dir: &'a Path,
+    pub console_log: &'a Path,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// guest.sh ran and exited with this status (from the rc file).
+    Finished(i32),
+    /// /init failed before it could run guest.sh (it says why on the console).
+    InitFailed,
+    /// The guest rebooted, which with panic=-1 and -no-reboot means a panic.
+    Panicked,
+    /// Killed after the timeout.
+    TimedOut,
+    /// Anything else: QEMU's own failure (bad option, missing firmware...).
+    QemuFailed(i32),
+}
+
+pub struct Report {
+    pub outcome: Outcome,
+    /// From QEMU's start to /init's first line.
+    pub boot: Option<Duration>,
+    pub total: Duration,
+    pub accel: &'static str,
+}
+
+pub fn boot(b: &Boot) -> Result<Report> {
+    let (accel, cpu) = accelerator();
+    let mut cmd = Command::new(QEMU);
+    cmd.args(["-accel", accel, "-cpu", cpu, "-smp", "2", "-m", "2G"])
+        // What -nographic does (serial console on stdio, no window) without its
+        // SeaBIOS serial console, which sends ESC c and ESC[?7l: they reset the
+        // developer's terminal and leave line wrapping off after the run.
+        .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+        .args(["-no-reboot", "-nic", "none"])
+        .arg("-kernel")
+        .arg(&b.kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(b.initramfs)
+        .arg("-append")
+        .arg(KERNEL_CMDLINE)
+        // The whole host root, read-only: the guest runs the host's binaries at
+        // their paths. multidevs=remap keeps inode numbers unique across the host's
+        // mounts (otherwise 9p warns and files can alias).
+        .arg("-fsdev")
+        .arg(format!(
+            "local,id={HOST_ROOT_TAG},path=/,readonly=on,security_model=none,multidevs=remap"
+        ))
+        .arg("-device")
+        .arg(format!(
+            "virtio-9p-pci,fsdev={HOST_ROOT_TAG},mount_tag={HOST_ROOT_TAG}"
+        ))
+        .arg("-fsdev")
+        .arg(format!(
+            "local,id={OUT_TAG},path={},security_model=none",
+            b.run_dir.display()
+        ))
+        .arg("-device")
+        .arg(format!("virtio-9p-pci,fsdev={OUT_TAG},mount_tag={OUT_TAG}"))
+        // The guest writes its status to port 0xf4 to power off with it.
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        // No stdin: QEMU must not put a CI runner's or the developer's terminal in
+        // raw mode, and nothing is typed into the guest.
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    eprintln!("xtask: $ {}", crate::process::describe(&cmd));
+
+    let mut log = File::create(b.console_log)
+        .with_context(|| format!("could not create {}", b.console_log.display()))?;
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("could not start {QEMU} (package qemu-system-x86)"))?;
+    let stdout = child.stdout.take().context("QEMU has no stdout")?;
+    let (booted_tx, booted_rx) = mpsc::channel();
+    let pump = thread::spawn(move || stream_console(stdout, &mut log, started, booted_tx));
+
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed() > b.timeout {
+            eprintln!(
+                "\nxtask: vm: guest still running after {} s: killing QEMU",
+                b.timeout.as_secs()
+            );
+            // Ours to kill: the child we spawned, by its id.
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    let total = started.elapsed();
+    // The pump ends at EOF, which follows QEMU's exit.
+    let _ = pump.join();
+    let boot = booted_rx.try_recv().ok();
+
+    let rc = read_rc(b.run_dir);
+    let outcome = match status {
+        None => Outcome::TimedOut,
+        Some(status) => classify(status.code(), rc),
+    };
+    Ok(Report {
+        outcome,
+        boot,
+        total,
+        accel,
+    })
+}
+
+/// Decides from QEMU's exit code and the rc file the guest may have written.
+/// isa-debug-exit makes QEMU exit with (byte << 1) | 1; a guest that rebooted
+/// (a panic, given panic=-1 and -no-reboot) makes it exit 0.
+fn classify(qemu_code: Option<i32>, rc: Option<i32>) -> Outcome {
+    match (qemu_code, rc) {
+        // The rc file is authoritative: the exit code keeps only 7 bits of it.
+        // Exit 0 with an rc file: isa-debug-exit failed and /init's fallback
+        // `poweroff -f` ended the guest after the tests.
+        (Some(code), Some(rc)) if code % 2 == 1 || code == 0 => Outcome::Finished(rc),
+        (Some(0), _) => Outcome::Panicked,
+        (Some(code), None) if code == (i32::from(INIT_FAILED) << 1) | 1 => Outcome::InitFailed,
+        (Some(code), _) => Outcome::QemuFailed(code),
+        // Killed by a signal: not by us (that is TimedOut), so someone else.
+        (None, _) => Outcome::QemuFailed(-1),
+    }
+}
+
+fn read_rc(run_dir: &Path) -> Option<i32> {
+    fs::read_to_string(run_dir.join("rc"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Copies the console to our stdout and the log as it comes, and reports when
+/// /init's first line arrives (the boot time).
+fn stream_console(
+    mut from: impl Read,
+    log: &mut File,
+    started: Instant,
+    booted: mpsc::Sender<Duration>,
+) {
+    let mut buf = [0u8; 8192];
+    let mut line = Vec::new();
+    let mut seen_init = false;
+    let stdout = io::stdout();
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &buf[..n];
+        // A full disk or a closed terminal must not stop the guest: ignore errors.
+        let _ = log.write_all(chunk);
+        let mut out = stdout.lock();
+        let _ = out.write_all(chunk);
+        let _ = out.flush();
+        if !seen_init {
+            for &byte in chunk {
+                if byte == b'\n' {
+                    if String::from_utf8_lossy(&line).contains(INIT_MARKER) {
+                        seen_init = true;
+                        let _ = booted.send(started.elapsed());
+                        break;
+                    }
+                    line.clear();
+                } else {
+                    line.push(byte);
+                }
+            }
+        }
+    }
+}
+
+/// KVM only where it really works: /dev/kvm here is a nested "PVM" module on
+/// which stock kernels abort (`failed to set MSR 0x10a`, VM.md), so it must open
+/// read-write AND be the real kvm_intel or kvm_amd. Otherwise TCG with every
+/// feature it emulates.
+fn accelerator() -> (&'static str, &'static str) {
+    let kvm_usable = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+        && ["/sys/module/kvm_intel", "/sys/module/kvm_amd"]
+            .iter()
+            .any(|m| Path::new(m).exists());
+    if kvm_usable {
+        ("kvm", "host")
+    } else {
+        ("tcg", "max")
+    }
+}
+
+/// A fresh run directory `target/vm/run-<kernel>/`, emptied first so an rc file
+/// can only come from this boot.
+pub fn fresh_run_dir(vm_dir: &Path, kernel_line: &str) -> Result<PathBuf> {
+    let dir = vm_dir.join(format!("run-{kernel_line}"));
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("could not empty {}", dir.display()))?;
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_qemu_exits() {
+        assert_eq!(classify(Some(1), Some(0)), Outcome::Finished(0));
+        assert_eq!(classify(Some(203), Some(101)), Outcome::Finished(101));
+        // rc 200 survives although the exit code keeps only 7 bits of it.
+        assert_eq!(classify(Some(145), Some(200)), Outcome::Finished(200));
+        assert_eq!(classify(Some(0), None), Outcome::Panicked);
+        assert_eq!(classify(Some(0), Some(3)), Outcome::Finished(3));
+        assert_eq!(classify(Some(251), None), Outcome::InitFailed);
+        assert_eq!(classify(Some(1), None), Outcome::QemuFailed(1));
+        assert_eq!(classify(None, None), Outcome::QemuFailed(-1));
+    }
+}
