@@ -27,6 +27,9 @@ pub enum Command {
     /// Count clock reads per process and call stack, then write a flamegraph,
     /// folded stacks or JSON (or print a summary).
     Record(RecordArgs),
+    /// Live full-screen view: processes by clock reads per second, their
+    /// stacks, flamegraph export.
+    Top(TopArgs),
     /// What this kernel and user allow: each hook type really tried, the
     /// clocksource, and which backend each source would use.
     Doctor(DoctorArgs),
@@ -122,3 +125,47 @@ pub struct RecordArgs {
     pub command: Vec<OsString>,
 }
 
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// Show only this process (all its threads); repeatable. Default: every
+    /// process on the host.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    #[arg(short = 's', long = "sources", value_name = "SOURCES",
+          default_value = DEFAULT_SOURCES, long_help = SOURCES_HELP)]
+    pub sources: SourceSet,
+
+    /// Refresh the view every SECS seconds.
+    #[arg(
+        short = 'i',
+        long = "interval",
+        value_name = "SECS",
+        default_value_t = 1.0
+    )]
+    pub interval: f64,
+
+    /// Write flamegraphs exported with `e`/`E` into this directory.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub export_dir: PathBuf,
+
+    /// Sampling frequency of the vdso source, in Hz per CPU.
+    #[arg(short = 'F', long = "frequency", value_name = "HZ", default_value_t = 999,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub frequency: u64,
+
+    /// Attach every hook through this backend only (default: the cheapest one
+    /// the kernel accepts).
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub backend: Option<Backend>,
+
+    /// Distinct (process, stack, clock) entries the kernel can count; events
+    /// beyond it are counted as lost.
+    #[arg(long, value_name = "N", default_value_t = 65536)]
+    pub count_entries: u32,
+
+    /// Distinct stacks the kernel can keep; stacks beyond it are lost, their
+    /// events still counted.
+    #[arg(long, value_name = "N", default_value_t = 16384)]
+    pub stack_entries: u32,
+}

@@ -49,7 +49,7 @@ struct Report {
 
 /// Clocksources the x86/arm64 vDSO reads directly (VDSO_CLOCKMODE_*); any
 /// other makes every clock_gettime a real system call.
-const VDSO_CLOCKSOURCES: &[&str] = &[
+pub(crate) const VDSO_CLOCKSOURCES: &[&str] = &[
     "tsc",
     "kvm-clock",
     "arch_sys_counter",

@@ -2,7 +2,8 @@
 //!
 //! Data flows one way, one module per stage:
 //! probes (attach) -> kernel maps -> collect -> symbolize (with proc_tracker's
-//! mappings) -> aggregate -> export.
+//! mappings) -> aggregate -> export, or for `top`: collect -> live (rates) ->
+//! tui, symbolizing only what is looked at.
 
 mod aggregate;
 mod binaries;
@@ -11,6 +12,7 @@ mod collect;
 mod doctor;
 mod export;
 mod kernel_btf;
+mod live;
 mod privileges;
 mod probes;
 mod proc_tracker;
@@ -19,6 +21,8 @@ mod session;
 mod source;
 mod symbolize;
 mod target;
+mod top;
+mod tui;
 
 use clap::Parser;
 
@@ -62,6 +66,7 @@ fn main() {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Record(args) => record::record(args).await,
+            Command::Top(args) => top::top(args).await,
             Command::Doctor(args) => doctor::doctor(args),
         }
     });

@@ -1,0 +1,120 @@
+//! Flamegraphs of what the live view counted so far, through the same
+//! aggregate and export code as `clockprof record`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use aya::Ebpf;
+
+use super::stacks::StackCache;
+use super::Snapshot;
+use crate::aggregate::{Profile, RecordingInfo};
+use crate::collect::clock_read;
+use crate::export::{self, Format, OutputFile};
+use crate::proc_tracker::ProcTracker;
+use crate::symbolize::SymbolizedSample;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Process(u32),
+    All,
+}
+
+/// Where an export went.
+#[derive(Debug)]
+pub struct Exported {
+    pub svg: PathBuf,
+    pub folded: PathBuf,
+    pub reads: u64,
+}
+
+/// Writes `scope`'s reads since the view started as `clockprof-SCOPE-TIME.svg`
+/// and `.folded` into `dir`. `info` says how they were counted.
+pub fn export(
+    snapshot: &Snapshot,
+    scope: Scope,
+    cache: &mut StackCache,
+    ebpf: &Ebpf,
+    tracker: &mut ProcTracker,
+    info: RecordingInfo,
+    dir: &Path,
+) -> Result<Exported> {
+    let keys = match scope {
+        Scope::Process(pid) => snapshot.keys_of(pid),
+        Scope::All => &snapshot.keys[..],
+    };
+    cache.resolve(keys.iter().map(|k| &k.key), ebpf, tracker)?;
+    let samples = keys
+        .iter()
+        .filter_map(|count| {
+            let stack = cache.get(&count.key)?;
+            let pid = count.key.tgid;
+            Some(SymbolizedSample {
+                pid,
+                comm: tracker
+                    .comm(pid)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("[pid {pid}]")),
+                read: clock_read(&count.key),
+                frames: stack.frames.clone(),
+                state: stack.state,
+                count: count.total,
+            })
+        })
+        .collect();
+    let profile = Profile::new(samples, info);
+
+    let dir = std::path::absolute(dir)
+        .with_context(|| format!("cannot resolve the export directory {}", dir.display()))?;
+    let stem = match scope {
+        Scope::Process(pid) => format!("clockprof-{pid}-{}", local_timestamp()),
+        Scope::All => format!("clockprof-all-{}", local_timestamp()),
+    };
+    let svg = dir.join(format!("{stem}.svg"));
+    let folded = dir.join(format!("{stem}.folded"));
+    // Both files are created before either is written, so an unwritable
+    // directory leaves neither.
+    let svg_file = OutputFile::create(&svg)?;
+    let folded_file = OutputFile::create(&folded)?;
+    svg_file.commit(&export::render(&profile, Format::Svg)?)?;
+    folded_file.commit(&export::render(&profile, Format::Folded)?)?;
+    Ok(Exported {
+        svg,
+        folded,
+        reads: profile.total,
+    })
+}
+
+/// `YYYYmmdd-HHMMSS` in local time, for file names that sort by time.
+fn local_timestamp() -> String {
+    // SAFETY: time(NULL) has no preconditions; localtime_r writes only into
+    // the tm we own.
+    let tm = unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&now, &mut tm);
+        tm
+    };
+    format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_sort_as_text() {
+        let stamp = local_timestamp();
+        assert_eq!(stamp.len(), 15, "{stamp}");
+        assert_eq!(&stamp[8..9], "-");
+        assert!(stamp.starts_with("20"), "{stamp}");
+    }
+}

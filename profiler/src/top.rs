@@ -1,0 +1,450 @@
+//! `clockprof top`: attaches the probes, then every refresh turns the kernel's
+//! cumulative counts into rates and redraws; keys, resizes and signals are
+//! served in between. Stacks are read and symbolized only for the process the
+//! user drills into or exports, and each only once.
+//!
+//! Every way out (q, Ctrl-C, SIGTERM, SIGHUP, an error, a panic) drops the
+//! full-screen terminal, which restores it, and the session, which detaches
+//! every probe.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use crossterm::event::{Event, EventStream};
+use futures_util::StreamExt;
+use ratatui::backend::Backend;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::aggregate::RecordingInfo;
+use crate::cli::TopArgs;
+use crate::collect;
+use crate::live::export::{self, Scope};
+use crate::live::host::Clocksource;
+use crate::live::labels::Labeler;
+use crate::live::stacks::{process_stacks, StackCache, StackRow};
+use crate::live::{RateModel, Snapshot};
+use crate::session::{self, Session, SessionConfig};
+use crate::tui::app::{App, Effect, Screen};
+use crate::tui::keys::{self, Action};
+use crate::tui::view::{self, Context, Data};
+use crate::tui::{self, FullScreen, Terminal};
+
+/// Faster refreshes cost more than they show.
+const MIN_INTERVAL: f64 = 0.1;
+
+pub async fn top(args: TopArgs) -> Result<i32> {
+    let refresh = check(&args)?;
+    tui::require_terminal()?;
+    let mut live = Live::start(args, refresh)?;
+    let mut screen = FullScreen::enter()?;
+    let stop = live.run(&mut screen.terminal).await;
+    drop(screen);
+    match stop? {
+        Stop::Quit | Stop::Signal => Ok(0),
+        // The terminal is gone with its user: say why where it may still be
+        // seen, without failing on a closed stderr.
+        Stop::TerminalLost(err) => {
+            let _ = writeln!(std::io::stderr(), "clockprof: lost the terminal: {err}.");
+            Ok(1)
+        }
+    }
+}
+
+/// Checks what can be checked before anything is attached; returns the
+/// refresh interval.
+fn check(args: &TopArgs) -> Result<Duration> {
+    let secs = args.interval;
+    if !(secs >= MIN_INTERVAL && secs.is_finite()) {
+        bail!("the refresh interval -i must be at least {MIN_INTERVAL} seconds, not {secs}");
+    }
+    if !args.export_dir.is_dir() {
+        bail!(
+            "the export directory {} does not exist; create it or pick another with --export-dir",
+            args.export_dir.display()
+        );
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+enum Stop {
+    Quit,
+    Signal,
+    TerminalLost(std::io::Error),
+}
+
+/// The running view: the session and everything derived from it.
+struct Live {
+    app: App,
+    session: Session,
+    model: RateModel,
+    labeler: Labeler,
+    stacks: StackCache,
+    context: Context,
+    /// Sources and hooks, for the title of exported flamegraphs.
+    recording: RecordingInfo,
+    export_dir: std::path::PathBuf,
+    latest: Arc<Snapshot>,
+    /// What the screen shows: `latest`, unless the view is frozen.
+    shown: Arc<Snapshot>,
+    started: Instant,
+    last_refresh: Instant,
+    /// Pids and stack ids on screen, in order, and rows per page, from the
+    /// last frame drawn: what keys move through.
+    process_ids: Vec<u64>,
+    stack_ids: Vec<u64>,
+    page: usize,
+}
+
+impl Live {
+    /// Attaches the probes for arguments that passed `check`.
+    fn start(args: TopArgs, refresh: Duration) -> Result<Live> {
+        let session = Session::start(&SessionConfig {
+            pids: &args.pids,
+            all: false,
+            command: false,
+            sources: &args.sources.0,
+            sources_explicit: args.sources.explicit(),
+            backend: args.backend,
+            count_entries: args.count_entries,
+            stack_entries: args.stack_entries,
+            frequency: args.frequency,
+            kernel_functions: &[],
+        })?;
+        let recording = RecordingInfo {
+            sources: args.sources.0.clone(),
+            attachments: session.attachments(),
+            ..RecordingInfo::default()
+        };
+        let target = match &args.pids[..] {
+            [] => "host-wide".to_string(),
+            pids => format!(
+                "PID {}",
+                pids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        };
+        // A source the kernel refused everywhere (its warning went to stderr
+        // before the screen was taken) counts nothing: say so, not "0/s".
+        let (sources, unavailable) = args
+            .sources
+            .0
+            .iter()
+            .partition(|&&s| recording.attachments.iter().any(|a| a.source == s));
+        let context = Context {
+            sources,
+            unavailable,
+            backends: recording.backends(),
+            clocksource: Clocksource::read(),
+            target,
+            refresh,
+        };
+        Ok(Live {
+            app: App::new(&context.sources),
+            session,
+            model: RateModel::new(refresh),
+            labeler: Labeler::default(),
+            stacks: StackCache::default(),
+            context,
+            recording,
+            export_dir: args.export_dir,
+            latest: Arc::new(Snapshot::default()),
+            shown: Arc::new(Snapshot::default()),
+            started: Instant::now(),
+            last_refresh: Instant::now(),
+            process_ids: Vec::new(),
+            stack_ids: Vec::new(),
+            page: 10,
+        })
+    }
+
+    async fn run(&mut self, terminal: &mut Terminal) -> Result<Stop> {
+        let refresh = self.context.refresh;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut events = EventStream::new();
+        let mut drain = tokio::time::interval(session::DRAIN_INTERVAL);
+        // The first refresh comes after a full interval: an earlier one would
+        // turn a few milliseconds of counts into a noisy rate.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if let Err(err) = self.draw(terminal) {
+            return Ok(Stop::TerminalLost(err));
+        }
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => return Ok(Stop::Signal),
+                _ = sighup.recv() => return Ok(Stop::Signal),
+                _ = sigint.recv() => return Ok(Stop::Signal),
+                _ = drain.tick() => {
+                    self.session.tracker.drain();
+                    continue;
+                }
+                _ = ticks.tick() => self.refresh()?,
+                event = events.next() => match event {
+                    Some(Ok(Event::Key(key))) => {
+                        let Some(action) = keys::action(key, self.app.input_mode()) else {
+                            continue;
+                        };
+                        if self.act(action, terminal) == Effect::Quit {
+                            return Ok(Stop::Quit);
+                        }
+                    }
+                    Some(Ok(Event::Resize(..))) => {}
+                    Some(Ok(_)) => continue,
+                    Some(Err(err)) => return Ok(Stop::TerminalLost(err)),
+                    None => return Ok(Stop::TerminalLost(std::io::ErrorKind::UnexpectedEof.into())),
+                },
+            }
+            if let Err(err) = self.draw(terminal) {
+                return Ok(Stop::TerminalLost(err));
+            }
+        }
+    }
+
+    fn refresh(&mut self) -> Result<()> {
+        let counts = collect::collect_counts(self.session.probes.ebpf())?;
+        let now = Instant::now();
+        let interval = now - std::mem::replace(&mut self.last_refresh, now);
+        let tracker = &self.session.tracker;
+        let labeler = &mut self.labeler;
+        self.latest = self.model.update(
+            counts.counts,
+            counts.lost,
+            interval,
+            now - self.started,
+            |pid| labeler.label(pid, tracker),
+        );
+        labeler.end_refresh();
+        if !self.app.frozen {
+            self.shown = Arc::clone(&self.latest);
+        }
+        self.context.clocksource = Clocksource::read();
+        Ok(())
+    }
+
+    /// The drilled-in process's stacks, symbolizing those not seen before.
+    fn stack_rows(&mut self) -> Vec<StackRow> {
+        let Screen::Stacks { pid } = self.app.screen else {
+            return Vec::new();
+        };
+        let keys = self.shown.keys_of(pid);
+        let resolved = self.stacks.resolve(
+            keys.iter().map(|k| &k.key),
+            self.session.probes.ebpf(),
+            &mut self.session.tracker,
+        );
+        if let Err(err) = resolved {
+            self.app
+                .set_status(format!("could not read the stacks: {err:#}"), true);
+        }
+        process_stacks(keys, &self.stacks)
+    }
+
+    /// Carries out one key's action; what is left to the caller is quitting.
+    fn act<B: Backend>(&mut self, action: Action, terminal: &mut ratatui::Terminal<B>) -> Effect {
+        let effect = self
+            .app
+            .handle(action, &self.process_ids, &self.stack_ids, self.page);
+        if let Effect::Export(scope) = effect {
+            self.export(terminal, scope);
+        }
+        if !self.app.frozen {
+            self.shown = Arc::clone(&self.latest);
+        }
+        effect
+    }
+
+    fn draw<B: Backend>(&mut self, terminal: &mut ratatui::Terminal<B>) -> Result<(), B::Error> {
+        let stacks = self.stack_rows();
+        let shown = Arc::clone(&self.shown);
+        let processes = self.app.visible_processes(&shown);
+        self.process_ids = processes.iter().map(|p| u64::from(p.pid)).collect();
+        self.stack_ids = stacks.iter().map(|s| s.id).collect();
+        self.app.processes.sync(&self.process_ids);
+        self.app.stacks.sync(&self.stack_ids);
+        let data = Data {
+            context: &self.context,
+            snapshot: &shown,
+            processes: &processes,
+            stacks: &stacks,
+        };
+        let app = &mut self.app;
+        let frame = terminal.draw(|frame| view::render(frame, app, &data))?;
+        self.page = view::page_rows(frame.area.height);
+        Ok(())
+    }
+
+    fn export<B: Backend>(&mut self, terminal: &mut ratatui::Terminal<B>, scope: Scope) {
+        // Symbolizing everything can take a moment: say so first.
+        self.app.set_status("exporting…".into(), false);
+        let _ = self.draw(terminal);
+        let info = RecordingInfo {
+            duration: self.shown.elapsed,
+            lost: self.shown.lost,
+            lost_mapping_records: self.session.tracker.lost_records(),
+            ..self.recording.clone()
+        };
+        let exported = export::export(
+            &self.shown,
+            scope,
+            &mut self.stacks,
+            self.session.probes.ebpf(),
+            &mut self.session.tracker,
+            info,
+            &self.export_dir,
+        );
+        match exported {
+            Ok(exported) => self.app.set_status(
+                format!(
+                    "wrote {} reads to {} and {}",
+                    exported.reads,
+                    exported.svg.display(),
+                    exported.folded.display()
+                ),
+                false,
+            ),
+            Err(err) => self.app.set_status(format!("export failed: {err:#}"), true),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The live view drawn from a real run: the C fixture making clock
+    //! syscalls, real probes, rates and symbolized stacks, on ratatui's
+    //! TestBackend. Needs root, like everything that attaches eBPF.
+
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command};
+
+    use clap::Parser;
+    use ratatui::backend::TestBackend;
+
+    use super::*;
+    use crate::cli::{Cli, Command as Subcommand};
+
+    /// `fixture_spin` making clock_gettime syscalls for a while.
+    struct SpinFixture {
+        child: Child,
+        dir: PathBuf,
+    }
+
+    const FIXTURE_COMM: &str = "topfixture";
+
+    impl SpinFixture {
+        fn start() -> SpinFixture {
+            let dir =
+                std::env::temp_dir().join(format!("clockprof-top-test-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let source =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/syscall_fixture.c");
+            let exe = dir.join(FIXTURE_COMM);
+            let status = Command::new("gcc")
+                .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
+                .arg(&exe)
+                .arg(&source)
+                .status()
+                .expect("gcc runs");
+            assert!(status.success(), "gcc failed on {}", source.display());
+            let child = Command::new(&exe).args(["spin", "30"]).spawn().unwrap();
+            SpinFixture { child, dir }
+        }
+    }
+
+    impl Drop for SpinFixture {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn draws_a_real_fixture_run_in_80x24_and_drills_into_its_hot_function() {
+        let fixture = SpinFixture::start();
+        let pid = fixture.child.id().to_string();
+        let cli = Cli::try_parse_from([
+            "clockprof",
+            "top",
+            "-p",
+            &pid,
+            "-s",
+            "syscall",
+            "-i",
+            "0.5",
+            "--export-dir",
+            fixture.dir.to_str().unwrap(),
+        ])
+        .unwrap();
+        let Subcommand::Top(args) = cli.command else {
+            unreachable!("parsed a top command line");
+        };
+        let refresh = check(&args).unwrap();
+        let mut live = Live::start(args, refresh).expect("attaching the probes (run as root)");
+        let mut terminal = ratatui::Terminal::new(TestBackend::new(80, 24)).unwrap();
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(500));
+            live.session.tracker.drain();
+            live.refresh().unwrap();
+        }
+
+        live.draw(&mut terminal).unwrap();
+        let screen = crate::tui::screen_text(&terminal);
+        let row = screen
+            .lines()
+            .find(|line| line.contains(&pid) && line.contains(FIXTURE_COMM))
+            .unwrap_or_else(|| panic!("no row for the fixture:\n{screen}"));
+        assert!(row.starts_with('▶'), "the fixture is selected:\n{screen}");
+        assert!(row.contains("100.0%"), "it makes every read:\n{screen}");
+        // Hundreds of thousands of syscalls per second, in human units.
+        let rate = live.shown.rate(live.shown.host.delta);
+        assert!(rate > 10_000.0, "{rate}/s\n{screen}");
+        assert!(row.contains(&crate::tui::format::count(rate)), "{screen}");
+        for expected in ["READS/S▼", "SHARE", "clocksource ", "backend ", "? help"] {
+            assert!(screen.contains(expected), "{expected}:\n{screen}");
+        }
+        assert_eq!(screen.lines().count(), 24);
+
+        live.act(Action::DrillIn, &mut terminal);
+        live.draw(&mut terminal).unwrap();
+        let screen = crate::tui::screen_text(&terminal);
+        assert!(screen.contains(&format!("PID {pid}")), "{screen}");
+        let hottest = screen
+            .lines()
+            .find(|line| line.starts_with('▶'))
+            .unwrap_or_else(|| panic!("no stack selected:\n{screen}"));
+        assert!(hottest.contains("100.0%"), "{screen}");
+        assert!(hottest.contains("fixture_spin ← main"), "{screen}");
+        assert!(hottest.contains("clock_gettime MONOTONIC"), "{screen}");
+        assert!(screen.contains("▶ fixture_spin"), "{screen}");
+
+        live.act(Action::ExportSelection, &mut terminal);
+        let status = live
+            .app
+            .current_status()
+            .expect("export says where")
+            .clone();
+        assert!(!status.error, "{}", status.text);
+        let folded_path = std::fs::read_dir(&fixture.dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| path.extension().is_some_and(|e| e == "folded"))
+            .expect("a folded file was written");
+        assert!(status.text.contains(folded_path.to_str().unwrap()));
+        let folded = std::fs::read_to_string(&folded_path).unwrap();
+        assert!(
+            folded.lines().any(|line| line.starts_with(FIXTURE_COMM)
+                && line.contains(";main;fixture_spin;[syscall clock_gettime MONOTONIC] ")),
+            "{folded}"
+        );
+
+        live.act(Action::Back, &mut terminal);
+        live.draw(&mut terminal).unwrap();
+        assert!(crate::tui::screen_text(&terminal).contains("COMMAND"));
+    }
+}
