@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod process;
 mod setup;
+mod tally;
 mod test_suite;
 mod vm;
 mod workspace;

@@ -47,9 +47,10 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
     PackageGroup {
         name: "test-tools",
         why: "bpftrace as the bench's reference tracer, tmux to drive the TUI in tests, \
-              python3 for the contract check",
+              python3 for the contract check and XML checks, bpftool to prove no program \
+              stays loaded after clockprof exits",
         default: true,
-        packages: &["bpftrace", "tmux", "python3"],
+        packages: &["bpftrace", "bpftool", "tmux", "python3"],
         backports: &[],
     },
     PackageGroup {

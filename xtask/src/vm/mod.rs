@@ -64,7 +64,7 @@ impl KernelChoice {
 
 /// `cargo xtask vm-test`.
 pub fn run(args: &VmTestArgs) -> Result<ExitCode> {
-    let passed = run_kernels(args.kernel, &args.filters, args.timeout)?;
+    let (passed, _) = run_kernels(args.kernel, &args.filters, args.timeout)?;
     Ok(if passed {
         ExitCode::SUCCESS
     } else {
@@ -74,7 +74,13 @@ pub fn run(args: &VmTestArgs) -> Result<ExitCode> {
 
 /// Installs, builds, boots each kernel and reports; true when every kernel
 /// passed. Also what `cargo xtask test` calls after the host tests.
-pub fn run_kernels(choice: KernelChoice, filters: &[String], timeout_secs: u64) -> Result<bool> {
+/// Boots each kernel and runs the VM tests; returns whether all passed and
+/// the guests' test counts.
+pub fn run_kernels(
+    choice: KernelChoice,
+    filters: &[String],
+    timeout_secs: u64,
+) -> Result<(bool, crate::tally::Tally)> {
     let started = Instant::now();
     setup::run(&SetupArgs {
         with: vec!["vm".to_string()],
@@ -114,7 +120,11 @@ pub fn run_kernels(choice: KernelChoice, filters: &[String], timeout_secs: u64) 
         if passed { "OK" } else { "FAILED" },
         started.elapsed().as_secs_f64()
     );
-    Ok(passed)
+    let mut tally = crate::tally::Tally::default();
+    for line in results.iter().flat_map(|r| &r.summary.test_lines) {
+        tally.add_line(line);
+    }
+    Ok((passed, tally))
 }
 
 /// What the guest runs, built on the host: compiling under emulation would be
