@@ -83,6 +83,11 @@ fn command_that_cannot_start_leaves_no_output() {
 
 #[test]
 fn not_root_names_the_missing_capabilities() {
+    // The checkout may sit where `nobody` cannot reach (e.g. under /root):
+    // run a world-readable copy from /tmp instead.
+    let copy = std::env::temp_dir().join(format!("clockprof-nonroot-{}", std::process::id()));
+    std::fs::copy(clockprof(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let output = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -91,10 +96,12 @@ fn not_root_names_the_missing_capabilities() {
             "--inh-caps=-all",
             "--bounding-set=-all",
         ])
-        .arg(clockprof())
+        .arg(&copy)
         .args(["record", "-d", "1"])
+        .current_dir("/")
         .output()
         .expect("setpriv runs");
+    std::fs::remove_file(&copy).unwrap();
     assert_clear_error(
         &output,
         "needs root or the capabilities CAP_BPF and CAP_PERFMON",
