@@ -11,6 +11,7 @@ mod daemon;
 mod procfs;
 mod report;
 mod scenario;
+mod top_cost;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -135,8 +136,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         run_dir.display()
     );
     print!("{}", report::table(&rows));
+    let top = if args.skip_clockprof {
+        None
+    } else {
+        let fixture = compile_fixture(&bench_dir)?;
+        let cost = top_cost::measure(&clockprof, &fixture).context("measuring clockprof top")?;
+        cost.print();
+        Some(cost)
+    };
     let json_path = bench_dir.join("results.json");
-    let json = report::json(&rows, args.iterations, args.runs);
+    let mut json = report::json(&rows, args.iterations, args.runs);
+    if let Some(top) = &top {
+        json["clockprof_top"] = top.json();
+    }
     fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
         .with_context(|| format!("could not write {}", json_path.display()))?;
     println!("JSON: {}", json_path.display());
@@ -160,6 +172,18 @@ fn compile_loop(bench_dir: &Path) -> Result<PathBuf> {
             .args(["-O2", "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-o"])
             .arg(&bin)
             .arg(workspace::root().join(LOOP_SOURCE)),
+    )?;
+    Ok(bin)
+}
+
+/// The test fixture, whose `stacks` mode reads the clock from 4096 stacks.
+fn compile_fixture(bench_dir: &Path) -> Result<PathBuf> {
+    let bin = bench_dir.join("stack_tree_fixture");
+    process::run(
+        Command::new("gcc")
+            .args(["-O1", "-fno-omit-frame-pointer", "-o"])
+            .arg(&bin)
+            .arg(workspace::root().join("tests/fixtures/syscall_fixture.c")),
     )?;
     Ok(bin)
 }
