@@ -45,16 +45,9 @@ impl RecordingInfo {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StackCount {
-    pub pid: u32,
-    pub comm: String,
-    pub read: ClockRead,
-    /// Outermost first; the clock read itself is not a frame (see `leaf`).
-    pub frames: Vec<Frame>,
-    pub state: StackState,
-    pub count: u64,
-}
+/// A stack of the profile: a symbolized sample, merged with every other of
+/// the same process, clock read and frames.
+pub type StackCount = SymbolizedSample;
 
 impl StackCount {
     /// `ROOT;FRAME;...;LEAF` as DESIGN.md's folded format has it.
@@ -110,12 +103,8 @@ impl Profile {
             stacks
                 .entry((sample.pid, sample.read, sample.frames.clone(), sample.state))
                 .or_insert_with(|| StackCount {
-                    pid: sample.pid,
-                    comm: sample.comm,
-                    read: sample.read,
-                    frames: sample.frames,
-                    state: sample.state,
                     count: 0,
+                    ..sample.clone()
                 })
                 .count += sample.count;
         }

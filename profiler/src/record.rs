@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::aggregate::{Profile, RecordingInfo};
 use crate::cli::RecordArgs;
 use crate::export::{self, Format, OutputFile};
-use crate::session::{self, Session, SessionConfig};
+use crate::session::{self, Session};
 use crate::source::Source;
 use crate::{symbolize, target as command};
 
@@ -38,24 +38,13 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         None => None,
     };
     let has_command = !args.command.is_empty();
-    let mut session = Session::start(&SessionConfig {
-        pids: &args.pids,
-        all: args.all,
-        command: has_command,
-        sources: &args.sources.0,
-        sources_explicit: args.sources.explicit(),
-        backend: args.backend,
-        count_entries: args.count_entries,
-        stack_entries: args.stack_entries,
-        frequency: args.frequency,
-        kernel_functions: &args.kernel_functions,
-    })?;
+    let mut session = Session::start(&args.probe.session_config(args.all, has_command))?;
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut child = if has_command {
         let targets_fd = session.probes.targets_fd()?;
-        let sources = &args.sources.0;
+        let sources = &args.probe.sources.0;
         Some(command::spawn(&args.command, targets_fd, |pid| {
             session.attach_for_command(sources, pid, &args.command[0])
         })?)
@@ -64,6 +53,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     };
     // The sources really recording: a default one the kernel cannot serve is out.
     let sources: Vec<Source> = args
+        .probe
         .sources
         .0
         .iter()
@@ -77,7 +67,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
             .map(|s| s.name())
             .collect::<Vec<_>>()
             .join(","),
-        match (&args.pids[..], has_command) {
+        match (&args.probe.pids[..], has_command) {
             (_, true) => " of COMMAND".to_string(),
             ([], false) => " host-wide".to_string(),
             (pids, false) => format!(
@@ -108,7 +98,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
             _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),
             _ = drain.tick() => {
                 session.tracker.drain();
-                if !has_command && !args.pids.is_empty() && !args.pids.iter().any(|&p| session::process_alive(p)) {
+                if !has_command && !args.probe.pids.is_empty() && !args.probe.pids.iter().any(|&p| session::process_alive(p)) {
                     break Stop::TargetsExited;
                 }
             }
@@ -136,10 +126,11 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
             lost: collected.lost,
             lost_mapping_records: tracker.lost_records(),
             sample_frequency: args
+                .probe
                 .sources
                 .0
                 .contains(&Source::Vdso)
-                .then_some(args.frequency),
+                .then_some(args.probe.frequency),
             unavailable,
         },
     );

@@ -56,7 +56,7 @@ pub enum StackState {
     UserStackLost,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SymbolizedSample {
     pub pid: u32,
     pub comm: String,

@@ -25,7 +25,7 @@ use crate::live::host::Clocksource;
 use crate::live::labels::Labeler;
 use crate::live::stacks::{process_stacks, StackCache, StackRow};
 use crate::live::{RateModel, Snapshot};
-use crate::session::{self, Session, SessionConfig};
+use crate::session::{self, Session};
 use crate::tui::app::{App, Effect, Screen};
 use crate::tui::keys::{self, Action};
 use crate::tui::view::{self, Context, Data};
@@ -100,24 +100,13 @@ struct Live {
 impl Live {
     /// Attaches the probes for arguments that passed `check`.
     fn start(args: TopArgs, refresh: Duration) -> Result<Live> {
-        let session = Session::start(&SessionConfig {
-            pids: &args.pids,
-            all: false,
-            command: false,
-            sources: &args.sources.0,
-            sources_explicit: args.sources.explicit(),
-            backend: args.backend,
-            count_entries: args.count_entries,
-            stack_entries: args.stack_entries,
-            frequency: args.frequency,
-            kernel_functions: &[],
-        })?;
+        let session = Session::start(&args.probe.session_config(false, false))?;
         let recording = RecordingInfo {
-            sources: args.sources.0.clone(),
+            sources: args.probe.sources.0.clone(),
             attachments: session.attachments(),
             ..RecordingInfo::default()
         };
-        let target = match &args.pids[..] {
+        let target = match &args.probe.pids[..] {
             [] => "host-wide".to_string(),
             pids => format!(
                 "PID {}",
@@ -130,6 +119,7 @@ impl Live {
         // A source the kernel refused everywhere (its warning went to stderr
         // before the screen was taken) counts nothing: say so, not "0/s".
         let (sources, unavailable) = args
+            .probe
             .sources
             .0
             .iter()
