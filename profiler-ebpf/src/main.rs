@@ -63,7 +63,7 @@ const SYSCALL_ARG0_OFFSET: usize = 16;
 #[inline(always)]
 fn count_syscall(ctx: &impl StackIdContext, event: u32, clock_id: i32) {
     let callers = match unsafe { user_regs() } {
-        Some((ip, sp, bp)) => skipped_callers(ip, sp, bp),
+        Some((ip, sp, bp)) => skipped_callers(ip, sp, bp, DECODE_SYSCALL),
         None => NO_CALLER,
     };
     count_clock_read(ctx, event, clock_id, false, callers);
@@ -336,7 +336,7 @@ pub fn vdso_sample(ctx: PerfEventContext) -> u32 {
         event::VDSO_SAMPLE,
         CLOCK_ID_NONE,
         false,
-        skipped_callers(ip, regs.rsp, regs.rbp),
+        skipped_callers(ip, regs.rsp, regs.rbp, DECODE_SAMPLE),
     );
     0
 }
@@ -350,21 +350,89 @@ pub fn vdso_sample(ctx: PerfEventContext) -> u32 {
 /// the function that called glibc: its return address sits right above the
 /// wrapper's frame, whose size the wrapper's epilogue tells.
 #[inline(always)]
-fn skipped_callers(ip: u64, sp: u64, bp: u64) -> (u64, u64) {
-    let Ok(code) = (unsafe { bpf_probe_read_user(ip as *const [u8; CODE_WINDOW]) }) else {
+fn skipped_callers(ip: u64, sp: u64, bp: u64, cache_slot: u32) -> (u64, u64) {
+    let Some(cache) = DECODE_CACHE.get_ptr_mut(cache_slot) else {
         return NO_CALLER;
     };
-    let unframed_slot = match code {
-        [0x55, ..] => Some(sp),
-        [0x48, 0x89, 0xe5, ..] => Some(sp + 8),
-        _ => frameless_exit(&code).map(|frame| sp + frame),
-    };
-    // The stack slot holding the return address into the vDSO's caller.
+    let cache = unsafe { &mut *cache };
+    let tgid = bpf_get_current_pid_tgid() >> 32;
+    if cache.tgid != tgid {
+        *cache = DecodeCache {
+            tgid,
+            ip: 0,
+            ip_offset: NOT_UNFRAMED,
+            site: 0,
+            site_frame: NOT_UNFRAMED,
+        };
+    }
+    let unframed_slot = cache.unframed_offset(ip).map(|offset| sp + offset);
+    // The stack slot holding the return address into the sampled code's caller.
     let (caller, slot) = match unframed_slot.map(|slot| (read_return_address(slot), slot)) {
         Some((caller, slot)) if caller != 0 => (caller, slot),
         _ => (0, bp + 8),
     };
-    (caller, wrapper_caller(slot))
+    (caller, wrapper_caller(slot, cache))
+}
+
+/// The last decoding per CPU and program kind: a hot loop reads the clock
+/// from one instruction and returns to one site, so the code bytes there are
+/// read and decoded once, not on every event. A program interrupting another
+/// on the same CPU (an NMI sample) uses its own slot.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct DecodeCache {
+    /// Addresses only mean the same code within one process (non-PIE
+    /// programs share theirs).
+    tgid: u64,
+    ip: u64,
+    /// Where the return address sits relative to sp at `ip`, or NOT_UNFRAMED.
+    ip_offset: u64,
+    site: u64,
+    /// The frame size of a frameless function returning from `site`, or
+    /// NOT_UNFRAMED.
+    site_frame: u64,
+}
+
+const NOT_UNFRAMED: u64 = u64::MAX;
+const DECODE_SYSCALL: u32 = 0;
+const DECODE_SAMPLE: u32 = 1;
+
+#[map]
+static DECODE_CACHE: PerCpuArray<DecodeCache> = PerCpuArray::with_max_entries(2, 0);
+
+impl DecodeCache {
+    /// Where the return address is relative to sp when `ip` runs without a
+    /// frame: at its first instruction (`push %rbp`), the next
+    /// (`mov %rsp,%rbp`), or after its last `pop %rbp`.
+    #[inline(always)]
+    fn unframed_offset(&mut self, ip: u64) -> Option<u64> {
+        if self.ip != ip {
+            self.ip = ip;
+            self.ip_offset = match unsafe { bpf_probe_read_user(ip as *const [u8; CODE_WINDOW]) } {
+                Ok(code) => match code {
+                    [0x55, ..] => 0,
+                    [0x48, 0x89, 0xe5, ..] => 8,
+                    _ => frameless_exit(&code).unwrap_or(NOT_UNFRAMED),
+                },
+                Err(_) => NOT_UNFRAMED,
+            };
+        }
+        (self.ip_offset != NOT_UNFRAMED).then_some(self.ip_offset)
+    }
+
+    /// The frame size of the function `site` returns into, if frameless.
+    #[inline(always)]
+    fn frameless_frame(&mut self, site: u64) -> Option<u64> {
+        if self.site != site {
+            self.site = site;
+            self.site_frame = match unsafe { bpf_probe_read_user(site as *const [u8; CODE_WINDOW]) }
+            {
+                Ok(code) => frameless_exit(&code).unwrap_or(NOT_UNFRAMED),
+                Err(_) => NOT_UNFRAMED,
+            };
+        }
+        (self.site_frame != NOT_UNFRAMED).then_some(self.site_frame)
+    }
 }
 
 /// Reads a return address from the stack, kept only if it follows a call.
@@ -416,14 +484,11 @@ fn frameless_exit(code: &[u8; CODE_WINDOW]) -> Option<u64> {
 
 /// The caller of a frameless wrapper whose return address is at `slot`.
 #[inline(always)]
-fn wrapper_caller(slot: u64) -> u64 {
+fn wrapper_caller(slot: u64, cache: &mut DecodeCache) -> u64 {
     let Ok(return_site) = (unsafe { bpf_probe_read_user(slot as *const u64) }) else {
         return 0;
     };
-    let Ok(code) = (unsafe { bpf_probe_read_user(return_site as *const [u8; CODE_WINDOW]) }) else {
-        return 0;
-    };
-    match frameless_exit(&code) {
+    match cache.frameless_frame(return_site) {
         Some(frame) => read_return_address(slot + 8 + frame),
         None => 0,
     }
