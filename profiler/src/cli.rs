@@ -141,11 +141,11 @@ pub struct RecordArgs {
     pub duration: Option<f64>,
 
     /// Write the profile here (format from -f, else from the extension:
-    /// .svg, .folded, .json). Without it, print a summary.
+    /// .svg, .folded, .json, .pb.gz). Without it, print a summary.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
 
-    /// Output format: svg, folded or json.
+    /// Output format: svg, folded, json or pprof.
     #[arg(short = 'f', long = "format", value_name = "FORMAT")]
     pub format: Option<Format>,
 

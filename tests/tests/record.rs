@@ -516,3 +516,41 @@ fn syscall_from_glibc_and_the_vdso_keeps_the_calling_function() {
         "{text}"
     );
 }
+
+/// pprof output (.pb.gz) as `go tool pprof` reads it: exact cumulative counts
+/// per function, the clock read as the leaf.
+#[test]
+fn pprof_output_reads_back_in_go_tool_pprof() {
+    let dir = TempDir::new("pprof");
+    let out = dir.join("p.pb.gz");
+    let fixture = c_fixture();
+    let (output, _) = record_command(&out, &[fixture.as_os_str(), os("counts"), os("3000")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let top = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top", "-nodecount=100"])
+        .arg(&out)
+        .env("HOME", dir.0.as_os_str())
+        .output()
+        .expect("go tool pprof runs (cargo xtask setup installs golang-go)");
+    assert!(
+        top.status.success(),
+        "{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    let text = String::from_utf8_lossy(&top.stdout);
+    // Columns: flat flat% sum% cum cum% name.
+    let cumulative = |name: &str| -> Option<u64> {
+        text.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() >= 6 && fields[5..].join(" ") == name).then(|| fields[3].parse().ok())?
+        })
+    };
+    assert_eq!(cumulative("fixture_hot"), Some(3000), "{text}");
+    assert_eq!(cumulative("fixture_warm"), Some(1500), "{text}");
+    assert_eq!(
+        cumulative("[syscall clock_gettime MONOTONIC]"),
+        Some(3000),
+        "{text}"
+    );
+    assert!(text.contains("Total samples = 5850"), "{text}");
+}

@@ -4,6 +4,7 @@
 mod folded;
 mod json;
 mod output_file;
+mod pprof;
 mod summary;
 mod svg;
 
@@ -23,6 +24,7 @@ pub enum Format {
     Svg,
     Folded,
     Json,
+    Pprof,
 }
 
 impl FromStr for Format {
@@ -33,8 +35,10 @@ impl FromStr for Format {
             "svg" => Ok(Format::Svg),
             "folded" => Ok(Format::Folded),
             "json" => Ok(Format::Json),
-            "pprof" => Err("pprof output is not supported yet; use svg, folded or json".into()),
-            other => Err(format!("unknown format `{other}`; use svg, folded or json")),
+            "pprof" => Ok(Format::Pprof),
+            other => Err(format!(
+                "unknown format `{other}`; use svg, folded, json or pprof"
+            )),
         }
     }
 }
@@ -45,6 +49,7 @@ impl fmt::Display for Format {
             Format::Svg => "svg",
             Format::Folded => "folded",
             Format::Json => "json",
+            Format::Pprof => "pprof",
         })
     }
 }
@@ -57,14 +62,14 @@ impl Format {
         }
         let name = path.to_string_lossy();
         if name.ends_with(".pb.gz") {
-            bail!("pprof output (.pb.gz) is not supported yet; write .svg, .folded or .json");
+            return Ok(Format::Pprof);
         }
         match path.extension().and_then(|e| e.to_str()) {
             Some("svg") => Ok(Format::Svg),
             Some("folded") => Ok(Format::Folded),
             Some("json") => Ok(Format::Json),
             _ => bail!(
-                "cannot tell the output format of `{name}` from its extension; use -f svg, -f folded or -f json"
+                "cannot tell the output format of `{name}` from its extension; use -f svg, folded, json or pprof"
             ),
         }
     }
@@ -76,6 +81,7 @@ pub fn render(profile: &Profile, format: Format) -> Result<Vec<u8>> {
         Format::Folded => Ok(folded::render(profile).into_bytes()),
         Format::Svg => svg::render(profile),
         Format::Json => json::render(profile),
+        Format::Pprof => pprof::render(profile),
     }
 }
 
@@ -91,7 +97,8 @@ mod tests {
         assert_eq!(resolve(None, "x.json").unwrap(), Format::Json);
         assert_eq!(resolve(Some(Format::Json), "x.svg").unwrap(), Format::Json);
         assert!(resolve(None, "x.txt").is_err());
-        assert!(resolve(None, "x.pb.gz").is_err());
-        assert!("pprof".parse::<Format>().is_err());
+        assert_eq!(resolve(None, "x.pb.gz").unwrap(), Format::Pprof);
+        assert_eq!("pprof".parse::<Format>().unwrap(), Format::Pprof);
+        assert!("png".parse::<Format>().is_err());
     }
 }
