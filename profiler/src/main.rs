@@ -11,6 +11,7 @@ mod cli;
 mod collect;
 mod doctor;
 mod export;
+mod host_facts;
 mod kernel_btf;
 mod live;
 mod privileges;

@@ -18,6 +18,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use profiler_common::names;
 use serde::Serialize;
 
+use crate::host_facts;
 use crate::source::Source;
 
 /// The eBPF object built by build.rs (profiler-ebpf for bpfel-unknown-none).
@@ -148,7 +149,7 @@ pub const DEFAULT_KERNEL_FUNCTIONS: &[&str] = &[
 /// are long and the same for every function.
 pub fn refusal_reason(backend: Backend, err: &anyhow::Error) -> String {
     let text = format!("{err:#}");
-    let reason = if text.contains("kprobe/type") {
+    if text.contains("kprobe/type") {
         "this kernel has no kprobes".to_string()
     } else if text.contains("no usable BTF") {
         "this kernel has no BTF".to_string()
@@ -164,8 +165,7 @@ pub fn refusal_reason(backend: Backend, err: &anyhow::Error) -> String {
         format!("{backend} failed: {errno}")
     } else {
         format!("{backend} failed: {text}")
-    };
-    reason
+    }
 }
 
 /// The address of a kernel function from /proc/kallsyms (needs root, else
@@ -217,18 +217,8 @@ fn vdso_globals() -> Result<(u32, u32, u64)> {
     let btf = crate::kernel_btf::KernelBtf::load()?;
     let mm = btf.member_offset("task_struct", &["mm"])?;
     let vdso = btf.member_offset("mm_struct", &["context", "vdso"])?;
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    let size = maps
-        .lines()
-        .find(|line| line.ends_with("[vdso]"))
-        .and_then(|line| {
-            let (start, end) = line.split_whitespace().next()?.split_once('-')?;
-            Some(u64::from_str_radix(end, 16).ok()? - u64::from_str_radix(start, 16).ok()?)
-        })
-        .ok_or_else(|| {
-            anyhow!("this process has no [vdso] mapping, so the kernel has no vDSO to sample")
-        })?;
-    Ok((mm, vdso, size))
+    let own = host_facts::own_vdso().context("the kernel has no vDSO to sample")?;
+    Ok((mm, vdso, own.end - own.start))
 }
 
 /// A hardware execute breakpoint at `address` on `cpu`, all tasks, firing
@@ -275,16 +265,6 @@ fn open_breakpoint(address: u64, cpu: u32, program_fd: RawFd) -> Result<OwnedFd>
         }
     }
     Ok(event)
-}
-
-fn online_cpus() -> Result<Vec<u32>> {
-    let list = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
-    let mut cpus = Vec::new();
-    for range in list.trim().split(',') {
-        let (first, last) = range.split_once('-').unwrap_or((range, range));
-        cpus.extend(first.parse::<u32>()?..=last.parse::<u32>()?);
-    }
-    Ok(cpus)
 }
 
 /// One attached hook, for the record of what was measured how.
@@ -678,7 +658,7 @@ impl Probes {
         // All CPUs or none: a function watched on some CPUs only would give
         // counts that look exact and are not. Dropping `events` closes them.
         let mut events = Vec::new();
-        for cpu in online_cpus()? {
+        for cpu in host_facts::online_cpus()? {
             events.push(
                 open_breakpoint(address, cpu, program_fd)
                     .with_context(|| format!("breakpoint on CPU {cpu}"))?,
@@ -698,7 +678,7 @@ impl Probes {
     pub fn attach_vdso_sampling(&mut self, frequency: u64) -> Result<()> {
         let sampler: &mut PerfEvent = self.program("vdso_sample")?.try_into()?;
         sampler.load()?;
-        for cpu in online_cpus().context("could not read the online CPUs")? {
+        for cpu in host_facts::online_cpus()? {
             sampler
                 .attach(
                     PerfEventConfig::Software(SoftwareEvent::CpuClock),

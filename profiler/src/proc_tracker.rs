@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::{fs, io, mem, ptr, slice};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use linux_perf_event_reader::constants::PERF_RECORD_MISC_MMAP_BUILD_ID;
 use linux_perf_event_reader::{
     BranchSampleFormat, Endianness, EventRecord, RawData, RawEventRecord, ReadFormat,
@@ -73,12 +73,9 @@ impl ProcTracker {
         if !data_pages.is_power_of_two() {
             bail!("the side-band ring buffer needs a power-of-two page count, not {data_pages}");
         }
-        let cpus = fs::read_to_string("/sys/devices/system/cpu/online")
-            .context("reading the list of online CPUs")?;
-        let rings = parse_cpu_list(&cpus)
-            .context("parsing /sys/devices/system/cpu/online")?
+        let rings = crate::host_facts::online_cpus()?
             .into_iter()
-            .map(|cpu| Ring::open(cpu, data_pages))
+            .map(|cpu| Ring::open(cpu as i32, data_pages))
             .collect::<Result<_>>()?;
         Ok(Self {
             rings,
@@ -305,16 +302,6 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
         file_offset: u64::from_str_radix(offset, 16).ok()?,
         path: path.to_owned(),
     })
-}
-
-/// Parses a kernel CPU list such as "0-3,6,8-9".
-fn parse_cpu_list(list: &str) -> Result<Vec<i32>> {
-    let mut cpus = Vec::new();
-    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
-        let (first, last) = part.split_once('-').unwrap_or((part, part));
-        cpus.extend(first.parse::<i32>()?..=last.parse::<i32>()?);
-    }
-    Ok(cpus)
 }
 
 fn monotonic_ns() -> u64 {
@@ -829,6 +816,5 @@ mod tests {
             parse_maps_line("7f00000-7f01000 rwxp 00000000 00:00 0 "),
             None
         );
-        assert_eq!(parse_cpu_list("0-2,5\n").unwrap(), vec![0, 1, 2, 5]);
     }
 }

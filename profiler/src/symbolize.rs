@@ -146,18 +146,10 @@ struct VdsoImage(std::path::PathBuf);
 
 impl VdsoImage {
     fn dump() -> Option<VdsoImage> {
-        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-        let range = maps
-            .lines()
-            .find(|l| l.ends_with(VDSO))?
-            .split_whitespace()
-            .next()?;
-        let (start, end) = range.split_once('-')?;
-        let start = u64::from_str_radix(start, 16).ok()?;
-        let end = u64::from_str_radix(end, 16).ok()?;
-        let mut image = vec![0u8; (end - start) as usize];
+        let range = crate::host_facts::own_vdso().ok()?;
+        let mut image = vec![0u8; (range.end - range.start) as usize];
         let mem = std::fs::File::open("/proc/self/mem").ok()?;
-        std::os::unix::fs::FileExt::read_exact_at(&mem, &mut image, start).ok()?;
+        std::os::unix::fs::FileExt::read_exact_at(&mem, &mut image, range.start).ok()?;
         let path = std::env::temp_dir().join(format!("clockprof-vdso-{}.so", std::process::id()));
         std::fs::write(&path, image).ok()?;
         Some(VdsoImage(path))
