@@ -62,9 +62,11 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
         // The machine image ships qemu-utils 10.0 from bookworm-backports, which
         // Breaks qemu-system-common << 8.0: installing bookworm's qemu-system-x86
         // 7.2 would remove qemu-img. The backports build (10.0, same source as the
-        // image's qemu-utils) installs beside it, so it is taken whenever the
-        // plain install would remove something. Where nothing conflicts, bookworm's
-        // 7.2 is used: it boots the test kernels just as well.
+        // image's qemu-utils) installs beside it, with its dependencies
+        // (qemu-system-common, qemu-system-data, seabios) from backports too, so it
+        // is taken whenever the plain install would remove something. Where
+        // nothing conflicts, bookworm's 7.2 is used: it boots the test kernels just
+        // as well.
         backports: &["qemu-system-x86"],
     },
 ];
@@ -139,15 +141,12 @@ fn ensure_packages(wanted: &[&'static str]) -> Result<()> {
         );
     }
     process::run(apt_get().arg("update"))?;
-    let plan = plan_install(&missing)?;
-    process::run(
-        apt_get()
-            .args(&plan.apt_options)
-            .args(["install", "-y", "--no-install-recommends"])
-            // Belt and braces: plan_install already checked that nothing goes.
-            .arg("--no-remove")
-            .args(&plan.specs),
-    )?;
+    // Planned in full before anything is installed, so a plan that would remove
+    // a package stops the run with nothing changed.
+    let plans = plan_install(&missing)?;
+    for plan in &plans {
+        process::run(apt_get().args(plan.apt_args(AptAction::Install)))?;
+    }
     let still_missing = missing_packages(wanted)?;
     if !still_missing.is_empty() {
         bail!(
@@ -158,74 +157,139 @@ fn ensure_packages(wanted: &[&'static str]) -> Result<()> {
     Ok(())
 }
 
-/// How to ask apt for the missing packages.
+/// One `apt-get install` run.
 #[derive(Debug, PartialEq)]
 struct InstallPlan {
     /// Extra `-o` options (a sources overlay with backports).
     apt_options: Vec<String>,
-    /// Package names, some as `name/<codename>-backports`.
-    specs: Vec<String>,
+    /// `-t SUITE`: take these packages AND the dependencies they need from
+    /// SUITE. Naming only the package (`name/SUITE`) leaves its dependencies on
+    /// the main suite, and backports' qemu-system-x86 needs backports'
+    /// qemu-system-common, qemu-system-data and seabios (unmet otherwise).
+    target_release: Option<String>,
+    packages: Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+enum AptAction {
+    Install,
+    /// A dry run (`-s`): what would happen, with no lock taken.
+    Simulate,
 }
 
 impl InstallPlan {
-    fn new(
-        missing: &[&str],
-        from_backports: &[&str],
-        suite: &str,
-        apt_options: Vec<String>,
-    ) -> Self {
-        let specs = missing
-            .iter()
-            .map(|p| {
-                if from_backports.contains(p) {
-                    format!("{p}/{suite}")
-                } else {
-                    p.to_string()
-                }
-            })
-            .collect();
-        InstallPlan { apt_options, specs }
+    fn plain(packages: &[&str]) -> Self {
+        InstallPlan {
+            apt_options: Vec::new(),
+            target_release: None,
+            packages: packages.iter().map(|p| p.to_string()).collect(),
+        }
     }
+
+    fn from_suite(packages: &[&str], suite: &str, apt_options: Vec<String>) -> Self {
+        InstallPlan {
+            apt_options,
+            target_release: Some(suite.to_string()),
+            ..InstallPlan::plain(packages)
+        }
+    }
+
+    fn apt_args(&self, action: AptAction) -> Vec<String> {
+        let mut args = self.apt_options.clone();
+        if let Some(suite) = &self.target_release {
+            args.extend(["-t".to_string(), suite.clone()]);
+        }
+        args.push("install".to_string());
+        args.extend(
+            match action {
+                // Belt and braces: plan_install already checked that nothing goes.
+                AptAction::Install => ["-y", "--no-install-recommends", "--no-remove"],
+                // Without --no-remove, so the dry run lists what would go.
+                AptAction::Simulate => ["-s", "--no-install-recommends", ""],
+            }
+            .into_iter()
+            .filter(|a| !a.is_empty())
+            .map(str::to_string),
+        );
+        args.extend(self.packages.iter().cloned());
+        args
+    }
+}
+
+/// How to install the packages a group allows to come from backports.
+#[derive(Debug, PartialEq)]
+enum Route {
+    /// From Debian's main suite, like every other package.
+    Main,
+    /// From backports with their dependencies (`-t`); `overlay` when the
+    /// system's sources do not list backports and a sources overlay adds it.
+    Backports { overlay: bool },
+    /// Nothing can install them without removing a package.
+    Refuse,
 }
 
 /// Setup never removes a package to install another (a developer's machine is
 /// not ours to trim). In order:
-/// 1. apt already offers a backports-listed package from backports: take it.
+/// 1. apt already offers them from backports: take them from there.
 /// 2. A plain install removes nothing: do that.
-/// 3. Otherwise take the backports-listed packages from backports, through a
-///    sources overlay that adds the backports suite for this apt run only
-///    (nothing under /etc/apt changes).
-/// 4. Still removals: stop and say what would go.
-fn plan_install(missing: &[&str]) -> Result<InstallPlan> {
-    let eligible: Vec<&str> = missing
+/// 3. Otherwise take them from backports through a sources overlay that adds
+///    the backports suite for this apt run only (nothing under /etc/apt changes).
+/// 4. No backports suite known: stop and say what would go.
+fn choose_route(offered_by_backports: bool, main_removes: bool, suite_known: bool) -> Route {
+    match (suite_known, offered_by_backports, main_removes) {
+        (true, true, _) => Route::Backports { overlay: false },
+        (_, _, false) => Route::Main,
+        (true, false, true) => Route::Backports { overlay: true },
+        (false, _, true) => Route::Refuse,
+    }
+}
+
+/// The apt runs that install `missing`: the packages no group allows from
+/// backports in one plain run, the others routed by choose_route. Every plan is
+/// simulated first: none may remove an installed package.
+fn plan_install(missing: &[&str]) -> Result<Vec<InstallPlan>> {
+    let (eligible, main_only): (Vec<&str>, Vec<&str>) = missing
         .iter()
-        .copied()
-        .filter(|p| PACKAGE_GROUPS.iter().any(|g| g.backports.contains(p)))
-        .collect();
+        .partition(|p| PACKAGE_GROUPS.iter().any(|g| g.backports.contains(p)));
+    let mut plans = Vec::new();
+    if !main_only.is_empty() {
+        plans.push(checked(InstallPlan::plain(&main_only))?);
+    }
+    if eligible.is_empty() {
+        return Ok(plans);
+    }
     let suite = backports_suite();
-    if let Some(suite) = suite.as_deref().filter(|_| !eligible.is_empty()) {
-        if eligible.iter().all(|p| apt_offers_from(p, suite)) {
-            let plan = InstallPlan::new(missing, &eligible, suite, Vec::new());
-            return checked(plan);
+    let offered = suite
+        .as_deref()
+        .is_some_and(|s| eligible.iter().all(|p| apt_offers_from(p, s)));
+    let main = InstallPlan::plain(&eligible);
+    let removals = if offered {
+        Vec::new()
+    } else {
+        simulated_removals(&main)?
+    };
+    let plan = match (
+        choose_route(offered, !removals.is_empty(), suite.is_some()),
+        suite.as_deref(),
+    ) {
+        (Route::Backports { overlay: false }, Some(suite)) => {
+            InstallPlan::from_suite(&eligible, suite, Vec::new())
         }
-    }
-    let plain = InstallPlan::new(missing, &[], "", Vec::new());
-    let removals = simulated_removals(&plain)?;
-    if removals.is_empty() {
-        return Ok(plain);
-    }
-    if let Some(suite) = suite.as_deref().filter(|_| !eligible.is_empty()) {
-        eprintln!(
-            "xtask: installing {} from {} would remove {}; taking {} from {suite} instead",
-            missing.join(" "),
-            suite.trim_end_matches("-backports"),
-            removals.join(" "),
-            eligible.join(" ")
-        );
-        let options = backports_overlay(suite)?;
-        return checked(InstallPlan::new(missing, &eligible, suite, options));
-    }
-    checked(plain)
+        (Route::Backports { overlay: true }, Some(suite)) => {
+            eprintln!(
+                "xtask: installing {} from {} would remove {}; taking {} and its \
+                 dependencies from {suite} instead",
+                eligible.join(" "),
+                suite.trim_end_matches("-backports"),
+                removals.join(" "),
+                eligible.join(" ")
+            );
+            InstallPlan::from_suite(&eligible, suite, backports_overlay(suite)?)
+        }
+        _ => main,
+    };
+    plans.push(checked(plan)?);
+    Ok(plans)
 }
 
 fn checked(plan: InstallPlan) -> Result<InstallPlan> {
@@ -234,7 +298,7 @@ fn checked(plan: InstallPlan) -> Result<InstallPlan> {
         bail!(
             "installing {} would remove installed packages: {}. Setup never removes \
              packages; remove them yourself if you do not need them, then re-run",
-            plan.specs.join(" "),
+            plan.packages.join(" "),
             removals.join(" ")
         );
     }
@@ -244,15 +308,13 @@ fn checked(plan: InstallPlan) -> Result<InstallPlan> {
 /// What `apt-get install -s` would remove (a dry run; needs no lock).
 fn simulated_removals(plan: &InstallPlan) -> Result<Vec<String>> {
     let out = apt_get()
-        .args(&plan.apt_options)
-        .args(["install", "-s", "--no-install-recommends"])
-        .args(&plan.specs)
+        .args(plan.apt_args(AptAction::Simulate))
         .output()
         .context("could not run apt-get")?;
     if !out.status.success() {
         bail!(
             "apt-get cannot install {}:\n{}",
-            plan.specs.join(" "),
+            plan.packages.join(" "),
             String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -431,20 +493,57 @@ mod tests {
     }
 
     #[test]
-    fn install_plans_name_backports_packages_by_suite() {
-        let plan = InstallPlan::new(
-            &["qemu-system-x86", "busybox-static"],
-            &["qemu-system-x86"],
-            "bookworm-backports",
-            Vec::new(),
-        );
+    fn backports_plans_take_dependencies_from_backports_too() {
+        let overlay = vec!["-o".to_string(), "Dir::Etc::sourceparts=/t/apt".to_string()];
+        let plan = InstallPlan::from_suite(&["qemu-system-x86"], "bookworm-backports", overlay);
         assert_eq!(
-            plan.specs,
-            ["qemu-system-x86/bookworm-backports", "busybox-static"]
+            plan.apt_args(AptAction::Install),
+            [
+                "-o",
+                "Dir::Etc::sourceparts=/t/apt",
+                "-t",
+                "bookworm-backports",
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "--no-remove",
+                "qemu-system-x86"
+            ]
+        );
+        // The dry run must be free to list removals.
+        assert_eq!(
+            InstallPlan::plain(&["gcc", "golang-go"]).apt_args(AptAction::Simulate),
+            [
+                "install",
+                "-s",
+                "--no-install-recommends",
+                "gcc",
+                "golang-go"
+            ]
         );
         assert!(PACKAGE_GROUPS
             .iter()
             .all(|g| g.backports.iter().all(|b| g.packages.contains(b))));
+    }
+
+    #[test]
+    fn routes_never_remove_a_package() {
+        // A fresh image: qemu-utils from backports, no backports in the sources.
+        assert_eq!(
+            choose_route(false, true, true),
+            Route::Backports { overlay: true }
+        );
+        assert_eq!(choose_route(false, false, true), Route::Main);
+        assert_eq!(
+            choose_route(true, true, true),
+            Route::Backports { overlay: false }
+        );
+        assert_eq!(
+            choose_route(true, false, true),
+            Route::Backports { overlay: false }
+        );
+        assert_eq!(choose_route(false, true, false), Route::Refuse);
+        assert_eq!(choose_route(false, false, false), Route::Main);
     }
 
     #[test]
