@@ -199,3 +199,69 @@ fn doctor_sees_every_backend_on_a_stock_kernel() {
     assert_eq!(report["sources"][1]["backend"], "fentry");
     assert_no_clockprof_programs_left();
 }
+
+/// The clocksource fallback. On hpet (which the vDSO cannot read) Go's
+/// time.Now() still calls the vDSO, and the vDSO makes the clock_gettime
+/// syscalls itself: one CLOCK_REALTIME and one CLOCK_MONOTONIC per call
+/// (Go's time·now asm). `-s syscall` must count each under the Go function
+/// that called time.Now(), and doctor must say the clocksource forces
+/// syscalls. `cargo xtask vm-test` boots a guest with clocksource=hpet for
+/// this test only (`--kernel 6.12-hpet`) and skips it on the others; on a
+/// guest that is not on hpet it fails rather than pass on vDSO reads.
+#[test]
+#[ignore = "needs a guest on the hpet clocksource: runs in the VM (cargo xtask vm-test --kernel 6.12-hpet)"]
+fn hpet_clocksource_go_time_now_counts_as_syscalls_under_the_caller() {
+    let current =
+        std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+            .expect("sysfs names the current clocksource");
+    assert_eq!(
+        current.trim(),
+        "hpet",
+        "this guest is not on hpet, so Go's clock reads would never reach a syscall; \
+         boot it with clocksource=hpet (cargo xtask vm-test --kernel 6.12-hpet)"
+    );
+
+    let doctor = run(&[os("doctor")]);
+    assert!(doctor.status.success(), "{}", stderr(&doctor));
+    let doctor = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        doctor.contains(
+            "every clock read on this host is a system call because the clocksource is hpet"
+        ),
+        "doctor does not say that hpet forces syscalls:\n{doctor}"
+    );
+
+    let go_fixture = std::env::var_os("CLOCKPROF_GO_FIXTURE").expect(
+        "CLOCKPROF_GO_FIXTURE names the Go fixture built on the host (cargo xtask vm-test sets it)",
+    );
+    let dir = TempDir::new("hpet-go");
+    let out = dir.join("p.json");
+    let output = std::process::Command::new(clockprof())
+        .args([os("record"), os("-s"), os("syscall"), os("-o")])
+        .arg(&out)
+        .arg("--")
+        .arg(&go_fixture)
+        .arg("3000")
+        // Async preemption would run the scheduler, which reads the clock too,
+        // on the fixture's thread in the middle of its loop; without it every
+        // clock read under main.hotLoop is one of its time.Now() calls.
+        .env("GODEBUG", "asyncpreemptoff=1")
+        .output()
+        .expect("clockprof runs");
+    assert!(
+        output.status.success(),
+        "clockprof failed: {}",
+        stderr(&output)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).expect("valid JSON");
+    for (caller, calls) in [("main.hotLoop", 3000), ("main.warmLoop", 1500)] {
+        for leaf in [
+            "[syscall clock_gettime REALTIME]",
+            "[syscall clock_gettime MONOTONIC]",
+        ] {
+            assert_eq!(count(&json, caller, leaf), calls, "{caller} {leaf}: {json}");
+        }
+    }
+    assert_no_clockprof_programs_left();
+}

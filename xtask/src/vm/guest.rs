@@ -11,8 +11,10 @@ pub const GUEST_FIXTURE_DIR: &str = "/tmp/fixtures";
 pub struct GuestCommand<'a> {
     pub clockprof: &'a Path,
     pub c_fixture: &'a Path,
+    pub go_fixture: &'a Path,
     pub test_exe: &'a Path,
-    pub filters: &'a [String],
+    /// Arguments after `--ignored --test-threads=1`: filters, `--skip`, `--exact`.
+    pub test_args: &'a [String],
 }
 
 /// guest.sh: runs chrooted into the host's root as root, under /bin/sh (dash).
@@ -24,7 +26,7 @@ pub fn script(c: &GuestCommand) -> String {
         "--ignored".to_string(),
         "--test-threads=1".to_string(),
     ];
-    test_cmd.extend(c.filters.iter().map(|f| sh_quote(f)));
+    test_cmd.extend(c.test_args.iter().map(|f| sh_quote(f)));
     format!(
         r#"# guest.sh of `cargo xtask vm-test` (written by xtask/src/vm/guest.rs).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -33,6 +35,7 @@ export RUST_BACKTRACE=1
 export CLOCKPROF_BIN={clockprof}
 export CLOCKPROF_FIXTURE_DIR={fixture_dir}
 export CLOCKPROF_C_FIXTURE={c_fixture}
+export CLOCKPROF_GO_FIXTURE={go_fixture}
 mkdir -p "$CLOCKPROF_FIXTURE_DIR"
 secs_up() {{ cut -d' ' -f1 /proc/uptime; }}
 cs=/sys/devices/system/clocksource/clocksource0
@@ -58,6 +61,7 @@ exit $rc
         clockprof = sh_quote(&c.clockprof.to_string_lossy()),
         fixture_dir = sh_quote(GUEST_FIXTURE_DIR),
         c_fixture = sh_quote(&c.c_fixture.to_string_lossy()),
+        go_fixture = sh_quote(&c.go_fixture.to_string_lossy()),
         test_cmd = test_cmd.join(" "),
     )
 }
@@ -109,6 +113,69 @@ pub fn summarize(console: &str) -> Summary {
     summary
 }
 
+/// How many console lines of a crash the host prints: the oops line, then
+/// CPU, hardware, RIP and the first registers or call frames.
+const CRASH_LINES: usize = 8;
+
+/// The first lines of a guest kernel crash (oops, BUG, general protection
+/// fault or panic) on the console, if there was one. Under TCG a stock kernel
+/// sometimes oopses on its own (int3 in __schedule while text_poke patches a
+/// static key, VM.md), which says nothing about the tests that were running.
+///
+/// Only kernel lines count: those with a printk timestamp `[   12.345678] `
+/// (Debian's kernels set PRINTK_TIME) whose text starts with a crash marker,
+/// so test output that mentions "BUG:" or "Oops" is not a crash. The lines
+/// shown are the kernel's lines from the first marker on, without timestamps.
+pub fn crash_report(console: &str) -> Option<Vec<String>> {
+    let kernel_lines: Vec<&str> = console
+        .lines()
+        .filter_map(|l| printk_text(l.trim_end_matches('\r')))
+        .collect();
+    let first = kernel_lines.iter().position(|l| is_crash_line(l))?;
+    Some(
+        kernel_lines[first..]
+            .iter()
+            .take(CRASH_LINES)
+            .map(|l| l.to_string())
+            .collect(),
+    )
+}
+
+/// The text of a printk line, None for any other console line. The kernel
+/// may start its line where the tests left theirs unfinished (libtest prints
+/// `test NAME ... ` and waits for the result), so the timestamp is looked for
+/// anywhere in the line.
+fn printk_text(line: &str) -> Option<&str> {
+    line.match_indices('[').find_map(|(at, _)| {
+        let (stamp, text) = line[at + 1..].split_once("] ")?;
+        stamp.trim().parse::<f64>().is_ok().then_some(text)
+    })
+}
+
+fn is_crash_line(text: &str) -> bool {
+    const MARKERS: &[&str] = &[
+        "Oops",
+        "Kernel panic - ",
+        "BUG:",
+        "general protection fault",
+    ];
+    // Before 6.8 an oops line has no "Oops: " prefix: `int3: 0000 [#1] PREEMPT SMP`;
+    // the die counter `[#N]` after the error code marks it.
+    MARKERS.iter().any(|m| text.starts_with(m)) || is_die_line(text)
+}
+
+fn is_die_line(text: &str) -> bool {
+    text.split_once(": ")
+        .and_then(|(_, rest)| rest.split_once(" [#"))
+        .is_some_and(|(code, counter)| {
+            code.len() == 4
+                && code.chars().all(|c| c.is_ascii_hexdigit())
+                && counter
+                    .split_once(']')
+                    .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        })
+}
+
 fn leading_f64(s: &str) -> Option<f64> {
     s.split_whitespace().next()?.parse().ok()
 }
@@ -129,14 +196,75 @@ mod tests {
         let s = script(&GuestCommand {
             clockprof: Path::new("/w/target/release/clockprof"),
             c_fixture: Path::new("/w/target/vm/cfixture"),
+            go_fixture: Path::new("/w/target/vm/gofixture"),
             test_exe: Path::new("/w/target/release/deps/vm_kernel-1"),
-            filters: &filters,
+            test_args: &filters,
         });
         assert!(s.contains(
             "\n'/w/target/release/deps/vm_kernel-1' --ignored --test-threads=1 'kprobe' '--exact'\n"
         ));
         assert!(s.contains("export CLOCKPROF_BIN='/w/target/release/clockprof'\n"));
         assert!(s.contains("export CLOCKPROF_FIXTURE_DIR='/tmp/fixtures'\n"));
+        assert!(s.contains("export CLOCKPROF_GO_FIXTURE='/w/target/vm/gofixture'\n"));
+    }
+
+    /// The oops VM.md describes (6.12 under TCG, no clockprof involved), as
+    /// the serial console shows it, between a test's output lines.
+    const INT3_OOPS_6_12: &str = "test kprobe_backend_counts_syscalls_exactly ... ok\r\n\
+        test kernel_source_counts_clock_functions_under_the_user_caller ... [   41.207315] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\r\n\
+        [   41.208112] CPU: 1 UID: 0 PID: 212 Comm: clockprof Not tainted 6.12.57+deb12-amd64 #1  Debian 6.12.57-1~deb12u1\r\n\
+        [   41.209003] Hardware name: QEMU Standard PC (i440FX + PIIX, 1996), BIOS 1.16.3-debian-1.16.3-2~bpo12+1 04/01/2014\r\n\
+        [   41.209871] RIP: 0010:__schedule+0x3e1/0x1480\r\n\
+        [   41.210433] Code: 89 df e8 91 f5 ff ff 48 8b 44 24 08 cc 1f 44 00 00 <0f> 1f 44 00 00 65 8b 05\r\n\
+        [   41.211325] RSP: 0018:ffffb04bc0517d20 EFLAGS: 00000046\r\n\
+        [   41.211889] RAX: 0000000000000001 RBX: ffff9a3a03a5c300 RCX: 0000000000000000\r\n\
+        [   41.212541] RDX: 0000000000000000 RSI: 0000000000000000 RDI: ffff9a3a3ec33700\r\n\
+        [   41.213301] Call Trace:\r\n";
+
+    #[test]
+    fn finds_an_oops_and_keeps_its_first_lines() {
+        let report = crash_report(INT3_OOPS_6_12).expect("an oops");
+        assert_eq!(report.len(), CRASH_LINES);
+        assert_eq!(report[0], "Oops: int3: 0000 [#1] PREEMPT SMP NOPTI");
+        assert_eq!(report[3], "RIP: 0010:__schedule+0x3e1/0x1480");
+    }
+
+    #[test]
+    fn finds_every_kind_of_crash() {
+        for (console, first) in [
+            // 6.1 prints no "Oops: " prefix.
+            (
+                "[   12.500000] int3: 0000 [#1] PREEMPT SMP NOPTI\r\n[   12.5] CPU: 0 PID: 1\r\n",
+                "int3: 0000 [#1] PREEMPT SMP NOPTI",
+            ),
+            (
+                "[    9.1] BUG: kernel NULL pointer dereference, address: 0000000000000008\n",
+                "BUG: kernel NULL pointer dereference, address: 0000000000000008",
+            ),
+            (
+                "[    9.1] general protection fault, probably for non-canonical address 0xdead: 0000 [#1] SMP\n",
+                "general protection fault, probably for non-canonical address 0xdead: 0000 [#1] SMP",
+            ),
+            (
+                "[    3.25] Kernel panic - not syncing: sysrq triggered crash\n",
+                "Kernel panic - not syncing: sysrq triggered crash",
+            ),
+        ] {
+            let report = crash_report(console).unwrap_or_else(|| panic!("no crash in {console:?}"));
+            assert_eq!(report[0], first);
+        }
+    }
+
+    #[test]
+    fn test_output_is_not_a_crash() {
+        let console = "[    5.1] clocksource: Switched to clocksource tsc\r\n\
+            xtask-vm: tests start, uptime 7.50 s\r\n\
+            thread 'x' panicked at tests/tests/vm_kernel.rs:9:5:\r\n\
+            BUG: this is a test's own message, not the kernel's\r\n\
+            assertion failed: Oops in a JSON string\r\n\
+            [    8.2] WARNING: CPU: 0 PID: 1 at kernel/x.c:1 f+0x1/0x2\r\n\
+            test result: FAILED. 1 passed; 1 failed; 0 ignored\r\n";
+        assert_eq!(crash_report(console), None);
     }
 
     #[test]

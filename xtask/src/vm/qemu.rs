@@ -20,14 +20,19 @@ const QEMU: &str = "qemu-system-x86_64";
 const INIT_MARKER: &str = "xtask-vm: init started";
 
 /// - panic=-1: reboot at once on a panic, which -no-reboot turns into an exit.
-/// - quiet: the serial console is slow under TCG; the log needs only /init's lines.
-/// - tsc=reliable: under TCG 6.1 finds the two vCPUs' TSCs "unsynchronized" and
-///   falls back to hpet, which the vDSO cannot read, so every clock read would
-///   become a syscall, unlike on real machines (6.12 keeps tsc by itself).
-const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet tsc=reliable rdinit=/init";
+/// - oops=panic: an oops (TCG's int3 in __schedule, VM.md) ends the boot at
+///   once instead of leaving the tests to hang or fail on a broken kernel; the
+///   host then finds the oops on the console and reruns (mod.rs).
+/// - quiet: the serial console is slow under TCG; the log needs only /init's
+///   lines and the kernel's errors.
+///
+/// The clocksource parameter comes from the run (GuestClock).
+const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 oops=panic quiet rdinit=/init";
 
 pub struct Boot<'a> {
     pub kernel: &'a Kernel,
+    /// Appended to KERNEL_CMDLINE, e.g. `clocksource=hpet`.
+    pub kernel_param: &'a str,
     pub initramfs: &'a Path,
     /// Shared writable as OUT_TAG: holds guest.sh, receives rc and guest.log.
     pub run_dir: &'a Path,
@@ -71,7 +76,7 @@ pub fn boot(b: &Boot) -> Result<Report> {
         .arg("-initrd")
         .arg(b.initramfs)
         .arg("-append")
-        .arg(KERNEL_CMDLINE)
+        .arg(format!("{KERNEL_CMDLINE} {}", b.kernel_param))
         // The whole host root, read-only: the guest runs the host's binaries at
         // their paths. multidevs=remap keeps inode numbers unique across the host's
         // mounts (otherwise 9p warns and files can alias).
