@@ -49,6 +49,9 @@ pub struct Sample {
 }
 
 pub struct TracerSample {
+    /// Why the tracer never got attached (it exited or did not say it was
+    /// ready); the other fields are then zero.
+    pub attach_error: Option<String>,
     /// From start to just before SIGINT: attach + the workload run.
     pub cpu_ms_total: f64,
     /// While the workload ran only.
@@ -89,7 +92,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             clockprof.display()
         );
     }
-    ensure_tracefs()?;
+    let tracefs = scenario::host_tracefs();
+    if !tracefs {
+        eprintln!(
+            "xtask: no tracefs mounted on the host: bpftrace gets one in a private mount \
+             namespace of its own, which ends with it"
+        );
+    }
 
     let bench_dir = workspace::target_dir().join("bench");
     // Logs and profiles of this run only, to look at when a number is surprising.
@@ -104,6 +113,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let paths = Paths {
         clockprof: &clockprof,
         run_dir: &run_dir,
+        host_tracefs: tracefs,
     };
 
     // Untimed first run of each workload: page cache, CPU frequency ramp-up.
@@ -153,15 +163,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .with_context(|| format!("could not write {}", json_path.display()))?;
     println!("JSON: {}", json_path.display());
     Ok(())
-}
-
-/// bpftrace and clockprof attach tracepoints through tracefs, which this kernel
-/// does not mount at boot (KERNEL.md).
-fn ensure_tracefs() -> Result<()> {
-    if Path::new("/sys/kernel/tracing/events").exists() {
-        return Ok(());
-    }
-    process::run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
 }
 
 fn compile_loop(bench_dir: &Path) -> Result<PathBuf> {
@@ -234,7 +235,25 @@ fn measure(
     };
     let stem = format!("{}-run{round}", slug(scenario.name));
     let (cmd, profile) = tracer.command(paths, &stem);
-    let daemon = Daemon::start(scenario.name, cmd, &tracer.ready_when())?;
+    let daemon = match Daemon::start(scenario.name, cmd, &tracer.ready_when()) {
+        Ok(daemon) => daemon,
+        // The row then says it traced nothing, rather than the whole bench
+        // stopping or a ratio against a tracer that was never there.
+        Err(err) => {
+            eprintln!("xtask: warning: {err:#}");
+            return Ok(Sample {
+                ns_per_call: f64::NAN,
+                tracer: Some(TracerSample {
+                    attach_error: Some(format!("{err:#}")),
+                    cpu_ms_total: 0.0,
+                    cpu_ms_during_workload: 0.0,
+                    peak_rss_kib: 0,
+                    events_seen: None,
+                    exited_cleanly: false,
+                }),
+            });
+        }
+    };
     let before = daemon.usage()?;
     let run = run_workload(loop_bin, iterations, scenario.workload)?;
     let after = daemon.usage()?;
@@ -259,6 +278,7 @@ fn measure(
     Ok(Sample {
         ns_per_call: run.ns_per_call,
         tracer: Some(TracerSample {
+            attach_error: None,
             cpu_ms_total: after.cpu_ms,
             cpu_ms_during_workload: after.cpu_ms - before.cpu_ms,
             peak_rss_kib: after.peak_rss_kib,

@@ -26,23 +26,59 @@ struct TracerSummary {
     events_seen_min: Option<u64>,
     expected_events: u64,
     all_exited_cleanly: bool,
+    /// The first run's reason when some run never attached.
+    attach_error: Option<String>,
+}
+
+impl TracerSummary {
+    /// Why this tracer's numbers measure no tracing at all: a run where it
+    /// did not attach, or one where it attached but counted nothing.
+    fn traced_nothing(&self) -> Option<String> {
+        if let Some(err) = &self.attach_error {
+            return Some(format!("did not attach ({})", last_line(err)));
+        }
+        (self.events_seen_min == Some(0))
+            .then(|| format!("counted 0 of {} calls in a run", self.expected_events))
+    }
+}
+
+/// A tracer's error ends with its own words (e.g. bpftrace's "ERROR: ...").
+fn last_line(text: &str) -> &str {
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
 }
 
 impl Row {
+    fn traced_nothing(&self) -> Option<String> {
+        self.tracer.as_ref().and_then(TracerSummary::traced_nothing)
+    }
+
+    /// None for a row whose tracer traced nothing: its cost is not a tracer's.
     fn added_ns(&self) -> Option<f64> {
         let base = self.baseline_ns?;
-        self.tracer.as_ref().map(|_| self.median_ns - base)
+        let tracer = self.tracer.as_ref()?;
+        tracer
+            .traced_nothing()
+            .is_none()
+            .then_some(self.median_ns - base)
     }
 
     fn ratio(&self) -> Option<f64> {
+        if self.traced_nothing().is_some() {
+            return None;
+        }
         self.baseline_ns.map(|base| self.median_ns / base)
     }
 }
 
 pub fn summarize(scenarios: &[Scenario], samples: &[Vec<Sample>], iterations: u64) -> Vec<Row> {
+    // A run whose tracer never attached ran no workload (NaN).
     let medians: Vec<f64> = samples
         .iter()
-        .map(|s| median(s.iter().map(|x| x.ns_per_call)))
+        .map(|s| median(s.iter().map(|x| x.ns_per_call).filter(|v| !v.is_nan())))
         .collect();
     let baseline_of = |scenario: &Scenario| {
         scenarios
@@ -58,7 +94,11 @@ pub fn summarize(scenarios: &[Scenario], samples: &[Vec<Sample>], iterations: u6
         .map(|((scenario, samples), &median_ns)| Row {
             name: scenario.name,
             workload: scenario.workload.describe,
-            samples_ns: samples.iter().map(|s| s.ns_per_call).collect(),
+            samples_ns: samples
+                .iter()
+                .map(|s| s.ns_per_call)
+                .filter(|v| !v.is_nan())
+                .collect(),
             median_ns,
             baseline_ns: baseline_of(scenario),
             compare_with: scenario.compare_with,
@@ -90,6 +130,7 @@ fn summarize_tracer(samples: &[Sample], iterations: u64) -> TracerSummary {
         events_seen_min: runs.iter().map(|t| t.events_seen).min().flatten(),
         expected_events: iterations,
         all_exited_cleanly: runs.iter().all(|t| t.exited_cleanly),
+        attach_error: runs.iter().find_map(|t| t.attach_error.clone()),
     }
 }
 
@@ -136,8 +177,12 @@ pub fn table(rows: &[Row]) -> String {
             let t = r.tracer.as_ref();
             [
                 r.name.to_string(),
-                format!("{:.1}", r.median_ns),
-                format!("{min:.0}..{max:.0}"),
+                opt(Some(r.median_ns).filter(|m| !m.is_nan()), 1),
+                if r.samples_ns.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{min:.0}..{max:.0}")
+                },
                 opt(r.added_ns(), 1),
                 opt(r.ratio(), 2),
                 opt(r.added_vs_reference, 2),
@@ -148,7 +193,11 @@ pub fn table(rows: &[Row]) -> String {
                     let seen = t.events_seen_min.map_or("?".into(), |n| {
                         format!("{:.1}%", n as f64 * 100.0 / t.expected_events as f64)
                     });
-                    if t.all_exited_cleanly {
+                    if t.attach_error.is_some() {
+                        "NOT ATTACHED".to_string()
+                    } else if t.events_seen_min == Some(0) {
+                        "NOTHING".to_string()
+                    } else if t.all_exited_cleanly {
                         seen
                     } else {
                         format!("{seen} (bad exit)")
@@ -184,10 +233,32 @@ pub fn table(rows: &[Row]) -> String {
         line(&row.iter().map(String::as_str).collect::<Vec<_>>());
     }
     for r in rows {
-        if let Some(reference) = r.compare_with.filter(|_| r.added_vs_reference.is_some()) {
+        if let Some(why) = r.traced_nothing() {
+            let _ = writeln!(
+                out,
+                "{}: traced nothing: {why}; no cost or ratio is given for it",
+                r.name
+            );
+        }
+    }
+    for r in rows {
+        let Some(reference) = r.compare_with else {
+            continue;
+        };
+        if r.added_vs_reference.is_some() {
             let _ = writeln!(
                 out,
                 "added/ref: {}'s added ns divided by {reference}'s",
+                r.name
+            );
+        } else if let Some(why) = rows
+            .iter()
+            .find(|x| x.name == reference)
+            .and_then(Row::traced_nothing)
+        {
+            let _ = writeln!(
+                out,
+                "added/ref: none for {}: {reference} traced nothing ({why})",
                 r.name
             );
         }
@@ -211,13 +282,14 @@ pub fn json(rows: &[Row], iterations: u64, runs: u32) -> Value {
                     "events_seen_min": t.events_seen_min,
                     "events_expected": t.expected_events,
                     "all_exited_cleanly": t.all_exited_cleanly,
+                    "traced_nothing": t.traced_nothing(),
                 })
             });
             json!({
                 "name": r.name,
                 "workload": r.workload,
                 "ns_per_call_samples": r.samples_ns,
-                "ns_per_call_median": r.median_ns,
+                "ns_per_call_median": Some(r.median_ns).filter(|m| !m.is_nan()),
                 "baseline_ns_per_call": r.baseline_ns,
                 "added_ns_per_call": r.added_ns(),
                 "ratio_vs_baseline": r.ratio(),
@@ -260,6 +332,119 @@ fn machine_facts() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(ns: f64, events: Option<u64>, attach_error: Option<&str>) -> Sample {
+        Sample {
+            ns_per_call: ns,
+            tracer: Some(crate::bench::TracerSample {
+                attach_error: attach_error.map(str::to_string),
+                cpu_ms_total: 10.0,
+                cpu_ms_during_workload: 5.0,
+                peak_rss_kib: 1024,
+                events_seen: events,
+                exited_cleanly: attach_error.is_none(),
+            }),
+        }
+    }
+
+    fn untraced(ns: f64) -> Sample {
+        Sample {
+            ns_per_call: ns,
+            tracer: None,
+        }
+    }
+
+    /// baseline, clockprof (compared with bpftrace), bpftrace.
+    fn three_rows(bpftrace: Vec<Sample>) -> Vec<Row> {
+        use crate::bench::scenario::{Tracer, SYSCALL_LOOP};
+        let scenarios = [
+            Scenario {
+                name: "baseline",
+                workload: &SYSCALL_LOOP,
+                tracer: None,
+                compare_with: None,
+            },
+            Scenario {
+                name: "clockprof",
+                workload: &SYSCALL_LOOP,
+                tracer: Some(Tracer::Clockprof { sources: "syscall" }),
+                compare_with: Some("bpftrace"),
+            },
+            Scenario {
+                name: "bpftrace",
+                workload: &SYSCALL_LOOP,
+                tracer: Some(Tracer::Bpftrace { program: "" }),
+                compare_with: None,
+            },
+        ];
+        let samples = vec![
+            vec![untraced(100.0), untraced(102.0)],
+            vec![
+                sample(150.0, Some(1000), None),
+                sample(152.0, Some(1000), None),
+            ],
+            bpftrace,
+        ];
+        summarize(&scenarios, &samples, 1000)
+    }
+
+    #[test]
+    fn a_baseline_that_traced_gives_a_ratio() {
+        let rows = three_rows(vec![
+            sample(200.0, Some(1000), None),
+            sample(202.0, Some(1000), None),
+        ]);
+        assert_eq!(rows[1].added_vs_reference, Some(0.5));
+        assert!(table(&rows).contains("added/ref: clockprof's added ns divided by bpftrace's"));
+    }
+
+    #[test]
+    fn no_ratio_against_a_baseline_that_counted_nothing() {
+        let rows = three_rows(vec![
+            sample(101.0, Some(0), None),
+            sample(101.0, Some(1000), None),
+        ]);
+        assert_eq!(rows[2].added_ns(), None);
+        assert_eq!(rows[2].ratio(), None);
+        assert_eq!(rows[1].added_vs_reference, None);
+        let text = table(&rows);
+        assert!(
+            text.contains("bpftrace: traced nothing: counted 0 of 1000 calls in a run"),
+            "{text}"
+        );
+        assert!(
+            text.contains("added/ref: none for clockprof: bpftrace traced nothing"),
+            "{text}"
+        );
+        assert!(text.contains("NOTHING"), "{text}");
+    }
+
+    #[test]
+    fn no_ratio_against_a_baseline_that_never_attached() {
+        let err = "bpftrace exited (exit status: 1) before attaching; its output:\n\
+                   ERROR: tracepoint not found: syscalls:sys_enter_clock_gettime";
+        let rows = three_rows(vec![
+            sample(f64::NAN, None, Some(err)),
+            sample(f64::NAN, None, Some(err)),
+        ]);
+        assert_eq!(rows[1].added_vs_reference, None);
+        assert!(rows[2].median_ns.is_nan());
+        let text = table(&rows);
+        assert!(
+            text.contains(
+                "bpftrace: traced nothing: did not attach (ERROR: tracepoint not found: \
+                 syscalls:sys_enter_clock_gettime)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("NOT ATTACHED"), "{text}");
+        let json = json(&rows, 1000, 2);
+        assert_eq!(json["scenarios"][2]["ns_per_call_median"], Value::Null);
+        assert_eq!(
+            json["scenarios"][1]["added_cost_ratio_vs_compared"],
+            Value::Null
+        );
+    }
 
     #[test]
     fn median_of_odd_and_even() {

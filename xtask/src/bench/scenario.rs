@@ -113,6 +113,54 @@ pub fn scenarios() -> Vec<Scenario> {
 pub struct Paths<'a> {
     pub clockprof: &'a Path,
     pub run_dir: &'a Path,
+    /// Whether the host has tracefs mounted (see host_tracefs).
+    pub host_tracefs: bool,
+}
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// bpftrace finds tracepoints through tracefs, which a fresh machine of this
+/// kind does not mount (KERNEL.md); without it bpftrace fails with "tracepoint
+/// not found". (clockprof mounts one for itself.)
+pub fn host_tracefs() -> bool {
+    Path::new(TRACEFS).join("events").exists()
+        || Path::new("/sys/kernel/debug/tracing/events").exists()
+}
+
+/// Runs the command in a mount namespace of its own with tracefs mounted in
+/// it: the mount exists for that process only and ends with it, so the bench
+/// never leaves a mount on the host, even when it is killed.
+fn with_private_tracefs(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure makes only async-signal-safe
+    // system calls (unshare, mount) on static C strings, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            let check = |rc: libc::c_int| {
+                if rc == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            // Private first: a shared root would propagate the mount to the host.
+            check(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                c"nodev".as_ptr(),
+                c"/sys/kernel/tracing".as_ptr(),
+                c"tracefs".as_ptr(),
+                0,
+                std::ptr::null(),
+            ))
+        });
+    }
 }
 
 impl Tracer {
@@ -132,6 +180,9 @@ impl Tracer {
             Tracer::Bpftrace { program } => {
                 let mut cmd = Command::new("bpftrace");
                 cmd.args(["-e", program]);
+                if !paths.host_tracefs {
+                    with_private_tracefs(&mut cmd);
+                }
                 (cmd, None)
             }
         }

@@ -75,6 +75,20 @@ fn cpu_percent(pid: u32, window: Duration) -> Result<f64> {
     Ok(100.0 * (after - before) / started.elapsed().as_millis() as f64)
 }
 
+const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether `pid` (not our child: the tmux server reaps it) is gone in time.
+fn exits_within(pid: u32, timeout: Duration) -> bool {
+    let started = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if started.elapsed() > timeout {
+            return false;
+        }
+        sleep(Duration::from_millis(50));
+    }
+    true
+}
+
 struct Cleanup(Child);
 
 impl Drop for Cleanup {
@@ -109,6 +123,15 @@ pub fn measure(clockprof: &Path, fixture: &Path) -> Result<TopCost> {
     let rss_mib = vm_rss_mib(pid);
     let peak_rss_mib = procfs::peak_rss_kib(pid)? as f64 / 1024.0;
     tmux(&["send-keys", "q"])?;
+    // Killing the tmux server (Cleanup) hangs up on top: it must have quit by
+    // then, or it is not the clean exit (probes detached, its tracefs
+    // unmounted) that a user's `q` gives.
+    if !exits_within(pid, QUIT_TIMEOUT) {
+        eprintln!(
+            "xtask: warning: clockprof top did not quit within {} s of `q`",
+            QUIT_TIMEOUT.as_secs()
+        );
+    }
     Ok(TopCost {
         list_cpu_percent,
         drilled_cpu_percent,
