@@ -229,6 +229,28 @@ mod tests {
         assert_eq!(report[3], "RIP: 0010:__schedule+0x3e1/0x1480");
     }
 
+    /// Captured from a 6.12 guest made to crash (`echo c > /proc/sysrq-trigger`
+    /// in guest.sh) under `cargo xtask vm-test --kernel 6.12-hpet`.
+    const SYSRQ_PANIC_6_12: &str = "xtask-vm: clockprof doctor exited 0\r\n\
+        [   16.071000] sysrq: Trigger a crash\r\n\
+        [   16.072609] Kernel panic - not syncing: sysrq triggered crash\r\n\
+        [   16.074233] CPU: 0 UID: 0 PID: 166 Comm: sh Not tainted 6.12.117+deb12-amd64 #1  Debian 6.12.117-1~deb12u1\r\n\
+        [   16.075484] Hardware name: QEMU Standard PC (i440FX + PIIX, 1996), BIOS 1.16.3-debian-1.16.3-2~bpo12+1 04/01/2014\r\n\
+        [   16.076983] Call Trace:\r\n\
+        [   16.078087]  <TASK>\r\n\
+        [   16.078523]  panic+0x344/0x3a0\r\n";
+
+    #[test]
+    fn finds_a_real_panic() {
+        let report = crash_report(SYSRQ_PANIC_6_12).expect("a panic");
+        assert_eq!(
+            report[0],
+            "Kernel panic - not syncing: sysrq triggered crash"
+        );
+        assert_eq!(report[1].split_whitespace().next(), Some("CPU:"));
+        assert_eq!(report.len(), 6);
+    }
+
     #[test]
     fn finds_every_kind_of_crash() {
         for (console, first) in [
