@@ -236,18 +236,16 @@ fn hpet_clocksource_go_time_now_counts_as_syscalls_under_the_caller() {
     );
     let dir = TempDir::new("hpet-go");
     let out = dir.join("p.json");
-    let output = std::process::Command::new(clockprof())
-        .args([os("record"), os("-s"), os("syscall"), os("-o")])
-        .arg(&out)
-        .arg("--")
-        .arg(&go_fixture)
-        .arg("3000")
-        // Async preemption would run the scheduler, which reads the clock too,
-        // on the fixture's thread in the middle of its loop; without it every
-        // clock read under main.hotLoop is one of its time.Now() calls.
-        .env("GODEBUG", "asyncpreemptoff=1")
-        .output()
-        .expect("clockprof runs");
+    let output = run(&[
+        os("record"),
+        os("-s"),
+        os("syscall"),
+        os("-o"),
+        out.as_os_str(),
+        os("--"),
+        &go_fixture,
+        os("3000"),
+    ]);
     assert!(
         output.status.success(),
         "clockprof failed: {}",
