@@ -56,11 +56,10 @@ impl StackCount {
         parts.push(self.comm.clone());
         parts.extend(self.frames.iter().map(Frame::folded_name));
         parts.push(self.read.leaf());
-        // `;` separates frames and a trailing number is the count, so neither may
-        // appear inside a name (C++ templates and Rust closures can hold them).
+        // One line per stack, `;` between frames: names escape both.
         parts
             .iter()
-            .map(|p| p.replace(';', ":"))
+            .map(|p| crate::printable::folded(p))
             .collect::<Vec<_>>()
             .join(";")
     }
@@ -70,6 +69,7 @@ impl StackCount {
 pub struct ProcessTotal {
     pub pid: u32,
     pub comm: String,
+    pub cgroup: Option<String>,
     pub total: u64,
     pub by_source: BTreeMap<Source, u64>,
 }
@@ -95,6 +95,7 @@ impl Profile {
             let process = processes.entry(sample.pid).or_insert_with(|| ProcessTotal {
                 pid: sample.pid,
                 comm: sample.comm.clone(),
+                cgroup: sample.cgroup.clone(),
                 total: 0,
                 by_source: BTreeMap::new(),
             });
@@ -164,6 +165,7 @@ mod tests {
         SymbolizedSample {
             pid,
             comm: comm.into(),
+            cgroup: None,
             read: ClockRead { event, clock_id },
             frames: frames
                 .iter()
@@ -226,6 +228,26 @@ mod tests {
                 "other;main;[syscall time] 5",
             ]
         );
+    }
+
+    #[test]
+    fn a_newline_in_a_name_cannot_forge_a_folded_line() {
+        let samples = vec![sample(
+            1,
+            "a\nb x 99",
+            &["evil\r\nfn 7", "k:do_syscall_64"],
+            event::SYSCALL_TIME,
+            CLOCK_ID_NONE,
+            2,
+        )];
+        let profile = Profile::new(samples, RecordingInfo::default());
+        assert_eq!(
+            profile.folded_lines(),
+            vec!["a\\nb x 99;evil\\r\\nfn 7;k:do_syscall_64_[k];[syscall time] 2"]
+        );
+        let summary = crate::export::summary(&profile);
+        assert!(!summary.contains('\r'), "{summary}");
+        assert!(summary.contains("a\\nb x 99 [1]"), "{summary}");
     }
 
     #[test]

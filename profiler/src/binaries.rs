@@ -1,30 +1,45 @@
 //! Finds the files that the user-space sources put uprobes on: the libc a
-//! process really maps (containers map their own, so it is reached through
-//! /proc/PID/root), and Go executables, told apart by their ELF sections.
+//! process really maps (containers map their own), and Go executables, told
+//! apart by their ELF sections.
+//!
+//! Each is opened once, as the very file the process maps (checked against
+//! the device and inode /proc/PID/maps gives), and everything after that,
+//! reading its symbols and attaching the uprobes, goes through that open
+//! descriptor (`/proc/self/fd/N`): a path swapped in between, or a PID
+//! reused, cannot put a breakpoint into another file.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSymbol, ReadCache};
 
-/// A file reached through a process's view of the filesystem, identified by
-/// its inode so each file is instrumented once.
-#[derive(Clone, Debug)]
+use crate::safe_open::{self, FileKey, Opened};
+
+/// An opened executable or library, and the name to show for it.
+#[derive(Debug)]
 pub struct Binary {
-    pub path: PathBuf,
-    pub inode: (u64, u64),
+    /// The path as the process sees it, for messages and hook names.
+    pub shown: PathBuf,
+    pub opened: Opened,
 }
 
 impl Binary {
-    fn at(path: PathBuf) -> Option<Binary> {
-        let meta = std::fs::metadata(&path).ok()?;
-        Some(Binary {
-            inode: (meta.dev(), meta.ino()),
-            path,
-        })
+    pub fn key(&self) -> FileKey {
+        self.opened.key
+    }
+
+    /// The path that reaches exactly this file (for aya and the kernel).
+    pub fn fd_path(&self) -> PathBuf {
+        self.opened.fd_path()
+    }
+
+    /// Opens `path` as the binary shown as `shown`, if it is a regular file
+    /// and, when `expect` is given, that very file.
+    pub fn open(path: &Path, shown: PathBuf, expect: Option<FileKey>) -> Option<Binary> {
+        let opened = safe_open::open_regular(path, expect, safe_open::MAX_ELF_SIZE).ok()?;
+        Some(Binary { shown, opened })
     }
 }
 
@@ -33,14 +48,41 @@ fn is_libc(path: &str) -> bool {
     name.starts_with("libc.so") || (name.starts_with("libc-") && name.ends_with(".so"))
 }
 
-/// The glibc that `pid` maps, as a path this process can open.
+/// One file-backed line of /proc/PID/maps: range, identity and path.
+struct MapsEntry<'a> {
+    range: &'a str,
+    key: FileKey,
+    path: &'a str,
+}
+
+fn parse_maps_entry(line: &str) -> Option<MapsEntry<'_>> {
+    let mut fields = line.split_whitespace();
+    let range = fields.next()?;
+    let (major, minor) = fields.nth(2)?.split_once(':')?;
+    let ino: u64 = fields.next()?.parse().ok()?;
+    let path = fields.next()?;
+    let key = FileKey::new(
+        u32::from_str_radix(major, 16).ok()?,
+        u32::from_str_radix(minor, 16).ok()?,
+        ino,
+    );
+    Some(MapsEntry { range, key, path })
+}
+
+/// The glibc that `pid` maps: the mapped file itself (map_files), else the
+/// path in the process's root if it is still that file.
 pub fn libc_of(pid: u32) -> Option<Binary> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    let path = maps
+    let entry = maps
         .lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
-        .find(|path| is_libc(path))?;
-    Binary::at(PathBuf::from(format!("/proc/{pid}/root{path}")))
+        .filter_map(parse_maps_entry)
+        .find(|entry| is_libc(entry.path))?;
+    [
+        format!("/proc/{pid}/map_files/{}", entry.range),
+        format!("/proc/{pid}/root{}", entry.path),
+    ]
+    .iter()
+    .find_map(|path| Binary::open(Path::new(path), PathBuf::from(entry.path), Some(entry.key)))
 }
 
 /// Every numeric entry of /proc.
@@ -58,7 +100,7 @@ pub fn distinct(binaries: impl IntoIterator<Item = Binary>) -> Vec<Binary> {
     let mut seen = HashSet::new();
     binaries
         .into_iter()
-        .filter(|b| seen.insert(b.inode))
+        .filter(|b| seen.insert(b.key()))
         .collect()
 }
 
@@ -95,9 +137,11 @@ pub fn go_binary(path: &Path) -> GoBinary {
     }
 }
 
-/// The executable of `pid`, through the process's own view.
+/// The executable of `pid`: /proc/PID/exe reaches the very file it runs.
 pub fn exe_of(pid: u32) -> Option<Binary> {
-    Binary::at(PathBuf::from(format!("/proc/{pid}/exe")))
+    let link = PathBuf::from(format!("/proc/{pid}/exe"));
+    let shown = std::fs::read_link(&link).unwrap_or_else(|_| link.clone());
+    Binary::open(&link, shown, None)
 }
 
 /// The file COMMAND names, searched in PATH as execvp does.
@@ -130,14 +174,19 @@ mod tests {
         let me = std::process::id();
         let libc = libc_of(me).expect("the test process maps glibc");
         assert!(
-            libc.path.to_string_lossy().contains("libc.so"),
+            libc.shown.to_string_lossy().contains("libc.so"),
             "{:?}",
-            libc.path
+            libc.shown
         );
-        assert_eq!(go_binary(&libc.path), GoBinary::NotGo);
-        assert!(exe_of(me).is_some());
-        assert_eq!(go_binary(&exe_of(me).unwrap().path), GoBinary::NotGo);
-        let twice = distinct([libc.clone(), libc]);
+        assert_eq!(go_binary(&libc.fd_path()), GoBinary::NotGo);
+        let exe = exe_of(me).unwrap();
+        assert_eq!(exe.shown, std::fs::read_link("/proc/self/exe").unwrap());
+        assert_eq!(
+            exe.key(),
+            FileKey::of(&std::fs::metadata("/proc/self/exe").unwrap())
+        );
+        assert_eq!(go_binary(&exe.fd_path()), GoBinary::NotGo);
+        let twice = distinct([libc, libc_of(me).unwrap()]);
         assert_eq!(twice.len(), 1);
     }
 

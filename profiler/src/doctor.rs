@@ -170,7 +170,7 @@ fn hook_checks() -> Result<Vec<Check>> {
         .ok_or_else(|| anyhow::anyhow!("no glibc mapped"))
         .and_then(|libc| {
             probes
-                .attach_uprobes(Source::Libc, &libc.path, Some(std::process::id()))
+                .attach_uprobes(Source::Libc, &libc, Some(std::process::id()))
                 .map(|_| ())
         });
     checks.push(check(

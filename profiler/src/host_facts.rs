@@ -1,6 +1,6 @@
 //! Facts about this host that several stages read: the online CPUs (one perf
-//! event each) and this process's vDSO (the same image every process of this
-//! kernel maps).
+//! event each), this process's vDSO (the same image every process of this
+//! kernel maps), and whether we see the host's PIDs.
 
 use std::ops::Range;
 
@@ -35,6 +35,33 @@ pub fn own_vdso() -> Result<Range<u64>> {
         .ok_or_else(|| anyhow!("this process has no [vdso] mapping"))
 }
 
+/// The inode of the initial PID namespace, fixed by the kernel
+/// (PROC_PID_INIT_INO), so it can be recognised from inside another one.
+const INITIAL_PID_NAMESPACE_INODE: u64 = 0xEFFF_FFFC;
+
+/// Refuses to run outside the host's PID namespace. The eBPF programs see
+/// and filter by the host's PIDs while we name processes by ours, so a
+/// recording there would silently count nothing of the processes asked for.
+pub fn require_host_pid_namespace() -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata("/proc/self/ns/pid").map(|m| m.ino());
+    // NSpid lists one PID per namespace level when /proc is the host's.
+    let levels = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
+            Some(line.split_whitespace().count() - 1)
+        });
+    match (own, levels) {
+        (Ok(INITIAL_PID_NAMESPACE_INODE), None | Some(1)) => Ok(()),
+        _ => Err(anyhow!(
+            "clockprof must run in the host's PID namespace (it runs in a container's or another \
+             nested one, where its eBPF programs would see other PIDs than it does and count \
+             nothing); run it on the host or with the host's PIDs (e.g. `docker run --pid=host`)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,6 +72,11 @@ mod tests {
         assert_eq!(parse_cpu_list("0").unwrap(), vec![0]);
         assert!(parse_cpu_list("x").is_err());
         assert!(!online_cpus().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_tests_run_in_the_host_pid_namespace() {
+        require_host_pid_namespace().unwrap();
     }
 
     #[test]

@@ -18,6 +18,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use profiler_common::names;
 use serde::Serialize;
 
+use crate::binaries::Binary;
 use crate::host_facts;
 use crate::source::Source;
 
@@ -502,12 +503,16 @@ impl Probes {
 
     /// Entry uprobes of `source` on `binary`, for one process or all that map
     /// it. Returns how many were attached; an error names the binary.
+    /// Symbols are read from, and the uprobes attached to, the one open file
+    /// (through its /proc/self/fd path): the kernel keys uprobes by inode, so
+    /// they land in exactly the file whose symbols gave the offsets.
     pub fn attach_uprobes(
         &mut self,
         source: Source,
-        binary: &Path,
+        binary: &Binary,
         pid: Option<u32>,
     ) -> Result<usize> {
+        let target = binary.fd_path();
         let scope = match pid.and_then(NonZeroU32::new) {
             Some(pid) => UProbeScope::OneProcess(pid),
             None => UProbeScope::AllProcesses,
@@ -522,13 +527,13 @@ impl Probes {
             }
             let found = symbols
                 .iter()
-                .find(|&&symbol| uprobe.attach(symbol, binary, scope).is_ok());
+                .find(|&&symbol| uprobe.attach(symbol, &target, scope).is_ok());
             match found {
                 Some(symbol) => {
                     attached += 1;
                     self.attachments.push(Attachment {
                         source,
-                        hook: format!("{}:{symbol}", binary.display()),
+                        hook: format!("{}:{symbol}", binary.shown.display()),
                         backend: Backend::Uprobe,
                     });
                 }
@@ -538,7 +543,7 @@ impl Probes {
         if attached == 0 {
             bail!(
                 "could not put the {source} uprobes on {}: it has none of {}",
-                binary.display(),
+                binary.shown.display(),
                 missing.join(", ")
             );
         }

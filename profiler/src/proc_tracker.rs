@@ -5,19 +5,30 @@
 //! "side-band" perf events (mmap, comm/exec, fork, exit), which the kernel emits
 //! synchronously, and replay them into a model of each address space. /proc snapshots
 //! cover what existed before the events were opened.
+//!
+//! The paths in mmap records are the process's own view (a container's
+//! filesystem) and can be swapped at any time by whoever owns them. So each
+//! mapped file is opened while the process lives, through
+//! /proc/PID/map_files/ (or /proc/PID/root/), checked against the device and
+//! inode of the record, and kept open, keyed by that identity, to be
+//! symbolized at the end, also after the process exited.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::{fs, io, mem, ptr, slice};
 
 use anyhow::{bail, Result};
 use linux_perf_event_reader::constants::PERF_RECORD_MISC_MMAP_BUILD_ID;
 use linux_perf_event_reader::{
-    BranchSampleFormat, Endianness, EventRecord, RawData, RawEventRecord, ReadFormat,
+    BranchSampleFormat, Endianness, EventRecord, Mmap2FileId, RawData, RawEventRecord, ReadFormat,
     RecordIdParseInfo, RecordParseInfo, RecordType, SampleFormat,
 };
 use perf_event_open_sys::bindings as sys;
+
+use crate::safe_open::{self, FileKey, Opened};
 
 /// 256 KiB per CPU: room for well over a hundred execs per CPU between two drains.
 const DEFAULT_DATA_PAGES: usize = 64;
@@ -32,6 +43,8 @@ pub struct Mapping {
     pub file_offset: u64,
     /// File path or a special name like "[vdso]"; deleted files end in " (deleted)".
     pub path: String,
+    /// Device and inode of the mapped file; `None` for the vDSO and the like.
+    pub file: Option<FileKey>,
 }
 
 impl Mapping {
@@ -45,6 +58,75 @@ struct Process {
     comm: String,
     mappings: BTreeMap<u64, Mapping>,
     exited: bool,
+    /// The user the process runs as, read while it lived.
+    owner: Option<u32>,
+    /// Its cgroup path (`/system.slice/x.service`), read while it lived.
+    cgroup: Option<String>,
+}
+
+impl Process {
+    /// Reads what only /proc can say, while the process lives.
+    fn read_identity(&mut self, pid: u32) {
+        if let Ok(meta) = fs::metadata(format!("/proc/{pid}")) {
+            self.owner = Some(meta.uid());
+        }
+        if let Ok(file) = fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+            self.cgroup = crate::container::cgroup_path(&file);
+        }
+    }
+}
+
+/// Files kept open at most (each holds a descriptor until the end); past
+/// that, a file is opened by its path at symbolization time, still checked.
+const MAX_OPEN_FILES: usize = 8192;
+
+/// The mapped files opened so far, by identity.
+#[derive(Default)]
+struct OpenFiles(HashMap<FileKey, Opened>);
+
+impl OpenFiles {
+    /// Opens the file of `mapping` in `pid` unless it is already open: through
+    /// map_files (the very file mapped there), else the process's root, else
+    /// the host's path (a process that already exited); each must be the
+    /// file of the record.
+    fn open_mapped(&mut self, pid: u32, mapping: &Mapping) {
+        let Some(key) = mapping.file else { return };
+        if self.0.contains_key(&key) || self.0.len() >= MAX_OPEN_FILES {
+            return;
+        }
+        let candidates = [
+            PathBuf::from(format!(
+                "/proc/{pid}/map_files/{:x}-{:x}",
+                mapping.start, mapping.end
+            )),
+            PathBuf::from(format!("/proc/{pid}/root{}", mapping.path)),
+            PathBuf::from(&mapping.path),
+        ];
+        if let Some(opened) = candidates
+            .iter()
+            .filter(|path| mapping.path.starts_with('/') || path.starts_with("/proc"))
+            .find_map(|path| safe_open::open_regular(path, Some(key), safe_open::MAX_ELF_SIZE).ok())
+        {
+            self.0.insert(key, opened);
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one: the tracker keeps one
+/// descriptor per distinct mapped file.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit to fill and then pass back.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// Host-wide model of process address spaces, fed by perf side-band events.
@@ -60,6 +142,7 @@ pub struct ProcTracker {
 struct Model {
     processes: HashMap<u32, Process>,
     lost_records: u64,
+    files: OpenFiles,
 }
 
 impl ProcTracker {
@@ -73,6 +156,7 @@ impl ProcTracker {
         if !data_pages.is_power_of_two() {
             bail!("the side-band ring buffer needs a power-of-two page count, not {data_pages}");
         }
+        raise_open_file_limit();
         let rings = crate::host_facts::online_cpus()?
             .into_iter()
             .map(|cpu| Ring::open(cpu as i32, data_pages))
@@ -98,6 +182,9 @@ impl ProcTracker {
             .filter_map(parse_maps_line)
             .map(|m| (m.start, m))
             .collect();
+        for mapping in mappings.values() {
+            self.model.files.open_mapped(pid, mapping);
+        }
         let process = self.model.processes.entry(pid).or_default();
         if let Ok(comm) = comm {
             process.comm = comm.trim_end_matches('\n').to_owned();
@@ -107,6 +194,7 @@ impl ProcTracker {
         if !mappings.is_empty() {
             process.mappings = mappings;
             process.exited = false;
+            process.read_identity(pid);
         }
     }
 
@@ -170,6 +258,33 @@ impl ProcTracker {
         self.find(pid, addr)
     }
 
+    /// A path that opens exactly the file `file` named `path` (a fd of ours,
+    /// opened while the process lived), or `None` if that file cannot be had:
+    /// then its frames stay `[unknown]` rather than be named from another file.
+    pub fn elf_path(&mut self, file: FileKey, path: &str) -> Option<PathBuf> {
+        if let Some(opened) = self.model.files.0.get(&file) {
+            return Some(opened.fd_path());
+        }
+        // Not opened at first sight (too many files open): the host's path,
+        // if it is still that file.
+        let opened =
+            safe_open::open_regular(Path::new(path), Some(file), safe_open::MAX_ELF_SIZE).ok()?;
+        let fd_path = opened.fd_path();
+        self.model.files.0.insert(file, opened);
+        Some(fd_path)
+    }
+
+    /// The user `pid` runs (or ran) as, if known.
+    pub fn owner(&self, pid: u32) -> Option<u32> {
+        self.model.processes.get(&pid)?.owner
+    }
+
+    /// The cgroup path of `pid` as read while it lived (`None` for the root
+    /// cgroup or if never read).
+    pub fn cgroup(&self, pid: u32) -> Option<&str> {
+        self.model.processes.get(&pid)?.cgroup.as_deref()
+    }
+
     fn find(&self, pid: u32, addr: u64) -> Option<&Mapping> {
         let mappings = &self.model.processes.get(&pid)?.mappings;
         let (_, mapping) = mappings.range(..=addr).next_back()?;
@@ -186,7 +301,8 @@ impl Model {
             RecordType::EXIT,
             RecordType::LOST,
         ];
-        // We never ask for build ids, and their parser asserts on a bad length.
+        // We never ask for build ids (so records carry device and inode), and
+        // their parser asserts on a bad length.
         let bad_build_id = record.record_type == RecordType::MMAP2
             && record.misc & PERF_RECORD_MISC_MMAP_BUILD_ID != 0;
         if !wanted.contains(&record.record_type) || bad_build_id {
@@ -207,12 +323,20 @@ impl Model {
                 remove_range(&mut process.mappings, r.address, end);
                 let path = String::from_utf8_lossy(&r.path.as_slice()).into_owned();
                 if !path.is_empty() && path != "//anon" && end > r.address {
+                    let file = match r.file_id {
+                        Mmap2FileId::InodeAndVersion(id) if id.inode != 0 => {
+                            Some(FileKey::new(id.major, id.minor, id.inode))
+                        }
+                        _ => None,
+                    };
                     let mapping = Mapping {
                         start: r.address,
                         end,
                         file_offset: r.page_offset,
                         path,
+                        file,
                     };
+                    self.files.open_mapped(r.pid as u32, &mapping);
                     process.mappings.insert(r.address, mapping);
                 }
             }
@@ -224,15 +348,15 @@ impl Model {
                     // The new image's mappings follow this record.
                     process.mappings.clear();
                     process.exited = false;
+                    process.read_identity(r.pid as u32);
                 }
                 process.comm = comm;
             }
             // pid == ppid is a new thread, which shares the address space.
             EventRecord::Fork(r) if r.pid != r.ppid => {
                 let inherited = self.processes.get(&(r.ppid as u32)).map(|parent| Process {
-                    comm: parent.comm.clone(),
-                    mappings: parent.mappings.clone(),
                     exited: false,
+                    ..parent.clone()
                 });
                 let child = self.processes.entry(r.pid as u32).or_default();
                 match inherited {
@@ -292,15 +416,23 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
     let (start, end) = fields.next()?.split_once('-')?;
     let perms = fields.next()?;
     let offset = fields.next()?;
-    let path = fields.nth(2)?.trim_start();
+    let (major, minor) = fields.next()?.split_once(':')?;
+    let inode: u64 = fields.next()?.parse().ok()?;
+    let path = fields.next()?.trim_start();
     if !perms.contains('x') || path.is_empty() {
         return None;
     }
+    let file = (inode != 0).then_some(FileKey::new(
+        u32::from_str_radix(major, 16).ok()?,
+        u32::from_str_radix(minor, 16).ok()?,
+        inode,
+    ));
     Some(Mapping {
         start: u64::from_str_radix(start, 16).ok()?,
         end: u64::from_str_radix(end, 16).ok()?,
         file_offset: u64::from_str_radix(offset, 16).ok()?,
         path: path.to_owned(),
+        file,
     })
 }
 
@@ -773,6 +905,7 @@ mod tests {
             end,
             file_offset,
             path: "/lib/x".into(),
+            file: None,
         };
         let mut mappings = BTreeMap::from([
             (0x1000, mapping(0x1000, 0x5000, 0)),
@@ -798,6 +931,7 @@ mod tests {
             end: 0x7f1c2a37d000,
             file_offset: 0x28000,
             path: "/tmp/my lib.so (deleted)".into(),
+            file: Some(FileKey::new(0xfe, 1, 1234)),
         };
         assert_eq!(parse_maps_line(line), Some(expected));
         assert_eq!(

@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use anyhow::{bail, Context, Result};
 use profiler_common::target;
 
-use crate::binaries::{self, GoBinary};
+use crate::binaries::{self, Binary, GoBinary};
 use crate::collect::{self, Collected};
 use crate::privileges;
 use crate::probes::{Attachment, Backend, ProbeConfig, Probes, DEFAULT_KERNEL_FUNCTIONS};
@@ -81,11 +81,11 @@ fn attach_to_process(probes: &mut Probes, source: Source, pid: u32) -> Result<()
         _ => {
             let exe = binaries::exe_of(pid)
                 .with_context(|| format!("the executable of PID {pid} cannot be read"))?;
-            check_go(&exe.path, &format!("PID {pid}"))?;
+            check_go(&exe.fd_path(), &format!("PID {pid}"))?;
             exe
         }
     };
-    probes.attach_uprobes(source, &binary.path, Some(pid))?;
+    probes.attach_uprobes(source, &binary, Some(pid))?;
     Ok(())
 }
 
@@ -97,10 +97,10 @@ fn attach_host_wide(probes: &mut Probes, source: Source) -> Result<()> {
         Source::Libc => binaries::distinct(pids.iter().filter_map(|&pid| binaries::libc_of(pid))),
         _ => binaries::distinct(pids.iter().filter_map(|&pid| binaries::exe_of(pid)))
             .into_iter()
-            .filter(|exe| match binaries::go_binary(&exe.path) {
+            .filter(|exe| match binaries::go_binary(&exe.fd_path()) {
                 GoBinary::WithSymbols => true,
                 GoBinary::Stripped => {
-                    eprintln!("clockprof: warning: {} is a Go program without symbols; the go source skips it", exe.path.display());
+                    eprintln!("clockprof: warning: {} is a Go program without symbols; the go source skips it", exe.shown.display());
                     false
                 }
                 GoBinary::NotGo => false,
@@ -113,7 +113,7 @@ fn attach_host_wide(probes: &mut Probes, source: Source) -> Result<()> {
     for binary in candidates {
         // A process may exit between the scan and the attach; only the
         // remaining binaries matter.
-        if let Err(err) = probes.attach_uprobes(source, &binary.path, None) {
+        if let Err(err) = probes.attach_uprobes(source, &binary, None) {
             eprintln!("clockprof: warning: {err:#}");
         }
     }
@@ -168,6 +168,7 @@ impl Session {
     /// attached if any step fails.
     pub fn start(config: &SessionConfig) -> Result<Session> {
         privileges::require()?;
+        crate::host_facts::require_host_pid_namespace()?;
         for &pid in config.pids {
             if pid == 0 || !process_alive(pid) {
                 bail!("no process with PID {pid} exists");
@@ -236,20 +237,18 @@ impl Session {
             let binary = match source {
                 // COMMAND has not exec'd yet; it will map the host's libc, the
                 // one this process maps.
-                Source::Libc => binaries::libc_of(std::process::id())
-                    .context(
-                        "this host's glibc was not found, so the libc source has nothing to probe",
-                    )?
-                    .path,
+                Source::Libc => binaries::libc_of(std::process::id()).context(
+                    "this host's glibc was not found, so the libc source has nothing to probe",
+                )?,
                 _ => {
-                    let path = binaries::resolve_command(program).with_context(|| {
-                        format!(
-                            "COMMAND `{}` was not found in PATH",
-                            program.to_string_lossy()
-                        )
+                    let name = program.to_string_lossy();
+                    let path = binaries::resolve_command(program)
+                        .with_context(|| format!("COMMAND `{name}` was not found in PATH"))?;
+                    let binary = Binary::open(&path, path.clone(), None).with_context(|| {
+                        format!("COMMAND `{name}` is not a regular file that can be read")
                     })?;
-                    check_go(&path, &format!("COMMAND `{}`", program.to_string_lossy()))?;
-                    path
+                    check_go(&binary.fd_path(), &format!("COMMAND `{name}`"))?;
+                    binary
                 }
             };
             self.probes.attach_uprobes(source, &binary, Some(pid))?;

@@ -10,9 +10,11 @@ use std::collections::{BTreeSet, HashMap};
 use blazesym::symbolize::source::{Elf, Kernel, Source as BlazeSource};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::collect::{RawSample, RawStack};
 use crate::proc_tracker::ProcTracker;
+use crate::safe_open::{self, FileKey, PerfMapRefusal};
 use crate::source::ClockRead;
 
 pub const UNKNOWN: &str = "[unknown]";
@@ -60,6 +62,8 @@ pub enum StackState {
 pub struct SymbolizedSample {
     pub pid: u32,
     pub comm: String,
+    /// The process's cgroup path, where it is not the root cgroup.
+    pub cgroup: Option<String>,
     pub read: ClockRead,
     /// Outermost first: user frames, then kernel frames.
     pub frames: Vec<Frame>,
@@ -71,7 +75,12 @@ pub struct SymbolizedSample {
 /// by the process's perf map, or nowhere known.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum UserLocation {
-    File { path: String, offset: u64 },
+    /// `file` is `None` for the vDSO, which has no file.
+    File {
+        path: String,
+        file: Option<FileKey>,
+        offset: u64,
+    },
     Special(String),
     Jit(String),
     Unknown,
@@ -80,13 +89,47 @@ enum UserLocation {
 /// A JIT runtime's `/tmp/perf-PID.map` (`START SIZE NAME` per line, hex), the
 /// convention perf defined and node --perf-basic-prof, the JVM's agents and
 /// others follow. blazesym reads these only for live processes through
-/// /proc; the file outlives the process, so it is read here directly.
+/// /proc; the file outlives the process, so it is read here directly, under
+/// perf's rules (safe_open::read_perf_map): anyone can create files in /tmp.
 #[derive(Default)]
 struct PerfMap(Vec<(u64, u64, String)>);
 
+/// Whether refused perf maps are reported on stderr (not under `top`'s screen).
+static PERF_MAP_NOTES: AtomicBool = AtomicBool::new(true);
+
+/// Keeps perf-map notes off stderr (for `top`, which owns the terminal).
+pub fn quiet_perf_map_notes() {
+    PERF_MAP_NOTES.store(false, Ordering::Relaxed);
+}
+
 impl PerfMap {
-    fn load(pid: u32) -> PerfMap {
-        let text = std::fs::read_to_string(format!("/tmp/perf-{pid}.map")).unwrap_or_default();
+    fn load(pid: u32, owner: Option<u32>) -> PerfMap {
+        let path = format!("/tmp/perf-{pid}.map");
+        let text = match safe_open::read_perf_map(
+            std::path::Path::new(&path),
+            owner,
+            safe_open::MAX_PERF_MAP_SIZE,
+        ) {
+            Ok(text) => text,
+            Err(refusal) => {
+                let why = match refusal {
+                    PerfMapRefusal::Absent => None,
+                    PerfMapRefusal::NotRegular => Some("it is not a regular file".to_string()),
+                    PerfMapRefusal::ForeignOwner(uid) => Some(format!(
+                        "it belongs to uid {uid}, neither root nor the process's user"
+                    )),
+                    PerfMapRefusal::TooLarge(size) => Some(format!(
+                        "it is {} MiB, over the {} MiB limit",
+                        size >> 20,
+                        safe_open::MAX_PERF_MAP_SIZE >> 20
+                    )),
+                };
+                if let Some(why) = why.filter(|_| PERF_MAP_NOTES.load(Ordering::Relaxed)) {
+                    eprintln!("clockprof: note: ignoring {path}: {why}");
+                }
+                String::new()
+            }
+        };
         let mut entries: Vec<(u64, u64, String)> = text
             .lines()
             .filter_map(|line| {
@@ -139,52 +182,70 @@ fn names_of(symbolized: &Symbolized) -> Option<Vec<String>> {
 }
 
 /// The vDSO has no file: this kernel's image, copied from our own address
-/// space into a temporary file (every process maps the same one), stands in.
+/// space (every process maps the same one) into an anonymous memory file,
+/// stands in. blazesym reads it by its /proc/self/fd path; no name exists in
+/// any directory, so nothing can be planted there and nothing is left
+/// behind, whatever way clockprof exits.
 const VDSO: &str = "[vdso]";
 
-struct VdsoImage(std::path::PathBuf);
+struct VdsoImage(std::fs::File);
 
 impl VdsoImage {
     fn dump() -> Option<VdsoImage> {
         let range = crate::host_facts::own_vdso().ok()?;
-        let mut image = vec![0u8; (range.end - range.start) as usize];
+        let mut image = vec![0u8; usize::try_from(range.end.checked_sub(range.start)?).ok()?];
         let mem = std::fs::File::open("/proc/self/mem").ok()?;
         std::os::unix::fs::FileExt::read_exact_at(&mem, &mut image, range.start).ok()?;
-        let path = std::env::temp_dir().join(format!("clockprof-vdso-{}.so", std::process::id()));
-        std::fs::write(&path, image).ok()?;
-        Some(VdsoImage(path))
+        // SAFETY: a valid NUL-terminated name; the flags are known to memfd_create.
+        let fd = unsafe { libc::memfd_create(c"clockprof-vdso".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: memfd_create just returned this descriptor, owned by nobody else.
+        let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        std::io::Write::write_all(&mut file, &image).ok()?;
+        Some(VdsoImage(file))
     }
-}
 
-impl Drop for VdsoImage {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+    fn path(&self) -> std::path::PathBuf {
+        use std::os::fd::AsRawFd;
+        std::path::PathBuf::from(format!("/proc/self/fd/{}", self.0.as_raw_fd()))
     }
 }
 
 fn symbolize_files(
     symbolizer: &Symbolizer,
+    tracker: &mut ProcTracker,
     locations: &BTreeSet<UserLocation>,
 ) -> NameTable<UserLocation> {
-    let mut by_path: HashMap<&str, Vec<u64>> = HashMap::new();
+    let mut by_file: HashMap<(&str, Option<FileKey>), Vec<u64>> = HashMap::new();
     for location in locations {
-        if let UserLocation::File { path, offset } = location {
-            by_path.entry(path).or_default().push(*offset);
+        if let UserLocation::File { path, file, offset } = location {
+            by_file.entry((path, *file)).or_default().push(*offset);
         }
     }
     let mut table = HashMap::new();
-    let vdso = by_path.contains_key(VDSO).then(VdsoImage::dump).flatten();
-    for (path, offsets) in by_path {
-        let file = match (&vdso, path) {
-            (Some(image), VDSO) => image.0.as_path(),
-            _ => std::path::Path::new(path),
+    let vdso = by_file
+        .contains_key(&(VDSO, None))
+        .then(VdsoImage::dump)
+        .flatten();
+    for ((path, key), offsets) in by_file {
+        // Only the very file that was mapped, as opened by the tracker; a file
+        // that cannot be had leaves its frames `[unknown]`, with the module named.
+        let file = match (&vdso, path, key) {
+            (Some(image), VDSO, None) => image.path(),
+            (_, _, Some(key)) => match tracker.elf_path(key, path) {
+                Some(file) => file,
+                None => continue,
+            },
+            _ => continue,
         };
         // DWARF first, for inlined functions; where blazesym cannot read a
         // file's debug information (seen with Debian's libc and its debug
-        // link), its ELF symbols still name the functions. A file that vanished
-        // or is not ELF leaves its frames `[unknown]`, with the module named.
+        // link), its ELF symbols still name the functions. A file that is
+        // not ELF leaves its frames `[unknown]`, with the module named.
         let symbolize = |debug_syms: bool| {
-            let mut elf = Elf::new(file);
+            let mut elf = Elf::new(&file);
             elf.debug_syms = debug_syms;
             symbolizer.symbolize(&BlazeSource::Elf(elf), Input::FileOffset(&offsets))
         };
@@ -203,6 +264,7 @@ fn symbolize_files(
                 }
                 let location = UserLocation::File {
                     path: path.to_string(),
+                    file: key,
                     offset: *offset,
                 };
                 table.insert(location, names);
@@ -238,11 +300,12 @@ fn locate(
         }
         Some(mapping) => UserLocation::File {
             path: mapping.path.clone(),
+            file: mapping.file,
             offset: mapping.file_offset_of(address),
         },
         None => match perf_maps
             .entry(pid)
-            .or_insert_with(|| PerfMap::load(pid))
+            .or_insert_with(|| PerfMap::load(pid, tracker.owner(pid)))
             .name(address)
         {
             Some(name) => UserLocation::Jit(name.to_string()),
@@ -302,7 +365,7 @@ pub fn symbolize(samples: &[RawSample], tracker: &mut ProcTracker) -> Vec<Symbol
         })
         .collect();
     let distinct: BTreeSet<UserLocation> = user_locations.iter().flatten().cloned().collect();
-    let user_names = symbolize_files(&symbolizer, &distinct);
+    let user_names = symbolize_files(&symbolizer, tracker, &distinct);
 
     let kernel_addresses: BTreeSet<u64> = samples
         .iter()
@@ -370,6 +433,7 @@ pub fn symbolize(samples: &[RawSample], tracker: &mut ProcTracker) -> Vec<Symbol
                     .comm(sample.tgid)
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("[pid {}]", sample.tgid)),
+                cgroup: tracker.cgroup(sample.tgid).map(str::to_string),
                 read: sample.read,
                 frames,
                 state,
@@ -416,9 +480,16 @@ mod tests {
     }
 
     #[test]
-    fn vdso_image_is_a_symbolizable_elf_and_is_removed() {
+    fn vdso_image_is_a_symbolizable_elf_in_memory() {
         let image = VdsoImage::dump().expect("this process has a vDSO");
-        let path = image.0.clone();
+        let path = image.path();
+        let target = std::fs::read_link(&path).unwrap();
+        assert!(
+            target
+                .to_string_lossy()
+                .starts_with("/memfd:clockprof-vdso"),
+            "{target:?}"
+        );
         let symbolizer = Symbolizer::new();
         let source = BlazeSource::Elf(Elf::new(&path));
         // Symbolize every offset of the image: clock_gettime lives somewhere in it.

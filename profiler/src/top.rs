@@ -101,6 +101,8 @@ impl Live {
     /// Attaches the probes for arguments that passed `check`.
     fn start(args: TopArgs, refresh: Duration) -> Result<Live> {
         let session = Session::start(&args.probe.session_config(false, false))?;
+        // The screen is ours: a note on stderr would scribble over it.
+        crate::symbolize::quiet_perf_map_notes();
         let recording = RecordingInfo {
             sources: args.probe.sources.0.clone(),
             attachments: session.attachments(),

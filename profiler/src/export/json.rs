@@ -32,6 +32,12 @@ struct JsonProfile<'a> {
 struct JsonProcess<'a> {
     pid: u32,
     comm: &'a str,
+    /// The cgroup the process ran in, unless the root one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<&'a str>,
+    /// The container id (64 hex digits) its cgroup names, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_id: Option<&'a str>,
     total: u64,
     by_source: &'a BTreeMap<Source, u64>,
     /// Estimated CPU time in vDSO clock reads (vdso samples x period).
@@ -79,6 +85,8 @@ pub fn render(profile: &Profile) -> Result<Vec<u8>> {
             .map(|p| JsonProcess {
                 pid: p.pid,
                 comm: &p.comm,
+                cgroup: p.cgroup.as_deref(),
+                container_id: p.cgroup.as_deref().and_then(crate::container::container_id),
                 total: p.total,
                 by_source: &p.by_source,
                 vdso_cpu_ms: p

@@ -142,6 +142,8 @@ pub fn render(profile: &Profile) -> Result<Vec<u8>> {
         tables.string("pid"),
         tables.string("comm"),
         tables.string("source"),
+        tables.string("cgroup"),
+        tables.string("container_id"),
     ];
     let mut samples = Vec::with_capacity(profile.stacks.len());
     for stack in &profile.stacks {
@@ -151,7 +153,7 @@ pub fn render(profile: &Profile) -> Result<Vec<u8>> {
             location_id
                 .push(tables.location(&frame.folded_name(), frame.module.as_deref().unwrap_or("")));
         }
-        let label = vec![
+        let mut label = vec![
             Label {
                 key: keys[0],
                 str: 0,
@@ -168,6 +170,23 @@ pub fn render(profile: &Profile) -> Result<Vec<u8>> {
                 num: 0,
             },
         ];
+        // Labels only where there is something to say: a process in the
+        // root cgroup has neither.
+        if let Some(cgroup) = &stack.cgroup {
+            let container_id = crate::container::container_id(cgroup);
+            label.push(Label {
+                key: keys[3],
+                str: tables.string(cgroup),
+                num: 0,
+            });
+            if let Some(id) = container_id {
+                label.push(Label {
+                    key: keys[4],
+                    str: tables.string(id),
+                    num: 0,
+                });
+            }
+        }
         samples.push(Sample {
             location_id,
             value: vec![stack.count as i64],

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use crate::aggregate::Profile;
+use crate::printable::printable;
 use crate::source::Source;
 
 const TOP_PROCESSES: usize = 10;
@@ -66,7 +67,7 @@ pub fn summary(profile: &Profile) -> String {
             process.total,
             100.0 * process.total as f64 / profile.total as f64,
             process.pid,
-            process.comm
+            printable(&process.comm)
         );
     }
     let _ = writeln!(out, "\nTop stacks:");
@@ -76,13 +77,13 @@ pub fn summary(profile: &Profile) -> String {
             "{:>12} {:>5.1}%  {} [{}] {}",
             stack.count,
             100.0 * stack.count as f64 / profile.total as f64,
-            stack.comm,
+            printable(&stack.comm),
             stack.pid,
             stack.read.leaf()
         );
         let skip = stack.frames.len().saturating_sub(FRAMES_SHOWN);
         for frame in stack.frames.iter().skip(skip).rev() {
-            let _ = writeln!(out, "{:>22}{}", "", frame.folded_name());
+            let _ = writeln!(out, "{:>22}{}", "", printable(&frame.folded_name()));
         }
     }
     out

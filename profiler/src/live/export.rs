@@ -55,6 +55,7 @@ pub fn export(
                     .comm(pid)
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("[pid {pid}]")),
+                cgroup: tracker.cgroup(pid).map(str::to_string),
                 read: clock_read(&count.key),
                 frames: stack.frames.clone(),
                 state: stack.state,

@@ -1,0 +1,263 @@
+//! Opens files that other users control, as root, without trusting them:
+//! only regular files, never blocking on a FIFO, never opening a device, of a
+//! bounded size, and, where the caller knows which file it expects (the
+//! device and inode of an mmap record), only that very file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// A file's identity: device and inode, as mmap records and /proc/PID/maps
+/// give them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileKey {
+    /// From a major and minor device number as the kernel reports them.
+    pub fn new(major: u32, minor: u32, ino: u64) -> FileKey {
+        FileKey {
+            dev: libc::makedev(major, minor),
+            ino,
+        }
+    }
+
+    pub fn of(meta: &std::fs::Metadata) -> FileKey {
+        FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// Executables and libraries larger than this are not symbolized (blazesym
+/// maps them whole).
+pub const MAX_ELF_SIZE: u64 = 4 << 30;
+
+/// An opened regular file and its identity.
+#[derive(Debug)]
+pub struct Opened {
+    pub file: File,
+    pub key: FileKey,
+}
+
+impl Opened {
+    /// A path that names exactly this open file, for APIs that take paths
+    /// (blazesym, aya, the kernel's uprobe attach): whoever opens it gets
+    /// this inode, whatever happens to the original path since.
+    pub fn fd_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+}
+
+/// Opens `path` for reading if it is a regular file of at most `max_size`
+/// bytes and, when `expect` is given, that very file. Symlinks (including
+/// /proc's magic links such as map_files and exe) are followed; the check is
+/// on what was reached. The first open is O_PATH, which has no side effects
+/// on a device or FIFO; only a checked regular file is then opened for
+/// reading, through the O_PATH descriptor, so nothing can be swapped between
+/// the check and the open.
+pub fn open_regular(path: &Path, expect: Option<FileKey>, max_size: u64) -> io::Result<Opened> {
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = handle.metadata()?;
+    check(&meta, expect, max_size)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))?;
+    let key = FileKey::of(&file.metadata()?);
+    if key != FileKey::of(&meta) {
+        return Err(io::Error::other("the file changed while it was opened"));
+    }
+    Ok(Opened { file, key })
+}
+
+fn check(meta: &std::fs::Metadata, expect: Option<FileKey>, max_size: u64) -> io::Result<()> {
+    if !meta.file_type().is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    if expect.is_some_and(|key| key != FileKey::of(meta)) {
+        return Err(io::Error::other(
+            "not the file that was mapped (device or inode differ)",
+        ));
+    }
+    if meta.len() > max_size {
+        return Err(io::Error::other(format!(
+            "larger than {} MiB",
+            max_size >> 20
+        )));
+    }
+    Ok(())
+}
+
+/// Why a perf map was not read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PerfMapRefusal {
+    /// No such file, or it cannot be opened (a symlink: O_NOFOLLOW).
+    Absent,
+    NotRegular,
+    /// Owned by someone other than root and the process's owner: anyone can
+    /// write /tmp, so such a file could name another user's code.
+    ForeignOwner(u32),
+    TooLarge(u64),
+}
+
+/// Perf maps larger than this are ignored: JIT runtimes write a few MiB.
+pub const MAX_PERF_MAP_SIZE: u64 = 64 << 20;
+
+/// Reads a JIT perf map (`/tmp/perf-PID.map`) under perf's rule: a regular
+/// file owned by root or by `owner` (the process's user). Opened with
+/// O_NOFOLLOW and O_NONBLOCK, so a planted symlink or FIFO is refused
+/// without blocking, and checked on the opened descriptor.
+pub fn read_perf_map(
+    path: &Path,
+    owner: Option<u32>,
+    max_size: u64,
+) -> Result<String, PerfMapRefusal> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|_| PerfMapRefusal::Absent)?;
+    let meta = file.metadata().map_err(|_| PerfMapRefusal::Absent)?;
+    if !meta.file_type().is_file() {
+        return Err(PerfMapRefusal::NotRegular);
+    }
+    if meta.uid() != 0 && Some(meta.uid()) != owner {
+        return Err(PerfMapRefusal::ForeignOwner(meta.uid()));
+    }
+    if meta.len() > max_size {
+        return Err(PerfMapRefusal::TooLarge(meta.len()));
+    }
+    // The file may still grow while it is read: read no more than allowed.
+    let mut bytes = Vec::new();
+    file.take(max_size)
+        .read_to_end(&mut bytes)
+        .map_err(|_| PerfMapRefusal::Absent)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+    use std::os::unix::fs::PermissionsExt;
+
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            Dir(dir)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn mkfifo(path: &Path) {
+        let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    fn chown(path: &Path, uid: u32) {
+        std::os::unix::fs::lchown(path, Some(uid), None).unwrap();
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    #[test]
+    fn perf_map_rules() {
+        let dir = Dir::new("clockprof-perf-map-rules");
+        let map = dir.0.join("perf-1.map");
+        std::fs::write(&map, "1000 10 hot\n").unwrap();
+        let me = std::fs::metadata(&map).unwrap().uid();
+        assert_eq!(
+            read_perf_map(&map, Some(me), MAX_PERF_MAP_SIZE).as_deref(),
+            Ok("1000 10 hot\n")
+        );
+        // Too large: refused whole, not read in part.
+        assert_eq!(
+            read_perf_map(&map, Some(me), 4),
+            Err(PerfMapRefusal::TooLarge(12))
+        );
+        // A symlink is not followed, even to a good map.
+        let link = dir.0.join("perf-2.map");
+        std::os::unix::fs::symlink(&map, &link).unwrap();
+        assert_eq!(
+            read_perf_map(&link, Some(me), MAX_PERF_MAP_SIZE),
+            Err(PerfMapRefusal::Absent)
+        );
+        // A FIFO with no writer would block a plain open forever.
+        let fifo = dir.0.join("perf-3.map");
+        mkfifo(&fifo);
+        assert_eq!(
+            read_perf_map(&fifo, Some(me), MAX_PERF_MAP_SIZE),
+            Err(PerfMapRefusal::NotRegular)
+        );
+        assert_eq!(
+            read_perf_map(&dir.0.join("none.map"), Some(me), MAX_PERF_MAP_SIZE),
+            Err(PerfMapRefusal::Absent)
+        );
+        if is_root() {
+            // Another user's map is a forgery for a root process and for a
+            // process of a third user; root's map is fine for anyone.
+            chown(&map, 65534);
+            assert_eq!(
+                read_perf_map(&map, Some(0), MAX_PERF_MAP_SIZE),
+                Err(PerfMapRefusal::ForeignOwner(65534))
+            );
+            assert_eq!(
+                read_perf_map(&map, Some(1000), MAX_PERF_MAP_SIZE),
+                Err(PerfMapRefusal::ForeignOwner(65534))
+            );
+            assert_eq!(
+                read_perf_map(&map, None, MAX_PERF_MAP_SIZE),
+                Err(PerfMapRefusal::ForeignOwner(65534))
+            );
+            assert!(read_perf_map(&map, Some(65534), MAX_PERF_MAP_SIZE).is_ok());
+            chown(&map, 0);
+            assert!(read_perf_map(&map, Some(1000), MAX_PERF_MAP_SIZE).is_ok());
+        }
+    }
+
+    #[test]
+    fn regular_files_only_and_only_the_expected_one() {
+        let dir = Dir::new("clockprof-open-regular");
+        let (a, b) = (dir.0.join("a"), dir.0.join("b"));
+        std::fs::write(&a, "aaaa").unwrap();
+        std::fs::write(&b, "bbbb").unwrap();
+        let key_a = FileKey::of(&std::fs::metadata(&a).unwrap());
+        let opened = open_regular(&a, Some(key_a), 100).unwrap();
+        assert_eq!(opened.key, key_a);
+        assert_eq!(std::fs::read(opened.fd_path()).unwrap(), b"aaaa");
+        // b swapped in for a: refused.
+        assert!(open_regular(&b, Some(key_a), 100).is_err());
+        assert!(open_regular(&a, None, 3).is_err());
+        assert!(open_regular(&dir.0, None, 1 << 20).is_err());
+        let fifo = dir.0.join("fifo");
+        mkfifo(&fifo);
+        // Returns at once, refused.
+        assert!(open_regular(&fifo, None, 1 << 20).is_err());
+        assert!(open_regular(Path::new("/dev/null"), None, 1 << 20).is_err());
+        // A symlink to a regular file is followed and checked.
+        let link = dir.0.join("link");
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        assert_eq!(open_regular(&link, Some(key_a), 100).unwrap().key, key_a);
+    }
+}
