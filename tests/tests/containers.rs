@@ -1,0 +1,211 @@
+//! Containers: a binary that exists only in a process's own mount
+//! namespace, clockprof itself inside a PID namespace, and processes
+//! labelled with the cgroup and container id they ran in.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+/// A binary copied onto a tmpfs mounted inside `unshare -m`: on the host its
+/// path is an empty directory. The fixture lives long enough for clockprof
+/// to see its mappings, then makes its reads and exits; symbolized at the
+/// end, after it exited, its hot function is named with the exact count.
+#[test]
+fn binary_only_in_another_mount_namespace_is_named() {
+    let dir = TempDir::new("mntns");
+    let mount_point = dir.join("only-in-the-namespace");
+    std::fs::create_dir(&mount_point).unwrap();
+    let out = dir.join("m.folded");
+    let script = r#"set -e
+mount -t tmpfs none "$1"
+cp "$2" "$1/nsfixture"
+"$1/nsfixture" wait 4321 > "$1/ready" &
+fixture=$!
+while [ ! -s "$1/ready" ]; do sleep 0.02; done
+# Long enough for clockprof to see the fixture's mappings (it drains them
+# every 100 ms) before the fixture reads the clock and exits.
+sleep 0.5
+kill -USR1 $fixture
+wait $fixture
+"#;
+    let output = record_to(
+        &out,
+        &["-s", "syscall"],
+        &[
+            os("unshare"),
+            os("-m"),
+            os("--propagation"),
+            os("private"),
+            os("sh"),
+            os("-c"),
+            os(script),
+            os("sh"),
+            mount_point.as_os_str(),
+            c_fixture().as_os_str(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    // The host never saw the file.
+    assert!(!mount_point.join("nsfixture").exists());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let folded = parse_folded(&text);
+    assert_eq!(count_under(&folded, "nsfixture"), 4321, "{text}");
+    assert_eq!(count_under(&folded, "fixture_triggered"), 4321, "{text}");
+    assert_eq!(
+        leaves_under(&folded, "fixture_triggered")
+            .keys()
+            .collect::<Vec<_>>(),
+        vec!["[syscall clock_gettime BOOTTIME]"]
+    );
+}
+
+/// Inside a PID namespace the eBPF side sees host PIDs: clockprof refuses
+/// with one sentence instead of recording 0 reads.
+#[test]
+fn refuses_to_run_inside_a_pid_namespace() {
+    let output = Command::new("unshare")
+        .args(["-p", "-f", "--mount-proc"])
+        .arg(clockprof())
+        .args(["record", "-s", "syscall", "--", "true"])
+        .output()
+        .unwrap();
+    let stderr = stderr(&output);
+    assert!(!output.status.success(), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("PID namespace"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+const CONTAINER_ID: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
+
+/// The cgroup v2 hierarchy: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a
+/// hybrid host.
+fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    mounts
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
+        })
+        .expect("a cgroup2 hierarchy is mounted")
+}
+
+/// A docker-like cgroup, removed (after its processes exited) on drop.
+struct ContainerCgroup {
+    parent: PathBuf,
+    scope: PathBuf,
+    /// The path as /proc/PID/cgroup shows it.
+    path: String,
+}
+
+impl ContainerCgroup {
+    fn new() -> ContainerCgroup {
+        let root = cgroup2_root();
+        let name = format!("clockprof-test-{}", std::process::id());
+        let parent = root.join(&name);
+        let scope = parent.join(format!("docker-{CONTAINER_ID}.scope"));
+        let _ = std::fs::remove_dir(&scope);
+        std::fs::create_dir_all(&scope).unwrap();
+        ContainerCgroup {
+            path: format!("/{name}/docker-{CONTAINER_ID}.scope"),
+            parent,
+            scope,
+        }
+    }
+
+    fn enter(&self, pid: u32) {
+        std::fs::write(self.scope.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for ContainerCgroup {
+    fn drop(&mut self) {
+        // rmdir fails while a process is still inside; they exit quickly.
+        let start = Instant::now();
+        while std::fs::remove_dir(&self.scope).is_err() && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir(&self.parent);
+    }
+}
+
+/// Runs the `wait` fixture inside `cgroup` and records it by PID to `out`.
+fn record_fixture_in(cgroup: &ContainerCgroup, out: &Path) {
+    let mut fixture = Command::new(c_fixture())
+        .args(["wait", "1234"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(fixture.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    cgroup.enter(fixture.id());
+    let pid = fixture.id().to_string();
+    let mut recorder = Command::new(clockprof())
+        .args(["record", "-p", &pid, "-s", "syscall", "-o"])
+        .arg(out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(recorder.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("clockprof: recording") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "clockprof exited early"
+        );
+    }
+    unsafe { libc::kill(fixture.id() as i32, libc::SIGUSR1) };
+    assert!(fixture.wait().unwrap().success());
+    let status = recorder.wait().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn processes_are_labelled_with_cgroup_and_container_id() {
+    let cgroup = ContainerCgroup::new();
+    let dir = TempDir::new("labels");
+
+    let json_path = dir.join("c.json");
+    record_fixture_in(&cgroup, &json_path);
+    let json = read_json(&json_path);
+    let process = &json["processes"][0];
+    assert_eq!(process["total"], 1234, "{json}");
+    assert_eq!(process["cgroup"], cgroup.path.as_str(), "{json}");
+    assert_eq!(process["container_id"], CONTAINER_ID, "{json}");
+
+    let pprof_path = dir.join("c.pb.gz");
+    record_fixture_in(&cgroup, &pprof_path);
+    // go tool pprof -raw prints each sample with its labels.
+    let raw = Command::new("go")
+        .args(["tool", "pprof", "-raw"])
+        .arg(&pprof_path)
+        .output()
+        .expect("go tool pprof runs");
+    assert!(raw.status.success(), "{}", stderr(&raw));
+    let text = String::from_utf8_lossy(&raw.stdout);
+    assert!(
+        text.contains(&format!("container_id:[{CONTAINER_ID}]")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("cgroup:[{}]", cgroup.path)),
+        "{text}"
+    );
+    assert!(text.contains("1234:"), "{text}");
+}
