@@ -100,8 +100,17 @@ impl StackCache {
         }
         let symbolized = symbolize::symbolize(&samples, tracker);
         for (key, sample) in missing.iter().zip(symbolized) {
+            // Shown on the terminal: a symbol's control characters, escaped.
+            let frames = sample
+                .frames
+                .into_iter()
+                .map(|mut frame| {
+                    frame.function = crate::printable::printable(&frame.function).into_owned();
+                    frame
+                })
+                .collect();
             let stack = SymbolizedStack {
-                frames: sample.frames,
+                frames,
                 state: sample.state,
             };
             self.insert(key, stack);
