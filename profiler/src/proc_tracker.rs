@@ -493,6 +493,8 @@ impl Ring {
             ..Default::default()
         };
         attr.set_mmap(1);
+        // Without attr.build_id, MMAP2 records carry the device and inode
+        // that mapped files are checked against.
         attr.set_mmap2(1);
         attr.set_comm(1);
         attr.set_comm_exec(1);
@@ -698,6 +700,58 @@ mod tests {
         assert!(has_mapping(&tracker, pid, "/usr/bin/sleep"));
         assert!(has_mapping(&tracker, pid, "libc.so"));
         assert!(has_mapping(&tracker, pid, "[vdso]"));
+    }
+
+    fn copy_of(binary: &str, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        fs::copy(binary, &path).unwrap();
+        path
+    }
+
+    /// A file replaced at its path after its process exited is not the file
+    /// that was mapped: it is not used. A file replaced while its process
+    /// lives was already opened, and stays the one read.
+    #[test]
+    fn mapped_files_are_the_very_files_mapped() {
+        let dir = std::env::temp_dir().join(format!("proc_tracker_swap_{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mapped_key = |tracker: &ProcTracker, pid: u32, name: &str| {
+            let process = &tracker.model.processes[&pid];
+            let mapping = process
+                .mappings
+                .values()
+                .find(|m| m.path.ends_with(name))
+                .unwrap_or_else(|| panic!("{name} is mapped"));
+            (
+                mapping.file.expect("a file has an inode"),
+                mapping.path.clone(),
+            )
+        };
+
+        // Exited, then swapped: refused.
+        let mut tracker = ProcTracker::start().unwrap();
+        let gone = copy_of("/bin/true", &dir, "gone");
+        let mut child = Command::new(&gone).spawn().unwrap();
+        child.wait().unwrap();
+        fs::rename(copy_of("/bin/false", &dir, "swap"), &gone).unwrap();
+        tracker.drain();
+        let (key, path) = mapped_key(&tracker, child.id(), "/gone");
+        assert!(tracker.elf_path(key, &path).is_none());
+
+        // Opened while alive, then swapped: still the original file.
+        let mut tracker = ProcTracker::start().unwrap();
+        let live = copy_of("/bin/sleep", &dir, "live");
+        let mut child = Command::new(&live).arg("1").spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        tracker.drain();
+        let (key, path) = mapped_key(&tracker, child.id(), "/live");
+        fs::rename(copy_of("/bin/true", &dir, "swap"), &live).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let kept = tracker.elf_path(key, &path).expect("opened while it lived");
+        assert_eq!(fs::read(kept).unwrap(), fs::read("/bin/sleep").unwrap());
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
