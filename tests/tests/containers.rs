@@ -209,3 +209,79 @@ fn processes_are_labelled_with_cgroup_and_container_id() {
     );
     assert!(text.contains("1234:"), "{text}");
 }
+
+/// Uprobes go into the file the process maps, not into whatever its path
+/// names now: the fixture maps glibc, then, in its own mount namespace, a
+/// copy of glibc (same symbols, another inode) is bind-mounted over that
+/// path. `-s libc -p PID` must still count its calls exactly; a uprobe put
+/// on the path looked up again would land in the copy and count nothing.
+#[test]
+fn libc_uprobe_lands_in_the_mapped_file_when_its_path_is_swapped() {
+    let dir = TempDir::new("swapped-libc");
+    let maps_libc = {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| p.rsplit('/').next().unwrap().starts_with("libc.so"))
+            .expect("the test maps glibc")
+            .to_string()
+    };
+    let copy = dir.join("libc-copy.so");
+    std::fs::copy(&maps_libc, &copy).unwrap();
+    let ready = dir.join("ready");
+    let script = r#"set -e
+"$1" libcwait 3000 > "$2" &
+fixture=$!
+while [ ! -s "$2" ]; do sleep 0.02; done
+mount --bind "$3" "$4"
+echo "$fixture"
+wait $fixture
+"#;
+    let mut namespace = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(c_fixture())
+        .arg(&ready)
+        .arg(&copy)
+        .arg(&maps_libc)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(namespace.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid: u32 = line
+        .trim()
+        .parse()
+        .expect("the script prints the fixture's PID");
+    // The path now names the copy, in the fixture's view.
+    let swapped = std::fs::metadata(format!("/proc/{pid}/root{maps_libc}")).unwrap();
+    let copied = std::fs::metadata(&copy).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((swapped.dev(), swapped.ino()), (copied.dev(), copied.ino()));
+
+    let out = dir.join("l.folded");
+    let pid_arg = pid.to_string();
+    let mut recorder = Command::new(clockprof())
+        .args(["record", "-s", "libc", "-p", &pid_arg, "-o"])
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(recorder.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("clockprof: recording") {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "clockprof exited early: {said}"
+        );
+        said.push_str(&line);
+    }
+    unsafe { libc::kill(pid as i32, libc::SIGUSR1) };
+    assert!(namespace.wait().unwrap().success());
+    assert!(recorder.wait().unwrap().success());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let folded = parse_folded(&text);
+    assert_eq!(count_under(&folded, "fixture_libc_hot"), 3000, "{text}");
+}
