@@ -76,13 +76,29 @@ impl Process {
     }
 }
 
-/// Files kept open at most (each holds a descriptor until the end); past
-/// that, a file is opened by its path at symbolization time, still checked.
-const MAX_OPEN_FILES: usize = 8192;
-
 /// The mapped files opened so far, by identity.
 #[derive(Default)]
 struct OpenFiles(HashMap<FileKey, Opened>);
+
+/// Files kept open at most: each holds a descriptor until the end, and half
+/// the descriptors stay free for everything else (the limit is not raised:
+/// COMMAND would inherit it). Past that, a file is opened by its host path
+/// at symbolization time, still checked.
+fn max_open_files() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is a valid rlimit to fill.
+        let soft = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
+            0 => usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX),
+            _ => 1024,
+        };
+        (soft / 2).min(8192)
+    })
+}
 
 impl OpenFiles {
     /// Opens the file of `mapping` in `pid` unless it is already open: through
@@ -91,7 +107,7 @@ impl OpenFiles {
     /// file of the record.
     fn open_mapped(&mut self, pid: u32, mapping: &Mapping) {
         let Some(key) = mapping.file else { return };
-        if self.0.contains_key(&key) || self.0.len() >= MAX_OPEN_FILES {
+        if self.0.contains_key(&key) || self.0.len() >= max_open_files() {
             return;
         }
         let candidates = [
@@ -108,23 +124,6 @@ impl OpenFiles {
             .find_map(|path| safe_open::open_regular(path, Some(key), safe_open::MAX_ELF_SIZE).ok())
         {
             self.0.insert(key, opened);
-        }
-    }
-}
-
-/// Raises the soft limit on open files to the hard one: the tracker keeps one
-/// descriptor per distinct mapped file.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid rlimit to fill and then pass back.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
 }
@@ -156,7 +155,6 @@ impl ProcTracker {
         if !data_pages.is_power_of_two() {
             bail!("the side-band ring buffer needs a power-of-two page count, not {data_pages}");
         }
-        raise_open_file_limit();
         let rings = crate::host_facts::online_cpus()?
             .into_iter()
             .map(|cpu| Ring::open(cpu as i32, data_pages))
