@@ -77,6 +77,9 @@ pub fn libc_of(pid: u32) -> Option<Binary> {
         .lines()
         .filter_map(parse_maps_entry)
         .find(|entry| is_libc(entry.path))?;
+    if safe_open::served_by_user_space(entry.key.dev, Some(pid)) {
+        return None;
+    }
     [
         format!("/proc/{pid}/map_files/{}", entry.range),
         format!("/proc/{pid}/root{}", entry.path),

@@ -78,7 +78,11 @@ impl Process {
 
 /// The mapped files opened so far, by identity.
 #[derive(Default)]
-struct OpenFiles(HashMap<FileKey, Opened>);
+struct OpenFiles {
+    files: HashMap<FileKey, Opened>,
+    /// Devices whose files a user-space daemon serves (FUSE): never touched.
+    user_space_devices: HashMap<u64, bool>,
+}
 
 /// Files kept open at most: each holds a descriptor until the end, and half
 /// the descriptors stay free for everything else (the limit is not raised:
@@ -107,7 +111,10 @@ impl OpenFiles {
     /// file of the record.
     fn open_mapped(&mut self, pid: u32, mapping: &Mapping) {
         let Some(key) = mapping.file else { return };
-        if self.0.contains_key(&key) || self.0.len() >= max_open_files() {
+        if self.files.contains_key(&key)
+            || self.files.len() >= max_open_files()
+            || self.served_by_user_space(key, Some(pid))
+        {
             return;
         }
         let candidates = [
@@ -123,8 +130,15 @@ impl OpenFiles {
             .filter(|path| mapping.path.starts_with('/') || path.starts_with("/proc"))
             .find_map(|path| safe_open::open_regular(path, Some(key), safe_open::MAX_ELF_SIZE).ok())
         {
-            self.0.insert(key, opened);
+            self.files.insert(key, opened);
         }
+    }
+
+    fn served_by_user_space(&mut self, key: FileKey, pid: Option<u32>) -> bool {
+        *self
+            .user_space_devices
+            .entry(key.dev)
+            .or_insert_with(|| safe_open::served_by_user_space(key.dev, pid))
     }
 }
 
@@ -260,15 +274,18 @@ impl ProcTracker {
     /// opened while the process lived), or `None` if that file cannot be had:
     /// then its frames stay `[unknown]` rather than be named from another file.
     pub fn elf_path(&mut self, file: FileKey, path: &str) -> Option<PathBuf> {
-        if let Some(opened) = self.model.files.0.get(&file) {
+        if let Some(opened) = self.model.files.files.get(&file) {
             return Some(opened.fd_path());
+        }
+        if self.model.files.served_by_user_space(file, None) {
+            return None;
         }
         // Not opened at first sight (too many files open): the host's path,
         // if it is still that file.
         let opened =
             safe_open::open_regular(Path::new(path), Some(file), safe_open::MAX_ELF_SIZE).ok()?;
         let fd_path = opened.fd_path();
-        self.model.files.0.insert(file, opened);
+        self.model.files.files.insert(file, opened);
         Some(fd_path)
     }
 

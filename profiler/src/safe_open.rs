@@ -34,6 +34,43 @@ impl FileKey {
     }
 }
 
+/// Whether files on device `dev` may be served by a user-space daemon (FUSE,
+/// which any user can mount): then any access to them, even a stat, may
+/// block for as long as the daemon likes, so they are not touched. Such
+/// filesystems have anonymous devices (major 0); the filesystem type is
+/// read from the mount table of `pid` (the process that mapped the file:
+/// the mount may exist only in its namespace), else from ours.
+pub fn served_by_user_space(dev: u64, pid: Option<u32>) -> bool {
+    if libc::major(dev) != 0 {
+        return false;
+    }
+    let tables = pid
+        .map(|pid| format!("/proc/{pid}/mountinfo"))
+        .into_iter()
+        .chain(["/proc/self/mountinfo".to_string()]);
+    for table in tables {
+        if let Some(fs_type) = std::fs::read_to_string(table)
+            .ok()
+            .and_then(|text| fs_type_of(&text, dev))
+        {
+            return fs_type == "fuse" || fs_type.starts_with("fuse.");
+        }
+    }
+    false
+}
+
+/// The filesystem type of device `dev` in a mountinfo table.
+fn fs_type_of(mountinfo: &str, dev: u64) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        let (major, minor) = line.split(' ').nth(2)?.split_once(':')?;
+        if libc::makedev(major.parse().ok()?, minor.parse().ok()?) != dev {
+            return None;
+        }
+        let (_, fields) = line.split_once(" - ")?;
+        Some(fields.split(' ').next()?.to_string())
+    })
+}
+
 /// Executables and libraries larger than this are not symbolized (blazesym
 /// maps them whole).
 pub const MAX_ELF_SIZE: u64 = 4 << 30;
@@ -234,6 +271,25 @@ mod tests {
             chown(&map, 0);
             assert!(read_perf_map(&map, Some(1000), MAX_PERF_MAP_SIZE).is_ok());
         }
+    }
+
+    #[test]
+    fn fuse_devices_are_recognised_from_mountinfo() {
+        let table = "22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
+                     40 22 0:45 / /home/u/mnt rw,nosuid,nodev - fuse.sshfs u@h:/ rw\n\
+                     41 22 0:46 / /mnt/x rw - tmpfs none rw\n";
+        assert_eq!(
+            fs_type_of(table, libc::makedev(0, 45)).as_deref(),
+            Some("fuse.sshfs")
+        );
+        assert_eq!(
+            fs_type_of(table, libc::makedev(0, 46)).as_deref(),
+            Some("tmpfs")
+        );
+        assert_eq!(fs_type_of(table, libc::makedev(0, 47)), None);
+        // Our own executable is on a real disk or a tmpfs, never FUSE here.
+        let exe = std::fs::metadata("/proc/self/exe").unwrap();
+        assert!(!served_by_user_space(exe.dev(), Some(std::process::id())));
     }
 
     #[test]
