@@ -80,12 +80,14 @@ pub fn libc_of(pid: u32) -> Option<Binary> {
     if safe_open::served_by_user_space(entry.key.dev, Some(pid)) {
         return None;
     }
-    [
-        format!("/proc/{pid}/map_files/{}", entry.range),
-        format!("/proc/{pid}/root{}", entry.path),
-    ]
-    .iter()
-    .find_map(|path| Binary::open(Path::new(path), PathBuf::from(entry.path), Some(entry.key)))
+    let open =
+        |path: &str| Binary::open(Path::new(path), PathBuf::from(entry.path), Some(entry.key));
+    open(&format!("/proc/{pid}/map_files/{}", entry.range)).or_else(|| {
+        // A path is looked up only where no FUSE mount lies on the way.
+        (!safe_open::path_crosses_user_space(entry.path, Some(pid)))
+            .then(|| open(&format!("/proc/{pid}/root{}", entry.path)))
+            .flatten()
+    })
 }
 
 /// Every numeric entry of /proc.

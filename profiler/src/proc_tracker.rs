@@ -117,19 +117,23 @@ impl OpenFiles {
         {
             return;
         }
-        let candidates = [
-            PathBuf::from(format!(
-                "/proc/{pid}/map_files/{:x}-{:x}",
-                mapping.start, mapping.end
-            )),
-            PathBuf::from(format!("/proc/{pid}/root{}", mapping.path)),
-            PathBuf::from(&mapping.path),
-        ];
-        if let Some(opened) = candidates
-            .iter()
-            .filter(|path| mapping.path.starts_with('/') || path.starts_with("/proc"))
-            .find_map(|path| safe_open::open_regular(path, Some(key), safe_open::MAX_ELF_SIZE).ok())
-        {
+        let open =
+            |path: &Path| safe_open::open_regular(path, Some(key), safe_open::MAX_ELF_SIZE).ok();
+        // A path is looked up only where no FUSE mount lies on the way.
+        let by_path = |path: &Path, view: Option<u32>| {
+            let usable = mapping.path.starts_with('/')
+                && !safe_open::path_crosses_user_space(&mapping.path, view);
+            usable.then(|| open(path)).flatten()
+        };
+        let map_files = format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            mapping.start, mapping.end
+        );
+        let in_root = format!("/proc/{pid}/root{}", mapping.path);
+        let opened = open(Path::new(&map_files))
+            .or_else(|| by_path(Path::new(&in_root), Some(pid)))
+            .or_else(|| by_path(Path::new(&mapping.path), None));
+        if let Some(opened) = opened {
             self.files.insert(key, opened);
         }
     }
@@ -277,7 +281,9 @@ impl ProcTracker {
         if let Some(opened) = self.model.files.files.get(&file) {
             return Some(opened.fd_path());
         }
-        if self.model.files.served_by_user_space(file, None) {
+        if self.model.files.served_by_user_space(file, None)
+            || safe_open::path_crosses_user_space(path, None)
+        {
             return None;
         }
         // Not opened at first sight (too many files open): the host's path,

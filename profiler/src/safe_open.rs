@@ -59,6 +59,42 @@ pub fn served_by_user_space(dev: u64, pid: Option<u32>) -> bool {
     false
 }
 
+/// Whether looking `path` up, in the view of `pid` (else ours), would walk
+/// into a FUSE mount, whose daemon could block the lookup.
+pub fn path_crosses_user_space(path: &str, pid: Option<u32>) -> bool {
+    let table = match pid {
+        Some(pid) => format!("/proc/{pid}/mountinfo"),
+        None => "/proc/self/mountinfo".to_string(),
+    };
+    // Unreadable: the process is gone, and its root with it, so nothing is
+    // looked up through it.
+    std::fs::read_to_string(table).is_ok_and(|text| fuse_mount_above(&text, path))
+}
+
+fn fuse_mount_above(mountinfo: &str, path: &str) -> bool {
+    mountinfo.lines().any(|line| {
+        let is_fuse = line
+            .split_once(" - ")
+            .and_then(|(_, fields)| fields.split(' ').next())
+            .is_some_and(|fs_type| fs_type == "fuse" || fs_type.starts_with("fuse."));
+        let Some(mount_point) = line.split(' ').nth(4) else {
+            return false;
+        };
+        // mountinfo writes space, tab, newline and backslash in octal.
+        let mount_point = mount_point
+            .replace("\\040", " ")
+            .replace("\\011", "\t")
+            .replace("\\012", "\n")
+            .replace("\\134", "\\");
+        is_fuse
+            && (mount_point == "/"
+                || path == mount_point
+                || path
+                    .strip_prefix(mount_point.as_str())
+                    .is_some_and(|rest| rest.starts_with('/')))
+    })
+}
+
 /// The filesystem type of device `dev` in a mountinfo table.
 fn fs_type_of(mountinfo: &str, dev: u64) -> Option<String> {
     mountinfo.lines().find_map(|line| {
@@ -287,6 +323,13 @@ mod tests {
             Some("tmpfs")
         );
         assert_eq!(fs_type_of(table, libc::makedev(0, 47)), None);
+        assert!(fuse_mount_above(table, "/home/u/mnt/lib/libx.so"));
+        assert!(fuse_mount_above(table, "/home/u/mnt"));
+        assert!(!fuse_mount_above(table, "/home/u/mnt2/libx.so"));
+        assert!(!fuse_mount_above(table, "/mnt/x/libx.so"));
+        let spaced = "40 22 0:45 / /a\\040b rw - fuse.x x rw\n";
+        assert!(fuse_mount_above(spaced, "/a b/c"));
+        assert!(!path_crosses_user_space("/usr/lib", None));
         // Our own executable is on a real disk or a tmpfs, never FUSE here.
         let exe = std::fs::metadata("/proc/self/exe").unwrap();
         assert!(!served_by_user_space(exe.dev(), Some(std::process::id())));
