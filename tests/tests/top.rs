@@ -34,7 +34,7 @@ impl Screen {
     fn start(name: &str, width: u16, height: u16, dir: &Path, args: &str) -> Screen {
         let session = format!("{name}-{}", std::process::id());
         let command = format!(
-            "{} {args}; echo \"exit=$?\"; stty -a; sleep 600",
+            "{} {args}; echo \"exit=$?\"; stty -a; echo settings-shown; sleep 600",
             clockprof().display()
         );
         let out = tmux(&[
@@ -109,7 +109,10 @@ impl Screen {
     /// After clockprof exited: it exited with 0 and the terminal is back in
     /// cooked mode on the main screen.
     fn assert_left_cleanly(&self, clockprof: u32) -> String {
-        let text = self.wait_for("clockprof to exit", |t| t.contains("exit="));
+        // The shell prints the status, then the terminal settings: read both.
+        let text = self.wait_for("clockprof to exit", |t| {
+            t.contains("exit=") && t.contains("settings-shown")
+        });
         assert!(text.contains("exit=0"), "{text}");
         assert!(!self.alternate_screen_on(), "still on the alternate screen");
         let settings: Vec<&str> = text
