@@ -10,6 +10,7 @@ mod binaries;
 mod cli;
 mod collect;
 mod container;
+mod credentials;
 mod doctor;
 mod export;
 mod host_facts;
@@ -26,6 +27,7 @@ mod source;
 mod symbolize;
 mod target;
 mod top;
+mod tracefs;
 mod tui;
 
 use clap::Parser;
@@ -55,8 +57,41 @@ fn parse_command_line() -> Cli {
     })
 }
 
+/// The one line a panic prints: a bug, said so, where, without a backtrace.
+fn panic_line(payload: &(dyn std::any::Any + Send), place: Option<String>) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    format!(
+        "clockprof: internal error: {}{}; this is a bug, please report it with the command line",
+        message.replace(['\n', '\r'], " "),
+        place.map(|at| format!(" at {at}")).unwrap_or_default()
+    )
+}
+
+/// A panic is a bug: say so in one line a user can paste into an issue,
+/// without the backtrace, unless RUST_BACKTRACE asks for it. (top wraps this
+/// hook with one that first gives the terminal back.)
+fn install_panic_hook() {
+    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| !v.is_empty() && v != "0") {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        use std::io::Write;
+        let place = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()));
+        let _ = writeln!(std::io::stderr(), "{}", panic_line(info.payload(), place));
+    }));
+}
+
 fn main() {
+    install_panic_hook();
     let cli = parse_command_line();
+    // Before the runtime starts its threads: see tracefs::prepare.
+    tracefs::prepare();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -80,5 +115,24 @@ fn main() {
             eprintln!("clockprof: {err:#}.");
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_one_line_naming_a_bug() {
+        let line = panic_line(&"index out of\nbounds", Some("src/x.rs:3".to_string()));
+        assert_eq!(
+            line,
+            "clockprof: internal error: index out of bounds at src/x.rs:3; this is a bug, please report it with the command line"
+        );
+        let owned = panic_line(&String::from("boom"), None);
+        assert!(
+            owned.starts_with("clockprof: internal error: boom; this is a bug"),
+            "{owned}"
+        );
     }
 }

@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::binaries::Binary;
 use crate::host_facts;
 use crate::source::Source;
+use crate::tracefs;
 
 /// The eBPF object built by build.rs (profiler-ebpf for bpfel-unknown-none).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/clockprof"));
@@ -290,58 +291,21 @@ pub struct ProbeConfig {
 pub struct Probes {
     /// Breakpoint perf events with our program attached (see attach_breakpoint).
     breakpoints: Vec<OwnedFd>,
-    // Declared before tracefs so it is dropped (detached) before the unmount.
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
     /// BTF of the running kernel, loaded on first use by fentry.
     btf: Option<Result<Btf, String>>,
     /// Programs already loaded (one program may be attached many times).
     loaded: HashSet<&'static str>,
-    _tracefs: Option<TracefsMount>,
-}
-
-const TRACEFS: &str = "/sys/kernel/tracing";
-
-/// tracefs mounted by us because the host had none; unmounted again on drop so
-/// the host is left as we found it.
-struct TracefsMount;
-
-impl TracefsMount {
-    fn ensure() -> Result<Option<TracefsMount>> {
-        if Path::new(TRACEFS).join("events").exists()
-            || Path::new("/sys/kernel/debug/tracing/events").exists()
-        {
-            return Ok(None);
-        }
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tracefs", "nodev", TRACEFS])
-            .status()
-            .context("could not run mount to mount tracefs")?;
-        if !status.success() {
-            bail!("tracefs is not mounted and mounting it at {TRACEFS} failed; mount it with `mount -t tracefs nodev {TRACEFS}`");
-        }
-        Ok(Some(TracefsMount))
-    }
-}
-
-impl Drop for TracefsMount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(TRACEFS).status();
-    }
-}
-
-fn tracefs_events() -> &'static Path {
-    if Path::new(TRACEFS).join("events").exists() {
-        Path::new("/sys/kernel/tracing/events")
-    } else {
-        Path::new("/sys/kernel/debug/tracing/events")
-    }
 }
 
 /// Reads a field's offset from a tracepoint's format file. The layout of
 /// `sched_process_fork` changed (comm became `__data_loc`), so it is not fixed.
 fn tracepoint_field_offset(category: &str, name: &str, field: &str) -> Result<u32> {
-    let path = tracefs_events().join(category).join(name).join("format");
+    let path = tracefs::events_dir()
+        .join(category)
+        .join(name)
+        .join("format");
     let format = std::fs::read_to_string(&path)
         .with_context(|| format!("could not read {}", path.display()))?;
     let needle = format!(" {field};");
@@ -356,7 +320,7 @@ fn tracepoint_field_offset(category: &str, name: &str, field: &str) -> Result<u3
 
 impl Probes {
     pub fn load(config: &ProbeConfig) -> Result<Self> {
-        let tracefs = TracefsMount::ensure()?;
+        tracefs::require()?;
         let fork_offset = if config.follow_children {
             tracepoint_field_offset("sched", "sched_process_fork", "child_pid")?
         } else {
@@ -388,7 +352,6 @@ impl Probes {
             attachments: Vec::new(),
             btf: None,
             loaded: HashSet::new(),
-            _tracefs: tracefs,
         };
         if config.follow_children {
             probes
