@@ -16,7 +16,7 @@ use anyhow::{bail, Result};
 
 use crate::aggregate::Profile;
 
-pub use output_file::OutputFile;
+pub use output_file::{Existing, OutputFile};
 pub use summary::summary;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use super::stacks::StackCache;
 use super::Snapshot;
 use crate::aggregate::{Profile, RecordingInfo};
 use crate::collect::clock_read;
-use crate::export::{self, Format, OutputFile};
+use crate::export::{self, Existing, Format, OutputFile};
 use crate::proc_tracker::ProcTracker;
 use crate::symbolize::SymbolizedSample;
 
@@ -71,12 +71,7 @@ pub fn export(
         Scope::Process(pid) => format!("clockprof-{pid}-{}", local_timestamp()),
         Scope::All => format!("clockprof-all-{}", local_timestamp()),
     };
-    let svg = dir.join(format!("{stem}.svg"));
-    let folded = dir.join(format!("{stem}.folded"));
-    // Both files are created before either is written, so an unwritable
-    // directory leaves neither.
-    let svg_file = OutputFile::create(&svg)?;
-    let folded_file = OutputFile::create(&folded)?;
+    let (svg, svg_file, folded, folded_file) = create_pair(&dir, &stem)?;
     svg_file.commit(&export::render(&profile, Format::Svg)?)?;
     folded_file.commit(&export::render(&profile, Format::Folded)?)?;
     Ok(Exported {
@@ -84,6 +79,29 @@ pub fn export(
         folded,
         reads: profile.total,
     })
+}
+
+/// Claims `STEM.svg` and `STEM.folded` in `dir`, or `STEM-2.*`, `-3`, ... when
+/// an export of the same second (or anything else) holds the name. Names are
+/// claimed exclusively and links never followed (see OutputFile), so a name
+/// planted in a shared directory is skipped, never written through. Both are
+/// checked before either is written, so an unwritable directory leaves neither.
+fn create_pair(dir: &Path, stem: &str) -> Result<(PathBuf, OutputFile, PathBuf, OutputFile)> {
+    for attempt in 1..=100 {
+        let stem = match attempt {
+            1 => stem.to_string(),
+            n => format!("{stem}-{n}"),
+        };
+        let svg = dir.join(format!("{stem}.svg"));
+        let folded = dir.join(format!("{stem}.folded"));
+        if svg.symlink_metadata().is_ok() || folded.symlink_metadata().is_ok() {
+            continue;
+        }
+        let svg_file = OutputFile::create(&svg, Existing::Keep)?;
+        let folded_file = OutputFile::create(&folded, Existing::Keep)?;
+        return Ok((svg, svg_file, folded, folded_file));
+    }
+    anyhow::bail!("no free export name {stem}-N.svg in {}", dir.display())
 }
 
 /// `YYYYmmdd-HHMMSS` in local time, for file names that sort by time.
