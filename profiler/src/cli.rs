@@ -45,8 +45,13 @@ pub struct DoctorArgs {
 
 const SOURCES_HELP: &str =
     "Clock sources, comma-separated, or `all`. `default`: syscall,kernel,vdso,
-the ones that cost little on every hot path (a default one the kernel cannot
-serve is skipped and noted in the output; a named one warns, or fails alone).
+the ones that cost little on every hot path. With the defaults or `all`, a
+source that does not apply (a kernel without its hooks, go on a program that
+is not Go, libc on a static binary) is skipped and named in the output; it is
+an error only when none applies. A source named on its own that does not
+apply is an error; named with others, a warning. `all` includes the uprobe
+sources libc and go: host-wide, that puts a trap on every glibc
+clock_gettime and Go clock call of every running process (see below).
 Costs are per clock read, measured by `cargo xtask bench`.
   syscall  clock_gettime/gettimeofday/time system calls (fentry, kprobe or
            tracepoint; ~0.9 us per syscall with its user stack; exact counts).
@@ -82,7 +87,7 @@ pub struct ProbeArgs {
           default_value = DEFAULT_SOURCES, long_help = SOURCES_HELP)]
     pub sources: SourceSet,
 
-    /// Sampling frequency of the vdso source, in Hz per CPU.
+    /// Sampling frequency of the vdso source, in Hz per CPU (1 to 100000).
     #[arg(short = 'F', long = "frequency", value_name = "HZ", default_value_t = 999,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub frequency: u64,
@@ -94,21 +99,93 @@ pub struct ProbeArgs {
 
     /// A kernel clock function for the kernel source; repeatable (up to 8).
     /// Replaces the default list.
-    #[arg(long = "kernel-fn", value_name = "FUNCTION")]
+    #[arg(long = "kernel-fn", value_name = "FUNCTION",
+          value_parser = kernel_function)]
     pub kernel_functions: Vec<String>,
 
-    /// Distinct (process, stack, clock) entries the kernel can count; events
-    /// beyond it are counted as lost.
-    #[arg(long, value_name = "N", default_value_t = 65536)]
+    /// Distinct (process, stack, clock) entries the kernel can count, 1 to
+    /// 4194304; events beyond it are counted as lost.
+    #[arg(long, value_name = "N", default_value_t = 65536,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_COUNT_ENTRIES))]
     pub count_entries: u32,
 
-    /// Distinct stacks the kernel can keep (each takes ~1 KiB); stacks beyond it
-    /// are reported as lost, their events still counted.
-    #[arg(long, value_name = "N", default_value_t = 16384)]
+    /// Distinct stacks the kernel can keep (each takes ~1 KiB), 1 to 262144;
+    /// stacks beyond it are reported as lost, their events still counted.
+    #[arg(long, value_name = "N", default_value_t = 16384,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_STACK_ENTRIES))]
     pub stack_entries: u32,
 }
 
+/// Map sizes beyond these cost more kernel memory than any profile needs
+/// (the stack map alone would pass 256 MiB).
+const MAX_COUNT_ENTRIES: i64 = 1 << 22;
+const MAX_STACK_ENTRIES: i64 = 1 << 18;
+
+/// The longest `-d`: a year, far beyond any recording, well inside what
+/// timers can represent.
+const MAX_DURATION_SECS: f64 = 366.0 * 24.0 * 3600.0;
+/// `top -i`: faster refreshes cost more than they show; slower ones are a
+/// frozen screen.
+pub const MIN_INTERVAL_SECS: f64 = 0.1;
+const MAX_INTERVAL_SECS: f64 = 3600.0;
+
+/// Seconds as a finite number in `min..=max` (`min` itself excluded when
+/// `min_excluded`), for -d and -i.
+fn seconds(text: &str, min: f64, min_excluded: bool, max: f64) -> Result<f64, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "not a number of seconds".to_string())?;
+    let too_small = if min_excluded {
+        secs <= min
+    } else {
+        secs < min
+    };
+    if !secs.is_finite() || too_small || secs > max {
+        let lower = if min_excluded {
+            format!("more than {min}")
+        } else {
+            format!("at least {min}")
+        };
+        return Err(format!("must be {lower} and at most {max} seconds"));
+    }
+    Ok(secs)
+}
+
+fn duration(text: &str) -> Result<f64, String> {
+    seconds(text, 0.0, true, MAX_DURATION_SECS)
+}
+
+fn interval(text: &str) -> Result<f64, String> {
+    seconds(text, MIN_INTERVAL_SECS, false, MAX_INTERVAL_SECS)
+}
+
+/// A kernel symbol name: what kallsyms can hold, nothing a path could smuggle.
+fn kernel_function(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if !valid {
+        return Err("not a kernel function name".to_string());
+    }
+    Ok(name.to_string())
+}
+
 impl ProbeArgs {
+    /// What clap cannot check alone; runs before anything is attached.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let max = profiler_common::MAX_KERNEL_FNS as usize;
+        if self.kernel_functions.len() > max {
+            anyhow::bail!(
+                "at most {max} --kernel-fn can be watched at once, not {}",
+                self.kernel_functions.len()
+            );
+        }
+        Ok(())
+    }
+
     /// The session these options ask for; `all` and `command` come from the
     /// subcommand.
     pub fn session_config(&self, all: bool, command: bool) -> SessionConfig<'_> {
@@ -136,12 +213,16 @@ pub struct RecordArgs {
     #[arg(short = 'a', long = "all-cpus", conflicts_with = "pids")]
     pub all: bool,
 
-    /// Stop after SECS seconds (default: when COMMAND exits, or on Ctrl-C).
-    #[arg(short = 'd', long = "duration", value_name = "SECS")]
+    /// Stop after SECS seconds, at most a year (default: when COMMAND exits,
+    /// or on Ctrl-C, SIGTERM or SIGHUP).
+    #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = duration)]
     pub duration: Option<f64>,
 
     /// Write the profile here (format from -f, else from the extension:
-    /// .svg, .folded, .json, .pb.gz). Without it, print a summary.
+    /// .svg, .folded, .json, .pb.gz), replacing a regular file atomically.
+    /// Never through a symlink, FIFO or device: those are refused (/dev/null
+    /// too). `-o -` writes to standard output (folded unless -f says
+    /// otherwise). Without -o, print a summary.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
 
@@ -149,8 +230,16 @@ pub struct RecordArgs {
     #[arg(short = 'f', long = "format", value_name = "FORMAT")]
     pub format: Option<Format>,
 
+    /// Run COMMAND as USER (a name or a numeric uid). Default: under sudo,
+    /// the user who ran sudo (SUDO_UID, SUDO_GID, that user's groups and
+    /// HOME); else as clockprof runs. `--user root` keeps root.
+    #[arg(long, value_name = "USER", requires = "command")]
+    pub user: Option<String>,
+
     /// Start COMMAND once every probe is attached, profile it and the processes
-    /// it starts until it exits, then exit with its status.
+    /// it starts until it exits, then exit with its status. SIGTERM and SIGHUP
+    /// are passed on to it (Ctrl-C reaches it from the terminal), and it gets
+    /// SIGTERM if clockprof dies.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
 }
@@ -160,16 +249,65 @@ pub struct TopArgs {
     #[command(flatten)]
     pub probe: ProbeArgs,
 
-    /// Refresh the view every SECS seconds.
+    /// Refresh the view every SECS seconds (0.1 to 3600).
     #[arg(
         short = 'i',
         long = "interval",
         value_name = "SECS",
-        default_value_t = 1.0
+        default_value_t = 1.0,
+        value_parser = interval
     )]
     pub interval: f64,
 
     /// Write flamegraphs exported with `e`/`E` into this directory.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub export_dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        Cli::try_parse_from(args).map_err(|e| e.to_string().lines().next().unwrap().to_string())
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_in_one_line() {
+        for args in [
+            &["clockprof", "record", "-d", "1e20"][..],
+            &["clockprof", "record", "-d", "nan"],
+            &["clockprof", "record", "-d", "inf"],
+            &["clockprof", "record", "-d", "0"],
+            &["clockprof", "record", "-d=-1"],
+            &["clockprof", "record", "-d", "soon"],
+            &["clockprof", "top", "-i", "1e20"],
+            &["clockprof", "top", "-i", "0"],
+            &["clockprof", "top", "-i", "nan"],
+            &["clockprof", "record", "-F", "0"],
+            &["clockprof", "record", "-F", "1000000"],
+            &["clockprof", "record", "--stack-entries", "0"],
+            &["clockprof", "record", "--count-entries", "0"],
+            &["clockprof", "record", "--stack-entries", "99999999"],
+            &["clockprof", "record", "--count-entries", "4294967295"],
+            &["clockprof", "record", "--kernel-fn", "../x"],
+            &["clockprof", "record", "--user", "root"],
+        ] {
+            let err = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} was accepted"));
+            assert!(err.starts_with("error: "), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn sane_values_pass() {
+        let cli = parse(&["clockprof", "record", "-d", "0.5", "--stack-entries", "1"]).unwrap();
+        let Command::Record(args) = cli.command else {
+            panic!("not record")
+        };
+        assert_eq!(args.duration, Some(0.5));
+        assert!(parse(&["clockprof", "top", "-i", "0.1"]).is_ok());
+        assert!(parse(&["clockprof", "record", "--user", "root", "--", "true"]).is_ok());
+    }
 }

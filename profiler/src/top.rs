@@ -31,9 +31,6 @@ use crate::tui::keys::{self, Action};
 use crate::tui::view::{self, Context, Data};
 use crate::tui::{self, FullScreen, Terminal};
 
-/// Faster refreshes cost more than they show.
-const MIN_INTERVAL: f64 = 0.1;
-
 pub async fn top(args: TopArgs) -> Result<i32> {
     let refresh = check(&args)?;
     tui::require_terminal()?;
@@ -55,10 +52,9 @@ pub async fn top(args: TopArgs) -> Result<i32> {
 /// Checks what can be checked before anything is attached; returns the
 /// refresh interval.
 fn check(args: &TopArgs) -> Result<Duration> {
+    // The CLI bounds -i (cli::interval).
     let secs = args.interval;
-    if !(secs >= MIN_INTERVAL && secs.is_finite()) {
-        bail!("the refresh interval -i must be at least {MIN_INTERVAL} seconds, not {secs}");
-    }
+    args.probe.check()?;
     if !args.export_dir.is_dir() {
         bail!(
             "the export directory {} does not exist; create it or pick another with --export-dir",

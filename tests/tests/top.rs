@@ -387,7 +387,7 @@ fn bad_interval_and_missing_pid_are_one_sentence_errors() {
     for (args, needle) in [
         (
             vec!["top", "-i", "0"],
-            "the refresh interval -i must be at least 0.1 seconds",
+            "for '--interval <SECS>': must be at least 0.1 and at most 3600 seconds",
         ),
         (
             vec!["top", "-p", "999999999"],
