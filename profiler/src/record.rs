@@ -5,12 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use tokio::signal::unix::{signal, SignalKind};
+use anyhow::{Context, Result};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::aggregate::{Profile, RecordingInfo};
 use crate::cli::RecordArgs;
-use crate::export::{self, Format, OutputFile};
+use crate::credentials;
+use crate::export::{self, Existing, Format, OutputFile};
 use crate::session::{self, Session};
 use crate::source::Source;
 use crate::{symbolize, target as command};
@@ -24,34 +25,85 @@ enum Stop {
     Signal(i32),
 }
 
-pub async fn record(args: RecordArgs) -> Result<i32> {
-    if let Some(secs) = args.duration {
-        if !(secs > 0.0 && secs.is_finite()) {
-            bail!("the duration -d must be a positive number of seconds, not {secs}");
-        }
+/// Where the profile goes.
+enum Output {
+    File(OutputFile, Format),
+    /// `-o -`.
+    Stdout(Format),
+    Summary,
+}
+
+/// Writes to stderr without failing: after SIGHUP the terminal is gone, and
+/// the recording must still be written.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .context("could not write the profile to standard output")
+}
+
+fn describe_target(args: &RecordArgs, user: &str) -> String {
+    match (&args.probe.pids[..], args.command.is_empty()) {
+        (_, false) => format!(" of COMMAND as {user}"),
+        ([], true) => " host-wide".to_string(),
+        (pids, true) => format!(
+            " of PID {}",
+            pids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     }
+}
+
+pub async fn record(args: RecordArgs) -> Result<i32> {
+    // Everything that can be checked is, before anything is attached or
+    // COMMAND started (the CLI bounds -d, -F and the map sizes).
+    args.probe.check()?;
     let output = match &args.output {
+        Some(path) if path.as_os_str() == "-" => {
+            Output::Stdout(args.format.unwrap_or(Format::Folded))
+        }
         Some(path) => {
             let format = Format::resolve(args.format, path)?;
-            Some((OutputFile::create(path)?, format))
+            Output::File(OutputFile::create(path, Existing::Replace)?, format)
         }
-        None => None,
+        None => Output::Summary,
     };
     let has_command = !args.command.is_empty();
-    let mut session = Session::start(&args.probe.session_config(args.all, has_command))?;
-
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut child = if has_command {
-        let targets_fd = session.probes.targets_fd()?;
-        let sources = &args.probe.sources.0;
-        Some(command::spawn(&args.command, targets_fd, |pid| {
-            session.attach_for_command(sources, pid, &args.command[0])
-        })?)
+    let run_as = if has_command {
+        credentials::command_user(args.user.as_deref())?
     } else {
         None
     };
-    // The sources really recording: a default one the kernel cannot serve is out.
+    let mut session = Session::start(&args.probe.session_config(args.all, has_command))?;
+
+    command::watch_interrupt_origin()?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut child = if has_command {
+        let targets_fd = session.probes.targets_fd()?;
+        let sources = &args.probe.sources;
+        Some(command::spawn(
+            &args.command,
+            targets_fd,
+            run_as.as_ref(),
+            |pid| session.attach_for_command(sources, pid, &args.command[0]),
+        )?)
+    } else {
+        None
+    };
+    // The sources really recording: one that does not apply is out.
     let sources: Vec<Source> = args
         .probe
         .sources
@@ -60,24 +112,18 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         .copied()
         .filter(|s| !session.unavailable.iter().any(|(u, _)| u == s))
         .collect();
-    eprintln!(
+    let user = match &run_as {
+        Some(user) => user.to_string(),
+        None => credentials::current_user(),
+    };
+    say!(
         "clockprof: recording {} clock reads{}; Ctrl-C stops",
         sources
             .iter()
             .map(|s| s.name())
             .collect::<Vec<_>>()
             .join(","),
-        match (&args.probe.pids[..], has_command) {
-            (_, true) => " of COMMAND".to_string(),
-            ([], false) => " host-wide".to_string(),
-            (pids, false) => format!(
-                " of PID {}",
-                pids.iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-        }
+        describe_target(&args, &user)
     );
 
     let started = Instant::now();
@@ -96,6 +142,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
             }
             _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
             _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),
+            _ = sighup.recv() => break Stop::Signal(libc::SIGHUP),
             _ = drain.tick() => {
                 session.tracker.drain();
                 if !has_command && !args.probe.pids.is_empty() && !args.probe.pids.iter().any(|&p| session::process_alive(p)) {
@@ -105,6 +152,10 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         }
     };
     let duration = started.elapsed();
+    // COMMAND starts stopping while the profile is written.
+    if let (Stop::Signal(signal), Some(child)) = (&stop, &child) {
+        child.forward(*signal);
+    }
 
     let collected = session.collect()?;
     let attachments = session.attachments();
@@ -135,38 +186,54 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         },
     );
     match output {
-        Some((file, format)) => {
+        Output::File(file, format) => {
             let path = file.path().display().to_string();
             file.commit(&export::render(&profile, format)?)?;
-            eprintln!(
+            say!(
                 "clockprof: wrote {} clock reads in {} stacks to {path}",
                 profile.total,
                 profile.stacks.len()
             );
         }
-        None => print!("{}", export::summary(&profile)),
+        Output::Stdout(format) => write_stdout(&export::render(&profile, format)?)?,
+        Output::Summary => {
+            // A terminal gone with SIGHUP takes the summary with it.
+            let _ = write_stdout(export::summary(&profile).as_bytes());
+        }
     }
     if profile.info.lost.any() {
-        eprintln!(
+        say!(
             "clockprof: warning: the kernel lost {} events and {} stacks; raise --count-entries / --stack-entries",
             profile.info.lost.events,
             profile.info.lost.user_stacks + profile.info.lost.kernel_stacks
         );
     }
 
-    Ok(match stop {
-        Stop::CommandExited(status) => command::exit_code(status),
-        Stop::DurationElapsed | Stop::TargetsExited => 0,
-        Stop::Signal(signal) => match child.as_mut() {
-            // COMMAND shares our terminal, so it saw Ctrl-C itself; a SIGTERM
-            // sent to us alone is passed on. Then we return its status.
-            Some(child) => {
-                if signal == libc::SIGTERM {
-                    unsafe { libc::kill(child.pid as i32, libc::SIGTERM) };
-                }
-                command::exit_code((&mut child.exit).await??)
-            }
-            None => 0,
-        },
+    Ok(match (stop, child) {
+        (Stop::CommandExited(status), _) => command::exit_code(status),
+        (Stop::Signal(_), Some(child)) => command::exit_code(
+            wait_for_command(child, &mut sigint, &mut sigterm, &mut sighup).await?,
+        ),
+        _ => 0,
     })
+}
+
+/// After a stopping signal, COMMAND's status is ours. One that ignores the
+/// signal it was passed gets SIGKILL at the next one.
+async fn wait_for_command(
+    mut child: command::Spawned,
+    sigint: &mut Signal,
+    sigterm: &mut Signal,
+    sighup: &mut Signal,
+) -> Result<std::process::ExitStatus> {
+    loop {
+        tokio::select! {
+            status = &mut child.exit => {
+                return status.context("could not wait for COMMAND")?.context("could not wait for COMMAND");
+            }
+            _ = sigint.recv() => child.signal(libc::SIGKILL),
+            _ = sigterm.recv() => child.signal(libc::SIGKILL),
+            _ = sighup.recv() => child.signal(libc::SIGKILL),
+        }
+    }
 }
