@@ -14,7 +14,7 @@ use crate::collect::{self, Collected};
 use crate::privileges;
 use crate::probes::{Attachment, Backend, ProbeConfig, Probes, DEFAULT_KERNEL_FUNCTIONS};
 use crate::proc_tracker::ProcTracker;
-use crate::source::Source;
+use crate::source::{Source, SourceSet};
 
 /// The kernel source watches each function it can. None at all is an error
 /// when the user asked for the kernel source alone, a warning when named with
@@ -89,9 +89,31 @@ fn attach_to_process(probes: &mut Probes, source: Source, pid: u32) -> Result<()
     Ok(())
 }
 
+/// Whether `path` is an ELF executable without an interpreter: a static
+/// binary maps no glibc for the libc source to probe. Anything unreadable or
+/// not ELF (a script) is given the benefit of the doubt.
+fn is_static_executable(path: &std::path::Path) -> bool {
+    use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let data = object::ReadCache::new(file);
+    let Ok(elf) = ElfFile64::<object::Endianness, _>::parse(&data) else {
+        return false;
+    };
+    let endian = elf.endian();
+    let Ok(headers) = elf.elf_header().program_headers(endian, &data) else {
+        return false;
+    };
+    !headers
+        .iter()
+        .any(|header| header.p_type(endian) == object::elf::PT_INTERP)
+}
+
 /// Host-wide, every distinct file of the source that runs now gets the
 /// uprobes (processes started later from other files are not covered).
-fn attach_host_wide(probes: &mut Probes, source: Source) -> Result<()> {
+/// Returns why nothing was attached, if nothing was.
+fn attach_host_wide(probes: &mut Probes, source: Source) -> Result<Option<String>> {
     let pids = binaries::all_pids();
     let candidates = match source {
         Source::Libc => binaries::distinct(pids.iter().filter_map(|&pid| binaries::libc_of(pid))),
@@ -108,7 +130,9 @@ fn attach_host_wide(probes: &mut Probes, source: Source) -> Result<()> {
             .collect(),
     };
     if candidates.is_empty() {
-        eprintln!("clockprof: warning: no running process uses the {source} source's functions");
+        return Ok(Some(format!(
+            "no running process uses the {source} source's functions"
+        )));
     }
     for binary in candidates {
         // A process may exit between the scan and the attach; only the
@@ -116,6 +140,22 @@ fn attach_host_wide(probes: &mut Probes, source: Source) -> Result<()> {
         if let Err(err) = probes.attach_uprobes(source, &binary, None) {
             eprintln!("clockprof: warning: {err:#}");
         }
+    }
+    Ok(None)
+}
+
+/// With the defaults or `all`, sources that do not apply are skipped; none
+/// applying at all is an error.
+fn require_some_source(sources: &[Source], unavailable: &[(Source, String)]) -> Result<()> {
+    if sources
+        .iter()
+        .all(|source| unavailable.iter().any(|(skipped, _)| skipped == source))
+    {
+        let reasons: Vec<String> = unavailable
+            .iter()
+            .map(|(source, why)| format!("{source}: {why}"))
+            .collect();
+        bail!("no clock source applies here ({})", reasons.join("; "));
     }
     Ok(())
 }
@@ -201,14 +241,35 @@ impl Session {
         }
         for &source in config.sources.iter().filter(|s| s.is_uprobe()) {
             if config.all || (config.pids.is_empty() && !config.command) {
-                attach_host_wide(&mut probes, source)?;
-            } else {
+                if let Some(why) = attach_host_wide(&mut probes, source)? {
+                    if config.sources_explicit {
+                        eprintln!("clockprof: warning: {why}");
+                    } else {
+                        unavailable.push((source, why));
+                    }
+                }
+            } else if !config.pids.is_empty() {
                 // Scoped uprobes fire only in these processes: the rest of the
                 // host does not pay the trap. COMMAND gets its own before exec.
+                let mut refusals = Vec::new();
                 for &pid in config.pids {
-                    attach_to_process(&mut probes, source, pid)?;
+                    match attach_to_process(&mut probes, source, pid) {
+                        Ok(()) => {}
+                        Err(err) if config.sources_explicit => return Err(err),
+                        Err(err) => refusals.push(format!("{err:#}")),
+                    }
+                }
+                if refusals.len() == config.pids.len() {
+                    unavailable.push((source, refusals.join("; ")));
+                } else {
+                    for refusal in refusals {
+                        eprintln!("clockprof: warning: the {source} source skips {refusal}");
+                    }
                 }
             }
+        }
+        if !config.command {
+            require_some_source(config.sources, &unavailable)?;
         }
         if filter_by_pid {
             config
@@ -226,33 +287,50 @@ impl Session {
     }
 
     /// Puts the uprobes of the chosen user-space sources on COMMAND, scoped to
-    /// its PID, between its fork and its exec (see target::spawn).
+    /// its PID, between its fork and its exec (see target::spawn). With the
+    /// defaults or `all`, a source that does not apply to COMMAND is skipped;
+    /// an error here means COMMAND is never executed.
     pub fn attach_for_command(
         &mut self,
-        sources: &[Source],
+        sources: &SourceSet,
         pid: u32,
         program: &OsStr,
     ) -> Result<()> {
-        for &source in sources.iter().filter(|s| s.is_uprobe()) {
-            let binary = match source {
-                // COMMAND has not exec'd yet; it will map the host's libc, the
-                // one this process maps.
-                Source::Libc => binaries::libc_of(std::process::id()).context(
-                    "this host's glibc was not found, so the libc source has nothing to probe",
-                )?,
-                _ => {
-                    let name = program.to_string_lossy();
-                    let path = binaries::resolve_command(program)
-                        .with_context(|| format!("COMMAND `{name}` was not found in PATH"))?;
-                    let binary = Binary::open(&path, path.clone(), None).with_context(|| {
-                        format!("COMMAND `{name}` is not a regular file that can be read")
-                    })?;
-                    check_go(&binary.fd_path(), &format!("COMMAND `{name}`"))?;
-                    binary
+        for &source in sources.0.iter().filter(|s| s.is_uprobe()) {
+            let attached = self.attach_one_for_command(source, pid, program);
+            match attached {
+                Err(err) if !sources.explicit() => {
+                    self.unavailable.push((source, format!("{err:#}")));
                 }
-            };
-            self.probes.attach_uprobes(source, &binary, Some(pid))?;
+                result => result?,
+            }
         }
+        require_some_source(&sources.0, &self.unavailable)
+    }
+
+    fn attach_one_for_command(&mut self, source: Source, pid: u32, program: &OsStr) -> Result<()> {
+        let command = format!("COMMAND `{}`", program.to_string_lossy());
+        let path = binaries::resolve_command(program)
+            .with_context(|| format!("{command} was not found in PATH"))?;
+        let executable = Binary::open(&path, path.clone(), None)
+            .with_context(|| format!("{command} is not a regular file that can be read"))?;
+        let binary = match source {
+            // COMMAND has not exec'd yet; it will map the host's libc, the
+            // one this process maps, unless it is static.
+            Source::Libc => {
+                if is_static_executable(&executable.fd_path()) {
+                    bail!("{command} is statically linked, so the libc source has nothing to probe in it");
+                }
+                binaries::libc_of(std::process::id()).context(
+                    "this host's glibc was not found, so the libc source has nothing to probe",
+                )?
+            }
+            _ => {
+                check_go(&executable.fd_path(), &command)?;
+                executable
+            }
+        };
+        self.probes.attach_uprobes(source, &binary, Some(pid))?;
         Ok(())
     }
 

@@ -68,6 +68,9 @@ pub struct SourceSet(pub Vec<Source>, pub Requested);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Requested {
     ByDefault,
+    /// `all` (with or without names): like the defaults, whatever does not
+    /// apply is skipped and named.
+    All,
     Explicitly,
 }
 
@@ -83,9 +86,11 @@ impl FromStr for SourceSet {
             return Ok(SourceSet(DEFAULT_LIST.to_vec(), Requested::ByDefault));
         }
         let mut sources = Vec::new();
+        let mut requested = Requested::Explicitly;
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             if name == "all" {
                 sources.extend_from_slice(Source::ALL);
+                requested = Requested::All;
                 continue;
             }
             let source = Source::ALL
@@ -106,7 +111,7 @@ impl FromStr for SourceSet {
         }
         sources.sort();
         sources.dedup();
-        Ok(SourceSet(sources, Requested::Explicitly))
+        Ok(SourceSet(sources, requested))
     }
 }
 
@@ -118,6 +123,8 @@ impl fmt::Display for SourceSet {
 }
 
 impl SourceSet {
+    /// Whether the user named each source (not `all`, not the defaults):
+    /// then one that does not apply is a warning, or an error alone.
     pub fn explicit(&self) -> bool {
         self.1 == Requested::Explicitly
     }
@@ -249,6 +256,8 @@ mod tests {
         );
         assert!(!default.explicit());
         assert!("syscall".parse::<SourceSet>().unwrap().explicit());
+        assert!(!"all".parse::<SourceSet>().unwrap().explicit());
+        assert!(!"syscall,all".parse::<SourceSet>().unwrap().explicit());
     }
 
     #[test]

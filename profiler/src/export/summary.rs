@@ -26,7 +26,7 @@ pub fn summary(profile: &Profile) -> String {
         info.backends().join(",")
     );
     for (source, reason) in &info.unavailable {
-        let _ = writeln!(out, "{source} source unavailable on this kernel ({reason})");
+        let _ = writeln!(out, "{source} source skipped: {reason}");
     }
     if info.lost.any() || info.lost_mapping_records > 0 {
         let _ = writeln!(
