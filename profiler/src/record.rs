@@ -126,6 +126,13 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         describe_target(&args, &user)
     );
 
+    // The summary names them; a profile written elsewhere is named here.
+    if !matches!(output, Output::Summary) {
+        for (source, why) in &session.unavailable {
+            say!("clockprof: the {source} source is skipped: {why}");
+        }
+    }
+
     let started = Instant::now();
     let deadline = args
         .duration

@@ -108,3 +108,59 @@ fn not_root_names_the_missing_capabilities() {
     );
     assert!(stderr(&output).contains("sudo"));
 }
+
+/// Every out-of-range value is one line from the CLI: nothing attached and
+/// COMMAND never started (it would create the marker).
+#[test]
+fn every_out_of_range_value_is_one_line_and_starts_nothing() {
+    let dir = TempDir::new("range");
+    let marker = dir.join("marker");
+    let cases: &[(&[&str], &str)] = &[
+        (&["record", "-d", "1e20"], "--duration"),
+        (&["record", "-d", "nan"], "--duration"),
+        (&["record", "-d", "inf"], "--duration"),
+        (&["record", "-d", "0"], "--duration"),
+        (&["record", "-d=-1"], "--duration"),
+        (&["record", "-F", "0"], "--frequency"),
+        (&["record", "-F", "1000000"], "--frequency"),
+        (&["record", "--stack-entries", "0"], "--stack-entries"),
+        (&["record", "--count-entries", "0"], "--count-entries"),
+        (
+            &["record", "--stack-entries", "4294967295"],
+            "--stack-entries",
+        ),
+        (
+            &["record", "--count-entries", "99999999"],
+            "--count-entries",
+        ),
+        (&["record", "--kernel-fn", "../../x"], "--kernel-fn"),
+        (&["top", "-i", "1e20"], "--interval"),
+        (&["top", "-i", "0"], "--interval"),
+        (&["top", "-i", "nan"], "--interval"),
+        (&["top", "--stack-entries", "0"], "--stack-entries"),
+    ];
+    for (args, needle) in cases {
+        let mut argv: Vec<&OsStr> = args.iter().map(|a| os(a)).collect();
+        if args[0] == "record" {
+            argv.extend([os("--"), os("touch"), marker.as_os_str()]);
+        }
+        let output = Command::new(clockprof())
+            .args(&argv)
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        assert_clear_error(&output, needle);
+        assert!(!stderr(&output).contains("internal error"), "{args:?}");
+        assert!(!marker.exists(), "{args:?} started COMMAND");
+    }
+    // Nine --kernel-fn pass clap one by one: the count is checked before
+    // anything is attached.
+    let mut argv = vec![os("record")];
+    for _ in 0..9 {
+        argv.extend([os("--kernel-fn"), os("ktime_get")]);
+    }
+    argv.extend([os("--"), os("touch"), marker.as_os_str()]);
+    let output = run(&argv);
+    assert_clear_error(&output, "at most 8 --kernel-fn");
+    assert!(!marker.exists());
+}

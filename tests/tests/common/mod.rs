@@ -27,6 +27,8 @@ fn workspace_root() -> PathBuf {
 /// `clockprof` as built by `cargo xtask build` (or given by CLOCKPROF_BIN).
 pub fn clockprof() -> PathBuf {
     require_root();
+    // What the host had before any clockprof ran from this test binary.
+    let _ = tracefs_baseline();
     let path = std::env::var_os("CLOCKPROF_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/release/clockprof"));
@@ -174,21 +176,157 @@ pub fn leaves_under(folded: &[(String, u64)], frame: &str) -> BTreeMap<String, u
     leaves
 }
 
-/// No clockprof program may stay loaded after clockprof exits. bpftool lists
-/// every BPF program in the kernel (installed by `cargo xtask setup`).
-pub fn assert_no_clockprof_programs_left() {
+/// The names of every program in clockprof's eBPF object, cut to 15
+/// characters as the kernel keeps them. The object is embedded in the
+/// clockprof binary: the one ELF image in it for the BPF machine.
+pub fn clockprof_program_names() -> &'static [String] {
+    use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+    static NAMES: OnceLock<Vec<String>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let binary = std::fs::read(clockprof()).unwrap();
+        const EM_BPF: u16 = 247;
+        let start = binary
+            .windows(20)
+            .position(|w| {
+                w.starts_with(b"\x7fELF")
+                    && w[4] == 2
+                    && w[5] == 1
+                    && u16::from_le_bytes([w[18], w[19]]) == EM_BPF
+            })
+            .expect("clockprof embeds its eBPF object");
+        let elf = object::File::parse(&binary[start..]).expect("the embedded eBPF object parses");
+        let mut names: Vec<String> = elf
+            .symbols()
+            .filter(|symbol| symbol.kind() == SymbolKind::Text && symbol.is_global())
+            .filter(|symbol| {
+                let section = symbol
+                    .section_index()
+                    .and_then(|i| elf.section_by_index(i).ok());
+                section
+                    .and_then(|s| s.name().ok())
+                    .is_some_and(|name| name != ".text")
+            })
+            .filter_map(|symbol| symbol.name().ok())
+            .map(|name| name.chars().take(15).collect())
+            .collect();
+        names.sort();
+        names.dedup();
+        assert!(names.len() >= 10, "too few programs found: {names:?}");
+        names
+    })
+}
+
+/// The tracefs mount points of the host (this test's mount namespace).
+pub fn tracefs_mounts() -> Vec<String> {
+    let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let (mount, filesystem) = line.split_once(" - ")?;
+            (filesystem.split_whitespace().next()? == "tracefs")
+                .then(|| mount.split_whitespace().nth(4).unwrap().to_string())
+        })
+        .collect();
+    points.sort();
+    points
+}
+
+/// The host's tracefs mounts before this test binary ran clockprof, or as a
+/// test that changes them says they should be.
+static TRACEFS_BASELINE: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
+
+fn tracefs_baseline() -> Vec<String> {
+    TRACEFS_BASELINE
+        .lock()
+        .unwrap()
+        .get_or_insert_with(tracefs_mounts)
+        .clone()
+}
+
+/// For a test that unmounts or restores tracefs itself.
+pub fn set_tracefs_baseline(mounts: Vec<String>) {
+    *TRACEFS_BASELINE.lock().unwrap() = Some(mounts);
+}
+
+fn bpftool_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new("bpftool")
-        .args(["prog", "show"])
+        .arg("-j")
+        .args(args)
         .output()
         .expect("bpftool runs (cargo xtask setup installs it)");
-    assert!(out.status.success(), "bpftool prog show failed");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in ["sys_enter_clock", "sys_enter_getti", "sched_process_f"] {
-        assert!(
-            !text.contains(name),
-            "clockprof program {name} is still loaded:\n{text}"
+    if text.trim().is_empty() {
+        return serde_json::Value::Array(Vec::new());
+    }
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bpftool {args:?}: {e}: {text}"))
+}
+
+/// Nothing of clockprof may outlive it: no program of its eBPF object
+/// loaded, no perf event or link with one of them attached (nor any perf
+/// event still held by a clockprof process), and no tracefs mount on the
+/// host that was not there before.
+pub fn assert_no_clockprof_programs_left() {
+    let names = clockprof_program_names();
+    let programs = bpftool_json(&["prog", "show"]);
+    let ours: Vec<&serde_json::Value> = programs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["name"]
+                .as_str()
+                .is_some_and(|n| names.iter().any(|ours| ours == n))
+        })
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "clockprof programs are still loaded: {ours:?}"
+    );
+
+    let perf = bpftool_json(&["perf", "show"]);
+    for event in perf.as_array().unwrap() {
+        let pid = event["pid"].as_u64().unwrap_or(0);
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        assert_ne!(
+            comm.trim(),
+            "clockprof",
+            "a clockprof process still holds a perf event: {event}"
         );
     }
+    let links = bpftool_json(&["link", "show"]);
+    for link in links.as_array().unwrap() {
+        let Some(id) = link["prog_id"].as_u64() else {
+            continue;
+        };
+        let program = programs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"].as_u64() == Some(id));
+        let name = program.and_then(|p| p["name"].as_str()).unwrap_or("");
+        assert!(
+            !names.iter().any(|n| n == name),
+            "a clockprof program is still linked: {link}"
+        );
+    }
+
+    let baseline = tracefs_baseline();
+    let now = tracefs_mounts();
+    let mut extra = now.clone();
+    for point in &baseline {
+        if let Some(i) = extra.iter().position(|p| p == point) {
+            extra.remove(i);
+        }
+    }
+    assert!(
+        extra.is_empty(),
+        "tracefs mounts left on the host: {extra:?} (before: {baseline:?})"
+    );
 }
 
 /// The Go fixture, built once per test binary with Debian's Go toolchain.
