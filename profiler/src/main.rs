@@ -91,7 +91,12 @@ fn main() {
     install_panic_hook();
     let cli = parse_command_line();
     // Before the runtime starts its threads: see tracefs::prepare.
-    tracefs::prepare();
+    if matches!(
+        cli.command,
+        Command::Record(_) | Command::Top(_) | Command::Doctor(_)
+    ) {
+        tracefs::prepare();
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

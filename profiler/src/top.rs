@@ -373,6 +373,9 @@ mod tests {
             unreachable!("parsed a top command line");
         };
         let refresh = check(&args).unwrap();
+        // Everything below runs on this thread, which alone moves into the
+        // private namespace where a host without tracefs gets one.
+        crate::tracefs::prepare();
         let mut live = Live::start(args, refresh).expect("attaching the probes (run as root)");
         let mut terminal = ratatui::Terminal::new(TestBackend::new(80, 24)).unwrap();
         for _ in 0..2 {

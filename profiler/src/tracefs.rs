@@ -51,7 +51,9 @@ pub fn events_dir() -> &'static Path {
 /// Whether tracefs is mounted where aya looks for it, read from mountinfo:
 /// looking into /sys/kernel/debug/tracing would automount it on the host.
 fn present() -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
+    // thread-self: the namespace of this thread, which may be the only one
+    // that moved (see prepare).
+    std::fs::read_to_string("/proc/thread-self/mountinfo")
         .map(|mountinfo| mountinfo.lines().any(is_tracefs_mount))
         .unwrap_or(false)
 }
@@ -83,7 +85,7 @@ fn open(path: &str, flags: libc::c_int) -> Result<OwnedFd> {
 
 fn mount_privately() -> Result<HostNamespace> {
     let host = HostNamespace {
-        mount_namespace: open("/proc/self/ns/mnt", libc::O_RDONLY)?,
+        mount_namespace: open("/proc/thread-self/ns/mnt", libc::O_RDONLY)?,
         cwd: open(".", libc::O_PATH | libc::O_DIRECTORY)?,
     };
     check(
@@ -122,9 +124,10 @@ fn mount_privately() -> Result<HostNamespace> {
 }
 
 /// Mounts tracefs privately if the host has none. Must run before any thread
-/// exists: unshare(CLONE_NEWNS) is refused to a multithreaded process. A
-/// failure is kept for `require`, so a user without privileges hears about
-/// the privileges first.
+/// exists: unshare(CLONE_NEWNS) moves only the calling thread, and a thread
+/// left in the host's namespace would not see the mount. A failure is kept
+/// for `require`, so a user without privileges hears about the privileges
+/// first.
 pub fn prepare() {
     if present() {
         return;
