@@ -640,3 +640,134 @@ fn leftover_check_covers_every_program() {
     }
     assert!(names.iter().all(|n| n.len() <= 15), "{names:?}");
 }
+
+/// A COMMAND that counts the SIGINTs delivered to it (each one runs the
+/// handler: no coalescing in a flag), reads the clock by syscall meanwhile,
+/// and a second after the first writes the count to argv[1] and exits 7.
+fn interrupt_counter() -> PathBuf {
+    let source = fixture_dir().join("interrupt_counter.c");
+    std::fs::write(
+        &source,
+        r#"#include <signal.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+static volatile sig_atomic_t interrupts;
+static void count(int sig) { (void)sig; interrupts++; }
+int main(int argc, char **argv) {
+    struct sigaction action = {0};
+    action.sa_handler = count;
+    action.sa_flags = SA_NODEFER;
+    sigaction(SIGINT, &action, 0);
+    struct timespec ts;
+    while (!interrupts) syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &ts);
+    for (int i = 0; i < 100; i++) usleep(10000);
+    FILE *out = fopen(argv[1], "w");
+    fprintf(out, "%d\n", (int)interrupts);
+    fclose(out);
+    return 7;
+}
+"#,
+    )
+    .unwrap();
+    let exe = fixture_dir().join(format!("intcounter{}", std::process::id() % 1000));
+    let status = Command::new("gcc")
+        .arg("-O1")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    exe
+}
+
+fn wait_child(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Ctrl-C in a terminal reaches COMMAND from the terminal itself: clockprof
+/// stops, writes, does not pass a second SIGINT on, and exits with the
+/// status COMMAND chose. A SIGINT sent to clockprof alone (kill) is passed
+/// on, once.
+#[test]
+fn sigint_reaches_command_exactly_once() {
+    use std::io::Write;
+    let counter = interrupt_counter();
+    let dir = SharedDir::new("ctrl-c");
+    let out = dir.0.join("c.folded");
+    let seen = dir.0.join("interrupts");
+
+    // From a terminal.
+    let command_line = format!(
+        "exec {} record -s syscall -o {} -- {} {}",
+        clockprof().display(),
+        out.display(),
+        counter.display(),
+        seen.display()
+    );
+    let mut terminal = Command::new("script")
+        .args(["-qec", &command_line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut screen = BufReader::new(terminal.stdout.take().unwrap());
+    let mut shown = String::new();
+    while !shown.contains("clockprof: recording") {
+        let mut line = String::new();
+        assert!(screen.read_line(&mut line).unwrap() > 0, "{shown}");
+        shown.push_str(&line);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // ^C typed on the terminal: the line discipline signals the foreground
+    // process group, clockprof and COMMAND alike.
+    terminal.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+    terminal.stdin.as_mut().unwrap().flush().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = screen.read_to_string(&mut rest);
+        rest
+    });
+    let status = wait_child(&mut terminal, Duration::from_secs(20));
+    let shown = shown + &reader.join().unwrap();
+    assert_eq!(status.code(), Some(7), "{shown}");
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "1\n", "{shown}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let reads: u64 = parse_folded(&text).iter().map(|(_, count)| count).sum();
+    assert!(reads > 1000, "{text}");
+    assert_no_clockprof_programs_left();
+
+    // With kill, to clockprof alone.
+    std::fs::remove_file(&seen).unwrap();
+    let recording = start(
+        &[
+            os("record"),
+            os("-s"),
+            os("syscall"),
+            os("-o"),
+            out.as_os_str(),
+            os("--"),
+            counter.as_os_str(),
+            seen.as_os_str(),
+        ],
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    unsafe { libc::kill(recording.pid(), libc::SIGINT) };
+    let (status, stderr) = recording.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(7), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "1\n", "{stderr}");
+    assert_no_clockprof_programs_left();
+}
