@@ -132,6 +132,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
             say!("clockprof: the {source} source is skipped: {why}");
         }
     }
+    crate::test_panic_point("record");
 
     let started = Instant::now();
     let deadline = args

@@ -36,6 +36,7 @@ pub async fn top(args: TopArgs) -> Result<i32> {
     tui::require_terminal()?;
     let mut live = Live::start(args, refresh)?;
     let mut screen = FullScreen::enter()?;
+    crate::test_panic_point("top");
     let stop = live.run(&mut screen.terminal).await;
     drop(screen);
     match stop? {

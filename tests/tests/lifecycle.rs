@@ -771,3 +771,77 @@ fn sigint_reaches_command_exactly_once() {
     assert_eq!(std::fs::read_to_string(&seen).unwrap(), "1\n", "{stderr}");
     assert_no_clockprof_programs_left();
 }
+
+/// Processes whose command line is exactly `argv`.
+fn processes_running(argv: &[&OsStr]) -> Vec<u32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| a.as_encoded_bytes().iter().copied().chain([0]))
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .filter(|&pid| !process_gone(pid as i32))
+        .collect()
+}
+
+/// A bug (a deliberate panic, as no argument reaches one) is one line with
+/// the hint, unless RUST_BACKTRACE asks for more; it still leaves nothing:
+/// no program, no file, no COMMAND.
+#[test]
+fn a_panic_is_one_line_and_leaves_nothing() {
+    let fixture = c_fixture();
+    let dir = TempDir::new("panic");
+    let out = dir.join("p.folded");
+    let command = [fixture.as_os_str(), os("spin"), os("61")];
+    let mut args = vec![
+        os("record"),
+        os("-s"),
+        os("syscall"),
+        os("-o"),
+        out.as_os_str(),
+        os("--"),
+    ];
+    args.extend(command);
+    let output = Command::new(clockprof())
+        .args(&args)
+        .env("CLOCKPROF_TEST_PANIC", "record")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(101), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].starts_with("clockprof: recording"), "{err}");
+    assert!(
+        lines[1].starts_with("clockprof: internal error: deliberate panic at record (CLOCKPROF_TEST_PANIC) at profiler/src/")
+            && lines[1].ends_with("; this is a bug, please report it with the command line"),
+        "{err}"
+    );
+    let start = Instant::now();
+    while !processes_running(&command).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "COMMAND outlived clockprof"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(dir.entries().is_empty(), "{:?}", dir.entries());
+    assert_no_clockprof_programs_left();
+
+    let output = Command::new(clockprof())
+        .args(&args)
+        .env("CLOCKPROF_TEST_PANIC", "record")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = stderr(&output);
+    assert!(
+        err.contains("panicked at") && err.contains("stack backtrace"),
+        "{err}"
+    );
+    assert!(!err.contains("internal error"), "{err}");
+    assert_no_clockprof_programs_left();
+}

@@ -408,3 +408,58 @@ fn bad_interval_and_missing_pid_are_one_sentence_errors() {
         assert_no_clockprof_programs_left();
     }
 }
+
+/// A bug in top (a deliberate panic: no argument reaches one) gives the
+/// terminal back first, then says one line with the hint, not a backtrace.
+#[test]
+fn a_panic_restores_the_terminal_then_says_one_line() {
+    let dir = TempDir::new("top-panic");
+    let session = format!("top-panic-{}", std::process::id());
+    let command = format!(
+        "env -u RUST_BACKTRACE CLOCKPROF_TEST_PANIC=top {} top -s syscall; echo \"exit=$?\"; stty -a; sleep 600",
+        clockprof().display()
+    );
+    let out = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "220",
+        "-y",
+        "30",
+        "-c",
+        dir.0.to_str().unwrap(),
+        &command,
+    ]);
+    assert!(out.status.success(), "tmux new-session: {}", stderr(&out));
+    let screen = Screen { session };
+    let text = screen.wait_for("clockprof to exit", |t| t.contains("exit="));
+    assert!(text.contains("exit=101"), "{text}");
+    assert!(
+        !screen.alternate_screen_on(),
+        "still on the alternate screen"
+    );
+    let said: Vec<&str> = text.lines().filter(|l| l.contains("clockprof")).collect();
+    assert_eq!(said.len(), 1, "{text}");
+    assert!(
+        said[0].starts_with("clockprof: internal error: deliberate panic at top")
+            && said[0]
+                .trim_end()
+                .ends_with("please report it with the command line"),
+        "{text}"
+    );
+    let settings: Vec<&str> = text
+        .split("exit=101")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    for setting in ["icanon", "echo", "isig"] {
+        assert!(
+            settings.contains(&setting),
+            "terminal left with {setting} off:\n{text}"
+        );
+    }
+    assert_no_clockprof_programs_left();
+}

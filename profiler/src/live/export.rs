@@ -130,6 +130,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn export_names_are_claimed_never_reused_nor_followed() {
+        let dir =
+            std::env::temp_dir().join(format!("clockprof-export-names-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A planted link on the first name and a file on the second.
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("clockprof-all-x.svg")).unwrap();
+        std::fs::write(dir.join("clockprof-all-x-2.folded"), b"mine").unwrap();
+        let (svg, svg_file, folded, folded_file) = create_pair(&dir, "clockprof-all-x").unwrap();
+        assert_eq!(svg, dir.join("clockprof-all-x-3.svg"));
+        assert_eq!(folded, dir.join("clockprof-all-x-3.folded"));
+        svg_file.commit(b"<svg/>").unwrap();
+        folded_file.commit(b"a 1\n").unwrap();
+        assert_eq!(
+            std::fs::read(dir.join("clockprof-all-x-2.folded")).unwrap(),
+            b"mine"
+        );
+        assert!(std::fs::symlink_metadata(dir.join("clockprof-all-x.svg"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&svg).unwrap(), b"<svg/>");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn timestamps_sort_as_text() {
         let stamp = local_timestamp();
         assert_eq!(stamp.len(), 15, "{stamp}");
