@@ -214,7 +214,8 @@ pub struct RecordArgs {
     pub all: bool,
 
     /// Stop after SECS seconds, at most a year (default: when COMMAND exits,
-    /// or on Ctrl-C, SIGTERM or SIGHUP).
+    /// or on Ctrl-C, SIGTERM or SIGHUP). COMMAND still running then gets
+    /// SIGTERM.
     #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = duration)]
     pub duration: Option<f64>,
 

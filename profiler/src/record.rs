@@ -160,9 +160,12 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         }
     };
     let duration = started.elapsed();
-    // COMMAND starts stopping while the profile is written.
-    if let (Stop::Signal(signal), Some(child)) = (&stop, &child) {
-        child.forward(*signal);
+    // COMMAND starts stopping while the profile is written: it may not
+    // outlive us, and its status is ours.
+    match (&stop, &child) {
+        (Stop::Signal(signal), Some(child)) => child.forward(*signal),
+        (Stop::DurationElapsed, Some(child)) => child.signal(libc::SIGTERM),
+        _ => {}
     }
 
     let collected = session.collect()?;
@@ -219,7 +222,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
 
     Ok(match (stop, child) {
         (Stop::CommandExited(status), _) => command::exit_code(status),
-        (Stop::Signal(_), Some(child)) => command::exit_code(
+        (Stop::Signal(_) | Stop::DurationElapsed, Some(child)) => command::exit_code(
             wait_for_command(child, &mut sigint, &mut sigterm, &mut sighup).await?,
         ),
         _ => 0,

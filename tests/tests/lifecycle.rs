@@ -165,6 +165,30 @@ fn stopping_signals_write_the_output_and_stop_command() {
     }
 }
 
+/// `-d` with COMMAND still running: the recording is written, COMMAND gets
+/// SIGTERM (it may not outlive clockprof) and its status is clockprof's.
+#[test]
+fn duration_ends_command_and_returns_its_status() {
+    let fixture = c_fixture();
+    let dir = TempDir::new("duration");
+    let out = dir.join("d.folded");
+    let mut args = spin_command(fixture, &out);
+    args.splice(1..1, [os("-d"), os("1")]);
+    let started = Instant::now();
+    let recording = start(&args, &[]);
+    let command = recording.command_pid();
+    let (status, stderr) = recording.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    wait_until_gone(command);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        count_under(&parse_folded(&text), "fixture_spin") > 1000,
+        "{text}"
+    );
+    assert_no_clockprof_programs_left();
+}
+
 /// SIGKILL leaves nothing: no output, no temporary file, no program, and
 /// COMMAND gets SIGTERM through PR_SET_PDEATHSIG.
 #[test]
