@@ -35,6 +35,11 @@ pub const CLOCK_ID_NONE: i32 = i32::MIN;
 /// event itself is still counted.
 pub const STACK_NOT_CAPTURED: i32 = -1_000_000;
 
+/// `CountKey::tgid` of a kernel clock read made in interrupt context
+/// (hardirq, softirq, NMI): it is charged to no task, whichever one the
+/// interrupt happened to stop. No PID reaches it (PID_MAX_LIMIT is 2^22).
+pub const INTERRUPT_TGID: u32 = u32::MAX;
+
 /// Key of the in-kernel count map: one entry per distinct (process, stacks, clock read).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,6 +101,14 @@ pub mod names {
     pub const TASK_MM_OFFSET: &str = "TASK_MM_OFFSET";
     pub const MM_VDSO_OFFSET: &str = "MM_VDSO_OFFSET";
     pub const VDSO_TEXT_SIZE: &str = "VDSO_TEXT_SIZE";
+    /// Globals: how the kernel-source programs tell interrupt context and
+    /// kernel threads (0: unknown, not checked). The address of the
+    /// `__per_cpu_offset` array, the per-CPU address of the CPU's preempt
+    /// count (kallsyms, plus its offset in `pcpu_hot` from BTF where it lives
+    /// there), and the offset of task_struct.flags (BTF).
+    pub const PER_CPU_OFFSETS: &str = "PER_CPU_OFFSETS";
+    pub const PREEMPT_COUNT: &str = "PREEMPT_COUNT";
+    pub const TASK_FLAGS_OFFSET: &str = "TASK_FLAGS_OFFSET";
     /// Kernel function address -> index, for the breakpoint program.
     pub const KERNEL_FN_INDEX: &str = "KERNEL_FN_INDEX";
 }

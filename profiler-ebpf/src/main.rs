@@ -8,7 +8,7 @@ use aya_ebpf::{
     bindings::{pt_regs, BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf,
-        bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+        bpf_get_smp_processor_id, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
     },
     macros::{fentry, kprobe, map, perf_event, tracepoint, uprobe},
     maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
@@ -17,7 +17,8 @@ use aya_ebpf::{
     },
 };
 use profiler_common::{
-    event, lost, target, CountKey, CLOCK_ID_NONE, MAX_KERNEL_FNS, STACK_NOT_CAPTURED,
+    event, lost, target, CountKey, CLOCK_ID_NONE, INTERRUPT_TGID, MAX_KERNEL_FNS,
+    STACK_NOT_CAPTURED,
 };
 
 // Globals are set by the loader (`EbpfLoader::override_global`) and live in .rodata,
@@ -34,6 +35,12 @@ static TASK_MM_OFFSET: u32 = 0;
 static MM_VDSO_OFFSET: u32 = 0;
 #[no_mangle]
 static VDSO_TEXT_SIZE: u64 = 0;
+#[no_mangle]
+static PER_CPU_OFFSETS: u64 = 0;
+#[no_mangle]
+static PREEMPT_COUNT: u64 = 0;
+#[no_mangle]
+static TASK_FLAGS_OFFSET: u32 = 0;
 
 // Sizes are defaults; the loader resizes COUNTS and STACKS from the command line.
 // Per-CPU values: a hot key is bumped without atomics or cache-line bouncing;
@@ -66,7 +73,7 @@ fn count_syscall(ctx: &impl StackIdContext, event: u32, clock_id: i32) {
         Some((ip, sp, bp)) => skipped_callers(ip, sp, bp, DECODE_SYSCALL),
         None => NO_CALLER,
     };
-    count_clock_read(ctx, event, clock_id, false, callers);
+    count_clock_read(ctx, event, clock_id, callers);
 }
 
 /// The current task's user ip, sp and bp, saved at kernel entry.
@@ -115,39 +122,38 @@ fn stack_id<C: StackIdContext>(ctx: &C, flags: u64, lost_slot: u32) -> i32 {
     }
 }
 
-/// Counts one clock read of `event` by the current task.
+/// Counts one clock read of `event` by the current task, with its user stack.
 #[inline(always)]
 fn count_clock_read<C: StackIdContext>(
     ctx: &C,
     event: u32,
     clock_id: i32,
-    kernel_stack: bool,
     (caller_ip, wrapper_caller_ip): (u64, u64),
 ) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if !is_target(tgid) {
         return;
     }
-    let key = CountKey {
+    count_key(&CountKey {
         tgid,
         user_stack_id: stack_id(ctx, BPF_F_USER_STACK as u64, lost::USER_STACK),
-        kernel_stack_id: if kernel_stack {
-            stack_id(ctx, 0, lost::KERNEL_STACK)
-        } else {
-            STACK_NOT_CAPTURED
-        },
+        kernel_stack_id: STACK_NOT_CAPTURED,
         clock_id,
         event,
         _pad: 0,
         caller_ip,
         wrapper_caller_ip,
-    };
-    if add_one(&key) {
+    });
+}
+
+#[inline(always)]
+fn count_key(key: &CountKey) {
+    if add_one(key) {
         return;
     }
     // First read with this key on this CPU. Another CPU may insert the key between
     // our lookup and insert (EEXIST): then this CPU's slot exists and the add succeeds.
-    if COUNTS.insert(&key, &1, BPF_NOEXIST as u64).is_ok() || add_one(&key) {
+    if COUNTS.insert(key, &1, BPF_NOEXIST as u64).is_ok() || add_one(key) {
         return;
     }
     count_lost(lost::COUNT_MAP_FULL);
@@ -256,7 +262,6 @@ pub fn uprobe_libc_clock_gettime(ctx: ProbeContext) -> u32 {
         &ctx,
         event::LIBC_CLOCK_GETTIME,
         clock_id,
-        false,
         return_address(&ctx),
     );
     0
@@ -268,7 +273,6 @@ pub fn uprobe_go_time_now(ctx: ProbeContext) -> u32 {
         &ctx,
         event::GO_TIME_NOW,
         CLOCK_ID_NONE,
-        false,
         return_address(&ctx),
     );
     0
@@ -280,7 +284,6 @@ pub fn uprobe_go_nanotime1(ctx: ProbeContext) -> u32 {
         &ctx,
         event::GO_NANOTIME1,
         CLOCK_ID_NONE,
-        false,
         return_address(&ctx),
     );
     0
@@ -292,7 +295,6 @@ pub fn uprobe_go_walltime(ctx: ProbeContext) -> u32 {
         &ctx,
         event::GO_WALLTIME,
         CLOCK_ID_NONE,
-        false,
         return_address(&ctx),
     );
     0
@@ -335,7 +337,6 @@ pub fn vdso_sample(ctx: PerfEventContext) -> u32 {
         &ctx,
         event::VDSO_SAMPLE,
         CLOCK_ID_NONE,
-        false,
         skipped_callers(ip, regs.rsp, regs.rbp, DECODE_SAMPLE),
     );
     0
@@ -514,9 +515,111 @@ fn follows_call(address: u64) -> bool {
 // Kernel-internal clock reads. Nothing on these paths may read a clock
 // (no bpf_ktime_get_ns): some of them are the very clock being read.
 
+/// How a kernel-source program was entered, for reading the preempt count.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// fentry, or a kprobe through ftrace (kprobes at function entry always
+    /// are, where CONFIG_KPROBES_ON_FTRACE): the count is the traced code's.
+    Traced,
+    /// A hardware breakpoint's #DB exception, which the kernel enters like an
+    /// NMI (irqentry_nmi_enter adds one NMI and one hardirq level).
+    DebugException,
+}
+
+// preempt_count bits (include/linux/preempt.h): a task runs in interrupt
+// context while any hardirq or NMI level is entered or a softirq is being
+// served (SOFTIRQ_OFFSET; the bits above it only count bh-disabled sections).
+const SOFTIRQ_OFFSET: u32 = 1 << 8;
+const HARDIRQ_OFFSET: u32 = 1 << 16;
+const HARDIRQ_MASK: u32 = 0xf << 16;
+const NMI_OFFSET: u32 = 1 << 20;
+const NMI_MASK: u32 = 0xf << 20;
+const INTERRUPT_BITS: u32 = NMI_MASK | HARDIRQ_MASK | SOFTIRQ_OFFSET;
+
+/// Whether this CPU is in interrupt context (hardirq, softirq or NMI), from
+/// its preempt count: a per-CPU variable, read at its per-CPU address
+/// (`__per_cpu_offset[cpu]` + the variable's, both set by the loader)
+/// because Rust eBPF code has no ksyms for bpf_this_cpu_ptr. Unknown
+/// addresses read as task context; the daemon then still finds interrupt
+/// entry frames in the kernel stack.
 #[inline(always)]
-fn count_kernel_fn<C: StackIdContext>(ctx: &C, index: u32) {
-    count_clock_read(ctx, event::KERNEL_FN, index as i32, true, NO_CALLER);
+fn in_interrupt(entry: Entry) -> bool {
+    let offsets = unsafe { core::ptr::read_volatile(&PER_CPU_OFFSETS) };
+    let count_at = unsafe { core::ptr::read_volatile(&PREEMPT_COUNT) };
+    if offsets == 0 || count_at == 0 {
+        return false;
+    }
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
+    let Ok(base) = (unsafe { bpf_probe_read_kernel((offsets + cpu * 8) as *const u64) }) else {
+        return false;
+    };
+    let Ok(count) = (unsafe { bpf_probe_read_kernel(count_at.wrapping_add(base) as *const u32) })
+    else {
+        return false;
+    };
+    let mut levels = count & INTERRUPT_BITS;
+    if entry == Entry::DebugException {
+        levels = levels.wrapping_sub(NMI_OFFSET + HARDIRQ_OFFSET);
+    }
+    levels & INTERRUPT_BITS != 0
+}
+
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// Whether the current task has a user stack to walk: kernel threads (and
+/// user tasks past exit_mm) have none, which is not a lost stack.
+#[inline(always)]
+fn has_user_stack() -> bool {
+    let mm_offset = unsafe { core::ptr::read_volatile(&TASK_MM_OFFSET) } as usize;
+    let flags_offset = unsafe { core::ptr::read_volatile(&TASK_FLAGS_OFFSET) } as usize;
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    if flags_offset != 0 {
+        if let Ok(flags) = unsafe { bpf_probe_read_kernel(task.add(flags_offset) as *const u32) } {
+            if flags & PF_KTHREAD != 0 {
+                return false;
+            }
+        }
+    }
+    if mm_offset != 0 {
+        if let Ok(mm) = unsafe { bpf_probe_read_kernel(task.add(mm_offset) as *const u64) } {
+            return mm != 0;
+        }
+    }
+    true
+}
+
+/// Counts a kernel clock function call. In interrupt context it is charged
+/// to no task (INTERRUPT_TGID, no user stack: the interrupted task's would
+/// be a stranger's), and a PID filter leaves it out, as it is no target's.
+#[inline(always)]
+fn count_kernel_fn<C: StackIdContext>(ctx: &C, index: u32, entry: Entry) {
+    let (tgid, user_stack_id) = if in_interrupt(entry) {
+        if filter_by_pid() {
+            return;
+        }
+        (INTERRUPT_TGID, STACK_NOT_CAPTURED)
+    } else {
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if !is_target(tgid) {
+            return;
+        }
+        let user_stack_id = if has_user_stack() {
+            stack_id(ctx, BPF_F_USER_STACK as u64, lost::USER_STACK)
+        } else {
+            STACK_NOT_CAPTURED
+        };
+        (tgid, user_stack_id)
+    };
+    count_key(&CountKey {
+        tgid,
+        user_stack_id,
+        kernel_stack_id: stack_id(ctx, 0, lost::KERNEL_STACK),
+        clock_id: index as i32,
+        event: event::KERNEL_FN,
+        _pad: 0,
+        caller_ip: 0,
+        wrapper_caller_ip: 0,
+    });
 }
 
 /// One fentry and one kprobe program per slot: an fentry program is bound to
@@ -526,13 +629,13 @@ macro_rules! kernel_fn_slot {
     ($fentry:ident, $kprobe:ident, $slot:expr) => {
         #[fentry]
         pub fn $fentry(ctx: FEntryContext) -> u32 {
-            count_kernel_fn(&ctx, $slot);
+            count_kernel_fn(&ctx, $slot, Entry::Traced);
             0
         }
 
         #[kprobe]
         pub fn $kprobe(ctx: ProbeContext) -> u32 {
-            count_kernel_fn(&ctx, $slot);
+            count_kernel_fn(&ctx, $slot, Entry::Traced);
             0
         }
     };
@@ -555,7 +658,7 @@ kernel_fn_slot!(fentry_kernel_fn_7, kprobe_kernel_fn_7, 7);
 pub fn breakpoint_kernel_fn(ctx: PerfEventContext) -> u32 {
     let ip = unsafe { (*ctx.ctx).regs.rip };
     if let Some(&index) = unsafe { KERNEL_FN_INDEX.get(&ip) } {
-        count_kernel_fn(&ctx, index);
+        count_kernel_fn(&ctx, index, Entry::DebugException);
     }
     0
 }

@@ -59,9 +59,14 @@ Costs are per clock read, measured by `cargo xtask bench`.
            CPU-time clocks and hosts whose clocksource cannot serve the vDSO.
   kernel   kernel-internal clock functions (--kernel-fn; default
            ktime_get_mono_fast_ns, ktime_get, ktime_get_ts64,
-           ktime_get_real_ts64) by fentry or kprobe, or a hardware breakpoint
-           for notrace ones; ~0.1-1 us per call with kernel and user stacks.
-           Skipped with a warning where the kernel allows none of them.
+           ktime_get_real_ts64) by fentry or kprobe; ~0.1-1 us per call with
+           kernel and user stacks. A hardware breakpoint takes one of the CPU's
+           4 debug registers (shared with gdb and perf): by default only for
+           the notrace ktime_get_mono_fast_ns, for each --kernel-fn function
+           fentry and kprobe cannot reach when named (up to 4). Reads in
+           interrupt context go under [interrupt], not the interrupted task
+           (left out with -p or COMMAND). Skipped with a warning where the
+           kernel allows none of them.
   vdso     cpu-clock samples landing in the vDSO's clock functions, where
            glibc's clock_gettime/gettimeofday/time, Go's time.Now and Rust's
            Instant::now read the clock without a syscall. Costs what the
@@ -98,7 +103,8 @@ pub struct ProbeArgs {
     pub backend: Option<Backend>,
 
     /// A kernel clock function for the kernel source; repeatable (up to 8).
-    /// Replaces the default list.
+    /// Replaces the default list. Each may take a debug register (hardware
+    /// breakpoint, up to 4) where fentry and kprobe cannot reach it.
     #[arg(long = "kernel-fn", value_name = "FUNCTION",
           value_parser = kernel_function)]
     pub kernel_functions: Vec<String>,

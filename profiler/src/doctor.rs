@@ -10,8 +10,12 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::DoctorArgs;
+use crate::kernel_context::KernelContext;
 use crate::privileges;
-use crate::probes::{refusal_reason, Backend, ProbeConfig, Probes};
+use crate::probes::{
+    free_debug_registers, refusal_reason, Backend, KernelFunction, ProbeConfig, Probes,
+    DEBUG_REGISTERS,
+};
 use crate::source::Source;
 
 #[derive(Serialize)]
@@ -37,12 +41,27 @@ struct SourcePlan {
     note: String,
 }
 
+/// The kernel source's cost in debug registers (x86 has four per CPU, shared
+/// with gdb watchpoints and perf breakpoints).
+#[derive(Serialize)]
+struct DebugRegisters {
+    per_cpu: usize,
+    /// Taken per CPU by a recording with the default kernel functions.
+    default_recording_takes: usize,
+    /// Free on CPU 0 now, counted by reserving them; None where hardware
+    /// breakpoints are unavailable.
+    free_now: Option<usize>,
+}
+
 #[derive(Serialize)]
 struct Report {
     kernel: String,
     btf: bool,
     privileges: Check,
     hooks: Vec<Check>,
+    /// Whether kernel clock reads in interrupt context can be told apart.
+    interrupt_context: Check,
+    debug_registers: DebugRegisters,
     clocksource: Clocksource,
     sources: Vec<SourcePlan>,
 }
@@ -116,6 +135,7 @@ fn hook_checks() -> Result<Vec<Check>> {
         count_entries: 16,
         stack_entries: 16,
         vdso: Path::new("/sys/kernel/btf/vmlinux").exists(),
+        kernel: true,
     })?;
     let mut checks = Vec::new();
     for (name, backend) in [
@@ -144,6 +164,11 @@ fn hook_checks() -> Result<Vec<Check>> {
             Backend::Kprobe,
         ),
         (
+            "fentry on ktime_get_mono_fast_ns",
+            "ktime_get_mono_fast_ns",
+            Backend::Fentry,
+        ),
+        (
             "kprobe on ktime_get_mono_fast_ns",
             "ktime_get_mono_fast_ns",
             Backend::Kprobe,
@@ -154,7 +179,11 @@ fn hook_checks() -> Result<Vec<Check>> {
             Backend::Breakpoint,
         ),
     ] {
-        let outcome = probes.attach_kernel_functions(&[function.to_string()], Some(backend))?;
+        let function = KernelFunction {
+            name: function.to_string(),
+            breakpoint: true,
+        };
+        let outcome = probes.attach_kernel_functions(&[function], Some(backend))?;
         let works = matches!(outcome.first(), Some(Ok(_)));
         let detail = match outcome.into_iter().next() {
             Some(Err(reason)) => reason,
@@ -209,7 +238,9 @@ fn plan(hooks: &[Check]) -> Vec<SourcePlan> {
             Backend::Breakpoint,
         ),
     ]);
-    let mono_fast = if works("kprobe on ktime_get_mono_fast_ns") {
+    let mono_fast = if works("fentry on ktime_get_mono_fast_ns") {
+        "ktime_get_mono_fast_ns by fentry"
+    } else if works("kprobe on ktime_get_mono_fast_ns") {
         "ktime_get_mono_fast_ns by kprobe"
     } else if works("hardware breakpoint on ktime_get_mono_fast_ns") {
         "ktime_get_mono_fast_ns by hardware breakpoint"
@@ -247,6 +278,33 @@ fn plan(hooks: &[Check]) -> Vec<SourcePlan> {
     ]
 }
 
+/// A default recording watches only ktime_get_mono_fast_ns by breakpoint,
+/// and only where neither fentry nor kprobe reaches it.
+fn debug_registers(hooks: &[Check]) -> DebugRegisters {
+    let works = |name: &str| hooks.iter().any(|c| c.name == name && c.works);
+    let by_breakpoint = !works("fentry on ktime_get_mono_fast_ns")
+        && !works("kprobe on ktime_get_mono_fast_ns")
+        && works("hardware breakpoint on ktime_get_mono_fast_ns");
+    DebugRegisters {
+        per_cpu: DEBUG_REGISTERS,
+        default_recording_takes: usize::from(by_breakpoint),
+        free_now: free_debug_registers(0).ok(),
+    }
+}
+
+fn interrupt_context() -> Check {
+    let context = KernelContext::find();
+    Check {
+        name: "interrupt context",
+        works: context.sees_interrupts(),
+        detail: if context.sees_interrupts() {
+            "the preempt count is readable: kernel clock reads in hardirq, softirq or NMI go under [interrupt]".to_string()
+        } else {
+            "no preempt count in /proc/kallsyms: only reads whose kernel stack shows an interrupt entry go under [interrupt]".to_string()
+        },
+    }
+}
+
 fn render_text(report: &Report) -> String {
     let mut out = String::new();
     let mark = |works: bool| if works { "yes" } else { "no " };
@@ -279,6 +337,29 @@ fn render_text(report: &Report) -> String {
             hook.detail
         );
     }
+    let _ = writeln!(
+        out,
+        "  {}  {:<46} {}",
+        mark(report.interrupt_context.works),
+        report.interrupt_context.name,
+        report.interrupt_context.detail
+    );
+    let registers = &report.debug_registers;
+    let _ = writeln!(
+        out,
+        "\ndebug registers: a default recording takes {} of {} per CPU{}; {}",
+        registers.default_recording_takes,
+        registers.per_cpu,
+        if registers.default_recording_takes > 0 {
+            " (ktime_get_mono_fast_ns); each --kernel-fn function fentry and kprobe cannot reach takes one more"
+        } else {
+            ""
+        },
+        match registers.free_now {
+            Some(free) => format!("{free} free now on CPU 0"),
+            None => "hardware breakpoints are unavailable".to_string(),
+        }
+    );
     let _ = writeln!(out, "\nsources would use:");
     for plan in &report.sources {
         let backend = plan
@@ -316,6 +397,8 @@ pub fn doctor(args: DoctorArgs) -> Result<i32> {
         kernel: read_trimmed("/proc/sys/kernel/osrelease"),
         btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
         sources: plan(&hooks),
+        interrupt_context: interrupt_context(),
+        debug_registers: debug_registers(&hooks),
         privileges,
         hooks,
         clocksource: clocksource(),

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::binaries::Binary;
 use crate::host_facts;
+use crate::kernel_context::{self, KernelContext};
 use crate::source::Source;
 use crate::tracefs;
 
@@ -146,6 +147,58 @@ pub const DEFAULT_KERNEL_FUNCTIONS: &[&str] = &[
     "ktime_get_real_ts64",
 ];
 
+/// The default functions that may take a debug register: the notrace ones.
+/// The traceable ones use fentry or kprobe or nothing, so a default recording
+/// takes at most one of the four, leaving gdb watchpoints and perf
+/// breakpoints the rest.
+pub const DEFAULT_BREAKPOINT_FUNCTIONS: &[&str] = &["ktime_get_mono_fast_ns"];
+
+/// Debug registers per CPU on x86: at most this many functions can be
+/// watched by breakpoint at once.
+pub const DEBUG_REGISTERS: usize = 4;
+
+/// A kernel function for the kernel source, and whether it may take a
+/// debug register (a hardware breakpoint on every CPU) when fentry and
+/// kprobe cannot reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelFunction {
+    pub name: String,
+    pub breakpoint: bool,
+}
+
+impl KernelFunction {
+    /// The default list, or the functions the user named (each of which may
+    /// take a breakpoint).
+    pub fn chosen(named: &[String]) -> Vec<KernelFunction> {
+        if named.is_empty() {
+            DEFAULT_KERNEL_FUNCTIONS
+                .iter()
+                .map(|&name| KernelFunction {
+                    name: name.to_string(),
+                    breakpoint: DEFAULT_BREAKPOINT_FUNCTIONS.contains(&name),
+                })
+                .collect()
+        } else {
+            named
+                .iter()
+                .map(|name| KernelFunction {
+                    name: name.clone(),
+                    breakpoint: true,
+                })
+                .collect()
+        }
+    }
+}
+
+/// Debug registers per CPU that `attachments` take: one per function watched
+/// by breakpoint.
+pub fn debug_registers_taken(attachments: &[Attachment]) -> usize {
+    attachments
+        .iter()
+        .filter(|a| a.backend == Backend::Breakpoint)
+        .count()
+}
+
 /// Why the kernel refused a backend, in a few words: the errors aya reports
 /// are long and the same for every function.
 pub fn refusal_reason(backend: Backend, err: &anyhow::Error) -> String {
@@ -172,20 +225,8 @@ pub fn refusal_reason(backend: Backend, err: &anyhow::Error) -> String {
 /// The address of a kernel function from /proc/kallsyms (needs root, else
 /// the addresses read as zero).
 fn kernel_symbol_address(function: &str) -> Result<u64> {
-    let kallsyms =
-        std::fs::read_to_string("/proc/kallsyms").context("could not read /proc/kallsyms")?;
-    kallsyms
-        .lines()
-        .find_map(|line| {
-            let mut fields = line.split_whitespace();
-            let address = fields.next()?;
-            let kind = fields.next()?;
-            let name = fields.next()?;
-            (name == function && matches!(kind, "t" | "T"))
-                .then(|| u64::from_str_radix(address, 16).ok())
-                .flatten()
-        })
-        .filter(|&address| address != 0)
+    kernel_context::kernel_symbols(&[function])?
+        .remove(function)
         .ok_or_else(|| anyhow!("the kernel has no function {function}"))
 }
 
@@ -222,9 +263,9 @@ fn vdso_globals() -> Result<(u32, u32, u64)> {
     Ok((mm, vdso, own.end - own.start))
 }
 
-/// A hardware execute breakpoint at `address` on `cpu`, all tasks, firing
-/// the BPF program `program_fd` on every hit. Closing the fd detaches it.
-fn open_breakpoint(address: u64, cpu: u32, program_fd: RawFd) -> Result<OwnedFd> {
+/// A disabled hardware execute breakpoint at `address` on `cpu`, all tasks.
+/// It takes one of the CPU's debug registers from the moment it exists.
+fn open_breakpoint_event(address: u64, cpu: u32) -> Result<OwnedFd> {
     use perf_event_open_sys::bindings as sys;
     let mut attr = sys::perf_event_attr {
         size: std::mem::size_of::<sys::perf_event_attr>() as u32,
@@ -253,7 +294,14 @@ fn open_breakpoint(address: u64, cpu: u32, program_fd: RawFd) -> Result<OwnedFd>
         ));
     }
     // SAFETY: the fd was just returned by perf_event_open and is ours alone.
-    let event = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A hardware execute breakpoint at `address` on `cpu`, all tasks, firing
+/// the BPF program `program_fd` on every hit. Closing the fd detaches it.
+fn open_breakpoint(address: u64, cpu: u32, program_fd: RawFd) -> Result<OwnedFd> {
+    let event = open_breakpoint_event(address, cpu)?;
+    let fd = event.as_raw_fd();
     // SAFETY: plain ioctls on the event we own.
     unsafe {
         if perf_event_open_sys::ioctls::SET_BPF(fd, program_fd as u32) < 0
@@ -266,6 +314,28 @@ fn open_breakpoint(address: u64, cpu: u32, program_fd: RawFd) -> Result<OwnedFd>
         }
     }
     Ok(event)
+}
+
+/// Debug registers free on `cpu` now, counted by reserving them with
+/// disabled breakpoints (never enabled, closed again before returning).
+/// An error when the kernel gives no hardware breakpoints at all.
+pub fn free_debug_registers(cpu: u32) -> Result<usize> {
+    let address = kernel_symbol_address(DEFAULT_BREAKPOINT_FUNCTIONS[0])?;
+    let mut reserved = Vec::new();
+    let first = open_breakpoint_event(address, cpu);
+    match first {
+        Ok(event) => reserved.push(event),
+        // ENOSPC: the kernel has breakpoints and all of them are taken.
+        Err(err) if format!("{err}").contains("No space left") => return Ok(0),
+        Err(err) => return Err(err),
+    }
+    while reserved.len() < DEBUG_REGISTERS {
+        match open_breakpoint_event(address, cpu) {
+            Ok(event) => reserved.push(event),
+            Err(_) => break,
+        }
+    }
+    Ok(reserved.len())
 }
 
 /// One attached hook, for the record of what was measured how.
@@ -285,11 +355,16 @@ pub struct ProbeConfig {
     pub stack_entries: u32,
     /// The vdso source is wanted: its program needs kernel offsets.
     pub vdso: bool,
+    /// The kernel source is wanted: its programs need to tell interrupt
+    /// context and kernel threads (KernelContext).
+    pub kernel: bool,
 }
 
 pub struct Probes {
     /// Breakpoint perf events with our program attached (see attach_breakpoint).
     breakpoints: Vec<OwnedFd>,
+    /// Functions those breakpoints watch (one debug register per CPU each).
+    breakpoint_functions: usize,
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
     /// BTF of the running kernel, loaded on first use by fentry.
@@ -331,6 +406,16 @@ impl Probes {
         } else {
             (0, 0, 0)
         };
+        let kernel_context = if config.kernel {
+            KernelContext::find()
+        } else {
+            KernelContext::default()
+        };
+        let task_mm = if task_mm != 0 {
+            task_mm
+        } else {
+            kernel_context.task_mm_offset
+        };
         let daemon = std::process::id();
         let ebpf = EbpfLoader::new()
             .override_global(names::FILTER_BY_PID, &filter, true)
@@ -339,6 +424,17 @@ impl Probes {
             .override_global(names::TASK_MM_OFFSET, &task_mm, true)
             .override_global(names::MM_VDSO_OFFSET, &mm_vdso, true)
             .override_global(names::VDSO_TEXT_SIZE, &vdso_size, true)
+            .override_global(
+                names::PER_CPU_OFFSETS,
+                &kernel_context.per_cpu_offsets,
+                true,
+            )
+            .override_global(names::PREEMPT_COUNT, &kernel_context.preempt_count, true)
+            .override_global(
+                names::TASK_FLAGS_OFFSET,
+                &kernel_context.task_flags_offset,
+                true,
+            )
             .map_max_entries(names::COUNTS, config.count_entries)
             .map_max_entries(names::STACKS, config.stack_entries)
             .load(EBPF_OBJECT)
@@ -347,6 +443,7 @@ impl Probes {
             })?;
         let mut probes = Probes {
             breakpoints: Vec::new(),
+            breakpoint_functions: 0,
             ebpf,
             attachments: Vec::new(),
             btf: None,
@@ -525,12 +622,13 @@ impl Probes {
     }
 
     /// Watches each kernel clock function through the best backend the kernel
-    /// accepts for it (fentry, kprobe, then a hardware execute breakpoint),
-    /// or only `forced`. Returns, per function, the backend used or, in short,
-    /// why none could be; the slot of a function is its index in `functions`.
+    /// accepts for it (fentry, kprobe, then, where the function may take one,
+    /// a hardware execute breakpoint while debug registers remain), or only
+    /// `forced`. Returns, per function, the backend used or, in short, why
+    /// none could be; the slot of a function is its index in `functions`.
     pub fn attach_kernel_functions(
         &mut self,
-        functions: &[String],
+        functions: &[KernelFunction],
         forced: Option<Backend>,
     ) -> Result<Vec<Result<Backend, String>>> {
         if functions.len() > profiler_common::MAX_KERNEL_FNS as usize {
@@ -542,6 +640,7 @@ impl Probes {
         }
         let mut outcomes = Vec::new();
         for (slot, function) in functions.iter().enumerate() {
+            let name = function.name.as_str();
             let mut refusals = Vec::new();
             let mut used = None;
             for backend in [Backend::Fentry, Backend::Kprobe, Backend::Breakpoint] {
@@ -550,10 +649,27 @@ impl Probes {
                 }
                 let result = match backend {
                     Backend::Fentry => {
-                        self.attach_fentry(&format!("fentry_kernel_fn_{slot}"), function)
+                        self.attach_fentry(&format!("fentry_kernel_fn_{slot}"), name)
                     }
-                    Backend::Kprobe => self.attach_kernel_kprobe(slot, function),
-                    _ => self.attach_breakpoint(slot, function),
+                    Backend::Kprobe => self.attach_kernel_kprobe(slot, name),
+                    _ if !function.breakpoint => {
+                        // Only said when it is the one backend asked for:
+                        // otherwise the refusals above tell why.
+                        if forced.is_some() {
+                            refusals.push(
+                                "a breakpoint only for a function named with --kernel-fn"
+                                    .to_string(),
+                            );
+                        }
+                        continue;
+                    }
+                    _ if self.breakpoints_taken() >= DEBUG_REGISTERS => {
+                        refusals.push(format!(
+                            "all {DEBUG_REGISTERS} debug registers are taken by the functions before it"
+                        ));
+                        continue;
+                    }
+                    _ => self.attach_breakpoint(slot, name),
                 };
                 match result {
                     Ok(()) => {
@@ -572,7 +688,7 @@ impl Probes {
                 Some(backend) => {
                     self.attachments.push(Attachment {
                         source: Source::Kernel,
-                        hook: function.clone(),
+                        hook: name.to_string(),
                         backend,
                     });
                     outcomes.push(Ok(backend));
@@ -584,6 +700,12 @@ impl Probes {
             }
         }
         Ok(outcomes)
+    }
+
+    /// Functions watched by breakpoint now: each takes one debug register
+    /// on every CPU.
+    pub fn breakpoints_taken(&self) -> usize {
+        self.breakpoint_functions
     }
 
     fn attach_kernel_kprobe(&mut self, slot: usize, function: &str) -> Result<()> {
@@ -611,6 +733,7 @@ impl Probes {
 
     /// One execute breakpoint per CPU at the function's first instruction
     /// (x86 has four debug registers per CPU, so at most four functions).
+    /// A breakpoint lives as long as `self`: doctor's tries add up too.
     /// The events are opened here rather than through aya, which asks for
     /// `precise_ip` on breakpoints: the kernel then refuses (EPROTO) programs
     /// that take stacks unless the event samples callchains itself.
@@ -637,6 +760,7 @@ impl Probes {
             })?)?;
         index.insert(address, slot as u32, 0)?;
         self.breakpoints.extend(events);
+        self.breakpoint_functions += 1;
         Ok(())
     }
 

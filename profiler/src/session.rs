@@ -12,7 +12,7 @@ use profiler_common::target;
 use crate::binaries::{self, Binary, GoBinary};
 use crate::collect::{self, Collected};
 use crate::privileges;
-use crate::probes::{Attachment, Backend, ProbeConfig, Probes, DEFAULT_KERNEL_FUNCTIONS};
+use crate::probes::{Attachment, Backend, KernelFunction, ProbeConfig, Probes};
 use crate::proc_tracker::ProcTracker;
 use crate::source::{Source, SourceSet};
 
@@ -20,18 +20,14 @@ use crate::source::{Source, SourceSet};
 /// when the user asked for the kernel source alone, a warning when named with
 /// others, and, as a default source, a note in the output (returned here), so
 /// a kernel without kprobes, fentry or breakpoints still gets the rest.
+/// Only ktime_get_mono_fast_ns of the defaults may take a debug register;
+/// each function named with --kernel-fn may (up to the four there are).
 fn attach_kernel(probes: &mut Probes, config: &SessionConfig) -> Result<Option<String>> {
-    let functions: Vec<String> = if config.kernel_functions.is_empty() {
-        DEFAULT_KERNEL_FUNCTIONS
-            .iter()
-            .map(|f| f.to_string())
-            .collect()
-    } else {
-        config.kernel_functions.to_vec()
-    };
-    crate::source::set_kernel_functions(&functions);
+    let functions = KernelFunction::chosen(config.kernel_functions);
+    let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
+    crate::source::set_kernel_functions(&names);
     let outcomes = probes.attach_kernel_functions(&functions, config.backend)?;
-    let refusals: Vec<String> = functions
+    let refusals: Vec<String> = names
         .iter()
         .zip(&outcomes)
         .filter_map(|(function, outcome)| Some(format!("{function}: {}", outcome.as_ref().err()?)))
@@ -225,6 +221,7 @@ impl Session {
             count_entries: config.count_entries,
             stack_entries: config.stack_entries,
             vdso: config.sources.contains(&Source::Vdso),
+            kernel: config.sources.contains(&Source::Kernel),
         })?;
         for &pid in config.pids {
             probes.add_target(pid, target::ONLY)?;

@@ -12,7 +12,10 @@ use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use profiler_common::{event, INTERRUPT_TGID};
+
 use crate::collect::{RawSample, RawStack};
+use crate::interrupt;
 use crate::proc_tracker::ProcTracker;
 use crate::safe_open::{self, FileKey, PerfMapRefusal};
 use crate::source::ClockRead;
@@ -423,24 +426,53 @@ pub fn symbolize(samples: &[RawSample], tracker: &mut ProcTracker) -> Vec<Symbol
                     None => frames.push(Frame::unknown(Some("kernel".to_string()), true)),
                 }
             }
+            end_at_watched_function(&mut frames, sample.read);
             let state = match sample.user_stack {
                 RawStack::Lost(_) => StackState::UserStackLost,
                 _ => StackState::Complete,
             };
-            SymbolizedSample {
+            let mut symbolized = SymbolizedSample {
                 pid: sample.tgid,
-                comm: tracker
-                    .comm(sample.tgid)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("[pid {}]", sample.tgid)),
+                comm: process_name(tracker, sample.tgid),
                 cgroup: tracker.cgroup(sample.tgid).map(str::to_string),
                 read: sample.read,
                 frames,
                 state,
                 count: sample.count,
-            }
+            };
+            interrupt::attribute(&mut symbolized);
+            symbolized
         })
         .collect()
+}
+
+/// A kernel-source stack ends in the watched function. An fentry program
+/// takes its stack from inside itself, so the program and its trampoline
+/// come inside the function (named after whatever kernel symbol precedes
+/// BPF memory): they are cut off.
+fn end_at_watched_function(frames: &mut Vec<Frame>, read: ClockRead) {
+    if read.event != event::KERNEL_FN {
+        return;
+    }
+    let call = read.call();
+    if let Some(innermost) = frames
+        .iter()
+        .rposition(|frame| frame.kernel && frame.function == call)
+    {
+        frames.truncate(innermost + 1);
+    }
+}
+
+/// The root frame of a process's stacks: its command, `swapper` for the
+/// idle tasks (PID 0, as perf names them), `[interrupt]` for reads in
+/// interrupt context, `[pid N]` when unknown.
+pub fn process_name(tracker: &ProcTracker, pid: u32) -> String {
+    match (pid, tracker.comm(pid)) {
+        (INTERRUPT_TGID, _) => interrupt::ROOT.to_string(),
+        (_, Some(comm)) => comm.to_string(),
+        (0, None) => "swapper".to_string(),
+        (_, None) => format!("[pid {pid}]"),
+    }
 }
 
 #[cfg(test)]
@@ -522,6 +554,34 @@ mod tests {
         assert_eq!(map.name(0x20ff), Some("LazyCompile:*tick app.js:3"));
         assert_eq!(map.name(0xfff), None);
         assert_eq!(PerfMap::default().name(0x1000), None);
+    }
+
+    #[test]
+    fn kernel_stacks_end_in_the_watched_function() {
+        crate::source::set_kernel_functions(&["ktime_get".to_string()]);
+        let frame = |function: &str, kernel| Frame {
+            function: function.into(),
+            module: None,
+            kernel,
+        };
+        let read = ClockRead {
+            event: event::KERNEL_FN,
+            clock_id: 0,
+        };
+        let mut frames = vec![
+            frame("main", false),
+            frame("do_syscall_64", true),
+            frame("ktime_get", true),
+            frame("__init_scratch_end", true),
+            frame("__init_scratch_end", true),
+        ];
+        end_at_watched_function(&mut frames, read);
+        let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
+        assert_eq!(names, ["main", "do_syscall_64", "ktime_get"]);
+        // A syscall's kernel frames, or a stack without the function, stay.
+        let mut other = vec![frame("main", false), frame("x", true)];
+        end_at_watched_function(&mut other, read);
+        assert_eq!(other.len(), 2);
     }
 
     #[test]

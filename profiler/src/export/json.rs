@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
+use profiler_common::INTERRUPT_TGID;
 use serde::Serialize;
 
 use crate::aggregate::Profile;
 use crate::collect::LostCounts;
-use crate::probes::Attachment;
+use crate::probes::{debug_registers_taken, Attachment};
 use crate::source::Source;
 use crate::symbolize::{Frame, StackState};
 
@@ -17,6 +18,9 @@ struct JsonProfile<'a> {
     sources: &'a [Source],
     backends: Vec<String>,
     hooks: &'a [Attachment],
+    /// Debug registers the kernel source took on every CPU (of 4 on x86),
+    /// one per function watched by hardware breakpoint.
+    debug_registers_per_cpu: usize,
     total: u64,
     lost: LostCounts,
     lost_mapping_records: u64,
@@ -30,6 +34,7 @@ struct JsonProfile<'a> {
 
 #[derive(Serialize)]
 struct JsonProcess<'a> {
+    #[serde(serialize_with = "pid_or_null")]
     pid: u32,
     comm: &'a str,
     /// The cgroup the process ran in, unless the root one.
@@ -47,6 +52,7 @@ struct JsonProcess<'a> {
 
 #[derive(Serialize)]
 struct JsonStack<'a> {
+    #[serde(serialize_with = "pid_or_null")]
     pid: u32,
     comm: &'a str,
     source: Source,
@@ -63,12 +69,21 @@ struct JsonStack<'a> {
     est_cpu_ms: Option<f64>,
 }
 
+/// Reads in interrupt context (comm `[interrupt]`) have no PID: null.
+fn pid_or_null<S: serde::Serializer>(pid: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+    match *pid {
+        INTERRUPT_TGID => serializer.serialize_none(),
+        pid => serializer.serialize_u32(pid),
+    }
+}
+
 pub fn render(profile: &Profile) -> Result<Vec<u8>> {
     let json = JsonProfile {
         duration_secs: profile.info.duration.as_secs_f64(),
         sources: &profile.info.sources,
         backends: profile.info.backends(),
         hooks: &profile.info.attachments,
+        debug_registers_per_cpu: debug_registers_taken(&profile.info.attachments),
         total: profile.total,
         lost: profile.info.lost,
         lost_mapping_records: profile.info.lost_mapping_records,

@@ -153,12 +153,16 @@ pub fn render(profile: &Profile) -> Result<Vec<u8>> {
             location_id
                 .push(tables.location(&frame.folded_name(), frame.module.as_deref().unwrap_or("")));
         }
-        let mut label = vec![
-            Label {
+        let mut label = Vec::with_capacity(5);
+        // Reads in interrupt context (comm `[interrupt]`) have no PID.
+        if stack.pid != profiler_common::INTERRUPT_TGID {
+            label.push(Label {
                 key: keys[0],
                 str: 0,
                 num: stack.pid as i64,
-            },
+            });
+        }
+        label.extend([
             Label {
                 key: keys[1],
                 str: tables.string(&stack.comm),
@@ -169,7 +173,7 @@ pub fn render(profile: &Profile) -> Result<Vec<u8>> {
                 str: tables.string(stack.read.source().name()),
                 num: 0,
             },
-        ];
+        ]);
         // Labels only where there is something to say: a process in the
         // root cgroup has neither.
         if let Some(cgroup) = &stack.cgroup {

@@ -2,14 +2,25 @@
 
 use std::fmt::Write;
 
+use profiler_common::INTERRUPT_TGID;
+
 use crate::aggregate::Profile;
 use crate::printable::printable;
+use crate::probes::{debug_registers_taken, Backend, DEBUG_REGISTERS};
 use crate::source::Source;
 
 const TOP_PROCESSES: usize = 10;
 const TOP_STACKS: usize = 10;
 /// Frames shown per stack, innermost last: enough to see the caller chain.
 const FRAMES_SHOWN: usize = 6;
+
+/// Reads in interrupt context have no PID.
+fn shown_pid(pid: u32) -> String {
+    match pid {
+        INTERRUPT_TGID => "-".to_string(),
+        pid => pid.to_string(),
+    }
+}
 
 pub fn summary(profile: &Profile) -> String {
     let info = &profile.info;
@@ -25,6 +36,24 @@ pub fn summary(profile: &Profile) -> String {
         sources.join(","),
         info.backends().join(",")
     );
+    if info.attachments.iter().any(|a| a.source == Source::Kernel) {
+        let by_breakpoint: Vec<&str> = info
+            .attachments
+            .iter()
+            .filter(|a| a.backend == Backend::Breakpoint)
+            .map(|a| a.hook.as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "kernel: {} of {DEBUG_REGISTERS} debug registers per CPU taken{}",
+            debug_registers_taken(&info.attachments),
+            if by_breakpoint.is_empty() {
+                String::new()
+            } else {
+                format!(" (breakpoints on {})", by_breakpoint.join(", "))
+            }
+        );
+    }
     for (source, reason) in &info.unavailable {
         let _ = writeln!(out, "{source} source skipped: {reason}");
     }
@@ -66,7 +95,7 @@ pub fn summary(profile: &Profile) -> String {
             "{:>12} {:>5.1}% {:>8}  {}",
             process.total,
             100.0 * process.total as f64 / profile.total as f64,
-            process.pid,
+            shown_pid(process.pid),
             printable(&process.comm)
         );
     }
@@ -78,7 +107,7 @@ pub fn summary(profile: &Profile) -> String {
             stack.count,
             100.0 * stack.count as f64 / profile.total as f64,
             printable(&stack.comm),
-            stack.pid,
+            shown_pid(stack.pid),
             stack.read.leaf()
         );
         let skip = stack.frames.len().saturating_sub(FRAMES_SHOWN);

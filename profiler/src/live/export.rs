@@ -49,18 +49,17 @@ pub fn export(
         .filter_map(|count| {
             let stack = cache.get(&count.key)?;
             let pid = count.key.tgid;
-            Some(SymbolizedSample {
+            let mut sample = SymbolizedSample {
                 pid,
-                comm: tracker
-                    .comm(pid)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("[pid {pid}]")),
+                comm: crate::symbolize::process_name(tracker, pid),
                 cgroup: tracker.cgroup(pid).map(str::to_string),
                 read: clock_read(&count.key),
                 frames: stack.frames.clone(),
                 state: stack.state,
                 count: count.total,
-            })
+            };
+            crate::interrupt::attribute(&mut sample);
+            Some(sample)
         })
         .collect();
     let profile = Profile::new(samples, info);

@@ -24,10 +24,8 @@ impl Labeler {
         });
         entry.1 = refresh;
         Label {
-            comm: tracker
-                .comm(pid)
-                .map(|comm| crate::printable::printable(comm).into_owned())
-                .unwrap_or_else(|| format!("[pid {pid}]")),
+            comm: crate::printable::printable(&crate::symbolize::process_name(tracker, pid))
+                .into_owned(),
             group: entry.0.clone(),
         }
     }
