@@ -10,7 +10,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::DoctorArgs;
-use crate::kernel_context::KernelContext;
+use crate::kernel_context;
 use crate::privileges;
 use crate::probes::{
     free_debug_registers, refusal_reason, Backend, KernelFunction, ProbeConfig, Probes,
@@ -293,14 +293,16 @@ fn debug_registers(hooks: &[Check]) -> DebugRegisters {
 }
 
 fn interrupt_context() -> Check {
-    let context = KernelContext::find();
-    Check {
-        name: "interrupt context",
-        works: context.sees_interrupts(),
-        detail: if context.sees_interrupts() {
-            "the preempt count is readable: kernel clock reads in hardirq, softirq or NMI go under [interrupt]".to_string()
-        } else {
-            "no preempt count in /proc/kallsyms: only reads whose kernel stack shows an interrupt entry go under [interrupt]".to_string()
+    match kernel_context::preempt_count() {
+        Ok(_) => Check {
+            name: "interrupt context",
+            works: true,
+            detail: "told by the preempt count: kernel clock reads in hardirq, softirq or NMI go under [interrupt]".to_string(),
+        },
+        Err(err) => Check {
+            name: "interrupt context",
+            works: false,
+            detail: format!("{err:#}: only reads whose kernel stack shows an interrupt entry go under [interrupt]"),
         },
     }
 }
@@ -339,15 +341,14 @@ fn render_text(report: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "  {}  {:<46} {}",
+        "\ninterrupt context  {}  {}",
         mark(report.interrupt_context.works),
-        report.interrupt_context.name,
         report.interrupt_context.detail
     );
     let registers = &report.debug_registers;
     let _ = writeln!(
         out,
-        "\ndebug registers: a default recording takes {} of {} per CPU{}; {}",
+        "debug registers    a default recording takes {} of {} per CPU{}; {}",
         registers.default_recording_takes,
         registers.per_cpu,
         if registers.default_recording_takes > 0 {

@@ -42,11 +42,12 @@ impl KernelContext {
             task_mm_offset: task_offset("mm"),
         }
     }
+}
 
-    /// Whether the programs can tell interrupt context from the preempt count.
-    pub fn sees_interrupts(&self) -> bool {
-        self.per_cpu_offsets != 0 && self.preempt_count != 0
-    }
+/// Where the programs read the preempt count: `__per_cpu_offset` and the
+/// count's per-CPU address, or why they cannot (for doctor).
+pub fn preempt_count() -> Result<(u64, u64)> {
+    preempt_count_addresses(KernelBtf::load().ok().as_ref())
 }
 
 /// The preempt count is its own per-CPU variable (`__preempt_count`) on most

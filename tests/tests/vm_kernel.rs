@@ -374,19 +374,22 @@ fn interrupt_context_reads_go_under_their_own_root() {
             .any(|s| frame_names(s).contains(&"hrtimer_interrupt")),
         "no timer interrupt under [interrupt]: {json}"
     );
+    // The fixture's own clock_gettime reads, and nothing else of it, are
+    // ktime_get_ts64 under its root (its exec also reads ktime_get, in
+    // task context, which is its own).
     let fixture = comm_of(c_fixture());
-    let mut fixture_reads = 0;
+    let fixture_ts64: u64 = stacks(&json)
+        .iter()
+        .filter(|s| s["comm"] == fixture.as_str() && s["leaf"] == "[kernel ktime_get_ts64]")
+        .map(|s| s["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(fixture_ts64, 3000, "{json}");
     for stack in stacks(&json).iter().filter(|s| s["comm"] != "[interrupt]") {
-        let frames = frame_names(stack);
         assert!(
-            !frames.iter().any(|f| is_interrupt_frame(f)),
+            !frame_names(stack).iter().any(|f| is_interrupt_frame(f)),
             "an interrupt charged to a task: {stack}"
         );
-        if stack["comm"] == fixture.as_str() {
-            fixture_reads += stack["count"].as_u64().unwrap();
-        }
     }
-    assert_eq!(fixture_reads, 3000, "{json}");
     let processes = json["processes"].as_array().unwrap();
     let root = processes
         .iter()
@@ -660,4 +663,71 @@ fn named_functions_take_at_most_four_debug_registers() {
         200,
         "{json}"
     );
+}
+
+/// The kprobe backend (through ftrace at function entry) reads the traced
+/// code's preempt count as fentry does: task-context reads stay exact under
+/// the fixture, none is taken for an interrupt.
+#[test]
+#[ignore = "needs kprobes, fentry or hardware breakpoints: runs in the VM (cargo xtask vm-test)"]
+fn kprobe_kernel_source_keeps_task_reads_exact() {
+    let dir = TempDir::new("kprobe-kernel");
+    let json = record_json(
+        &dir,
+        &[
+            "-s",
+            "kernel",
+            "--backend",
+            "kprobe",
+            "--kernel-fn",
+            "ktime_get_ts64",
+        ],
+        &["counts", "500"],
+    );
+    assert_eq!(json["backends"], serde_json::json!(["kprobe"]), "{json}");
+    assert_eq!(
+        count(&json, "fixture_hot", "[kernel ktime_get_ts64]"),
+        500,
+        "{json}"
+    );
+    for stack in stacks(&json) {
+        assert_eq!(
+            frame_names(stack).last(),
+            Some(&"ktime_get_ts64"),
+            "{stack}"
+        );
+    }
+}
+
+/// The text summary and doctor's text say how many debug registers the
+/// kernel source takes per CPU.
+#[test]
+#[ignore = "needs kprobes, fentry or hardware breakpoints: runs in the VM (cargo xtask vm-test)"]
+fn summary_and_doctor_say_how_many_debug_registers_are_taken() {
+    let output = run(&[
+        os("record"),
+        os("-s"),
+        os("kernel"),
+        os("--"),
+        c_fixture().as_os_str(),
+        os("counts"),
+        os("10"),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        summary.contains(
+            "kernel: 1 of 4 debug registers per CPU taken (breakpoints on ktime_get_mono_fast_ns)"
+        ),
+        "{summary}"
+    );
+    let doctor = run(&[os("doctor")]);
+    assert!(doctor.status.success(), "{}", stderr(&doctor));
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        text.contains("debug registers    a default recording takes 1 of 4 per CPU"),
+        "{text}"
+    );
+    assert!(text.contains("4 free now on CPU 0"), "{text}");
+    assert!(text.contains("interrupt context  yes"), "{text}");
 }
