@@ -483,9 +483,23 @@ fn kernel_threads_lose_no_user_stacks() {
         })
         .sum();
     assert_eq!(json["lost"]["user_stacks"], lost_under_tasks, "{json}");
-    // Every kernel stack ends in the clock function, whatever the backend.
     for stack in stacks(&json) {
-        assert_eq!(frame_names(stack).last(), Some(&"ktime_get"), "{stack}");
+        assert_kernel_stack_ends_in(stack, "ktime_get");
+    }
+}
+
+/// Every kernel stack ends in the clock function, whatever the backend (a
+/// kernel stack the stack map lost on a hash collision has no frames).
+fn assert_kernel_stack_ends_in(stack: &serde_json::Value, function: &str) {
+    let kernel_frames: Vec<&str> = stack["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kernel"] == true)
+        .map(|f| f["function"].as_str().unwrap())
+        .collect();
+    if !kernel_frames.is_empty() {
+        assert_eq!(kernel_frames.last(), Some(&function), "{stack}");
     }
 }
 
@@ -570,8 +584,10 @@ fn default_recording_takes_one_debug_register_per_cpu() {
     }
     let dir = TempDir::new("debugregs");
     let out = dir.join("p.json");
+    // Until SIGINT, not for a duration: a slow guest must not see the
+    // recording end while it counts.
     let mut child = std::process::Command::new(clockprof())
-        .args([os("record"), os("-d"), os("3"), os("-o"), out.as_os_str()])
+        .args([os("record"), os("-o"), out.as_os_str()])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("clockprof starts");
@@ -588,6 +604,7 @@ fn default_recording_takes_one_debug_register_per_cpu() {
         .into_iter()
         .map(free_debug_registers)
         .collect();
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     let status = child.wait().unwrap();
@@ -691,11 +708,7 @@ fn kprobe_kernel_source_keeps_task_reads_exact() {
         "{json}"
     );
     for stack in stacks(&json) {
-        assert_eq!(
-            frame_names(stack).last(),
-            Some(&"ktime_get_ts64"),
-            "{stack}"
-        );
+        assert_kernel_stack_ends_in(stack, "ktime_get_ts64");
     }
 }
 
