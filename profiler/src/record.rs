@@ -66,6 +66,27 @@ fn describe_target(args: &RecordArgs, user: &str) -> String {
 }
 
 pub async fn record(args: RecordArgs) -> Result<i32> {
+    Ok(record_profile(&args, Summary::Print).await?.exit_code)
+}
+
+/// Whether a recording without `-o` prints its summary (`check` prints its
+/// budget table instead).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Summary {
+    Print,
+    Skip,
+}
+
+/// A finished recording, its outputs written.
+pub struct Recording {
+    pub profile: Profile,
+    /// What clockprof exits with: COMMAND's status where there is one.
+    pub exit_code: i32,
+}
+
+/// Records as `record` does and writes its `-o` output, returning the profile
+/// for more judging.
+pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recording> {
     // Everything that can be checked is, before anything is attached or
     // COMMAND started (the CLI bounds -d, -F and the map sizes).
     args.probe.check()?;
@@ -123,7 +144,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
             .map(|s| s.name())
             .collect::<Vec<_>>()
             .join(","),
-        describe_target(&args, &user)
+        describe_target(args, &user)
     );
 
     // The summary names them; a profile written elsewhere is named here.
@@ -207,10 +228,11 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
             );
         }
         Output::Stdout(format) => write_stdout(&export::render(&profile, format)?)?,
-        Output::Summary => {
+        Output::Summary if summary == Summary::Print => {
             // A terminal gone with SIGHUP takes the summary with it.
             let _ = write_stdout(export::summary(&profile).as_bytes());
         }
+        Output::Summary => {}
     }
     if profile.info.lost.any() {
         say!(
@@ -220,13 +242,14 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         );
     }
 
-    Ok(match (stop, child) {
+    let exit_code = match (stop, child) {
         (Stop::CommandExited(status), _) => command::exit_code(status),
         (Stop::Signal(_) | Stop::DurationElapsed, Some(child)) => command::exit_code(
             wait_for_command(child, &mut sigint, &mut sigterm, &mut sighup).await?,
         ),
         _ => 0,
-    })
+    };
+    Ok(Recording { profile, exit_code })
 }
 
 /// After a stopping signal, COMMAND's status is ours. One that ignores the
