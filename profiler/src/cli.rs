@@ -34,6 +34,13 @@ pub enum Command {
     /// What this kernel and user allow: each hook type really tried, the
     /// clocksource, and which backend each source would use.
     Doctor(DoctorArgs),
+    /// Record COMMAND as `record -- COMMAND` does, then judge its clock reads
+    /// against budgets: exit 0 within every budget, 3 over one; COMMAND's own
+    /// failure status wins over both.
+    Check(CheckArgs),
+    /// What grew and shrank between two recordings (folded or JSON), by the
+    /// functions that read the clock; -o writes a differential flamegraph.
+    Diff(DiffArgs),
 }
 
 #[derive(Args, Debug)]
@@ -269,6 +276,67 @@ pub struct TopArgs {
     /// Write flamegraphs exported with `e`/`E` into this directory.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub export_dir: PathBuf,
+}
+
+/// `clockprof check`: `record`'s options and COMMAND, then the budgets.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub record: RecordArgs,
+
+    /// The clock reads of the stacks holding a frame that matches PATTERN (a
+    /// frame name as in the folded output, or a glob) may not exceed COUNT.
+    /// Counts are exact events; vdso samples are left out. `PATTERN=10ms`
+    /// judges vdso samples as CPU time instead (needs -s naming vdso).
+    /// Repeatable.
+    #[arg(long = "max", value_name = "PATTERN=COUNT")]
+    pub max: Vec<String>,
+
+    /// As --max, in clock reads per second of COMMAND's run time. Repeatable.
+    #[arg(long = "max-rate", value_name = "PATTERN=PER_SEC")]
+    pub max_rate: Vec<String>,
+
+    /// An earlier recording (folded or JSON, as clockprof writes them) to
+    /// compare with, frame by frame.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+
+    /// With --baseline: fail when a frame's clock reads grew by more than PCT
+    /// percent (a frame the baseline lacks fails too).
+    #[arg(long = "max-increase", value_name = "PCT")]
+    pub max_increase: Option<f64>,
+
+    /// A TOML file with the same rules: [max], [max-rate] tables of
+    /// "PATTERN" = LIMIT, and [baseline] file and max-increase.
+    #[arg(long, value_name = "FILE")]
+    pub budget: Option<PathBuf>,
+
+    /// Also write JUnit XML here: one test case per budget.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
+/// `clockprof diff BASE NEW`.
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The earlier recording: folded stacks or JSON written by clockprof.
+    #[arg(value_name = "BASE")]
+    pub base: PathBuf,
+
+    /// The later recording.
+    #[arg(value_name = "NEW")]
+    pub new: PathBuf,
+
+    /// Write a differential flamegraph (.svg: widths from NEW, red where
+    /// reads grew, blue where they shrank) or the two-column folded form
+    /// (.folded: `STACK BASE_COUNT NEW_COUNT`).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// How many functions to list in each direction.
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub top: u64,
 }
 
 #[cfg(test)]

@@ -7,10 +7,12 @@
 
 mod aggregate;
 mod binaries;
+mod check;
 mod cli;
 mod collect;
 mod container;
 mod credentials;
+mod diff;
 mod doctor;
 mod export;
 mod host_facts;
@@ -23,6 +25,7 @@ mod privileges;
 mod probes;
 mod proc_tracker;
 mod record;
+mod recorded;
 mod safe_open;
 mod session;
 mod source;
@@ -104,7 +107,7 @@ fn main() {
     // Before the runtime starts its threads: see tracefs::prepare.
     if matches!(
         cli.command,
-        Command::Record(_) | Command::Top(_) | Command::Doctor(_)
+        Command::Record(_) | Command::Top(_) | Command::Doctor(_) | Command::Check(_)
     ) {
         tracefs::prepare();
     }
@@ -123,6 +126,8 @@ fn main() {
             Command::Record(args) => record::record(args).await,
             Command::Top(args) => top::top(args).await,
             Command::Doctor(args) => doctor::doctor(args),
+            Command::Check(args) => check::check(args).await,
+            Command::Diff(args) => diff::diff(args),
         }
     });
     match result {
