@@ -16,7 +16,6 @@
 //! max-increase = 50          # percent
 //! ```
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -201,13 +200,15 @@ fn parse_cpu_time(value: &str) -> Option<Duration> {
     (number >= 0.0 && number.is_finite()).then(|| Duration::from_secs_f64(number * scale))
 }
 
+/// Tables keep the file's order (toml's preserve_order), so the report lists
+/// budgets as the file does.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct BudgetFile {
     #[serde(default)]
-    max: BTreeMap<String, FileValue>,
+    max: toml::Table,
     #[serde(default)]
-    max_rate: BTreeMap<String, FileValue>,
+    max_rate: toml::Table,
     baseline: Option<FileBaseline>,
 }
 
@@ -218,22 +219,13 @@ struct FileBaseline {
     max_increase: Option<f64>,
 }
 
-/// A limit as TOML has it: `25000`, `1.5e6` or `"10ms"`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum FileValue {
-    Integer(i64),
-    Float(f64),
-    Text(String),
-}
-
-impl fmt::Display for FileValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FileValue::Integer(n) => write!(f, "{n}"),
-            FileValue::Float(x) => write!(f, "{x}"),
-            FileValue::Text(text) => f.write_str(text),
-        }
+/// A limit as TOML has it: `25000`, `1.5e6` or `"10ms"`, as the flags write it.
+fn limit_text(value: &toml::Value) -> Result<String> {
+    match value {
+        toml::Value::Integer(n) => Ok(n.to_string()),
+        toml::Value::Float(x) => Ok(x.to_string()),
+        toml::Value::String(text) => Ok(text.clone()),
+        _ => bail!("a limit is a number or a string such as \"10ms\""),
     }
 }
 
@@ -255,7 +247,8 @@ impl BudgetFile {
             ("max-rate", self.max_rate, parse_rate_limit),
         ] {
             for (pattern, value) in entries {
-                let rule = make_rule(&pattern, &value.to_string(), limit)
+                let rule = limit_text(&value)
+                    .and_then(|text| make_rule(&pattern, &text, limit))
                     .map_err(|err| anyhow::anyhow!("[{section}] `{pattern}`: {err}"))?;
                 rules.push(rule);
             }
@@ -420,9 +413,9 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                "max [syscall time]=5000",
-                "max fixture_*=60000",
                 "max fixture_hot=25000",
+                "max fixture_*=60000",
+                "max [syscall time]=5000",
                 "max render=10ms",
                 "max-rate fixture_hot=2000000/s",
                 "max-rate fixture_warm=1500000/s",
@@ -448,6 +441,10 @@ mod tests {
             "[max] `fixture_hot`: `lots` is neither a count of clock reads nor a CPU time such as 10ms"
         );
         assert!(err("[max\n").starts_with("line 1:"));
+        assert_eq!(
+            err("[max]\nf = [1]\n"),
+            "[max] `f`: a limit is a number or a string such as \"10ms\""
+        );
         assert!(err("[baseline]\nfile = \"x\"\nmax_increase = 5\n").contains("line 3"));
     }
 
