@@ -744,3 +744,49 @@ fn summary_and_doctor_say_how_many_debug_registers_are_taken() {
     assert!(text.contains("4 free now on CPU 0"), "{text}");
     assert!(text.contains("interrupt context  yes"), "{text}");
 }
+
+/// README's "The same job inside a VM": `clockprof check` judges a budget in
+/// the guest as on the host, here through the fentry backend the host
+/// refuses, and hands back its status, table and JUnit file.
+#[test]
+#[ignore = "needs kprobes, fentry or hardware breakpoints: runs in the VM (cargo xtask vm-test)"]
+fn check_judges_a_clock_budget_through_fentry() {
+    let dir = TempDir::new("vm-check");
+    let junit = dir.join("clock.xml");
+    let check = |budget: &str| {
+        run(&[
+            os("check"),
+            os("-s"),
+            os("syscall"),
+            os("--backend"),
+            os("fentry"),
+            os("--max"),
+            os(budget),
+            os("--junit"),
+            junit.as_os_str(),
+            os("--"),
+            c_fixture().as_os_str(),
+            os("counts"),
+            os("2000"),
+        ])
+    };
+    let within = check("fixture_hot=2000");
+    assert_eq!(within.status.code(), Some(0), "{}", stderr(&within));
+    let over = check("fixture_hot=1999");
+    assert_eq!(over.status.code(), Some(3), "{}", stderr(&over));
+    let table = String::from_utf8_lossy(&over.stdout);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("max fixture_hot=1999 "))
+        .unwrap_or_else(|| panic!("no budget row in:\n{table}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[2..], ["2000", "1999", "FAIL"], "{table}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(
+            "message=\"stacks with a frame matching `fixture_hot` made 2000 clock reads, over the limit of 1999\""
+        ),
+        "{xml}"
+    );
+}
