@@ -37,6 +37,9 @@ pub enum Command {
     /// Record COMMAND as `record -- COMMAND` does, then judge its clock reads
     /// against budgets: exit 0 within every budget, 3 over one; COMMAND's own
     /// failure status wins over both.
+    // check judges the COMMAND it runs: -p and -a are not offered (and are
+    // refused if given anyway).
+    #[command(mut_arg("pids", |a| a.hide(true)), mut_arg("all", |a| a.hide(true)))]
     Check(CheckArgs),
     /// What grew and shrank between two recordings (folded or JSON), by the
     /// functions that read the clock; -o writes a differential flamegraph.
