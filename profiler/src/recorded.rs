@@ -242,6 +242,73 @@ mod tests {
         assert_eq!(from_folded.stacks[2].reader(), "do_x_[k]");
     }
 
+    /// What check judges of a live profile is what it reads back from the
+    /// profile's JSON and folded exports.
+    #[test]
+    fn exports_read_back_as_the_profile_they_came_from() {
+        use crate::aggregate::{Profile, RecordingInfo};
+        use crate::export::{self, Format};
+        use crate::source::ClockRead;
+        use crate::symbolize::{Frame, StackState, SymbolizedSample};
+        use profiler_common::{event, CLOCK_ID_NONE};
+
+        let frame = |function: &str, kernel: bool| Frame {
+            function: function.into(),
+            module: None,
+            kernel,
+        };
+        let sample = |comm: &str, frames: Vec<Frame>, event, clock_id, count| SymbolizedSample {
+            pid: 7,
+            comm: comm.into(),
+            read: ClockRead { event, clock_id },
+            frames,
+            state: StackState::Complete,
+            count,
+        };
+        let profile = Profile::new(
+            vec![
+                sample(
+                    "fx",
+                    vec![
+                        frame("main", false),
+                        frame("a;b", false),
+                        frame("do_x", true),
+                    ],
+                    event::SYSCALL_CLOCK_GETTIME,
+                    1,
+                    30,
+                ),
+                sample(
+                    "fx",
+                    vec![frame("main", false)],
+                    event::SYSCALL_TIME,
+                    CLOCK_ID_NONE,
+                    4,
+                ),
+                sample(
+                    "fx",
+                    vec![frame("spin", false)],
+                    event::VDSO_SAMPLE,
+                    CLOCK_ID_NONE,
+                    9,
+                ),
+            ],
+            RecordingInfo::default(),
+        );
+        let live = Recorded::from_profile(&profile);
+        assert_eq!(
+            live.stacks.iter().map(|s| s.sampled).collect::<Vec<_>>(),
+            vec![false, true, false]
+        );
+        let json = export::render(&profile, Format::Json).unwrap();
+        let from_json = Recorded::parse(std::str::from_utf8(&json).unwrap()).unwrap();
+        assert_eq!(from_json, live);
+        let folded = export::render(&profile, Format::Folded).unwrap();
+        let from_folded = Recorded::parse(std::str::from_utf8(&folded).unwrap()).unwrap();
+        assert_eq!(from_folded.folded_lines(), live.folded_lines());
+        assert_eq!(from_folded.folded_lines(), profile.folded_lines());
+    }
+
     #[test]
     fn bad_folded_line_is_named_by_number() {
         let err = Recorded::parse("a;b 1\n\na;c x\n").unwrap_err();
