@@ -421,6 +421,48 @@ fn vdso_samples_are_judged_only_as_cpu_time() {
     assert_one_line_error(&unnamed, "name the vdso source with -s");
 }
 
+/// Counts are events, not samples: the same COMMAND gives the same numbers
+/// on an idle and on a loaded machine, with the default sources (vdso
+/// sampling included). cputime makes glibc's clock_gettime fall back from
+/// the vDSO to the syscall, so COMMAND both samples in the vDSO and counts.
+#[test]
+fn counted_budgets_do_not_depend_on_load() {
+    let judge = || {
+        let output = check(
+            &[os("--max"), os("fixture_cputime=20000")],
+            &["cputime", "20000"],
+        );
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        row(&stdout(&output), "max fixture_cputime=20000")
+    };
+    let idle = judge();
+    // Two CPU hogs on this 2-CPU machine, not traced (not COMMAND), killed
+    // however the test ends.
+    struct Hogs(Vec<std::process::Child>);
+    impl Drop for Hogs {
+        fn drop(&mut self) {
+            for hog in &mut self.0 {
+                let _ = hog.kill();
+                let _ = hog.wait();
+            }
+        }
+    }
+    let hogs = Hogs(
+        (0..2)
+            .map(|_| {
+                Command::new(c_fixture())
+                    .args(["vdso", "20"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let loaded = judge();
+    drop(hogs);
+    assert_eq!(idle, ["20000", "20000", "pass"]);
+    assert_eq!(loaded, idle);
+}
+
 #[test]
 fn diff_lists_the_grown_function_first_and_draws_a_differential_flamegraph() {
     let dir = TempDir::new("diff");
