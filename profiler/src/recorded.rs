@@ -4,13 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::aggregate::Profile;
+use crate::printable;
+use crate::safe_open::open_regular;
 use crate::source::Source;
 
 /// Larger inputs are refused rather than read: a recording of the busiest
@@ -95,27 +96,15 @@ impl Recorded {
 
 /// Reads a file named on the command line. clockprof runs as root: a FIFO
 /// or device planted at the path must not block or flood it, so only a
-/// regular file of bounded size is read, checked on the opened descriptor.
+/// regular file of bounded size is read (safe_open's checks, on the opened
+/// descriptor).
 pub fn read_input_file(path: &Path, what: &str) -> Result<String> {
     let describe =
         |err: std::io::Error| anyhow::anyhow!("cannot read {what} {}: {err}", path.display());
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(describe)?;
-    let metadata = file.metadata().map_err(describe)?;
-    if !metadata.is_file() {
-        bail!("cannot read {what} {}: not a regular file", path.display());
-    }
-    if metadata.len() > MAX_INPUT_BYTES {
-        bail!(
-            "cannot read {what} {}: larger than {} MiB",
-            path.display(),
-            MAX_INPUT_BYTES >> 20
-        );
-    }
-    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    let mut file = open_regular(path, None, MAX_INPUT_BYTES)
+        .map_err(describe)?
+        .file;
+    let mut bytes = Vec::new();
     file.by_ref()
         .take(MAX_INPUT_BYTES)
         .read_to_end(&mut bytes)
@@ -185,7 +174,7 @@ fn parse_json(text: &str) -> Result<Recorded> {
         .stacks
         .into_iter()
         .map(|stack| {
-            // As aggregate::StackCount::folded_stack names them.
+            // As aggregate::StackCount::folded_stack names them: printable, no `;`.
             let mut frames = Vec::with_capacity(stack.frames.len() + 2);
             frames.push(stack.comm);
             frames.extend(stack.frames.into_iter().map(|f| {
@@ -196,7 +185,7 @@ fn parse_json(text: &str) -> Result<Recorded> {
                 }
             }));
             frames.push(stack.leaf);
-            let frames = frames.into_iter().map(|f| f.replace(';', ":")).collect();
+            let frames = frames.iter().map(|f| printable::folded(f)).collect();
             let sampled = Source::ALL
                 .iter()
                 .any(|s| s.name() == stack.source && s.is_sampled());
@@ -260,6 +249,7 @@ mod tests {
         let sample = |comm: &str, frames: Vec<Frame>, event, clock_id, count| SymbolizedSample {
             pid: 7,
             comm: comm.into(),
+            cgroup: None,
             read: ClockRead { event, clock_id },
             frames,
             state: StackState::Complete,
@@ -271,7 +261,7 @@ mod tests {
                     "fx",
                     vec![
                         frame("main", false),
-                        frame("a;b", false),
+                        frame("a;b\nforged 9", false),
                         frame("do_x", true),
                     ],
                     event::SYSCALL_CLOCK_GETTIME,
