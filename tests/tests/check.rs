@@ -251,6 +251,41 @@ fn a_pattern_that_matches_no_frame_is_an_error() {
     assert!(!stderr(&bad).contains("recording"), "{}", stderr(&bad));
 }
 
+/// The JUnit file is written as -o is: never through a link planted at its
+/// path, refused before anything is recorded.
+#[test]
+fn junit_is_never_written_through_a_link() {
+    let dir = TempDir::new("check-junit-link");
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "keep\n").unwrap();
+    let link = dir.join("clock.xml");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let output = check(
+        &[
+            os("-s"),
+            os("syscall"),
+            os("--max"),
+            os("fixture_hot=1"),
+            os("--junit"),
+            link.as_os_str(),
+        ],
+        &["counts", "100"],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_one_line_error(&output, "symbolic link");
+    assert!(
+        !stderr(&output).contains("recording"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(dir.entries(), vec!["clock.xml", "victim"]);
+}
+
 #[test]
 fn baseline_regression_exits_3_and_an_unchanged_run_passes() {
     let dir = TempDir::new("check-baseline");

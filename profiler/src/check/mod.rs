@@ -31,6 +31,9 @@ pub async fn check(args: CheckArgs) -> Result<i32> {
     if args.record.all || !args.record.probe.pids.is_empty() {
         bail!("check judges the COMMAND it runs; -a and -p are for clockprof record");
     }
+    if args.record.output.as_deref() == Some(std::path::Path::new("-")) {
+        bail!("check prints its budget table on standard output; write the profile to a file with -o FILE");
+    }
     let budget = Budget::assemble(&BudgetFlags {
         max: &args.max,
         max_rate: &args.max_rate,
