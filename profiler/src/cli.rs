@@ -25,8 +25,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Count clock reads per process and call stack, then write a flamegraph,
-    /// folded stacks or JSON (or print a summary).
+    /// Count clock reads per process and call stack, then write them in one
+    /// of the output formats (see -f) or print a summary.
     Record(RecordArgs),
     /// Live full-screen view: processes by clock reads per second, their
     /// stacks, flamegraph export.
@@ -235,16 +235,11 @@ pub struct RecordArgs {
     #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = duration)]
     pub duration: Option<f64>,
 
-    /// Write the profile here (format from -f, else from the extension:
-    /// .svg, .folded, .json, .pb.gz), replacing a regular file atomically.
-    /// Never through a symlink, FIFO or device: those are refused (/dev/null
-    /// too). `-o -` writes to standard output (folded unless -f says
-    /// otherwise). Without -o, print a summary.
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    #[arg(short = 'o', long = "output", value_name = "FILE", help = output_help())]
     pub output: Option<PathBuf>,
 
-    /// Output format: svg, folded, json or pprof.
-    #[arg(short = 'f', long = "format", value_name = "FORMAT")]
+    /// Output format (default: the one -o's extension names).
+    #[arg(short = 'f', long = "format", value_name = "FORMAT", value_enum)]
     pub format: Option<Format>,
 
     /// Run COMMAND as USER (a name or a numeric uid). Default: under sudo,
@@ -260,6 +255,22 @@ pub struct RecordArgs {
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
 }
+
+/// `-o`'s help; the extensions come from the table of formats.
+fn output_help() -> String {
+    format!(
+        "Write the profile here (format from -f, else from the extension: \
+         {}), replacing a regular file atomically. Never through a symlink, \
+         FIFO or device: those are refused (/dev/null too). `-o -` writes to \
+         standard output ({} unless -f says otherwise). Without -o, print a \
+         summary",
+        Format::extensions(),
+        STDOUT_FORMAT
+    )
+}
+
+/// What `-o -` writes without `-f`: text a pipe can take.
+pub const STDOUT_FORMAT: Format = crate::export::folded::FORMAT;
 
 #[derive(Args, Debug)]
 pub struct TopArgs {
@@ -330,10 +341,7 @@ pub struct DiffArgs {
     #[arg(value_name = "NEW")]
     pub new: PathBuf,
 
-    /// Write a differential flamegraph (.svg: widths from NEW, red where
-    /// reads grew, blue where they shrank) or the two-column folded form
-    /// (.folded: `STACK BASE_COUNT NEW_COUNT`).
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    #[arg(short = 'o', long = "output", value_name = "FILE", help = crate::diff::output_help())]
     pub output: Option<PathBuf>,
 
     /// How many functions to list in each direction.

@@ -14,9 +14,11 @@ use anyhow::{bail, Context, Result};
 use inferno::{differential, flamegraph};
 
 use crate::cli::DiffArgs;
-use crate::export::{Existing, OutputFile};
+use crate::export::{self, Existing, Format, OutputFile};
 use crate::recorded::Recorded;
 
+/// What `diff -o` writes: the differential counterpart of `record`'s svg or
+/// folded output, named by that format's extension (export::FORMATS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DiffFormat {
     Svg,
@@ -24,16 +26,60 @@ enum DiffFormat {
 }
 
 impl DiffFormat {
+    const ALL: [DiffFormat; 2] = [DiffFormat::Svg, DiffFormat::Folded];
+
+    /// The export format whose extension this one's files take.
+    fn format(self) -> Format {
+        match self {
+            DiffFormat::Svg => export::svg::FORMAT,
+            DiffFormat::Folded => export::folded::FORMAT,
+        }
+    }
+
+    /// Short, for the refusal.
+    fn about(self) -> &'static str {
+        match self {
+            DiffFormat::Svg => "differential flamegraph",
+            DiffFormat::Folded => "STACK BASE NEW",
+        }
+    }
+
+    /// What it is, and what to know of it, for `--help`.
+    fn help(self) -> (&'static str, &'static str) {
+        match self {
+            DiffFormat::Svg => (
+                "a differential flamegraph",
+                "widths from NEW, red where reads grew, blue where they shrank",
+            ),
+            DiffFormat::Folded => ("the two-column folded form", "`STACK BASE_COUNT NEW_COUNT`"),
+        }
+    }
+
     fn of(path: &Path) -> Result<DiffFormat> {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("svg") => Ok(DiffFormat::Svg),
-            Some("folded") => Ok(DiffFormat::Folded),
-            _ => bail!(
-                "cannot tell the diff output format of `{}`: name it .svg (differential flamegraph) or .folded (STACK BASE NEW)",
-                path.display()
+        let format = Format::of_path(path);
+        match DiffFormat::ALL
+            .into_iter()
+            .find(|d| Some(d.format()) == format)
+        {
+            Some(diff_format) => Ok(diff_format),
+            None => bail!(
+                "cannot tell the diff output format of `{}`: name it {}",
+                path.display(),
+                DiffFormat::ALL
+                    .map(|d| format!(".{} ({})", d.format().extension(), d.about()))
+                    .join(" or ")
             ),
         }
     }
+}
+
+/// `diff -o`'s help, its extensions from the table of formats.
+pub fn output_help() -> String {
+    let kinds = DiffFormat::ALL.map(|d| {
+        let (what, detail) = d.help();
+        format!("{what} (.{}: {detail})", d.format().extension())
+    });
+    format!("Write {}", kinds.join(" or "))
 }
 
 pub fn diff(args: DiffArgs) -> Result<i32> {
@@ -300,6 +346,14 @@ mod tests {
             DiffFormat::of(Path::new("d.folded")).unwrap(),
             DiffFormat::Folded
         );
-        assert!(DiffFormat::of(Path::new("d.json")).is_err());
+        let err = DiffFormat::of(Path::new("d.json")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot tell the diff output format of `d.json`: name it .svg (differential flamegraph) or .folded (STACK BASE NEW)"
+        );
+        assert_eq!(
+            output_help(),
+            "Write a differential flamegraph (.svg: widths from NEW, red where reads grew, blue where they shrank) or the two-column folded form (.folded: `STACK BASE_COUNT NEW_COUNT`)"
+        );
     }
 }

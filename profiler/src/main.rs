@@ -54,12 +54,23 @@ fn parse_command_line() -> Cli {
             err.exit();
         }
         let rendered = err.to_string();
-        eprintln!(
-            "{}",
-            rendered.lines().next().unwrap_or("error: bad arguments")
-        );
+        let first = rendered.lines().next().unwrap_or("error: bad arguments");
+        eprintln!("{first}{}", valid_values(&err));
         std::process::exit(2);
     })
+}
+
+/// `; possible values: a, b` for a value outside a `ValueEnum` (such as -f's
+/// table of formats): clap lists them below its first line, which is all
+/// that is printed.
+fn valid_values(err: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    match err.get(ContextKind::ValidValue) {
+        Some(ContextValue::Strings(values)) if !values.is_empty() => {
+            format!("; possible values: {}", values.join(", "))
+        }
+        _ => String::new(),
+    }
 }
 
 /// The one line a panic prints: a bug, said so, where, without a backtrace.

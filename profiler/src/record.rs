@@ -92,7 +92,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     args.probe.check()?;
     let output = match &args.output {
         Some(path) if path.as_os_str() == "-" => {
-            Output::Stdout(args.format.unwrap_or(Format::Folded))
+            Output::Stdout(args.format.unwrap_or(crate::cli::STDOUT_FORMAT))
         }
         Some(path) => {
             let format = Format::resolve(args.format, path)?;
@@ -220,14 +220,14 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     match output {
         Output::File(file, format) => {
             let path = file.path().display().to_string();
-            file.commit(&export::render(&profile, format)?)?;
+            file.commit(&format.render(&profile)?)?;
             say!(
                 "clockprof: wrote {} clock reads in {} stacks to {path}",
                 profile.total,
                 profile.stacks.len()
             );
         }
-        Output::Stdout(format) => write_stdout(&export::render(&profile, format)?)?,
+        Output::Stdout(format) => write_stdout(&format.render(&profile)?)?,
         Output::Summary if summary == Summary::Print => {
             // A terminal gone with SIGHUP takes the summary with it.
             let _ = write_stdout(export::summary(&profile).as_bytes());

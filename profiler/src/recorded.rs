@@ -236,7 +236,7 @@ mod tests {
     #[test]
     fn exports_read_back_as_the_profile_they_came_from() {
         use crate::aggregate::{Profile, RecordingInfo};
-        use crate::export::{self, Format};
+        use crate::export;
         use crate::source::ClockRead;
         use crate::symbolize::{Frame, StackState, SymbolizedSample};
         use profiler_common::{event, CLOCK_ID_NONE};
@@ -290,10 +290,10 @@ mod tests {
             live.stacks.iter().map(|s| s.sampled).collect::<Vec<_>>(),
             vec![false, true, false]
         );
-        let json = export::render(&profile, Format::Json).unwrap();
+        let json = export::json::FORMAT.render(&profile).unwrap();
         let from_json = Recorded::parse(std::str::from_utf8(&json).unwrap()).unwrap();
         assert_eq!(from_json, live);
-        let folded = export::render(&profile, Format::Folded).unwrap();
+        let folded = export::folded::FORMAT.render(&profile).unwrap();
         let from_folded = Recorded::parse(std::str::from_utf8(&folded).unwrap()).unwrap();
         assert_eq!(from_folded.folded_lines(), live.folded_lines());
         assert_eq!(from_folded.folded_lines(), profile.folded_lines());

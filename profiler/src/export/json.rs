@@ -6,6 +6,7 @@ use anyhow::Result;
 use profiler_common::INTERRUPT_TGID;
 use serde::Serialize;
 
+use super::Format;
 use crate::aggregate::Profile;
 use crate::collect::LostCounts;
 use crate::probes::{debug_registers_taken, Attachment};
@@ -77,7 +78,14 @@ fn pid_or_null<S: serde::Serializer>(pid: &u32, serializer: S) -> Result<S::Ok, 
     }
 }
 
-pub fn render(profile: &Profile) -> Result<Vec<u8>> {
+pub const FORMAT: Format = Format {
+    name: "json",
+    extension: "json",
+    help: "JSON: what was recorded how, totals per process and source, counts and frames per stack",
+    render,
+};
+
+fn render(profile: &Profile) -> Result<Vec<u8>> {
     let json = JsonProfile {
         duration_secs: profile.info.duration.as_secs_f64(),
         sources: &profile.info.sources,

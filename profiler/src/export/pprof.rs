@@ -11,6 +11,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
 
+use super::Format;
 use crate::aggregate::Profile;
 
 #[derive(Clone, PartialEq, Message)]
@@ -132,7 +133,14 @@ impl Tables {
     }
 }
 
-pub fn render(profile: &Profile) -> Result<Vec<u8>> {
+pub const FORMAT: Format = Format {
+    name: "pprof",
+    extension: "pb.gz",
+    help: "gzipped pprof protobuf, for go tool pprof, Grafana Pyroscope, speedscope",
+    render,
+};
+
+fn render(profile: &Profile) -> Result<Vec<u8>> {
     let mut tables = Tables::default();
     let sample_type = vec![ValueType {
         r#type: tables.string("clock_reads"),

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use inferno::flamegraph::{self, Options};
 
+use super::Format;
 use crate::aggregate::Profile;
 
 /// The title names what was counted, how, and for how long, so a flamegraph
@@ -18,7 +19,14 @@ pub fn title(profile: &Profile) -> String {
     )
 }
 
-pub fn render(profile: &Profile) -> Result<Vec<u8>> {
+pub const FORMAT: Format = Format {
+    name: "svg",
+    extension: "svg",
+    help: "SVG flamegraph, drawn by inferno",
+    render,
+};
+
+fn render(profile: &Profile) -> Result<Vec<u8>> {
     let lines = profile.folded_lines();
     let mut options = Options::default();
     options.title = title(profile);

@@ -14,6 +14,10 @@ use crate::export::{self, Existing, Format, OutputFile};
 use crate::proc_tracker::ProcTracker;
 use crate::symbolize::SymbolizedSample;
 
+/// What `e`/`E` write: a flamegraph to look at, folded stacks to diff.
+const SVG: Format = export::svg::FORMAT;
+const FOLDED: Format = export::folded::FORMAT;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
     Process(u32),
@@ -71,8 +75,8 @@ pub fn export(
         Scope::All => format!("clockprof-all-{}", local_timestamp()),
     };
     let (svg, svg_file, folded, folded_file) = create_pair(&dir, &stem)?;
-    svg_file.commit(&export::render(&profile, Format::Svg)?)?;
-    folded_file.commit(&export::render(&profile, Format::Folded)?)?;
+    svg_file.commit(&SVG.render(&profile)?)?;
+    folded_file.commit(&FOLDED.render(&profile)?)?;
     Ok(Exported {
         svg,
         folded,
@@ -91,8 +95,8 @@ fn create_pair(dir: &Path, stem: &str) -> Result<(PathBuf, OutputFile, PathBuf, 
             1 => stem.to_string(),
             n => format!("{stem}-{n}"),
         };
-        let svg = dir.join(format!("{stem}.svg"));
-        let folded = dir.join(format!("{stem}.folded"));
+        let svg = dir.join(format!("{stem}.{}", SVG.extension()));
+        let folded = dir.join(format!("{stem}.{}", FOLDED.extension()));
         if svg.symlink_metadata().is_ok() || folded.symlink_metadata().is_ok() {
             continue;
         }
@@ -100,7 +104,11 @@ fn create_pair(dir: &Path, stem: &str) -> Result<(PathBuf, OutputFile, PathBuf, 
         let folded_file = OutputFile::create(&folded, Existing::Keep)?;
         return Ok((svg, svg_file, folded, folded_file));
     }
-    anyhow::bail!("no free export name {stem}-N.svg in {}", dir.display())
+    anyhow::bail!(
+        "no free export name {stem}-N.{} in {}",
+        SVG.extension(),
+        dir.display()
+    )
 }
 
 /// `YYYYmmdd-HHMMSS` in local time, for file names that sort by time.
