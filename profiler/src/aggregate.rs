@@ -45,11 +45,7 @@ impl RecordingInfo {
     }
 }
 
-/// A stack of the profile: a symbolized sample, merged with every other of
-/// the same process, clock read and frames.
-pub type StackCount = SymbolizedSample;
-
-impl StackCount {
+impl SymbolizedSample {
     /// `ROOT;FRAME;...;LEAF` as DESIGN.md's folded format has it.
     pub fn folded_stack(&self) -> String {
         let mut parts = Vec::with_capacity(self.frames.len() + 2);
@@ -77,8 +73,9 @@ pub struct ProcessTotal {
 #[derive(Clone, Debug)]
 pub struct Profile {
     pub info: RecordingInfo,
-    /// Most reads first.
-    pub stacks: Vec<StackCount>,
+    /// One per process, clock read and frames (samples merged), most reads
+    /// first.
+    pub stacks: Vec<SymbolizedSample>,
     /// Most reads first.
     pub processes: Vec<ProcessTotal>,
     pub total: u64,
@@ -88,7 +85,7 @@ impl Profile {
     pub fn new(samples: Vec<SymbolizedSample>, info: RecordingInfo) -> Profile {
         // Different stack ids can symbolize to the same frames (e.g. two call
         // sites in one function); they are one stack to the user.
-        let mut stacks: HashMap<(u32, ClockRead, Vec<Frame>, StackState), StackCount> =
+        let mut stacks: HashMap<(u32, ClockRead, Vec<Frame>, StackState), SymbolizedSample> =
             HashMap::new();
         let mut processes: HashMap<u32, ProcessTotal> = HashMap::new();
         for sample in samples {
@@ -103,13 +100,13 @@ impl Profile {
             *process.by_source.entry(sample.read.source()).or_default() += sample.count;
             stacks
                 .entry((sample.pid, sample.read, sample.frames.clone(), sample.state))
-                .or_insert_with(|| StackCount {
+                .or_insert_with(|| SymbolizedSample {
                     count: 0,
                     ..sample.clone()
                 })
                 .count += sample.count;
         }
-        let mut stacks: Vec<StackCount> = stacks.into_values().collect();
+        let mut stacks: Vec<SymbolizedSample> = stacks.into_values().collect();
         stacks.sort_by(|a, b| {
             b.count
                 .cmp(&a.count)

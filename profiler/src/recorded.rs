@@ -174,7 +174,7 @@ fn parse_json(text: &str) -> Result<Recorded> {
         .stacks
         .into_iter()
         .map(|stack| {
-            // As aggregate::StackCount::folded_stack names them: printable, no `;`.
+            // As SymbolizedSample::folded_stack names them: printable, no `;`.
             let mut frames = Vec::with_capacity(stack.frames.len() + 2);
             frames.push(stack.comm);
             frames.extend(stack.frames.into_iter().map(|f| {
