@@ -144,3 +144,220 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
     bytes.push(b'\n');
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::test_profile::{self, CONTAINER_ID};
+
+    fn frame(function: &str, module: &str, kernel: bool) -> String {
+        format!(
+            "        {{\n          \"function\": \"{function}\",\n          \"module\": \"{module}\",\n          \"kernel\": {kernel}\n        }}"
+        )
+    }
+
+    #[test]
+    fn renders_the_fixed_profile_exactly() {
+        let json = FORMAT.render(&test_profile::profile()).unwrap();
+        let server = |f| frame(f, "/usr/bin/server", false);
+        let do_syscall = frame("do_syscall_64", "kernel", true);
+        // Stacks and processes most reads first; by_source in -s's order of
+        // sources; CPU estimates only for the sampled vdso source (1000 Hz:
+        // one sample is 1 ms); interrupt-context reads have a null pid.
+        let expected = format!(
+            r#"{{
+  "duration_secs": 2.5,
+  "sources": [
+    "syscall",
+    "kernel",
+    "libc",
+    "vdso"
+  ],
+  "backends": [
+    "breakpoint",
+    "perf_event",
+    "tracepoint",
+    "uprobe"
+  ],
+  "hooks": [
+    {{
+      "source": "syscall",
+      "hook": "syscalls:sys_enter_clock_gettime",
+      "backend": "tracepoint"
+    }},
+    {{
+      "source": "kernel",
+      "hook": "ktime_get",
+      "backend": "breakpoint"
+    }},
+    {{
+      "source": "libc",
+      "hook": "/usr/lib/x86_64-linux-gnu/libc.so.6:__clock_gettime",
+      "backend": "uprobe"
+    }},
+    {{
+      "source": "vdso",
+      "hook": "cpu-clock",
+      "backend": "perf_event"
+    }}
+  ],
+  "debug_registers_per_cpu": 1,
+  "total": 61,
+  "lost": {{
+    "events": 1,
+    "user_stacks": 2,
+    "kernel_stacks": 0,
+    "followed_processes": 0
+  }},
+  "lost_mapping_records": 3,
+  "sample_frequency_hz": 1000,
+  "unavailable": {{
+    "go": "no Go binary is running"
+  }},
+  "processes": [
+    {{
+      "pid": 100,
+      "comm": "server",
+      "cgroup": "/system.slice/docker-{CONTAINER_ID}.scope",
+      "container_id": "{CONTAINER_ID}",
+      "total": 42,
+      "by_source": {{
+        "syscall": 30,
+        "vdso": 12
+      }},
+      "vdso_cpu_ms": 12.0
+    }},
+    {{
+      "pid": 200,
+      "comm": "cron",
+      "total": 12,
+      "by_source": {{
+        "syscall": 5,
+        "libc": 7
+      }}
+    }},
+    {{
+      "pid": null,
+      "comm": "[interrupt]",
+      "total": 4,
+      "by_source": {{
+        "kernel": 4
+      }}
+    }},
+    {{
+      "pid": 101,
+      "comm": "server",
+      "total": 3,
+      "by_source": {{
+        "vdso": 3
+      }},
+      "vdso_cpu_ms": 3.0
+    }}
+  ],
+  "stacks": [
+    {{
+      "pid": 100,
+      "comm": "server",
+      "source": "syscall",
+      "call": "clock_gettime",
+      "clock": "MONOTONIC",
+      "leaf": "[syscall clock_gettime MONOTONIC]",
+      "state": "complete",
+      "frames": [
+{main},
+{handle},
+{do_syscall}
+      ],
+      "count": 30
+    }},
+    {{
+      "pid": 100,
+      "comm": "server",
+      "source": "vdso",
+      "call": "sample",
+      "leaf": "[vdso sample]",
+      "state": "complete",
+      "frames": [
+{main},
+{tick}
+      ],
+      "count": 12,
+      "est_cpu_ms": 12.0
+    }},
+    {{
+      "pid": 200,
+      "comm": "cron",
+      "source": "libc",
+      "call": "clock_gettime",
+      "clock": "REALTIME",
+      "leaf": "[libc clock_gettime REALTIME]",
+      "state": "complete",
+      "frames": [
+{cron_main},
+{poll}
+      ],
+      "count": 7
+    }},
+    {{
+      "pid": 200,
+      "comm": "cron",
+      "source": "syscall",
+      "call": "time",
+      "leaf": "[syscall time]",
+      "state": "user_stack_lost",
+      "frames": [
+        {{
+          "function": "[lost stack]",
+          "kernel": false
+        }},
+{do_syscall}
+      ],
+      "count": 5
+    }},
+    {{
+      "pid": null,
+      "comm": "[interrupt]",
+      "source": "kernel",
+      "call": "ktime_get",
+      "leaf": "[kernel ktime_get]",
+      "state": "complete",
+      "frames": [
+{irq_entry},
+{hrtimer}
+      ],
+      "count": 4
+    }},
+    {{
+      "pid": 101,
+      "comm": "server",
+      "source": "vdso",
+      "call": "sample",
+      "leaf": "[vdso sample]",
+      "state": "complete",
+      "frames": [
+{main},
+{tick}
+      ],
+      "count": 3,
+      "est_cpu_ms": 3.0
+    }}
+  ]
+}}
+"#,
+            main = server("main"),
+            handle = server("handle"),
+            tick = server("tick"),
+            cron_main = frame("main", "/usr/sbin/cron", false),
+            irq_entry = frame("asm_sysvec_apic_timer_interrupt", "kernel", true),
+            hrtimer = frame("hrtimer_interrupt", "kernel", true),
+            poll = frame("poll", "/usr/lib/x86_64-linux-gnu/libc.so.6", false),
+        );
+        let json = String::from_utf8(json).unwrap();
+        if json != expected {
+            for (line, (got, want)) in json.lines().zip(expected.lines()).enumerate() {
+                assert_eq!(got, want, "first difference on line {}", line + 1);
+            }
+        }
+        assert_eq!(json, expected);
+    }
+}

@@ -219,3 +219,165 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
     gz.write_all(&message.encode_to_vec())?;
     Ok(gz.finish()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use flate2::read::GzDecoder;
+
+    use super::*;
+    use crate::export::test_profile::{self, CONTAINER_ID};
+
+    /// A sample with its ids resolved: locations leaf first as (function,
+    /// file), its values, and labels as (key, string, number).
+    type Resolved = (Vec<(String, String)>, Vec<i64>, Vec<(String, String, i64)>);
+
+    fn decode(bytes: &[u8]) -> PprofProfile {
+        let mut raw = Vec::new();
+        GzDecoder::new(bytes).read_to_end(&mut raw).unwrap();
+        PprofProfile::decode(&raw[..]).unwrap()
+    }
+
+    fn resolve(profile: &PprofProfile) -> Vec<Resolved> {
+        let string = |id: i64| profile.string_table[id as usize].clone();
+        let function = |id: u64| {
+            let f = profile.function.iter().find(|f| f.id == id).unwrap();
+            (string(f.name), string(f.filename))
+        };
+        let location = |id: u64| {
+            let l = profile.location.iter().find(|l| l.id == id).unwrap();
+            assert_eq!(l.line.len(), 1, "one line per location");
+            function(l.line[0].function_id)
+        };
+        profile
+            .sample
+            .iter()
+            .map(|s| {
+                (
+                    s.location_id.iter().map(|&id| location(id)).collect(),
+                    s.value.clone(),
+                    s.label
+                        .iter()
+                        .map(|l| (string(l.key), string(l.str), l.num))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    fn locations(names: &[(&str, &str)]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|(f, m)| (f.to_string(), m.to_string()))
+            .collect()
+    }
+
+    fn labels(
+        pid: Option<i64>,
+        comm: &str,
+        source: &str,
+        container: bool,
+    ) -> Vec<(String, String, i64)> {
+        let mut labels: Vec<(String, String, i64)> = pid
+            .map(|pid| ("pid".to_string(), String::new(), pid))
+            .into_iter()
+            .collect();
+        labels.push(("comm".to_string(), comm.to_string(), 0));
+        labels.push(("source".to_string(), source.to_string(), 0));
+        if container {
+            let cgroup = format!("/system.slice/docker-{CONTAINER_ID}.scope");
+            labels.push(("cgroup".to_string(), cgroup, 0));
+            labels.push(("container_id".to_string(), CONTAINER_ID.to_string(), 0));
+        }
+        labels
+    }
+
+    #[test]
+    fn renders_the_fixed_profile_exactly() {
+        let bytes = FORMAT.render(&test_profile::profile()).unwrap();
+        let profile = decode(&bytes);
+
+        assert_eq!(
+            profile.string_table[0], "",
+            "pprof's rule: string 0 is empty"
+        );
+        let sample_type: Vec<(String, String)> = profile
+            .sample_type
+            .iter()
+            .map(|t| {
+                let s = |id: i64| profile.string_table[id as usize].clone();
+                (s(t.r#type), s(t.unit))
+            })
+            .collect();
+        assert_eq!(sample_type, locations(&[("clock_reads", "count")]));
+        assert_eq!(profile.duration_nanos, 2_500_000_000);
+        let comments: Vec<&str> = profile
+            .comment
+            .iter()
+            .map(|&id| profile.string_table[id as usize].as_str())
+            .collect();
+        assert_eq!(
+            comments,
+            ["clockprof: 61 clock reads over 2.5 s (syscall, kernel, libc, vdso; backend breakpoint, perf_event, tracepoint, uprobe)"]
+        );
+        // One location and one function per distinct (name, file), ids 1..=n.
+        let ids: Vec<u64> = profile.location.iter().map(|l| l.id).collect();
+        assert_eq!(ids, (1..=14).collect::<Vec<u64>>());
+        let ids: Vec<u64> = profile.function.iter().map(|f| f.id).collect();
+        assert_eq!(ids, (1..=14).collect::<Vec<u64>>());
+
+        const SERVER: &str = "/usr/bin/server";
+        let expected: Vec<Resolved> = vec![
+            (
+                locations(&[
+                    ("[syscall clock_gettime MONOTONIC]", ""),
+                    ("do_syscall_64_[k]", "kernel"),
+                    ("handle", SERVER),
+                    ("main", SERVER),
+                ]),
+                vec![30],
+                labels(Some(100), "server", "syscall", true),
+            ),
+            (
+                locations(&[("[vdso sample]", ""), ("tick", SERVER), ("main", SERVER)]),
+                vec![12],
+                labels(Some(100), "server", "vdso", true),
+            ),
+            (
+                locations(&[
+                    ("[libc clock_gettime REALTIME]", ""),
+                    ("poll", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+                    ("main", "/usr/sbin/cron"),
+                ]),
+                vec![7],
+                labels(Some(200), "cron", "libc", false),
+            ),
+            (
+                locations(&[
+                    ("[syscall time]", ""),
+                    ("do_syscall_64_[k]", "kernel"),
+                    ("[lost stack]", ""),
+                ]),
+                vec![5],
+                labels(Some(200), "cron", "syscall", false),
+            ),
+            // Interrupt context: no pid label.
+            (
+                locations(&[
+                    ("[kernel ktime_get]", ""),
+                    ("hrtimer_interrupt_[k]", "kernel"),
+                    ("asm_sysvec_apic_timer_interrupt_[k]", "kernel"),
+                ]),
+                vec![4],
+                labels(None, "[interrupt]", "kernel", false),
+            ),
+            (
+                locations(&[("[vdso sample]", ""), ("tick", SERVER), ("main", SERVER)]),
+                vec![3],
+                labels(Some(101), "server", "vdso", false),
+            ),
+        ];
+        assert_eq!(resolve(&profile), expected);
+    }
+}

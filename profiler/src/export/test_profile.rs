@@ -1,0 +1,163 @@
+//! A fixed in-memory profile every format's expected-output test renders:
+//! two processes of one name (merged in folded output), a container cgroup,
+//! four sources (one sampled, one by hardware breakpoint), a read in
+//! interrupt context (no PID), a lost user stack, losses and a skipped
+//! source, so each field of each format has something to show.
+
+use std::time::Duration;
+
+use profiler_common::{event, CLOCK_ID_NONE, INTERRUPT_TGID};
+
+use crate::aggregate::{Profile, RecordingInfo};
+use crate::collect::LostCounts;
+use crate::probes::{Attachment, Backend};
+use crate::source::{ClockRead, Source};
+use crate::symbolize::{Frame, StackState, SymbolizedSample, LOST_STACK};
+
+pub const CONTAINER_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn user(function: &str, module: &str) -> Frame {
+    Frame {
+        function: function.to_string(),
+        module: Some(module.to_string()),
+        kernel: false,
+    }
+}
+
+fn kernel(function: &str) -> Frame {
+    Frame {
+        function: function.to_string(),
+        module: Some("kernel".to_string()),
+        kernel: true,
+    }
+}
+
+fn sample(
+    pid: u32,
+    comm: &str,
+    read: (u32, i32),
+    frames: Vec<Frame>,
+    count: u64,
+) -> SymbolizedSample {
+    SymbolizedSample {
+        pid,
+        comm: comm.to_string(),
+        cgroup: None,
+        read: ClockRead {
+            event: read.0,
+            clock_id: read.1,
+        },
+        frames,
+        state: StackState::Complete,
+        count,
+    }
+}
+
+pub fn profile() -> Profile {
+    // The kernel read names slot 0. The list is process-wide and set once,
+    // so this is the list source.rs's test sets (ktime_get first in all).
+    crate::source::set_kernel_functions(&["ktime_get".to_string(), "ktime_get_ts64".to_string()]);
+    const SERVER: &str = "/usr/bin/server";
+    const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+    let cgroup = format!("/system.slice/docker-{CONTAINER_ID}.scope");
+    let samples = vec![
+        SymbolizedSample {
+            cgroup: Some(cgroup.clone()),
+            ..sample(
+                100,
+                "server",
+                (event::SYSCALL_CLOCK_GETTIME, libc::CLOCK_MONOTONIC),
+                vec![
+                    user("main", SERVER),
+                    user("handle", SERVER),
+                    kernel("do_syscall_64"),
+                ],
+                30,
+            )
+        },
+        SymbolizedSample {
+            cgroup: Some(cgroup),
+            ..sample(
+                100,
+                "server",
+                (event::VDSO_SAMPLE, CLOCK_ID_NONE),
+                vec![user("main", SERVER), user("tick", SERVER)],
+                12,
+            )
+        },
+        sample(
+            101,
+            "server",
+            (event::VDSO_SAMPLE, CLOCK_ID_NONE),
+            vec![user("main", SERVER), user("tick", SERVER)],
+            3,
+        ),
+        sample(
+            200,
+            "cron",
+            (event::LIBC_CLOCK_GETTIME, libc::CLOCK_REALTIME),
+            vec![user("main", "/usr/sbin/cron"), user("poll", LIBC)],
+            7,
+        ),
+        SymbolizedSample {
+            state: StackState::UserStackLost,
+            ..sample(
+                200,
+                "cron",
+                (event::SYSCALL_TIME, CLOCK_ID_NONE),
+                vec![
+                    Frame {
+                        function: LOST_STACK.to_string(),
+                        module: None,
+                        kernel: false,
+                    },
+                    kernel("do_syscall_64"),
+                ],
+                5,
+            )
+        },
+        sample(
+            INTERRUPT_TGID,
+            crate::interrupt::ROOT,
+            (event::KERNEL_FN, 0),
+            vec![
+                kernel("asm_sysvec_apic_timer_interrupt"),
+                kernel("hrtimer_interrupt"),
+            ],
+            4,
+        ),
+    ];
+    let attachment = |source, hook: &str, backend| Attachment {
+        source,
+        hook: hook.to_string(),
+        backend,
+    };
+    let info = RecordingInfo {
+        sources: vec![Source::Syscall, Source::Kernel, Source::Libc, Source::Vdso],
+        attachments: vec![
+            attachment(
+                Source::Syscall,
+                "syscalls:sys_enter_clock_gettime",
+                Backend::Tracepoint,
+            ),
+            attachment(Source::Kernel, "ktime_get", Backend::Breakpoint),
+            attachment(
+                Source::Libc,
+                &format!("{LIBC}:__clock_gettime"),
+                Backend::Uprobe,
+            ),
+            attachment(Source::Vdso, "cpu-clock", Backend::PerfEvent),
+        ],
+        duration: Duration::from_millis(2500),
+        lost: LostCounts {
+            events: 1,
+            user_stacks: 2,
+            kernel_stacks: 0,
+            followed_processes: 0,
+        },
+        lost_mapping_records: 3,
+        sample_frequency: Some(1000),
+        unavailable: vec![(Source::Go, "no Go binary is running".to_string())],
+    };
+    Profile::new(samples, info)
+}
