@@ -308,16 +308,17 @@ mod tests {
 
     #[test]
     fn fifo_and_directory_are_refused_without_blocking() {
-        let dir = std::env::temp_dir().join(format!("clockprof-input-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::Builder::new()
+            .prefix("clockprof-input-")
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path();
         let fifo = dir.join("fifo");
         let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
         let err = read_input_file(&fifo, "the baseline").unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
-        let err = read_input_file(&dir, "the baseline").unwrap_err();
+        let err = read_input_file(dir, "the baseline").unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

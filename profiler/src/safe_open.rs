@@ -223,20 +223,14 @@ mod tests {
     use std::ffi::CString;
     use std::os::unix::fs::PermissionsExt;
 
-    struct Dir(PathBuf);
-    impl Dir {
-        fn new(name: &str) -> Dir {
-            let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir(&dir).unwrap();
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-            Dir(dir)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// A scratch directory others may read, as perf maps' directory is.
+    fn scratch_dir(name: &str) -> tempfile::TempDir {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{name}-"))
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
     }
 
     fn mkfifo(path: &Path) {
@@ -256,8 +250,8 @@ mod tests {
 
     #[test]
     fn perf_map_rules() {
-        let dir = Dir::new("clockprof-perf-map-rules");
-        let map = dir.0.join("perf-1.map");
+        let dir = scratch_dir("clockprof-perf-map-rules");
+        let map = dir.path().join("perf-1.map");
         std::fs::write(&map, "1000 10 hot\n").unwrap();
         let me = std::fs::metadata(&map).unwrap().uid();
         assert_eq!(
@@ -270,21 +264,21 @@ mod tests {
             Err(PerfMapRefusal::TooLarge(12))
         );
         // A symlink is not followed, even to a good map.
-        let link = dir.0.join("perf-2.map");
+        let link = dir.path().join("perf-2.map");
         std::os::unix::fs::symlink(&map, &link).unwrap();
         assert_eq!(
             read_perf_map(&link, Some(me), MAX_PERF_MAP_SIZE),
             Err(PerfMapRefusal::Absent)
         );
         // A FIFO with no writer would block a plain open forever.
-        let fifo = dir.0.join("perf-3.map");
+        let fifo = dir.path().join("perf-3.map");
         mkfifo(&fifo);
         assert_eq!(
             read_perf_map(&fifo, Some(me), MAX_PERF_MAP_SIZE),
             Err(PerfMapRefusal::NotRegular)
         );
         assert_eq!(
-            read_perf_map(&dir.0.join("none.map"), Some(me), MAX_PERF_MAP_SIZE),
+            read_perf_map(&dir.path().join("none.map"), Some(me), MAX_PERF_MAP_SIZE),
             Err(PerfMapRefusal::Absent)
         );
         if is_root() {
@@ -337,8 +331,8 @@ mod tests {
 
     #[test]
     fn regular_files_only_and_only_the_expected_one() {
-        let dir = Dir::new("clockprof-open-regular");
-        let (a, b) = (dir.0.join("a"), dir.0.join("b"));
+        let dir = scratch_dir("clockprof-open-regular");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         std::fs::write(&a, "aaaa").unwrap();
         std::fs::write(&b, "bbbb").unwrap();
         let key_a = FileKey::of(&std::fs::metadata(&a).unwrap());
@@ -348,14 +342,14 @@ mod tests {
         // b swapped in for a: refused.
         assert!(open_regular(&b, Some(key_a), 100).is_err());
         assert!(open_regular(&a, None, 3).is_err());
-        assert!(open_regular(&dir.0, None, 1 << 20).is_err());
-        let fifo = dir.0.join("fifo");
+        assert!(open_regular(dir.path(), None, 1 << 20).is_err());
+        let fifo = dir.path().join("fifo");
         mkfifo(&fifo);
         // Returns at once, refused.
         assert!(open_regular(&fifo, None, 1 << 20).is_err());
         assert!(open_regular(Path::new("/dev/null"), None, 1 << 20).is_err());
         // A symlink to a regular file is followed and checked.
-        let link = dir.0.join("link");
+        let link = dir.path().join("link");
         std::os::unix::fs::symlink(&a, &link).unwrap();
         assert_eq!(open_regular(&link, Some(key_a), 100).unwrap().key, key_a);
     }

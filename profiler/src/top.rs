@@ -308,7 +308,7 @@ mod tests {
     //! syscalls, real probes, rates and symbolized stacks, on ratatui's
     //! TestBackend. Needs root, like everything that attaches eBPF.
 
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::process::{Child, Command};
 
     use clap::Parser;
@@ -320,19 +320,20 @@ mod tests {
     /// `fixture_spin` making clock_gettime syscalls for a while.
     struct SpinFixture {
         child: Child,
-        dir: PathBuf,
+        dir: tempfile::TempDir,
     }
 
     const FIXTURE_COMM: &str = "topfixture";
 
     impl SpinFixture {
         fn start() -> SpinFixture {
-            let dir =
-                std::env::temp_dir().join(format!("clockprof-top-test-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = tempfile::Builder::new()
+                .prefix("clockprof-top-test-")
+                .tempdir()
+                .unwrap();
             let source =
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/syscall_fixture.c");
-            let exe = dir.join(FIXTURE_COMM);
+            let exe = dir.path().join(FIXTURE_COMM);
             let status = Command::new("gcc")
                 .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
                 .arg(&exe)
@@ -349,7 +350,6 @@ mod tests {
         fn drop(&mut self) {
             let _ = self.child.kill();
             let _ = self.child.wait();
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 
@@ -367,7 +367,7 @@ mod tests {
             "-i",
             "0.5",
             "--export-dir",
-            fixture.dir.to_str().unwrap(),
+            fixture.dir.path().to_str().unwrap(),
         ])
         .unwrap();
         let Subcommand::Top(args) = cli.command else {
@@ -422,7 +422,7 @@ mod tests {
             .expect("export says where")
             .clone();
         assert!(!status.error, "{}", status.text);
-        let folded_path = std::fs::read_dir(&fixture.dir)
+        let folded_path = std::fs::read_dir(fixture.dir.path())
             .unwrap()
             .map(|entry| entry.unwrap().path())
             .find(|path| path.extension().is_some_and(|e| e == "folded"))

@@ -597,7 +597,7 @@ fn diff_of_bad_input_is_one_sentence() {
     let cases: [(&Path, &Path, &str); 3] = [
         (&missing, &good, "cannot read BASE"),
         (&good, &garbage, "line 2 is not `STACK COUNT`"),
-        (&good, &dir.0, "not a regular file"),
+        (&good, dir.path(), "not a regular file"),
     ];
     for (base, new, needle) in cases {
         let output = run(&[os("diff"), base.as_os_str(), new.as_os_str()]);

@@ -85,9 +85,15 @@ fn command_that_cannot_start_leaves_no_output() {
 fn not_root_names_the_missing_capabilities() {
     // The checkout may sit where `nobody` cannot reach (e.g. under /root):
     // run a world-readable copy from /tmp instead.
-    let copy = std::env::temp_dir().join(format!("clockprof-nonroot-{}", std::process::id()));
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("clockprof-nonroot-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.path().join("clockprof");
     std::fs::copy(clockprof(), &copy).unwrap();
-    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     let output = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -101,7 +107,6 @@ fn not_root_names_the_missing_capabilities() {
         .current_dir("/")
         .output()
         .expect("setpriv runs");
-    std::fs::remove_file(&copy).unwrap();
     assert_clear_error(
         &output,
         "needs root or the capabilities CAP_BPF and CAP_PERFMON",

@@ -323,21 +323,22 @@ fn output_replaces_a_file_or_streams_to_stdout() {
 
 /// A directory anyone can write, outside the checkout (which another user
 /// may not be able to reach).
-struct SharedDir(PathBuf);
+struct SharedDir {
+    dir: tempfile::TempDir,
+}
 
 impl SharedDir {
     fn new(name: &str) -> SharedDir {
-        let dir = std::env::temp_dir().join(format!("clockprof-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        SharedDir(dir)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("clockprof-{name}-"))
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        SharedDir { dir }
     }
-}
 
-impl Drop for SharedDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    fn path(&self) -> &Path {
+        self.dir.path()
     }
 }
 
@@ -396,7 +397,7 @@ impl Drop for ThrowawayUser {
 /// under the given environment; returns the lines COMMAND wrote and stderr.
 fn command_identity(env: &[(&str, &str)], extra: &[&str]) -> (Vec<String>, String) {
     let dir = SharedDir::new("whoami");
-    let file = dir.0.join("ids");
+    let file = dir.path().join("ids");
     let script = format!(
         "{{ id -u; id -g; id -G; echo \"$HOME\"; echo \"$USER\"; echo \"$LOGNAME\"; pwd; }} > {}",
         file.display()
@@ -407,7 +408,7 @@ fn command_identity(env: &[(&str, &str)], extra: &[&str]) -> (Vec<String>, Strin
     let output = Command::new(clockprof())
         .args(&args)
         .envs(env.iter().copied())
-        .current_dir(&dir.0)
+        .current_dir(dir.path())
         .output()
         .unwrap();
     let err = stderr(&output);
@@ -613,8 +614,8 @@ fn tracefs_is_mounted_privately_and_never_left_on_the_host() {
     set_tracefs_baseline(Vec::new());
 
     let dir = SharedDir::new("tracefs");
-    let out = dir.0.join("t.folded");
-    let seen = dir.0.join("command-mounts");
+    let out = dir.path().join("t.folded");
+    let seen = dir.path().join("command-mounts");
     let script = format!(
         "grep -c ' - tracefs ' /proc/self/mountinfo > {}; exec {} counts 100",
         seen.display(),
@@ -637,8 +638,8 @@ fn tracefs_is_mounted_privately_and_never_left_on_the_host() {
     assert_no_clockprof_programs_left();
 
     // Two at once, then both killed.
-    let first = start(&spin_command(fixture, &dir.0.join("1.folded")), &[]);
-    let second = start(&spin_command(fixture, &dir.0.join("2.folded")), &[]);
+    let first = start(&spin_command(fixture, &dir.path().join("1.folded")), &[]);
+    let second = start(&spin_command(fixture, &dir.path().join("2.folded")), &[]);
     let commands = [first.command_pid(), second.command_pid()];
     assert!(tracefs_mounts().is_empty());
     for recording in [first, second] {
@@ -730,8 +731,8 @@ fn sigint_reaches_command_exactly_once() {
     use std::io::Write;
     let counter = interrupt_counter();
     let dir = SharedDir::new("ctrl-c");
-    let out = dir.0.join("c.folded");
-    let seen = dir.0.join("interrupts");
+    let out = dir.path().join("c.folded");
+    let seen = dir.path().join("interrupts");
 
     // From a terminal.
     let command_line = format!(

@@ -529,7 +529,7 @@ fn pprof_output_reads_back_in_go_tool_pprof() {
     let top = std::process::Command::new("go")
         .args(["tool", "pprof", "-top", "-nodecount=100"])
         .arg(&out)
-        .env("HOME", dir.0.as_os_str())
+        .env("HOME", dir.path().as_os_str())
         .output()
         .expect("go tool pprof runs (cargo xtask setup installs golang-go)");
     assert!(

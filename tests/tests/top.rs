@@ -189,7 +189,7 @@ fn wait_for_row(screen: &Screen, pid: u32) -> String {
 fn shows_the_fixture_drills_into_its_hot_function_and_quits_cleanly() {
     let spinner = Spinner::start();
     let dir = TempDir::new("top-drill");
-    let screen = Screen::start("drill", 100, 30, &dir.0, "top -s syscall");
+    let screen = Screen::start("drill", 100, 30, dir.path(), "top -s syscall");
     let row = wait_for_row(&screen, spinner.pid());
     let text = screen.text();
     assert!(text.starts_with("clockprof top"), "{text}");
@@ -234,7 +234,7 @@ fn exports_the_selected_process_and_says_where() {
         "export",
         100,
         30,
-        &dir.0,
+        dir.path(),
         &format!("top -s syscall -p {}", spinner.pid()),
     );
     wait_for_row(&screen, spinner.pid());
@@ -244,7 +244,7 @@ fn exports_the_selected_process_and_says_where() {
         .entries()
         .into_iter()
         .find(|name| name.ends_with(".svg"))
-        .unwrap_or_else(|| panic!("no SVG in {}:\n{text}", dir.0.display()));
+        .unwrap_or_else(|| panic!("no SVG in {}:\n{text}", dir.path().display()));
     let folded = svg.replace(".svg", ".folded");
     // The message names the files; it may wrap, so compare without line breaks.
     let message: String = text.lines().map(str::trim_end).collect();
@@ -274,7 +274,7 @@ fn fits_80x24_and_follows_a_resize() {
         "resize",
         80,
         24,
-        &dir.0,
+        dir.path(),
         &format!("top -s syscall -p {}", spinner.pid()),
     );
     let row = wait_for_row(&screen, spinner.pid());
@@ -327,7 +327,7 @@ fn restores_the_terminal_on(signal: i32, name: &str) {
         name,
         100,
         30,
-        &dir.0,
+        dir.path(),
         &format!("top -s syscall -p {}", spinner.pid()),
     );
     wait_for_row(&screen, spinner.pid());
@@ -355,7 +355,7 @@ fn a_closed_terminal_leaves_nothing_behind() {
         "close",
         100,
         30,
-        &dir.0,
+        dir.path(),
         &format!("top -s syscall -p {}", spinner.pid()),
     );
     wait_for_row(&screen, spinner.pid());
@@ -429,7 +429,7 @@ fn a_panic_restores_the_terminal_then_says_one_line() {
         "-y",
         "30",
         "-c",
-        dir.0.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
         &command,
     ]);
     assert!(out.status.success(), "tmux new-session: {}", stderr(&out));

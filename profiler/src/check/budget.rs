@@ -450,8 +450,11 @@ mod tests {
 
     #[test]
     fn flags_add_to_the_file_and_override_its_baseline() {
-        let dir = std::env::temp_dir().join(format!("clockprof-budget-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::Builder::new()
+            .prefix("clockprof-budget-")
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path();
         let path = dir.join("budget.toml");
         std::fs::write(
             &path,
@@ -473,7 +476,7 @@ mod tests {
         );
         f.max_increase = Some(75.0);
         assert_eq!(budget_increase(&f), 75.0);
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
         let err = Budget::assemble(&f).unwrap_err().to_string();
         assert!(err.starts_with("cannot read the budget file"), "{err}");
     }

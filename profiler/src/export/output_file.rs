@@ -208,11 +208,11 @@ impl OutputFile {
 mod tests {
     use super::*;
 
-    fn scratch_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("clockprof-out-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    fn scratch_dir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("clockprof-out-{name}-"))
+            .tempdir()
+            .unwrap()
     }
 
     fn entries(dir: &Path) -> usize {
@@ -222,47 +222,44 @@ mod tests {
     #[test]
     fn appears_only_when_committed() {
         let dir = scratch_dir("commit");
-        let path = dir.join("p.folded");
+        let path = dir.path().join("p.folded");
         let out = OutputFile::create(&path, Existing::Replace).unwrap();
         assert!(!path.exists());
-        assert_eq!(entries(&dir), 0);
+        assert_eq!(entries(dir.path()), 0);
         out.commit(b"a;b 1\n").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"a;b 1\n");
-        assert_eq!(entries(&dir), 1);
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(entries(dir.path()), 1);
     }
 
     #[test]
     fn replaces_an_existing_file_atomically() {
         let dir = scratch_dir("replace");
-        let path = dir.join("p.folded");
+        let path = dir.path().join("p.folded");
         std::fs::write(&path, b"old").unwrap();
         let out = OutputFile::create(&path, Existing::Replace).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
         out.commit(b"new").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
-        assert_eq!(entries(&dir), 1);
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(entries(dir.path()), 1);
     }
 
     #[test]
     fn keep_never_replaces() {
         let dir = scratch_dir("keep");
-        let path = dir.join("e.svg");
+        let path = dir.path().join("e.svg");
         let out = OutputFile::create(&path, Existing::Keep).unwrap();
         std::fs::write(&path, b"raced").unwrap();
         assert!(out.commit(b"ours").is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"raced");
         assert!(OutputFile::create(&path, Existing::Keep).is_err());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn refuses_links_and_special_files() {
         let dir = scratch_dir("links");
-        let target = dir.join("target");
+        let target = dir.path().join("target");
         std::fs::write(&target, b"precious").unwrap();
-        let link = dir.join("p.folded");
+        let link = dir.path().join("p.folded");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let err = OutputFile::create(&link, Existing::Replace).err().unwrap();
         assert!(err.to_string().contains("it is a symbolic link"), "{err}");
@@ -271,15 +268,13 @@ mod tests {
             .unwrap();
         assert!(err.to_string().contains("it is a device"), "{err}");
         assert_eq!(std::fs::read(&target).unwrap(), b"precious");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn leaves_nothing_when_dropped() {
         let dir = scratch_dir("drop");
-        drop(OutputFile::create(&dir.join("p.svg"), Existing::Replace).unwrap());
-        assert_eq!(entries(&dir), 0);
-        std::fs::remove_dir_all(dir).unwrap();
+        drop(OutputFile::create(&dir.path().join("p.svg"), Existing::Replace).unwrap());
+        assert_eq!(entries(dir.path()), 0);
     }
 
     #[test]

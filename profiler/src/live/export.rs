@@ -138,14 +138,15 @@ mod tests {
 
     #[test]
     fn export_names_are_claimed_never_reused_nor_followed() {
-        let dir =
-            std::env::temp_dir().join(format!("clockprof-export-names-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::Builder::new()
+            .prefix("clockprof-export-names-")
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path();
         // A planted link on the first name and a file on the second.
         std::os::unix::fs::symlink("/etc/passwd", dir.join("clockprof-all-x.svg")).unwrap();
         std::fs::write(dir.join("clockprof-all-x-2.folded"), b"mine").unwrap();
-        let (svg, svg_file, folded, folded_file) = create_pair(&dir, "clockprof-all-x").unwrap();
+        let (svg, svg_file, folded, folded_file) = create_pair(dir, "clockprof-all-x").unwrap();
         assert_eq!(svg, dir.join("clockprof-all-x-3.svg"));
         assert_eq!(folded, dir.join("clockprof-all-x-3.folded"));
         svg_file.commit(b"<svg/>").unwrap();
@@ -159,7 +160,6 @@ mod tests {
             .file_type()
             .is_symlink());
         assert_eq!(std::fs::read(&svg).unwrap(), b"<svg/>");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

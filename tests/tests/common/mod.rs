@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -85,31 +86,35 @@ pub fn comm_of(path: &Path) -> String {
     name.chars().take(15).collect()
 }
 
-pub struct TempDir(pub PathBuf);
+/// A fresh directory under the fixture directory, removed on drop (by
+/// tempfile, which picks an unused name).
+pub struct TempDir {
+    dir: tempfile::TempDir,
+}
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
-        let dir = fixture_dir().join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{name}-"))
+            .tempdir_in(fixture_dir())
+            .unwrap();
+        // As a plain mkdir leaves it: COMMANDs run as another user look in.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        TempDir { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
     }
     pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
+        self.path().join(name)
     }
     pub fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+        let mut names: Vec<String> = std::fs::read_dir(self.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
             .collect();
         names.sort();
         names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
