@@ -60,6 +60,7 @@ fn c_path(path: &Path) -> io::Result<CString> {
 }
 
 /// Gives the anonymous file `file` the name `path`; fails if it exists.
+/// By hand: tempfile makes only named files, which SIGKILL would leave behind.
 fn link_anonymous(file: &File, path: &Path) -> io::Result<()> {
     let from = c_path(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
     let to = c_path(path)?;
