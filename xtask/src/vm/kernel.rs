@@ -1,4 +1,5 @@
-//! The guest kernels: stock Debian kernels from bookworm(-security), fetched with
+//! The guest kernels: stock Debian kernels from bookworm(-security), and
+//! bullseye(-security) through an apt sources overlay, fetched with
 //! `apt-get download` and cut down to vmlinuz plus the modules the guest needs
 //! to reach the host over 9p, in `target/vm/<kernel release>/`.
 //!
@@ -26,6 +27,74 @@ pub struct KernelLine {
     metapackage: &'static str,
     /// The prefix the resolved image package must have.
     image_prefix: &'static str,
+    /// Where apt finds it: the system's sources, or another Debian release.
+    archive: Archive,
+}
+
+/// The apt sources a kernel line comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Archive {
+    /// The host's own sources (bookworm and bookworm-security).
+    System,
+    /// An older Debian release and its security suite, read through a sources
+    /// overlay of our own (sources list, package lists and cache under
+    /// `target/vm/apt-<codename>/`), so neither /etc/apt nor the host's package
+    /// lists change and the host's `linux-image-amd64` is not confused with it.
+    Release { codename: &'static str },
+}
+
+impl Archive {
+    fn dir(codename: &str) -> PathBuf {
+        workspace::target_dir()
+            .join("vm")
+            .join(format!("apt-{codename}"))
+    }
+
+    /// The `-o` options that point apt-get and apt-cache at this archive.
+    fn apt_options(self) -> Vec<String> {
+        let Archive::Release { codename } = self else {
+            return Vec::new();
+        };
+        let dir = Archive::dir(codename);
+        [
+            format!(
+                "Dir::Etc::sourcelist={}",
+                dir.join("sources.list").display()
+            ),
+            "Dir::Etc::sourceparts=/nonexistent".to_string(),
+            format!("Dir::State::Lists={}", dir.join("lists").display()),
+            format!("Dir::Cache={}", dir.join("cache").display()),
+        ]
+        .into_iter()
+        .flat_map(|option| ["-o".to_string(), option])
+        .collect()
+    }
+
+    /// `apt-get update` for this archive: the system's lists (needs root), or
+    /// the overlay's own, written first.
+    fn update(self) -> Result<()> {
+        let mut cmd = Command::new("apt-get");
+        if let Archive::Release { codename } = self {
+            let dir = Archive::dir(codename);
+            for sub in ["lists/partial", "cache/archives/partial"] {
+                fs::create_dir_all(dir.join(sub))
+                    .with_context(|| format!("could not create {}", dir.join(sub).display()))?;
+            }
+            fs::write(dir.join("sources.list"), overlay_sources(codename))
+                .context("could not write the overlay's sources.list")?;
+        }
+        process::run(cmd.args(self.apt_options()).arg("update"))
+    }
+}
+
+/// A release and its security suite, signed by the keys Debian's keyring has
+/// for every supported release.
+fn overlay_sources(codename: &str) -> String {
+    let keyring = "signed-by=/usr/share/keyrings/debian-archive-keyring.gpg";
+    format!(
+        "deb [{keyring}] http://deb.debian.org/debian {codename} main\n\
+         deb [{keyring}] http://deb.debian.org/debian-security {codename}-security main\n"
+    )
 }
 
 pub const LINES: &[KernelLine] = &[
@@ -33,16 +102,28 @@ pub const LINES: &[KernelLine] = &[
         name: "6.12",
         metapackage: "linux-image-6.12-amd64",
         image_prefix: "linux-image-6.12.",
+        archive: Archive::System,
     },
     KernelLine {
         name: "6.1",
         metapackage: "linux-image-amd64",
         image_prefix: "linux-image-6.1.0-",
+        archive: Archive::System,
+    },
+    // Debian 11 (LTS), the kernel floor: before bpf_get_current_task_btf (5.11)
+    // and bpf_task_pt_regs (5.15).
+    KernelLine {
+        name: "5.10",
+        metapackage: "linux-image-amd64",
+        image_prefix: "linux-image-5.10.0-",
+        archive: Archive::Release {
+            codename: "bullseye",
+        },
     },
 ];
 
 /// Modules the guest loads, with their dependencies. virtio_pci is built into
-/// 6.12 but a module on 6.1; a wanted module that the package does not ship is
+/// 6.12 but a module on 6.1 and 5.10; a wanted module that the package does not ship is
 /// fine as long as modules.builtin lists it.
 const WANTED_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p"];
 
@@ -81,9 +162,10 @@ pub fn ensure(line: KernelLine) -> Result<Kernel> {
         Ok(kernel) => Ok(kernel),
         // Stale or missing package lists: the metapackage is unknown, or points
         // at an image that a security update has since removed from the archive.
+        // (An overlay's lists are missing on its first run.)
         Err(err) if workspace::is_root() => {
             eprintln!("xtask: vm: {err:#}; updating the package lists and retrying");
-            process::run(Command::new("apt-get").arg("update"))?;
+            line.archive.update()?;
             ensure_with_current_lists(line)
         }
         Err(err) => Err(err.context("`sudo apt-get update` may help")),
@@ -101,7 +183,7 @@ fn ensure_with_current_lists(line: KernelLine) -> Result<Kernel> {
     let dir = vm_dir.join(&release);
     if !dir.join(COMPLETE).exists() {
         eprintln!("xtask: vm: fetching kernel {release} ({package})");
-        fetch(&package, &vm_dir, &dir)?;
+        fetch(line, &package, &vm_dir, &dir)?;
         prune_superseded(line, &vm_dir, &release);
     }
     load(release, dir)
@@ -129,6 +211,7 @@ fn prune_superseded(line: KernelLine, vm_dir: &Path, current: &str) {
 /// apt-cache does not know the metapackage.
 fn resolve(line: KernelLine) -> Result<Option<String>> {
     let out = Command::new("apt-cache")
+        .args(line.archive.apt_options())
         .args(["depends", line.metapackage])
         .output()
         .context("could not run apt-cache")?;
@@ -157,12 +240,12 @@ fn pick_image(depends: &str, line: KernelLine) -> Option<String> {
 /// Downloads the package, extracts what the guest needs into a scratch dir,
 /// decompresses and orders the modules, then renames the scratch dir into place,
 /// so an interrupted run never leaves a half-filled cache entry.
-fn fetch(package: &str, vm_dir: &Path, dir: &Path) -> Result<()> {
+fn fetch(line: KernelLine, package: &str, vm_dir: &Path, dir: &Path) -> Result<()> {
     let scratch = vm_dir.join(format!(".fetch-{}", std::process::id()));
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch)
         .with_context(|| format!("could not create {}", scratch.display()))?;
-    let result = fetch_into(package, &scratch).and_then(|()| {
+    let result = fetch_into(line, package, &scratch).and_then(|()| {
         let _ = fs::remove_dir_all(dir);
         fs::rename(&scratch, dir)
             .with_context(|| format!("could not move {} into place", dir.display()))
@@ -173,9 +256,10 @@ fn fetch(package: &str, vm_dir: &Path, dir: &Path) -> Result<()> {
     result
 }
 
-fn fetch_into(package: &str, scratch: &Path) -> Result<()> {
+fn fetch_into(line: KernelLine, package: &str, scratch: &Path) -> Result<()> {
     process::run(
         Command::new("apt-get")
+            .args(line.archive.apt_options())
             // As root apt downloads as the `_apt` user, which cannot write to a
             // root-owned target dir; it would fall back with a warning anyway.
             .args(["-o", "APT::Sandbox::User=root", "download", package])
@@ -450,6 +534,37 @@ mod tests {
         // A 6.12 image never satisfies the 6.1 line.
         let out = "  Depends: linux-image-6.12.117+deb12-amd64\n";
         assert_eq!(pick_image(out, LINES[1]), None);
+        // bullseye's metapackage has the same name; only its overlay sees 5.10.
+        let out = "linux-image-amd64\n  Depends: linux-image-5.10.0-46-amd64\n";
+        assert_eq!(
+            pick_image(out, LINES[2]).as_deref(),
+            Some("linux-image-5.10.0-46-amd64")
+        );
+        assert_eq!(pick_image(out, LINES[1]), None);
+    }
+
+    #[test]
+    fn an_older_release_is_read_through_its_own_overlay() {
+        assert!(Archive::System.apt_options().is_empty());
+        let options = Archive::Release {
+            codename: "bullseye",
+        }
+        .apt_options();
+        let joined = options.join(" ");
+        assert!(
+            joined.contains("Dir::Etc::sourceparts=/nonexistent"),
+            "{joined}"
+        );
+        for own in ["sources.list", "lists", "cache"] {
+            assert!(joined.contains(&format!("apt-bullseye/{own}")), "{joined}");
+        }
+        assert_eq!(options.iter().filter(|o| *o == "-o").count(), 4);
+        let sources = overlay_sources("bullseye");
+        assert!(sources.contains("/debian bullseye main\n"), "{sources}");
+        assert!(
+            sources.contains("/debian-security bullseye-security main\n"),
+            "{sources}"
+        );
     }
 
     #[test]
