@@ -109,6 +109,10 @@ pub mod names {
     pub const PER_CPU_OFFSETS: &str = "PER_CPU_OFFSETS";
     pub const PREEMPT_COUNT: &str = "PREEMPT_COUNT";
     pub const TASK_FLAGS_OFFSET: &str = "TASK_FLAGS_OFFSET";
+    /// Globals: offset of task_struct.stack (from BTF) and the kernel stack
+    /// size, for syscall tracepoint programs on kernels without bpf_task_pt_regs.
+    pub const TASK_STACK_OFFSET: &str = "TASK_STACK_OFFSET";
+    pub const THREAD_SIZE: &str = "THREAD_SIZE";
     /// Kernel function address -> index, for the breakpoint program.
     pub const KERNEL_FN_INDEX: &str = "KERNEL_FN_INDEX";
 }

@@ -41,6 +41,12 @@ static PER_CPU_OFFSETS: u64 = 0;
 static PREEMPT_COUNT: u64 = 0;
 #[no_mangle]
 static TASK_FLAGS_OFFSET: u32 = 0;
+/// For TaskRegs::KernelStack: offset of task_struct.stack (from BTF) and the
+/// kernel stack size.
+#[no_mangle]
+static TASK_STACK_OFFSET: u32 = 0;
+#[no_mangle]
+static THREAD_SIZE: u32 = 0;
 
 // Sizes are defaults; the loader resizes COUNTS and STACKS from the command line.
 // Per-CPU values: a hot key is bumped without atomics or cache-line bouncing;
@@ -66,20 +72,20 @@ const SYSCALL_ARG0_OFFSET: usize = 16;
 /// Counts a clock syscall. Where it was made from code without a frame (the
 /// vDSO's fallback path for CPU-time clocks or a clocksource it cannot read,
 /// inside glibc's frameless wrapper), the callers the frame chain skips are
-/// recovered from the user registers, as for vDSO samples.
+/// recovered from the user registers saved at kernel entry (`regs`, null when
+/// unknown), as for vDSO samples.
 #[inline(always)]
-fn count_syscall(ctx: &impl StackIdContext, event: u32, clock_id: i32) {
-    let callers = match unsafe { user_regs() } {
+fn count_syscall(ctx: &impl StackIdContext, event: u32, clock_id: i32, regs: *const pt_regs) {
+    let callers = match unsafe { user_regs(regs) } {
         Some((ip, sp, bp)) => skipped_callers(ip, sp, bp, DECODE_SYSCALL),
         None => NO_CALLER,
     };
     count_clock_read(ctx, event, clock_id, callers);
 }
 
-/// The current task's user ip, sp and bp, saved at kernel entry.
+/// The user ip, sp and bp saved in `regs`.
 #[inline(always)]
-unsafe fn user_regs() -> Option<(u64, u64, u64)> {
-    let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+unsafe fn user_regs(regs: *const pt_regs) -> Option<(u64, u64, u64)> {
     if regs.is_null() {
         return None;
     }
@@ -88,6 +94,58 @@ unsafe fn user_regs() -> Option<(u64, u64, u64)> {
         bpf_probe_read_kernel(&(*regs).rsp).ok()?,
         bpf_probe_read_kernel(&(*regs).rbp).ok()?,
     ))
+}
+
+/// How a tracepoint program finds the current task's user registers. The
+/// loader picks one by probing the kernel's helpers: each is its own program,
+/// so the other's helper calls are not even in the program the kernel checks.
+#[derive(Clone, Copy)]
+enum TaskRegs {
+    /// bpf_task_pt_regs(bpf_get_current_task_btf()): kernels 5.15 and later.
+    Helper,
+    /// task_pt_regs() done by hand, for older kernels (5.10 has neither
+    /// helper): x86_64 saves the user registers at the top of the task's
+    /// kernel stack, `task->stack + THREAD_SIZE - sizeof(struct pt_regs)`,
+    /// with the offset of task_struct.stack from BTF.
+    KernelStack,
+}
+
+#[inline(always)]
+fn task_regs(how: TaskRegs, syscall_nr: u64) -> *const pt_regs {
+    match how {
+        TaskRegs::Helper => unsafe {
+            bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs
+        },
+        TaskRegs::KernelStack => unsafe { kernel_stack_regs(syscall_nr) },
+    }
+}
+
+#[inline(always)]
+unsafe fn kernel_stack_regs(syscall_nr: u64) -> *const pt_regs {
+    let offset = core::ptr::read_volatile(&TASK_STACK_OFFSET) as usize;
+    let thread_size = core::ptr::read_volatile(&THREAD_SIZE) as u64;
+    if offset == 0 || thread_size == 0 {
+        return core::ptr::null();
+    }
+    let task = bpf_get_current_task() as *const u8;
+    let stack = match bpf_probe_read_kernel(task.add(offset) as *const u64) {
+        Ok(stack) if stack != 0 => stack,
+        _ => return core::ptr::null(),
+    };
+    let top = stack + thread_size - core::mem::size_of::<pt_regs>() as u64;
+    // TOP_OF_KERNEL_STACK_PADDING is 0 on x86_64, but 16 bytes on kernels
+    // built with FRED (6.9+, for the variant forced there). The entry code
+    // saved this syscall's number in orig_ax: where it is not, the layout is
+    // not the one assumed, and a wrong caller is worse than none.
+    for padding in [0, 16] {
+        let regs = (top - padding) as *const pt_regs;
+        if let Ok(nr) = bpf_probe_read_kernel(&(*regs).orig_rax) {
+            if nr == syscall_nr {
+                return regs;
+            }
+        }
+    }
+    core::ptr::null()
 }
 
 #[inline(always)]
@@ -170,75 +228,117 @@ fn add_one(key: &CountKey) -> bool {
     }
 }
 
+/// `__syscall_nr` in a `syscalls:sys_enter_*` record, after the common header.
+const SYSCALL_NR_OFFSET: usize = 8;
+
+#[inline(always)]
+fn sys_enter(ctx: &TracePointContext, event: u32, how: TaskRegs) -> u32 {
+    let clock_id = if event == event::SYSCALL_CLOCK_GETTIME {
+        unsafe { ctx.read_at::<u64>(SYSCALL_ARG0_OFFSET) }.unwrap_or(0) as i32
+    } else {
+        CLOCK_ID_NONE
+    };
+    let nr = unsafe { ctx.read_at::<i32>(SYSCALL_NR_OFFSET) }.unwrap_or(-1) as u64;
+    count_syscall(ctx, event, clock_id, task_regs(how, nr));
+    0
+}
+
 #[tracepoint]
 pub fn sys_enter_clock_gettime(ctx: TracePointContext) -> u32 {
-    let clock_id = unsafe { ctx.read_at::<u64>(SYSCALL_ARG0_OFFSET) }.unwrap_or(0) as i32;
-    count_syscall(&ctx, event::SYSCALL_CLOCK_GETTIME, clock_id);
-    0
+    sys_enter(&ctx, event::SYSCALL_CLOCK_GETTIME, TaskRegs::Helper)
 }
 
 #[tracepoint]
 pub fn sys_enter_gettimeofday(ctx: TracePointContext) -> u32 {
-    count_syscall(&ctx, event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE);
-    0
+    sys_enter(&ctx, event::SYSCALL_GETTIMEOFDAY, TaskRegs::Helper)
 }
 
 #[tracepoint]
 pub fn sys_enter_time(ctx: TracePointContext) -> u32 {
-    count_syscall(&ctx, event::SYSCALL_TIME, CLOCK_ID_NONE);
-    0
+    sys_enter(&ctx, event::SYSCALL_TIME, TaskRegs::Helper)
+}
+
+#[tracepoint]
+pub fn sys_enter_clock_gettime_kstack(ctx: TracePointContext) -> u32 {
+    sys_enter(&ctx, event::SYSCALL_CLOCK_GETTIME, TaskRegs::KernelStack)
+}
+
+#[tracepoint]
+pub fn sys_enter_gettimeofday_kstack(ctx: TracePointContext) -> u32 {
+    sys_enter(&ctx, event::SYSCALL_GETTIMEOFDAY, TaskRegs::KernelStack)
+}
+
+#[tracepoint]
+pub fn sys_enter_time_kstack(ctx: TracePointContext) -> u32 {
+    sys_enter(&ctx, event::SYSCALL_TIME, TaskRegs::KernelStack)
 }
 
 // The same three syscalls through fentry and kprobe on the `__x64_sys_*`
 // wrappers, which are cheaper than the syscall tracepoints (and, unlike them,
 // do not put every task on the slow syscall-entry path). The wrappers take the
-// caller's saved user registers; the first argument was passed in `di`.
+// caller's saved user registers as their one argument (the first syscall
+// argument was passed in `di`), so these need no helper to find them and are
+// the same program on every kernel.
 const PT_REGS_DI_OFFSET: usize = 112;
 
 #[inline(always)]
-fn first_syscall_arg(user_regs: *const u8) -> i32 {
+fn first_syscall_arg(user_regs: *const pt_regs) -> i32 {
     if user_regs.is_null() {
         return 0;
     }
-    unsafe { bpf_probe_read_kernel(user_regs.add(PT_REGS_DI_OFFSET) as *const u64) }.unwrap_or(0)
-        as i32
+    unsafe { bpf_probe_read_kernel((user_regs as *const u8).add(PT_REGS_DI_OFFSET) as *const u64) }
+        .unwrap_or(0) as i32
 }
 
 #[fentry(function = "__x64_sys_clock_gettime")]
 pub fn fentry_clock_gettime(ctx: FEntryContext) -> u32 {
-    let clock_id = first_syscall_arg(ctx.arg::<*const u8>(0));
-    count_syscall(&ctx, event::SYSCALL_CLOCK_GETTIME, clock_id);
+    let regs = ctx.arg::<*const pt_regs>(0);
+    count_syscall(
+        &ctx,
+        event::SYSCALL_CLOCK_GETTIME,
+        first_syscall_arg(regs),
+        regs,
+    );
     0
 }
 
 #[fentry(function = "__x64_sys_gettimeofday")]
 pub fn fentry_gettimeofday(ctx: FEntryContext) -> u32 {
-    count_syscall(&ctx, event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE);
+    let regs = ctx.arg::<*const pt_regs>(0);
+    count_syscall(&ctx, event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE, regs);
     0
 }
 
 #[fentry(function = "__x64_sys_time")]
 pub fn fentry_time(ctx: FEntryContext) -> u32 {
-    count_syscall(&ctx, event::SYSCALL_TIME, CLOCK_ID_NONE);
+    let regs = ctx.arg::<*const pt_regs>(0);
+    count_syscall(&ctx, event::SYSCALL_TIME, CLOCK_ID_NONE, regs);
     0
 }
 
 #[kprobe]
 pub fn kprobe_clock_gettime(ctx: ProbeContext) -> u32 {
-    let clock_id = first_syscall_arg(ctx.arg::<*const u8>(0).unwrap_or(core::ptr::null()));
-    count_syscall(&ctx, event::SYSCALL_CLOCK_GETTIME, clock_id);
+    let regs = ctx.arg::<*const pt_regs>(0).unwrap_or(core::ptr::null());
+    count_syscall(
+        &ctx,
+        event::SYSCALL_CLOCK_GETTIME,
+        first_syscall_arg(regs),
+        regs,
+    );
     0
 }
 
 #[kprobe]
 pub fn kprobe_gettimeofday(ctx: ProbeContext) -> u32 {
-    count_syscall(&ctx, event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE);
+    let regs = ctx.arg::<*const pt_regs>(0).unwrap_or(core::ptr::null());
+    count_syscall(&ctx, event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE, regs);
     0
 }
 
 #[kprobe]
 pub fn kprobe_time(ctx: ProbeContext) -> u32 {
-    count_syscall(&ctx, event::SYSCALL_TIME, CLOCK_ID_NONE);
+    let regs = ctx.arg::<*const pt_regs>(0).unwrap_or(core::ptr::null());
+    count_syscall(&ctx, event::SYSCALL_TIME, CLOCK_ID_NONE, regs);
     0
 }
 

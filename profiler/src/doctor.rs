@@ -14,7 +14,7 @@ use crate::kernel_context;
 use crate::privileges;
 use crate::probes::{
     free_debug_registers, refusal_reason, Backend, KernelFunction, ProbeConfig, Probes,
-    DEBUG_REGISTERS,
+    ProgramVariant, DEBUG_REGISTERS,
 };
 use crate::source::Source;
 
@@ -38,6 +38,8 @@ struct Clocksource {
 struct SourcePlan {
     source: Source,
     backend: Option<Backend>,
+    /// Which program variant the source would load on this kernel.
+    variant: &'static str,
     note: String,
 }
 
@@ -62,6 +64,8 @@ struct Report {
     /// Whether kernel clock reads in interrupt context can be told apart.
     interrupt_context: Check,
     debug_registers: DebugRegisters,
+    /// How the syscall tracepoint programs find user registers here.
+    tracepoint_variant: Option<ProgramVariant>,
     clocksource: Clocksource,
     sources: Vec<SourcePlan>,
 }
@@ -126,8 +130,9 @@ fn check(name: &'static str, backend: Backend, result: Result<()>) -> Check {
 }
 
 /// Tries each kind of hook in turn on one set of probes; everything is
-/// detached when the probes are dropped at the end.
-fn hook_checks() -> Result<Vec<Check>> {
+/// detached when the probes are dropped at the end. Also returns the
+/// tracepoint variant the probes chose.
+fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
     let mut probes = Probes::load(&ProbeConfig {
         // An empty filter: whatever attaches counts nothing.
         filter_by_pid: true,
@@ -144,12 +149,18 @@ fn hook_checks() -> Result<Vec<Check>> {
         ("tracepoint (syscall)", Backend::Tracepoint),
     ] {
         let result = probes.try_syscall_backend(backend);
+        let variant = if backend == Backend::Tracepoint {
+            format!(" ({} variant)", probes.variant())
+        } else {
+            String::new()
+        };
         checks.push(Check {
             name,
             works: result.is_ok(),
-            detail: result
-                .err()
-                .unwrap_or_else(|| "loads and attaches".to_string()),
+            detail: match result {
+                Ok(()) => "loads and attaches".to_string(),
+                Err(reason) => reason,
+            } + &variant,
         });
     }
     for (name, function, backend) in [
@@ -213,11 +224,24 @@ fn hook_checks() -> Result<Vec<Check>> {
         Backend::PerfEvent,
         sampling,
     ));
-    Ok(checks)
+    let variant = probes.variant();
+    Ok((checks, variant))
+}
+
+/// The program variant of the syscall source for a backend: fentry and
+/// kprobe read the user registers from the syscall wrapper's argument on any
+/// kernel; the tracepoint programs need one of ProgramVariant.
+fn syscall_variant(backend: Option<Backend>, tracepoint: Option<ProgramVariant>) -> &'static str {
+    match (backend, tracepoint) {
+        (Some(Backend::Fentry | Backend::Kprobe), _) => "wrapper-argument",
+        (_, Some(ProgramVariant::TaskPtRegs)) => "task-pt-regs",
+        (_, Some(ProgramVariant::KernelStack)) => "kernel-stack",
+        _ => "unknown",
+    }
 }
 
 /// Which backend each source would use, from the checks.
-fn plan(hooks: &[Check]) -> Vec<SourcePlan> {
+fn plan(hooks: &[Check], tracepoint: Option<ProgramVariant>) -> Vec<SourcePlan> {
     let works = |name: &str| hooks.iter().any(|c| c.name == name && c.works);
     let first = |options: &[(&str, Backend)]| {
         options
@@ -253,26 +277,33 @@ fn plan(hooks: &[Check]) -> Vec<SourcePlan> {
         SourcePlan {
             source: Source::Syscall,
             backend: syscall,
+            variant: syscall_variant(syscall, tracepoint),
             note: "exact counts".into(),
         },
+        // The other sources have one program each: they call no helper newer
+        // than 5.5 (bpf_probe_read_user/kernel).
         SourcePlan {
             source: Source::Kernel,
             backend: kernel,
+            variant: "base",
             note: mono_fast.into(),
         },
         SourcePlan {
             source: Source::Libc,
             backend: uprobe,
+            variant: "base",
             note: "opt-in: traps on every call".into(),
         },
         SourcePlan {
             source: Source::Go,
             backend: uprobe,
+            variant: "base",
             note: "opt-in: traps on every call".into(),
         },
         SourcePlan {
             source: Source::Vdso,
             backend: sampling,
+            variant: "base",
             note: "samples; needs BTF".into(),
         },
     ]
@@ -361,7 +392,10 @@ fn render_text(report: &Report) -> String {
             None => "hardware breakpoints are unavailable".to_string(),
         }
     );
-    let _ = writeln!(out, "\nsources would use:");
+    let _ = writeln!(
+        out,
+        "\nsources would use (source, backend, program variant):"
+    );
     for plan in &report.sources {
         let backend = plan
             .backend
@@ -369,9 +403,10 @@ fn render_text(report: &Report) -> String {
             .unwrap_or_else(|| "unavailable".into());
         let _ = writeln!(
             out,
-            "  {:<8} {:<12} {}",
+            "  {:<8} {:<12} {:<18} {}",
             plan.source.name(),
             backend,
+            plan.variant,
             plan.note
         );
     }
@@ -389,19 +424,21 @@ pub fn doctor(args: DoctorArgs) -> Result<i32> {
             format!("missing {}: run with sudo", missing.join(" and "))
         },
     };
-    let hooks = if privileges.works {
-        hook_checks()?
+    let (hooks, tracepoint_variant) = if privileges.works {
+        let (hooks, variant) = hook_checks()?;
+        (hooks, Some(variant))
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     let report = Report {
         kernel: read_trimmed("/proc/sys/kernel/osrelease"),
         btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
-        sources: plan(&hooks),
+        sources: plan(&hooks, tracepoint_variant),
         interrupt_context: interrupt_context(),
         debug_registers: debug_registers(&hooks),
         privileges,
         hooks,
+        tracepoint_variant,
         clocksource: clocksource(),
     };
     if args.json {
@@ -429,11 +466,25 @@ mod tests {
             hook("tracepoint (syscall)", true),
             hook("hardware breakpoint on ktime_get_mono_fast_ns", true),
         ];
-        let plan = plan(&hooks);
+        let plan = plan(&hooks, Some(ProgramVariant::KernelStack));
         assert_eq!(plan[0].backend, Some(Backend::Kprobe));
+        assert_eq!(plan[0].variant, "wrapper-argument");
         assert_eq!(plan[1].backend, Some(Backend::Breakpoint));
         assert!(plan[1].note.contains("hardware breakpoint"));
         assert_eq!(plan[4].backend, None);
+    }
+
+    #[test]
+    fn the_tracepoint_variant_shows_only_where_tracepoints_serve() {
+        let tracepoint_only = [Check {
+            name: "tracepoint (syscall)",
+            works: true,
+            detail: String::new(),
+        }];
+        let plan_with = |variant| plan(&tracepoint_only, Some(variant))[0].variant;
+        assert_eq!(plan_with(ProgramVariant::KernelStack), "kernel-stack");
+        assert_eq!(plan_with(ProgramVariant::TaskPtRegs), "task-pt-regs");
+        assert_eq!(plan(&[], None)[0].variant, "unknown");
     }
 
     #[test]

@@ -7,12 +7,14 @@ use std::collections::HashSet;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{HashMap, Map, MapData};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::uprobe::UProbeScope;
-use aya::programs::{FEntry, KProbe, PerfEvent, TracePoint, UProbe};
+use aya::programs::{FEntry, KProbe, PerfEvent, ProgramError, TracePoint, UProbe};
+use aya::sys::SyscallError;
 use aya::{Btf, Ebpf, EbpfLoader};
 use profiler_common::names;
 use serde::Serialize;
@@ -66,6 +68,10 @@ struct HookPoint {
 /// A clock-read hook with its ways of attaching, best first.
 struct Hook {
     points: &'static [HookPoint],
+    /// The tracepoint program for kernels without bpf_task_pt_regs
+    /// (ProgramVariant::KernelStack); the other backends' programs serve every
+    /// kernel.
+    kernel_stack_tracepoint: &'static str,
 }
 
 const fn point(backend: Backend, program: &'static str, target: &'static str) -> HookPoint {
@@ -95,6 +101,7 @@ const SYSCALL_HOOKS: &[Hook] = &[
                 "syscalls:sys_enter_clock_gettime",
             ),
         ],
+        kernel_stack_tracepoint: "sys_enter_clock_gettime_kstack",
     },
     Hook {
         points: &[
@@ -114,6 +121,7 @@ const SYSCALL_HOOKS: &[Hook] = &[
                 "syscalls:sys_enter_gettimeofday",
             ),
         ],
+        kernel_stack_tracepoint: "sys_enter_gettimeofday_kstack",
     },
     Hook {
         points: &[
@@ -125,8 +133,87 @@ const SYSCALL_HOOKS: &[Hook] = &[
                 "syscalls:sys_enter_time",
             ),
         ],
+        kernel_stack_tracepoint: "sys_enter_time_kstack",
     },
 ];
+
+/// How the syscall tracepoint programs find the user registers (to recover
+/// the callers a frameless clock path hides), chosen at load time by probing
+/// the kernel's helpers. fentry and kprobe get the registers as the syscall
+/// wrapper's argument, so they have one program for every kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProgramVariant {
+    /// bpf_task_pt_regs(bpf_get_current_task_btf()): kernels 5.15 and later.
+    TaskPtRegs,
+    /// The registers at the top of the task's kernel stack, found through
+    /// bpf_get_current_task and task_struct.stack's offset from BTF: for
+    /// kernels before 5.15 (Debian 11's 5.10 has neither helper).
+    KernelStack,
+}
+
+impl fmt::Display for ProgramVariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProgramVariant::TaskPtRegs => "task-pt-regs",
+            ProgramVariant::KernelStack => "kernel-stack",
+        })
+    }
+}
+
+impl ProgramVariant {
+    /// The variant this kernel can load: the helper one when the verifier
+    /// knows both helpers (aya's probe loads a one-call program and reads
+    /// the verifier's verdict) and the kernel has BTF for the task pointer.
+    /// A probe that cannot run at all (no privileges) picks the helper
+    /// variant, whose load then reports the real error.
+    pub fn probe() -> ProgramVariant {
+        use aya::programs::ProgramType;
+        match std::env::var(VARIANT_ENV).as_deref() {
+            Ok("task-pt-regs") => return ProgramVariant::TaskPtRegs,
+            Ok("kernel-stack") => return ProgramVariant::KernelStack,
+            _ => {}
+        }
+        use aya::sys::{is_helper_supported, BpfHelper};
+        let supported =
+            |helper| is_helper_supported(ProgramType::TracePoint, helper).unwrap_or(true);
+        if Path::new(VMLINUX_BTF).exists()
+            && supported(BpfHelper::BPF_FUNC_get_current_task_btf)
+            && supported(BpfHelper::BPF_FUNC_task_pt_regs)
+        {
+            ProgramVariant::TaskPtRegs
+        } else {
+            ProgramVariant::KernelStack
+        }
+    }
+}
+
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Forces a ProgramVariant (`task-pt-regs` or `kernel-stack`) instead of
+/// probing: for tests, which run each variant where the kernel allows it and
+/// check the verifier's refusal where it does not.
+pub const VARIANT_ENV: &str = "CLOCKPROF_PROGRAM_VARIANT";
+
+/// The kernel stack size on x86_64: 16 KiB, doubled under KASAN
+/// (THREAD_SIZE_ORDER = 2 + KASAN_STACK_ORDER).
+fn thread_size() -> u32 {
+    if kernel_symbol_address("kasan_report").is_ok() {
+        32 * 1024
+    } else {
+        16 * 1024
+    }
+}
+
+/// Globals of the kernel-stack variant: task_struct.stack's offset and the
+/// stack size. Without BTF the offset stays 0 and the programs count syscalls
+/// without recovering skipped callers.
+fn kernel_stack_globals() -> (u32, u32) {
+    let offset = crate::kernel_btf::KernelBtf::load()
+        .and_then(|btf| btf.member_offset("task_struct", &["stack"]))
+        .unwrap_or(0);
+    (offset, thread_size())
+}
 
 /// Hooks at fixed kernel places; user-space sources attach per binary
 /// (`attach_uprobes`) and vdso by sampling (`attach_vdso_sampling`).
@@ -199,27 +286,125 @@ pub fn debug_registers_taken(attachments: &[Attachment]) -> usize {
         .count()
 }
 
-/// Why the kernel refused a backend, in a few words: the errors aya reports
-/// are long and the same for every function.
+/// Why the kernel refused a backend, in a few words, from what the kernel
+/// said: the verifier's last lines when it refused the program, else the
+/// errno of the call that failed. The errors aya reports are long and the
+/// same for every function.
 pub fn refusal_reason(backend: Backend, err: &anyhow::Error) -> String {
+    for cause in err.chain() {
+        match cause.downcast_ref::<ProgramError>() {
+            Some(ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            }) => {
+                return match verifier_tail(&verifier_log.to_string()) {
+                    Some(tail) => format!(
+                        "the verifier refused the {backend} program ({}): {tail}",
+                        errno_name(io_error)
+                    ),
+                    None => format!(
+                        "the kernel refused to load the {backend} program ({}; no verifier output)",
+                        errno_name(io_error)
+                    ),
+                }
+            }
+            Some(ProgramError::SyscallError(SyscallError { call, io_error })) => {
+                return format!("{call} refused the {backend} ({})", errno_name(io_error))
+            }
+            _ => {}
+        }
+    }
     let text = format!("{err:#}");
     if text.contains("kprobe/type") {
         "this kernel has no kprobes".to_string()
-    } else if text.contains("no usable BTF") {
-        "this kernel has no BTF".to_string()
-    } else if text.contains("Operation not permitted") {
-        format!("{backend} is refused (EPERM)")
-    } else if backend == Backend::Breakpoint && text.contains("Invalid argument") {
-        "hardware breakpoints are not available (EINVAL)".to_string()
-    } else if backend == Backend::Kprobe && text.contains("Invalid argument") {
-        "the kernel refuses a kprobe there (EINVAL: a notrace function?)".to_string()
-    } else if text.contains("no function") {
-        text.clone()
-    } else if let Some(errno) = text.rsplit_once(": ").map(|(_, e)| e) {
-        format!("{backend} failed: {errno}")
+    } else if text.contains("no usable BTF") || text.contains("no function") {
+        text
+    } else if let Some(io_error) = err
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<std::io::Error>())
+    {
+        let context: Vec<String> = err
+            .chain()
+            .filter(|cause| cause.downcast_ref::<std::io::Error>().is_none())
+            .map(|cause| cause.to_string())
+            .collect();
+        format!("{} ({})", context.join(": "), errno_name(io_error))
     } else {
         format!("{backend} failed: {text}")
     }
+}
+
+/// The verifier's verdict: the last lines of its log, without the statistics
+/// it appends (`processed N insns ...`, `verification time`, `stack depth`).
+fn verifier_tail(log: &str) -> Option<String> {
+    const STATISTICS: &[&str] = &["processed ", "verification time ", "stack depth "];
+    const LINES: usize = 2;
+    let verdict: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !STATISTICS.iter().any(|s| l.starts_with(s)))
+        .collect();
+    let tail = &verdict[verdict.len().saturating_sub(LINES)..];
+    (!tail.is_empty()).then(|| tail.join(" / "))
+}
+
+/// The symbolic name of an errno, as the kernel's sources call it.
+fn errno_name(err: &std::io::Error) -> String {
+    const ENOTSUPP: i32 = 524;
+    let name = match err.raw_os_error() {
+        Some(libc::EPERM) => "EPERM",
+        Some(libc::ENOENT) => "ENOENT",
+        Some(libc::EACCES) => "EACCES",
+        Some(libc::EFAULT) => "EFAULT",
+        Some(libc::EBUSY) => "EBUSY",
+        Some(libc::EINVAL) => "EINVAL",
+        Some(libc::ENOSPC) => "ENOSPC",
+        Some(libc::E2BIG) => "E2BIG",
+        Some(libc::EPROTO) => "EPROTO",
+        Some(libc::EOPNOTSUPP) => "EOPNOTSUPP",
+        Some(libc::ESRCH) => "ESRCH",
+        Some(libc::ENODEV) => "ENODEV",
+        Some(ENOTSUPP) => "ENOTSUPP",
+        Some(errno) => return format!("errno {errno}"),
+        None => return err.to_string(),
+    };
+    name.to_string()
+}
+
+/// Whether ftrace may trace `function`, from tracefs: the kernel refuses
+/// kprobes (without CONFIG_KPROBE_EVENTS_ON_NOTRACE) and fentry on functions
+/// it does not list. None when tracefs cannot tell.
+fn ftrace_lists(function: &str) -> Option<bool> {
+    let list = std::fs::read_to_string(
+        tracefs::events_dir()
+            .parent()?
+            .join("available_filter_functions"),
+    )
+    .ok()?;
+    Some(
+        list.lines()
+            .any(|line| line.split_whitespace().next() == Some(function)),
+    )
+}
+
+/// refusal_reason for a hook on `function`, with the fact behind an EINVAL
+/// from a kprobe or fentry attach where tracefs has it.
+fn refusal_reason_on(backend: Backend, function: &str, err: &anyhow::Error) -> String {
+    let reason = refusal_reason(backend, err);
+    let einval = err
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<ProgramError>())
+        .any(|cause| {
+            matches!(cause, ProgramError::SyscallError(SyscallError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EINVAL))
+        });
+    if einval && matches!(backend, Backend::Kprobe | Backend::Fentry) {
+        // Only a function the kernel has can be notrace.
+        if ftrace_lists(function) == Some(false) && kernel_symbol_address(function).is_ok() {
+            return format!("{reason}: {function} is notrace (not in available_filter_functions)");
+        }
+    }
+    reason
 }
 
 /// The address of a kernel function from /proc/kallsyms (needs root, else
@@ -288,10 +473,8 @@ fn open_breakpoint_event(address: u64, cpu: u32) -> Result<OwnedFd> {
         )
     };
     if fd < 0 {
-        return Err(anyhow!(
-            "`perf_event_open` failed: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(anyhow::Error::new(std::io::Error::last_os_error())
+            .context("perf_event_open of an execute breakpoint failed"));
     }
     // SAFETY: the fd was just returned by perf_event_open and is ours alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -371,6 +554,8 @@ pub struct Probes {
     btf: Option<Result<Btf, String>>,
     /// Programs already loaded (one program may be attached many times).
     loaded: HashSet<&'static str>,
+    /// Which syscall tracepoint programs this kernel loads.
+    variant: ProgramVariant,
 }
 
 /// Reads a field's offset from a tracepoint's format file. The layout of
@@ -417,6 +602,11 @@ impl Probes {
             kernel_context.task_mm_offset
         };
         let daemon = std::process::id();
+        let variant = ProgramVariant::probe();
+        let (task_stack, thread_size) = match variant {
+            ProgramVariant::KernelStack => kernel_stack_globals(),
+            ProgramVariant::TaskPtRegs => (0, 0),
+        };
         let ebpf = EbpfLoader::new()
             .override_global(names::FILTER_BY_PID, &filter, true)
             .override_global(names::DAEMON_TGID, &daemon, true)
@@ -435,6 +625,8 @@ impl Probes {
                 &kernel_context.task_flags_offset,
                 true,
             )
+            .override_global(names::TASK_STACK_OFFSET, &task_stack, true)
+            .override_global(names::THREAD_SIZE, &thread_size, true)
             .map_max_entries(names::COUNTS, config.count_entries)
             .map_max_entries(names::STACKS, config.stack_entries)
             .load(EBPF_OBJECT)
@@ -448,6 +640,7 @@ impl Probes {
             attachments: Vec::new(),
             btf: None,
             loaded: HashSet::new(),
+            variant,
         };
         if config.follow_children {
             probes
@@ -503,13 +696,24 @@ impl Probes {
             .ok_or_else(|| anyhow!("the eBPF object has no program {name}"))
     }
 
+    /// The program variant chosen for this kernel.
+    pub fn variant(&self) -> ProgramVariant {
+        self.variant
+    }
+
     /// Loads and attaches one way of a hook. A program the kernel loads but
     /// will not attach is unloaded again, so a failed try leaves nothing behind.
-    fn attach_point(&mut self, point: HookPoint) -> Result<()> {
+    fn attach_point(&mut self, hook: &Hook, point: HookPoint) -> Result<()> {
         match point.backend {
             Backend::Fentry => self.attach_fentry(point.program, point.target),
             Backend::Kprobe => self.attach_kprobe(point.program, point.target),
-            Backend::Tracepoint => self.attach_tracepoint(point.program, point.target),
+            Backend::Tracepoint => {
+                let program = match self.variant {
+                    ProgramVariant::TaskPtRegs => point.program,
+                    ProgramVariant::KernelStack => hook.kernel_stack_tracepoint,
+                };
+                self.attach_tracepoint(program, point.target)
+            }
             Backend::Breakpoint | Backend::Uprobe | Backend::PerfEvent => {
                 bail!("{} does not attach syscall hooks", point.backend)
             }
@@ -529,7 +733,7 @@ impl Probes {
                     .iter()
                     .filter(|p| forced.is_none_or(|backend| p.backend == backend));
                 for &point in candidates {
-                    match self.attach_point(point) {
+                    match self.attach_point(hook, point) {
                         Ok(()) => {
                             attached = Some(point);
                             break;
@@ -538,7 +742,7 @@ impl Probes {
                             "{} on {}: {}",
                             point.backend,
                             point.target,
-                            refusal_reason(point.backend, &err)
+                            refusal_reason_on(point.backend, point.target, &err)
                         )),
                     }
                 }
@@ -614,8 +818,8 @@ impl Probes {
     pub fn try_syscall_backend(&mut self, backend: Backend) -> Result<(), String> {
         for hook in SYSCALL_HOOKS {
             for &point in hook.points.iter().filter(|p| p.backend == backend) {
-                self.attach_point(point)
-                    .map_err(|err| refusal_reason(backend, &err))?;
+                self.attach_point(hook, point)
+                    .map_err(|err| refusal_reason_on(backend, point.target, &err))?;
             }
         }
         Ok(())
@@ -677,7 +881,7 @@ impl Probes {
                         break;
                     }
                     Err(err) => {
-                        let reason = refusal_reason(backend, &err);
+                        let reason = refusal_reason_on(backend, &function.name, &err);
                         if !refusals.contains(&reason) {
                             refusals.push(reason);
                         }
@@ -815,5 +1019,63 @@ impl Probes {
 
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The end of a real refusal by Debian 11's 5.10 of the helper variant
+    /// (log level 1 with statistics, as aya asks for it).
+    const REFUSAL_5_10: &str = "func#0 @0\n\
+        0: R1=ctx(id=0,off=0,imm=0) R10=fp0\n\
+        0: (bf) r6 = r1\n\
+        1: (85) call unknown#158\n\
+        invalid func unknown#158\n\
+        processed 2 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0\n";
+
+    #[test]
+    fn the_verifiers_verdict_is_its_last_lines_without_statistics() {
+        assert_eq!(
+            verifier_tail(REFUSAL_5_10).as_deref(),
+            Some("1: (85) call unknown#158 / invalid func unknown#158")
+        );
+        assert_eq!(verifier_tail("processed 0 insns\n\n"), None);
+        assert_eq!(verifier_tail(""), None);
+    }
+
+    #[test]
+    fn refusals_are_classified_by_error_type_and_errno() {
+        let attach = |errno| {
+            anyhow::Error::from(ProgramError::SyscallError(SyscallError {
+                call: "perf_event_open",
+                io_error: std::io::Error::from_raw_os_error(errno),
+            }))
+        };
+        assert_eq!(
+            refusal_reason(Backend::Kprobe, &attach(libc::EINVAL)),
+            "perf_event_open refused the kprobe (EINVAL)"
+        );
+        assert_eq!(
+            refusal_reason(Backend::Fentry, &attach(libc::EPERM).context("attaching")),
+            "perf_event_open refused the fentry (EPERM)"
+        );
+        let breakpoint = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENODEV))
+            .context("perf_event_open of an execute breakpoint failed")
+            .context("breakpoint on CPU 0");
+        assert_eq!(
+            refusal_reason(Backend::Breakpoint, &breakpoint),
+            "breakpoint on CPU 0: perf_event_open of an execute breakpoint failed (ENODEV)"
+        );
+        // A function the kernel does not have is not called notrace.
+        assert_eq!(
+            refusal_reason_on(
+                Backend::Kprobe,
+                "no_such_function_here",
+                &attach(libc::EINVAL)
+            ),
+            "perf_event_open refused the kprobe (EINVAL)"
+        );
     }
 }
