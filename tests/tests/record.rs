@@ -517,6 +517,30 @@ fn syscall_from_glibc_and_the_vdso_keeps_the_calling_function() {
     );
 }
 
+/// The same through the tracepoint variant for kernels before 5.15 (forced
+/// here: this kernel has bpf_task_pt_regs), which finds the user registers at
+/// the top of the task's kernel stack instead.
+#[test]
+fn the_kernel_stack_variant_keeps_the_calling_function_too() {
+    let dir = TempDir::new("cputime-kstack");
+    let out = dir.join("c.folded");
+    let output = std::process::Command::new(clockprof())
+        .env("CLOCKPROF_PROGRAM_VARIANT", "kernel-stack")
+        .args(["record", "-s", "syscall", "--backend", "tracepoint", "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(c_fixture())
+        .args(["cputime", "4000"])
+        .output()
+        .expect("clockprof runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains(";main;fixture_cputime;clock_gettime;__vdso_clock_gettime;[syscall clock_gettime PROCESS_CPUTIME_ID] 4000"),
+        "{text}"
+    );
+}
+
 /// pprof output (.pb.gz) as `go tool pprof` reads it: exact cumulative counts
 /// per function, the clock read as the leaf.
 #[test]

@@ -87,6 +87,98 @@ fn fentry_backend_counts_syscalls_exactly() {
 
 #[test]
 #[ignore = "needs kprobes, fentry or hardware breakpoints: runs in the VM (cargo xtask vm-test)"]
+fn tracepoint_backend_counts_syscalls_exactly() {
+    assert_exact_syscall_counts("tracepoint");
+}
+
+/// The running kernel's (major, minor).
+fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap());
+    (parts.next().unwrap(), parts.next().unwrap())
+}
+
+/// Whether ftrace may trace `function` here (what decides whether kprobes
+/// and fentry reach it: ktime_get_mono_fast_ns became notrace after 5.10).
+fn ftrace_lists(function: &str) -> bool {
+    let list = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|dir| std::fs::read_to_string(format!("{dir}/available_filter_functions")).ok())
+        .expect("tracefs lists the traceable functions");
+    list.lines()
+        .any(|l| l.split_whitespace().next() == Some(function))
+}
+
+/// The syscall tracepoint programs come in two variants: one finds the user
+/// registers with bpf_task_pt_regs (5.15+), the other at the top of the
+/// task's kernel stack (Debian 11's 5.10 has neither helper). doctor names
+/// the one probing picked; each variant this kernel loads counts exactly and
+/// recovers the caller that glibc's frameless wrapper hides (CPU-time clocks
+/// always reach the syscall from the vDSO); the helper variant forced on an
+/// older kernel is refused, and the error carries the verifier's own words.
+#[test]
+#[ignore = "needs kprobes, fentry or hardware breakpoints: runs in the VM (cargo xtask vm-test)"]
+fn tracepoint_program_variants_follow_the_kernels_helpers() {
+    let has_helpers = kernel_version() >= (5, 15);
+    let doctor = run(&[os("doctor"), os("--json")]);
+    assert!(doctor.status.success(), "{}", stderr(&doctor));
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let probed = if has_helpers {
+        "task-pt-regs"
+    } else {
+        "kernel-stack"
+    };
+    assert_eq!(report["tracepoint_variant"], probed, "{report}");
+    assert_eq!(
+        report["sources"][0]["variant"], "wrapper-argument",
+        "{report}"
+    );
+
+    for variant in ["task-pt-regs", "kernel-stack"] {
+        let dir = TempDir::new(variant);
+        let out = dir.join("p.json");
+        let output = std::process::Command::new(clockprof())
+            .env("CLOCKPROF_PROGRAM_VARIANT", variant)
+            .args(["record", "-s", "syscall", "--backend", "tracepoint", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(c_fixture())
+            .args(["cputime", "2000"])
+            .output()
+            .unwrap();
+        if variant == "task-pt-regs" && !has_helpers {
+            let err = stderr(&output);
+            assert!(!output.status.success(), "{err}");
+            assert!(
+                err.contains("the verifier refused the tracepoint program (EINVAL)")
+                    && err.contains("func")
+                    && (err.contains("#158") || err.contains("#175")),
+                "the refusal does not quote the verifier: {err}"
+            );
+            eprintln!("refused as it should be: {err}");
+            continue;
+        }
+        assert!(output.status.success(), "{variant}: {}", stderr(&output));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(
+            count(
+                &json,
+                "fixture_cputime",
+                "[syscall clock_gettime PROCESS_CPUTIME_ID]"
+            ),
+            2000,
+            "{variant}: {json}"
+        );
+    }
+    assert_no_clockprof_programs_left();
+}
+
+#[test]
+#[ignore = "needs kprobes, fentry or hardware breakpoints: runs in the VM (cargo xtask vm-test)"]
 fn automatic_choice_prefers_fentry() {
     let dir = TempDir::new("auto");
     let json = record_json(&dir, &["-s", "syscall"], &["counts", "100"]);
@@ -142,18 +234,20 @@ fn kernel_source_counts_clock_functions_under_the_user_caller() {
     );
 }
 
-/// ktime_get_mono_fast_ns is notrace: no kprobe or fentry reaches it, an
-/// execute breakpoint does. Perf records timestamped with CLOCK_MONOTONIC
-/// (clockprof's own mapping side-band) read it on every fork and exec.
+/// ktime_get_mono_fast_ns is notrace (since 5.11): no kprobe or fentry
+/// reaches it, an execute breakpoint does. Perf records timestamped with
+/// CLOCK_MONOTONIC (clockprof's own mapping side-band) read it on every fork
+/// and exec. Where ftrace still lists it (5.10), fentry would be chosen, so
+/// the breakpoint is asked for by name.
 #[test]
 #[ignore = "needs kprobes, fentry or hardware breakpoints: runs in the VM (cargo xtask vm-test)"]
 fn breakpoint_reaches_the_notrace_mono_fast_clock() {
     let dir = TempDir::new("breakpoint");
-    let json = record_json(
-        &dir,
-        &["-s", "kernel", "--kernel-fn", "ktime_get_mono_fast_ns"],
-        &["fork", "100"],
-    );
+    let mut args = vec!["-s", "kernel", "--kernel-fn", "ktime_get_mono_fast_ns"];
+    if ftrace_lists("ktime_get_mono_fast_ns") {
+        args.extend(["--backend", "breakpoint"]);
+    }
+    let json = record_json(&dir, &args, &["fork", "100"]);
     assert_eq!(
         json["backends"],
         serde_json::json!(["breakpoint"]),
@@ -187,10 +281,31 @@ fn doctor_sees_every_backend_on_a_stock_kernel() {
     assert!(works("fentry (syscall)"), "{report}");
     assert!(works("kprobe (syscall)"), "{report}");
     assert!(works("kprobe on ktime_get_ts64"), "{report}");
-    assert!(
-        !works("kprobe on ktime_get_mono_fast_ns"),
-        "notrace should refuse kprobes: {report}"
-    );
+    assert!(works("tracepoint (syscall)"), "{report}");
+    // What the user-space sources load (their counts are tested on the host).
+    assert!(works("uprobe (libc __clock_gettime)"), "{report}");
+    assert!(works("perf_event cpu-clock sampling"), "{report}");
+    if ftrace_lists("ktime_get_mono_fast_ns") {
+        assert!(works("kprobe on ktime_get_mono_fast_ns"), "{report}");
+    } else {
+        let refusal = report["hooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == "kprobe on ktime_get_mono_fast_ns")
+            .expect("doctor tries a kprobe on the notrace clock");
+        assert_eq!(
+            refusal["works"], false,
+            "notrace should refuse kprobes: {report}"
+        );
+        assert!(
+            refusal["detail"]
+                .as_str()
+                .unwrap()
+                .contains("ktime_get_mono_fast_ns is notrace (not in available_filter_functions)"),
+            "doctor should say why, from tracefs: {report}"
+        );
+    }
     assert!(
         works("hardware breakpoint on ktime_get_mono_fast_ns"),
         "{report}"
