@@ -111,12 +111,15 @@ enum TaskRegs {
 }
 
 #[inline(always)]
-fn task_regs(how: TaskRegs, syscall_nr: u64) -> *const pt_regs {
+fn task_regs(ctx: &TracePointContext, how: TaskRegs) -> *const pt_regs {
     match how {
         TaskRegs::Helper => unsafe {
             bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs
         },
-        TaskRegs::KernelStack => unsafe { kernel_stack_regs(syscall_nr) },
+        TaskRegs::KernelStack => match unsafe { ctx.read_at::<i32>(SYSCALL_NR_OFFSET) } {
+            Ok(nr) => unsafe { kernel_stack_regs(nr as u64) },
+            Err(_) => core::ptr::null(),
+        },
     }
 }
 
@@ -238,8 +241,7 @@ fn sys_enter(ctx: &TracePointContext, event: u32, how: TaskRegs) -> u32 {
     } else {
         CLOCK_ID_NONE
     };
-    let nr = unsafe { ctx.read_at::<i32>(SYSCALL_NR_OFFSET) }.unwrap_or(-1) as u64;
-    count_syscall(ctx, event, clock_id, task_regs(how, nr));
+    count_syscall(ctx, event, clock_id, task_regs(ctx, how));
     0
 }
 

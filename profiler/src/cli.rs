@@ -31,8 +31,9 @@ pub enum Command {
     /// Live full-screen view: processes by clock reads per second, their
     /// stacks, flamegraph export.
     Top(TopArgs),
-    /// What this kernel and user allow: each hook type really tried, the
-    /// clocksource, and which backend each source would use.
+    /// What this kernel and user allow: each hook type really tried (with the
+    /// kernel's reason where refused), the clocksource, and which backend and
+    /// program variant each source would use.
     Doctor(DoctorArgs),
     /// Record COMMAND as `record -- COMMAND` does, then judge its clock reads
     /// against budgets: exit 0 within every budget, 3 over one; COMMAND's own

@@ -13,8 +13,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{HashMap, Map, MapData};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::uprobe::UProbeScope;
-use aya::programs::{FEntry, KProbe, PerfEvent, ProgramError, TracePoint, UProbe};
-use aya::sys::SyscallError;
+use aya::programs::{FEntry, KProbe, PerfEvent, ProgramError, ProgramType, TracePoint, UProbe};
+use aya::sys::{is_helper_supported, BpfHelper, SyscallError};
 use aya::{Btf, Ebpf, EbpfLoader};
 use profiler_common::names;
 use serde::Serialize;
@@ -168,13 +168,11 @@ impl ProgramVariant {
     /// A probe that cannot run at all (no privileges) picks the helper
     /// variant, whose load then reports the real error.
     pub fn probe() -> ProgramVariant {
-        use aya::programs::ProgramType;
         match std::env::var(VARIANT_ENV).as_deref() {
             Ok("task-pt-regs") => return ProgramVariant::TaskPtRegs,
             Ok("kernel-stack") => return ProgramVariant::KernelStack,
             _ => {}
         }
-        use aya::sys::{is_helper_supported, BpfHelper};
         let supported =
             |helper| is_helper_supported(ProgramType::TracePoint, helper).unwrap_or(true);
         if Path::new(VMLINUX_BTF).exists()
