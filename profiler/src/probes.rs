@@ -343,8 +343,27 @@ fn verifier_tail(log: &str) -> Option<String> {
         .filter(|l| !l.is_empty() && !STATISTICS.iter().any(|s| l.starts_with(s)))
         .collect();
     let tail = &verdict[verdict.len().saturating_sub(LINES)..];
-    (!tail.is_empty()).then(|| tail.join(" / "))
+    if tail.is_empty() {
+        return None;
+    }
+    let mut verdict = tail.join(" / ");
+    // A kernel older than a helper names it only by number.
+    for (helper, name) in NEWER_HELPERS {
+        if verdict.contains(&format!("invalid func unknown#{}", *helper as u32)) {
+            verdict += &format!(" (#{} is {name}, which this kernel lacks)", *helper as u32);
+        }
+    }
+    Some(verdict)
 }
+
+/// Helpers clockprof's programs call that kernels before 5.15 lack.
+const NEWER_HELPERS: &[(BpfHelper, &str)] = &[
+    (
+        BpfHelper::BPF_FUNC_get_current_task_btf,
+        "bpf_get_current_task_btf (5.11)",
+    ),
+    (BpfHelper::BPF_FUNC_task_pt_regs, "bpf_task_pt_regs (5.15)"),
+];
 
 /// The symbolic name of an errno, as the kernel's sources call it.
 fn errno_name(err: &std::io::Error) -> String {
@@ -1024,12 +1043,13 @@ impl Probes {
 mod tests {
     use super::*;
 
-    /// The end of a real refusal by Debian 11's 5.10 of the helper variant
-    /// (log level 1 with statistics, as aya asks for it).
+    /// A verifier log ending as Debian 11's 5.10 ended its refusal of the
+    /// helper variant in the VM (the last two lines as captured), with the
+    /// statistics aya's log level adds.
     const REFUSAL_5_10: &str = "func#0 @0\n\
         0: R1=ctx(id=0,off=0,imm=0) R10=fp0\n\
         0: (bf) r6 = r1\n\
-        1: (85) call unknown#158\n\
+        13: (85) call unknown#158\n\
         invalid func unknown#158\n\
         processed 2 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0\n";
 
@@ -1037,7 +1057,10 @@ mod tests {
     fn the_verifiers_verdict_is_its_last_lines_without_statistics() {
         assert_eq!(
             verifier_tail(REFUSAL_5_10).as_deref(),
-            Some("1: (85) call unknown#158 / invalid func unknown#158")
+            Some(
+                "13: (85) call unknown#158 / invalid func unknown#158 \
+                 (#158 is bpf_get_current_task_btf (5.11), which this kernel lacks)"
+            )
         );
         assert_eq!(verifier_tail("processed 0 insns\n\n"), None);
         assert_eq!(verifier_tail(""), None);
