@@ -25,11 +25,12 @@ pub struct TestArgs {
 /// (vm::RUNS), since the cost is small next to CI's 90 minutes. Measured under
 /// TCG on 2 cores, kernels fetched the first time: 111 s for the VM step
 /// (6.12: fetch 6 s, QEMU 34 s; 6.1: fetch 6 s, QEMU 41 s; 6.12-hpet, one
-/// test: QEMU 22 s), plus ~15 s to install QEMU. 5.10 (every test, 9) adds
-/// QEMU 108-164 s (boot to /init 13-21 s; the spread is the shared machine's
-/// load, which stretched the others alike), and ~12 s the first time to
-/// update its bullseye lists and fetch it. A guest kernel crash adds one more
-/// boot.
+/// test: QEMU 22 s), plus ~15 s to install QEMU. 5.10 runs every test and
+/// adds QEMU 108-164 s with 9 tests, 218 s with the 16 there are since the
+/// kernel-source tests (boot to /init 13-21 s; the spread is the shared
+/// machine's load, which stretched the others alike), and ~12 s the first
+/// time to update its bullseye lists and fetch it. A guest kernel crash adds
+/// one more boot.
 const VM_KERNELS: vm::KernelChoice = vm::KernelChoice::All;
 
 pub fn run(args: &TestArgs) -> Result<ExitCode> {
