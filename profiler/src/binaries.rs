@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSymbol, ReadCache};
 
+use crate::proc_tracker::parse_maps_line;
 use crate::safe_open::{self, FileKey, Opened};
 
 /// An opened executable or library, and the name to show for it.
@@ -48,44 +49,25 @@ fn is_libc(path: &str) -> bool {
     name.starts_with("libc.so") || (name.starts_with("libc-") && name.ends_with(".so"))
 }
 
-/// One file-backed line of /proc/PID/maps: range, identity and path.
-struct MapsEntry<'a> {
-    range: &'a str,
-    key: FileKey,
-    path: &'a str,
-}
-
-fn parse_maps_entry(line: &str) -> Option<MapsEntry<'_>> {
-    let mut fields = line.split_whitespace();
-    let range = fields.next()?;
-    let (major, minor) = fields.nth(2)?.split_once(':')?;
-    let ino: u64 = fields.next()?.parse().ok()?;
-    let path = fields.next()?;
-    let key = FileKey::new(
-        u32::from_str_radix(major, 16).ok()?,
-        u32::from_str_radix(minor, 16).ok()?,
-        ino,
-    );
-    Some(MapsEntry { range, key, path })
-}
-
 /// The glibc that `pid` maps: the mapped file itself (map_files), else the
 /// path in the process's root if it is still that file.
 pub fn libc_of(pid: u32) -> Option<Binary> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    let entry = maps
+    let mapping = maps
         .lines()
-        .filter_map(parse_maps_entry)
-        .find(|entry| is_libc(entry.path))?;
-    if safe_open::served_by_user_space(entry.key.dev, Some(pid)) {
+        .filter_map(parse_maps_line)
+        .map(|line| line.mapping)
+        .find(|mapping| mapping.file.is_some() && is_libc(&mapping.path))?;
+    let key = mapping.file?;
+    if safe_open::served_by_user_space(key.dev, Some(pid)) {
         return None;
     }
-    let open =
-        |path: &str| Binary::open(Path::new(path), PathBuf::from(entry.path), Some(entry.key));
-    open(&format!("/proc/{pid}/map_files/{}", entry.range)).or_else(|| {
+    let open = |path: &str| Binary::open(Path::new(path), PathBuf::from(&mapping.path), Some(key));
+    let range = format!("{:x}-{:x}", mapping.start, mapping.end);
+    open(&format!("/proc/{pid}/map_files/{range}")).or_else(|| {
         // A path is looked up only where no FUSE mount lies on the way.
-        (!safe_open::path_crosses_user_space(entry.path, Some(pid)))
-            .then(|| open(&format!("/proc/{pid}/root{}", entry.path)))
+        (!safe_open::path_crosses_user_space(&mapping.path, Some(pid)))
+            .then(|| open(&format!("/proc/{pid}/root{}", mapping.path)))
             .flatten()
     })
 }

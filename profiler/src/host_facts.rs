@@ -27,11 +27,9 @@ fn parse_cpu_list(list: &str) -> Result<Vec<u32>> {
 pub fn own_vdso() -> Result<Range<u64>> {
     let maps = std::fs::read_to_string("/proc/self/maps")?;
     maps.lines()
-        .find(|line| line.ends_with("[vdso]"))
-        .and_then(|line| {
-            let (start, end) = line.split_whitespace().next()?.split_once('-')?;
-            Some(u64::from_str_radix(start, 16).ok()?..u64::from_str_radix(end, 16).ok()?)
-        })
+        .filter_map(crate::proc_tracker::parse_maps_line)
+        .find(|line| line.mapping.path == "[vdso]")
+        .map(|line| line.mapping.start..line.mapping.end)
         .ok_or_else(|| anyhow!("this process has no [vdso] mapping"))
 }
 

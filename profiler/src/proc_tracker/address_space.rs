@@ -1,0 +1,302 @@
+//! The address-space model: each process's executable mappings, name,
+//! owner and cgroup, kept after it exits, and the mapped files themselves,
+//! opened while the process lived. Side-band records update it; /proc
+//! snapshots (snapshot.rs) seed it.
+//!
+//! The paths in mmap records are the process's own view (a container's
+//! filesystem) and can be swapped at any time by whoever owns them. So each
+//! mapped file is opened while the process lives, through
+//! /proc/PID/map_files/ (or /proc/PID/root/), checked against the device and
+//! inode of the record, and kept open, keyed by that identity, to be
+//! symbolized at the end, also after the process exited.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use linux_perf_event_reader::constants::PERF_RECORD_MISC_MMAP_BUILD_ID;
+use linux_perf_event_reader::{EventRecord, Mmap2FileId, RawEventRecord, RecordType};
+
+use crate::safe_open::{self, FileKey, Opened};
+
+/// One executable mapping of a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start`, in bytes.
+    pub file_offset: u64,
+    /// File path or a special name like "[vdso]"; deleted files end in " (deleted)".
+    pub path: String,
+    /// Device and inode of the mapped file; `None` for the vDSO and the like.
+    pub file: Option<FileKey>,
+}
+
+impl Mapping {
+    pub fn file_offset_of(&self, addr: u64) -> u64 {
+        addr - self.start + self.file_offset
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct Process {
+    pub(super) comm: String,
+    pub(super) mappings: BTreeMap<u64, Mapping>,
+    pub(super) exited: bool,
+    /// The user the process runs as, read while it lived.
+    pub(super) owner: Option<u32>,
+    /// Its cgroup path (`/system.slice/x.service`), read while it lived.
+    pub(super) cgroup: Option<String>,
+}
+
+/// The mapped files opened so far, by identity.
+#[derive(Default)]
+pub(super) struct OpenFiles {
+    files: HashMap<FileKey, Opened>,
+    /// Devices whose files a user-space daemon serves (FUSE): never touched.
+    user_space_devices: HashMap<u64, bool>,
+}
+
+/// Files kept open at most: each holds a descriptor until the end, and half
+/// the descriptors stay free for everything else (the limit is not raised:
+/// COMMAND would inherit it). Past that, a file is opened by its host path
+/// at symbolization time, still checked.
+fn max_open_files() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is a valid rlimit to fill.
+        let soft = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
+            0 => usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX),
+            _ => 1024,
+        };
+        (soft / 2).min(8192)
+    })
+}
+
+impl OpenFiles {
+    /// Opens the file of `mapping` in `pid` unless it is already open: through
+    /// map_files (the very file mapped there), else the process's root, else
+    /// the host's path (a process that already exited); each must be the
+    /// file of the record.
+    pub(super) fn open_mapped(&mut self, pid: u32, mapping: &Mapping) {
+        let Some(key) = mapping.file else { return };
+        if self.files.contains_key(&key)
+            || self.files.len() >= max_open_files()
+            || self.served_by_user_space(key, Some(pid))
+        {
+            return;
+        }
+        let open =
+            |path: &Path| safe_open::open_regular(path, Some(key), safe_open::MAX_ELF_SIZE).ok();
+        // A path is looked up only where no FUSE mount lies on the way.
+        let by_path = |path: &Path, view: Option<u32>| {
+            let usable = mapping.path.starts_with('/')
+                && !safe_open::path_crosses_user_space(&mapping.path, view);
+            usable.then(|| open(path)).flatten()
+        };
+        let map_files = format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            mapping.start, mapping.end
+        );
+        let in_root = format!("/proc/{pid}/root{}", mapping.path);
+        let opened = open(Path::new(&map_files))
+            .or_else(|| by_path(Path::new(&in_root), Some(pid)))
+            .or_else(|| by_path(Path::new(&mapping.path), None));
+        if let Some(opened) = opened {
+            self.files.insert(key, opened);
+        }
+    }
+
+    fn served_by_user_space(&mut self, key: FileKey, pid: Option<u32>) -> bool {
+        *self
+            .user_space_devices
+            .entry(key.dev)
+            .or_insert_with(|| safe_open::served_by_user_space(key.dev, pid))
+    }
+}
+
+/// Every process seen, and the files they mapped.
+#[derive(Default)]
+pub(super) struct Model {
+    pub(super) processes: HashMap<u32, Process>,
+    pub(super) lost_records: u64,
+    pub(super) files: OpenFiles,
+}
+
+impl Model {
+    /// Applies one side-band record.
+    pub(super) fn apply(&mut self, record: RawEventRecord) {
+        let wanted = [
+            RecordType::MMAP2,
+            RecordType::COMM,
+            RecordType::FORK,
+            RecordType::EXIT,
+            RecordType::LOST,
+        ];
+        // We never ask for build ids (so records carry device and inode), and
+        // their parser asserts on a bad length.
+        let bad_build_id = record.record_type == RecordType::MMAP2
+            && record.misc & PERF_RECORD_MISC_MMAP_BUILD_ID != 0;
+        if !wanted.contains(&record.record_type) || bad_build_id {
+            self.lost_records += u64::from(bad_build_id);
+            return;
+        }
+        let Ok(event) = record.parse() else {
+            self.lost_records += 1;
+            return;
+        };
+        // Record pids are tgids and never negative, so the casts are lossless.
+        match event {
+            EventRecord::Mmap2(r) => {
+                let process = self.processes.entry(r.pid as u32).or_default();
+                let end = r.address.saturating_add(r.length);
+                // Whatever was mapped there before is gone, even if the new mapping is
+                // anonymous (JIT code), which we do not keep.
+                remove_range(&mut process.mappings, r.address, end);
+                let path = String::from_utf8_lossy(&r.path.as_slice()).into_owned();
+                if !path.is_empty() && path != "//anon" && end > r.address {
+                    let file = match r.file_id {
+                        Mmap2FileId::InodeAndVersion(id) if id.inode != 0 => {
+                            Some(FileKey::new(id.major, id.minor, id.inode))
+                        }
+                        _ => None,
+                    };
+                    let mapping = Mapping {
+                        start: r.address,
+                        end,
+                        file_offset: r.page_offset,
+                        path,
+                        file,
+                    };
+                    self.files.open_mapped(r.pid as u32, &mapping);
+                    process.mappings.insert(r.address, mapping);
+                }
+            }
+            // A thread's name is not the process's name.
+            EventRecord::Comm(r) if r.pid == r.tid => {
+                let comm = String::from_utf8_lossy(&r.name.as_slice()).into_owned();
+                let process = self.processes.entry(r.pid as u32).or_default();
+                if r.is_execve {
+                    // The new image's mappings follow this record.
+                    process.mappings.clear();
+                    process.exited = false;
+                    process.read_identity(r.pid as u32);
+                }
+                process.comm = comm;
+            }
+            // pid == ppid is a new thread, which shares the address space.
+            EventRecord::Fork(r) if r.pid != r.ppid => {
+                let inherited = self.processes.get(&(r.ppid as u32)).map(|parent| Process {
+                    exited: false,
+                    ..parent.clone()
+                });
+                let child = self.processes.entry(r.pid as u32).or_default();
+                match inherited {
+                    Some(process) => *child = process,
+                    // Parent gone before our /proc snapshot: keep the child's snapshot,
+                    // unless it belongs to an earlier process with the same pid.
+                    None if child.exited => *child = Process::default(),
+                    None => {}
+                }
+            }
+            EventRecord::Exit(r) if r.pid == r.tid => {
+                if let Some(process) = self.processes.get_mut(&(r.pid as u32)) {
+                    process.exited = true;
+                }
+            }
+            EventRecord::Lost(r) => self.lost_records += r.count,
+            _ => {}
+        }
+    }
+
+    /// The mapping containing `addr` in pid's address space as last known.
+    pub(super) fn find(&self, pid: u32, addr: u64) -> Option<&Mapping> {
+        let mappings = &self.processes.get(&pid)?.mappings;
+        let (_, mapping) = mappings.range(..=addr).next_back()?;
+        (addr < mapping.end).then_some(mapping)
+    }
+
+    /// A path that opens exactly the file `file` named `path` (see
+    /// `ProcTracker::elf_path`).
+    pub(super) fn elf_path(&mut self, file: FileKey, path: &str) -> Option<PathBuf> {
+        if let Some(opened) = self.files.files.get(&file) {
+            return Some(opened.fd_path());
+        }
+        if self.files.served_by_user_space(file, None)
+            || safe_open::path_crosses_user_space(path, None)
+        {
+            return None;
+        }
+        // Not opened at first sight (too many files open): the host's path,
+        // if it is still that file.
+        let opened =
+            safe_open::open_regular(Path::new(path), Some(file), safe_open::MAX_ELF_SIZE).ok()?;
+        let fd_path = opened.fd_path();
+        self.files.files.insert(file, opened);
+        Some(fd_path)
+    }
+}
+
+/// Removes [start, end) from non-overlapping `mappings`, trimming partly covered ones.
+fn remove_range(mappings: &mut BTreeMap<u64, Mapping>, start: u64, end: u64) {
+    // Non-overlapping mappings sorted by start are also sorted by end.
+    let overlapping: Vec<u64> = mappings
+        .range(..end)
+        .rev()
+        .take_while(|(_, m)| m.end > start)
+        .map(|(&key, _)| key)
+        .collect();
+    for key in overlapping {
+        let Some(old) = mappings.remove(&key) else {
+            continue;
+        };
+        if old.start < start {
+            let head = Mapping {
+                end: start,
+                ..old.clone()
+            };
+            mappings.insert(head.start, head);
+        }
+        if old.end > end {
+            let tail = Mapping {
+                start: end,
+                file_offset: old.file_offset.saturating_add(end - old.start),
+                ..old
+            };
+            mappings.insert(tail.start, tail);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_mapping_replaces_overlapped_parts() {
+        let mapping = |start, end, file_offset| Mapping {
+            start,
+            end,
+            file_offset,
+            path: "/lib/x".into(),
+            file: None,
+        };
+        let mut mappings = BTreeMap::from([
+            (0x1000, mapping(0x1000, 0x5000, 0)),
+            (0x6000, mapping(0x6000, 0x7000, 0x9000)),
+        ]);
+        remove_range(&mut mappings, 0x2000, 0x3000);
+        let expected = [
+            mapping(0x1000, 0x2000, 0),
+            mapping(0x3000, 0x5000, 0x2000),
+            mapping(0x6000, 0x7000, 0x9000),
+        ];
+        assert!(mappings.values().eq(expected.iter()));
+        remove_range(&mut mappings, 0x1800, 0x6800);
+        let expected = [mapping(0x1000, 0x1800, 0), mapping(0x6800, 0x7000, 0x9800)];
+        assert!(mappings.values().eq(expected.iter()));
+    }
+}

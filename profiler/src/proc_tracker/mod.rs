@@ -1,0 +1,429 @@
+//! Remembers every process's executable mappings and name, also after it exits.
+//!
+//! Symbolization runs at the end of a recording, when short-lived processes are gone
+//! and /proc/PID/maps is empty. Like `perf record`, we therefore open host-wide
+//! "side-band" perf events (mmap, comm/exec, fork, exit), which the kernel emits
+//! synchronously, and replay them into a model of each address space. /proc snapshots
+//! cover what existed before the events were opened.
+//!
+//! Three parts: `ring` reads the events, `address_space` is the model they
+//! update, `snapshot` reads /proc.
+
+mod address_space;
+mod ring;
+mod snapshot;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+pub use address_space::Mapping;
+use address_space::Model;
+use ring::{Rings, DEFAULT_DATA_PAGES};
+pub use snapshot::parse_maps_line;
+
+use crate::safe_open::FileKey;
+
+/// Host-wide model of process address spaces, fed by perf side-band events.
+pub struct ProcTracker {
+    rings: Rings,
+    model: Model,
+    /// Pids whose /proc maps `lookup` re-read since the last drain: at most once each.
+    refreshed: HashSet<u32>,
+}
+
+impl ProcTracker {
+    /// Opens the per-CPU side-band events. Needs root/CAP_PERFMON.
+    pub fn start() -> Result<Self> {
+        Self::start_with_ring_pages(DEFAULT_DATA_PAGES)
+    }
+
+    /// Like `start`, with `data_pages` (a power of two) ring-buffer pages per CPU.
+    pub fn start_with_ring_pages(data_pages: usize) -> Result<Self> {
+        Ok(Self {
+            rings: Rings::open(data_pages)?,
+            model: Model::default(),
+            refreshed: HashSet::new(),
+        })
+    }
+
+    /// Replaces what is known about `pid` by /proc/PID/{maps,comm}; a vanished pid is skipped.
+    pub fn snapshot_pid(&mut self, pid: u32) {
+        self.model.snapshot_pid(pid);
+    }
+
+    pub fn snapshot_all(&mut self) {
+        self.model.snapshot_all();
+    }
+
+    /// Applies every pending record, in time order. Called every ~100 ms and once at the end.
+    pub fn drain(&mut self) {
+        self.refreshed.clear();
+        let model = &mut self.model;
+        let mut lost = 0;
+        self.rings.drain(&mut lost, |record| model.apply(record));
+        model.lost_records += lost;
+    }
+
+    /// Records the kernel dropped (ring full) plus records skipped as unparsable: either
+    /// way, mappings or names we may be missing.
+    pub fn lost_records(&self) -> u64 {
+        self.model.lost_records
+    }
+
+    /// Process name (main thread comm) as last known, also after exit.
+    pub fn comm(&self, pid: u32) -> Option<&str> {
+        let comm = &self.model.processes.get(&pid)?.comm;
+        (!comm.is_empty()).then_some(comm.as_str())
+    }
+
+    /// The mapping containing `addr` in pid's address space as last known. If none is known
+    /// and the process is still alive, re-read /proc/PID/maps once and retry.
+    pub fn lookup(&mut self, pid: u32, addr: u64) -> Option<&Mapping> {
+        if self.model.find(pid, addr).is_none() {
+            let alive = self.model.processes.get(&pid).is_none_or(|p| !p.exited);
+            if alive && self.refreshed.insert(pid) {
+                self.snapshot_pid(pid);
+            }
+        }
+        self.model.find(pid, addr)
+    }
+
+    /// A path that opens exactly the file `file` named `path` (a fd of ours,
+    /// opened while the process lived), or `None` if that file cannot be had:
+    /// then its frames stay `[unknown]` rather than be named from another file.
+    pub fn elf_path(&mut self, file: FileKey, path: &str) -> Option<PathBuf> {
+        self.model.elf_path(file, path)
+    }
+
+    /// The user `pid` runs (or ran) as, if known.
+    pub fn owner(&self, pid: u32) -> Option<u32> {
+        self.model.processes.get(&pid)?.owner
+    }
+
+    /// The cgroup path of `pid` as read while it lived (`None` for the root
+    /// cgroup or if never read).
+    pub fn cgroup(&self, pid: u32) -> Option<&str> {
+        self.model.processes.get(&pid)?.cgroup.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ring::DEFAULT_DATA_PAGES;
+    use super::*;
+    use std::fs;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+
+    const PT_LOAD: u32 = 1;
+    const PT_PHDR: u32 = 6;
+
+    /// File offset of runtime `addr` in the ELF at `path`, whose program headers were
+    /// loaded at `at_phdr` (AT_PHDR): computed from the file, independently of /proc.
+    fn elf_file_offset(path: &Path, at_phdr: u64, addr: u64) -> u64 {
+        let elf = fs::read(path).unwrap();
+        let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap()) as usize;
+        let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap());
+        let (phoff, phentsize, phnum) = (u64_at(0x20) as usize, u16_at(0x36), u16_at(0x38));
+        let phdrs: Vec<(u32, u64, u64, u64)> = (0..phnum)
+            .map(|i| phoff + i * phentsize)
+            .map(|o| {
+                (
+                    u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()),
+                    u64_at(o + 8),
+                    u64_at(o + 16),
+                    u64_at(o + 40),
+                )
+            })
+            .collect();
+        let phdr_vaddr = phdrs
+            .iter()
+            .find(|p| p.0 == PT_PHDR)
+            .expect("PIE has PT_PHDR")
+            .2;
+        let vaddr = addr - (at_phdr - phdr_vaddr);
+        let (_, offset, seg_vaddr, _) = phdrs
+            .iter()
+            .find(|&&(ty, _, v, memsz)| ty == PT_LOAD && (v..v + memsz).contains(&vaddr))
+            .expect("address inside a PT_LOAD segment");
+        vaddr - seg_vaddr + offset
+    }
+
+    fn exited(tracker: &ProcTracker, pid: u32) -> Option<bool> {
+        tracker.model.processes.get(&pid).map(|p| p.exited)
+    }
+
+    fn has_mapping(tracker: &ProcTracker, pid: u32, path_part: &str) -> bool {
+        let process = &tracker.model.processes[&pid];
+        process
+            .mappings
+            .values()
+            .any(|m| m.path.contains(path_part))
+    }
+
+    #[test]
+    fn exited_command_keeps_comm_and_mappings() {
+        let mut tracker = ProcTracker::start().unwrap();
+        let child = Command::new("/bin/sleep").arg("0.2").spawn().unwrap();
+        let pid = child.id();
+        child.wait_with_output().unwrap();
+        tracker.drain();
+        assert_eq!(tracker.comm(pid), Some("sleep"));
+        assert_eq!(exited(&tracker, pid), Some(true));
+        assert!(has_mapping(&tracker, pid, "/usr/bin/sleep"));
+        assert!(has_mapping(&tracker, pid, "libc.so"));
+        assert!(has_mapping(&tracker, pid, "[vdso]"));
+    }
+
+    fn copy_of(binary: &str, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        fs::copy(binary, &path).unwrap();
+        path
+    }
+
+    /// A file replaced at its path after its process exited is not the file
+    /// that was mapped: it is not used. A file replaced while its process
+    /// lives was already opened, and stays the one read.
+    #[test]
+    fn mapped_files_are_the_very_files_mapped() {
+        let dir = std::env::temp_dir().join(format!("proc_tracker_swap_{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mapped_key = |tracker: &ProcTracker, pid: u32, name: &str| {
+            let process = &tracker.model.processes[&pid];
+            let mapping = process
+                .mappings
+                .values()
+                .find(|m| m.path.ends_with(name))
+                .unwrap_or_else(|| panic!("{name} is mapped"));
+            (
+                mapping.file.expect("a file has an inode"),
+                mapping.path.clone(),
+            )
+        };
+
+        // Exited, then swapped: refused.
+        let mut tracker = ProcTracker::start().unwrap();
+        let gone = copy_of("/bin/true", &dir, "gone");
+        let mut child = Command::new(&gone).spawn().unwrap();
+        child.wait().unwrap();
+        fs::rename(copy_of("/bin/false", &dir, "swap"), &gone).unwrap();
+        tracker.drain();
+        let (key, path) = mapped_key(&tracker, child.id(), "/gone");
+        assert!(tracker.elf_path(key, &path).is_none());
+
+        // Opened while alive, then swapped: still the original file.
+        let mut tracker = ProcTracker::start().unwrap();
+        let live = copy_of("/bin/sleep", &dir, "live");
+        let mut child = Command::new(&live).arg("1").spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        tracker.drain();
+        let (key, path) = mapped_key(&tracker, child.id(), "/live");
+        fs::rename(copy_of("/bin/true", &dir, "swap"), &live).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let kept = tracker.elf_path(key, &path).expect("opened while it lived");
+        assert_eq!(fs::read(kept).unwrap(), fs::read("/bin/sleep").unwrap());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn exited_c_program_addresses_resolve_to_file_offsets() {
+        let dir = std::env::temp_dir().join(format!("proc_tracker_probe_{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (source, binary) = (dir.join("probe.c"), dir.join("probe"));
+        fs::write(
+            &source,
+            "#include <stdio.h>\n#include <sys/auxv.h>\n#include <time.h>\n\
+             int main(void) { printf(\"%lx %lx %lx\\n\", (unsigned long)&main,\n\
+             getauxval(AT_PHDR), (unsigned long)&clock_gettime); return 0; }\n",
+        )
+        .unwrap();
+        let gcc = Command::new("gcc")
+            .args(["-O1", "-pie", "-fPIE", "-o"])
+            .arg(&binary)
+            .arg(&source)
+            .status()
+            .unwrap();
+        assert!(gcc.success());
+
+        let mut tracker = ProcTracker::start().unwrap();
+        let child = Command::new(&binary)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let output = child.wait_with_output().unwrap();
+        tracker.drain();
+        let fields: Vec<u64> = String::from_utf8(output.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(|f| u64::from_str_radix(f, 16).unwrap())
+            .collect();
+        let (main_addr, at_phdr, clock_gettime_addr) = (fields[0], fields[1], fields[2]);
+
+        assert_eq!(tracker.comm(pid), Some("probe"));
+        let mapping = tracker
+            .lookup(pid, main_addr)
+            .expect("main is mapped")
+            .clone();
+        assert_eq!(Path::new(&mapping.path), fs::canonicalize(&binary).unwrap());
+        assert_eq!(
+            mapping.file_offset_of(main_addr),
+            elf_file_offset(&binary, at_phdr, main_addr)
+        );
+        let libc = tracker
+            .lookup(pid, clock_gettime_addr)
+            .expect("libc is mapped");
+        assert!(libc.path.contains("libc.so"), "{libc:?}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn forked_child_inherits_mappings_and_keeps_its_own_name() {
+        let mut tracker = ProcTracker::start().unwrap();
+        let own_pid = std::process::id();
+        tracker.snapshot_pid(own_pid);
+        let own_comm = tracker.comm(own_pid).unwrap().to_owned();
+        // A thread's name must not become the process's name.
+        std::thread::Builder::new()
+            .name("renamed_thread".into())
+            .spawn(|| ())
+            .unwrap()
+            .join()
+            .unwrap();
+
+        // SAFETY: the child only calls async-signal-safe functions before _exit.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            unsafe {
+                libc::prctl(libc::PR_SET_NAME, c"forked_child".as_ptr());
+                libc::_exit(0);
+            }
+        }
+        assert!(child > 0);
+        let mut status = 0;
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        tracker.drain();
+
+        let child = child as u32;
+        assert_eq!(tracker.comm(child), Some("forked_child"));
+        assert_eq!(exited(&tracker, child), Some(true));
+        let addr = forked_child_inherits_mappings_and_keeps_its_own_name as *const () as u64;
+        let mapping = tracker
+            .lookup(child, addr)
+            .expect("inherited mapping")
+            .clone();
+        assert_eq!(
+            Path::new(&mapping.path),
+            fs::read_link("/proc/self/exe").unwrap()
+        );
+        assert_eq!(tracker.comm(own_pid), Some(own_comm.as_str()));
+    }
+
+    #[test]
+    fn snapshot_of_self_maps_own_code_to_its_file_offset() {
+        let mut tracker = ProcTracker::start().unwrap();
+        let pid = std::process::id();
+        let exe: PathBuf = fs::read_link("/proc/self/exe").unwrap();
+        let addr = snapshot_of_self_maps_own_code_to_its_file_offset as *const () as u64;
+        // Not known yet, but alive: lookup snapshots it on its own.
+        assert!(tracker.model.find(pid, addr).is_none());
+        assert!(tracker.lookup(pid, addr).is_some());
+        tracker.snapshot_pid(pid);
+        let mapping = tracker
+            .lookup(pid, addr)
+            .expect("own code is mapped")
+            .clone();
+        assert_eq!(Path::new(&mapping.path), exe);
+        // SAFETY: getauxval has no preconditions.
+        let at_phdr = unsafe { libc::getauxval(libc::AT_PHDR) };
+        assert_eq!(
+            mapping.file_offset_of(addr),
+            elf_file_offset(&exe, at_phdr, addr)
+        );
+        assert_eq!(exited(&tracker, pid), Some(false));
+    }
+
+    /// Runs `batches` batches of `per_batch` concurrent /bin/true, draining after each,
+    /// and checks that every one of them is fully known.
+    fn check_true_batches(ring_pages: usize, batches: usize, per_batch: usize) {
+        let mut tracker = ProcTracker::start_with_ring_pages(ring_pages).unwrap();
+        let mut pids = Vec::new();
+        for _ in 0..batches {
+            let children: Vec<_> = (0..per_batch)
+                .map(|_| Command::new("/bin/true").spawn().unwrap())
+                .collect();
+            for mut child in children {
+                pids.push(child.id());
+                child.wait().unwrap();
+            }
+            tracker.drain();
+        }
+        assert_eq!(tracker.lost_records(), 0);
+        for pid in pids {
+            assert_eq!(tracker.comm(pid), Some("true"), "pid {pid}");
+            assert!(has_mapping(&tracker, pid, "/usr/bin/true"), "pid {pid}");
+            assert!(has_mapping(&tracker, pid, "libc.so"), "pid {pid}");
+            assert_eq!(exited(&tracker, pid), Some(true));
+        }
+    }
+
+    /// Parent (fork) and child (exec) records often land on different CPUs' rings;
+    /// applied ring by ring instead of in time order, this fails nearly every run.
+    #[test]
+    fn many_short_commands_all_resolve() {
+        check_true_batches(DEFAULT_DATA_PAGES, 5, 40);
+    }
+
+    /// A 16 KiB ring wraps every ~25 commands, so records straddle its end.
+    #[test]
+    fn records_across_the_ring_end_parse() {
+        check_true_batches(4, 150, 1);
+    }
+
+    #[test]
+    fn overflow_is_counted_as_lost() {
+        let mut tracker = ProcTracker::start_with_ring_pages(1).unwrap();
+        for _ in 0..50 {
+            Command::new("/bin/true").status().unwrap();
+        }
+        // The kernel reports the loss with the first record that fits again.
+        tracker.drain();
+        Command::new("/bin/true").status().unwrap();
+        tracker.drain();
+        assert!(tracker.lost_records() > 0);
+    }
+
+    #[test]
+    fn snapshot_all_is_fast_and_complete() {
+        let mut tracker = ProcTracker::start().unwrap();
+        let listed: Vec<u32> = fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        let started = std::time::Instant::now();
+        tracker.snapshot_all();
+        let elapsed = started.elapsed();
+        let count = tracker.model.processes.len() as u128;
+        eprintln!("snapshot_all: {count} processes in {elapsed:?}");
+        assert!(elapsed.as_millis() < 50 * (1 + count / 100), "{elapsed:?}");
+        for pid in listed {
+            let alive = Path::new(&format!("/proc/{pid}")).exists();
+            assert!(
+                !alive || tracker.model.processes.contains_key(&pid),
+                "{pid}"
+            );
+        }
+        let own_code = snapshot_all_is_fast_and_complete as *const () as u64;
+        assert!(tracker.model.find(std::process::id(), own_code).is_some());
+    }
+
+    #[test]
+    fn tracker_is_send() {
+        fn send<T: Send>() {}
+        send::<ProcTracker>();
+    }
+}
