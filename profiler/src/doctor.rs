@@ -10,6 +10,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::DoctorArgs;
+use crate::clocksource;
 use crate::kernel_context;
 use crate::privileges;
 use crate::probes::{
@@ -70,15 +71,6 @@ struct Report {
     sources: Vec<SourcePlan>,
 }
 
-/// Clocksources the x86/arm64 vDSO reads directly (VDSO_CLOCKMODE_*); any
-/// other makes every clock_gettime a real system call.
-pub(crate) const VDSO_CLOCKSOURCES: &[&str] = &[
-    "tsc",
-    "kvm-clock",
-    "arch_sys_counter",
-    "hyperv_clocksource_tsc_page",
-];
-
 fn read_trimmed(path: &str) -> String {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
@@ -86,17 +78,14 @@ fn read_trimmed(path: &str) -> String {
 }
 
 fn clocksource() -> Clocksource {
-    let base = "/sys/devices/system/clocksource/clocksource0";
-    let current = read_trimmed(&format!("{base}/current_clocksource"));
-    let available: Vec<String> = read_trimmed(&format!("{base}/available_clocksource"))
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    let vdso_capable = VDSO_CLOCKSOURCES.contains(&current.as_str());
-    let advice = (!vdso_capable && !current.is_empty()).then(|| {
+    let base = clocksource::DIR;
+    let current = clocksource::Clocksource::read();
+    let available = clocksource::available();
+    let vdso_capable = current.vdso_capable();
+    let advice = current.name.as_ref().filter(|_| !vdso_capable).map(|current| {
         let better = available
             .iter()
-            .find(|c| VDSO_CLOCKSOURCES.contains(&c.as_str()));
+            .find(|c| clocksource::VDSO_CAPABLE.contains(&c.as_str()));
         match better {
             Some(better) => format!(
                 "every clock read on this host is a system call because the clocksource is {current}; switch with `echo {better} > {base}/current_clocksource` and check dmesg for why the kernel left it (e.g. an unstable TSC)"
@@ -107,7 +96,7 @@ fn clocksource() -> Clocksource {
         }
     });
     Clocksource {
-        current,
+        current: current.name.unwrap_or_default(),
         available,
         vdso_capable,
         advice,
@@ -485,12 +474,5 @@ mod tests {
         assert_eq!(plan_with(ProgramVariant::KernelStack), "kernel-stack");
         assert_eq!(plan_with(ProgramVariant::TaskPtRegs), "task-pt-regs");
         assert_eq!(plan(&[], None)[0].variant, "unknown");
-    }
-
-    #[test]
-    fn names_clocksources_that_force_syscalls() {
-        assert!(VDSO_CLOCKSOURCES.contains(&"tsc"));
-        assert!(!VDSO_CLOCKSOURCES.contains(&"hpet"));
-        assert!(!VDSO_CLOCKSOURCES.contains(&"acpi_pm"));
     }
 }

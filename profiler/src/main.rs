@@ -9,6 +9,7 @@ mod aggregate;
 mod binaries;
 mod check;
 mod cli;
+mod clocksource;
 mod collect;
 mod container;
 mod credentials;

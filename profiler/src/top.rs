@@ -19,9 +19,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::aggregate::RecordingInfo;
 use crate::cli::TopArgs;
+use crate::clocksource::Clocksource;
 use crate::collect;
 use crate::live::export::{self, Scope};
-use crate::live::host::Clocksource;
 use crate::live::labels::Labeler;
 use crate::live::stacks::{process_stacks, StackCache, StackRow};
 use crate::live::{RateModel, Snapshot};

@@ -7,7 +7,6 @@
 //! someone looks at.
 
 pub mod export;
-pub mod host;
 pub mod labels;
 pub mod stacks;
 

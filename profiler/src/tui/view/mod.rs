@@ -15,7 +15,7 @@ use ratatui::Frame;
 
 use super::app::{App, Screen};
 use super::format::{count, duration, sparkline};
-use crate::live::host::Clocksource;
+use crate::clocksource::Clocksource;
 use crate::live::stacks::StackRow;
 use crate::live::{ProcessReads, Snapshot};
 use crate::source::Source;
