@@ -199,7 +199,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     } = session;
     drop(probes);
     tracker.drain();
-    let samples = symbolize::symbolize(&collected.samples, &mut tracker);
+    let samples = symbolize::StackSymbolizer::default().symbolize(&collected.samples, &mut tracker);
     let profile = Profile::new(
         samples,
         RecordingInfo {

@@ -5,6 +5,7 @@
 //! exited; then each file is symbolized once for all its offsets. That is why
 //! a 5 ms COMMAND is symbolized as well as a long-running daemon.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap};
 
 use blazesym::symbolize::source::{Elf, Kernel, Source as BlazeSource};
@@ -218,6 +219,7 @@ impl VdsoImage {
 
 fn symbolize_files(
     symbolizer: &Symbolizer,
+    vdso: &OnceCell<Option<VdsoImage>>,
     tracker: &mut ProcTracker,
     locations: &BTreeSet<UserLocation>,
 ) -> NameTable<UserLocation> {
@@ -230,12 +232,12 @@ fn symbolize_files(
     let mut table = HashMap::new();
     let vdso = by_file
         .contains_key(&(VDSO, None))
-        .then(VdsoImage::dump)
+        .then(|| vdso.get_or_init(VdsoImage::dump).as_ref())
         .flatten();
     for ((path, key), offsets) in by_file {
         // Only the very file that was mapped, as opened by the tracker; a file
         // that cannot be had leaves its frames `[unknown]`, with the module named.
-        let file = match (&vdso, path, key) {
+        let file = match (vdso, path, key) {
             (Some(image), VDSO, None) => image.path(),
             (_, _, Some(key)) => match tracker.elf_path(key, path) {
                 Some(file) => file,
@@ -339,14 +341,45 @@ fn user_ips(sample: &RawSample) -> Vec<u64> {
     ips
 }
 
-/// Symbolizes every sample. Samples whose process name is unknown are named
-/// `[pid N]`.
-pub fn symbolize(samples: &[RawSample], tracker: &mut ProcTracker) -> Vec<SymbolizedSample> {
-    let symbolizer = Symbolizer::builder()
-        .enable_code_info(false)
-        .enable_inlined_fns(true)
-        .build();
+/// One per run: blazesym keeps every file it parsed (and checks its device,
+/// inode, size and mtime before reusing it), so the live view's drill-ins and
+/// exports do not parse the same ELF and DWARF again; the vDSO image is
+/// dumped once.
+pub struct StackSymbolizer {
+    blazesym: Symbolizer,
+    vdso: OnceCell<Option<VdsoImage>>,
+}
 
+impl Default for StackSymbolizer {
+    fn default() -> Self {
+        StackSymbolizer {
+            blazesym: Symbolizer::builder()
+                .enable_code_info(false)
+                .enable_inlined_fns(true)
+                .build(),
+            vdso: OnceCell::new(),
+        }
+    }
+}
+
+impl StackSymbolizer {
+    /// Symbolizes every sample. Samples whose process name is unknown are
+    /// named `[pid N]`.
+    pub fn symbolize(
+        &self,
+        samples: &[RawSample],
+        tracker: &mut ProcTracker,
+    ) -> Vec<SymbolizedSample> {
+        symbolize(&self.blazesym, &self.vdso, samples, tracker)
+    }
+}
+
+fn symbolize(
+    symbolizer: &Symbolizer,
+    vdso: &OnceCell<Option<VdsoImage>>,
+    samples: &[RawSample],
+    tracker: &mut ProcTracker,
+) -> Vec<SymbolizedSample> {
     // Normalize every user frame while the tracker is at hand, then symbolize
     // each distinct location once.
     let mut perf_maps = HashMap::new();
@@ -368,7 +401,7 @@ pub fn symbolize(samples: &[RawSample], tracker: &mut ProcTracker) -> Vec<Symbol
         })
         .collect();
     let distinct: BTreeSet<UserLocation> = user_locations.iter().flatten().cloned().collect();
-    let user_names = symbolize_files(&symbolizer, tracker, &distinct);
+    let user_names = symbolize_files(symbolizer, vdso, tracker, &distinct);
 
     let kernel_addresses: BTreeSet<u64> = samples
         .iter()
@@ -379,7 +412,7 @@ pub fn symbolize(samples: &[RawSample], tracker: &mut ProcTracker) -> Vec<Symbol
                 .map(|(depth, &ip)| lookup_address(ip, depth))
         })
         .collect();
-    let kernel_names = symbolize_kernel(&symbolizer, &kernel_addresses);
+    let kernel_names = symbolize_kernel(symbolizer, &kernel_addresses);
 
     samples
         .iter()
@@ -433,7 +466,7 @@ pub fn symbolize(samples: &[RawSample], tracker: &mut ProcTracker) -> Vec<Symbol
             };
             let mut symbolized = SymbolizedSample {
                 pid: sample.tgid,
-                comm: process_name(tracker, sample.tgid),
+                comm: process_name(sample.tgid, tracker.comm(sample.tgid)),
                 cgroup: tracker.cgroup(sample.tgid).map(str::to_string),
                 read: sample.read,
                 frames,
@@ -466,8 +499,8 @@ fn end_at_watched_function(frames: &mut Vec<Frame>, read: ClockRead) {
 /// The root frame of a process's stacks: its command, `swapper` for the
 /// idle tasks (PID 0, as perf names them), `[interrupt]` for reads in
 /// interrupt context, `[pid N]` when unknown.
-pub fn process_name(tracker: &ProcTracker, pid: u32) -> String {
-    match (pid, tracker.comm(pid)) {
+pub fn process_name(pid: u32, comm: Option<&str>) -> String {
+    match (pid, comm) {
         (INTERRUPT_TGID, _) => interrupt::ROOT.to_string(),
         (_, Some(comm)) => comm.to_string(),
         (0, None) => "swapper".to_string(),

@@ -20,12 +20,13 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::aggregate::RecordingInfo;
 use crate::cli::TopArgs;
 use crate::clocksource::Clocksource;
-use crate::collect;
+use crate::collect::{self, RawSample, RawStack};
 use crate::live::export::{self, Scope};
 use crate::live::labels::Labeler;
 use crate::live::stacks::{process_stacks, StackCache, StackRow};
-use crate::live::{RateModel, Snapshot};
+use crate::live::{RateModel, Snapshot, Stages};
 use crate::session::{self, Session};
+use crate::symbolize::{StackSymbolizer, SymbolizedSample};
 use crate::tui::app::{App, Effect, Screen};
 use crate::tui::keys::{self, Action};
 use crate::tui::view::{self, Context, Data};
@@ -78,6 +79,7 @@ struct Live {
     model: RateModel,
     labeler: Labeler,
     stacks: StackCache,
+    symbolizer: StackSymbolizer,
     context: Context,
     /// Sources and hooks, for the title of exported flamegraphs.
     recording: RecordingInfo,
@@ -137,6 +139,7 @@ impl Live {
             model: RateModel::new(refresh),
             labeler: Labeler::default(),
             stacks: StackCache::default(),
+            symbolizer: StackSymbolizer::default(),
             context,
             recording,
             export_dir: args.export_dir,
@@ -199,14 +202,17 @@ impl Live {
         let counts = collect::collect_counts(self.session.probes.ebpf())?;
         let now = Instant::now();
         let interval = now - std::mem::replace(&mut self.last_refresh, now);
-        let tracker = &self.session.tracker;
+        let stages = SessionStages {
+            session: &mut self.session,
+            symbolizer: &self.symbolizer,
+        };
         let labeler = &mut self.labeler;
         self.latest = self.model.update(
             counts.counts,
             counts.lost,
             interval,
             now - self.started,
-            |pid| labeler.label(pid, tracker),
+            |pid| labeler.label(pid, &stages),
         );
         labeler.end_refresh();
         if !self.app.frozen {
@@ -222,11 +228,13 @@ impl Live {
             return Vec::new();
         };
         let keys = self.shown.keys_of(pid);
-        let resolved = self.stacks.resolve(
-            keys.iter().map(|k| &k.key),
-            self.session.probes.ebpf(),
-            &mut self.session.tracker,
-        );
+        let mut stages = SessionStages {
+            session: &mut self.session,
+            symbolizer: &self.symbolizer,
+        };
+        let resolved = self
+            .stacks
+            .resolve(keys.iter().map(|k| &k.key), &mut stages);
         if let Err(err) = resolved {
             self.app
                 .set_status(format!("could not read the stacks: {err:#}"), true);
@@ -282,8 +290,10 @@ impl Live {
             &self.shown,
             scope,
             &mut self.stacks,
-            self.session.probes.ebpf(),
-            &mut self.session.tracker,
+            &mut SessionStages {
+                session: &mut self.session,
+                symbolizer: &self.symbolizer,
+            },
             info,
             &self.export_dir,
         );
@@ -299,6 +309,32 @@ impl Live {
             ),
             Err(err) => self.app.set_status(format!("export failed: {err:#}"), true),
         }
+    }
+}
+
+/// The live view's `Stages`: the session's kernel maps and process tracker,
+/// through the same collect and symbolize stages as `record`.
+struct SessionStages<'a> {
+    session: &'a mut Session,
+    symbolizer: &'a StackSymbolizer,
+}
+
+impl Stages for SessionStages<'_> {
+    fn raw_stack(&mut self, id: i32) -> Result<RawStack> {
+        collect::stack(self.session.probes.ebpf(), id)
+    }
+
+    fn symbolize(&mut self, samples: &[RawSample]) -> Vec<SymbolizedSample> {
+        self.symbolizer
+            .symbolize(samples, &mut self.session.tracker)
+    }
+
+    fn comm(&self, pid: u32) -> Option<&str> {
+        self.session.tracker.comm(pid)
+    }
+
+    fn cgroup(&self, pid: u32) -> Option<&str> {
+        self.session.tracker.cgroup(pid)
     }
 }
 

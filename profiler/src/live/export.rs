@@ -4,14 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use aya::Ebpf;
 
 use super::stacks::StackCache;
-use super::Snapshot;
+use super::{Snapshot, Stages};
 use crate::aggregate::{Profile, RecordingInfo};
 use crate::collect::clock_read;
 use crate::export::{self, Existing, Format, OutputFile};
-use crate::proc_tracker::ProcTracker;
 use crate::symbolize::SymbolizedSample;
 
 /// What `e`/`E` write: a flamegraph to look at, folded stacks to diff.
@@ -38,8 +36,7 @@ pub fn export(
     snapshot: &Snapshot,
     scope: Scope,
     cache: &mut StackCache,
-    ebpf: &Ebpf,
-    tracker: &mut ProcTracker,
+    stages: &mut impl Stages,
     info: RecordingInfo,
     dir: &Path,
 ) -> Result<Exported> {
@@ -47,7 +44,7 @@ pub fn export(
         Scope::Process(pid) => snapshot.keys_of(pid),
         Scope::All => &snapshot.keys[..],
     };
-    cache.resolve(keys.iter().map(|k| &k.key), ebpf, tracker)?;
+    cache.resolve(keys.iter().map(|k| &k.key), stages)?;
     let samples = keys
         .iter()
         .filter_map(|count| {
@@ -55,8 +52,8 @@ pub fn export(
             let pid = count.key.tgid;
             let mut sample = SymbolizedSample {
                 pid,
-                comm: crate::symbolize::process_name(tracker, pid),
-                cgroup: tracker.cgroup(pid).map(str::to_string),
+                comm: crate::symbolize::process_name(pid, stages.comm(pid)),
+                cgroup: stages.cgroup(pid).map(str::to_string),
                 read: clock_read(&count.key),
                 frames: stack.frames.clone(),
                 state: stack.state,

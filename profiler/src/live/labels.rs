@@ -1,10 +1,9 @@
 //! Names processes on screen: their command, and the container or cgroup they
-//! run in, as the process tracker read it (container.rs).
+//! run in, as the process tracker read it (container.rs), through `Stages`.
 
 use std::collections::HashMap;
 
-use super::Label;
-use crate::proc_tracker::ProcTracker;
+use super::{Label, Stages};
 
 /// Remembers each listed process's group name, so it is worked out once per
 /// process and not once per refresh.
@@ -16,16 +15,19 @@ pub struct Labeler {
 }
 
 impl Labeler {
-    pub fn label(&mut self, pid: u32, tracker: &ProcTracker) -> Label {
+    pub fn label(&mut self, pid: u32, stages: &impl Stages) -> Label {
         let refresh = self.refresh;
         let entry = self.groups.entry(pid).or_insert_with(|| {
-            let group = tracker.cgroup(pid).and_then(crate::container::short_name);
+            let group = stages.cgroup(pid).and_then(crate::container::short_name);
             (group, refresh)
         });
         entry.1 = refresh;
         Label {
-            comm: crate::printable::printable(&crate::symbolize::process_name(tracker, pid))
-                .into_owned(),
+            comm: crate::printable::printable(&crate::symbolize::process_name(
+                pid,
+                stages.comm(pid),
+            ))
+            .into_owned(),
             group: entry.0.clone(),
         }
     }

@@ -2,9 +2,9 @@
 //! cumulative counts, per key, per process and for the host, with a minute of
 //! history for sparklines.
 //!
-//! Pure: it sees counts and durations, never the kernel, so it is tested with
-//! plain numbers. Stacks are not part of it; `stacks` symbolizes the few keys
-//! someone looks at.
+//! Pure: it sees counts and durations, never the kernel or /proc, so it is
+//! tested with plain numbers. Stacks are not part of it; `stacks` has the few
+//! keys someone looks at symbolized, through `Stages`.
 
 pub mod export;
 pub mod labels;
@@ -16,8 +16,23 @@ use std::time::Duration;
 
 use profiler_common::CountKey;
 
-use crate::collect::{clock_read, LostCounts};
+use crate::collect::{clock_read, LostCounts, RawSample, RawStack};
 use crate::source::Source;
+use crate::symbolize::SymbolizedSample;
+
+/// The pipeline's stages as the live view uses them, the same as `record`'s:
+/// collect reads stacks from the kernel's maps, symbolize names their frames
+/// and the processes. The live view itself reads neither the kernel nor /proc.
+pub trait Stages {
+    /// The stack behind a stack id, as collect reads it.
+    fn raw_stack(&mut self, id: i32) -> anyhow::Result<RawStack>;
+    /// `samples` symbolized, as `record` symbolizes them.
+    fn symbolize(&mut self, samples: &[RawSample]) -> Vec<SymbolizedSample>;
+    /// The process's name as last known, also after it exited.
+    fn comm(&self, pid: u32) -> Option<&str>;
+    /// The process's cgroup path, where it is not the root cgroup.
+    fn cgroup(&self, pid: u32) -> Option<&str>;
+}
 
 /// How far back sparklines look.
 pub const HISTORY_SPAN: Duration = Duration::from_secs(60);

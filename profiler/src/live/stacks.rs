@@ -11,14 +11,12 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use anyhow::Result;
-use aya::Ebpf;
 use profiler_common::CountKey;
 
-use super::KeyCount;
+use super::{KeyCount, Stages};
 use crate::collect::{self, clock_read, RawStack};
-use crate::proc_tracker::ProcTracker;
 use crate::source::ClockRead;
-use crate::symbolize::{self, Frame, StackState};
+use crate::symbolize::{Frame, StackState};
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct SymbolizedStack {
@@ -79,8 +77,7 @@ impl StackCache {
     pub fn resolve<'a>(
         &mut self,
         keys: impl IntoIterator<Item = &'a CountKey>,
-        ebpf: &Ebpf,
-        tracker: &mut ProcTracker,
+        stages: &mut impl Stages,
     ) -> Result<()> {
         let mut seen = HashSet::new();
         let missing: Vec<&CountKey> = keys
@@ -94,11 +91,11 @@ impl StackCache {
         }
         let mut samples = Vec::with_capacity(missing.len());
         for key in &missing {
-            let user_stack = self.raw_stack(ebpf, key.user_stack_id)?;
-            let kernel_stack = self.raw_stack(ebpf, key.kernel_stack_id)?;
+            let user_stack = self.raw_stack(stages, key.user_stack_id)?;
+            let kernel_stack = self.raw_stack(stages, key.kernel_stack_id)?;
             samples.push(collect::sample(key, user_stack, kernel_stack, 0));
         }
-        let symbolized = symbolize::symbolize(&samples, tracker);
+        let symbolized = stages.symbolize(&samples);
         for (key, sample) in missing.iter().zip(symbolized) {
             // Shown on the terminal: a symbol's control characters, escaped.
             let frames = sample
@@ -130,11 +127,11 @@ impl StackCache {
         self.symbolized.insert(identity(key), stack);
     }
 
-    fn raw_stack(&mut self, ebpf: &Ebpf, id: i32) -> Result<RawStack> {
+    fn raw_stack(&mut self, stages: &mut impl Stages, id: i32) -> Result<RawStack> {
         if let Some(stack) = self.raw.get(&id) {
             return Ok(stack.clone());
         }
-        let stack = collect::stack(ebpf, id)?;
+        let stack = stages.raw_stack(id)?;
         self.raw.insert(id, stack.clone());
         Ok(stack)
     }
