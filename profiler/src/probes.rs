@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::num::NonZeroU32;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -18,6 +18,8 @@ use aya::sys::{is_helper_supported, BpfHelper, SyscallError};
 use aya::{Btf, Ebpf, EbpfLoader};
 use profiler_common::names;
 use serde::Serialize;
+
+pub mod perf_event;
 
 use crate::binaries::Binary;
 use crate::host_facts;
@@ -468,33 +470,15 @@ fn vdso_globals() -> Result<(u32, u32, u64)> {
 /// A disabled hardware execute breakpoint at `address` on `cpu`, all tasks.
 /// It takes one of the CPU's debug registers from the moment it exists.
 fn open_breakpoint_event(address: u64, cpu: u32) -> Result<OwnedFd> {
-    use perf_event_open_sys::bindings as sys;
-    let mut attr = sys::perf_event_attr {
-        size: std::mem::size_of::<sys::perf_event_attr>() as u32,
-        type_: sys::PERF_TYPE_BREAKPOINT,
-        bp_type: sys::HW_BREAKPOINT_X,
-        ..Default::default()
-    };
+    use perf_event::sys;
+    let mut attr = perf_event::attr(sys::PERF_TYPE_BREAKPOINT, 0);
+    attr.bp_type = sys::HW_BREAKPOINT_X;
     attr.__bindgen_anon_1.sample_period = 1;
     attr.__bindgen_anon_3.bp_addr = address;
     attr.__bindgen_anon_4.bp_len = std::mem::size_of::<libc::c_long>() as u64;
     attr.set_disabled(1);
-    // SAFETY: attr is a fully initialised perf_event_attr.
-    let fd = unsafe {
-        perf_event_open_sys::perf_event_open(
-            &mut attr,
-            -1,
-            cpu as i32,
-            -1,
-            sys::PERF_FLAG_FD_CLOEXEC.into(),
-        )
-    };
-    if fd < 0 {
-        return Err(anyhow::Error::new(std::io::Error::last_os_error())
-            .context("perf_event_open of an execute breakpoint failed"));
-    }
-    // SAFETY: the fd was just returned by perf_event_open and is ours alone.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    perf_event::open_on_cpu(&mut attr, cpu)
+        .context("perf_event_open of an execute breakpoint failed")
 }
 
 /// A hardware execute breakpoint at `address` on `cpu`, all tasks, firing

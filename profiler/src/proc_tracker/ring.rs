@@ -2,7 +2,7 @@
 //! reports mmaps, comm/exec, forks and exits, and its mmapped ring buffer,
 //! drained in time order across CPUs. The only unsafe code of the side-band.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::{io, mem, ptr, slice};
 
@@ -11,7 +11,8 @@ use byteorder::NativeEndian;
 use linux_perf_event_reader::{
     Endianness, PerfEventAttr, RawData, RawEventRecord, RecordParseInfo, RecordType,
 };
-use perf_event_open_sys::bindings as sys;
+
+use crate::probes::perf_event::{self, sys};
 
 /// 256 KiB per CPU: room for well over a hundred execs per CPU between two drains.
 pub const DEFAULT_DATA_PAGES: usize = 64;
@@ -31,7 +32,7 @@ impl Rings {
         }
         let rings = crate::host_facts::online_cpus()?
             .into_iter()
-            .map(|cpu| Ring::open(cpu as i32, data_pages))
+            .map(|cpu| Ring::open(cpu, data_pages))
             .collect::<Result<_>>()?;
         Ok(Rings { rings })
     }
@@ -65,15 +66,10 @@ impl Rings {
 /// What each CPU's event reports: mmaps (with device and inode), comm and
 /// exec, fork and exit, each stamped with the monotonic clock.
 fn side_band_attr() -> sys::perf_event_attr {
-    let mut attr = sys::perf_event_attr {
-        size: mem::size_of::<sys::perf_event_attr>() as u32,
-        type_: sys::PERF_TYPE_SOFTWARE,
-        config: u64::from(sys::PERF_COUNT_SW_DUMMY),
-        sample_type: u64::from(sys::PERF_SAMPLE_TIME),
-        // Same clock as `monotonic_ns`, so drain can tell which records are settled.
-        clockid: libc::CLOCK_MONOTONIC,
-        ..Default::default()
-    };
+    let mut attr = perf_event::attr(sys::PERF_TYPE_SOFTWARE, sys::PERF_COUNT_SW_DUMMY.into());
+    attr.sample_type = sys::PERF_SAMPLE_TIME.into();
+    // Same clock as `monotonic_ns`, so drain can tell which records are settled.
+    attr.clockid = libc::CLOCK_MONOTONIC;
     attr.set_mmap(1);
     // Without attr.build_id, MMAP2 records carry the device and inode
     // that mapped files are checked against.
@@ -130,28 +126,15 @@ struct Ring {
 unsafe impl Send for Ring {}
 
 impl Ring {
-    fn open(cpu: i32, data_pages: usize) -> Result<Self> {
+    fn open(cpu: u32, data_pages: usize) -> Result<Self> {
         let mut attr = side_band_attr();
         let info = parse_info(&attr)?;
-        // SAFETY: attr is a valid, fully initialized perf_event_attr.
-        let fd = unsafe {
-            perf_event_open_sys::perf_event_open(
-                &mut attr,
-                -1,
-                cpu,
-                -1,
-                sys::PERF_FLAG_FD_CLOEXEC.into(),
-            )
-        };
-        if fd < 0 {
-            let err = io::Error::last_os_error();
-            bail!(
+        let fd = perf_event::open_on_cpu(&mut attr, cpu).map_err(|err| {
+            anyhow!(
                 "opening the process-tracking perf event on CPU {cpu} failed ({err}); \
                  run as root or with CAP_PERFMON"
-            );
-        }
-        // SAFETY: fd was just returned by perf_event_open and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            )
+        })?;
         // SAFETY: sysconf has no preconditions.
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let map_len = (1 + data_pages) * page_size;
