@@ -74,9 +74,10 @@ pub fn libc_of(pid: u32) -> Option<Binary> {
 
 /// Every numeric entry of /proc.
 pub fn all_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .map(|dir| {
-            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+    procfs::process::all_processes()
+        .map(|processes| {
+            processes
+                .filter_map(|process| u32::try_from(process.ok()?.pid).ok())
                 .collect()
         })
         .unwrap_or_default()

@@ -44,12 +44,10 @@ pub fn require_host_pid_namespace() -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let own = std::fs::metadata("/proc/self/ns/pid").map(|m| m.ino());
     // NSpid lists one PID per namespace level when /proc is the host's.
-    let levels = std::fs::read_to_string("/proc/self/status")
+    let levels = procfs::process::Process::myself()
+        .and_then(|me| me.status())
         .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
-            Some(line.split_whitespace().count() - 1)
-        });
+        .and_then(|status| Some(status.nspid?.len()));
     match (own, levels) {
         (Ok(INITIAL_PID_NAMESPACE_INODE), None | Some(1)) => Ok(()),
         _ => Err(anyhow!(

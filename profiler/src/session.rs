@@ -190,13 +190,12 @@ pub struct Session {
 
 /// Whether `pid` still runs: present in /proc and not a zombie.
 pub fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
-            Some(state != 'Z' && state != 'X')
-        })
-        .unwrap_or(false)
+    use procfs::process::{ProcState, Process};
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    let state = Process::new(pid).and_then(|process| process.stat()?.state());
+    matches!(state, Ok(state) if !matches!(state, ProcState::Zombie | ProcState::Dead))
 }
 
 impl Session {
@@ -338,5 +337,27 @@ impl Session {
 
     pub fn attachments(&self) -> Vec<Attachment> {
         self.probes.attachments().to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zombies_and_vanished_pids_are_not_alive() {
+        assert!(process_alive(std::process::id()));
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not waited for: a zombie until `wait`.
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z"))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!process_alive(pid));
+        child.wait().unwrap();
+        assert!(!process_alive(pid));
+        assert!(!process_alive(u32::MAX));
     }
 }
