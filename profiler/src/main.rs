@@ -2,8 +2,8 @@
 //!
 //! Data flows one way, one module per stage:
 //! probes (attach) -> kernel maps -> collect -> symbolize (with proc_tracker's
-//! mappings) -> aggregate -> export, or for `top`: collect -> live (rates) ->
-//! tui, symbolizing only what is looked at.
+//! mappings) -> aggregate -> export, or for `top`: collect -> top's model
+//! (rates) -> its view, symbolizing only what is looked at.
 
 mod aggregate;
 mod binaries;
@@ -20,7 +20,6 @@ mod host_facts;
 mod interrupt;
 mod kernel_btf;
 mod kernel_context;
-mod live;
 mod printable;
 mod privileges;
 mod probes;
@@ -34,7 +33,6 @@ mod symbolize;
 mod target;
 mod top;
 mod tracefs;
-mod tui;
 
 use clap::Parser;
 

@@ -6,6 +6,20 @@
 //! Every way out (q, Ctrl-C, SIGTERM, SIGHUP, an error, a panic) drops the
 //! full-screen terminal, which restores it, and the session, which detaches
 //! every probe.
+//!
+//! Its parts: `model` (rates, pure), `stacks`, `labels` and `export` (pure,
+//! reaching the kernel and /proc through `model::Stages`), and the terminal
+//! side: `app` (UI state), `keys`, `view`, `format`, `terminal`.
+
+mod app;
+mod export;
+mod format;
+mod keys;
+mod labels;
+mod model;
+mod stacks;
+mod terminal;
+mod view;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -21,24 +35,24 @@ use crate::aggregate::RecordingInfo;
 use crate::cli::TopArgs;
 use crate::clocksource::Clocksource;
 use crate::collect::{self, RawSample, RawStack};
-use crate::live::export::{self, Scope};
-use crate::live::labels::Labeler;
-use crate::live::stacks::{process_stacks, StackCache, StackRow};
-use crate::live::{RateModel, Snapshot, Stages};
 use crate::session::{self, Session};
 use crate::symbolize::{StackSymbolizer, SymbolizedSample};
-use crate::tui::app::{App, Effect, Screen};
-use crate::tui::keys::{self, Action};
-use crate::tui::view::{self, Context, Data};
-use crate::tui::{self, FullScreen, Terminal};
+use app::{App, Effect, Screen};
+use export::Scope;
+use keys::Action;
+use labels::Labeler;
+use model::{RateModel, Snapshot, Stages};
+use stacks::{process_stacks, StackCache, StackRow};
+use terminal::{FullScreen, Terminal};
+use view::{Context, Data};
 
 pub async fn top(args: TopArgs) -> Result<i32> {
     let refresh = check(&args)?;
-    tui::require_terminal()?;
-    let mut live = Live::start(args, refresh)?;
+    terminal::require_terminal()?;
+    let mut top = Top::start(args, refresh)?;
     let mut screen = FullScreen::enter()?;
     crate::test_panic_point("top");
-    let stop = live.run(&mut screen.terminal).await;
+    let stop = top.run(&mut screen.terminal).await;
     drop(screen);
     match stop? {
         Stop::Quit | Stop::Signal => Ok(0),
@@ -73,7 +87,7 @@ enum Stop {
 }
 
 /// The running view: the session and everything derived from it.
-struct Live {
+struct Top {
     app: App,
     session: Session,
     model: RateModel,
@@ -96,9 +110,9 @@ struct Live {
     page: usize,
 }
 
-impl Live {
+impl Top {
     /// Attaches the probes for arguments that passed `check`.
-    fn start(args: TopArgs, refresh: Duration) -> Result<Live> {
+    fn start(args: TopArgs, refresh: Duration) -> Result<Top> {
         let session = Session::start(&args.probe.session_config(false, false))?;
         // The screen is ours: a note on stderr would scribble over it.
         crate::symbolize::quiet_perf_map_notes();
@@ -133,7 +147,7 @@ impl Live {
             target,
             refresh,
         };
-        Ok(Live {
+        Ok(Top {
             app: App::new(&context.sources),
             session,
             model: RateModel::new(refresh),
@@ -413,16 +427,16 @@ mod tests {
         // Everything below runs on this thread, which alone moves into the
         // private namespace where a host without tracefs gets one.
         crate::tracefs::prepare();
-        let mut live = Live::start(args, refresh).expect("attaching the probes (run as root)");
+        let mut top = Top::start(args, refresh).expect("attaching the probes (run as root)");
         let mut terminal = ratatui::Terminal::new(TestBackend::new(80, 24)).unwrap();
         for _ in 0..2 {
             std::thread::sleep(Duration::from_millis(500));
-            live.session.tracker.drain();
-            live.refresh().unwrap();
+            top.session.tracker.drain();
+            top.refresh().unwrap();
         }
 
-        live.draw(&mut terminal).unwrap();
-        let screen = crate::tui::screen_text(&terminal);
+        top.draw(&mut terminal).unwrap();
+        let screen = crate::top::terminal::screen_text(&terminal);
         let row = screen
             .lines()
             .find(|line| line.contains(&pid) && line.contains(FIXTURE_COMM))
@@ -430,17 +444,17 @@ mod tests {
         assert!(row.starts_with('▶'), "the fixture is selected:\n{screen}");
         assert!(row.contains("100.0%"), "it makes every read:\n{screen}");
         // Hundreds of thousands of syscalls per second, in human units.
-        let rate = live.shown.rate(live.shown.host.delta);
+        let rate = top.shown.rate(top.shown.host.delta);
         assert!(rate > 10_000.0, "{rate}/s\n{screen}");
-        assert!(row.contains(&crate::tui::format::count(rate)), "{screen}");
+        assert!(row.contains(&crate::top::format::count(rate)), "{screen}");
         for expected in ["READS/S▼", "SHARE", "clocksource ", "backend ", "? help"] {
             assert!(screen.contains(expected), "{expected}:\n{screen}");
         }
         assert_eq!(screen.lines().count(), 24);
 
-        live.act(Action::DrillIn, &mut terminal);
-        live.draw(&mut terminal).unwrap();
-        let screen = crate::tui::screen_text(&terminal);
+        top.act(Action::DrillIn, &mut terminal);
+        top.draw(&mut terminal).unwrap();
+        let screen = crate::top::terminal::screen_text(&terminal);
         assert!(screen.contains(&format!("PID {pid}")), "{screen}");
         let hottest = screen
             .lines()
@@ -451,12 +465,8 @@ mod tests {
         assert!(hottest.contains("clock_gettime MONOTONIC"), "{screen}");
         assert!(screen.contains("▶ fixture_spin"), "{screen}");
 
-        live.act(Action::ExportSelection, &mut terminal);
-        let status = live
-            .app
-            .current_status()
-            .expect("export says where")
-            .clone();
+        top.act(Action::ExportSelection, &mut terminal);
+        let status = top.app.current_status().expect("export says where").clone();
         assert!(!status.error, "{}", status.text);
         let folded_path = std::fs::read_dir(fixture.dir.path())
             .unwrap()
@@ -471,8 +481,8 @@ mod tests {
             "{folded}"
         );
 
-        live.act(Action::Back, &mut terminal);
-        live.draw(&mut terminal).unwrap();
-        assert!(crate::tui::screen_text(&terminal).contains("COMMAND"));
+        top.act(Action::Back, &mut terminal);
+        top.draw(&mut terminal).unwrap();
+        assert!(crate::top::terminal::screen_text(&terminal).contains("COMMAND"));
     }
 }

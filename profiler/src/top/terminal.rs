@@ -1,10 +1,4 @@
-//! The terminal side of `clockprof top`: UI state, keys, drawing, and a
-//! terminal that is given back as it was found on every way out.
-
-pub mod app;
-pub mod format;
-pub mod keys;
-pub mod view;
+//! `clockprof top`'s terminal: given back as it was found on every way out.
 
 use std::io::{self, IsTerminal, Stdout};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -8,10 +8,10 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use super::{header_style, right, selected_style, sorted_title, Data, MARK, NUMBER, SHARE, TOTAL};
-use crate::live::{ProcessReads, Snapshot};
 use crate::source::Source;
-use crate::tui::app::{App, SortKey};
-use crate::tui::format::{count, share, sparkline, truncate};
+use crate::top::app::{App, SortKey};
+use crate::top::format::{count, share, sparkline, truncate};
+use crate::top::model::{ProcessReads, Snapshot};
 
 const PID: u16 = 7;
 const COMMAND: u16 = 15;

@@ -16,9 +16,9 @@ use ratatui::Frame;
 use super::app::{App, Screen};
 use super::format::{count, duration, sparkline};
 use crate::clocksource::Clocksource;
-use crate::live::stacks::StackRow;
-use crate::live::{ProcessReads, Snapshot};
 use crate::source::Source;
+use crate::top::model::{ProcessReads, Snapshot};
+use crate::top::stacks::StackRow;
 
 /// What stays the same for the whole session.
 pub struct Context {
@@ -355,10 +355,10 @@ mod tests {
     use ratatui::Terminal;
 
     use super::*;
-    use crate::live::stacks::SymbolizedStack;
-    use crate::live::{Label, Reads};
     use crate::symbolize::{Frame, StackState};
-    use crate::tui::keys::Action;
+    use crate::top::keys::Action;
+    use crate::top::model::{Label, Reads};
+    use crate::top::stacks::SymbolizedStack;
 
     fn context(clocksource: &str, sources: &[Source]) -> Context {
         Context {
@@ -454,7 +454,7 @@ mod tests {
         };
         let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
         terminal.draw(|frame| render(frame, app, &data)).unwrap();
-        crate::tui::screen_text(&terminal)
+        crate::top::terminal::screen_text(&terminal)
     }
 
     #[test]

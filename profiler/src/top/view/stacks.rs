@@ -8,11 +8,11 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use super::{header_style, right, selected_style, sorted_title, Data, MARK, NUMBER, SHARE, TOTAL};
-use crate::live::stacks::StackRow;
 use crate::source::Source;
 use crate::symbolize::{StackState, UNKNOWN};
-use crate::tui::app::App;
-use crate::tui::format::{count, share, truncate};
+use crate::top::app::App;
+use crate::top::format::{count, share, truncate};
+use crate::top::stacks::StackRow;
 
 /// The clock read a stack ends in, as its leaf names it without brackets.
 fn read_name(row: &StackRow, sources: &[Source]) -> String {

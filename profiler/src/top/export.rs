@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::model::{Snapshot, Stages};
 use super::stacks::StackCache;
-use super::{Snapshot, Stages};
 use crate::aggregate::{Profile, RecordingInfo};
 use crate::collect::clock_read;
 use crate::export::{self, Existing, Format, OutputFile};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use profiler_common::CountKey;
 
-use super::{KeyCount, Stages};
+use super::model::{KeyCount, Stages};
 use crate::collect::{self, clock_read, RawStack};
 use crate::source::ClockRead;
 use crate::symbolize::{Frame, StackState};
@@ -192,7 +192,7 @@ pub fn process_stacks(keys: &[KeyCount], cache: &StackCache) -> Vec<StackRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::test_key;
+    use crate::top::model::test_key;
     use profiler_common::event;
 
     fn frame(function: &str, module: &str, kernel: bool) -> Frame {

@@ -1,14 +1,10 @@
-//! The live model behind `clockprof top`: per-interval rates from the kernel's
+//! The model behind `clockprof top`: per-interval rates from the kernel's
 //! cumulative counts, per key, per process and for the host, with a minute of
 //! history for sparklines.
 //!
 //! Pure: it sees counts and durations, never the kernel or /proc, so it is
 //! tested with plain numbers. Stacks are not part of it; `stacks` has the few
 //! keys someone looks at symbolized, through `Stages`.
-
-pub mod export;
-pub mod labels;
-pub mod stacks;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{Label, Stages};
+use super::model::{Label, Stages};
 
 /// Remembers each listed process's group name, so it is worked out once per
 /// process and not once per refresh.

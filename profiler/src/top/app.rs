@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use super::keys::{Action, InputMode};
-use crate::live::export::Scope;
-use crate::live::{ProcessReads, Snapshot};
 use crate::source::Source;
+use crate::top::export::Scope;
+use crate::top::model::{ProcessReads, Snapshot};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Screen {
@@ -272,7 +272,7 @@ fn matches_filter(process: &ProcessReads, lowercase_filter: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::{Label, Reads};
+    use crate::top::model::{Label, Reads};
 
     fn process(pid: u32, comm: &str, delta: u64, total: u64) -> ProcessReads {
         ProcessReads {
