@@ -183,6 +183,21 @@ mod tests {
         path
     }
 
+    /// Spawns a program just copied. Another test thread forking at the moment
+    /// of the copy holds its write descriptor until that child execs, so exec
+    /// can fail with ETXTBSY for a moment: retry briefly.
+    fn spawn_copied(command: &mut Command) -> std::process::Child {
+        for _ in 0..100 {
+            match command.spawn() {
+                Err(err) if err.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                spawned => return spawned.unwrap(),
+            }
+        }
+        panic!("{command:?} stayed busy (ETXTBSY) for 2 s");
+    }
+
     /// A file replaced at its path after its process exited is not the file
     /// that was mapped: it is not used. A file replaced while its process
     /// lives was already opened, and stays the one read.
@@ -207,7 +222,7 @@ mod tests {
         // Exited, then swapped: refused.
         let mut tracker = ProcTracker::start().unwrap();
         let gone = copy_of("/bin/true", &dir, "gone");
-        let mut child = Command::new(&gone).spawn().unwrap();
+        let mut child = spawn_copied(&mut Command::new(&gone));
         child.wait().unwrap();
         fs::rename(copy_of("/bin/false", &dir, "swap"), &gone).unwrap();
         tracker.drain();
@@ -217,7 +232,7 @@ mod tests {
         // Opened while alive, then swapped: still the original file.
         let mut tracker = ProcTracker::start().unwrap();
         let live = copy_of("/bin/sleep", &dir, "live");
-        let mut child = Command::new(&live).arg("1").spawn().unwrap();
+        let mut child = spawn_copied(Command::new(&live).arg("1"));
         std::thread::sleep(std::time::Duration::from_millis(300));
         tracker.drain();
         let (key, path) = mapped_key(&tracker, child.id(), "/live");
