@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::collect::LostCounts;
 use crate::probes::Attachment;
-use crate::source::{ClockRead, Source};
+use crate::sources::{ClockRead, Source};
 use crate::symbolize::{Frame, StackState, SymbolizedSample};
 
 /// How the recording was made; every output names it.

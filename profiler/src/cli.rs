@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::export::Format;
 use crate::probes::Backend;
 use crate::session::SessionConfig;
-use crate::source::{SourceSet, DEFAULT_SOURCES};
+use crate::sources::{SourceSet, DEFAULT_SOURCES};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,43 +54,6 @@ pub struct DoctorArgs {
     pub json: bool,
 }
 
-const SOURCES_HELP: &str =
-    "Clock sources, comma-separated, or `all`. `default`: syscall,kernel,vdso,
-the ones that cost little on every hot path. With the defaults or `all`, a
-source that does not apply (a kernel without its hooks, go on a program that
-is not Go, libc on a static binary) is skipped and named in the output; it is
-an error only when none applies. A source named on its own that does not
-apply is an error; named with others, a warning. `all` includes the uprobe
-sources libc and go: host-wide, that puts a trap on every glibc
-clock_gettime and Go clock call of every running process (see below).
-Costs are per clock read, measured by `cargo xtask bench`.
-  syscall  clock_gettime/gettimeofday/time system calls (fentry, kprobe or
-           tracepoint; ~0.9 us per syscall with its user stack; exact counts).
-           Most clock reads never enter the kernel (vDSO); syscalls show
-           CPU-time clocks and hosts whose clocksource cannot serve the vDSO.
-  kernel   kernel-internal clock functions (--kernel-fn; default
-           ktime_get_mono_fast_ns, ktime_get, ktime_get_ts64,
-           ktime_get_real_ts64) by fentry or kprobe; ~0.1-1 us per call with
-           kernel and user stacks. A hardware breakpoint takes one of the CPU's
-           4 debug registers (shared with gdb and perf): by default only for
-           the notrace ktime_get_mono_fast_ns, for each --kernel-fn function
-           fentry and kprobe cannot reach when named (up to 4). Reads in
-           interrupt context go under [interrupt], not the interrupted task
-           (left out with -p or COMMAND). Skipped with a warning where the
-           kernel allows none of them.
-  vdso     cpu-clock samples landing in the vDSO's clock functions, where
-           glibc's clock_gettime/gettimeofday/time, Go's time.Now and Rust's
-           Instant::now read the clock without a syscall. Costs what the
-           sampling rate (-F) costs, whatever the call rate; counts are samples.
-  libc     uprobe on glibc's __clock_gettime: exact counts, but each call traps
-           (0.3-1 us on bare metal, ~20 us under nested virtualization: 10x to
-           1000x a 20-30 ns vDSO read). Opt-in; scoped to -p/COMMAND
-           when given. gettimeofday and time are glibc IFUNCs that jump
-           straight into the vDSO: only vdso sees them.
-  go       uprobes on time.now, runtime.nanotime1, runtime.walltime of Go
-           binaries (needs their symbols): exact counts, same trap cost.
-           Opt-in; host-wide it covers the Go binaries running at start.";
-
 /// What to attach, for whom: shared by `record` and `top`.
 #[derive(Args, Debug)]
 pub struct ProbeArgs {
@@ -100,7 +63,7 @@ pub struct ProbeArgs {
     pub pids: Vec<u32>,
 
     #[arg(short = 's', long = "sources", value_name = "SOURCES",
-          default_value = DEFAULT_SOURCES, long_help = SOURCES_HELP)]
+          default_value = DEFAULT_SOURCES, long_help = crate::sources::help())]
     pub sources: SourceSet,
 
     /// Sampling frequency of the vdso source, in Hz per CPU (1 to 100000).
@@ -210,7 +173,7 @@ impl ProbeArgs {
             pids: &self.pids,
             all,
             command,
-            sources: &self.sources.0,
+            sources: &self.sources.sources,
             sources_explicit: self.sources.explicit(),
             backend: self.backend,
             count_entries: self.count_entries,

@@ -9,7 +9,7 @@ use aya::Ebpf;
 use profiler_common::{lost, names, CountKey, STACK_NOT_CAPTURED};
 use serde::Serialize;
 
-use crate::source::ClockRead;
+use crate::sources::ClockRead;
 
 /// A stack as the kernel gave it: innermost frame first.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -17,7 +17,7 @@ use crate::probes::{
     free_debug_registers, refusal_reason, Backend, KernelFunction, ProbeConfig, Probes,
     ProgramVariant, DEBUG_REGISTERS,
 };
-use crate::source::Source;
+use crate::sources::Source;
 
 #[derive(Serialize)]
 struct Check {

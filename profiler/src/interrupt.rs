@@ -70,7 +70,7 @@ pub fn attribute(sample: &mut SymbolizedSample) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::ClockRead;
+    use crate::sources::ClockRead;
 
     fn sample(pid: u32, event: u32, frames: &[(&str, bool)]) -> SymbolizedSample {
         SymbolizedSample {

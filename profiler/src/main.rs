@@ -28,7 +28,7 @@ mod record;
 mod recorded;
 mod safe_open;
 mod session;
-mod source;
+mod sources;
 mod symbolize;
 mod target;
 mod top;

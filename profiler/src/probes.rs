@@ -24,7 +24,7 @@ pub mod perf_event;
 use crate::binaries::Binary;
 use crate::host_facts;
 use crate::kernel_context::{self, KernelContext};
-use crate::source::Source;
+use crate::sources::{Attach, Source, Uprobe};
 use crate::tracefs;
 
 /// The eBPF object built by build.rs (profiler-ebpf for bpfel-unknown-none).
@@ -434,28 +434,6 @@ fn kernel_symbol_address(function: &str) -> Result<u64> {
         .ok_or_else(|| anyhow!("the kernel has no function {function}"))
 }
 
-/// Each entry uprobe of a user-space source: its program and the names its
-/// function goes by. Go's assembly functions carry an `.abi0` suffix in some
-/// releases, and not every release has every function (Go 1.19 on amd64 reads
-/// the wall clock inside time.now, with no runtime.walltime).
-pub fn uprobe_symbols(source: Source) -> &'static [(&'static str, &'static [&'static str])] {
-    match source {
-        Source::Libc => &[("uprobe_libc_clock_gettime", &["__clock_gettime"])],
-        Source::Go => &[
-            ("uprobe_go_time_now", &["time.now", "time.now.abi0"]),
-            (
-                "uprobe_go_nanotime1",
-                &["runtime.nanotime1", "runtime.nanotime1.abi0"],
-            ),
-            (
-                "uprobe_go_walltime",
-                &["runtime.walltime", "runtime.walltime.abi0"],
-            ),
-        ],
-        Source::Syscall | Source::Kernel | Source::Vdso => &[],
-    }
-}
-
 /// Where the current task's vDSO lives, for the sampling program: offsets of
 /// task_struct.mm and mm_struct.context.vdso from BTF, and the vDSO's text
 /// size (the same for every process of this kernel: read from our own).
@@ -783,7 +761,11 @@ impl Probes {
         };
         let mut attached = 0;
         let mut missing = Vec::new();
-        for &(program, symbols) in uprobe_symbols(source) {
+        let uprobes = match source.spec().attach {
+            Attach::Uprobes { uprobes, .. } => uprobes,
+            Attach::KernelHooks | Attach::KernelFunctions | Attach::Sampling => &[],
+        };
+        for &Uprobe { program, symbols } in uprobes {
             let first_use = self.loaded.insert(program);
             let uprobe: &mut UProbe = self.program(program)?.try_into()?;
             if first_use {

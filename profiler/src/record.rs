@@ -13,7 +13,7 @@ use crate::cli::RecordArgs;
 use crate::credentials;
 use crate::export::{self, Existing, Format, OutputFile};
 use crate::session::{self, Session};
-use crate::source::Source;
+use crate::sources::Source;
 use crate::{symbolize, target as command};
 
 /// Why the recording stopped.
@@ -128,7 +128,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     let sources: Vec<Source> = args
         .probe
         .sources
-        .0
+        .sources
         .iter()
         .copied()
         .filter(|s| !session.unavailable.iter().any(|(u, _)| u == s))
@@ -211,8 +211,9 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
             sample_frequency: args
                 .probe
                 .sources
-                .0
-                .contains(&Source::Vdso)
+                .sources
+                .iter()
+                .any(|s| s.is_sampled())
                 .then_some(args.probe.frequency),
             unavailable,
         },

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::aggregate::Profile;
 use crate::printable;
 use crate::safe_open::open_regular;
-use crate::source::Source;
+use crate::sources::Source;
 
 /// Larger inputs are refused rather than read: a recording of the busiest
 /// host stays far below it.
@@ -237,7 +237,7 @@ mod tests {
     fn exports_read_back_as_the_profile_they_came_from() {
         use crate::aggregate::{Profile, RecordingInfo};
         use crate::export;
-        use crate::source::ClockRead;
+        use crate::sources::ClockRead;
         use crate::symbolize::{Frame, StackState, SymbolizedSample};
         use profiler_common::{event, CLOCK_ID_NONE};
 

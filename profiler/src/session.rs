@@ -14,7 +14,7 @@ use crate::collect::{self, Collected};
 use crate::privileges;
 use crate::probes::{Attachment, Backend, KernelFunction, ProbeConfig, Probes};
 use crate::proc_tracker::ProcTracker;
-use crate::source::{Source, SourceSet};
+use crate::sources::{Attach, Source, SourceSet, UprobeTarget};
 
 /// The kernel source watches each function it can. None at all is an error
 /// when the user asked for the kernel source alone, a warning when named with
@@ -25,7 +25,7 @@ use crate::source::{Source, SourceSet};
 fn attach_kernel(probes: &mut Probes, config: &SessionConfig) -> Result<Option<String>> {
     let functions = KernelFunction::chosen(config.kernel_functions);
     let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
-    crate::source::set_kernel_functions(&names);
+    crate::sources::set_kernel_functions(&names);
     let outcomes = probes.attach_kernel_functions(&functions, config.backend)?;
     let refusals: Vec<String> = names
         .iter()
@@ -69,12 +69,19 @@ fn check_go(path: &std::path::Path, what: &str) -> Result<()> {
     }
 }
 
-fn attach_to_process(probes: &mut Probes, source: Source, pid: u32) -> Result<()> {
-    let binary = match source {
-        Source::Libc => binaries::libc_of(pid).with_context(|| {
-            format!("PID {pid} does not map glibc, so the libc source has nothing to probe in it")
+fn attach_to_process(
+    probes: &mut Probes,
+    source: Source,
+    target: UprobeTarget,
+    pid: u32,
+) -> Result<()> {
+    let binary = match target {
+        UprobeTarget::Libc => binaries::libc_of(pid).with_context(|| {
+            format!(
+                "PID {pid} does not map glibc, so the {source} source has nothing to probe in it"
+            )
         })?,
-        _ => {
+        UprobeTarget::GoExecutable => {
             let exe = binaries::exe_of(pid)
                 .with_context(|| format!("the executable of PID {pid} cannot be read"))?;
             check_go(&exe.fd_path(), &format!("PID {pid}"))?;
@@ -109,16 +116,22 @@ fn is_static_executable(path: &std::path::Path) -> bool {
 /// Host-wide, every distinct file of the source that runs now gets the
 /// uprobes (processes started later from other files are not covered).
 /// Returns why nothing was attached, if nothing was.
-fn attach_host_wide(probes: &mut Probes, source: Source) -> Result<Option<String>> {
+fn attach_host_wide(
+    probes: &mut Probes,
+    source: Source,
+    target: UprobeTarget,
+) -> Result<Option<String>> {
     let pids = binaries::all_pids();
-    let candidates = match source {
-        Source::Libc => binaries::distinct(pids.iter().filter_map(|&pid| binaries::libc_of(pid))),
-        _ => binaries::distinct(pids.iter().filter_map(|&pid| binaries::exe_of(pid)))
+    let candidates = match target {
+        UprobeTarget::Libc => {
+            binaries::distinct(pids.iter().filter_map(|&pid| binaries::libc_of(pid)))
+        }
+        UprobeTarget::GoExecutable => binaries::distinct(pids.iter().filter_map(|&pid| binaries::exe_of(pid)))
             .into_iter()
             .filter(|exe| match binaries::go_binary(&exe.fd_path()) {
                 GoBinary::WithSymbols => true,
                 GoBinary::Stripped => {
-                    eprintln!("clockprof: warning: {} is a Go program without symbols; the go source skips it", exe.shown.display());
+                    eprintln!("clockprof: warning: {} is a Go program without symbols; the {source} source skips it", exe.shown.display());
                     false
                 }
                 GoBinary::NotGo => false,
@@ -136,6 +149,47 @@ fn attach_host_wide(probes: &mut Probes, source: Source) -> Result<Option<String
         if let Err(err) = probes.attach_uprobes(source, &binary, None) {
             eprintln!("clockprof: warning: {err:#}");
         }
+    }
+    Ok(None)
+}
+
+/// The uprobes of `source` on the processes of the session, or host-wide:
+/// returns why the source does not apply when it is skipped.
+fn attach_uprobes(
+    probes: &mut Probes,
+    config: &SessionConfig,
+    source: Source,
+    target: UprobeTarget,
+) -> Result<Option<String>> {
+    if config.all || (config.pids.is_empty() && !config.command) {
+        let why = attach_host_wide(probes, source, target)?;
+        if config.sources_explicit {
+            if let Some(why) = why {
+                eprintln!("clockprof: warning: {why}");
+            }
+            return Ok(None);
+        }
+        return Ok(why);
+    }
+    if config.pids.is_empty() {
+        // COMMAND gets its own before exec (attach_for_command).
+        return Ok(None);
+    }
+    // Scoped uprobes fire only in these processes: the rest of the host does
+    // not pay the trap.
+    let mut refusals = Vec::new();
+    for &pid in config.pids {
+        match attach_to_process(probes, source, target, pid) {
+            Ok(()) => {}
+            Err(err) if config.sources_explicit => return Err(err),
+            Err(err) => refusals.push(format!("{err:#}")),
+        }
+    }
+    if refusals.len() == config.pids.len() {
+        return Ok(Some(refusals.join("; ")));
+    }
+    for refusal in refusals {
+        eprintln!("clockprof: warning: the {source} source skips {refusal}");
     }
     Ok(None)
 }
@@ -214,53 +268,47 @@ impl Session {
         // process we profile can start, so no mapping falls in between.
         let mut tracker = ProcTracker::start()
             .context("could not open the perf side-band that tracks process mappings")?;
+        let attaches =
+            |kind: fn(&Attach) -> bool| config.sources.iter().any(|s| kind(&s.spec().attach));
         let mut probes = Probes::load(&ProbeConfig {
             filter_by_pid,
             follow_children: config.command,
             count_entries: config.count_entries,
             stack_entries: config.stack_entries,
-            vdso: config.sources.contains(&Source::Vdso),
-            kernel: config.sources.contains(&Source::Kernel),
+            vdso: attaches(|a| matches!(a, Attach::Sampling)),
+            kernel: attaches(|a| matches!(a, Attach::KernelFunctions)),
         })?;
         for &pid in config.pids {
             probes.add_target(pid, target::ONLY)?;
         }
-        probes.attach(config.sources, config.backend)?;
         let mut unavailable = Vec::new();
-        if config.sources.contains(&Source::Kernel) {
-            if let Some(reason) = attach_kernel(&mut probes, config)? {
-                unavailable.push((Source::Kernel, reason));
-            }
-        }
-        if config.sources.contains(&Source::Vdso) {
-            probes.attach_vdso_sampling(config.frequency)?;
-        }
-        for &source in config.sources.iter().filter(|s| s.is_uprobe()) {
-            if config.all || (config.pids.is_empty() && !config.command) {
-                if let Some(why) = attach_host_wide(&mut probes, source)? {
-                    if config.sources_explicit {
-                        eprintln!("clockprof: warning: {why}");
-                    } else {
-                        unavailable.push((source, why));
-                    }
+        // In this order whatever the sources: the fixed kernel hooks, the
+        // kernel functions, sampling, then the uprobes, which depend on the
+        // processes.
+        let phases: [fn(&Attach) -> bool; 4] = [
+            |a| matches!(a, Attach::KernelHooks),
+            |a| matches!(a, Attach::KernelFunctions),
+            |a| matches!(a, Attach::Sampling),
+            |a| matches!(a, Attach::Uprobes { .. }),
+        ];
+        for phase in phases {
+            for &source in config.sources {
+                let attach = &source.spec().attach;
+                if !phase(attach) {
+                    continue;
                 }
-            } else if !config.pids.is_empty() {
-                // Scoped uprobes fire only in these processes: the rest of the
-                // host does not pay the trap. COMMAND gets its own before exec.
-                let mut refusals = Vec::new();
-                for &pid in config.pids {
-                    match attach_to_process(&mut probes, source, pid) {
-                        Ok(()) => {}
-                        Err(err) if config.sources_explicit => return Err(err),
-                        Err(err) => refusals.push(format!("{err:#}")),
+                let outcome = match attach {
+                    Attach::KernelHooks => probes.attach(&[source], config.backend).map(|()| None),
+                    Attach::KernelFunctions => attach_kernel(&mut probes, config),
+                    Attach::Sampling => {
+                        probes.attach_vdso_sampling(config.frequency).map(|()| None)
                     }
-                }
-                if refusals.len() == config.pids.len() {
-                    unavailable.push((source, refusals.join("; ")));
-                } else {
-                    for refusal in refusals {
-                        eprintln!("clockprof: warning: the {source} source skips {refusal}");
+                    &Attach::Uprobes { target, .. } => {
+                        attach_uprobes(&mut probes, config, source, target)
                     }
+                };
+                if let Some(reason) = outcome? {
+                    unavailable.push((source, reason));
                 }
             }
         }
@@ -292,8 +340,11 @@ impl Session {
         pid: u32,
         program: &OsStr,
     ) -> Result<()> {
-        for &source in sources.0.iter().filter(|s| s.is_uprobe()) {
-            let attached = self.attach_one_for_command(source, pid, program);
+        for &source in &sources.sources {
+            let Some(target) = source.uprobe_target() else {
+                continue;
+            };
+            let attached = self.attach_one_for_command(source, target, pid, program);
             match attached {
                 Err(err) if !sources.explicit() => {
                     self.unavailable.push((source, format!("{err:#}")));
@@ -301,27 +352,33 @@ impl Session {
                 result => result?,
             }
         }
-        require_some_source(&sources.0, &self.unavailable)
+        require_some_source(&sources.sources, &self.unavailable)
     }
 
-    fn attach_one_for_command(&mut self, source: Source, pid: u32, program: &OsStr) -> Result<()> {
+    fn attach_one_for_command(
+        &mut self,
+        source: Source,
+        target: UprobeTarget,
+        pid: u32,
+        program: &OsStr,
+    ) -> Result<()> {
         let command = format!("COMMAND `{}`", program.to_string_lossy());
         let path = binaries::resolve_command(program)
             .with_context(|| format!("{command} was not found in PATH"))?;
         let executable = Binary::open(&path, path.clone(), None)
             .with_context(|| format!("{command} is not a regular file that can be read"))?;
-        let binary = match source {
+        let binary = match target {
             // COMMAND has not exec'd yet; it will map the host's libc, the
             // one this process maps, unless it is static.
-            Source::Libc => {
+            UprobeTarget::Libc => {
                 if is_static_executable(&executable.fd_path()) {
-                    bail!("{command} is statically linked, so the libc source has nothing to probe in it");
+                    bail!("{command} is statically linked, so the {source} source has nothing to probe in it");
                 }
-                binaries::libc_of(std::process::id()).context(
-                    "this host's glibc was not found, so the libc source has nothing to probe",
-                )?
+                binaries::libc_of(std::process::id()).with_context(|| {
+                    format!("this host's glibc was not found, so the {source} source has nothing to probe")
+                })?
             }
-            _ => {
+            UprobeTarget::GoExecutable => {
                 check_go(&executable.fd_path(), &command)?;
                 executable
             }

@@ -19,7 +19,7 @@ use crate::collect::{RawSample, RawStack};
 use crate::interrupt;
 use crate::proc_tracker::ProcTracker;
 use crate::safe_open::{self, FileKey, PerfMapRefusal};
-use crate::source::ClockRead;
+use crate::sources::ClockRead;
 
 pub const UNKNOWN: &str = "[unknown]";
 /// Stands for the user stack when the kernel could not capture it.
@@ -591,7 +591,7 @@ mod tests {
 
     #[test]
     fn kernel_stacks_end_in_the_watched_function() {
-        crate::source::set_kernel_functions(&["ktime_get".to_string()]);
+        crate::sources::set_kernel_functions(&["ktime_get".to_string()]);
         let frame = |function: &str, kernel| Frame {
             function: function.into(),
             module: None,

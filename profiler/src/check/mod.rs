@@ -17,7 +17,7 @@ use crate::cli::CheckArgs;
 use crate::export::{Existing, OutputFile};
 use crate::record::{self, Summary};
 use crate::recorded::Recorded;
-use crate::source::Source;
+use crate::sources::Source;
 use budget::{Budget, BudgetFlags, Limit};
 use judge::{Measures, Unmatched};
 
@@ -42,7 +42,7 @@ pub async fn check(args: CheckArgs) -> Result<i32> {
         file: args.budget.as_deref(),
     })?;
     let sources = &args.record.probe.sources;
-    let vdso_named = sources.explicit() && sources.0.contains(&Source::Vdso);
+    let vdso_named = sources.explicit() && sources.sources.contains(&Source::Vdso);
     if let Some(rule) = budget
         .rules
         .iter()

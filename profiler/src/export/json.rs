@@ -10,7 +10,7 @@ use super::Format;
 use crate::aggregate::Profile;
 use crate::collect::LostCounts;
 use crate::probes::{debug_registers_taken, Attachment};
-use crate::source::Source;
+use crate::sources::Source;
 use crate::symbolize::{Frame, StackState};
 
 #[derive(Serialize)]

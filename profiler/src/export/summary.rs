@@ -7,7 +7,7 @@ use profiler_common::INTERRUPT_TGID;
 use crate::aggregate::Profile;
 use crate::printable::printable;
 use crate::probes::{debug_registers_taken, Backend, DEBUG_REGISTERS};
-use crate::source::Source;
+use crate::sources::Source;
 
 const TOP_PROCESSES: usize = 10;
 const TOP_STACKS: usize = 10;

@@ -11,7 +11,7 @@ use profiler_common::{event, CLOCK_ID_NONE, INTERRUPT_TGID};
 use crate::aggregate::{Profile, RecordingInfo};
 use crate::collect::LostCounts;
 use crate::probes::{Attachment, Backend};
-use crate::source::{ClockRead, Source};
+use crate::sources::{ClockRead, Source};
 use crate::symbolize::{Frame, StackState, SymbolizedSample, LOST_STACK};
 
 pub const CONTAINER_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -56,7 +56,7 @@ fn sample(
 pub fn profile() -> Profile {
     // The kernel read names slot 0. The list is process-wide and set once,
     // so this is the list source.rs's test sets (ktime_get first in all).
-    crate::source::set_kernel_functions(&["ktime_get".to_string(), "ktime_get_ts64".to_string()]);
+    crate::sources::set_kernel_functions(&["ktime_get".to_string(), "ktime_get_ts64".to_string()]);
     const SERVER: &str = "/usr/bin/server";
     const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
     let cgroup = format!("/system.slice/docker-{CONTAINER_ID}.scope");

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::keys::{Action, InputMode};
-use crate::source::Source;
+use crate::sources::Source;
 use crate::top::export::Scope;
 use crate::top::model::{ProcessReads, Snapshot};
 

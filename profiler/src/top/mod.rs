@@ -117,7 +117,7 @@ impl Top {
         // The screen is ours: a note on stderr would scribble over it.
         crate::symbolize::quiet_perf_map_notes();
         let recording = RecordingInfo {
-            sources: args.probe.sources.0.clone(),
+            sources: args.probe.sources.sources.clone(),
             attachments: session.attachments(),
             ..RecordingInfo::default()
         };
@@ -136,7 +136,7 @@ impl Top {
         let (sources, unavailable) = args
             .probe
             .sources
-            .0
+            .sources
             .iter()
             .partition(|&&s| recording.attachments.iter().any(|a| a.source == s));
         let context = Context {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use profiler_common::CountKey;
 
 use crate::collect::{clock_read, LostCounts, RawSample, RawStack};
-use crate::source::Source;
+use crate::sources::Source;
 use crate::symbolize::SymbolizedSample;
 
 /// The pipeline's stages as the live view uses them, the same as `record`'s:

@@ -15,7 +15,7 @@ use profiler_common::CountKey;
 
 use super::model::{KeyCount, Stages};
 use crate::collect::{self, clock_read, RawStack};
-use crate::source::ClockRead;
+use crate::sources::ClockRead;
 use crate::symbolize::{Frame, StackState};
 
 #[derive(Debug, PartialEq, Eq, Hash)]

@@ -16,7 +16,7 @@ use ratatui::Frame;
 use super::app::{App, Screen};
 use super::format::{count, duration, sparkline};
 use crate::clocksource::Clocksource;
-use crate::source::Source;
+use crate::sources::Source;
 use crate::top::model::{ProcessReads, Snapshot};
 use crate::top::stacks::StackRow;
 
@@ -409,7 +409,7 @@ mod tests {
         };
         vec![StackRow {
             id: 1,
-            read: crate::source::ClockRead {
+            read: crate::sources::ClockRead {
                 event: profiler_common::event::SYSCALL_CLOCK_GETTIME,
                 clock_id: 1,
             },

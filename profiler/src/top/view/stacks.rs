@@ -8,7 +8,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use super::{header_style, right, selected_style, sorted_title, Data, MARK, NUMBER, SHARE, TOTAL};
-use crate::source::Source;
+use crate::sources::Source;
 use crate::symbolize::{StackState, UNKNOWN};
 use crate::top::app::App;
 use crate::top::format::{count, share, truncate};

@@ -1,0 +1,40 @@
+//! The `go` source: entry uprobes on Go's clock functions in Go executables
+//! that keep their symbol table. Go's assembly functions carry an `.abi0`
+//! suffix in some releases, and not every release has every function (Go
+//! 1.19 on amd64 reads the wall clock inside time.now, with no
+//! runtime.walltime).
+
+use profiler_common::event;
+
+use super::{Attach, Call, Event, SourceSpec, Uprobe, UprobeTarget};
+
+pub const SPEC: SourceSpec = SourceSpec {
+    name: "go",
+    help: "uprobes on time.now, runtime.nanotime1, runtime.walltime of Go
+binaries (needs their symbols): exact counts, same trap cost.
+Opt-in; host-wide it covers the Go binaries running at start.",
+    events: &[
+        Event::new(event::GO_TIME_NOW, Call::Named("time.now")),
+        Event::new(event::GO_NANOTIME1, Call::Named("runtime.nanotime1")),
+        Event::new(event::GO_WALLTIME, Call::Named("runtime.walltime")),
+    ],
+    attach: Attach::Uprobes {
+        target: UprobeTarget::GoExecutable,
+        uprobes: &[
+            Uprobe {
+                program: "uprobe_go_time_now",
+                symbols: &["time.now", "time.now.abi0"],
+            },
+            Uprobe {
+                program: "uprobe_go_nanotime1",
+                symbols: &["runtime.nanotime1", "runtime.nanotime1.abi0"],
+            },
+            Uprobe {
+                program: "uprobe_go_walltime",
+                symbols: &["runtime.walltime", "runtime.walltime.abi0"],
+            },
+        ],
+    },
+    on_by_default: false,
+    sampled: false,
+};

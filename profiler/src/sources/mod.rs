@@ -1,0 +1,470 @@
+//! The clock sources a user can choose with `-s`, one module each, and
+//! the exact call each counted event stands for (the leaf of every stack).
+//!
+//! Each source declares everything about itself in its module's `SPEC`:
+//! name and help, event ids and how they are named, how it attaches, whether
+//! it is on by default. Session, doctor, `--help` and the exporters read
+//! that table; no `match` on a source has a wildcard arm, so a new source is
+//! a compile error wherever it must be handled.
+
+mod go;
+mod kernel;
+mod libc;
+mod syscall;
+mod vdso;
+
+use std::fmt;
+use std::str::FromStr;
+
+use profiler_common::CLOCK_ID_NONE;
+use serde::Serialize;
+
+/// A family of clock reads, chosen with `-s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Syscall,
+    Kernel,
+    Libc,
+    Go,
+    Vdso,
+}
+
+/// Everything about one source, declared in its own module.
+pub struct SourceSpec {
+    /// Its name for `-s` and in leaves.
+    pub name: &'static str,
+    /// Its paragraph of `-s`'s help, with its cost.
+    pub help: &'static str,
+    /// The event ids its eBPF programs count, and the call each stands for.
+    pub events: &'static [Event],
+    pub attach: Attach,
+    /// Part of `-s default`.
+    pub on_by_default: bool,
+    /// Counts are samples, not events.
+    pub sampled: bool,
+}
+
+/// One counted event: its id (profiler_common::event) and its call.
+pub struct Event {
+    pub id: u32,
+    pub call: Call,
+}
+
+impl Event {
+    pub const fn new(id: u32, call: Call) -> Event {
+        Event { id, call }
+    }
+}
+
+/// How the leaf of an event names its call.
+pub enum Call {
+    Named(&'static str),
+    /// The kernel function in the event's slot of the recording's list.
+    KernelFunction,
+}
+
+/// How a source's hooks are attached.
+pub enum Attach {
+    /// At fixed kernel places, each by the best backend the kernel accepts
+    /// (the catalogue in probes).
+    KernelHooks,
+    /// On each chosen kernel clock function (`--kernel-fn`).
+    KernelFunctions,
+    /// cpu-clock sampling on every CPU at `-F` Hz.
+    Sampling,
+    /// Entry uprobes on the binaries of `target`.
+    Uprobes {
+        target: UprobeTarget,
+        uprobes: &'static [Uprobe],
+    },
+}
+
+/// Which binary of a process the uprobes of a source go into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UprobeTarget {
+    /// The glibc it maps.
+    Libc,
+    /// Its executable, if it is a Go program with its symbol table.
+    GoExecutable,
+}
+
+/// One entry uprobe: its program and the names its function goes by.
+pub struct Uprobe {
+    pub program: &'static str,
+    pub symbols: &'static [&'static str],
+}
+
+impl Source {
+    pub const ALL: &'static [Source] = &[
+        Source::Syscall,
+        Source::Kernel,
+        Source::Libc,
+        Source::Go,
+        Source::Vdso,
+    ];
+
+    pub fn spec(self) -> &'static SourceSpec {
+        match self {
+            Source::Syscall => &syscall::SPEC,
+            Source::Kernel => &kernel::SPEC,
+            Source::Libc => &libc::SPEC,
+            Source::Go => &go::SPEC,
+            Source::Vdso => &vdso::SPEC,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// Which binary of a process its uprobes go into, for uprobe sources.
+    pub fn uprobe_target(self) -> Option<UprobeTarget> {
+        match self.spec().attach {
+            Attach::Uprobes { target, .. } => Some(target),
+            Attach::KernelHooks | Attach::KernelFunctions | Attach::Sampling => None,
+        }
+    }
+
+    /// Whether counts are samples rather than exact events.
+    pub fn is_sampled(self) -> bool {
+        self.spec().sampled
+    }
+}
+
+/// `-s`'s long help: the sources on by default first, each with its cost.
+pub fn help() -> String {
+    let defaults: Vec<&str> = default_sources().iter().map(|s| s.name()).collect();
+    let mut help = format!(
+        "Clock sources, comma-separated, or `all`. `default`: {},
+the ones that cost little on every hot path. With the defaults or `all`, a
+source that does not apply (a kernel without its hooks, go on a program that
+is not Go, libc on a static binary) is skipped and named in the output; it is
+an error only when none applies. A source named on its own that does not
+apply is an error; named with others, a warning. `all` includes the uprobe
+sources libc and go: host-wide, that puts a trap on every glibc
+clock_gettime and Go clock call of every running process (see below).
+Costs are per clock read, measured by `cargo xtask bench`.",
+        defaults.join(",")
+    );
+    let (on, off): (Vec<Source>, Vec<Source>) =
+        Source::ALL.iter().partition(|s| s.spec().on_by_default);
+    for source in on.into_iter().chain(off) {
+        for (i, line) in source.spec().help.lines().enumerate() {
+            let name = if i == 0 { source.name() } else { "" };
+            help.push_str(&format!("\n  {name:<8} {line}"));
+        }
+    }
+    help
+}
+
+fn default_sources() -> Vec<Source> {
+    Source::ALL
+        .iter()
+        .copied()
+        .filter(|s| s.spec().on_by_default)
+        .collect()
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A de-duplicated, ordered set of sources parsed from `-s a,b,c`, `-s all`
+/// or the default, and whether the user named them: a default source the
+/// kernel cannot serve is skipped quietly, a named one is not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceSet {
+    pub sources: Vec<Source>,
+    pub requested: Requested,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requested {
+    ByDefault,
+    /// `all` (with or without names): like the defaults, whatever does not
+    /// apply is skipped and named.
+    All,
+    Explicitly,
+}
+
+/// `-s`'s default: the sources that cost little on every hot path.
+pub const DEFAULT_SOURCES: &str = "default";
+
+impl FromStr for SourceSet {
+    type Err = String;
+
+    fn from_str(list: &str) -> Result<Self, String> {
+        if list == DEFAULT_SOURCES {
+            return Ok(SourceSet {
+                sources: default_sources(),
+                requested: Requested::ByDefault,
+            });
+        }
+        let mut sources = Vec::new();
+        let mut requested = Requested::Explicitly;
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "all" {
+                sources.extend_from_slice(Source::ALL);
+                requested = Requested::All;
+                continue;
+            }
+            let source = Source::ALL
+                .iter()
+                .copied()
+                .find(|s| s.name() == name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = Source::ALL.iter().map(|s| s.name()).collect();
+                    format!(
+                        "unknown source `{name}`; choose from {} or all",
+                        names.join(",")
+                    )
+                })?;
+            sources.push(source);
+        }
+        if sources.is_empty() {
+            return Err("no source given".into());
+        }
+        sources.sort();
+        sources.dedup();
+        Ok(SourceSet { sources, requested })
+    }
+}
+
+impl fmt::Display for SourceSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.sources.iter().map(|s| s.name()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl SourceSet {
+    /// Whether the user named each source (not `all`, not the defaults):
+    /// then one that does not apply is a warning, or an error alone.
+    pub fn explicit(&self) -> bool {
+        self.requested == Requested::Explicitly
+    }
+}
+
+/// One kind of counted event: which hook fired and, where known, which clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClockRead {
+    pub event: u32,
+    pub clock_id: i32,
+}
+
+impl ClockRead {
+    fn event(self) -> Option<(Source, &'static Event)> {
+        Source::ALL.iter().find_map(|&source| {
+            let event = source.spec().events.iter().find(|e| e.id == self.event)?;
+            Some((source, event))
+        })
+    }
+
+    /// The source whose program counted it. Every id our eBPF object counts
+    /// is declared by one source (sources::tests checks the ids of
+    /// profiler_common::event); one that is not is shown as `unknown` under
+    /// the syscall source rather than dropping its count.
+    pub fn source(self) -> Source {
+        self.event()
+            .map(|(source, _)| source)
+            .unwrap_or(Source::Syscall)
+    }
+
+    /// The call's name within its source, e.g. `clock_gettime`.
+    pub fn call(self) -> &'static str {
+        match self.event().map(|(_, event)| &event.call) {
+            Some(Call::Named(name)) => name,
+            Some(Call::KernelFunction) => usize::try_from(self.clock_id)
+                .ok()
+                .and_then(|slot| kernel_functions().get(slot).copied())
+                .unwrap_or("unknown"),
+            None => "unknown",
+        }
+    }
+
+    /// The clock read, where the hook knows it (kernel events carry their
+    /// function's slot instead).
+    pub fn clock(self) -> Option<String> {
+        if let Some((
+            _,
+            Event {
+                call: Call::KernelFunction,
+                ..
+            },
+        )) = self.event()
+        {
+            return None;
+        }
+        clock_name(self.clock_id)
+    }
+
+    /// The leaf frame of folded stacks: `[syscall clock_gettime MONOTONIC]`.
+    pub fn leaf(self) -> String {
+        match self.clock() {
+            Some(clock) => format!("[{} {} {}]", self.source(), self.call(), clock),
+            None => format!("[{} {}]", self.source(), self.call()),
+        }
+    }
+}
+
+/// The kernel clock functions of this run, by slot: set once when the
+/// kernel source is attached, read when naming its events.
+static KERNEL_FUNCTIONS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+
+pub fn set_kernel_functions(functions: &[String]) {
+    // One run watches one list; leaking it lets every ClockRead name it.
+    let names = functions
+        .iter()
+        .map(|f| &*Box::leak(f.clone().into_boxed_str()))
+        .collect();
+    let _ = KERNEL_FUNCTIONS.set(names);
+}
+
+fn kernel_functions() -> &'static [&'static str] {
+    KERNEL_FUNCTIONS.get().map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// Names a clock id the way `<time.h>` does, without the `CLOCK_` prefix.
+/// Negative ids are dynamic CPU-time clocks of a given process or thread
+/// (`clock_getcpuclockid`, `pthread_getcpuclockid`), which always take the syscall.
+pub fn clock_name(clock_id: i32) -> Option<String> {
+    const NAMES: [&str; 12] = [
+        "REALTIME",
+        "MONOTONIC",
+        "PROCESS_CPUTIME_ID",
+        "THREAD_CPUTIME_ID",
+        "MONOTONIC_RAW",
+        "REALTIME_COARSE",
+        "MONOTONIC_COARSE",
+        "BOOTTIME",
+        "REALTIME_ALARM",
+        "BOOTTIME_ALARM",
+        "SGI_CYCLE",
+        "TAI",
+    ];
+    if clock_id == CLOCK_ID_NONE {
+        return None;
+    }
+    Some(match usize::try_from(clock_id) {
+        Ok(id) if id < NAMES.len() => NAMES[id].to_string(),
+        Ok(id) => format!("CLOCK_{id}"),
+        // CPUCLOCK_PERTHREAD_MASK is bit 2 of the encoded id.
+        Err(_) if clock_id & 4 != 0 => "THREAD_CPUCLOCK".to_string(),
+        Err(_) => "PROCESS_CPUCLOCK".to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use profiler_common::event;
+
+    #[test]
+    fn parses_lists_and_all() {
+        assert_eq!(
+            "syscall".parse::<SourceSet>().unwrap().sources,
+            vec![Source::Syscall]
+        );
+        assert_eq!(
+            "all".parse::<SourceSet>().unwrap().sources,
+            Source::ALL.to_vec()
+        );
+        assert_eq!(
+            "syscall,syscall".parse::<SourceSet>().unwrap().sources,
+            vec![Source::Syscall]
+        );
+        let err = "nonsense".parse::<SourceSet>().unwrap_err();
+        assert!(err.contains("unknown source `nonsense`"), "{err}");
+        assert!("".parse::<SourceSet>().is_err());
+        let default = DEFAULT_SOURCES.parse::<SourceSet>().unwrap();
+        assert_eq!(
+            default.sources,
+            vec![Source::Syscall, Source::Kernel, Source::Vdso]
+        );
+        assert!(!default.explicit());
+        assert!("syscall".parse::<SourceSet>().unwrap().explicit());
+        assert!(!"all".parse::<SourceSet>().unwrap().explicit());
+        assert!(!"syscall,all".parse::<SourceSet>().unwrap().explicit());
+    }
+
+    #[test]
+    fn every_event_id_belongs_to_one_source() {
+        let ids = [
+            event::SYSCALL_CLOCK_GETTIME,
+            event::SYSCALL_GETTIMEOFDAY,
+            event::SYSCALL_TIME,
+            event::LIBC_CLOCK_GETTIME,
+            event::GO_TIME_NOW,
+            event::GO_NANOTIME1,
+            event::GO_WALLTIME,
+            event::VDSO_SAMPLE,
+            event::KERNEL_FN,
+        ];
+        for id in ids {
+            let owners = Source::ALL
+                .iter()
+                .filter(|s| s.spec().events.iter().any(|e| e.id == id))
+                .count();
+            assert_eq!(owners, 1, "event {id}");
+        }
+        let declared: usize = Source::ALL.iter().map(|s| s.spec().events.len()).sum();
+        assert_eq!(declared, ids.len());
+    }
+
+    #[test]
+    fn help_lists_defaults_first_with_their_costs() {
+        let help = help();
+        assert!(help.starts_with(
+            "Clock sources, comma-separated, or `all`. `default`: syscall,kernel,vdso,\n"
+        ));
+        let order: Vec<usize> = [
+            "\n  syscall  ",
+            "\n  kernel   ",
+            "\n  vdso     ",
+            "\n  libc     ",
+            "\n  go       ",
+        ]
+        .iter()
+        .map(|name| {
+            help.find(name)
+                .unwrap_or_else(|| panic!("{name} in {help}"))
+        })
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    }
+
+    #[test]
+    fn names_leaves() {
+        let read = |event, clock_id| ClockRead { event, clock_id }.leaf();
+        assert_eq!(
+            read(event::SYSCALL_CLOCK_GETTIME, 1),
+            "[syscall clock_gettime MONOTONIC]"
+        );
+        assert_eq!(
+            read(event::SYSCALL_CLOCK_GETTIME, 0),
+            "[syscall clock_gettime REALTIME]"
+        );
+        assert_eq!(
+            read(event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE),
+            "[syscall gettimeofday]"
+        );
+        assert_eq!(read(event::SYSCALL_TIME, CLOCK_ID_NONE), "[syscall time]");
+        assert_eq!(
+            read(event::LIBC_CLOCK_GETTIME, 1),
+            "[libc clock_gettime MONOTONIC]"
+        );
+        assert_eq!(read(event::GO_TIME_NOW, CLOCK_ID_NONE), "[go time.now]");
+        assert_eq!(read(event::VDSO_SAMPLE, CLOCK_ID_NONE), "[vdso sample]");
+        set_kernel_functions(&["ktime_get".to_string(), "ktime_get_ts64".to_string()]);
+        assert_eq!(read(event::KERNEL_FN, 1), "[kernel ktime_get_ts64]");
+        assert_eq!(read(event::KERNEL_FN, 9), "[kernel unknown]");
+        // clock_getcpuclockid(pid 1234) = ~1234 << 3 | 2 (CPUCLOCK_SCHED)
+        assert_eq!(
+            read(event::SYSCALL_CLOCK_GETTIME, (!1234 << 3) | 2),
+            "[syscall clock_gettime PROCESS_CPUCLOCK]"
+        );
+    }
+}
