@@ -4,23 +4,12 @@
 
 use std::ops::Range;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 
-/// The online CPUs, from /sys/devices/system/cpu/online.
+/// The online CPUs (aya parses /sys/devices/system/cpu/online).
 pub fn online_cpus() -> Result<Vec<u32>> {
-    let path = "/sys/devices/system/cpu/online";
-    let list = std::fs::read_to_string(path).context("could not read the online CPUs")?;
-    parse_cpu_list(&list).with_context(|| format!("could not parse {path}"))
-}
-
-/// Parses a kernel CPU list such as "0-3,6,8-9".
-fn parse_cpu_list(list: &str) -> Result<Vec<u32>> {
-    let mut cpus = Vec::new();
-    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
-        let (first, last) = part.split_once('-').unwrap_or((part, part));
-        cpus.extend(first.parse::<u32>()?..=last.parse::<u32>()?);
-    }
-    Ok(cpus)
+    aya::util::online_cpus()
+        .map_err(|(path, err)| anyhow!("could not read the online CPUs from {path}: {err}"))
 }
 
 /// The address range of this process's [vdso] mapping.
@@ -63,10 +52,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_cpu_lists() {
-        assert_eq!(parse_cpu_list("0-2,5\n").unwrap(), vec![0, 1, 2, 5]);
-        assert_eq!(parse_cpu_list("0").unwrap(), vec![0]);
-        assert!(parse_cpu_list("x").is_err());
+    fn finds_the_online_cpus() {
         assert!(!online_cpus().unwrap().is_empty());
     }
 
