@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use crate::attachment::Attachment;
 use crate::collect::LostCounts;
-use crate::probes::Attachment;
 use crate::sources::{ClockRead, Source};
 use crate::symbolize::{Frame, StackState, SymbolizedSample};
 

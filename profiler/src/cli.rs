@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::attachment::Backend;
 use crate::export::Format;
-use crate::probes::Backend;
 use crate::session::SessionConfig;
 use crate::sources::{SourceSet, DEFAULT_SOURCES};
 

@@ -9,13 +9,13 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::attachment::{Backend, DEBUG_REGISTERS};
 use crate::cli::DoctorArgs;
 use crate::clocksource;
 use crate::kernel_context;
 use crate::privileges;
 use crate::probes::{
-    free_debug_registers, refusal_reason, Backend, KernelFunction, ProbeConfig, Probes,
-    ProgramVariant, DEBUG_REGISTERS,
+    free_debug_registers, refusal_reason, KernelFunction, ProbeConfig, Probes, ProgramVariant,
 };
 use crate::sources::Source;
 

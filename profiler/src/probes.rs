@@ -21,6 +21,7 @@ use serde::Serialize;
 
 pub mod perf_event;
 
+use crate::attachment::{Attachment, Backend, DEBUG_REGISTERS};
 use crate::binaries::Binary;
 use crate::host_facts;
 use crate::kernel_context::{self, KernelContext};
@@ -29,34 +30,6 @@ use crate::tracefs;
 
 /// The eBPF object built by build.rs (profiler-ebpf for bpfel-unknown-none).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/clockprof"));
-
-/// How a hook is attached, best (cheapest) first: the first one the kernel
-/// accepts is used, unless `--backend` forces one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Fentry,
-    Kprobe,
-    Tracepoint,
-    Breakpoint,
-    Uprobe,
-    #[value(name = "perf_event")]
-    #[serde(rename = "perf_event")]
-    PerfEvent,
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Fentry => "fentry",
-            Backend::Kprobe => "kprobe",
-            Backend::Tracepoint => "tracepoint",
-            Backend::Breakpoint => "breakpoint",
-            Backend::Uprobe => "uprobe",
-            Backend::PerfEvent => "perf_event",
-        })
-    }
-}
 
 /// One way to attach a hook: a program of the eBPF object and where it goes
 /// (a kernel function, or `category:name` of a tracepoint).
@@ -240,10 +213,6 @@ pub const DEFAULT_KERNEL_FUNCTIONS: &[&str] = &[
 /// breakpoints the rest.
 pub const DEFAULT_BREAKPOINT_FUNCTIONS: &[&str] = &["ktime_get_mono_fast_ns"];
 
-/// Debug registers per CPU on x86: at most this many functions can be
-/// watched by breakpoint at once.
-pub const DEBUG_REGISTERS: usize = 4;
-
 /// A kernel function for the kernel source, and whether it may take a
 /// debug register (a hardware breakpoint on every CPU) when fentry and
 /// kprobe cannot reach it.
@@ -275,15 +244,6 @@ impl KernelFunction {
                 .collect()
         }
     }
-}
-
-/// Debug registers per CPU that `attachments` take: one per function watched
-/// by breakpoint.
-pub fn debug_registers_taken(attachments: &[Attachment]) -> usize {
-    attachments
-        .iter()
-        .filter(|a| a.backend == Backend::Breakpoint)
-        .count()
 }
 
 /// Why the kernel refused a backend, in a few words, from what the kernel
@@ -498,14 +458,6 @@ pub fn free_debug_registers(cpu: u32) -> Result<usize> {
         }
     }
     Ok(reserved.len())
-}
-
-/// One attached hook, for the record of what was measured how.
-#[derive(Clone, Debug, Serialize)]
-pub struct Attachment {
-    pub source: Source,
-    pub hook: String,
-    pub backend: Backend,
 }
 
 pub struct ProbeConfig {

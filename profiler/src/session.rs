@@ -9,10 +9,11 @@ use std::ffi::OsStr;
 use anyhow::{bail, Context, Result};
 use profiler_common::target;
 
+use crate::attachment::{Attachment, Backend};
 use crate::binaries::{self, Binary, GoBinary};
 use crate::collect::{self, Collected};
 use crate::privileges;
-use crate::probes::{Attachment, Backend, KernelFunction, ProbeConfig, Probes};
+use crate::probes::{KernelFunction, ProbeConfig, Probes};
 use crate::proc_tracker::ProcTracker;
 use crate::sources::{Attach, Source, SourceSet, UprobeTarget};
 

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::Format;
 use crate::aggregate::Profile;
+use crate::attachment::{debug_registers_taken, Attachment};
 use crate::collect::LostCounts;
-use crate::probes::{debug_registers_taken, Attachment};
 use crate::sources::Source;
 use crate::symbolize::{Frame, StackState};
 

@@ -5,8 +5,8 @@ use std::fmt::Write;
 use profiler_common::INTERRUPT_TGID;
 
 use crate::aggregate::Profile;
+use crate::attachment::{debug_registers_taken, Backend, DEBUG_REGISTERS};
 use crate::printable::printable;
-use crate::probes::{debug_registers_taken, Backend, DEBUG_REGISTERS};
 use crate::sources::Source;
 
 const TOP_PROCESSES: usize = 10;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use profiler_common::{event, CLOCK_ID_NONE, INTERRUPT_TGID};
 
 use crate::aggregate::{Profile, RecordingInfo};
+use crate::attachment::{Attachment, Backend};
 use crate::collect::LostCounts;
-use crate::probes::{Attachment, Backend};
 use crate::sources::{ClockRead, Source};
 use crate::symbolize::{Frame, StackState, SymbolizedSample, LOST_STACK};
 
