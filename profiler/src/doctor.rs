@@ -12,10 +12,10 @@ use serde::Serialize;
 use crate::attachment::{Backend, DEBUG_REGISTERS};
 use crate::cli::DoctorArgs;
 use crate::clocksource;
-use crate::kernel_context;
 use crate::privileges;
 use crate::probes::{
-    free_debug_registers, refusal_reason, KernelFunction, ProbeConfig, Probes, ProgramVariant,
+    free_debug_registers, kernel_context, refusal_reason, KernelFunction, ProbeConfig, Probes,
+    ProgramVariant,
 };
 use crate::sources::Source;
 

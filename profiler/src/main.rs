@@ -19,8 +19,6 @@ mod doctor;
 mod export;
 mod host_facts;
 mod interrupt;
-mod kernel_btf;
-mod kernel_context;
 mod printable;
 mod privileges;
 mod probes;

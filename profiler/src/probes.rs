@@ -2,6 +2,13 @@
 //! the PID filter and attaches one program per clock-read hook of each chosen
 //! source. Dropping `Probes` detaches everything (links are fd-based), so no
 //! probe outlives the process, whatever way it exits.
+//!
+//! The parts, each its own module under `probes/`: `btf` (struct offsets
+//! from the kernel's BTF), `kallsyms` (kernel symbol addresses),
+//! `kernel_context` (what the kernel source's programs need to tell interrupt
+//! context and kernel threads), `pid_filter` (the `TARGETS` map), and
+//! `perf_event_open` by hand for breakpoints; tracepoint formats are read
+//! through `crate::tracefs`.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -10,7 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{HashMap, MapData};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::uprobe::UProbeScope;
 use aya::programs::{FEntry, KProbe, PerfEvent, ProgramError, ProgramType, TracePoint, UProbe};
@@ -19,14 +26,19 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use profiler_common::names;
 use serde::Serialize;
 
+mod btf;
+mod kallsyms;
+pub mod kernel_context;
 pub mod perf_event;
+mod pid_filter;
 
 use crate::attachment::{Attachment, Backend, DEBUG_REGISTERS};
 use crate::binaries::Binary;
 use crate::host_facts;
-use crate::kernel_context::{self, KernelContext};
 use crate::sources::{Attach, Source, Uprobe};
 use crate::tracefs;
+use kallsyms::kernel_symbol_address;
+use kernel_context::KernelContext;
 
 /// The eBPF object built by build.rs (profiler-ebpf for bpfel-unknown-none).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/clockprof"));
@@ -182,7 +194,7 @@ fn thread_size() -> u32 {
 /// stack size. Without BTF the offset stays 0 and the programs count syscalls
 /// without recovering skipped callers.
 fn kernel_stack_globals() -> (u32, u32) {
-    let offset = crate::kernel_btf::KernelBtf::load()
+    let offset = btf::KernelBtf::load()
         .and_then(|btf| btf.member_offset("task_struct", &["stack"]))
         .unwrap_or(0);
     (offset, thread_size())
@@ -386,19 +398,11 @@ fn refusal_reason_on(backend: Backend, function: &str, err: &anyhow::Error) -> S
     reason
 }
 
-/// The address of a kernel function from /proc/kallsyms (needs root, else
-/// the addresses read as zero).
-fn kernel_symbol_address(function: &str) -> Result<u64> {
-    kernel_context::kernel_symbols(&[function])?
-        .remove(function)
-        .ok_or_else(|| anyhow!("the kernel has no function {function}"))
-}
-
 /// Where the current task's vDSO lives, for the sampling program: offsets of
 /// task_struct.mm and mm_struct.context.vdso from BTF, and the vDSO's text
 /// size (the same for every process of this kernel: read from our own).
 fn vdso_globals() -> Result<(u32, u32, u64)> {
-    let btf = crate::kernel_btf::KernelBtf::load()?;
+    let btf = btf::KernelBtf::load()?;
     let mm = btf.member_offset("task_struct", &["mm"])?;
     let vdso = btf.member_offset("mm_struct", &["context", "vdso"])?;
     let own = host_facts::own_vdso().context("the kernel has no vDSO to sample")?;
@@ -489,30 +493,11 @@ pub struct Probes {
     variant: ProgramVariant,
 }
 
-/// Reads a field's offset from a tracepoint's format file. The layout of
-/// `sched_process_fork` changed (comm became `__data_loc`), so it is not fixed.
-fn tracepoint_field_offset(category: &str, name: &str, field: &str) -> Result<u32> {
-    let path = tracefs::events_dir()
-        .join(category)
-        .join(name)
-        .join("format");
-    let format = std::fs::read_to_string(&path)
-        .with_context(|| format!("could not read {}", path.display()))?;
-    let needle = format!(" {field};");
-    format
-        .lines()
-        .find(|line| line.contains(&needle))
-        .and_then(|line| line.split("offset:").nth(1))
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|offset| offset.trim().parse().ok())
-        .ok_or_else(|| anyhow!("no field {field} in {}", path.display()))
-}
-
 impl Probes {
     pub fn load(config: &ProbeConfig) -> Result<Self> {
         tracefs::require()?;
         let fork_offset = if config.follow_children {
-            tracepoint_field_offset("sched", "sched_process_fork", "child_pid")?
+            tracefs::tracepoint_field_offset("sched", "sched_process_fork", "child_pid")?
         } else {
             0
         };
@@ -928,28 +913,6 @@ impl Probes {
 
     pub fn attachments(&self) -> &[Attachment] {
         &self.attachments
-    }
-
-    fn targets(&mut self) -> Result<HashMap<&mut MapData, u32, u32>> {
-        let map = self
-            .ebpf
-            .map_mut(names::TARGETS)
-            .ok_or_else(|| anyhow!("the eBPF object has no {} map", names::TARGETS))?;
-        Ok(HashMap::try_from(map)?)
-    }
-
-    pub fn add_target(&mut self, tgid: u32, flags: u32) -> Result<()> {
-        self.targets()?
-            .insert(tgid, flags, 0)
-            .with_context(|| format!("could not add PID {tgid} to the kernel's PID filter"))
-    }
-
-    /// The raw fd of the target map, for a child to register itself before exec.
-    pub fn targets_fd(&self) -> Result<RawFd> {
-        match self.ebpf.map(names::TARGETS) {
-            Some(Map::HashMap(data)) => Ok(data.fd().as_fd().as_raw_fd()),
-            _ => bail!("the eBPF object has no {} hash map", names::TARGETS),
-        }
     }
 
     pub fn ebpf(&self) -> &Ebpf {

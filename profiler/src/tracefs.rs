@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::OnceLock;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
@@ -152,6 +152,22 @@ pub fn require() -> Result<()> {
         .map(String::as_str)
         .unwrap_or("clockprof did not try");
     bail!("tracefs is not mounted and clockprof could not mount it privately ({why}); mount it with `mount -t tracefs nodev {TRACEFS}`")
+}
+
+/// Reads a field's offset from a tracepoint's format file. The layout of
+/// `sched_process_fork` changed (comm became `__data_loc`), so it is not fixed.
+pub fn tracepoint_field_offset(category: &str, name: &str, field: &str) -> Result<u32> {
+    let path = events_dir().join(category).join(name).join("format");
+    let format = std::fs::read_to_string(&path)
+        .with_context(|| format!("could not read {}", path.display()))?;
+    let needle = format!(" {field};");
+    format
+        .lines()
+        .find(|line| line.contains(&needle))
+        .and_then(|line| line.split("offset:").nth(1))
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|offset| offset.trim().parse().ok())
+        .ok_or_else(|| anyhow!("no field {field} in {}", path.display()))
 }
 
 #[cfg(test)]
