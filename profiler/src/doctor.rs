@@ -17,7 +17,7 @@ use crate::probes::{
     free_debug_registers, kernel_context, refusal_reason, KernelFunction, ProbeConfig, Probes,
     ProgramVariant,
 };
-use crate::sources::Source;
+use crate::sources::{Attach, Source};
 
 #[derive(Serialize)]
 struct Check {
@@ -262,40 +262,32 @@ fn plan(hooks: &[Check], tracepoint: Option<ProgramVariant>) -> Vec<SourcePlan> 
     };
     let uprobe = first(&[("uprobe (libc __clock_gettime)", Backend::Uprobe)]);
     let sampling = first(&[("perf_event cpu-clock sampling", Backend::PerfEvent)]);
-    vec![
-        SourcePlan {
-            source: Source::Syscall,
-            backend: syscall,
-            variant: syscall_variant(syscall, tracepoint),
-            note: "exact counts".into(),
-        },
-        // The other sources have one program each: they call no helper newer
-        // than 5.5 (bpf_probe_read_user/kernel).
-        SourcePlan {
-            source: Source::Kernel,
-            backend: kernel,
-            variant: "base",
-            note: mono_fast.into(),
-        },
-        SourcePlan {
-            source: Source::Libc,
-            backend: uprobe,
-            variant: "base",
-            note: "opt-in: traps on every call".into(),
-        },
-        SourcePlan {
-            source: Source::Go,
-            backend: uprobe,
-            variant: "base",
-            note: "opt-in: traps on every call".into(),
-        },
-        SourcePlan {
-            source: Source::Vdso,
-            backend: sampling,
-            variant: "base",
-            note: "samples; needs BTF".into(),
-        },
-    ]
+    // Each kind of attaching was tried once, on one source's hooks (the
+    // syscall catalogue, ktime_get_ts64, glibc, cpu-clock): a source plans
+    // what its kind got. Only kernel hooks have program variants; the other
+    // kinds have one program each: they call no helper newer than 5.5
+    // (bpf_probe_read_user/kernel).
+    Source::ALL
+        .iter()
+        .map(|&source| {
+            let (backend, variant, note) = match source.spec().attach {
+                Attach::KernelHooks => (
+                    syscall,
+                    syscall_variant(syscall, tracepoint),
+                    source.spec().doctor_note,
+                ),
+                Attach::KernelFunctions => (kernel, "base", mono_fast),
+                Attach::Uprobes { .. } => (uprobe, "base", source.spec().doctor_note),
+                Attach::Sampling => (sampling, "base", source.spec().doctor_note),
+            };
+            SourcePlan {
+                source,
+                backend,
+                variant,
+                note: note.into(),
+            }
+        })
+        .collect()
 }
 
 /// A default recording watches only ktime_get_mono_fast_ns by breakpoint,

@@ -37,4 +37,5 @@ Opt-in; host-wide it covers the Go binaries running at start.",
     },
     on_by_default: false,
     sampled: false,
+    doctor_note: "opt-in: traps on every call",
 };

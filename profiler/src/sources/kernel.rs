@@ -22,4 +22,5 @@ kernel allows none of them.",
     attach: Attach::KernelFunctions,
     on_by_default: true,
     sampled: false,
+    doctor_note: "",
 };

@@ -25,4 +25,5 @@ straight into the vDSO: only vdso sees them.",
     },
     on_by_default: false,
     sampled: false,
+    doctor_note: "opt-in: traps on every call",
 };

@@ -43,6 +43,9 @@ pub struct SourceSpec {
     pub on_by_default: bool,
     /// Counts are samples, not events.
     pub sampled: bool,
+    /// What `doctor` says of it next to the backend it would use (the
+    /// kernel source's note is which way its notrace function is reached).
+    pub doctor_note: &'static str,
 }
 
 /// One counted event: its id (profiler_common::event) and its call.

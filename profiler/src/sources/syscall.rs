@@ -19,4 +19,5 @@ CPU-time clocks and hosts whose clocksource cannot serve the vDSO.",
     attach: Attach::KernelHooks,
     on_by_default: true,
     sampled: false,
+    doctor_note: "exact counts",
 };

@@ -15,4 +15,5 @@ sampling rate (-F) costs, whatever the call rate; counts are samples.",
     attach: Attach::Sampling,
     on_by_default: true,
     sampled: true,
+    doctor_note: "samples; needs BTF",
 };
