@@ -12,6 +12,7 @@ mod check;
 mod cli;
 mod clocksource;
 mod collect;
+mod command;
 mod container;
 mod credentials;
 mod diff;
@@ -29,7 +30,6 @@ mod safe_open;
 mod session;
 mod sources;
 mod symbolize;
-mod target;
 mod top;
 mod tracefs;
 

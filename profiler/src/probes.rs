@@ -49,7 +49,7 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 struct HookPoint {
     backend: Backend,
     program: &'static str,
-    target: &'static str,
+    place: &'static str,
 }
 
 /// A clock-read hook with its ways of attaching, best first.
@@ -61,11 +61,11 @@ struct Hook {
     kernel_stack_tracepoint: &'static str,
 }
 
-const fn point(backend: Backend, program: &'static str, target: &'static str) -> HookPoint {
+const fn point(backend: Backend, program: &'static str, place: &'static str) -> HookPoint {
     HookPoint {
         backend,
         program,
-        target,
+        place,
     }
 }
 
@@ -566,10 +566,10 @@ impl Probes {
         Ok(probes)
     }
 
-    fn attach_tracepoint(&mut self, program: &str, target: &str) -> Result<()> {
-        let (category, name) = target
+    fn attach_tracepoint(&mut self, program: &str, tracepoint: &str) -> Result<()> {
+        let (category, name) = tracepoint
             .split_once(':')
-            .expect("tracepoint targets are category:name");
+            .expect("tracepoints are named category:name");
         let tracepoint: &mut TracePoint = self.program(program)?.try_into()?;
         tracepoint.load()?;
         if let Err(err) = tracepoint.attach(category, name) {
@@ -621,14 +621,14 @@ impl Probes {
     /// will not attach is unloaded again, so a failed try leaves nothing behind.
     fn attach_point(&mut self, hook: &Hook, point: HookPoint) -> Result<()> {
         match point.backend {
-            Backend::Fentry => self.attach_fentry(point.program, point.target),
-            Backend::Kprobe => self.attach_kprobe(point.program, point.target),
+            Backend::Fentry => self.attach_fentry(point.program, point.place),
+            Backend::Kprobe => self.attach_kprobe(point.program, point.place),
             Backend::Tracepoint => {
                 let program = match self.variant {
                     ProgramVariant::TaskPtRegs => point.program,
                     ProgramVariant::KernelStack => hook.kernel_stack_tracepoint,
                 };
-                self.attach_tracepoint(program, point.target)
+                self.attach_tracepoint(program, point.place)
             }
             Backend::Breakpoint | Backend::Uprobe | Backend::PerfEvent => {
                 bail!("{} does not attach syscall hooks", point.backend)
@@ -657,8 +657,8 @@ impl Probes {
                         Err(err) => refusals.push(format!(
                             "{} on {}: {}",
                             point.backend,
-                            point.target,
-                            refusal_reason_on(point.backend, point.target, &err)
+                            point.place,
+                            refusal_reason_on(point.backend, point.place, &err)
                         )),
                     }
                 }
@@ -672,7 +672,7 @@ impl Probes {
                 };
                 self.attachments.push(Attachment {
                     source,
-                    hook: point.target.to_string(),
+                    hook: point.place.to_string(),
                     backend: point.backend,
                 });
             }
@@ -691,7 +691,7 @@ impl Probes {
         binary: &Binary,
         pid: Option<u32>,
     ) -> Result<usize> {
-        let target = binary.fd_path();
+        let path = binary.fd_path();
         let scope = match pid.and_then(NonZeroU32::new) {
             Some(pid) => UProbeScope::OneProcess(pid),
             None => UProbeScope::AllProcesses,
@@ -710,7 +710,7 @@ impl Probes {
             }
             let found = symbols
                 .iter()
-                .find(|&&symbol| uprobe.attach(symbol, &target, scope).is_ok());
+                .find(|&&symbol| uprobe.attach(symbol, &path, scope).is_ok());
             match found {
                 Some(symbol) => {
                     attached += 1;
@@ -739,7 +739,7 @@ impl Probes {
         for hook in SYSCALL_HOOKS {
             for &point in hook.points.iter().filter(|p| p.backend == backend) {
                 self.attach_point(hook, point)
-                    .map_err(|err| refusal_reason_on(backend, point.target, &err))?;
+                    .map_err(|err| refusal_reason_on(backend, point.place, &err))?;
             }
         }
         Ok(())

@@ -14,7 +14,7 @@ use crate::credentials;
 use crate::export::{self, Existing, Format, OutputFile};
 use crate::session::{self, Session};
 use crate::sources::Source;
-use crate::{symbolize, target as command};
+use crate::{command, symbolize};
 
 /// Why the recording stopped.
 enum Stop {

@@ -15,7 +15,7 @@ use crate::collect::{self, Collected};
 use crate::privileges;
 use crate::probes::{KernelFunction, ProbeConfig, Probes};
 use crate::proc_tracker::ProcTracker;
-use crate::sources::{Attach, Source, SourceSet, UprobeTarget};
+use crate::sources::{Attach, Source, SourceSet, UprobeBinary};
 
 /// The kernel source watches each function it can. None at all is an error
 /// when the user asked for the kernel source alone, a warning when named with
@@ -73,16 +73,16 @@ fn check_go(path: &std::path::Path, what: &str) -> Result<()> {
 fn attach_to_process(
     probes: &mut Probes,
     source: Source,
-    target: UprobeTarget,
+    which: UprobeBinary,
     pid: u32,
 ) -> Result<()> {
-    let binary = match target {
-        UprobeTarget::Libc => binaries::libc_of(pid).with_context(|| {
+    let binary = match which {
+        UprobeBinary::Libc => binaries::libc_of(pid).with_context(|| {
             format!(
                 "PID {pid} does not map glibc, so the {source} source has nothing to probe in it"
             )
         })?,
-        UprobeTarget::GoExecutable => {
+        UprobeBinary::GoExecutable => {
             let exe = binaries::exe_of(pid)
                 .with_context(|| format!("the executable of PID {pid} cannot be read"))?;
             check_go(&exe.fd_path(), &format!("PID {pid}"))?;
@@ -120,14 +120,14 @@ fn is_static_executable(path: &std::path::Path) -> bool {
 fn attach_host_wide(
     probes: &mut Probes,
     source: Source,
-    target: UprobeTarget,
+    which: UprobeBinary,
 ) -> Result<Option<String>> {
     let pids = binaries::all_pids();
-    let candidates = match target {
-        UprobeTarget::Libc => {
+    let candidates = match which {
+        UprobeBinary::Libc => {
             binaries::distinct(pids.iter().filter_map(|&pid| binaries::libc_of(pid)))
         }
-        UprobeTarget::GoExecutable => binaries::distinct(pids.iter().filter_map(|&pid| binaries::exe_of(pid)))
+        UprobeBinary::GoExecutable => binaries::distinct(pids.iter().filter_map(|&pid| binaries::exe_of(pid)))
             .into_iter()
             .filter(|exe| match binaries::go_binary(&exe.fd_path()) {
                 GoBinary::WithSymbols => true,
@@ -160,10 +160,10 @@ fn attach_uprobes(
     probes: &mut Probes,
     config: &SessionConfig,
     source: Source,
-    target: UprobeTarget,
+    which: UprobeBinary,
 ) -> Result<Option<String>> {
     if config.all || (config.pids.is_empty() && !config.command) {
-        let why = attach_host_wide(probes, source, target)?;
+        let why = attach_host_wide(probes, source, which)?;
         if config.sources_explicit {
             if let Some(why) = why {
                 eprintln!("clockprof: warning: {why}");
@@ -180,7 +180,7 @@ fn attach_uprobes(
     // not pay the trap.
     let mut refusals = Vec::new();
     for &pid in config.pids {
-        match attach_to_process(probes, source, target, pid) {
+        match attach_to_process(probes, source, which, pid) {
             Ok(()) => {}
             Err(err) if config.sources_explicit => return Err(err),
             Err(err) => refusals.push(format!("{err:#}")),
@@ -304,8 +304,8 @@ impl Session {
                     Attach::Sampling => {
                         probes.attach_vdso_sampling(config.frequency).map(|()| None)
                     }
-                    &Attach::Uprobes { target, .. } => {
-                        attach_uprobes(&mut probes, config, source, target)
+                    &Attach::Uprobes { binary, .. } => {
+                        attach_uprobes(&mut probes, config, source, binary)
                     }
                 };
                 if let Some(reason) = outcome? {
@@ -332,7 +332,7 @@ impl Session {
     }
 
     /// Puts the uprobes of the chosen user-space sources on COMMAND, scoped to
-    /// its PID, between its fork and its exec (see target::spawn). With the
+    /// its PID, between its fork and its exec (see command::spawn). With the
     /// defaults or `all`, a source that does not apply to COMMAND is skipped;
     /// an error here means COMMAND is never executed.
     pub fn attach_for_command(
@@ -342,10 +342,10 @@ impl Session {
         program: &OsStr,
     ) -> Result<()> {
         for &source in &sources.sources {
-            let Some(target) = source.uprobe_target() else {
+            let Some(which) = source.uprobe_binary() else {
                 continue;
             };
-            let attached = self.attach_one_for_command(source, target, pid, program);
+            let attached = self.attach_one_for_command(source, which, pid, program);
             match attached {
                 Err(err) if !sources.explicit() => {
                     self.unavailable.push((source, format!("{err:#}")));
@@ -359,7 +359,7 @@ impl Session {
     fn attach_one_for_command(
         &mut self,
         source: Source,
-        target: UprobeTarget,
+        which: UprobeBinary,
         pid: u32,
         program: &OsStr,
     ) -> Result<()> {
@@ -368,10 +368,10 @@ impl Session {
             .with_context(|| format!("{command} was not found in PATH"))?;
         let executable = Binary::open(&path, path.clone(), None)
             .with_context(|| format!("{command} is not a regular file that can be read"))?;
-        let binary = match target {
+        let binary = match which {
             // COMMAND has not exec'd yet; it will map the host's libc, the
             // one this process maps, unless it is static.
-            UprobeTarget::Libc => {
+            UprobeBinary::Libc => {
                 if is_static_executable(&executable.fd_path()) {
                     bail!("{command} is statically linked, so the {source} source has nothing to probe in it");
                 }
@@ -379,7 +379,7 @@ impl Session {
                     format!("this host's glibc was not found, so the {source} source has nothing to probe")
                 })?
             }
-            UprobeTarget::GoExecutable => {
+            UprobeBinary::GoExecutable => {
                 check_go(&executable.fd_path(), &command)?;
                 executable
             }

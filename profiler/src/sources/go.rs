@@ -6,7 +6,7 @@
 
 use profiler_common::event;
 
-use super::{Attach, Call, Event, SourceSpec, Uprobe, UprobeTarget};
+use super::{Attach, Call, Event, SourceSpec, Uprobe, UprobeBinary};
 
 pub const SPEC: SourceSpec = SourceSpec {
     name: "go",
@@ -19,7 +19,7 @@ Opt-in; host-wide it covers the Go binaries running at start.",
         Event::new(event::GO_WALLTIME, Call::Named("runtime.walltime")),
     ],
     attach: Attach::Uprobes {
-        target: UprobeTarget::GoExecutable,
+        binary: UprobeBinary::GoExecutable,
         uprobes: &[
             Uprobe {
                 program: "uprobe_go_time_now",

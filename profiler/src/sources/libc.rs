@@ -3,7 +3,7 @@
 
 use profiler_common::event;
 
-use super::{Attach, Call, Event, SourceSpec, Uprobe, UprobeTarget};
+use super::{Attach, Call, Event, SourceSpec, Uprobe, UprobeBinary};
 
 pub const SPEC: SourceSpec = SourceSpec {
     name: "libc",
@@ -17,7 +17,7 @@ straight into the vDSO: only vdso sees them.",
         Call::Named("clock_gettime"),
     )],
     attach: Attach::Uprobes {
-        target: UprobeTarget::Libc,
+        binary: UprobeBinary::Libc,
         uprobes: &[Uprobe {
             program: "uprobe_libc_clock_gettime",
             symbols: &["__clock_gettime"],

@@ -76,16 +76,16 @@ pub enum Attach {
     KernelFunctions,
     /// cpu-clock sampling on every CPU at `-F` Hz.
     Sampling,
-    /// Entry uprobes on the binaries of `target`.
+    /// Entry uprobes on the binaries of `binary`.
     Uprobes {
-        target: UprobeTarget,
+        binary: UprobeBinary,
         uprobes: &'static [Uprobe],
     },
 }
 
 /// Which binary of a process the uprobes of a source go into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UprobeTarget {
+pub enum UprobeBinary {
     /// The glibc it maps.
     Libc,
     /// Its executable, if it is a Go program with its symbol table.
@@ -122,9 +122,9 @@ impl Source {
     }
 
     /// Which binary of a process its uprobes go into, for uprobe sources.
-    pub fn uprobe_target(self) -> Option<UprobeTarget> {
+    pub fn uprobe_binary(self) -> Option<UprobeBinary> {
         match self.spec().attach {
-            Attach::Uprobes { target, .. } => Some(target),
+            Attach::Uprobes { binary, .. } => Some(binary),
             Attach::KernelHooks | Attach::KernelFunctions | Attach::Sampling => None,
         }
     }
