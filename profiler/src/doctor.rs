@@ -137,7 +137,7 @@ fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
         ("kprobe (syscall)", Backend::Kprobe),
         ("tracepoint (syscall)", Backend::Tracepoint),
     ] {
-        let result = probes.try_syscall_backend(backend);
+        let result = probes.try_backend(Source::Syscall.kernel_hooks(), backend);
         let variant = if backend == Backend::Tracepoint {
             format!(" ({} variant)", probes.variant())
         } else {
@@ -271,7 +271,7 @@ fn plan(hooks: &[Check], tracepoint: Option<ProgramVariant>) -> Vec<SourcePlan> 
         .iter()
         .map(|&source| {
             let (backend, variant, note) = match source.spec().attach {
-                Attach::KernelHooks => (
+                Attach::KernelHooks(_) => (
                     syscall,
                     syscall_variant(syscall, tracepoint),
                     source.spec().doctor_note,

@@ -35,94 +35,13 @@ mod pid_filter;
 use crate::attachment::{Attachment, Backend, DEBUG_REGISTERS};
 use crate::binaries::Binary;
 use crate::host_facts;
-use crate::sources::{Attach, Source, Uprobe};
+use crate::sources::{Attach, Hook, HookPoint, Source, Uprobe};
 use crate::tracefs;
 use kallsyms::kernel_symbol_address;
 use kernel_context::KernelContext;
 
 /// The eBPF object built by build.rs (profiler-ebpf for bpfel-unknown-none).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/clockprof"));
-
-/// One way to attach a hook: a program of the eBPF object and where it goes
-/// (a kernel function, or `category:name` of a tracepoint).
-#[derive(Clone, Copy, Debug)]
-struct HookPoint {
-    backend: Backend,
-    program: &'static str,
-    place: &'static str,
-}
-
-/// A clock-read hook with its ways of attaching, best first.
-struct Hook {
-    points: &'static [HookPoint],
-    /// The tracepoint program for kernels without bpf_task_pt_regs
-    /// (ProgramVariant::KernelStack); the other backends' programs serve every
-    /// kernel.
-    kernel_stack_tracepoint: &'static str,
-}
-
-const fn point(backend: Backend, program: &'static str, place: &'static str) -> HookPoint {
-    HookPoint {
-        backend,
-        program,
-        place,
-    }
-}
-
-const SYSCALL_HOOKS: &[Hook] = &[
-    Hook {
-        points: &[
-            point(
-                Backend::Fentry,
-                "fentry_clock_gettime",
-                "__x64_sys_clock_gettime",
-            ),
-            point(
-                Backend::Kprobe,
-                "kprobe_clock_gettime",
-                "__x64_sys_clock_gettime",
-            ),
-            point(
-                Backend::Tracepoint,
-                "sys_enter_clock_gettime",
-                "syscalls:sys_enter_clock_gettime",
-            ),
-        ],
-        kernel_stack_tracepoint: "sys_enter_clock_gettime_kstack",
-    },
-    Hook {
-        points: &[
-            point(
-                Backend::Fentry,
-                "fentry_gettimeofday",
-                "__x64_sys_gettimeofday",
-            ),
-            point(
-                Backend::Kprobe,
-                "kprobe_gettimeofday",
-                "__x64_sys_gettimeofday",
-            ),
-            point(
-                Backend::Tracepoint,
-                "sys_enter_gettimeofday",
-                "syscalls:sys_enter_gettimeofday",
-            ),
-        ],
-        kernel_stack_tracepoint: "sys_enter_gettimeofday_kstack",
-    },
-    Hook {
-        points: &[
-            point(Backend::Fentry, "fentry_time", "__x64_sys_time"),
-            point(Backend::Kprobe, "kprobe_time", "__x64_sys_time"),
-            point(
-                Backend::Tracepoint,
-                "sys_enter_time",
-                "syscalls:sys_enter_time",
-            ),
-        ],
-        kernel_stack_tracepoint: "sys_enter_time_kstack",
-    },
-];
 
 /// How the syscall tracepoint programs find the user registers (to recover
 /// the callers a frameless clock path hides), chosen at load time by probing
@@ -198,15 +117,6 @@ fn kernel_stack_globals() -> (u32, u32) {
         .and_then(|btf| btf.member_offset("task_struct", &["stack"]))
         .unwrap_or(0);
     (offset, thread_size())
-}
-
-/// Hooks at fixed kernel places; user-space sources attach per binary
-/// (`attach_uprobes`) and vdso by sampling (`attach_vdso_sampling`).
-fn kernel_hooks(source: Source) -> &'static [Hook] {
-    match source {
-        Source::Syscall => SYSCALL_HOOKS,
-        Source::Kernel | Source::Libc | Source::Go | Source::Vdso => &[],
-    }
 }
 
 /// Kernel clock functions watched by default: the NMI-safe monotonic clock
@@ -641,7 +551,7 @@ impl Probes {
     /// detached when `self` is dropped by the caller.
     pub fn attach(&mut self, sources: &[Source], forced: Option<Backend>) -> Result<()> {
         for &source in sources {
-            for hook in kernel_hooks(source) {
+            for hook in source.kernel_hooks() {
                 let mut refusals = Vec::new();
                 let mut attached = None;
                 let candidates = hook
@@ -700,7 +610,7 @@ impl Probes {
         let mut missing = Vec::new();
         let uprobes = match source.spec().attach {
             Attach::Uprobes { uprobes, .. } => uprobes,
-            Attach::KernelHooks | Attach::KernelFunctions | Attach::Sampling => &[],
+            Attach::KernelHooks(_) | Attach::KernelFunctions | Attach::Sampling => &[],
         };
         for &Uprobe { program, symbols } in uprobes {
             let first_use = self.loaded.insert(program);
@@ -733,10 +643,10 @@ impl Probes {
         Ok(attached)
     }
 
-    /// Attaches the syscall hooks through `backend` only, for `doctor`;
-    /// the error is the short reason of the first refusal.
-    pub fn try_syscall_backend(&mut self, backend: Backend) -> Result<(), String> {
-        for hook in SYSCALL_HOOKS {
+    /// Attaches `hooks` through `backend` only, for `doctor`; the error is
+    /// the short reason of the first refusal.
+    pub fn try_backend(&mut self, hooks: &[Hook], backend: Backend) -> Result<(), String> {
+        for hook in hooks {
             for &point in hook.points.iter().filter(|p| p.backend == backend) {
                 self.attach_point(hook, point)
                     .map_err(|err| refusal_reason_on(backend, point.place, &err))?;

@@ -287,7 +287,7 @@ impl Session {
         // kernel functions, sampling, then the uprobes, which depend on the
         // processes.
         let phases: [fn(&Attach) -> bool; 4] = [
-            |a| matches!(a, Attach::KernelHooks),
+            |a| matches!(a, Attach::KernelHooks(_)),
             |a| matches!(a, Attach::KernelFunctions),
             |a| matches!(a, Attach::Sampling),
             |a| matches!(a, Attach::Uprobes { .. }),
@@ -299,7 +299,9 @@ impl Session {
                     continue;
                 }
                 let outcome = match attach {
-                    Attach::KernelHooks => probes.attach(&[source], config.backend).map(|()| None),
+                    Attach::KernelHooks(_) => {
+                        probes.attach(&[source], config.backend).map(|()| None)
+                    }
                     Attach::KernelFunctions => attach_kernel(&mut probes, config),
                     Attach::Sampling => {
                         probes.attach_vdso_sampling(config.frequency).map(|()| None)

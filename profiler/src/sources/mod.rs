@@ -19,6 +19,8 @@ use std::str::FromStr;
 use profiler_common::CLOCK_ID_NONE;
 use serde::Serialize;
 
+use crate::attachment::Backend;
+
 /// A family of clock reads, chosen with `-s`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,9 +71,9 @@ pub enum Call {
 
 /// How a source's hooks are attached.
 pub enum Attach {
-    /// At fixed kernel places, each by the best backend the kernel accepts
-    /// (the catalogue in probes).
-    KernelHooks,
+    /// At fixed kernel places, each hook by the best backend the kernel
+    /// accepts.
+    KernelHooks(&'static [Hook]),
     /// On each chosen kernel clock function (`--kernel-fn`).
     KernelFunctions,
     /// cpu-clock sampling on every CPU at `-F` Hz.
@@ -81,6 +83,32 @@ pub enum Attach {
         binary: UprobeBinary,
         uprobes: &'static [Uprobe],
     },
+}
+
+/// A clock-read hook with its ways of attaching, best first.
+pub struct Hook {
+    pub points: &'static [HookPoint],
+    /// The tracepoint program for kernels without bpf_task_pt_regs
+    /// (probes::ProgramVariant::KernelStack); the other backends' programs
+    /// serve every kernel.
+    pub kernel_stack_tracepoint: &'static str,
+}
+
+/// One way to attach a hook: a program of the eBPF object and where it goes
+/// (a kernel function, or `category:name` of a tracepoint).
+#[derive(Clone, Copy, Debug)]
+pub struct HookPoint {
+    pub backend: Backend,
+    pub program: &'static str,
+    pub place: &'static str,
+}
+
+pub const fn point(backend: Backend, program: &'static str, place: &'static str) -> HookPoint {
+    HookPoint {
+        backend,
+        program,
+        place,
+    }
 }
 
 /// Which binary of a process the uprobes of a source go into.
@@ -125,7 +153,15 @@ impl Source {
     pub fn uprobe_binary(self) -> Option<UprobeBinary> {
         match self.spec().attach {
             Attach::Uprobes { binary, .. } => Some(binary),
-            Attach::KernelHooks | Attach::KernelFunctions | Attach::Sampling => None,
+            Attach::KernelHooks(_) | Attach::KernelFunctions | Attach::Sampling => None,
+        }
+    }
+
+    /// Its hooks at fixed kernel places, best backend first, if it has any.
+    pub fn kernel_hooks(self) -> &'static [Hook] {
+        match self.spec().attach {
+            Attach::KernelHooks(hooks) => hooks,
+            Attach::KernelFunctions | Attach::Sampling | Attach::Uprobes { .. } => &[],
         }
     }
 

@@ -1,9 +1,10 @@
 //! The `syscall` source: the clock system calls, hooked at their kernel
-//! entry (fentry, kprobe or tracepoint; the catalogue is probes' SYSCALL_HOOKS).
+//! entry by fentry, kprobe or tracepoint, best first.
 
 use profiler_common::event;
 
-use super::{Attach, Call, Event, SourceSpec};
+use super::{point, Attach, Call, Event, Hook, SourceSpec};
+use crate::attachment::Backend;
 
 pub const SPEC: SourceSpec = SourceSpec {
     name: "syscall",
@@ -16,8 +17,63 @@ CPU-time clocks and hosts whose clocksource cannot serve the vDSO.",
         Event::new(event::SYSCALL_GETTIMEOFDAY, Call::Named("gettimeofday")),
         Event::new(event::SYSCALL_TIME, Call::Named("time")),
     ],
-    attach: Attach::KernelHooks,
+    attach: Attach::KernelHooks(HOOKS),
     on_by_default: true,
     sampled: false,
     doctor_note: "exact counts",
 };
+
+const HOOKS: &[Hook] = &[
+    Hook {
+        points: &[
+            point(
+                Backend::Fentry,
+                "fentry_clock_gettime",
+                "__x64_sys_clock_gettime",
+            ),
+            point(
+                Backend::Kprobe,
+                "kprobe_clock_gettime",
+                "__x64_sys_clock_gettime",
+            ),
+            point(
+                Backend::Tracepoint,
+                "sys_enter_clock_gettime",
+                "syscalls:sys_enter_clock_gettime",
+            ),
+        ],
+        kernel_stack_tracepoint: "sys_enter_clock_gettime_kstack",
+    },
+    Hook {
+        points: &[
+            point(
+                Backend::Fentry,
+                "fentry_gettimeofday",
+                "__x64_sys_gettimeofday",
+            ),
+            point(
+                Backend::Kprobe,
+                "kprobe_gettimeofday",
+                "__x64_sys_gettimeofday",
+            ),
+            point(
+                Backend::Tracepoint,
+                "sys_enter_gettimeofday",
+                "syscalls:sys_enter_gettimeofday",
+            ),
+        ],
+        kernel_stack_tracepoint: "sys_enter_gettimeofday_kstack",
+    },
+    Hook {
+        points: &[
+            point(Backend::Fentry, "fentry_time", "__x64_sys_time"),
+            point(Backend::Kprobe, "kprobe_time", "__x64_sys_time"),
+            point(
+                Backend::Tracepoint,
+                "sys_enter_time",
+                "syscalls:sys_enter_time",
+            ),
+        ],
+        kernel_stack_tracepoint: "sys_enter_time_kstack",
+    },
+];
