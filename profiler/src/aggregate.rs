@@ -127,15 +127,21 @@ impl Profile {
     /// Folded lines (`STACK COUNT`), one per distinct stack text, sorted by
     /// stack: processes with the same name merge, as in every flamegraph tool.
     pub fn folded_lines(&self) -> Vec<String> {
-        let mut merged: BTreeMap<String, u64> = BTreeMap::new();
-        for stack in &self.stacks {
-            *merged.entry(stack.folded_stack()).or_default() += stack.count;
-        }
-        merged
-            .into_iter()
-            .map(|(stack, count)| format!("{stack} {count}"))
-            .collect()
+        merged_folded_lines(self.stacks.iter().map(|s| (s.folded_stack(), s.count)))
     }
+}
+
+/// Folded lines (`STACK COUNT`) from stack texts and counts: identical texts
+/// merged, sorted by stack, as every flamegraph tool expects.
+pub fn merged_folded_lines(stacks: impl Iterator<Item = (String, u64)>) -> Vec<String> {
+    let mut merged: BTreeMap<String, u64> = BTreeMap::new();
+    for (stack, count) in stacks {
+        *merged.entry(stack).or_default() += count;
+    }
+    merged
+        .into_iter()
+        .map(|(stack, count)| format!("{stack} {count}"))
+        .collect()
 }
 
 #[cfg(test)]

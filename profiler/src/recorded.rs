@@ -2,7 +2,6 @@
 //! counts, whether from the profile just recorded or read back from a folded
 //! or JSON file that clockprof wrote earlier.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -83,14 +82,7 @@ impl Recorded {
 
     /// Folded lines (`STACK COUNT`), identical stacks merged, sorted.
     pub fn folded_lines(&self) -> Vec<String> {
-        let mut merged: BTreeMap<String, u64> = BTreeMap::new();
-        for stack in &self.stacks {
-            *merged.entry(stack.folded()).or_default() += stack.count;
-        }
-        merged
-            .into_iter()
-            .map(|(stack, count)| format!("{stack} {count}"))
-            .collect()
+        crate::aggregate::merged_folded_lines(self.stacks.iter().map(|s| (s.folded(), s.count)))
     }
 }
 
