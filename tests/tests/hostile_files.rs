@@ -5,58 +5,15 @@
 mod common;
 
 use std::ffi::{CString, OsStr};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
-}
-
-/// Starts `clockprof ARGS`, waits until it says it is recording, and returns
-/// it with a thread collecting the rest of its stderr.
-fn start_recording(args: &[&OsStr]) -> (Child, std::thread::JoinHandle<String>) {
-    let mut child = Command::new(clockprof())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        let n = stderr.read_line(&mut line).unwrap();
-        assert!(n > 0, "clockprof exited before recording: {seen}");
-        seen.push_str(&line);
-        if line.contains("clockprof: recording") {
-            break;
-        }
-    }
-    let rest = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-        seen + &rest
-    });
-    (child, rest)
-}
-
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("clockprof did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The C fixture in `jitwait` mode, stopped at "ready".
@@ -72,6 +29,12 @@ fn ready_jit_fixture() -> Child {
         .unwrap();
     assert_eq!(ready.trim(), "ready");
     fixture
+}
+
+/// Starts `clockprof ARGS` and waits until it says it is recording, with a
+/// thread collecting its stderr.
+fn start_recording(args: &[&OsStr]) -> (Child, std::thread::JoinHandle<String>) {
+    start_until_recording(Command::new(clockprof()).args(args).stdout(Stdio::piped()))
 }
 
 /// Removes the planted file however the test ends.

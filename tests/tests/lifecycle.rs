@@ -26,29 +26,12 @@ struct Recording {
 }
 
 fn start(args: &[&OsStr], env: &[(&str, &str)]) -> Recording {
-    let mut child = Command::new(clockprof())
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        let n = stderr.read_line(&mut line).unwrap();
-        seen.push_str(&line);
-        assert!(n > 0, "clockprof exited before recording: {seen}");
-        if line.contains("clockprof: recording") {
-            break;
-        }
-    }
-    let stderr = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-        seen + &rest
-    });
+    let (child, stderr) = start_until_recording(
+        Command::new(clockprof())
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null()),
+    );
     Recording { child, stderr }
 }
 
@@ -708,20 +691,6 @@ int main(int argc, char **argv) {
     exe
 }
 
-fn wait_child(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            panic!("did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Ctrl-C in a terminal reaches COMMAND from the terminal itself: clockprof
 /// stops, writes, does not pass a second SIGINT on, and exits with the
 /// status COMMAND chose. A SIGINT sent to clockprof alone (kill) is passed
@@ -765,7 +734,7 @@ fn sigint_reaches_command_exactly_once() {
         let _ = screen.read_to_string(&mut rest);
         rest
     });
-    let status = wait_child(&mut terminal, Duration::from_secs(20));
+    let status = wait_with_timeout(&mut terminal, Duration::from_secs(20));
     let shown = shown + &reader.join().unwrap();
     assert_eq!(status.code(), Some(7), "{shown}");
     assert_eq!(std::fs::read_to_string(&seen).unwrap(), "1\n", "{shown}");

@@ -7,7 +7,7 @@ mod common;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -140,39 +140,9 @@ fn follows_processes_that_command_forks() {
 
 /// Starts `clockprof ARGS` and waits until it says it is recording.
 fn start_recording(args: &[&OsStr]) -> Child {
-    let mut child = Command::new(clockprof())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = stderr.read_line(&mut line).unwrap();
-        assert!(n > 0, "clockprof exited before recording");
-        if line.contains("clockprof: recording") {
-            break;
-        }
-    }
-    // Keep draining stderr so clockprof never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let (child, _stderr) =
+        start_until_recording(Command::new(clockprof()).args(args).stdout(Stdio::piped()));
     child
-}
-
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            panic!("process did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn spawn_fixture(args: &[&str]) -> Child {

@@ -355,3 +355,52 @@ pub fn go_fixture() -> &'static Path {
         out
     })
 }
+
+/// Starts clockprof as `command` (its stderr piped here) and returns once it
+/// says it is recording, with a thread that keeps reading its stderr, so
+/// clockprof never blocks on a full pipe, and returns all of it at the end.
+pub fn start_until_recording(
+    command: &mut Command,
+) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = command
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("clockprof starts");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = stderr.read_line(&mut line).unwrap();
+        seen.push_str(&line);
+        assert!(n > 0, "clockprof exited before recording: {seen}");
+        if line.contains("clockprof: recording") {
+            break;
+        }
+    }
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        seen + &rest
+    });
+    (child, rest)
+}
+
+/// Waits for `child`, killing it and failing the test after `timeout`.
+pub fn wait_with_timeout(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit within {timeout:?}", child.id());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
