@@ -106,6 +106,7 @@ mount -t tracefs tracefs $R/sys/kernel/tracing || fail "mount tracefs"
 mount -t debugfs debugfs $R/sys/kernel/debug || fail "mount debugfs"
 mount -t bpf bpf $R/sys/fs/bpf || fail "mount bpffs"
 # Everything the tests may write goes to tmpfs: the host root stays read-only.
+# (vm/mod.rs GUEST_TMPFS_DIRS: a build under these is refused up front.)
 for d in tmp run root; do
     mount -t tmpfs tmpfs $R/$d || fail "mount tmpfs on /$d"
 done

@@ -173,6 +173,26 @@ pub fn run(args: &VmTestArgs) -> Result<ExitCode> {
 /// passed. Also what `cargo xtask test` calls after the host tests.
 /// Boots each kernel and runs the VM tests; returns whether all passed and
 /// the guests' test counts.
+/// The guest mounts a tmpfs over these (initramfs.rs's init), hiding what the
+/// host has there: test executables built under them would not be found.
+const GUEST_TMPFS_DIRS: [&str; 3] = ["/tmp", "/run", "/root"];
+
+fn visible_in_guest(dir: &Path) -> Result<()> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    match GUEST_TMPFS_DIRS
+        .iter()
+        .find(|hidden| dir.starts_with(hidden))
+    {
+        Some(hidden) => anyhow::bail!(
+            "the build is under {hidden}, which the guest covers with a tmpfs, so its test \
+             executables would not be found there; run from a checkout outside {} (or point \
+             CARGO_TARGET_DIR elsewhere)",
+            GUEST_TMPFS_DIRS.join(", ")
+        ),
+        None => Ok(()),
+    }
+}
+
 pub fn run_kernels(
     choice: KernelChoice,
     filters: &[String],
@@ -185,6 +205,7 @@ pub fn run_kernels(
     let vm_dir = workspace::target_dir().join("vm");
     fs::create_dir_all(&vm_dir)
         .with_context(|| format!("could not create {}", vm_dir.display()))?;
+    visible_in_guest(&vm_dir)?;
     let host = build_host(&vm_dir)?;
     eprintln!(
         "xtask: vm: host build done ({:.0} s)",
@@ -490,6 +511,16 @@ fn run_kernel(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn refuses_a_build_the_guest_cannot_see() {
+        let err = visible_in_guest(Path::new("/tmp/ci-clone/target/vm")).unwrap_err();
+        assert!(err.to_string().contains("under /tmp"), "{err}");
+        assert!(visible_in_guest(Path::new("/root/x")).is_err());
+        assert!(visible_in_guest(Path::new("/work/main/target/vm")).is_ok());
+        assert!(visible_in_guest(Path::new("/tmpfoo/target")).is_ok());
+    }
+
     use super::*;
 
     #[test]
