@@ -22,6 +22,9 @@ pub struct RecordingInfo {
     pub sample_frequency: Option<u64>,
     /// Default sources this kernel could not serve, and why.
     pub unavailable: Vec<(Source, String)>,
+    /// The kernel functions watched, by slot: they name the kernel
+    /// source's events.
+    pub kernel_functions: Vec<String>,
 }
 
 impl RecordingInfo {
@@ -47,11 +50,11 @@ impl RecordingInfo {
 
 impl SymbolizedSample {
     /// `ROOT;FRAME;...;LEAF` as DESIGN.md's folded format has it.
-    pub fn folded_stack(&self) -> String {
+    pub fn folded_stack(&self, kernel_functions: &[String]) -> String {
         let mut parts = Vec::with_capacity(self.frames.len() + 2);
         parts.push(self.comm.clone());
         parts.extend(self.frames.iter().map(Frame::folded_name));
-        parts.push(self.read.leaf());
+        parts.push(self.read.leaf(kernel_functions));
         // One line per stack, `;` between frames: names escape both.
         parts
             .iter()
@@ -110,7 +113,10 @@ impl Profile {
         stacks.sort_by(|a, b| {
             b.count
                 .cmp(&a.count)
-                .then_with(|| a.folded_stack().cmp(&b.folded_stack()))
+                .then_with(|| {
+                    a.folded_stack(&info.kernel_functions)
+                        .cmp(&b.folded_stack(&info.kernel_functions))
+                })
                 .then(a.pid.cmp(&b.pid))
         });
         let mut processes: Vec<ProcessTotal> = processes.into_values().collect();
@@ -127,7 +133,11 @@ impl Profile {
     /// Folded lines (`STACK COUNT`), one per distinct stack text, sorted by
     /// stack: processes with the same name merge, as in every flamegraph tool.
     pub fn folded_lines(&self) -> Vec<String> {
-        merged_folded_lines(self.stacks.iter().map(|s| (s.folded_stack(), s.count)))
+        merged_folded_lines(
+            self.stacks
+                .iter()
+                .map(|s| (s.folded_stack(&self.info.kernel_functions), s.count)),
+        )
     }
 }
 

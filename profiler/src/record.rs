@@ -196,10 +196,12 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
         probes,
         mut tracker,
         unavailable,
+        kernel_functions,
     } = session;
     drop(probes);
     tracker.drain();
-    let samples = symbolize::StackSymbolizer::default().symbolize(&collected.samples, &mut tracker);
+    let samples = symbolize::StackSymbolizer::new(kernel_functions.clone())
+        .symbolize(&collected.samples, &mut tracker);
     let profile = Profile::new(
         samples,
         RecordingInfo {
@@ -216,6 +218,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
                 .any(|s| s.is_sampled())
                 .then_some(args.probe.frequency),
             unavailable,
+            kernel_functions,
         },
     );
     match output {

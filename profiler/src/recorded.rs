@@ -52,7 +52,11 @@ impl Recorded {
                 .stacks
                 .iter()
                 .map(|stack| RecordedStack {
-                    frames: stack.folded_stack().split(';').map(String::from).collect(),
+                    frames: stack
+                        .folded_stack(&profile.info.kernel_functions)
+                        .split(';')
+                        .map(String::from)
+                        .collect(),
                     count: stack.count,
                     sampled: stack.read.source().is_sampled(),
                 })

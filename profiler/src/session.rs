@@ -26,7 +26,6 @@ use crate::sources::{Attach, Source, SourceSet, UprobeBinary};
 fn attach_kernel(probes: &mut Probes, config: &SessionConfig) -> Result<Option<String>> {
     let functions = KernelFunction::chosen(config.kernel_functions);
     let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
-    crate::sources::set_kernel_functions(&names);
     let outcomes = probes.attach_kernel_functions(&functions, config.backend)?;
     let refusals: Vec<String> = names
         .iter()
@@ -241,6 +240,9 @@ pub struct Session {
     /// Default sources this kernel cannot serve, with the reason: skipped,
     /// and named in the output.
     pub unavailable: Vec<(Source, String)>,
+    /// The kernel functions watched, by slot: they name the kernel
+    /// source's events.
+    pub kernel_functions: Vec<String>,
 }
 
 /// Whether `pid` still runs: present in /proc and not a zombie.
@@ -326,10 +328,15 @@ impl Session {
         } else {
             tracker.snapshot_all();
         }
+        let kernel_functions = KernelFunction::chosen(config.kernel_functions)
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
         Ok(Session {
             probes,
             tracker,
             unavailable,
+            kernel_functions,
         })
     }
 

@@ -348,21 +348,23 @@ fn user_ips(sample: &RawSample) -> Vec<u64> {
 pub struct StackSymbolizer {
     blazesym: Symbolizer,
     vdso: OnceCell<Option<VdsoImage>>,
+    /// The session's kernel functions, by slot: a kernel stack is cut at
+    /// the one its event names.
+    kernel_functions: Vec<String>,
 }
 
-impl Default for StackSymbolizer {
-    fn default() -> Self {
+impl StackSymbolizer {
+    pub fn new(kernel_functions: Vec<String>) -> Self {
         StackSymbolizer {
             blazesym: Symbolizer::builder()
                 .enable_code_info(false)
                 .enable_inlined_fns(true)
                 .build(),
             vdso: OnceCell::new(),
+            kernel_functions,
         }
     }
-}
 
-impl StackSymbolizer {
     /// Symbolizes every sample. Samples whose process name is unknown are
     /// named `[pid N]`.
     pub fn symbolize(
@@ -370,13 +372,20 @@ impl StackSymbolizer {
         samples: &[RawSample],
         tracker: &mut ProcTracker,
     ) -> Vec<SymbolizedSample> {
-        symbolize(&self.blazesym, &self.vdso, samples, tracker)
+        symbolize(
+            &self.blazesym,
+            &self.vdso,
+            &self.kernel_functions,
+            samples,
+            tracker,
+        )
     }
 }
 
 fn symbolize(
     symbolizer: &Symbolizer,
     vdso: &OnceCell<Option<VdsoImage>>,
+    kernel_functions: &[String],
     samples: &[RawSample],
     tracker: &mut ProcTracker,
 ) -> Vec<SymbolizedSample> {
@@ -459,7 +468,7 @@ fn symbolize(
                     None => frames.push(Frame::unknown(Some("kernel".to_string()), true)),
                 }
             }
-            end_at_watched_function(&mut frames, sample.read);
+            end_at_watched_function(&mut frames, sample.read, kernel_functions);
             let state = match sample.user_stack {
                 RawStack::Lost(_) => StackState::UserStackLost,
                 _ => StackState::Complete,
@@ -483,11 +492,11 @@ fn symbolize(
 /// takes its stack from inside itself, so the program and its trampoline
 /// come inside the function (named after whatever kernel symbol precedes
 /// BPF memory): they are cut off.
-fn end_at_watched_function(frames: &mut Vec<Frame>, read: ClockRead) {
+fn end_at_watched_function(frames: &mut Vec<Frame>, read: ClockRead, kernel_functions: &[String]) {
     if read.event != event::KERNEL_FN {
         return;
     }
-    let call = read.call();
+    let call = read.call(kernel_functions);
     if let Some(innermost) = frames
         .iter()
         .rposition(|frame| frame.kernel && frame.function == call)
@@ -591,7 +600,7 @@ mod tests {
 
     #[test]
     fn kernel_stacks_end_in_the_watched_function() {
-        crate::sources::set_kernel_functions(&["ktime_get".to_string()]);
+        let kernel_functions = ["ktime_get".to_string()];
         let frame = |function: &str, kernel| Frame {
             function: function.into(),
             module: None,
@@ -608,12 +617,12 @@ mod tests {
             frame("__init_scratch_end", true),
             frame("__init_scratch_end", true),
         ];
-        end_at_watched_function(&mut frames, read);
+        end_at_watched_function(&mut frames, read, &kernel_functions);
         let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
         assert_eq!(names, ["main", "do_syscall_64", "ktime_get"]);
         // A syscall's kernel frames, or a stack without the function, stay.
         let mut other = vec![frame("main", false), frame("x", true)];
-        end_at_watched_function(&mut other, read);
+        end_at_watched_function(&mut other, read, &kernel_functions);
         assert_eq!(other.len(), 2);
     }
 

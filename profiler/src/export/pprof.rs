@@ -156,7 +156,8 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
     let mut samples = Vec::with_capacity(profile.stacks.len());
     for stack in &profile.stacks {
         // pprof lists a sample's locations leaf first; the clock read is the leaf.
-        let mut location_id = vec![tables.location(&stack.read.leaf(), "")];
+        let mut location_id =
+            vec![tables.location(&stack.read.leaf(&profile.info.kernel_functions), "")];
         for frame in stack.frames.iter().rev() {
             location_id
                 .push(tables.location(&frame.folded_name(), frame.module.as_deref().unwrap_or("")));

@@ -108,7 +108,7 @@ pub fn summary(profile: &Profile) -> String {
             100.0 * stack.count as f64 / profile.total as f64,
             printable(&stack.comm),
             shown_pid(stack.pid),
-            stack.read.leaf()
+            stack.read.leaf(&profile.info.kernel_functions)
         );
         let skip = stack.frames.len().saturating_sub(FRAMES_SHOWN);
         for frame in stack.frames.iter().skip(skip).rev() {

@@ -54,9 +54,6 @@ fn sample(
 }
 
 pub fn profile() -> Profile {
-    // The kernel read names slot 0. The list is process-wide and set once,
-    // so this is the list source.rs's test sets (ktime_get first in all).
-    crate::sources::set_kernel_functions(&["ktime_get".to_string(), "ktime_get_ts64".to_string()]);
     const SERVER: &str = "/usr/bin/server";
     const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
     let cgroup = format!("/system.slice/docker-{CONTAINER_ID}.scope");
@@ -158,6 +155,8 @@ pub fn profile() -> Profile {
         lost_mapping_records: 3,
         sample_frequency: Some(1000),
         unavailable: vec![(Source::Go, "no Go binary is running".to_string())],
+        // The kernel read names slot 0.
+        kernel_functions: vec!["ktime_get".to_string(), "ktime_get_ts64".to_string()],
     };
     Profile::new(samples, info)
 }

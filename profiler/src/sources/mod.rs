@@ -312,14 +312,16 @@ impl ClockRead {
             .unwrap_or(Source::Syscall)
     }
 
-    /// The call's name within its source, e.g. `clock_gettime`.
-    pub fn call(self) -> &'static str {
+    /// The call's name within its source, e.g. `clock_gettime`; a kernel
+    /// event names the function in its slot of the recording's
+    /// `kernel_functions`.
+    pub fn call(self, kernel_functions: &[String]) -> &str {
         match self.event().map(|(_, event)| &event.call) {
             Some(Call::Named(name)) => name,
             Some(Call::KernelFunction) => usize::try_from(self.clock_id)
                 .ok()
-                .and_then(|slot| kernel_functions().get(slot).copied())
-                .unwrap_or("unknown"),
+                .and_then(|slot| kernel_functions.get(slot))
+                .map_or("unknown", String::as_str),
             None => "unknown",
         }
     }
@@ -341,29 +343,13 @@ impl ClockRead {
     }
 
     /// The leaf frame of folded stacks: `[syscall clock_gettime MONOTONIC]`.
-    pub fn leaf(self) -> String {
+    pub fn leaf(self, kernel_functions: &[String]) -> String {
+        let call = self.call(kernel_functions);
         match self.clock() {
-            Some(clock) => format!("[{} {} {}]", self.source(), self.call(), clock),
-            None => format!("[{} {}]", self.source(), self.call()),
+            Some(clock) => format!("[{} {call} {clock}]", self.source()),
+            None => format!("[{} {call}]", self.source()),
         }
     }
-}
-
-/// The kernel clock functions of this run, by slot: set once when the
-/// kernel source is attached, read when naming its events.
-static KERNEL_FUNCTIONS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-
-pub fn set_kernel_functions(functions: &[String]) {
-    // One run watches one list; leaking it lets every ClockRead name it.
-    let names = functions
-        .iter()
-        .map(|f| &*Box::leak(f.clone().into_boxed_str()))
-        .collect();
-    let _ = KERNEL_FUNCTIONS.set(names);
-}
-
-fn kernel_functions() -> &'static [&'static str] {
-    KERNEL_FUNCTIONS.get().map(Vec::as_slice).unwrap_or(&[])
 }
 
 /// Names a clock id the way `<time.h>` does, without the `CLOCK_` prefix.
@@ -477,7 +463,8 @@ mod tests {
 
     #[test]
     fn names_leaves() {
-        let read = |event, clock_id| ClockRead { event, clock_id }.leaf();
+        let kernel_functions = ["ktime_get".to_string(), "ktime_get_ts64".to_string()];
+        let read = |event, clock_id| ClockRead { event, clock_id }.leaf(&kernel_functions);
         assert_eq!(
             read(event::SYSCALL_CLOCK_GETTIME, 1),
             "[syscall clock_gettime MONOTONIC]"
@@ -497,7 +484,6 @@ mod tests {
         );
         assert_eq!(read(event::GO_TIME_NOW, CLOCK_ID_NONE), "[go time.now]");
         assert_eq!(read(event::VDSO_SAMPLE, CLOCK_ID_NONE), "[vdso sample]");
-        set_kernel_functions(&["ktime_get".to_string(), "ktime_get_ts64".to_string()]);
         assert_eq!(read(event::KERNEL_FN, 1), "[kernel ktime_get_ts64]");
         assert_eq!(read(event::KERNEL_FN, 9), "[kernel unknown]");
         // clock_getcpuclockid(pid 1234) = ~1234 << 3 | 2 (CPUCLOCK_SCHED)

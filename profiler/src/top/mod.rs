@@ -119,6 +119,7 @@ impl Top {
         let recording = RecordingInfo {
             sources: args.probe.sources.sources.clone(),
             attachments: session.attachments(),
+            kernel_functions: session.kernel_functions.clone(),
             ..RecordingInfo::default()
         };
         let target = match &args.probe.pids[..] {
@@ -146,6 +147,7 @@ impl Top {
             clocksource: Clocksource::read(),
             target,
             refresh,
+            kernel_functions: recording.kernel_functions.clone(),
         };
         Ok(Top {
             app: App::new(&context.sources),
@@ -153,7 +155,7 @@ impl Top {
             model: RateModel::new(refresh),
             labeler: Labeler::default(),
             stacks: StackCache::default(),
-            symbolizer: StackSymbolizer::default(),
+            symbolizer: StackSymbolizer::new(recording.kernel_functions.clone()),
             context,
             recording,
             export_dir: args.export_dir,

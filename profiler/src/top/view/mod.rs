@@ -31,6 +31,8 @@ pub struct Context {
     /// `host-wide` or `PID 12,34`.
     pub target: String,
     pub refresh: Duration,
+    /// The kernel functions watched, by slot: they name kernel reads.
+    pub kernel_functions: Vec<String>,
 }
 
 /// What one frame shows.
@@ -370,6 +372,7 @@ mod tests {
             },
             target: "host-wide".into(),
             refresh: Duration::from_secs(1),
+            kernel_functions: Vec::new(),
         }
     }
 

@@ -15,8 +15,8 @@ use crate::top::format::{count, share, truncate};
 use crate::top::stacks::StackRow;
 
 /// The clock read a stack ends in, as its leaf names it without brackets.
-fn read_name(row: &StackRow, sources: &[Source]) -> String {
-    let leaf = row.read.leaf();
+fn read_name(row: &StackRow, sources: &[Source], kernel_functions: &[String]) -> String {
+    let leaf = row.read.leaf(kernel_functions);
     let leaf = leaf.trim_start_matches('[').trim_end_matches(']');
     // With one source its name is on every row; say it once, in the header.
     match leaf.split_once(' ') {
@@ -66,7 +66,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, data: &Data, pid: u3
 
     let names: Vec<String> = stacks
         .iter()
-        .map(|row| read_name(row, &data.context.sources))
+        .map(|row| read_name(row, &data.context.sources, &data.context.kernel_functions))
         .collect();
     let fixed = MARK + NUMBER + SHARE + TOTAL + 5;
     let room = table_area.width.saturating_sub(fixed);
@@ -120,7 +120,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, data: &Data, pid: u3
     );
 
     match stacks.get(selected) {
-        Some(row) => render_stack_detail(frame, detail_area, row, selected, stacks.len()),
+        Some(row) => render_stack_detail(frame, detail_area, row, selected, stacks.len(), data),
         None => {
             // Keys without rows: their stacks could not be read (the
             // footer says why).
@@ -166,7 +166,14 @@ fn frame_cell(hot: &str, callers: &[&str], width: usize) -> Line<'static> {
 }
 
 /// The selected stack, innermost frame first, its hot frame marked.
-fn render_stack_detail(frame: &mut Frame, area: Rect, row: &StackRow, index: usize, of: usize) {
+fn render_stack_detail(
+    frame: &mut Frame,
+    area: Rect,
+    row: &StackRow,
+    index: usize,
+    of: usize,
+    data: &Data,
+) {
     let stack = &row.stack;
     let hot = stack.hot_frame();
     let block = Block::new()
@@ -188,7 +195,10 @@ fn render_stack_detail(frame: &mut Frame, area: Rect, row: &StackRow, index: usi
         .min((inner.width as usize).saturating_sub(24).max(16));
     let mut lines = vec![Line::from(vec![
         Span::raw("  "),
-        Span::styled(row.read.leaf(), Style::new().magenta()),
+        Span::styled(
+            row.read.leaf(&data.context.kernel_functions),
+            Style::new().magenta(),
+        ),
     ])];
     for (depth, frame) in stack.frames.iter().enumerate().rev() {
         let is_hot = hot == Some(depth);
