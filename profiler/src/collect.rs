@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
 use aya::Ebpf;
 use profiler_common::{lost, names, CountKey, STACK_NOT_CAPTURED};
 use serde::Serialize;
 
-use crate::sources::ClockRead;
+use crate::sources::{ClockRead, Source};
 
 /// A stack as the kernel gave it: innermost frame first.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -142,6 +142,14 @@ pub fn collect_counts(ebpf: &Ebpf) -> Result<Counts> {
     let mut counts = Vec::new();
     for entry in count_map.iter() {
         let (key, per_cpu) = entry?;
+        // Every key enters here: past this check each ClockRead names a
+        // declared event, so ClockRead::source never has to guess one.
+        if Source::of_event(key.event).is_none() {
+            bail!(
+                "the eBPF program counted event id {}, which no source declares: clockprof and its eBPF object disagree (a bug)",
+                key.event
+            );
+        }
         let count: u64 = per_cpu.iter().sum();
         if count > 0 {
             counts.push((key, count));
