@@ -6,39 +6,44 @@
 //! The parts, each its own module under `probes/`: `btf` (struct offsets
 //! from the kernel's BTF), `kallsyms` (kernel symbol addresses),
 //! `kernel_context` (what the kernel source's programs need to tell interrupt
-//! context and kernel threads), `pid_filter` (the `TARGETS` map), and
-//! `perf_event_open` by hand for breakpoints; tracepoint formats are read
-//! through `crate::tracefs`.
+//! context and kernel threads), `pid_filter` (the `TARGETS` map),
+//! `perf_event` (`perf_event_open` by hand), `breakpoint` (hardware execute
+//! breakpoints on kernel functions) and `refusal` (why the kernel refused a
+//! backend); tracepoint formats are read through `crate::tracefs`.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::num::NonZeroU32;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use aya::maps::{HashMap, MapData};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::uprobe::UProbeScope;
-use aya::programs::{FEntry, KProbe, PerfEvent, ProgramError, ProgramType, TracePoint, UProbe};
-use aya::sys::{is_helper_supported, BpfHelper, SyscallError};
+use aya::programs::{FEntry, KProbe, PerfEvent, ProgramType, TracePoint, UProbe};
+use aya::sys::{is_helper_supported, BpfHelper};
 use aya::{Btf, Ebpf, EbpfLoader};
 use profiler_common::names;
 use serde::Serialize;
 
+mod breakpoint;
 mod btf;
 mod kallsyms;
 pub mod kernel_context;
 pub mod perf_event;
 mod pid_filter;
+mod refusal;
 
 use crate::attachment::{Attachment, Backend, DEBUG_REGISTERS};
 use crate::binaries::Binary;
 use crate::host_facts;
 use crate::sources::{Attach, Hook, HookPoint, Source, Uprobe};
 use crate::tracefs;
+pub use breakpoint::free_debug_registers;
 use kallsyms::kernel_symbol_address;
 use kernel_context::KernelContext;
+pub use refusal::refusal_reason;
+use refusal::refusal_reason_on;
 
 /// The eBPF object built by build.rs (profiler-ebpf for bpfel-unknown-none).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/clockprof"));
@@ -168,146 +173,6 @@ impl KernelFunction {
     }
 }
 
-/// Why the kernel refused a backend, in a few words, from what the kernel
-/// said: the verifier's last lines when it refused the program, else the
-/// errno of the call that failed. The errors aya reports are long and the
-/// same for every function.
-pub fn refusal_reason(backend: Backend, err: &anyhow::Error) -> String {
-    for cause in err.chain() {
-        match cause.downcast_ref::<ProgramError>() {
-            Some(ProgramError::LoadError {
-                io_error,
-                verifier_log,
-            }) => {
-                return match verifier_tail(&verifier_log.to_string()) {
-                    Some(tail) => format!(
-                        "the verifier refused the {backend} program ({}): {tail}",
-                        errno_name(io_error)
-                    ),
-                    None => format!(
-                        "the kernel refused to load the {backend} program ({}; no verifier output)",
-                        errno_name(io_error)
-                    ),
-                }
-            }
-            Some(ProgramError::SyscallError(SyscallError { call, io_error })) => {
-                return format!("{call} refused the {backend} ({})", errno_name(io_error))
-            }
-            _ => {}
-        }
-    }
-    let text = format!("{err:#}");
-    if text.contains("kprobe/type") {
-        "this kernel has no kprobes".to_string()
-    } else if text.contains("no usable BTF") || text.contains("no function") {
-        text
-    } else if let Some(io_error) = err
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<std::io::Error>())
-    {
-        let context: Vec<String> = err
-            .chain()
-            .filter(|cause| cause.downcast_ref::<std::io::Error>().is_none())
-            .map(|cause| cause.to_string())
-            .collect();
-        format!("{} ({})", context.join(": "), errno_name(io_error))
-    } else {
-        format!("{backend} failed: {text}")
-    }
-}
-
-/// The verifier's verdict: the last lines of its log, without the statistics
-/// it appends (`processed N insns ...`, `verification time`, `stack depth`).
-fn verifier_tail(log: &str) -> Option<String> {
-    const STATISTICS: &[&str] = &["processed ", "verification time ", "stack depth "];
-    const LINES: usize = 2;
-    let verdict: Vec<&str> = log
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !STATISTICS.iter().any(|s| l.starts_with(s)))
-        .collect();
-    let tail = &verdict[verdict.len().saturating_sub(LINES)..];
-    if tail.is_empty() {
-        return None;
-    }
-    let mut verdict = tail.join(" / ");
-    // A kernel older than a helper names it only by number.
-    for (helper, name) in NEWER_HELPERS {
-        if verdict.contains(&format!("invalid func unknown#{}", *helper as u32)) {
-            verdict += &format!(" (#{} is {name}, which this kernel lacks)", *helper as u32);
-        }
-    }
-    Some(verdict)
-}
-
-/// Helpers clockprof's programs call that kernels before 5.15 lack.
-const NEWER_HELPERS: &[(BpfHelper, &str)] = &[
-    (
-        BpfHelper::BPF_FUNC_get_current_task_btf,
-        "bpf_get_current_task_btf (5.11)",
-    ),
-    (BpfHelper::BPF_FUNC_task_pt_regs, "bpf_task_pt_regs (5.15)"),
-];
-
-/// The symbolic name of an errno, as the kernel's sources call it.
-fn errno_name(err: &std::io::Error) -> String {
-    const ENOTSUPP: i32 = 524;
-    let name = match err.raw_os_error() {
-        Some(libc::EPERM) => "EPERM",
-        Some(libc::ENOENT) => "ENOENT",
-        Some(libc::EACCES) => "EACCES",
-        Some(libc::EFAULT) => "EFAULT",
-        Some(libc::EBUSY) => "EBUSY",
-        Some(libc::EINVAL) => "EINVAL",
-        Some(libc::ENOSPC) => "ENOSPC",
-        Some(libc::E2BIG) => "E2BIG",
-        Some(libc::EPROTO) => "EPROTO",
-        Some(libc::EOPNOTSUPP) => "EOPNOTSUPP",
-        Some(libc::ESRCH) => "ESRCH",
-        Some(libc::ENODEV) => "ENODEV",
-        Some(ENOTSUPP) => "ENOTSUPP",
-        Some(errno) => return format!("errno {errno}"),
-        None => return err.to_string(),
-    };
-    name.to_string()
-}
-
-/// Whether ftrace may trace `function`, from tracefs: the kernel refuses
-/// kprobes (without CONFIG_KPROBE_EVENTS_ON_NOTRACE) and fentry on functions
-/// it does not list. None when tracefs cannot tell.
-fn ftrace_lists(function: &str) -> Option<bool> {
-    let list = std::fs::read_to_string(
-        tracefs::events_dir()
-            .parent()?
-            .join("available_filter_functions"),
-    )
-    .ok()?;
-    Some(
-        list.lines()
-            .any(|line| line.split_whitespace().next() == Some(function)),
-    )
-}
-
-/// refusal_reason for a hook on `function`, with the fact behind an EINVAL
-/// from a kprobe or fentry attach where tracefs has it.
-fn refusal_reason_on(backend: Backend, function: &str, err: &anyhow::Error) -> String {
-    let reason = refusal_reason(backend, err);
-    let einval = err
-        .chain()
-        .filter_map(|cause| cause.downcast_ref::<ProgramError>())
-        .any(|cause| {
-            matches!(cause, ProgramError::SyscallError(SyscallError { io_error, .. })
-                if io_error.raw_os_error() == Some(libc::EINVAL))
-        });
-    if einval && matches!(backend, Backend::Kprobe | Backend::Fentry) {
-        // Only a function the kernel has can be notrace.
-        if ftrace_lists(function) == Some(false) && kernel_symbol_address(function).is_ok() {
-            return format!("{reason}: {function} is notrace (not in available_filter_functions)");
-        }
-    }
-    reason
-}
-
 /// Where the current task's vDSO lives, for the sampling program: offsets of
 /// task_struct.mm and mm_struct.context.vdso from BTF, and the vDSO's text
 /// size (the same for every process of this kernel: read from our own).
@@ -317,61 +182,6 @@ fn vdso_globals() -> Result<(u32, u32, u64)> {
     let vdso = btf.member_offset("mm_struct", &["context", "vdso"])?;
     let own = host_facts::own_vdso().context("the kernel has no vDSO to sample")?;
     Ok((mm, vdso, own.end - own.start))
-}
-
-/// A disabled hardware execute breakpoint at `address` on `cpu`, all tasks.
-/// It takes one of the CPU's debug registers from the moment it exists.
-fn open_breakpoint_event(address: u64, cpu: u32) -> Result<OwnedFd> {
-    use perf_event::sys;
-    let mut attr = perf_event::attr(sys::PERF_TYPE_BREAKPOINT, 0);
-    attr.bp_type = sys::HW_BREAKPOINT_X;
-    attr.__bindgen_anon_1.sample_period = 1;
-    attr.__bindgen_anon_3.bp_addr = address;
-    attr.__bindgen_anon_4.bp_len = std::mem::size_of::<libc::c_long>() as u64;
-    attr.set_disabled(1);
-    perf_event::open_on_cpu(&mut attr, cpu)
-        .context("perf_event_open of an execute breakpoint failed")
-}
-
-/// A hardware execute breakpoint at `address` on `cpu`, all tasks, firing
-/// the BPF program `program_fd` on every hit. Closing the fd detaches it.
-fn open_breakpoint(address: u64, cpu: u32, program_fd: RawFd) -> Result<OwnedFd> {
-    let event = open_breakpoint_event(address, cpu)?;
-    let fd = event.as_raw_fd();
-    // SAFETY: plain ioctls on the event we own.
-    unsafe {
-        if perf_event_open_sys::ioctls::SET_BPF(fd, program_fd as u32) < 0
-            || perf_event_open_sys::ioctls::ENABLE(fd, 0) < 0
-        {
-            return Err(anyhow!(
-                "attaching to the breakpoint failed: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    Ok(event)
-}
-
-/// Debug registers free on `cpu` now, counted by reserving them with
-/// disabled breakpoints (never enabled, closed again before returning).
-/// An error when the kernel gives no hardware breakpoints at all.
-pub fn free_debug_registers(cpu: u32) -> Result<usize> {
-    let address = kernel_symbol_address(DEFAULT_BREAKPOINT_FUNCTIONS[0])?;
-    let mut reserved = Vec::new();
-    let first = open_breakpoint_event(address, cpu);
-    match first {
-        Ok(event) => reserved.push(event),
-        // ENOSPC: the kernel has breakpoints and all of them are taken.
-        Err(err) if format!("{err}").contains("No space left") => return Ok(0),
-        Err(err) => return Err(err),
-    }
-    while reserved.len() < DEBUG_REGISTERS {
-        match open_breakpoint_event(address, cpu) {
-            Ok(event) => reserved.push(event),
-            Err(_) => break,
-        }
-    }
-    Ok(reserved.len())
 }
 
 pub struct ProbeConfig {
@@ -765,39 +575,6 @@ impl Probes {
         Ok(())
     }
 
-    /// One execute breakpoint per CPU at the function's first instruction
-    /// (x86 has four debug registers per CPU, so at most four functions).
-    /// A breakpoint lives as long as `self`: doctor's tries add up too.
-    /// The events are opened here rather than through aya, which asks for
-    /// `precise_ip` on breakpoints: the kernel then refuses (EPROTO) programs
-    /// that take stacks unless the event samples callchains itself.
-    fn attach_breakpoint(&mut self, slot: usize, function: &str) -> Result<()> {
-        let address = kernel_symbol_address(function)?;
-        let first_use = self.loaded.insert("breakpoint_kernel_fn");
-        let program: &mut PerfEvent = self.program("breakpoint_kernel_fn")?.try_into()?;
-        if first_use {
-            program.load()?;
-        }
-        let program_fd = program.fd()?.as_fd().as_raw_fd();
-        // All CPUs or none: a function watched on some CPUs only would give
-        // counts that look exact and are not. Dropping `events` closes them.
-        let mut events = Vec::new();
-        for cpu in host_facts::online_cpus()? {
-            events.push(
-                open_breakpoint(address, cpu, program_fd)
-                    .with_context(|| format!("breakpoint on CPU {cpu}"))?,
-            );
-        }
-        let mut index: HashMap<&mut MapData, u64, u32> =
-            HashMap::try_from(self.ebpf.map_mut(names::KERNEL_FN_INDEX).ok_or_else(|| {
-                anyhow!("the eBPF object has no {} map", names::KERNEL_FN_INDEX)
-            })?)?;
-        index.insert(address, slot as u32, 0)?;
-        self.breakpoints.extend(events);
-        self.breakpoint_functions += 1;
-        Ok(())
-    }
-
     /// cpu-clock sampling on every online CPU at `frequency` Hz; the program
     /// keeps only samples inside the vDSO.
     pub fn attach_vdso_sampling(&mut self, frequency: u64) -> Result<()> {
@@ -827,67 +604,5 @@ impl Probes {
 
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A verifier log ending as Debian 11's 5.10 ended its refusal of the
-    /// helper variant in the VM (the last two lines as captured), with the
-    /// statistics aya's log level adds.
-    const REFUSAL_5_10: &str = "func#0 @0\n\
-        0: R1=ctx(id=0,off=0,imm=0) R10=fp0\n\
-        0: (bf) r6 = r1\n\
-        13: (85) call unknown#158\n\
-        invalid func unknown#158\n\
-        processed 2 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0\n";
-
-    #[test]
-    fn the_verifiers_verdict_is_its_last_lines_without_statistics() {
-        assert_eq!(
-            verifier_tail(REFUSAL_5_10).as_deref(),
-            Some(
-                "13: (85) call unknown#158 / invalid func unknown#158 \
-                 (#158 is bpf_get_current_task_btf (5.11), which this kernel lacks)"
-            )
-        );
-        assert_eq!(verifier_tail("processed 0 insns\n\n"), None);
-        assert_eq!(verifier_tail(""), None);
-    }
-
-    #[test]
-    fn refusals_are_classified_by_error_type_and_errno() {
-        let attach = |errno| {
-            anyhow::Error::from(ProgramError::SyscallError(SyscallError {
-                call: "perf_event_open",
-                io_error: std::io::Error::from_raw_os_error(errno),
-            }))
-        };
-        assert_eq!(
-            refusal_reason(Backend::Kprobe, &attach(libc::EINVAL)),
-            "perf_event_open refused the kprobe (EINVAL)"
-        );
-        assert_eq!(
-            refusal_reason(Backend::Fentry, &attach(libc::EPERM).context("attaching")),
-            "perf_event_open refused the fentry (EPERM)"
-        );
-        let breakpoint = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENODEV))
-            .context("perf_event_open of an execute breakpoint failed")
-            .context("breakpoint on CPU 0");
-        assert_eq!(
-            refusal_reason(Backend::Breakpoint, &breakpoint),
-            "breakpoint on CPU 0: perf_event_open of an execute breakpoint failed (ENODEV)"
-        );
-        // A function the kernel does not have is not called notrace.
-        assert_eq!(
-            refusal_reason_on(
-                Backend::Kprobe,
-                "no_such_function_here",
-                &attach(libc::EINVAL)
-            ),
-            "perf_event_open refused the kprobe (EINVAL)"
-        );
     }
 }
