@@ -112,10 +112,9 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
                 container_id: p.cgroup.as_deref().and_then(crate::container::container_id),
                 total: p.total,
                 by_source: &p.by_source,
-                vdso_cpu_ms: p
-                    .by_source
-                    .get(&Source::Vdso)
-                    .and_then(|&samples| profile.info.sampled_cpu_ms(samples)),
+                vdso_cpu_ms: crate::sources::sampled_counts(&p.by_source)
+                    .reduce(|a, b| a + b)
+                    .and_then(|samples| profile.info.sampled_cpu_ms(samples)),
             })
             .collect(),
         stacks: profile

@@ -7,7 +7,7 @@ use profiler_common::INTERRUPT_TGID;
 use crate::aggregate::Profile;
 use crate::attachment::{debug_registers_taken, Backend, DEBUG_REGISTERS};
 use crate::printable::printable;
-use crate::sources::Source;
+use crate::sources::{sampled_counts, Attach};
 
 const TOP_PROCESSES: usize = 10;
 const TOP_STACKS: usize = 10;
@@ -36,7 +36,11 @@ pub fn summary(profile: &Profile) -> String {
         sources.join(","),
         info.backends().join(",")
     );
-    if info.attachments.iter().any(|a| a.source == Source::Kernel) {
+    if info
+        .attachments
+        .iter()
+        .any(|a| matches!(a.source.spec().attach, Attach::KernelFunctions))
+    {
         let by_breakpoint: Vec<&str> = info
             .attachments
             .iter()
@@ -71,7 +75,7 @@ pub fn summary(profile: &Profile) -> String {
     let vdso_samples: u64 = profile
         .processes
         .iter()
-        .filter_map(|p| p.by_source.get(&Source::Vdso))
+        .flat_map(|p| sampled_counts(&p.by_source))
         .sum();
     if let Some(cpu_ms) = info.sampled_cpu_ms(vdso_samples) {
         let _ = writeln!(

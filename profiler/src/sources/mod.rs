@@ -179,6 +179,16 @@ impl Source {
     }
 }
 
+/// The counts of the sampled sources among `by_source`: samples, not reads.
+pub fn sampled_counts(
+    by_source: &std::collections::BTreeMap<Source, u64>,
+) -> impl Iterator<Item = u64> + '_ {
+    by_source
+        .iter()
+        .filter(|(source, _)| source.is_sampled())
+        .map(|(_, &count)| count)
+}
+
 /// `-s`'s long help: the sources on by default first, each with its cost.
 pub fn help() -> String {
     let defaults: Vec<&str> = default_sources().iter().map(|s| s.name()).collect();
