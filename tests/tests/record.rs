@@ -427,7 +427,12 @@ fn default_sources_the_kernel_lacks_are_noted_not_warned() {
         Some(reason) => {
             assert_eq!(kernel_hooks, 0);
             assert!(!reason.is_empty());
-            assert!(!err.contains("warning"), "a default source warned: {err}");
+            // Other warnings (a lost stack, say) are not this test's business.
+            assert!(
+                !err.lines()
+                    .any(|l| l.contains("warning") && l.contains("kernel source")),
+                "a default source warned: {err}"
+            );
             assert!(!json["sources"]
                 .as_array()
                 .unwrap()

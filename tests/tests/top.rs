@@ -416,7 +416,7 @@ fn a_panic_restores_the_terminal_then_says_one_line() {
     let dir = TempDir::new("top-panic");
     let session = format!("top-panic-{}", std::process::id());
     let command = format!(
-        "env -u RUST_BACKTRACE CLOCKPROF_TEST_PANIC=top {} top -s syscall; echo \"exit=$?\"; stty -a; sleep 600",
+        "env -u RUST_BACKTRACE CLOCKPROF_TEST_PANIC=top {} top -s syscall; echo \"exit=$?\"; stty -a; echo settings-shown; sleep 600",
         clockprof().display()
     );
     let out = tmux(&[
@@ -434,7 +434,10 @@ fn a_panic_restores_the_terminal_then_says_one_line() {
     ]);
     assert!(out.status.success(), "tmux new-session: {}", stderr(&out));
     let screen = Screen { session };
-    let text = screen.wait_for("clockprof to exit", |t| t.contains("exit="));
+    // The shell prints the status, then the terminal settings: read both.
+    let text = screen.wait_for("clockprof to exit", |t| {
+        t.contains("exit=") && t.contains("settings-shown")
+    });
     assert!(text.contains("exit=101"), "{text}");
     assert!(
         !screen.alternate_screen_on(),
