@@ -143,16 +143,7 @@ impl Drop for ContainerCgroup {
 
 /// Runs the `wait` fixture inside `cgroup` and records it by PID to `out`.
 fn record_fixture_in(cgroup: &ContainerCgroup, out: &Path) {
-    let mut fixture = Command::new(c_fixture())
-        .args(["wait", "1234"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(fixture.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready");
+    let mut fixture = ready_c_fixture(&["wait", "1234"]);
     cgroup.enter(fixture.id());
     let pid = fixture.id().to_string();
     let mut recorder = Command::new(clockprof())

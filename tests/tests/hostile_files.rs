@@ -5,7 +5,6 @@
 mod common;
 
 use std::ffi::{CString, OsStr};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -14,21 +13,6 @@ use common::*;
 
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
-}
-
-/// The C fixture in `jitwait` mode, stopped at "ready".
-fn ready_jit_fixture() -> Child {
-    let mut fixture = Command::new(c_fixture())
-        .args(["jitwait", "3000"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(fixture.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready");
-    fixture
 }
 
 /// Starts `clockprof ARGS` and waits until it says it is recording, with a
@@ -54,7 +38,7 @@ fn record_jit_with_planted_map(
 ) -> (Vec<(String, String)>, u64, String) {
     let dir = TempDir::new(name);
     let out = dir.join("jit.json");
-    let mut fixture = ready_jit_fixture();
+    let mut fixture = ready_c_fixture(&["jitwait", "3000"]);
     let planted = Planted(format!("/tmp/perf-{}.map", fixture.id()));
     plant(Path::new(&planted.0));
     let pid = fixture.id().to_string();

@@ -5,7 +5,6 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -157,12 +156,7 @@ fn spawn_fixture(args: &[&str]) -> Child {
 fn pid_filter_counts_only_the_given_process_and_stops_when_it_exits() {
     let dir = TempDir::new("pid");
     let out = dir.join("p.folded");
-    let mut target = spawn_fixture(&["wait", "7000"]);
-    let mut ready = String::new();
-    BufReader::new(target.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready");
+    let mut target = ready_c_fixture(&["wait", "7000"]);
     let mut other = spawn_fixture(&["spin", "3"]);
     let pid = target.id().to_string();
     let mut recorder = start_recording(&[

@@ -404,3 +404,20 @@ pub fn wait_with_timeout(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The C fixture started with `args` (a waiting mode such as `wait N` or
+/// `jitwait N`), returned once it has printed "ready".
+pub fn ready_c_fixture(args: &[&str]) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    let mut fixture = Command::new(c_fixture())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the C fixture starts");
+    let mut ready = String::new();
+    BufReader::new(fixture.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    fixture
+}
