@@ -15,6 +15,7 @@ mod collect;
 mod command;
 mod container;
 mod credentials;
+mod debuginfo;
 mod diff;
 mod doctor;
 mod export;

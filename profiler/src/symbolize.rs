@@ -5,7 +5,7 @@
 //! exited; then each file is symbolized once for all its offsets. That is why
 //! a 5 ms COMMAND is symbolized as well as a long-running daemon.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 
 use blazesym::symbolize::source::{Elf, Kernel, Source as BlazeSource};
@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use profiler_common::{event, INTERRUPT_TGID};
 
 use crate::collect::{RawSample, RawStack};
+use crate::debuginfo::{self, DebugInfo};
 use crate::interrupt;
 use crate::proc_tracker::ProcTracker;
 use crate::safe_open::{self, FileKey, PerfMapRefusal};
@@ -220,6 +221,7 @@ impl VdsoImage {
 fn symbolize_files(
     symbolizer: &Symbolizer,
     vdso: &OnceCell<Option<VdsoImage>>,
+    debuginfo: &RefCell<DebugInfo>,
     tracker: &mut ProcTracker,
     locations: &BTreeSet<UserLocation>,
 ) -> NameTable<UserLocation> {
@@ -257,6 +259,25 @@ fn symbolize_files(
         let Ok(results) = symbolize(true).or_else(|_| symbolize(false)) else {
             continue;
         };
+        let unnamed: Vec<u64> = offsets
+            .iter()
+            .zip(results.iter())
+            .filter(|(_, result)| names_of(result).is_none())
+            .map(|(offset, _)| *offset)
+            .collect();
+        if path != VDSO && !unnamed.is_empty() {
+            let named = debuginfo
+                .borrow_mut()
+                .name_unnamed(symbolizer, &file, path, &unnamed);
+            for (offset, names) in named {
+                let location = UserLocation::File {
+                    path: path.to_string(),
+                    file: key,
+                    offset,
+                };
+                table.insert(location, names);
+            }
+        }
         for (offset, result) in offsets.iter().zip(results.iter()) {
             if let Some(mut names) = names_of(result) {
                 if path == VDSO {
@@ -348,6 +369,8 @@ fn user_ips(sample: &RawSample) -> Vec<u64> {
 pub struct StackSymbolizer {
     blazesym: Symbolizer,
     vdso: OnceCell<Option<VdsoImage>>,
+    /// Separate debug files and debuginfod, for what files leave unnamed.
+    debuginfo: RefCell<DebugInfo>,
     /// The session's kernel functions, by slot: a kernel stack is cut at
     /// the one its event names.
     kernel_functions: Vec<String>,
@@ -359,8 +382,10 @@ impl StackSymbolizer {
             blazesym: Symbolizer::builder()
                 .enable_code_info(false)
                 .enable_inlined_fns(true)
+                .set_debug_dirs(Some(debuginfo::debug_dirs()))
                 .build(),
             vdso: OnceCell::new(),
+            debuginfo: RefCell::new(DebugInfo::from_env()),
             kernel_functions,
         }
     }
@@ -375,6 +400,7 @@ impl StackSymbolizer {
         symbolize(
             &self.blazesym,
             &self.vdso,
+            &self.debuginfo,
             &self.kernel_functions,
             samples,
             tracker,
@@ -385,6 +411,7 @@ impl StackSymbolizer {
 fn symbolize(
     symbolizer: &Symbolizer,
     vdso: &OnceCell<Option<VdsoImage>>,
+    debuginfo: &RefCell<DebugInfo>,
     kernel_functions: &[String],
     samples: &[RawSample],
     tracker: &mut ProcTracker,
@@ -410,7 +437,7 @@ fn symbolize(
         })
         .collect();
     let distinct: BTreeSet<UserLocation> = user_locations.iter().flatten().cloned().collect();
-    let user_names = symbolize_files(symbolizer, vdso, tracker, &distinct);
+    let user_names = symbolize_files(symbolizer, vdso, debuginfo, tracker, &distinct);
 
     let kernel_addresses: BTreeSet<u64> = samples
         .iter()

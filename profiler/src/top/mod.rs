@@ -116,6 +116,7 @@ impl Top {
         let session = Session::start(&args.probe.session_config(false, false))?;
         // The screen is ours: a note on stderr would scribble over it.
         crate::symbolize::quiet_perf_map_notes();
+        crate::debuginfo::quiet_notes();
         let recording = RecordingInfo {
             sources: args.probe.sources.sources.clone(),
             attachments: session.attachments(),
