@@ -48,9 +48,10 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
         name: "test-tools",
         why: "bpftrace as the bench's reference tracer, tmux to drive the TUI in tests, \
               python3 for the contract check and XML checks, bpftool to prove no program \
-              stays loaded after clockprof exits",
+              stays loaded after clockprof exits, debuginfod to serve a fixture's split \
+              debug file on loopback (it starts no service of its own)",
         default: true,
-        packages: &["bpftrace", "bpftool", "tmux", "python3"],
+        packages: &["bpftrace", "bpftool", "tmux", "python3", "debuginfod"],
         backports: &[],
     },
     PackageGroup {
