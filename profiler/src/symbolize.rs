@@ -251,12 +251,13 @@ fn symbolize_files(
         // file's debug information (seen with Debian's libc and its debug
         // link), its ELF symbols still name the functions. A file that is
         // not ELF leaves its frames `[unknown]`, with the module named.
+        let debug_syms = path == VDSO || debuginfo::may_follow_debug_link(&file);
         let symbolize = |debug_syms: bool| {
             let mut elf = Elf::new(&file);
             elf.debug_syms = debug_syms;
             symbolizer.symbolize(&BlazeSource::Elf(elf), Input::FileOffset(&offsets))
         };
-        let Ok(results) = symbolize(true).or_else(|_| symbolize(false)) else {
+        let Ok(results) = symbolize(debug_syms).or_else(|_| symbolize(false)) else {
             continue;
         };
         let unnamed: Vec<u64> = offsets

@@ -136,8 +136,11 @@ fn record(
     env: &[(&str, &OsStr)],
 ) -> (Vec<(String, u64)>, String, Duration) {
     let out = fixture.dir.join("out.folded");
-    let mut command = Command::new(clockprof());
+    // A hang (a debug file opened blocking) fails the test, not the suite.
+    let mut command = Command::new("timeout");
     command
+        .args(["-s", "KILL", "120"])
+        .arg(clockprof())
         .args([
             OsStr::new("record"),
             OsStr::new("-s"),
@@ -476,4 +479,31 @@ fn a_silent_debuginfod_server_costs_at_most_its_timeout_once() {
         extra.as_millis()
     );
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+}
+
+#[test]
+fn a_fifo_named_like_the_debug_link_beside_a_users_binary_is_never_opened() {
+    let fixture = Fixture::build("debuglink-fifo", "-O1");
+    // `linked` in a directory of an unprivileged user, who planted a FIFO
+    // under the name its .gnu_debuglink gives: opening it would block.
+    let users = fixture.dir.join("users");
+    std::fs::create_dir(&users).unwrap();
+    let binary = users.join("linked");
+    std::fs::copy(&fixture.linked, &binary).unwrap();
+    let fifo = std::ffi::CString::new(users.join("fixture.debug").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o666) }, 0);
+    let users_c = std::ffi::CString::new(users.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::chown(users_c.as_ptr(), 65534, 65534) }, 0);
+    // No debug file anywhere: blazesym, following the link, would try the
+    // directory beside the binary last.
+    let (folded, stderr, _) = record(&fixture, &binary, &[]);
+    let alpha = frames_to(&folded, MONOTONIC);
+    let (file, address) = file_and_address(alpha.last().unwrap());
+    assert_eq!(file, "linked", "{folded:?}");
+    let (start, end) = fixture.range_of("static_clock_alpha");
+    assert!(
+        (start..end).contains(&address),
+        "{address:#x} in {start:#x}..{end:#x}"
+    );
+    assert!(!stderr.contains("note:"), "{stderr}");
 }

@@ -61,6 +61,8 @@ pub fn debug_dirs() -> Vec<PathBuf> {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct ElfFacts {
     build_id: Option<Vec<u8>>,
+    /// The file names a separate debug file in `.gnu_debuglink`.
+    debug_link: bool,
     /// PT_LOAD segments: file offset, size in the file, virtual address.
     loads: Vec<(u64, u64, u64)>,
 }
@@ -87,7 +89,12 @@ impl ElfFacts {
             })
             .collect();
         let build_id = elf.build_id().ok().flatten().map(<[u8]>::to_vec);
-        Some(ElfFacts { build_id, loads })
+        let debug_link = elf.section_by_name(".gnu_debuglink").is_some();
+        Some(ElfFacts {
+            build_id,
+            debug_link,
+            loads,
+        })
     }
 
     /// The virtual address a file offset is loaded at, if it is loaded.
@@ -97,6 +104,32 @@ impl ElfFacts {
             vaddr.checked_add(within)
         })
     }
+}
+
+/// Whether blazesym may follow `file`'s `.gnu_debuglink` (`file` being the
+/// descriptor path of the mapped file). Besides the debug directories, it
+/// looks for the linked name beside the binary, by path, and opens what it
+/// finds without O_NONBLOCK: a FIFO planted there would hang clockprof for
+/// good (seen). So a link is followed only where no one but root can put a
+/// file beside the binary: every directory from the binary's up to `/` is
+/// root's and writable by no one else. Elsewhere the file's ELF symbols are
+/// still read (not its DWARF, which blazesym reads only with the link: a
+/// file with a debug link has rarely kept it), and its debug file is still
+/// found by build id.
+pub fn may_follow_debug_link(file: &Path) -> bool {
+    let Some(facts) = ElfFacts::read(file) else {
+        return true;
+    };
+    if !facts.debug_link {
+        return true;
+    }
+    let real = std::fs::read_link(file).unwrap_or_else(|_| file.to_path_buf());
+    real.is_absolute()
+        && real.ancestors().skip(1).all(|dir| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::symlink_metadata(dir)
+                .is_ok_and(|meta| meta.is_dir() && meta.uid() == 0 && meta.mode() & 0o022 == 0)
+        })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -216,6 +249,7 @@ mod tests {
     fn file_offsets_map_to_virtual_addresses_within_loaded_segments() {
         let facts = ElfFacts {
             build_id: None,
+            debug_link: false,
             loads: vec![(0, 0x600, 0), (0x1000, 0x200, 0x401000)],
         };
         assert_eq!(facts.virtual_address(0x10), Some(0x10));
