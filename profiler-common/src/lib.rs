@@ -35,6 +35,11 @@ pub const CLOCK_ID_NONE: i32 = i32::MIN;
 /// event itself is still counted.
 pub const STACK_NOT_CAPTURED: i32 = -1_000_000;
 
+/// `CountKey::user_stack_id` of an event whose user stack was not taken
+/// (`--stack-every N`: one event in N takes it). Not a lost stack: the key's
+/// `user_ip` and `first_return` keep the innermost frames instead.
+pub const STACK_SAMPLED_OUT: i32 = -1_000_001;
+
 /// `CountKey::tgid` of a kernel clock read made in interrupt context
 /// (hardirq, softirq, NMI): it is charged to no task, whichever one the
 /// interrupt happened to stop. No PID reaches it (PID_MAX_LIMIT is 2^22).
@@ -58,6 +63,14 @@ pub struct CountKey {
     /// They belong at depth 1 and 2 of the user stack; 0 when not found.
     pub caller_ip: u64,
     pub wrapper_caller_ip: u64,
+    /// Only when `user_stack_id` is STACK_SAMPLED_OUT (0 otherwise, so
+    /// keys with a stack do not split): the user instruction pointer and
+    /// the first return address the frame-pointer walk would have given
+    /// (`[bp + 8]`; 0 when unreadable). With the recovered callers they
+    /// name the calling function exactly, the frames a taken stack starts
+    /// with.
+    pub user_ip: u64,
+    pub first_return: u64,
 }
 
 /// Slots of the per-CPU `LOST` array: events or stacks the kernel side could not keep.
@@ -93,6 +106,9 @@ pub mod names {
     pub const FILTER_BY_PID: &str = "FILTER_BY_PID";
     /// Global: the daemon's own PID, never profiled (its timers read the clock).
     pub const DAEMON_TGID: &str = "DAEMON_TGID";
+    /// Global: one event in this many takes its user stack, per CPU (1:
+    /// every event).
+    pub const STACK_EVERY: &str = "STACK_EVERY";
     /// Global: offset of `child_pid` in the `sched_process_fork` tracepoint record
     /// (it moved between kernels; read from tracefs at start).
     pub const FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";

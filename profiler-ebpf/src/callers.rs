@@ -3,25 +3,42 @@
 //! wrapper above it (glibc's `__clock_gettime`).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::map,
-    maps::PerCpuArray,
-    programs::ProbeContext,
+    helpers::bpf_probe_read_user, macros::map, maps::PerCpuArray, programs::ProbeContext,
 };
 
-use crate::count::NO_CALLER;
+use profiler_common::CLOCK_ID_NONE;
+
+use crate::count::{count_clock_read, current_target, UserFrame, NO_CALLER};
 
 // User-space clock functions, by entry uprobes (never uretprobes: they crash
 // Go programs). At entry the callee has not pushed its frame, so the caller is
 // only found at the stack pointer: it is recorded exactly.
 
+/// Counts a uprobe at a clock function's entry, with `clock_arg` (the index
+/// of the argument holding the clock id) where the function takes one.
 #[inline(always)]
-pub(crate) fn return_address(ctx: &ProbeContext) -> (u64, u64) {
-    let sp = unsafe { (*ctx.regs).rsp };
-    (
-        unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0),
-        0,
-    )
+pub(crate) fn uprobe_entry(ctx: &ProbeContext, event: u32, clock_arg: Option<usize>) {
+    let Some(tgid) = current_target() else {
+        return;
+    };
+    let clock_id = match clock_arg {
+        Some(n) => ctx.arg::<u64>(n).unwrap_or(0) as i32,
+        None => CLOCK_ID_NONE,
+    };
+    let regs = unsafe { &*ctx.regs };
+    let caller = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0);
+    count_clock_read(
+        ctx,
+        tgid,
+        event,
+        clock_id,
+        (caller, 0),
+        Some(UserFrame {
+            ip: regs.rip,
+            bp: regs.rbp,
+            first_return: None,
+        }),
+    );
 }
 
 /// The vDSO is built with frame pointers, so the frame chain names its caller,
@@ -32,13 +49,22 @@ pub(crate) fn return_address(ctx: &ProbeContext) -> (u64, u64) {
 /// (`sub $8,%rsp; call *%rax; ...; add $8,%rsp; ret`), so the chain also skips
 /// the function that called glibc: its return address sits right above the
 /// wrapper's frame, whose size the wrapper's epilogue tells.
+///
+/// Also returns `[bp + 8]` where it read it on the way (the first return
+/// address of the frame walk), so a sampled-out event does not read it again.
 #[inline(always)]
-pub(crate) fn skipped_callers(ip: u64, sp: u64, bp: u64, cache_slot: u32) -> (u64, u64) {
+pub(crate) fn skipped_callers(
+    tgid: u32,
+    ip: u64,
+    sp: u64,
+    bp: u64,
+    cache_slot: u32,
+) -> ((u64, u64), Option<u64>) {
     let Some(cache) = DECODE_CACHE.get_ptr_mut(cache_slot) else {
-        return NO_CALLER;
+        return (NO_CALLER, None);
     };
     let cache = unsafe { &mut *cache };
-    let tgid = bpf_get_current_pid_tgid() >> 32;
+    let tgid = tgid as u64;
     if cache.tgid != tgid {
         *cache = DecodeCache {
             tgid,
@@ -54,7 +80,9 @@ pub(crate) fn skipped_callers(ip: u64, sp: u64, bp: u64, cache_slot: u32) -> (u6
         Some((caller, slot)) if caller != 0 => (caller, slot),
         _ => (0, bp + 8),
     };
-    (caller, wrapper_caller(slot, cache))
+    let (return_site, wrapper_caller) = wrapper_caller(slot, cache);
+    let first_return = (slot == bp + 8).then_some(return_site);
+    ((caller, wrapper_caller), first_return)
 }
 
 /// The last decoding per CPU and program kind: a hot loop reads the clock
@@ -165,16 +193,18 @@ pub(crate) fn frameless_exit(code: &[u8; CODE_WINDOW]) -> Option<u64> {
     None
 }
 
-/// The caller of a frameless wrapper whose return address is at `slot`.
+/// The return address at `slot` (0 if unreadable) and, if it returns into
+/// a frameless wrapper, the wrapper's caller.
 #[inline(always)]
-pub(crate) fn wrapper_caller(slot: u64, cache: &mut DecodeCache) -> u64 {
+pub(crate) fn wrapper_caller(slot: u64, cache: &mut DecodeCache) -> (u64, u64) {
     let Ok(return_site) = (unsafe { bpf_probe_read_user(slot as *const u64) }) else {
-        return 0;
+        return (0, 0);
     };
-    match cache.frameless_frame(return_site) {
+    let caller = match cache.frameless_frame(return_site) {
         Some(frame) => read_return_address(slot + 8 + frame),
         None => 0,
-    }
+    };
+    (return_site, caller)
 }
 
 /// Whether `address` follows a call instruction, as a return address does:

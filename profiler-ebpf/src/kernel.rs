@@ -97,13 +97,18 @@ pub(crate) fn has_user_stack() -> bool {
 /// be a stranger's), and a PID filter leaves it out, as it is no target's.
 #[inline(always)]
 pub(crate) fn count_kernel_fn<C: StackIdContext>(ctx: &C, index: u32, entry: Entry) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // Under a PID filter, only a target's own reads count (never those of
+    // an interrupt): one map lookup decides before anything is read.
+    if filter_by_pid() && !is_target(tgid) {
+        return;
+    }
     let (tgid, user_stack_id) = if in_interrupt(entry) {
         if filter_by_pid() {
             return;
         }
         (INTERRUPT_TGID, STACK_NOT_CAPTURED)
     } else {
-        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
         if !is_target(tgid) {
             return;
         }
@@ -123,6 +128,8 @@ pub(crate) fn count_kernel_fn<C: StackIdContext>(ctx: &C, index: u32, entry: Ent
         _pad: 0,
         caller_ip: 0,
         wrapper_caller_ip: 0,
+        user_ip: 0,
+        first_return: 0,
     });
 }
 
@@ -160,6 +167,9 @@ kernel_fn_slot!(fentry_kernel_fn_7, kprobe_kernel_fn_7, 7);
 /// interrupted instruction pointer names the function.
 #[perf_event]
 pub fn breakpoint_kernel_fn(ctx: PerfEventContext) -> u32 {
+    if filter_by_pid() && !is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return 0;
+    }
     let ip = unsafe { (*ctx.ctx).regs.rip };
     if let Some(&index) = unsafe { KERNEL_FN_INDEX.get(&ip) } {
         count_kernel_fn(&ctx, index, Entry::DebugException);

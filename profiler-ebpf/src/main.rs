@@ -29,6 +29,9 @@ use profiler_common::{lost, CountKey, MAX_KERNEL_FNS};
 pub(crate) static FILTER_BY_PID: u32 = 0;
 #[no_mangle]
 pub(crate) static DAEMON_TGID: u32 = 0;
+/// `--stack-every N`: one event in N takes its user stack (count::takes_stack).
+#[no_mangle]
+pub(crate) static STACK_EVERY: u32 = 1;
 #[no_mangle]
 pub(crate) static FORK_CHILD_PID_OFFSET: u32 = 20;
 #[no_mangle]
@@ -61,6 +64,9 @@ pub(crate) static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
 pub(crate) static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub(crate) static KERNEL_FN_INDEX: HashMap<u64, u32> = HashMap::with_max_entries(MAX_KERNEL_FNS, 0);
+/// Events left until this CPU takes its next user stack (count::takes_stack).
+#[map]
+pub(crate) static STACK_COUNTDOWN: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub(crate) static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);
 

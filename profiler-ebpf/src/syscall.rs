@@ -1,55 +1,105 @@
 //! The `syscall` source: clock_gettime, gettimeofday and time at kernel
-//! entry, through the syscall tracepoints, fentry or kprobes on the
-//! `__x64_sys_*` wrappers (the loader picks the best the kernel allows).
+//! entry, through fentry or kprobes on the `__x64_sys_*` wrappers, the raw
+//! `sys_enter` tracepoint or the `syscalls:sys_enter_*` tracepoints (the
+//! loader picks the best the kernel allows).
 
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
         bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs,
     },
-    macros::{fentry, kprobe, tracepoint},
-    programs::{tracing::StackIdContext, FEntryContext, ProbeContext, TracePointContext},
+    macros::{fentry, kprobe, raw_tracepoint, tracepoint},
+    programs::{
+        tracing::StackIdContext, FEntryContext, ProbeContext, RawTracePointContext,
+        TracePointContext,
+    },
 };
 use profiler_common::{event, CLOCK_ID_NONE};
 
 use crate::callers::{skipped_callers, DECODE_SYSCALL};
-use crate::count::{count_clock_read, NO_CALLER};
+use crate::count::{count_clock_read, current_target, UserFrame, NO_CALLER};
 use crate::{TASK_STACK_OFFSET, THREAD_SIZE};
 
 /// Offset of the first syscall argument in a `syscalls:sys_enter_*` record
 /// (after the common header and `__syscall_nr`); stable across kernels.
 pub(crate) const SYSCALL_ARG0_OFFSET: usize = 16;
 
-/// Counts a clock syscall. Where it was made from code without a frame (the
-/// vDSO's fallback path for CPU-time clocks or a clocksource it cannot read,
-/// inside glibc's frameless wrapper), the callers the frame chain skips are
-/// recovered from the user registers saved at kernel entry (`regs`, null when
-/// unknown), as for vDSO samples.
+/// Counts a clock syscall by `tgid` (a target). Where it was made from code
+/// without a frame (the vDSO's fallback path for CPU-time clocks or a
+/// clocksource it cannot read, inside glibc's frameless wrapper), the callers
+/// the frame chain skips are recovered from the user registers saved at
+/// kernel entry (`regs`, null when unknown), as for vDSO samples.
+/// clock_gettime's clock is `clock_id`, or with None its first argument as
+/// saved in `regs`.
 #[inline(always)]
 pub(crate) fn count_syscall(
     ctx: &impl StackIdContext,
+    tgid: u32,
     event: u32,
-    clock_id: i32,
+    clock_id: Option<i32>,
     regs: *const pt_regs,
 ) {
-    let callers = match unsafe { user_regs(regs) } {
-        Some((ip, sp, bp)) => skipped_callers(ip, sp, bp, DECODE_SYSCALL),
-        None => NO_CALLER,
+    let saved = unsafe { user_regs(regs) };
+    let clock_id = match (event, clock_id, &saved) {
+        (event::SYSCALL_CLOCK_GETTIME, Some(clock_id), _) => clock_id,
+        (event::SYSCALL_CLOCK_GETTIME, None, Some(saved)) => saved.di as i32,
+        (event::SYSCALL_CLOCK_GETTIME, None, None) => 0,
+        _ => CLOCK_ID_NONE,
     };
-    count_clock_read(ctx, event, clock_id, callers);
+    let (callers, user) = match saved {
+        Some(UserRegs { ip, sp, bp, .. }) => {
+            let (callers, first_return) = skipped_callers(tgid, ip, sp, bp, DECODE_SYSCALL);
+            (
+                callers,
+                Some(UserFrame {
+                    ip,
+                    bp,
+                    first_return,
+                }),
+            )
+        }
+        None => (NO_CALLER, None),
+    };
+    count_clock_read(ctx, tgid, event, clock_id, callers, user);
 }
 
-/// The user ip, sp and bp saved in `regs`.
+pub(crate) struct UserRegs {
+    ip: u64,
+    sp: u64,
+    bp: u64,
+    /// The first syscall argument.
+    di: u64,
+}
+
+/// `struct pt_regs` from `bp` to `sp`: the registers a clock syscall needs,
+/// read with one helper call (a call costs tens of ns; this runs on every
+/// clock syscall).
+#[repr(C)]
+struct SavedRegs {
+    bp: u64,
+    _bx_to_si: [u64; 9],
+    di: u64,
+    _orig_ax: u64,
+    ip: u64,
+    _cs: u64,
+    _flags: u64,
+    sp: u64,
+}
+
+/// The user registers saved in `regs`.
 #[inline(always)]
-pub(crate) unsafe fn user_regs(regs: *const pt_regs) -> Option<(u64, u64, u64)> {
+pub(crate) unsafe fn user_regs(regs: *const pt_regs) -> Option<UserRegs> {
     if regs.is_null() {
         return None;
     }
-    Some((
-        bpf_probe_read_kernel(&(*regs).rip).ok()?,
-        bpf_probe_read_kernel(&(*regs).rsp).ok()?,
-        bpf_probe_read_kernel(&(*regs).rbp).ok()?,
-    ))
+    let saved: SavedRegs =
+        bpf_probe_read_kernel(&(*regs).rbp as *const u64 as *const SavedRegs).ok()?;
+    Some(UserRegs {
+        ip: saved.ip,
+        sp: saved.sp,
+        bp: saved.bp,
+        di: saved.di,
+    })
 }
 
 /// How a tracepoint program finds the current task's user registers. The
@@ -112,12 +162,15 @@ pub(crate) const SYSCALL_NR_OFFSET: usize = 8;
 
 #[inline(always)]
 pub(crate) fn sys_enter(ctx: &TracePointContext, event: u32, how: TaskRegs) -> u32 {
+    let Some(tgid) = current_target() else {
+        return 0;
+    };
     let clock_id = if event == event::SYSCALL_CLOCK_GETTIME {
         unsafe { ctx.read_at::<u64>(SYSCALL_ARG0_OFFSET) }.unwrap_or(0) as i32
     } else {
         CLOCK_ID_NONE
     };
-    count_syscall(ctx, event, clock_id, task_regs(ctx, how));
+    count_syscall(ctx, tgid, event, Some(clock_id), task_regs(ctx, how));
     0
 }
 
@@ -157,65 +210,89 @@ pub fn sys_enter_time_kstack(ctx: TracePointContext) -> u32 {
 // caller's saved user registers as their one argument (the first syscall
 // argument was passed in `di`), so these need no helper to find them and are
 // the same program on every kernel.
-pub(crate) const PT_REGS_DI_OFFSET: usize = 112;
-
-#[inline(always)]
-pub(crate) fn first_syscall_arg(user_regs: *const pt_regs) -> i32 {
-    if user_regs.is_null() {
-        return 0;
-    }
-    unsafe { bpf_probe_read_kernel((user_regs as *const u8).add(PT_REGS_DI_OFFSET) as *const u64) }
-        .unwrap_or(0) as i32
-}
-
 #[fentry(function = "__x64_sys_clock_gettime")]
 pub fn fentry_clock_gettime(ctx: FEntryContext) -> u32 {
+    let Some(tgid) = current_target() else {
+        return 0;
+    };
     let regs = ctx.arg::<*const pt_regs>(0);
-    count_syscall(
-        &ctx,
-        event::SYSCALL_CLOCK_GETTIME,
-        first_syscall_arg(regs),
-        regs,
-    );
+    count_syscall(&ctx, tgid, event::SYSCALL_CLOCK_GETTIME, None, regs);
     0
 }
 
 #[fentry(function = "__x64_sys_gettimeofday")]
 pub fn fentry_gettimeofday(ctx: FEntryContext) -> u32 {
+    let Some(tgid) = current_target() else {
+        return 0;
+    };
     let regs = ctx.arg::<*const pt_regs>(0);
-    count_syscall(&ctx, event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE, regs);
+    count_syscall(&ctx, tgid, event::SYSCALL_GETTIMEOFDAY, None, regs);
     0
 }
 
 #[fentry(function = "__x64_sys_time")]
 pub fn fentry_time(ctx: FEntryContext) -> u32 {
+    let Some(tgid) = current_target() else {
+        return 0;
+    };
     let regs = ctx.arg::<*const pt_regs>(0);
-    count_syscall(&ctx, event::SYSCALL_TIME, CLOCK_ID_NONE, regs);
+    count_syscall(&ctx, tgid, event::SYSCALL_TIME, None, regs);
     0
 }
 
 #[kprobe]
 pub fn kprobe_clock_gettime(ctx: ProbeContext) -> u32 {
+    let Some(tgid) = current_target() else {
+        return 0;
+    };
     let regs = ctx.arg::<*const pt_regs>(0).unwrap_or(core::ptr::null());
-    count_syscall(
-        &ctx,
-        event::SYSCALL_CLOCK_GETTIME,
-        first_syscall_arg(regs),
-        regs,
-    );
+    count_syscall(&ctx, tgid, event::SYSCALL_CLOCK_GETTIME, None, regs);
     0
 }
 
 #[kprobe]
 pub fn kprobe_gettimeofday(ctx: ProbeContext) -> u32 {
+    let Some(tgid) = current_target() else {
+        return 0;
+    };
     let regs = ctx.arg::<*const pt_regs>(0).unwrap_or(core::ptr::null());
-    count_syscall(&ctx, event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE, regs);
+    count_syscall(&ctx, tgid, event::SYSCALL_GETTIMEOFDAY, None, regs);
     0
 }
 
 #[kprobe]
 pub fn kprobe_time(ctx: ProbeContext) -> u32 {
+    let Some(tgid) = current_target() else {
+        return 0;
+    };
     let regs = ctx.arg::<*const pt_regs>(0).unwrap_or(core::ptr::null());
-    count_syscall(&ctx, event::SYSCALL_TIME, CLOCK_ID_NONE, regs);
+    count_syscall(&ctx, tgid, event::SYSCALL_TIME, None, regs);
+    0
+}
+
+// The raw `sys_enter` tracepoint (BPF_PROG_TYPE_RAW_TRACEPOINT, 4.17+): one
+// program for the three syscalls, given the user registers and the syscall
+// number as arguments. It runs on every syscall of every task, but skips the
+// record the `syscalls:sys_enter_*` tracepoints build (and copy, for BPF)
+// before their program runs, so it costs a clock syscall less; it needs no
+// helper to find the registers, so it is the same program on every kernel.
+pub(crate) const NR_GETTIMEOFDAY: u64 = 96;
+pub(crate) const NR_TIME: u64 = 201;
+pub(crate) const NR_CLOCK_GETTIME: u64 = 228;
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
+    // The syscall number first: one load from the context decides for every
+    // other syscall, before the PID filter's helper call and map lookup.
+    let event = match ctx.arg::<u64>(1) {
+        NR_CLOCK_GETTIME => event::SYSCALL_CLOCK_GETTIME,
+        NR_GETTIMEOFDAY => event::SYSCALL_GETTIMEOFDAY,
+        NR_TIME => event::SYSCALL_TIME,
+        _ => return 0,
+    };
+    let Some(tgid) = current_target() else {
+        return 0;
+    };
+    count_syscall(&ctx, tgid, event, None, ctx.arg::<*const pt_regs>(0));
     0
 }

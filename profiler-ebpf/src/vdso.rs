@@ -7,7 +7,7 @@ use aya_ebpf::{
 use profiler_common::{event, CLOCK_ID_NONE};
 
 use crate::callers::{skipped_callers, DECODE_SAMPLE};
-use crate::count::count_clock_read;
+use crate::count::{count_clock_read, current_target, UserFrame};
 use crate::{MM_VDSO_OFFSET, TASK_MM_OFFSET, VDSO_TEXT_SIZE};
 
 /// cpu-clock sampling: a sample counts when the interrupted user instruction
@@ -21,6 +21,9 @@ pub fn vdso_sample(ctx: PerfEventContext) -> u32 {
     if regs.cs & 3 != 3 {
         return 0;
     }
+    let Some(tgid) = current_target() else {
+        return 0;
+    };
     let ip = regs.rip;
     let mm_offset = unsafe { core::ptr::read_volatile(&TASK_MM_OFFSET) } as usize;
     let vdso_offset = unsafe { core::ptr::read_volatile(&MM_VDSO_OFFSET) } as usize;
@@ -43,11 +46,18 @@ pub fn vdso_sample(ctx: PerfEventContext) -> u32 {
     if ip < vdso || ip >= vdso + vdso_size {
         return 0;
     }
+    let (callers, first_return) = skipped_callers(tgid, ip, regs.rsp, regs.rbp, DECODE_SAMPLE);
     count_clock_read(
         &ctx,
+        tgid,
         event::VDSO_SAMPLE,
         CLOCK_ID_NONE,
-        skipped_callers(ip, regs.rsp, regs.rbp, DECODE_SAMPLE),
+        callers,
+        Some(UserFrame {
+            ip,
+            bp: regs.rbp,
+            first_return,
+        }),
     );
     0
 }
