@@ -25,6 +25,9 @@ pub struct RecordingInfo {
     /// The kernel functions watched, by slot: they name the kernel
     /// source's events.
     pub kernel_functions: Vec<String>,
+    /// `--stack-every N`: one event in N per CPU took its user stack (1:
+    /// every event; 0 in hand-made infos means the same).
+    pub stack_every: u32,
 }
 
 impl RecordingInfo {
@@ -86,6 +89,7 @@ pub struct Profile {
 
 impl Profile {
     pub fn new(samples: Vec<SymbolizedSample>, info: RecordingInfo) -> Profile {
+        let samples = crate::stack_scaling::scale_sampled_stacks(samples);
         // Different stack ids can symbolize to the same frames (e.g. two call
         // sites in one function); they are one stack to the user.
         let mut stacks: HashMap<(u32, ClockRead, Vec<Frame>, StackState), SymbolizedSample> =
@@ -185,6 +189,7 @@ mod tests {
                 .map(|f| frame(f, f.starts_with("k:")))
                 .collect(),
             state: StackState::Complete,
+            exact_frames: 0,
             count,
         }
     }

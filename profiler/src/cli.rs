@@ -94,7 +94,23 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "N", default_value_t = 16384,
           value_parser = clap::value_parser!(u32).range(1..=MAX_STACK_ENTRIES))]
     pub stack_entries: u32,
+
+    /// Take the user stack of one clock read in N per CPU (1 to 65536), at
+    /// random gaps averaging N. Counts stay exact per process, clock and
+    /// calling function; the frames above the caller are sampled, and each
+    /// calling function's exact count is spread over its sampled stacks
+    /// (marked estimated in JSON). The stack walk is most of the cost per
+    /// event. Default: 1 (every stack) with -p or COMMAND, 64 host-wide.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_STACK_EVERY))]
+    pub stack_every: Option<u32>,
 }
+
+/// `--stack-every` by default when the whole host is profiled: there most
+/// events are other programs', and a host whose clocksource fell back to
+/// syscalls makes millions a second (see README, costs).
+pub const HOST_WIDE_STACK_EVERY: u32 = 64;
+const MAX_STACK_EVERY: i64 = 1 << 16;
 
 /// Map sizes beyond these cost more kernel memory than any profile needs
 /// (the stack map alone would pass 256 MiB).
@@ -169,6 +185,7 @@ impl ProbeArgs {
     /// The session these options ask for; `all` and `command` come from the
     /// subcommand.
     pub fn session_config(&self, all: bool, command: bool) -> SessionConfig<'_> {
+        let host_wide = all || (self.pids.is_empty() && !command);
         SessionConfig {
             pids: &self.pids,
             all,
@@ -178,6 +195,11 @@ impl ProbeArgs {
             backend: self.backend,
             count_entries: self.count_entries,
             stack_entries: self.stack_entries,
+            stack_every: self.stack_every.unwrap_or(if host_wide {
+                HOST_WIDE_STACK_EVERY
+            } else {
+                1
+            }),
             frequency: self.frequency,
             kernel_functions: &self.kernel_functions,
         }
@@ -342,6 +364,9 @@ mod tests {
             &["clockprof", "record", "--count-entries", "4294967295"],
             &["clockprof", "record", "--kernel-fn", "../x"],
             &["clockprof", "record", "--user", "root"],
+            &["clockprof", "record", "--stack-every", "0"],
+            &["clockprof", "top", "--stack-every", "65537"],
+            &["clockprof", "record", "--stack-every", "-1"],
         ] {
             let err = parse(args)
                 .err()
@@ -359,5 +384,35 @@ mod tests {
         assert_eq!(args.duration, Some(0.5));
         assert!(parse(&["clockprof", "top", "-i", "0.1"]).is_ok());
         assert!(parse(&["clockprof", "record", "--user", "root", "--", "true"]).is_ok());
+    }
+
+    #[test]
+    fn stack_every_defaults_to_every_stack_unless_host_wide() {
+        let record = |args: &[&str]| -> u32 {
+            let Command::Record(record) = parse(args).unwrap().command else {
+                panic!("not record")
+            };
+            let command = !record.command.is_empty();
+            record.probe.session_config(record.all, command).stack_every
+        };
+        assert_eq!(record(&["clockprof", "record", "--", "true"]), 1);
+        assert_eq!(record(&["clockprof", "record", "-p", "1"]), 1);
+        assert_eq!(record(&["clockprof", "record"]), HOST_WIDE_STACK_EVERY);
+        assert_eq!(
+            record(&["clockprof", "record", "-a"]),
+            HOST_WIDE_STACK_EVERY
+        );
+        assert_eq!(
+            record(&["clockprof", "record", "--stack-every", "7", "--", "true"]),
+            7
+        );
+        assert_eq!(record(&["clockprof", "record", "--stack-every", "1"]), 1);
+        let Command::Top(top) = parse(&["clockprof", "top"]).unwrap().command else {
+            panic!("not top")
+        };
+        assert_eq!(
+            top.probe.session_config(false, false).stack_every,
+            HOST_WIDE_STACK_EVERY
+        );
     }
 }

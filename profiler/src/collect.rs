@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use anyhow::{anyhow, bail, Result};
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
 use aya::Ebpf;
-use profiler_common::{lost, names, CountKey, STACK_NOT_CAPTURED};
+use profiler_common::{lost, names, CountKey, STACK_NOT_CAPTURED, STACK_SAMPLED_OUT};
 use serde::Serialize;
 
 use crate::sources::{ClockRead, Source};
@@ -20,6 +20,10 @@ pub enum RawStack {
     /// unreadable user stack).
     Lost(i32),
     Ips(Vec<u64>),
+    /// `--stack-every N`: the event did not take its stack; these are its
+    /// innermost frames (the user ip and the first return address, where
+    /// readable), which a taken stack starts with.
+    SampledOut(Vec<u64>),
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +96,16 @@ pub fn sample(
     kernel_stack: RawStack,
     count: u64,
 ) -> RawSample {
+    let user_stack = if key.user_stack_id == STACK_SAMPLED_OUT {
+        RawStack::SampledOut(
+            [key.user_ip, key.first_return]
+                .into_iter()
+                .take_while(|&ip| ip != 0)
+                .collect(),
+        )
+    } else {
+        user_stack
+    };
     RawSample {
         tgid: key.tgid,
         read: clock_read(key),
@@ -106,6 +120,10 @@ pub fn sample(
 fn read_stack(stacks: &StackTraceMap<&MapData>, id: i32) -> RawStack {
     if id == STACK_NOT_CAPTURED {
         return RawStack::NotCaptured;
+    }
+    if id == STACK_SAMPLED_OUT {
+        // Its frames are in the key (see `sample`).
+        return RawStack::SampledOut(Vec::new());
     }
     if id < 0 {
         return RawStack::Lost(-id);

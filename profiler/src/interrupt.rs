@@ -87,6 +87,7 @@ mod tests {
                 })
                 .collect(),
             state: StackState::UserStackLost,
+            exact_frames: 0,
             count: 1,
         }
     }

@@ -30,6 +30,7 @@ mod recorded;
 mod safe_open;
 mod session;
 mod sources;
+mod stack_scaling;
 mod symbolize;
 mod top;
 mod tracefs;

@@ -106,7 +106,9 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     } else {
         None
     };
-    let mut session = Session::start(&args.probe.session_config(args.all, has_command))?;
+    let session_config = args.probe.session_config(args.all, has_command);
+    let stack_every = session_config.stack_every;
+    let mut session = Session::start(&session_config)?;
 
     command::watch_interrupt_origin()?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -219,6 +221,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
                 .then_some(args.probe.frequency),
             unavailable,
             kernel_functions,
+            stack_every,
         },
     );
     match output {

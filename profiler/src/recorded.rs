@@ -249,6 +249,7 @@ mod tests {
             read: ClockRead { event, clock_id },
             frames,
             state: StackState::Complete,
+            exact_frames: 0,
             count,
         };
         let profile = Profile::new(

@@ -227,6 +227,8 @@ pub struct SessionConfig<'a> {
     pub backend: Option<Backend>,
     pub count_entries: u32,
     pub stack_entries: u32,
+    /// One event in this many takes its user stack (`--stack-every`).
+    pub stack_every: u32,
     /// Sampling frequency of the vdso source, in Hz.
     pub frequency: u64,
     /// Kernel clock functions of the kernel source (empty: the defaults).
@@ -278,6 +280,7 @@ impl Session {
             follow_children: config.command,
             count_entries: config.count_entries,
             stack_entries: config.stack_entries,
+            stack_every: config.stack_every,
             vdso: attaches(|a| matches!(a, Attach::Sampling)),
             kernel: attaches(|a| matches!(a, Attach::KernelFunctions)),
         })?;

@@ -61,6 +61,14 @@ pub enum StackState {
     Complete,
     /// The kernel could not capture the user stack; frames are missing.
     UserStackLost,
+    /// `--stack-every N`: the frames above the exact ones (exact_frames)
+    /// were sampled from one event in N, and the count of this stack is its
+    /// share of the exact count of the events with those frames.
+    Estimated,
+    /// `--stack-every N`: no event with these exact frames took its whole
+    /// stack; the frames are the exact ones only (under `[unsampled]` once
+    /// aggregated).
+    Unsampled,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +81,11 @@ pub struct SymbolizedSample {
     /// Outermost first: user frames, then kernel frames.
     pub frames: Vec<Frame>,
     pub state: StackState,
+    /// How many of the innermost user frames every event of this sample's
+    /// key had for certain: the clock-reading code, the callers the kernel
+    /// side recovered and the first return address. Under `--stack-every`
+    /// they name the group whose exact count stack_scaling spreads.
+    pub exact_frames: usize,
     pub count: u64,
 }
 
@@ -343,8 +356,8 @@ fn locate(
 
 fn ips(stack: &RawStack) -> &[u64] {
     match stack {
-        RawStack::Ips(ips) => ips,
-        _ => &[],
+        RawStack::Ips(ips) | RawStack::SampledOut(ips) => ips,
+        RawStack::NotCaptured | RawStack::Lost(_) => &[],
     }
 }
 
@@ -354,7 +367,20 @@ fn ips(stack: &RawStack) -> &[u64] {
 /// epilogue), at depth 2 the caller of a frameless wrapper (glibc around the
 /// vDSO).
 fn user_ips(sample: &RawSample) -> Vec<u64> {
-    let mut ips = ips(&sample.user_stack).to_vec();
+    with_callers(ips(&sample.user_stack), sample)
+}
+
+/// How many of the innermost frames of user_ips are known for every event
+/// of the sample's key: those that come from the user ip and the first
+/// return address (what a sampled-out event keeps), with the callers put
+/// back between them.
+fn exact_depth(sample: &RawSample) -> usize {
+    let ips = ips(&sample.user_stack);
+    with_callers(&ips[..ips.len().min(2)], sample).len()
+}
+
+fn with_callers(ips: &[u64], sample: &RawSample) -> Vec<u64> {
+    let mut ips = ips.to_vec();
     for (depth, caller) in [(1, sample.caller_ip), (2, sample.wrapper_caller_ip)] {
         if caller != 0 && depth <= ips.len() && ips.get(depth) != Some(&caller) {
             ips.insert(depth, caller);
@@ -460,7 +486,10 @@ fn symbolize(
                 frames.push(Frame::unknown(None, false));
                 frames[0].function = LOST_STACK.to_string();
             }
-            for location in locations.iter().rev() {
+            let exact_depth = exact_depth(sample);
+            let mut exact_frames = 0;
+            for (depth, location) in locations.iter().enumerate().rev() {
+                let before = frames.len();
                 match (location, user_names.get(location)) {
                     (UserLocation::File { path, .. }, Some(names)) => {
                         frames.extend(names.iter().map(|name| Frame {
@@ -484,6 +513,9 @@ fn symbolize(
                     }),
                     (UserLocation::Unknown, _) => frames.push(Frame::unknown(None, false)),
                 }
+                if depth < exact_depth {
+                    exact_frames += frames.len() - before;
+                }
             }
             let kernel_ips = ips(&sample.kernel_stack);
             for (depth, &ip) in kernel_ips.iter().enumerate().rev() {
@@ -499,7 +531,8 @@ fn symbolize(
             end_at_watched_function(&mut frames, sample.read, kernel_functions);
             let state = match sample.user_stack {
                 RawStack::Lost(_) => StackState::UserStackLost,
-                _ => StackState::Complete,
+                RawStack::SampledOut(_) => StackState::Unsampled,
+                RawStack::Ips(_) | RawStack::NotCaptured => StackState::Complete,
             };
             let mut symbolized = SymbolizedSample {
                 pid: sample.tgid,
@@ -508,6 +541,7 @@ fn symbolize(
                 read: sample.read,
                 frames,
                 state,
+                exact_frames,
                 count: sample.count,
             };
             interrupt::attribute(&mut symbolized);

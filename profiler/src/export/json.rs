@@ -27,6 +27,10 @@ struct JsonProfile<'a> {
     lost_mapping_records: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     sample_frequency_hz: Option<u64>,
+    /// `--stack-every N`: one event in N per CPU took its user stack. Above
+    /// each stack's `exact_frames` innermost user frames, stacks whose state
+    /// is `estimated` hold a share of their calling function's exact count.
+    stack_every: u32,
     /// Default sources this kernel could not serve, with the reason.
     unavailable: BTreeMap<Source, &'a str>,
     processes: Vec<JsonProcess<'a>>,
@@ -61,9 +65,15 @@ struct JsonStack<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     clock: Option<String>,
     leaf: String,
+    /// `estimated` (frames above `exact_frames` sampled, count a share of
+    /// the exact count, see stack_every) or `unsampled` (no event with these
+    /// exact frames took its stack) under `--stack-every`.
     state: StackState,
     /// Outermost first.
     frames: &'a [Frame],
+    /// How many innermost user frames hold for every event counted here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exact_frames: Option<usize>,
     /// Events for counting sources, samples for sampled ones.
     count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,6 +106,7 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
         lost: profile.info.lost,
         lost_mapping_records: profile.info.lost_mapping_records,
         sample_frequency_hz: profile.info.sample_frequency,
+        stack_every: profile.info.stack_every.max(1),
         unavailable: profile
             .info
             .unavailable
@@ -129,6 +140,8 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
                 leaf: s.read.leaf(&profile.info.kernel_functions),
                 state: s.state,
                 frames: &s.frames,
+                exact_frames: matches!(s.state, StackState::Estimated | StackState::Unsampled)
+                    .then_some(s.exact_frames),
                 count: s.count,
                 est_cpu_ms: s
                     .read
@@ -210,6 +223,7 @@ mod tests {
   }},
   "lost_mapping_records": 3,
   "sample_frequency_hz": 1000,
+  "stack_every": 1,
   "unavailable": {{
     "go": "no Go binary is running"
   }},

@@ -58,6 +58,13 @@ pub fn summary(profile: &Profile) -> String {
             }
         );
     }
+    if info.stack_every > 1 {
+        let _ = writeln!(
+            out,
+            "stacks: user stacks sampled 1 in {} per CPU; counts exact per process, clock and calling function, frames above it estimated",
+            info.stack_every
+        );
+    }
     for (source, reason) in &info.unavailable {
         let _ = writeln!(out, "{source} source skipped: {reason}");
     }

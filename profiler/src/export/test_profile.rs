@@ -49,6 +49,7 @@ fn sample(
         },
         frames,
         state: StackState::Complete,
+        exact_frames: 0,
         count,
     }
 }
@@ -98,6 +99,7 @@ pub fn profile() -> Profile {
         ),
         SymbolizedSample {
             state: StackState::UserStackLost,
+            exact_frames: 0,
             ..sample(
                 200,
                 "cron",
@@ -130,6 +132,7 @@ pub fn profile() -> Profile {
         backend,
     };
     let info = RecordingInfo {
+        stack_every: 1,
         sources: vec![Source::Syscall, Source::Kernel, Source::Libc, Source::Vdso],
         attachments: vec![
             attachment(

@@ -57,6 +57,7 @@ pub fn export(
                 read: clock_read(&count.key),
                 frames: stack.frames.clone(),
                 state: stack.state,
+                exact_frames: stack.exact_frames,
                 count: count.total,
             };
             crate::interrupt::attribute(&mut sample);

@@ -113,7 +113,8 @@ struct Top {
 impl Top {
     /// Attaches the probes for arguments that passed `check`.
     fn start(args: TopArgs, refresh: Duration) -> Result<Top> {
-        let session = Session::start(&args.probe.session_config(false, false))?;
+        let session_config = args.probe.session_config(false, false);
+        let session = Session::start(&session_config)?;
         // The screen is ours: a note on stderr would scribble over it.
         crate::symbolize::quiet_perf_map_notes();
         crate::debuginfo::quiet_notes();
@@ -121,6 +122,7 @@ impl Top {
             sources: args.probe.sources.sources.clone(),
             attachments: session.attachments(),
             kernel_functions: session.kernel_functions.clone(),
+            stack_every: session_config.stack_every,
             ..RecordingInfo::default()
         };
         let target = match &args.probe.pids[..] {

@@ -23,6 +23,8 @@ pub struct SymbolizedStack {
     /// Outermost first: user frames, then kernel frames.
     pub frames: Vec<Frame>,
     pub state: StackState,
+    /// SymbolizedSample::exact_frames.
+    pub exact_frames: usize,
 }
 
 impl SymbolizedStack {
@@ -109,6 +111,7 @@ impl StackCache {
             let stack = SymbolizedStack {
                 frames,
                 state: sample.state,
+                exact_frames: sample.exact_frames,
             };
             self.insert(key, stack);
         }
@@ -207,6 +210,7 @@ mod tests {
         SymbolizedStack {
             frames,
             state: StackState::Complete,
+            exact_frames: 0,
         }
     }
 

@@ -423,6 +423,7 @@ mod tests {
                     frame("do_syscall_64", true),
                 ],
                 state: StackState::Complete,
+                exact_frames: 0,
             }),
             delta: 1_200_000,
             total: 12_000_000,
