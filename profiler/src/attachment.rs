@@ -15,6 +15,10 @@ use crate::sources::Source;
 pub enum Backend {
     Fentry,
     Kprobe,
+    /// The raw `sys_enter` tracepoint: one program for every clock syscall.
+    #[value(name = "raw_tracepoint")]
+    #[serde(rename = "raw_tracepoint")]
+    RawTracepoint,
     Tracepoint,
     Breakpoint,
     Uprobe,
@@ -28,6 +32,7 @@ impl fmt::Display for Backend {
         f.write_str(match self {
             Backend::Fentry => "fentry",
             Backend::Kprobe => "kprobe",
+            Backend::RawTracepoint => "raw_tracepoint",
             Backend::Tracepoint => "tracepoint",
             Backend::Breakpoint => "breakpoint",
             Backend::Uprobe => "uprobe",

@@ -128,6 +128,7 @@ fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
         follow_children: false,
         count_entries: 16,
         stack_entries: 16,
+        stack_every: 1,
         vdso: Path::new("/sys/kernel/btf/vmlinux").exists(),
         kernel: true,
     })?;
@@ -135,6 +136,7 @@ fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
     for (name, backend) in [
         ("fentry (syscall)", Backend::Fentry),
         ("kprobe (syscall)", Backend::Kprobe),
+        ("raw tracepoint (syscall)", Backend::RawTracepoint),
         ("tracepoint (syscall)", Backend::Tracepoint),
     ] {
         let result = probes.try_backend(Source::Syscall.kernel_hooks(), backend);
@@ -218,11 +220,13 @@ fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
 }
 
 /// The program variant of the syscall source for a backend: fentry and
-/// kprobe read the user registers from the syscall wrapper's argument on any
-/// kernel; the tracepoint programs need one of ProgramVariant.
+/// kprobe read the user registers from the syscall wrapper's argument, the
+/// raw tracepoint from its own, on any kernel; the tracepoint programs need
+/// one of ProgramVariant.
 fn syscall_variant(backend: Option<Backend>, tracepoint: Option<ProgramVariant>) -> &'static str {
     match (backend, tracepoint) {
         (Some(Backend::Fentry | Backend::Kprobe), _) => "wrapper-argument",
+        (Some(Backend::RawTracepoint), _) => "tracepoint-argument",
         (_, Some(ProgramVariant::TaskPtRegs)) => "task-pt-regs",
         (_, Some(ProgramVariant::KernelStack)) => "kernel-stack",
         _ => "unknown",
@@ -241,6 +245,7 @@ fn plan(hooks: &[Check], tracepoint: Option<ProgramVariant>) -> Vec<SourcePlan> 
     let syscall = first(&[
         ("fentry (syscall)", Backend::Fentry),
         ("kprobe (syscall)", Backend::Kprobe),
+        ("raw tracepoint (syscall)", Backend::RawTracepoint),
         ("tracepoint (syscall)", Backend::Tracepoint),
     ]);
     let kernel = first(&[

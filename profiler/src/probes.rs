@@ -20,7 +20,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::uprobe::UProbeScope;
-use aya::programs::{FEntry, KProbe, PerfEvent, ProgramType, TracePoint, UProbe};
+use aya::programs::{FEntry, KProbe, PerfEvent, ProgramType, RawTracePoint, TracePoint, UProbe};
 use aya::sys::{is_helper_supported, BpfHelper};
 use aya::{Btf, Ebpf, EbpfLoader};
 use profiler_common::names;
@@ -191,6 +191,8 @@ pub struct ProbeConfig {
     pub follow_children: bool,
     pub count_entries: u32,
     pub stack_entries: u32,
+    /// One event in this many takes its user stack (`--stack-every`).
+    pub stack_every: u32,
     /// The vdso source is wanted: its program needs kernel offsets.
     pub vdso: bool,
     /// The kernel source is wanted: its programs need to tell interrupt
@@ -246,6 +248,7 @@ impl Probes {
         let ebpf = EbpfLoader::new()
             .override_global(names::FILTER_BY_PID, &filter, true)
             .override_global(names::DAEMON_TGID, &daemon, true)
+            .override_global(names::STACK_EVERY, &config.stack_every, true)
             .override_global(names::FORK_CHILD_PID_OFFSET, &fork_offset, true)
             .override_global(names::TASK_MM_OFFSET, &task_mm, true)
             .override_global(names::MM_VDSO_OFFSET, &mm_vdso, true)
@@ -299,6 +302,24 @@ impl Probes {
         Ok(())
     }
 
+    /// Attaches a raw tracepoint program once: several hooks may share it.
+    fn attach_raw_tracepoint(&mut self, program: &'static str, tracepoint: &str) -> Result<()> {
+        if self.loaded.contains(program) {
+            return Ok(());
+        }
+        let (_, name) = tracepoint
+            .split_once(':')
+            .expect("tracepoints are named category:name");
+        let raw: &mut RawTracePoint = self.program(program)?.try_into()?;
+        raw.load()?;
+        if let Err(err) = raw.attach(name) {
+            let _ = raw.unload();
+            return Err(err.into());
+        }
+        self.loaded.insert(program);
+        Ok(())
+    }
+
     fn attach_kprobe(&mut self, program: &str, function: &str) -> Result<()> {
         let kprobe: &mut KProbe = self.program(program)?.try_into()?;
         kprobe.load()?;
@@ -343,6 +364,7 @@ impl Probes {
         match point.backend {
             Backend::Fentry => self.attach_fentry(point.program, point.place),
             Backend::Kprobe => self.attach_kprobe(point.program, point.place),
+            Backend::RawTracepoint => self.attach_raw_tracepoint(point.program, point.place),
             Backend::Tracepoint => {
                 let program = match self.variant {
                     ProgramVariant::TaskPtRegs => point.program,

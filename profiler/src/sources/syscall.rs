@@ -23,6 +23,11 @@ CPU-time clocks and hosts whose clocksource cannot serve the vDSO.",
     doctor_note: "exact counts",
 };
 
+/// One raw-tracepoint program serves the three syscalls (it tells them by
+/// number), attached once however many hooks name it.
+pub const RAW_SYS_ENTER: &str = "raw_sys_enter";
+const RAW_SYS_ENTER_PLACE: &str = "raw_syscalls:sys_enter";
+
 const HOOKS: &[Hook] = &[
     Hook {
         points: &[
@@ -36,6 +41,7 @@ const HOOKS: &[Hook] = &[
                 "kprobe_clock_gettime",
                 "__x64_sys_clock_gettime",
             ),
+            point(Backend::RawTracepoint, RAW_SYS_ENTER, RAW_SYS_ENTER_PLACE),
             point(
                 Backend::Tracepoint,
                 "sys_enter_clock_gettime",
@@ -56,6 +62,7 @@ const HOOKS: &[Hook] = &[
                 "kprobe_gettimeofday",
                 "__x64_sys_gettimeofday",
             ),
+            point(Backend::RawTracepoint, RAW_SYS_ENTER, RAW_SYS_ENTER_PLACE),
             point(
                 Backend::Tracepoint,
                 "sys_enter_gettimeofday",
@@ -68,6 +75,7 @@ const HOOKS: &[Hook] = &[
         points: &[
             point(Backend::Fentry, "fentry_time", "__x64_sys_time"),
             point(Backend::Kprobe, "kprobe_time", "__x64_sys_time"),
+            point(Backend::RawTracepoint, RAW_SYS_ENTER, RAW_SYS_ENTER_PLACE),
             point(
                 Backend::Tracepoint,
                 "sys_enter_time",
