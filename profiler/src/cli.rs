@@ -72,7 +72,9 @@ pub struct ProbeArgs {
     pub frequency: u64,
 
     /// Attach every hook through this backend only (default: the cheapest one
-    /// the kernel accepts: fentry, then kprobe, then tracepoint or breakpoint).
+    /// the kernel accepts: fentry, then kprobe, then tracepoint or breakpoint;
+    /// for syscalls raw_tracepoint before tracepoint where the clocksource
+    /// makes every clock read a syscall, after it elsewhere).
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub backend: Option<Backend>,
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::attachment::{Backend, DEBUG_REGISTERS};
+use crate::attachment::{backend_rank, Backend, DEBUG_REGISTERS};
 use crate::cli::DoctorArgs;
 use crate::clocksource;
 use crate::privileges;
@@ -118,6 +118,14 @@ fn check(name: &'static str, backend: Backend, result: Result<()>) -> Check {
     }
 }
 
+/// The syscall source's backends, each tried on its own.
+const SYSCALL_CHECKS: [(&str, Backend); 4] = [
+    ("fentry (syscall)", Backend::Fentry),
+    ("kprobe (syscall)", Backend::Kprobe),
+    ("raw tracepoint (syscall)", Backend::RawTracepoint),
+    ("tracepoint (syscall)", Backend::Tracepoint),
+];
+
 /// Tries each kind of hook in turn on one set of probes; everything is
 /// detached when the probes are dropped at the end. Also returns the
 /// tracepoint variant the probes chose.
@@ -133,12 +141,7 @@ fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
         kernel: true,
     })?;
     let mut checks = Vec::new();
-    for (name, backend) in [
-        ("fentry (syscall)", Backend::Fentry),
-        ("kprobe (syscall)", Backend::Kprobe),
-        ("raw tracepoint (syscall)", Backend::RawTracepoint),
-        ("tracepoint (syscall)", Backend::Tracepoint),
-    ] {
+    for (name, backend) in SYSCALL_CHECKS {
         let result = probes.try_backend(Source::Syscall.kernel_hooks(), backend);
         let variant = if backend == Backend::Tracepoint {
             format!(" ({} variant)", probes.variant())
@@ -234,7 +237,11 @@ fn syscall_variant(backend: Option<Backend>, tracepoint: Option<ProgramVariant>)
 }
 
 /// Which backend each source would use, from the checks.
-fn plan(hooks: &[Check], tracepoint: Option<ProgramVariant>) -> Vec<SourcePlan> {
+fn plan(
+    hooks: &[Check],
+    tracepoint: Option<ProgramVariant>,
+    clock_syscalls_dominate: bool,
+) -> Vec<SourcePlan> {
     let works = |name: &str| hooks.iter().any(|c| c.name == name && c.works);
     let first = |options: &[(&str, Backend)]| {
         options
@@ -242,12 +249,9 @@ fn plan(hooks: &[Check], tracepoint: Option<ProgramVariant>) -> Vec<SourcePlan> 
             .find(|(name, _)| works(name))
             .map(|&(_, backend)| backend)
     };
-    let syscall = first(&[
-        ("fentry (syscall)", Backend::Fentry),
-        ("kprobe (syscall)", Backend::Kprobe),
-        ("raw tracepoint (syscall)", Backend::RawTracepoint),
-        ("tracepoint (syscall)", Backend::Tracepoint),
-    ]);
+    let mut syscall_backends = SYSCALL_CHECKS.to_vec();
+    syscall_backends.sort_by_key(|&(_, backend)| backend_rank(backend, clock_syscalls_dominate));
+    let syscall = first(&syscall_backends);
     let kernel = first(&[
         ("fentry on ktime_get_ts64", Backend::Fentry),
         ("kprobe on ktime_get_ts64", Backend::Kprobe),
@@ -419,7 +423,11 @@ pub fn doctor(args: DoctorArgs) -> Result<i32> {
     let report = Report {
         kernel: read_trimmed("/proc/sys/kernel/osrelease"),
         btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
-        sources: plan(&hooks, tracepoint_variant),
+        sources: plan(
+            &hooks,
+            tracepoint_variant,
+            clocksource::Clocksource::read().forces_syscalls(),
+        ),
         interrupt_context: interrupt_context(),
         debug_registers: debug_registers(&hooks),
         privileges,
@@ -452,7 +460,7 @@ mod tests {
             hook("tracepoint (syscall)", true),
             hook("hardware breakpoint on ktime_get_mono_fast_ns", true),
         ];
-        let plan = plan(&hooks, Some(ProgramVariant::KernelStack));
+        let plan = plan(&hooks, Some(ProgramVariant::KernelStack), false);
         assert_eq!(plan[0].backend, Some(Backend::Kprobe));
         assert_eq!(plan[0].variant, "wrapper-argument");
         assert_eq!(plan[1].backend, Some(Backend::Breakpoint));
@@ -467,9 +475,37 @@ mod tests {
             works: true,
             detail: String::new(),
         }];
-        let plan_with = |variant| plan(&tracepoint_only, Some(variant))[0].variant;
+        let plan_with = |variant| plan(&tracepoint_only, Some(variant), false)[0].variant;
         assert_eq!(plan_with(ProgramVariant::KernelStack), "kernel-stack");
         assert_eq!(plan_with(ProgramVariant::TaskPtRegs), "task-pt-regs");
-        assert_eq!(plan(&[], None)[0].variant, "unknown");
+        assert_eq!(plan(&[], None, false)[0].variant, "unknown");
+    }
+
+    #[test]
+    fn the_raw_tracepoint_goes_first_only_where_every_clock_read_is_a_syscall() {
+        let hook = |name: &'static str| Check {
+            name,
+            works: true,
+            detail: String::new(),
+        };
+        let both = [
+            hook("raw tracepoint (syscall)"),
+            hook("tracepoint (syscall)"),
+        ];
+        let syscall = |dominate| {
+            let plan = plan(&both, Some(ProgramVariant::TaskPtRegs), dominate);
+            (plan[0].backend, plan[0].variant)
+        };
+        assert_eq!(syscall(false), (Some(Backend::Tracepoint), "task-pt-regs"));
+        assert_eq!(
+            syscall(true),
+            (Some(Backend::RawTracepoint), "tracepoint-argument")
+        );
+        // Without the syscall tracepoints, the raw one serves anyway.
+        let raw_only = [hook("raw tracepoint (syscall)")];
+        assert_eq!(
+            plan(&raw_only, None, false)[0].backend,
+            Some(Backend::RawTracepoint)
+        );
     }
 }

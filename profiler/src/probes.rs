@@ -34,8 +34,9 @@ pub mod perf_event;
 mod pid_filter;
 mod refusal;
 
-use crate::attachment::{Attachment, Backend, DEBUG_REGISTERS};
+use crate::attachment::{backend_rank, Attachment, Backend, DEBUG_REGISTERS};
 use crate::binaries::Binary;
+use crate::clocksource::Clocksource;
 use crate::host_facts;
 use crate::sources::{Attach, Hook, HookPoint, Source, Uprobe};
 use crate::tracefs;
@@ -213,6 +214,9 @@ pub struct Probes {
     loaded: HashSet<&'static str>,
     /// Which syscall tracepoint programs this kernel loads.
     variant: ProgramVariant,
+    /// The clocksource makes every clock read a syscall: the raw
+    /// tracepoint goes before the syscall tracepoints (backend_rank).
+    clock_syscalls_dominate: bool,
 }
 
 impl Probes {
@@ -280,6 +284,7 @@ impl Probes {
             btf: None,
             loaded: HashSet::new(),
             variant,
+            clock_syscalls_dominate: Clocksource::read().forces_syscalls(),
         };
         if config.follow_children {
             probes
@@ -386,11 +391,14 @@ impl Probes {
             for hook in source.kernel_hooks() {
                 let mut refusals = Vec::new();
                 let mut attached = None;
-                let candidates = hook
+                let mut candidates: Vec<HookPoint> = hook
                     .points
                     .iter()
-                    .filter(|p| forced.is_none_or(|backend| p.backend == backend));
-                for &point in candidates {
+                    .filter(|p| forced.is_none_or(|backend| p.backend == backend))
+                    .copied()
+                    .collect();
+                candidates.sort_by_key(|p| backend_rank(p.backend, self.clock_syscalls_dominate));
+                for point in candidates {
                     match self.attach_point(hook, point) {
                         Ok(()) => {
                             attached = Some(point);

@@ -1,5 +1,6 @@
 //! The `syscall` source: the clock system calls, hooked at their kernel
-//! entry by fentry, kprobe or tracepoint, best first.
+//! entry by fentry, kprobe, the raw `sys_enter` tracepoint or the
+//! `syscalls:sys_enter_*` tracepoints (attachment::backend_rank orders them).
 
 use profiler_common::event;
 
@@ -8,9 +9,10 @@ use crate::attachment::Backend;
 
 pub const SPEC: SourceSpec = SourceSpec {
     name: "syscall",
-    help: "clock_gettime/gettimeofday/time system calls (fentry, kprobe or
-tracepoint; ~0.9 us per syscall with its user stack; exact counts).
-Most clock reads never enter the kernel (vDSO); syscalls show
+    help: "clock_gettime/gettimeofday/time system calls (fentry, kprobe, raw
+sys_enter tracepoint or syscalls:sys_enter_* tracepoints; ~1.2-1.4 us per
+syscall with its user stack, ~0.3-0.45 us with --stack-every 64; exact
+counts). Most clock reads never enter the kernel (vDSO); syscalls show
 CPU-time clocks and hosts whose clocksource cannot serve the vDSO.",
     events: &[
         Event::new(event::SYSCALL_CLOCK_GETTIME, Call::Named("clock_gettime")),
