@@ -85,6 +85,25 @@ fn per_function_counts_stay_exact_with_sampled_stacks() {
 }
 
 #[test]
+fn recovered_callers_stay_exact_with_sampled_stacks() {
+    // glibc's frameless wrapper around the vDSO's syscall fallback: the
+    // calling function is one the frame walk skips, recovered in the kernel
+    // for sampled-out events too.
+    let dir = TempDir::new("stack-every-cputime");
+    for backend in ["raw_tracepoint", "tracepoint"] {
+        let folded = record(
+            &dir,
+            &format!("{backend}.folded"),
+            64,
+            &["-s", "syscall", "--backend", backend],
+            &["cputime", "3000"],
+        );
+        let folded = parse_folded(&folded);
+        assert_eq!(count_under(&folded, "fixture_cputime"), 3000, "{folded:?}");
+    }
+}
+
+#[test]
 fn uprobe_counts_stay_exact_with_sampled_stacks() {
     let dir = TempDir::new("stack-every-libc");
     let folded = record(&dir, "libc.folded", 64, &["-s", "libc"], &["libc", "3000"]);
