@@ -10,7 +10,7 @@ use crate::attachment::Backend;
 pub const SPEC: SourceSpec = SourceSpec {
     name: "syscall",
     help: "clock_gettime/gettimeofday/time system calls (fentry, kprobe, raw
-sys_enter tracepoint or syscalls:sys_enter_* tracepoints; ~1.2-1.4 us per
+sys_enter tracepoint or syscalls:sys_enter_* tracepoints; ~1.1-1.2 us per
 syscall with its user stack, ~0.3-0.45 us with --stack-every 64; exact
 counts). Most clock reads never enter the kernel (vDSO); syscalls show
 CPU-time clocks and hosts whose clocksource cannot serve the vDSO.",
