@@ -45,6 +45,11 @@ pub enum Command {
     /// What grew and shrank between two recordings (folded or JSON), by the
     /// functions that read the clock; -o writes a differential flamegraph.
     Diff(DiffArgs),
+    /// Run as a daemon for a fleet: keep the probes attached host-wide and
+    /// serve Prometheus metrics and pprof clock profiles over HTTP, and
+    /// optionally push profiles to Pyroscope.
+    #[command(mut_arg("pids", |a| a.hide(true)), after_help = crate::serve::limits::help())]
+    Serve(ServeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -338,6 +343,72 @@ pub struct DiffArgs {
     pub top: u64,
 }
 
+/// `clockprof serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+
+    /// Serve HTTP on this address. Anything but loopback exposes the
+    /// endpoints to the network: choose it on purpose.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9742")]
+    pub listen: std::net::SocketAddr,
+
+    /// Push each interval's profile to this Pyroscope server (plain http,
+    /// e.g. http://pyroscope:4040; the push API's path is added).
+    #[arg(long, value_name = "URL", value_parser = crate::serve::push::endpoint)]
+    pub push: Option<hyper::Uri>,
+
+    /// Seconds between pushes (1 to 3600).
+    #[arg(long, value_name = "SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub push_interval: u64,
+
+    /// A label added to every metric and pushed profile (host, cluster);
+    /// repeatable.
+    #[arg(long = "label", value_name = "K=V", value_parser = fixed_label)]
+    pub labels: Vec<(String, String)>,
+}
+
+/// Label names clockprof sets itself.
+const RESERVED_LABELS: &[&str] = &[
+    "process",
+    "source",
+    "clock",
+    "container_id",
+    "reason",
+    "clocksource",
+    "vdso_capable",
+    "service_name",
+];
+
+/// `--label K=V`: a Prometheus label name that is not one of ours, and a
+/// value without control characters.
+fn fixed_label(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text.split_once('=').ok_or_else(|| "not K=V".to_string())?;
+    let mut chars = name.chars();
+    let valid_name = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__");
+    if !valid_name {
+        return Err(format!(
+            "`{}` is not a label name (letters, digits and _, not starting with a digit or __)",
+            crate::printable::printable(name)
+        ));
+    }
+    if RESERVED_LABELS.contains(&name) {
+        return Err(format!("`{name}` is a label clockprof sets itself"));
+    }
+    if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+        return Err(
+            "the value must be 1 to 256 characters, without control characters".to_string(),
+        );
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +440,15 @@ mod tests {
             &["clockprof", "record", "--stack-every", "0"],
             &["clockprof", "top", "--stack-every", "65537"],
             &["clockprof", "record", "--stack-every", "-1"],
+            &["clockprof", "serve", "--listen", "localhost"],
+            &["clockprof", "serve", "--push", "https://pyroscope:4040"],
+            &["clockprof", "serve", "--push-interval", "0"],
+            &["clockprof", "serve", "--label", "host"],
+            &["clockprof", "serve", "--label", "9x=1"],
+            &["clockprof", "serve", "--label", "__name__=x"],
+            &["clockprof", "serve", "--label", "process=x"],
+            &["clockprof", "serve", "--label", "host=a\nb"],
+            &["clockprof", "serve", "--label", "host="],
         ] {
             let err = parse(args)
                 .err()
@@ -386,6 +466,27 @@ mod tests {
         assert_eq!(args.duration, Some(0.5));
         assert!(parse(&["clockprof", "top", "-i", "0.1"]).is_ok());
         assert!(parse(&["clockprof", "record", "--user", "root", "--", "true"]).is_ok());
+        let cli = parse(&[
+            "clockprof",
+            "serve",
+            "--label",
+            "host=web-1",
+            "--label",
+            "cluster=eu",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.listen.to_string(), "127.0.0.1:9742");
+        assert_eq!(args.push_interval, 15);
+        assert_eq!(
+            args.labels,
+            [
+                ("host".to_string(), "web-1".to_string()),
+                ("cluster".to_string(), "eu".to_string())
+            ]
+        );
     }
 
     #[test]

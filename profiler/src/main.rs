@@ -28,6 +28,7 @@ mod proc_tracker;
 mod record;
 mod recorded;
 mod safe_open;
+mod serve;
 mod session;
 mod sources;
 mod stack_scaling;
@@ -118,14 +119,25 @@ fn main() {
     // Before the runtime starts its threads: see tracefs::prepare.
     if matches!(
         cli.command,
-        Command::Record(_) | Command::Top(_) | Command::Doctor(_) | Command::Check(_)
+        Command::Record(_)
+            | Command::Top(_)
+            | Command::Doctor(_)
+            | Command::Check(_)
+            | Command::Serve(_)
     ) {
         tracefs::prepare();
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // serve answers HTTP on a worker thread while its read loop symbolizes
+    // on this one; everything else runs on this thread alone.
+    let builder = match cli.command {
+        Command::Serve(_) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(1);
+            builder
+        }
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match { builder }.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("clockprof: could not start the async runtime: {err}");
@@ -139,6 +151,7 @@ fn main() {
             Command::Doctor(args) => doctor::doctor(args),
             Command::Check(args) => check::check(args).await,
             Command::Diff(args) => diff::diff(args),
+            Command::Serve(args) => serve::serve(args).await,
         }
     });
     match result {

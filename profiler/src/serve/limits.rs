@@ -1,0 +1,56 @@
+//! Every bound `serve` puts on what requests and a push server can make it
+//! hold: `--help` prints them from here, and the handlers check them here.
+
+use std::time::Duration;
+
+/// `?seconds=` of the profile endpoint: Go's net/http/pprof default when
+/// absent, and at most five minutes (a window's stacks stay in memory).
+pub const DEFAULT_PROFILE_SECONDS: u64 = 30;
+pub const MAX_PROFILE_SECONDS: u64 = 300;
+/// Profile windows open at once; one more is answered 429.
+pub const MAX_PROFILE_REQUESTS: usize = 4;
+/// Distinct stacks one profile window or one push interval keeps; reads on
+/// stacks beyond it are counted as lost (reason `profile_stacks`).
+pub const MAX_WINDOW_STACKS: usize = 100_000;
+/// Open connections; more are closed on accept.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A client must send its request headers within this.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection is closed after this, whatever it does (kept-alive scrapers
+/// reconnect).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(MAX_PROFILE_SECONDS + 60);
+/// Distinct label sets per metric family; reads of processes beyond it are
+/// counted under process="[other]", so a host that runs many differently
+/// named programs cannot grow the daemon or the time series database.
+pub const MAX_SERIES: usize = 5_000;
+/// Pushes waiting for the server; one more is dropped and counted (reason
+/// `push`).
+pub const PUSH_QUEUE: usize = 2;
+/// A push that takes longer than this (or the push interval, if shorter) is
+/// abandoned and counted as lost.
+pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often serve reads the kernel's counts and feeds the metrics, the open
+/// profile windows and the next push.
+pub const READ_INTERVAL: Duration = Duration::from_secs(1);
+/// /healthz answers 503 when the kernel's counts were last read longer ago
+/// than this.
+pub const HEALTHY_READ_AGE: Duration = Duration::from_secs(5);
+
+/// The limits, for `serve --help`.
+pub fn help() -> String {
+    format!(
+        "Endpoints (GET only; none changes state):\n  \
+         /metrics                    Prometheus text format\n  \
+         /debug/pprof/clock?seconds=N  gzipped pprof of the clock reads of the next N seconds\n  \
+         /healthz                    200 while the probes are attached and read\n\n\
+         Request limits: seconds is a whole number from 1 to {MAX_PROFILE_SECONDS} \
+         (default {DEFAULT_PROFILE_SECONDS}); at most {MAX_PROFILE_REQUESTS} profile requests at \
+         once (429 beyond); at most {MAX_CONNECTIONS} open connections; request headers within \
+         {}s; {MAX_WINDOW_STACKS} distinct stacks per profile; {MAX_SERIES} label sets per metric \
+         (further processes are counted as process=\"[other]\"). Pushes: at most {PUSH_QUEUE} \
+         waiting, each abandoned after {}s; a push that cannot be queued or sent is dropped and \
+         counted in clockprof_lost_events_total{{reason=\"push\"}}.",
+        HEADER_TIMEOUT.as_secs(),
+        PUSH_TIMEOUT.as_secs()
+    )
+}

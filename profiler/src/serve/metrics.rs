@@ -1,0 +1,264 @@
+//! `/metrics`: clock reads per process, source and clock, vdso samples and
+//! the CPU they stand for, the clocksource, losses, and the daemon's own
+//! CPU and memory, in the Prometheus text format written by
+//! prometheus-client. Labels name processes (comm) and containers, never
+//! PIDs, so the series stay bounded on a host with churn.
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use profiler_common::INTERRUPT_TGID;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::TypedMetric;
+use prometheus_client::registry::Registry;
+
+use super::limits::MAX_SERIES;
+use crate::clocksource::Clocksource;
+use crate::collect::LostCounts;
+use crate::symbolize::SymbolizedSample;
+
+type Labels = Vec<(String, String)>;
+
+/// Why events were not counted, as `clockprof_lost_events_total{reason}`.
+pub mod reason {
+    pub const COUNT_MAP_FULL: &str = "count_map_full";
+    pub const USER_STACK: &str = "user_stack";
+    pub const KERNEL_STACK: &str = "kernel_stack";
+    pub const FOLLOWED_PROCESS: &str = "followed_process";
+    pub const MAPPING_RECORD: &str = "mapping_record";
+    pub const PROFILE_STACKS: &str = "profile_stacks";
+    pub const PUSH: &str = "push";
+    pub const ALL: [&str; 7] = [
+        COUNT_MAP_FULL,
+        USER_STACK,
+        KERNEL_STACK,
+        FOLLOWED_PROCESS,
+        MAPPING_RECORD,
+        PROFILE_STACKS,
+        PUSH,
+    ];
+}
+
+/// The process label of reads whose process is past [`MAX_SERIES`].
+pub const OTHER_PROCESSES: &str = "[other]";
+
+pub struct Metrics {
+    registry: Registry,
+    clock_reads: Family<Labels, Counter>,
+    vdso_samples: Family<Labels, Counter>,
+    vdso_cpu_seconds: Family<Labels, Counter<f64, AtomicU64>>,
+    lost: Family<Labels, Counter>,
+    /// Label sets handed out per family, to hold them under MAX_SERIES.
+    series: Mutex<[HashSet<Labels>; 2]>,
+    /// Hz of the vdso sampling: one sample stands for 1/Hz s of CPU.
+    sample_frequency: u64,
+}
+
+impl Metrics {
+    /// `fixed` (from --label) goes on every series.
+    pub fn new(fixed: &[(String, String)], sample_frequency: u64) -> Metrics {
+        let mut registry = Registry::with_labels(
+            fixed
+                .iter()
+                .map(|(k, v)| (k.clone().into(), v.clone().into())),
+        );
+        let clock_reads = Family::<Labels, Counter>::default();
+        registry.register(
+            "clockprof_clock_reads",
+            "Clock reads counted, per process name, clock source and clock",
+            clock_reads.clone(),
+        );
+        let vdso_samples = Family::<Labels, Counter>::default();
+        registry.register(
+            "clockprof_vdso_samples",
+            "Timer samples that found the process inside the vDSO's clock code",
+            vdso_samples.clone(),
+        );
+        let vdso_cpu_seconds = Family::<Labels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "clockprof_vdso_cpu_seconds",
+            "CPU time spent in the vDSO's clock code, estimated from the samples",
+            vdso_cpu_seconds.clone(),
+        );
+        let lost = Family::<Labels, Counter>::default();
+        registry.register(
+            "clockprof_lost_events",
+            "Events, stacks and pushes clockprof could not keep, per reason",
+            lost.clone(),
+        );
+        for why in reason::ALL {
+            let _ = lost.get_or_create(&vec![("reason".to_string(), why.to_string())]);
+        }
+        registry.register_collector(Box::new(ClocksourceCollector));
+        registry.register_collector(Box::new(OwnProcessCollector));
+        Metrics {
+            registry,
+            clock_reads,
+            vdso_samples,
+            vdso_cpu_seconds,
+            lost,
+            series: Mutex::new([HashSet::new(), HashSet::new()]),
+            sample_frequency,
+        }
+    }
+
+    /// Adds one read's samples.
+    pub fn record(&self, samples: &[SymbolizedSample]) {
+        for sample in samples {
+            let source = sample.read.source();
+            if source.is_sampled() {
+                let labels = self.bounded(1, process_labels(sample));
+                self.vdso_samples
+                    .get_or_create(&labels)
+                    .inc_by(sample.count);
+                self.vdso_cpu_seconds
+                    .get_or_create(&labels)
+                    .inc_by(sample.count as f64 / self.sample_frequency as f64);
+            } else {
+                let mut labels = process_labels(sample);
+                labels.push(("source".to_string(), source.name().to_string()));
+                if let Some(clock) = sample.read.clock() {
+                    labels.push(("clock".to_string(), clock));
+                }
+                let labels = self.bounded(0, labels);
+                self.clock_reads.get_or_create(&labels).inc_by(sample.count);
+            }
+        }
+    }
+
+    pub fn record_lost(&self, lost: &LostCounts, mapping_records: u64) {
+        for (why, count) in [
+            (reason::COUNT_MAP_FULL, lost.events),
+            (reason::USER_STACK, lost.user_stacks),
+            (reason::KERNEL_STACK, lost.kernel_stacks),
+            (reason::FOLLOWED_PROCESS, lost.followed_processes),
+            (reason::MAPPING_RECORD, mapping_records),
+        ] {
+            self.lose(why, count);
+        }
+    }
+
+    pub fn lose(&self, why: &'static str, count: u64) {
+        if count > 0 {
+            self.lost
+                .get_or_create(&vec![("reason".to_string(), why.to_string())])
+                .inc_by(count);
+        }
+    }
+
+    /// `labels` if its family has room for it (or has it), else the same
+    /// labels for process `[other]`, without a container.
+    fn bounded(&self, family: usize, labels: Labels) -> Labels {
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let set = &mut series[family];
+        if set.contains(&labels) {
+            return labels;
+        }
+        if set.len() < MAX_SERIES {
+            set.insert(labels.clone());
+            return labels;
+        }
+        labels
+            .into_iter()
+            .filter(|(k, _)| k != "container_id")
+            .map(|(k, v)| match k.as_str() {
+                "process" => (k, OTHER_PROCESSES.to_string()),
+                _ => (k, v),
+            })
+            .collect()
+    }
+
+    /// The text Prometheus scrapes.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// `process` (and `container_id` where the cgroup names one) of a sample.
+/// A process whose name is unknown is `[unknown]`: its `[pid N]` would be a
+/// PID label.
+fn process_labels(sample: &SymbolizedSample) -> Labels {
+    let name = if sample.pid != INTERRUPT_TGID && sample.comm.starts_with("[pid ") {
+        "[unknown]".to_string()
+    } else {
+        sample.comm.clone()
+    };
+    let mut labels = vec![("process".to_string(), name)];
+    if let Some(id) = sample
+        .cgroup
+        .as_deref()
+        .and_then(crate::container::container_id)
+    {
+        labels.push(("container_id".to_string(), id.to_string()));
+    }
+    labels
+}
+
+/// `clockprof_clocksource_info`, read at each scrape: the kernel can switch
+/// clocksource at run time (an unstable TSC), and that is what fleets alert
+/// on.
+#[derive(Debug)]
+struct ClocksourceCollector;
+
+impl Collector for ClocksourceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let clocksource = Clocksource::read();
+        let labels: Labels = vec![
+            (
+                "clocksource".to_string(),
+                clocksource.name.clone().unwrap_or_default(),
+            ),
+            (
+                "vdso_capable".to_string(),
+                clocksource.vdso_capable().to_string(),
+            ),
+        ];
+        let info = ConstGauge::new(1i64);
+        let mut metric = encoder.encode_descriptor(
+            "clockprof_clocksource_info",
+            "The kernel's clocksource; vdso_capable=\"false\" means every clock read is a system call",
+            None,
+            ConstGauge::<i64>::TYPE,
+        )?;
+        info.encode(metric.encode_family(&labels)?)
+    }
+}
+
+/// The daemon's own CPU time and resident memory, under the names every
+/// Prometheus client library gives them.
+#[derive(Debug)]
+struct OwnProcessCollector;
+
+impl Collector for OwnProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use procfs::WithCurrentSystemInfo;
+        let Ok(stat) = procfs::process::Process::myself().and_then(|p| p.stat()) else {
+            return Ok(());
+        };
+        let cpu = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
+        let counter = ConstCounter::new(cpu);
+        counter.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "User and system CPU time clockprof has used",
+            None,
+            ConstCounter::<f64>::TYPE,
+        )?)?;
+        let rss = ConstGauge::new(stat.rss_bytes().get() as i64);
+        rss.encode(encoder.encode_descriptor(
+            "process_resident_memory_bytes",
+            "clockprof's resident memory",
+            None,
+            ConstGauge::<i64>::TYPE,
+        )?)
+    }
+}

@@ -1,0 +1,194 @@
+//! `clockprof serve`: a daemon that keeps the probes attached host-wide and
+//! feeds the fleet's engines. Every READ_INTERVAL the read loop takes what
+//! the kernel counted since the last read (kernel), symbolizes it once, and
+//! feeds the metrics, the open profile windows and the next push; the HTTP
+//! server and the push sender run beside it and only read what it made.
+//! One module per endpoint and job: metrics, pprof_endpoint, health, push,
+//! with their bounds in limits.
+
+mod accumulate;
+mod health;
+mod http;
+mod kernel;
+pub mod limits;
+mod metrics;
+mod pprof_endpoint;
+pub mod push;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::aggregate::RecordingInfo;
+use crate::cli::ServeArgs;
+use crate::collect::LostCounts;
+use crate::session::{self, Session};
+use crate::sources::Source;
+use crate::symbolize::{StackSymbolizer, SymbolizedSample};
+
+/// What one read of the kernel brought: the reads counted in `since..until`.
+pub struct Batch {
+    pub since: Instant,
+    pub until: Instant,
+    pub samples: Vec<SymbolizedSample>,
+    pub lost: LostCounts,
+}
+
+/// What the read loop shares with the HTTP server and the push sender.
+pub struct Shared {
+    metrics: metrics::Metrics,
+    windows: Mutex<pprof_endpoint::Windows>,
+    health: health::Health,
+    /// A profile window opened or closed: read the kernel now, so the window
+    /// starts and ends on a read.
+    read_now: Notify,
+    profile_requests: Arc<Semaphore>,
+    /// What every profile says about the recording (sources, hooks, the
+    /// sampling frequency), its duration and losses filled in per profile.
+    info: RecordingInfo,
+}
+
+impl Shared {
+    fn lock_windows(&self) -> MutexGuard<'_, pprof_endpoint::Windows> {
+        self.windows.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+pub async fn serve(args: ServeArgs) -> Result<i32> {
+    args.probe.check()?;
+    if !args.probe.pids.is_empty() {
+        bail!("serve watches the whole host; -p is not offered (use `record -p` for one process)");
+    }
+    // Bound before anything is attached: a taken port is one sentence, and
+    // nothing to undo.
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("could not listen on {}", args.listen))?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+
+    let mut session = Session::start(&args.probe.session_config(true, false))?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+
+    let sources: Vec<Source> = args
+        .probe
+        .sources
+        .sources
+        .iter()
+        .copied()
+        .filter(|s| !session.unavailable.iter().any(|(u, _)| u == s))
+        .collect();
+    for (source, why) in &session.unavailable {
+        say!("clockprof: the {source} source is skipped: {why}");
+    }
+    let sampled = sources.iter().any(|s| s.is_sampled());
+    let shared = Arc::new(Shared {
+        metrics: metrics::Metrics::new(&args.labels, args.probe.frequency),
+        windows: Mutex::default(),
+        health: health::Health::new(),
+        read_now: Notify::new(),
+        profile_requests: Arc::new(Semaphore::new(limits::MAX_PROFILE_REQUESTS)),
+        info: RecordingInfo {
+            sources: sources.clone(),
+            attachments: session.attachments(),
+            sample_frequency: sampled.then_some(args.probe.frequency),
+            unavailable: session.unavailable.clone(),
+            kernel_functions: session.kernel_functions.clone(),
+            ..RecordingInfo::default()
+        },
+    });
+    let server = AbortOnDrop(tokio::spawn(http::run(listener, shared.clone())));
+    let push_interval = Duration::from_secs(args.push_interval);
+    let mut pusher = args
+        .push
+        .as_ref()
+        .map(|url| push::Pusher::start(url.clone(), push_interval, &args.labels, shared.clone()));
+    say!(
+        "clockprof: serving {} clock reads host-wide on http://{} (/metrics, /debug/pprof/clock, /healthz){}; SIGTERM or Ctrl-C stops",
+        sources.iter().map(|s| s.name()).collect::<Vec<_>>().join(","),
+        args.listen,
+        args.push
+            .as_ref()
+            .map(|url| format!(", pushing every {} s to {url}", args.push_interval))
+            .unwrap_or_default()
+    );
+    crate::test_panic_point("serve");
+
+    let symbolizer = StackSymbolizer::new(session.kernel_functions.clone());
+    let mut kernel = kernel::SinceLastRead::default();
+    let mut last_read = Instant::now();
+    let mut lost_mapping_records = session.tracker.lost_records();
+    let mut side_band = tokio::time::interval(session::DRAIN_INTERVAL);
+    let mut reads = tokio::time::interval(limits::READ_INTERVAL);
+    let mut pushes =
+        tokio::time::interval_at(tokio::time::Instant::now() + push_interval, push_interval);
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = sighup.recv() => say!("clockprof: SIGHUP ignored; serve stops on SIGTERM or SIGINT"),
+            _ = side_band.tick() => session.tracker.drain(),
+            _ = pushes.tick(), if pusher.is_some() => {
+                if let Some(pusher) = &mut pusher {
+                    pusher.flush(&shared);
+                }
+            }
+            _ = read(&mut reads, &shared.read_now) => {
+                let collected = kernel.read(&session)?;
+                let until = Instant::now();
+                session.tracker.drain();
+                let lost_records = session.tracker.lost_records();
+                shared.metrics.record_lost(&collected.lost, lost_records.saturating_sub(lost_mapping_records));
+                lost_mapping_records = lost_records;
+                let batch = Batch {
+                    since: last_read,
+                    until,
+                    samples: symbolizer.symbolize(&collected.samples, &mut session.tracker),
+                    lost: collected.lost,
+                };
+                last_read = until;
+                shared.metrics.record(&batch.samples);
+                let mut dropped = shared.lock_windows().feed(&batch, &shared);
+                if let Some(pusher) = &mut pusher {
+                    dropped += pusher.feed(&batch);
+                }
+                shared.metrics.lose(metrics::reason::PROFILE_STACKS, dropped);
+                shared.health.read_done();
+            }
+        }
+    }
+    // The server goes first, so no request sees the probes go; then the
+    // probes, with the session.
+    drop(server);
+    drop(pusher);
+    drop(session);
+    say!("clockprof: stopped; every probe detached");
+    Ok(0)
+}
+
+/// The next read: on the interval, or at once when a profile window asks.
+async fn read(reads: &mut tokio::time::Interval, now: &Notify) {
+    tokio::select! {
+        _ = reads.tick() => {}
+        _ = now.notified() => reads.reset(),
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

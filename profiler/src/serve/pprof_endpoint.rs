@@ -1,0 +1,149 @@
+//! `/debug/pprof/clock?seconds=N`: the clock reads of the next N seconds as
+//! gzipped pprof, the form `record -f pprof` writes. A request opens a
+//! window; the read loop feeds it every batch drained after it opened, and
+//! hands it over at the first read after it closes (the handler asks for
+//! reads at both ends, so the window is N seconds of kernel counts).
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::accumulate::Accumulated;
+use super::limits::{DEFAULT_PROFILE_SECONDS, MAX_PROFILE_SECONDS, READ_INTERVAL};
+use super::{Batch, Shared};
+use crate::aggregate::Profile;
+
+struct Window {
+    opened: Instant,
+    closes: Instant,
+    stacks: Accumulated,
+    reply: oneshot::Sender<Profile>,
+}
+
+#[derive(Default)]
+pub struct Windows {
+    open: Vec<Window>,
+}
+
+impl Windows {
+    /// Feeds a batch to the windows opened before it started, and answers
+    /// those that have closed. Returns reads dropped past the stack cap.
+    pub fn feed(&mut self, batch: &Batch, shared: &Shared) -> u64 {
+        // A client that went away no longer needs its window.
+        self.open.retain(|w| !w.reply.is_closed());
+        let mut dropped = 0;
+        for window in &mut self.open {
+            if batch.since >= window.opened {
+                dropped += window.stacks.add(batch);
+            }
+        }
+        let (done, open) = std::mem::take(&mut self.open)
+            .into_iter()
+            .partition(|w| batch.until >= w.closes);
+        self.open = open;
+        for mut window in done {
+            let duration = batch.until.saturating_duration_since(window.opened);
+            let profile = window.stacks.take_profile(&shared.info, duration);
+            let _ = window.reply.send(profile);
+        }
+        dropped
+    }
+}
+
+/// `seconds` from the query string, or the sentence a 400 says.
+pub fn seconds(query: Option<&str>) -> Result<u64, String> {
+    let value = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .filter(|(key, _)| *key == "seconds")
+        .map(|(_, value)| value)
+        .next_back();
+    let Some(value) = value else {
+        return Ok(DEFAULT_PROFILE_SECONDS);
+    };
+    match value.parse::<u64>() {
+        Ok(secs) if (1..=MAX_PROFILE_SECONDS).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "seconds must be a whole number from 1 to {MAX_PROFILE_SECONDS}, not `{}`.\n",
+            crate::printable::printable(&value.chars().take(40).collect::<String>())
+        )),
+    }
+}
+
+pub enum Answer {
+    Profile(Vec<u8>),
+    /// Status and one sentence.
+    Refused(u16, String),
+}
+
+pub async fn respond(query: Option<&str>, shared: &Shared) -> Answer {
+    let seconds = match seconds(query) {
+        Ok(seconds) => seconds,
+        Err(why) => return Answer::Refused(400, why),
+    };
+    let Ok(_permit) = shared.profile_requests.clone().try_acquire_owned() else {
+        return Answer::Refused(
+            429,
+            format!(
+                "{} profile requests are already being served; try again when one ends.\n",
+                super::limits::MAX_PROFILE_REQUESTS
+            ),
+        );
+    };
+    let (reply, answer) = oneshot::channel();
+    let opened = Instant::now();
+    let closes = opened + Duration::from_secs(seconds);
+    shared.lock_windows().open.push(Window {
+        opened,
+        closes,
+        stacks: Accumulated::default(),
+        reply,
+    });
+    shared.read_now.notify_one();
+    tokio::time::sleep_until(closes.into()).await;
+    shared.read_now.notify_one();
+    let profile = match tokio::time::timeout(READ_INTERVAL * 5, answer).await {
+        Ok(Ok(profile)) => profile,
+        _ => {
+            return Answer::Refused(
+                503,
+                "clockprof is stopping, or could not read the kernel's counts in time.\n"
+                    .to_string(),
+            )
+        }
+    };
+    match crate::export::pprof::FORMAT.render(&profile) {
+        Ok(bytes) => Answer::Profile(bytes),
+        Err(err) => Answer::Refused(500, format!("could not render the profile: {err:#}.\n")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_is_a_whole_number_in_range_defaulting_to_go_s() {
+        assert_eq!(seconds(None), Ok(DEFAULT_PROFILE_SECONDS));
+        assert_eq!(seconds(Some("")), Ok(DEFAULT_PROFILE_SECONDS));
+        assert_eq!(seconds(Some("seconds=3")), Ok(3));
+        assert_eq!(seconds(Some("debug=1&seconds=300")), Ok(300));
+        for bad in [
+            "seconds=0",
+            "seconds=301",
+            "seconds=-1",
+            "seconds=1.5",
+            "seconds=",
+            "seconds",
+            "seconds=99999999999999999999999",
+            "seconds=%31",
+        ] {
+            let err = seconds(Some(bad)).unwrap_err();
+            assert!(err.starts_with("seconds must be"), "{bad}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        let forged = seconds(Some("seconds=1\nx")).unwrap_err();
+        assert_eq!(forged.lines().count(), 1, "{forged}");
+    }
+}

@@ -1,0 +1,289 @@
+//! `--push URL`: every `--push-interval` seconds, the interval's clock reads
+//! go to a Pyroscope server's push API (`/push.v1.PusherService/Push`,
+//! Connect protocol, protobuf body), one series per process name with the
+//! `service_name` label. The read loop only queues: a sender task posts,
+//! with a timeout, from a queue of PUSH_QUEUE; a push that finds the queue
+//! full, fails or times out is dropped and counted, so a down or slow server
+//! costs neither the probes nor memory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
+use prost::Message;
+use tokio::sync::mpsc;
+
+use super::accumulate::Accumulated;
+use super::limits::{PUSH_QUEUE, PUSH_TIMEOUT};
+use super::metrics::reason;
+use super::{Batch, Shared};
+use crate::aggregate::Profile;
+
+/// The API's path, appended to a URL given without one.
+pub const PUSH_PATH: &str = "/push.v1.PusherService/Push";
+/// `__name__` of the pushed profiles: Pyroscope lists them as
+/// `clock:clock_reads:count`.
+pub const PROFILE_NAME: &str = "clock";
+
+/// push.v1.PushRequest, as grafana/pyroscope's api/push/v1/push.proto
+/// declares it (common.v1.LabelPair for the labels).
+#[derive(Clone, PartialEq, Message)]
+pub struct PushRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub series: Vec<RawProfileSeries>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct RawProfileSeries {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<LabelPair>,
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<RawSample>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct LabelPair {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct RawSample {
+    /// A pprof profile, gzipped as `record -f pprof` writes it.
+    #[prost(bytes = "vec", tag = "1")]
+    pub raw_profile: Vec<u8>,
+    #[prost(string, tag = "2")]
+    pub id: String,
+}
+
+/// `--push`'s URL: plain HTTP, with the API's path added if it has none.
+pub fn endpoint(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| "not a URL such as http://pyroscope:4040".to_string())?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err("https is not supported; push over http to a local Grafana Alloy or Pyroscope, or let them scrape /debug/pprof/clock".to_string())
+        }
+        _ => return Err("not a URL such as http://pyroscope:4040".to_string()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("the URL names no host".to_string());
+    }
+    if uri.query().is_some() {
+        return Err("the URL may not have a query".to_string());
+    }
+    let path = match uri.path() {
+        "" | "/" => PUSH_PATH.to_string(),
+        path => path.to_string(),
+    };
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    format!("http://{authority}{path}")
+        .parse()
+        .map_err(|_| "not a URL such as http://pyroscope:4040".to_string())
+}
+
+pub struct Pusher {
+    stacks: Accumulated,
+    since: Instant,
+    queue: mpsc::Sender<Vec<u8>>,
+    sender: tokio::task::JoinHandle<()>,
+    fixed: Vec<(String, String)>,
+}
+
+impl Pusher {
+    pub fn start(
+        url: Uri,
+        interval: Duration,
+        fixed: &[(String, String)],
+        shared: Arc<Shared>,
+    ) -> Pusher {
+        let (queue, bodies) = mpsc::channel(PUSH_QUEUE);
+        let timeout = PUSH_TIMEOUT.min(interval);
+        let sender = tokio::spawn(send_all(bodies, url, timeout, shared));
+        Pusher {
+            stacks: Accumulated::default(),
+            since: Instant::now(),
+            queue,
+            sender,
+            fixed: fixed.to_vec(),
+        }
+    }
+
+    /// Returns reads dropped past the stack cap.
+    pub fn feed(&mut self, batch: &Batch) -> u64 {
+        self.stacks.add(batch)
+    }
+
+    /// Queues the interval's profiles, or counts them lost when the queue is
+    /// full. An interval without reads pushes nothing.
+    pub fn flush(&mut self, shared: &Shared) {
+        let now = Instant::now();
+        let profile = self
+            .stacks
+            .take_profile(&shared.info, now.duration_since(self.since));
+        self.since = now;
+        if profile.stacks.is_empty() {
+            return;
+        }
+        let body = match request(&profile, &self.fixed) {
+            Ok(request) => request.encode_to_vec(),
+            Err(err) => {
+                eprintln!("clockprof: warning: could not render a push: {err:#}");
+                shared.metrics.lose(reason::PUSH, 1);
+                return;
+            }
+        };
+        if self.queue.try_send(body).is_err() {
+            shared.metrics.lose(reason::PUSH, 1);
+        }
+    }
+}
+
+impl Drop for Pusher {
+    fn drop(&mut self) {
+        self.sender.abort();
+    }
+}
+
+/// One series per process name (and container), each with its own pprof.
+pub fn request(profile: &Profile, fixed: &[(String, String)]) -> Result<PushRequest> {
+    let mut services: BTreeMap<(String, Option<String>), Vec<_>> = BTreeMap::new();
+    for stack in &profile.stacks {
+        let container = stack
+            .cgroup
+            .as_deref()
+            .and_then(crate::container::container_id)
+            .map(str::to_string);
+        services
+            .entry((stack.comm.clone(), container))
+            .or_default()
+            .push(stack.clone());
+    }
+    let mut series = Vec::with_capacity(services.len());
+    for ((service, container), stacks) in services {
+        let one = Profile::new(stacks, profile.info.clone());
+        let raw_profile = crate::export::pprof::FORMAT.render(&one)?;
+        let mut labels = vec![
+            label("__name__", PROFILE_NAME),
+            label("service_name", &service),
+        ];
+        if let Some(id) = container {
+            labels.push(label("container_id", &id));
+        }
+        labels.extend(fixed.iter().map(|(k, v)| label(k, v)));
+        series.push(RawProfileSeries {
+            labels,
+            samples: vec![RawSample {
+                raw_profile,
+                id: String::new(),
+            }],
+        });
+    }
+    Ok(PushRequest { series })
+}
+
+fn label(name: &str, value: &str) -> LabelPair {
+    LabelPair {
+        name: name.to_string(),
+        value: value.to_string(),
+    }
+}
+
+/// Posts each queued body; failures are counted and said at most once a
+/// minute.
+async fn send_all(
+    mut bodies: mpsc::Receiver<Vec<u8>>,
+    url: Uri,
+    timeout: Duration,
+    shared: Arc<Shared>,
+) {
+    let mut last_warning: Option<Instant> = None;
+    while let Some(body) = bodies.recv().await {
+        let outcome = match tokio::time::timeout(timeout, post(&url, body)).await {
+            Ok(result) => result,
+            Err(_) => Err(anyhow::anyhow!(
+                "no answer within {:.0} s",
+                timeout.as_secs_f64()
+            )),
+        };
+        if let Err(err) = outcome {
+            shared.metrics.lose(reason::PUSH, 1);
+            if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                last_warning = Some(Instant::now());
+                eprintln!(
+                    "clockprof: warning: a push to {url} was dropped: {err:#} (counted in clockprof_lost_events_total{{reason=\"push\"}})"
+                );
+            }
+        }
+    }
+}
+
+/// One POST on its own connection (a push every interval needs no pool);
+/// dropping this future closes the connection.
+async fn post(url: &Uri, body: Vec<u8>) -> Result<()> {
+    let host = url.host().unwrap_or_default();
+    let port = url.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        .await
+        .context("could not connect")?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
+    let authority = url.authority().map(|a| a.as_str()).unwrap_or(host);
+    let request = Request::post(url.path())
+        .header(HOST, authority)
+        .header(CONTENT_TYPE, "application/proto")
+        .header("connect-protocol-version", "1")
+        .body(Full::new(Bytes::from(body)))?;
+    let status = tokio::select! {
+        response = sender.send_request(request) => response.context("the server did not answer")?.status(),
+        closed = connection => {
+            closed.context("the connection failed")?;
+            bail!("the server closed the connection");
+        }
+    };
+    if !status.is_success() {
+        bail!("the server answered {status}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_urls_are_plain_http_with_the_api_path() {
+        assert_eq!(
+            endpoint("http://127.0.0.1:4040").unwrap().to_string(),
+            "http://127.0.0.1:4040/push.v1.PusherService/Push"
+        );
+        assert_eq!(
+            endpoint("http://pyro:4040/").unwrap().to_string(),
+            "http://pyro:4040/push.v1.PusherService/Push"
+        );
+        assert_eq!(
+            endpoint("http://pyro/custom/Push").unwrap().to_string(),
+            "http://pyro/custom/Push"
+        );
+        for bad in [
+            "pyro:4040",
+            "ftp://x",
+            "https://x",
+            "http://",
+            "http://x/?a=1",
+            "",
+        ] {
+            assert!(endpoint(bad).is_err(), "{bad}");
+        }
+    }
+}
