@@ -49,9 +49,18 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
         why: "bpftrace as the bench's reference tracer, tmux to drive the TUI in tests, \
               python3 for the contract check and XML checks, bpftool to prove no program \
               stays loaded after clockprof exits, debuginfod to serve a fixture's split \
-              debug file on loopback (it starts no service of its own)",
+              debug file on loopback (it starts no service of its own), prometheus (and \
+              promtool) to scrape `clockprof serve` and check the packaged configs (its \
+              service is stopped and disabled)",
         default: true,
-        packages: &["bpftrace", "bpftool", "tmux", "python3", "debuginfod"],
+        packages: &[
+            "bpftrace",
+            "bpftool",
+            "tmux",
+            "python3",
+            "debuginfod",
+            "prometheus",
+        ],
         backports: &[],
     },
     PackageGroup {
@@ -154,6 +163,30 @@ fn ensure_packages(wanted: &[&'static str]) -> Result<()> {
             "apt-get reported success but these packages are still not installed: {}",
             still_missing.join(" ")
         );
+    }
+    stop_package_services(&missing)
+}
+
+/// Test tools whose Debian package starts a daemon, with its service name.
+/// The tests start their own, on loopback and a free port; the package's
+/// (Prometheus on every address, port 9090) is stopped and disabled where
+/// this setup installed it, so a test machine exposes nothing it did not ask
+/// for.
+const PACKAGE_SERVICES: &[(&str, &str)] = &[("prometheus", "prometheus")];
+
+fn stop_package_services(installed: &[&str]) -> Result<()> {
+    for &(package, service) in PACKAGE_SERVICES {
+        if !installed.contains(&package) {
+            continue;
+        }
+        if std::path::Path::new("/run/systemd/system").exists() {
+            process::run(Command::new("systemctl").args(["disable", "--now", service]))?;
+        } else if std::path::Path::new(&format!("/etc/init.d/{service}")).exists() {
+            // Without systemd, invoke-rc.d may have started it through its
+            // init script; stopping one that is not running succeeds.
+            process::run(Command::new(format!("/etc/init.d/{service}")).arg("stop"))?;
+            process::run(Command::new("update-rc.d").args([service, "disable"]))?;
+        }
     }
     Ok(())
 }

@@ -1,0 +1,655 @@
+//! `clockprof serve` end to end: real probes, real fixtures, and the real
+//! tools a fleet runs against it: Debian's Prometheus scrapes /metrics,
+//! `go tool pprof` reads /debug/pprof/clock, and a loopback receiver decodes
+//! the Pyroscope pushes (answering well, slowly and with errors).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A port nobody listens on now (the kernel's pick, released for the
+/// daemon to take).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `clockprof serve`; SIGTERM and a wait on drop.
+struct Serve {
+    child: Child,
+    port: u16,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Serve {
+    fn start(args: &[&str]) -> Serve {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = Command::new(clockprof())
+            .arg("serve")
+            .args(["--listen", &listen])
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("clockprof starts");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            let n = stderr.read_line(&mut line).unwrap();
+            seen.push_str(&line);
+            assert!(n > 0, "clockprof serve exited before serving: {seen}");
+            if line.contains("clockprof: serving") {
+                break;
+            }
+        }
+        let rest = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+            seen + &rest
+        });
+        Serve {
+            child,
+            port,
+            stderr: Some(rest),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        http(self.port, "GET", path)
+    }
+
+    fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200);
+        String::from_utf8(body).unwrap()
+    }
+
+    /// Stops it with `signal`; returns its status and stderr.
+    fn stop(mut self, signal: i32) -> (std::process::ExitStatus, String) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let status = wait_with_timeout(&mut self.child, Duration::from_secs(10));
+        let stderr = self.stderr.take().unwrap().join().unwrap();
+        (status, stderr)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if self.stderr.is_some() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One HTTP/1.1 request on its own connection: the status and the body.
+fn http(port: u16, method: &str, path: &str) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, response[split + 4..].to_vec())
+}
+
+/// The value of the series of `metrics` (Prometheus text) whose name and
+/// labels contain every one of `parts`; 0 where there is none.
+fn metric_value(metrics: &str, name: &str, parts: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+        })
+        .filter(|line| parts.iter().all(|p| line.contains(p)))
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+/// The C fixture renamed to `comm`, with `args`.
+fn fixture(comm: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(c_fixture());
+    command.args(args).env("CLOCKPROF_FIXTURE_COMM", comm);
+    command
+}
+
+/// `wait N` under `comm`, once it is ready.
+fn waiting_fixture(comm: &str, reads: u64) -> Child {
+    let mut child = fixture(comm, &["wait", &reads.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    child
+}
+
+/// Counts per function in a pprof profile, summed over the samples that
+/// hold it (read with `go tool pprof -raw`, the reference reader).
+fn pprof_function_counts(source: &str) -> std::collections::BTreeMap<String, u64> {
+    let output = Command::new("go")
+        .args(["tool", "pprof", "-raw", source])
+        .output()
+        .expect("go tool pprof runs");
+    assert!(
+        output.status.success(),
+        "go tool pprof -raw {source}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_pprof_raw(&String::from_utf8_lossy(&output.stdout))
+}
+
+fn parse_pprof_raw(text: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut samples: Vec<(u64, Vec<u64>)> = Vec::new();
+    let mut names = std::collections::HashMap::new();
+    let mut section = "";
+    for line in text.lines() {
+        match line.trim_end() {
+            "Samples:" => section = "samples",
+            "Locations" => section = "locations",
+            "Mappings" => section = "mappings",
+            _ => {}
+        }
+        let trimmed = line.trim();
+        match section {
+            "samples" => {
+                if let Some((value, ids)) = trimmed.split_once(':') {
+                    if let Ok(value) = value.parse::<u64>() {
+                        let ids = ids
+                            .split_whitespace()
+                            .filter_map(|id| id.parse().ok())
+                            .collect();
+                        samples.push((value, ids));
+                    }
+                }
+            }
+            "locations" => {
+                // `ID: 0x0 M=1 NAME FILE:0 s=0()`
+                let mut fields = trimmed.split_whitespace();
+                let id = fields
+                    .next()
+                    .and_then(|id| id.trim_end_matches(':').parse::<u64>().ok());
+                let name = fields.nth(2);
+                if let (Some(id), Some(name)) = (id, name) {
+                    names.insert(id, name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for (value, ids) in samples {
+        let mut functions: Vec<&String> = ids.iter().filter_map(|id| names.get(id)).collect();
+        functions.sort();
+        functions.dedup();
+        for function in functions {
+            *counts.entry(function.clone()).or_default() += value;
+        }
+    }
+    counts
+}
+
+#[test]
+fn prometheus_scrapes_a_non_zero_clock_read_rate_for_a_fixture() {
+    let serve = Serve::start(&["-s", "syscall", "--label", "host=testhost"]);
+    let dir = TempDir::new("serve-prometheus");
+    let prometheus_port = free_port();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: clockprof\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            serve.port
+        ),
+    )
+    .unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Debian's prometheus runs (cargo xtask setup installs it)");
+    let mut spinner = fixture("promfix", &["spin", "60"]).spawn().unwrap();
+
+    let query = "rate(clockprof_clock_reads_total%7Bprocess%3D%22promfix%22%2Csource%3D%22syscall%22%2Chost%3D%22testhost%22%7D%5B5s%5D)";
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut last = String::new();
+    let rate = loop {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never returned a rate for promfix; last answer: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let Ok(_) = TcpStream::connect(("127.0.0.1", prometheus_port)) else {
+            continue;
+        };
+        let (status, body) = http(
+            prometheus_port,
+            "GET",
+            &format!("/api/v1/query?query={query}"),
+        );
+        last = String::from_utf8_lossy(&body).to_string();
+        if status != 200 {
+            continue;
+        }
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let rate = answer["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok());
+        if let Some(rate) = rate.filter(|&r| r > 0.0) {
+            break rate;
+        }
+    };
+    let _ = spinner.kill();
+    let _ = spinner.wait();
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    // A clock_gettime syscall loop under the probe makes far more than a
+    // thousand a second on any machine that runs these tests.
+    assert!(rate > 1000.0, "rate {rate}");
+    let (status, stderr) = serve.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert_no_clockprof_programs_left();
+}
+
+#[test]
+fn go_tool_pprof_names_the_fixtures_function() {
+    let serve = Serve::start(&["-s", "syscall"]);
+    let mut spinner = fixture("pproffix", &["spin", "8"]).spawn().unwrap();
+    let counts = pprof_function_counts(&serve.url("/debug/pprof/clock?seconds=3"));
+    let _ = spinner.kill();
+    let _ = spinner.wait();
+    assert!(
+        counts.get("fixture_spin").is_some_and(|&n| n > 1000),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.get("pproffix"),
+        None,
+        "the process is a label, not a frame"
+    );
+    drop(serve);
+    assert_no_clockprof_programs_left();
+}
+
+#[test]
+fn a_profile_window_holds_exactly_the_reads_made_in_it() {
+    const READS: u64 = 12_345;
+    let serve = Serve::start(&["-s", "syscall"]);
+    let mut waiting = waiting_fixture("windowfix", READS);
+    let port = serve.port;
+    let request = std::thread::spawn(move || http(port, "GET", "/debug/pprof/clock?seconds=3"));
+    std::thread::sleep(Duration::from_millis(1000));
+    unsafe { libc::kill(waiting.id() as i32, libc::SIGUSR1) };
+    assert!(waiting.wait().unwrap().success());
+    let (status, body) = request.join().unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let dir = TempDir::new("serve-window");
+    let file = dir.join("clock.pb.gz");
+    std::fs::write(&file, &body).unwrap();
+    let counts = pprof_function_counts(file.to_str().unwrap());
+    assert_eq!(counts.get("fixture_triggered"), Some(&READS), "{counts:?}");
+    // And the metrics saw the same reads, under the process name.
+    let metrics = serve.metrics();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "clockprof_clock_reads_total",
+            &["process=\"windowfix\""]
+        ),
+        READS as f64,
+        "{metrics}"
+    );
+    drop(serve);
+    assert_no_clockprof_programs_left();
+}
+
+#[test]
+fn bad_requests_get_4xx_and_profile_requests_are_capped() {
+    let serve = Serve::start(&["-s", "syscall"]);
+    for (path, status) in [
+        ("/debug/pprof/clock?seconds=abc", 400),
+        ("/debug/pprof/clock?seconds=0", 400),
+        ("/debug/pprof/clock?seconds=301", 400),
+        ("/debug/pprof/clock?seconds=-5", 400),
+        ("/debug/pprof/clock?seconds=1e3", 400),
+        ("/debug/pprof/clock?seconds=99999999999999999999999999", 400),
+        ("/nothing-here", 404),
+        ("/metrics/../etc/passwd", 404),
+    ] {
+        let (got, body) = serve.get(path);
+        let body = String::from_utf8(body).unwrap();
+        assert_eq!(got, status, "{path}: {body}");
+        assert_eq!(body.trim_end().lines().count(), 1, "one sentence: {body}");
+    }
+    for method in ["POST", "PUT", "DELETE"] {
+        assert_eq!(http(serve.port, method, "/metrics").0, 405, "{method}");
+    }
+    // A client that connects and says nothing holds no request slot.
+    let _silent = TcpStream::connect(("127.0.0.1", serve.port)).unwrap();
+    // Four windows at once; the fifth is refused at once.
+    let port = serve.port;
+    let open: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || http(port, "GET", "/debug/pprof/clock?seconds=3").0))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let (status, body) = serve.get("/debug/pprof/clock?seconds=1");
+    assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // The daemon answers everything else meanwhile.
+    assert_eq!(serve.get("/healthz").0, 200);
+    assert!(serve.metrics().contains("clockprof_clocksource_info{"));
+    for request in open {
+        assert_eq!(request.join().unwrap(), 200);
+    }
+    assert_eq!(serve.get("/debug/pprof/clock?seconds=1").0, 200);
+    drop(serve);
+    assert_no_clockprof_programs_left();
+}
+
+#[test]
+fn sighup_does_not_stop_it_and_sigterm_detaches_everything() {
+    let serve = Serve::start(&["-s", "syscall,vdso"]);
+    assert_eq!(serve.get("/healthz").0, 200);
+    unsafe { libc::kill(serve.child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, body) = serve.get("/healthz");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let metrics = serve.metrics();
+    assert_eq!(
+        metric_value(&metrics, "clockprof_clocksource_info", &[]),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("process_resident_memory_bytes "),
+        "{metrics}"
+    );
+    assert!(metrics.contains("process_cpu_seconds_total "), "{metrics}");
+    let (status, stderr) = serve.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("SIGHUP ignored"), "{stderr}");
+    assert_no_clockprof_programs_left();
+
+    let serve = Serve::start(&["-s", "syscall"]);
+    let (status, stderr) = serve.stop(libc::SIGINT);
+    assert!(status.success(), "{stderr}");
+    assert_no_clockprof_programs_left();
+}
+
+#[test]
+fn a_taken_port_and_bad_flags_are_one_sentence_before_anything_attaches() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    for (args, says) in [
+        (vec!["--listen", listen.as_str()], "could not listen on"),
+        (vec!["-p", "1"], "-p is not offered"),
+        (
+            vec!["--push", "https://pyroscope:4040"],
+            "https is not supported",
+        ),
+        (
+            vec!["--label", "process=x"],
+            "a label clockprof sets itself",
+        ),
+    ] {
+        let output = Command::new(clockprof())
+            .arg("serve")
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
+    assert_no_clockprof_programs_left();
+}
+
+/// One request a loopback push receiver took: path, content type, body.
+struct Received {
+    path: String,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+/// How the receiver answers its n-th request.
+#[derive(Clone, Copy)]
+enum Answer {
+    Ok,
+    Error,
+    /// Reads the request, then says nothing for this long.
+    Stall(Duration),
+}
+
+/// A loopback server on the push API: hands each request over `sent` and
+/// answers as `answer(n)` says.
+fn push_receiver(answer: fn(usize) -> Answer) -> (u16, mpsc::Receiver<Received>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sent, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { continue };
+            let sent = sent.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let mut head = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    head.push(line.trim_end().to_string());
+                }
+                let header = |name: &str| {
+                    head.iter()
+                        .find_map(|h| {
+                            let (k, v) = h.split_once(':')?;
+                            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                        })
+                        .unwrap_or_default()
+                };
+                let length: usize = header("content-length").parse().unwrap_or(0);
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let path = head[0].split_whitespace().nth(1).unwrap_or("").to_string();
+                let content_type = header("content-type");
+                let _ = sent.send(Received {
+                    path,
+                    content_type,
+                    body,
+                });
+                let mut stream = reader.into_inner();
+                let status = match answer(n) {
+                    Answer::Ok => "200 OK",
+                    Answer::Error => "503 Service Unavailable",
+                    Answer::Stall(time) => {
+                        std::thread::sleep(time);
+                        return;
+                    }
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/proto\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            });
+        }
+    });
+    (port, received)
+}
+
+/// push.v1.PushRequest, as Pyroscope's api/push/v1/push.proto declares it.
+mod push_proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PushRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub series: Vec<RawProfileSeries>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RawProfileSeries {
+        #[prost(message, repeated, tag = "1")]
+        pub labels: Vec<LabelPair>,
+        #[prost(message, repeated, tag = "2")]
+        pub samples: Vec<RawSample>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LabelPair {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RawSample {
+        #[prost(bytes = "vec", tag = "1")]
+        pub raw_profile: Vec<u8>,
+        #[prost(string, tag = "2")]
+        pub id: String,
+    }
+}
+
+#[test]
+fn pushes_carry_the_service_name_labels_and_the_exact_stacks() {
+    use prost::Message;
+    const READS: u64 = 4_321;
+    let (port, received) = push_receiver(|_| Answer::Ok);
+    let url = format!("http://127.0.0.1:{port}");
+    let serve = Serve::start(&[
+        "-s",
+        "syscall",
+        "--push",
+        &url,
+        "--push-interval",
+        "1",
+        "--label",
+        "cluster=test-eu",
+    ]);
+    let mut waiting = waiting_fixture("pushfix", READS);
+    unsafe { libc::kill(waiting.id() as i32, libc::SIGUSR1) };
+    assert!(waiting.wait().unwrap().success());
+
+    let dir = TempDir::new("serve-push");
+    let mut pushed = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pushed < READS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(request) = received.recv_timeout(left) else {
+            panic!("pushes held {pushed} of pushfix's {READS} reads when they stopped coming");
+        };
+        assert_eq!(request.path, "/push.v1.PusherService/Push");
+        assert_eq!(request.content_type, "application/proto");
+        let push = push_proto::PushRequest::decode(&request.body[..]).unwrap();
+        for series in push.series {
+            let labels: std::collections::BTreeMap<String, String> = series
+                .labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect();
+            assert_eq!(labels["__name__"], "clock", "{labels:?}");
+            assert_eq!(labels["cluster"], "test-eu", "{labels:?}");
+            if labels["service_name"] != "pushfix" {
+                continue;
+            }
+            assert_eq!(series.samples.len(), 1);
+            let file = dir.join("push.pb.gz");
+            std::fs::write(&file, &series.samples[0].raw_profile).unwrap();
+            let counts = pprof_function_counts(file.to_str().unwrap());
+            assert!(counts.keys().all(|f| f != "fixture_spin"), "{counts:?}");
+            pushed += counts.get("fixture_triggered").copied().unwrap_or(0);
+        }
+    }
+    assert_eq!(pushed, READS);
+    drop(serve);
+    assert_no_clockprof_programs_left();
+}
+
+#[test]
+fn a_failing_or_stalled_push_server_is_counted_and_blocks_nothing() {
+    // Two errors, then a server that reads each push and never answers.
+    let (port, received) = push_receiver(|n| match n {
+        0 | 1 => Answer::Error,
+        _ => Answer::Stall(Duration::from_secs(120)),
+    });
+    let url = format!("http://127.0.0.1:{port}");
+    let serve = Serve::start(&["-s", "syscall", "--push", &url, "--push-interval", "1"]);
+    let mut spinner = fixture("stallfix", &["spin", "30"]).spawn().unwrap();
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut rss = Vec::new();
+    while started.elapsed() < Duration::from_secs(16) {
+        let asked = Instant::now();
+        let metrics = serve.metrics();
+        slowest = slowest.max(asked.elapsed());
+        rss.push(metric_value(&metrics, "process_resident_memory_bytes", &[]));
+        assert_eq!(serve.get("/healthz").0, 200);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let metrics = serve.metrics();
+    let _ = spinner.kill();
+    let _ = spinner.wait();
+    let requests = received.try_iter().count();
+    let lost = metric_value(
+        &metrics,
+        "clockprof_lost_events_total",
+        &["reason=\"push\""],
+    );
+    // 16 intervals: the two errors, then stalls each held for the timeout
+    // (1 s, the interval) while the queue takes two and drops the rest.
+    assert!(requests >= 4, "{requests} pushes reached the server");
+    assert!(lost >= 10.0, "{lost} pushes counted lost: {metrics}");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "/metrics took {slowest:?} while the push server stalled"
+    );
+    let (first, last) = (rss[2], *rss.last().unwrap());
+    assert!(
+        last < first * 1.2,
+        "memory grew from {first} to {last} bytes while pushes failed"
+    );
+    let (status, stderr) = serve.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("a push to http://127.0.0.1"), "{stderr}");
+    assert_no_clockprof_programs_left();
+}
