@@ -7,6 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -652,4 +653,148 @@ fn a_failing_or_stalled_push_server_is_counted_and_blocks_nothing() {
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("a push to http://127.0.0.1"), "{stderr}");
     assert_no_clockprof_programs_left();
+}
+
+fn packaging(file: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging")
+        .join(file)
+}
+
+/// The capabilities clockprof.service grants, as setpriv names them.
+fn unit_capabilities() -> Vec<String> {
+    let unit = std::fs::read_to_string(packaging("clockprof.service")).unwrap();
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("the unit grants ambient capabilities");
+    let bounding = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit bounds its capabilities");
+    assert_eq!(line, bounding, "ambient and bounding sets differ");
+    assert!(unit.contains("\nUser=clockprof\n"), "the unit runs as root");
+    line.split_whitespace()
+        .map(|cap| cap.strip_prefix("CAP_").unwrap().to_ascii_lowercase())
+        .collect()
+}
+
+#[test]
+fn runs_unprivileged_with_only_the_units_capabilities() {
+    const READS: u64 = 7_777;
+    let caps: Vec<String> = unit_capabilities()
+        .iter()
+        .map(|cap| format!("+{cap}"))
+        .collect();
+    let caps = format!("-all,{}", caps.join(","));
+    // systemd mounts tracefs on the hosts the unit is for; this machine may
+    // not, so serve runs in a mount namespace of its own that has it (the
+    // host's mounts are left alone).
+    let port = free_port();
+    let script = format!(
+        "mount -t tracefs nodev /sys/kernel/tracing && exec setpriv --reuid=65534 --regid=65534 --clear-groups \
+         --inh-caps={caps} --ambient-caps={caps} --bounding-set={caps} {} serve --listen 127.0.0.1:{port} -s syscall",
+        clockprof().display()
+    );
+    let mut child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("clockprof: serving"), "{line}");
+    let serve = Serve {
+        child,
+        port,
+        stderr: Some(std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+            rest
+        })),
+    };
+    let status = std::fs::read_to_string(format!("/proc/{}/status", serve.child.id())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "{status}"
+    );
+
+    let mut waiting = waiting_fixture("capsfix", READS);
+    let request = std::thread::spawn(move || http(port, "GET", "/debug/pprof/clock?seconds=3"));
+    std::thread::sleep(Duration::from_millis(1000));
+    unsafe { libc::kill(waiting.id() as i32, libc::SIGUSR1) };
+    assert!(waiting.wait().unwrap().success());
+    let (code, body) = request.join().unwrap();
+    assert_eq!(code, 200);
+    let dir = TempDir::new("serve-caps");
+    let file = dir.join("clock.pb.gz");
+    std::fs::write(&file, &body).unwrap();
+    let counts = pprof_function_counts(file.to_str().unwrap());
+    assert_eq!(counts.get("fixture_triggered"), Some(&READS), "{counts:?}");
+    let (status, stderr) = serve.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert_no_clockprof_programs_left();
+}
+
+#[test]
+fn the_packaged_prometheus_config_is_valid_and_its_alert_finds_clocksource_fallback() {
+    let check = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(packaging("prometheus.yml"))
+        .output()
+        .expect("promtool runs (cargo xtask setup installs prometheus)");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let dir = TempDir::new("serve-rules");
+    let test = dir.join("fallback_test.yml");
+    std::fs::write(
+        &test,
+        format!(
+            r#"rule_files: ["{}"]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'clockprof_clocksource_info{{instance="web-1:9742",job="clockprof",clocksource="hpet",vdso_capable="false"}}'
+        values: '1x10'
+      - series: 'clockprof_clocksource_info{{instance="web-2:9742",job="clockprof",clocksource="tsc",vdso_capable="true"}}'
+        values: '1x10'
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: ClocksourceFallback
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: ClocksourceFallback
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              instance: web-1:9742
+              job: clockprof
+              clocksource: hpet
+              vdso_capable: "false"
+            exp_annotations:
+              summary: "web-1:9742 reads time through hpet, which the vDSO cannot read"
+              description: 'Every clock_gettime and time.Now() on this host is a system call (about ten times the cost). Check the kernel log for "clocksource ... unstable" and /sys/devices/system/clocksource/clocksource0/available_clocksource.'
+"#,
+            packaging("clockprof.rules.yml").display()
+        ),
+    )
+    .unwrap();
+    let run = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&test)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
 }
