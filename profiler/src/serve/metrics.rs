@@ -262,3 +262,122 @@ impl Collector for OwnProcessCollector {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use profiler_common::event;
+
+    use super::*;
+    use crate::sources::ClockRead;
+    use crate::symbolize::StackState;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn sample(
+        pid: u32,
+        comm: &str,
+        event: u32,
+        cgroup: Option<String>,
+        count: u64,
+    ) -> SymbolizedSample {
+        SymbolizedSample {
+            pid,
+            comm: comm.to_string(),
+            cgroup,
+            read: ClockRead { event, clock_id: 1 },
+            frames: Vec::new(),
+            state: StackState::Complete,
+            count,
+        }
+    }
+
+    fn series(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn reads_add_up_per_process_without_pids_and_with_fixed_labels() {
+        let metrics = Metrics::new(&[("host".to_string(), "web-1".to_string())], 1000);
+        let docker = Some(format!("/system.slice/docker-{ID}.scope"));
+        metrics.record(&[
+            sample(10, "server", event::SYSCALL_CLOCK_GETTIME, None, 30),
+            sample(11, "server", event::SYSCALL_CLOCK_GETTIME, None, 12),
+            sample(12, "[pid 12]", event::SYSCALL_CLOCK_GETTIME, None, 5),
+            sample(13, "app", event::SYSCALL_CLOCK_GETTIME, docker.clone(), 7),
+            sample(13, "app", event::VDSO_SAMPLE, docker, 250),
+        ]);
+        metrics.record(&[sample(10, "server", event::SYSCALL_CLOCK_GETTIME, None, 8)]);
+        metrics.record_lost(
+            &LostCounts {
+                user_stacks: 3,
+                ..LostCounts::default()
+            },
+            2,
+        );
+        let text = metrics.encode();
+        let lines = series(&text);
+        for expected in [
+            r#"clockprof_clock_reads_total{host="web-1",process="server",source="syscall",clock="MONOTONIC"} 50"#,
+            r#"clockprof_clock_reads_total{host="web-1",process="[unknown]",source="syscall",clock="MONOTONIC"} 5"#,
+            &format!(
+                r#"clockprof_clock_reads_total{{host="web-1",process="app",container_id="{ID}",source="syscall",clock="MONOTONIC"}} 7"#
+            ),
+            &format!(
+                r#"clockprof_vdso_samples_total{{host="web-1",process="app",container_id="{ID}"}} 250"#
+            ),
+            &format!(
+                r#"clockprof_vdso_cpu_seconds_total{{host="web-1",process="app",container_id="{ID}"}} 0.25"#
+            ),
+            r#"clockprof_lost_events_total{host="web-1",reason="user_stack"} 3"#,
+            r#"clockprof_lost_events_total{host="web-1",reason="mapping_record"} 2"#,
+            r#"clockprof_lost_events_total{host="web-1",reason="push"} 0"#,
+        ] {
+            assert!(lines.contains(&expected), "{expected} not in\n{text}");
+        }
+        assert!(!text.contains("pid"), "{text}");
+        assert!(
+            text.contains("# TYPE clockprof_clock_reads_total counter"),
+            "{text}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(r#"clockprof_clocksource_info{host="web-1",clocksource=""#)),
+            "{text}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("process_resident_memory_bytes{")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn processes_past_the_series_cap_count_as_other() {
+        let metrics = Metrics::new(&[], 1000);
+        let samples: Vec<SymbolizedSample> = (0..MAX_SERIES as u32 + 10)
+            .map(|i| {
+                sample(
+                    i + 1,
+                    &format!("p{i}"),
+                    event::SYSCALL_CLOCK_GETTIME,
+                    None,
+                    1,
+                )
+            })
+            .collect();
+        metrics.record(&samples);
+        metrics.record(&samples[..1]);
+        let text = metrics.encode();
+        let reads: Vec<&str> = series(&text)
+            .into_iter()
+            .filter(|l| l.starts_with("clockprof_clock_reads_total"))
+            .collect();
+        assert_eq!(reads.len(), MAX_SERIES + 1);
+        assert!(reads.contains(&r#"clockprof_clock_reads_total{process="[other]",source="syscall",clock="MONOTONIC"} 10"#));
+        assert!(reads.contains(
+            &r#"clockprof_clock_reads_total{process="p0",source="syscall",clock="MONOTONIC"} 2"#
+        ));
+    }
+}
