@@ -385,6 +385,81 @@ fn hpet_clocksource_go_time_now_counts_as_syscalls_under_the_caller() {
         }
     }
     assert_no_clockprof_programs_left();
+
+    // What a fleet alerts on: serve's clocksource metric says the fallback.
+    let metrics = serve_metrics_once();
+    assert!(
+        metrics.lines().any(
+            |l| l == r#"clockprof_clocksource_info{clocksource="hpet",vdso_capable="false"} 1"#
+        ),
+        "serve does not report the hpet fallback:\n{metrics}"
+    );
+    assert_no_clockprof_programs_left();
+}
+
+/// The guest's init leaves the loopback interface down; serve listens on it.
+fn loopback_up() {
+    unsafe {
+        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(socket >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut request: libc::ifreq = std::mem::zeroed();
+        for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
+            *slot = *byte as libc::c_char;
+        }
+        assert_eq!(libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request), 0);
+        request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        assert_eq!(
+            libc::ioctl(socket, libc::SIOCSIFFLAGS, &request),
+            0,
+            "bringing lo up: {}",
+            std::io::Error::last_os_error()
+        );
+        libc::close(socket);
+    }
+}
+
+/// Starts `clockprof serve -s syscall` on loopback, reads /metrics once, and
+/// stops it with SIGTERM (which must succeed).
+fn serve_metrics_once() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    loopback_up();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = std::process::Command::new(clockprof())
+        .args([
+            "serve",
+            "-s",
+            "syscall",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(serve.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("clockprof: serving") {
+        assert!(
+            stderr.read_line(&mut seen).unwrap() > 0,
+            "serve exited: {seen}"
+        );
+    }
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let status = wait_with_timeout(&mut serve, std::time::Duration::from_secs(20));
+    assert!(status.success(), "serve: {status}");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
 }
 
 // Issue 8: the kernel source is honest (interrupt context, kernel threads)
