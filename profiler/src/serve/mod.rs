@@ -27,7 +27,7 @@ use crate::cli::ServeArgs;
 use crate::collect::LostCounts;
 use crate::session::{self, Session};
 use crate::sources::Source;
-use crate::symbolize::{StackSymbolizer, SymbolizedSample};
+use crate::symbolize::SymbolizedSample;
 
 /// What one read of the kernel brought: the reads counted in `since..until`.
 pub struct Batch {
@@ -125,10 +125,8 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     );
     crate::test_panic_point("serve");
 
-    let symbolizer = StackSymbolizer::new(session.kernel_functions.clone());
-    let mut kernel = kernel::SinceLastRead::default();
+    let mut kernel = kernel::SinceLastRead::new(&session);
     let mut last_read = Instant::now();
-    let mut lost_mapping_records = session.tracker.lost_records();
     let mut side_band = tokio::time::interval(session::DRAIN_INTERVAL);
     let mut reads = tokio::time::interval(limits::READ_INTERVAL);
     let mut pushes =
@@ -145,17 +143,14 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
                 }
             }
             _ = read(&mut reads, &shared.read_now) => {
-                let collected = kernel.read(&session)?;
-                let until = Instant::now();
-                session.tracker.drain();
-                let lost_records = session.tracker.lost_records();
-                shared.metrics.record_lost(&collected.lost, lost_records.saturating_sub(lost_mapping_records));
-                lost_mapping_records = lost_records;
+                let read = kernel.read(&mut session)?;
+                let until = read.at;
+                shared.metrics.record_lost(&read.lost, read.lost_mapping_records);
                 let batch = Batch {
                     since: last_read,
                     until,
-                    samples: symbolizer.symbolize(&collected.samples, &mut session.tracker),
-                    lost: collected.lost,
+                    samples: read.samples,
+                    lost: read.lost,
                 };
                 last_read = until;
                 shared.metrics.record(&batch.samples);
