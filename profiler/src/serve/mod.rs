@@ -123,6 +123,12 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             .map(|url| format!(", pushing every {} s to {url}", args.push_interval))
             .unwrap_or_default()
     );
+    if !args.listen.ip().is_loopback() {
+        say!(
+            "clockprof: warning: listening on {}: the endpoints are open to the network, without authentication",
+            args.listen
+        );
+    }
     crate::test_panic_point("serve");
 
     let mut kernel = kernel::SinceLastRead::new(&session);
