@@ -287,6 +287,7 @@ mod tests {
             read: ClockRead { event, clock_id: 1 },
             frames: Vec::new(),
             state: StackState::Complete,
+            exact_frames: 0,
             count,
         }
     }

@@ -76,7 +76,9 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
 
-    let mut session = Session::start(&args.probe.session_config(true, false))?;
+    let session_config = args.probe.session_config(true, false);
+    let stack_every = session_config.stack_every;
+    let mut session = Session::start(&session_config)?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -105,6 +107,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             sample_frequency: sampled.then_some(args.probe.frequency),
             unavailable: session.unavailable.clone(),
             kernel_functions: session.kernel_functions.clone(),
+            stack_every,
             ..RecordingInfo::default()
         },
     });
