@@ -50,8 +50,9 @@ pub struct Daemon {
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// bpftrace symbolizes and prints its maps on SIGINT, which takes a moment.
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// bpftrace symbolizes and prints its maps on SIGINT, which takes a moment;
+/// clockprof symbolizes thousands of exited processes after the churn row.
+const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(20);
 
@@ -125,27 +126,29 @@ impl Daemon {
     }
 
     /// SIGINT, as a user's Ctrl-C, so the tracer writes its output and detaches.
-    pub fn stop(mut self) -> Result<Finished> {
+    pub fn stop(self) -> Result<Finished> {
+        self.finish(Duration::ZERO)
+    }
+
+    /// Waits up to `timeout` for a tracer that stops by itself (clockprof once
+    /// every `-p` process exited), then stops it as `stop` does: a SIGINT
+    /// while it writes its output could cut that short.
+    pub fn wait_then_stop(self, timeout: Duration) -> Result<Finished> {
+        self.finish(timeout)
+    }
+
+    fn finish(mut self, wait_first: Duration) -> Result<Finished> {
         let name = self.name.clone();
         let mut child = self.child.take().expect("running");
-        // SAFETY: kill has no memory-safety preconditions; the pid is our own child,
-        // not yet reaped, so it cannot have been reused.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let status = child.wait()?;
-                eprintln!(
-                    "xtask: warning: {name} ignored SIGINT for {} s; killed",
-                    STOP_TIMEOUT.as_secs()
-                );
-                break status;
-            }
+        let waited = Instant::now();
+        let mut exited = child.try_wait()?;
+        while exited.is_none() && waited.elapsed() < wait_first {
             thread::sleep(POLL);
+            exited = child.try_wait()?;
+        }
+        let status = match exited {
+            Some(status) => status,
+            None => interrupt(&name, &mut child)?,
         };
         // A grandchild that inherited the pipes can keep them open after the tracer
         // exits; take what was read by then instead of waiting for EOF forever.
@@ -173,6 +176,29 @@ impl Daemon {
         lines.extend(self.stderr.lock().unwrap().iter().cloned());
         let start = lines.len().saturating_sub(20);
         lines[start..].join("\n")
+    }
+}
+
+/// SIGINT, then SIGKILL if it is ignored for STOP_TIMEOUT.
+fn interrupt(name: &str, child: &mut Child) -> Result<ExitStatus> {
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own child,
+    // not yet reaped, so it cannot have been reused.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let status = child.wait()?;
+            eprintln!(
+                "xtask: warning: {name} ignored SIGINT for {} s; killed",
+                STOP_TIMEOUT.as_secs()
+            );
+            return Ok(status);
+        }
+        thread::sleep(POLL);
     }
 }
 

@@ -1,12 +1,17 @@
-//! `cargo xtask bench`: the added cost per traced `clock_gettime` syscall, for
-//! clockprof and for bpftrace doing the same job, in one run on one machine
-//! (published per-hook costs are only comparable within one run, KERNEL.md).
+//! `cargo xtask bench`: the added cost per traced clock read, for clockprof and
+//! for bpftrace doing the same job, in one run on one machine (published
+//! per-hook costs are only comparable within one run, KERNEL.md); the daemons'
+//! CPU and memory; a host-wide recording under process churn; `clockprof top`.
 //!
-//! Rounds interleave the scenarios (baseline, clockprof, bpftrace, baseline, ...)
-//! so slow drift of the machine (frequency, noisy neighbours) spreads over every
-//! row instead of biasing one. Each traced run starts a fresh tracer, so every
-//! sample includes a full attach/detach and no state carries over.
+//! Rounds interleave the scenarios (baseline, clockprof, bpftrace, ...; every
+//! other round in reverse order), and each row's ratio to its reference is taken
+//! within a round, then the median over rounds is reported: single sequential
+//! runs on a shared machine misled by up to ±30%. Each traced run starts a fresh
+//! tracer, so every sample includes a full attach/detach and no state carries
+//! over. Every run's counts are checked exact against the calls made.
 
+mod churn;
+mod counts;
 mod daemon;
 mod procfs;
 mod report;
@@ -14,36 +19,63 @@ mod scenario;
 mod top_cost;
 
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::setup::{self, SetupArgs};
 use crate::{build, process, workspace};
-use daemon::Daemon;
-use scenario::{Paths, Scenario, Workload};
+use counts::{bpftrace_count_for_pid, comm_of, ClockprofCounts};
+use daemon::{Daemon, Finished};
+use scenario::{Clockprof, Expect, Paths, RowId, Scenario, Tracer, Workload, TARGET_READS};
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Clock reads per workload run.
+    /// Clock syscalls per workload run (the vDSO loop makes 5x as many reads,
+    /// the uprobe loop 1/20).
     #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     iterations: u64,
-    /// Runs per scenario; the table reports the median.
+    /// Rounds; each runs every scenario once, and the table reports medians.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
+    /// Only these rows (comma-separated), with their references and baselines.
+    /// Default: all.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "ROW")]
+    rows: Vec<RowId>,
+    /// Short processes the churn row runs (memory is also read after 1/10 of them).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(20..))]
+    churn_processes: u64,
     /// Leave out the clockprof rows and skip building it (e.g. while it does not build).
-    #[arg(long, conflicts_with = "clockprof_bin")]
+    #[arg(long, conflicts_with_all = ["clockprof_bin", "compare_bin"])]
     skip_clockprof: bool,
     /// Benchmark this clockprof binary instead of building target/release/clockprof
     /// (e.g. an older build, to compare versions).
     #[arg(long, value_name = "PATH")]
     clockprof_bin: Option<PathBuf>,
+    /// Also run every clockprof scenario with this other build, in the same
+    /// rounds, its rows named LABEL (e.g. `before=/path/to/old/clockprof`).
+    #[arg(long, value_name = "LABEL=PATH", value_parser = parse_compare_bin)]
+    compare_bin: Option<Clockprof>,
+}
+
+fn parse_compare_bin(text: &str) -> Result<Clockprof, String> {
+    let (label, path) = text
+        .split_once('=')
+        .filter(|(l, p)| !l.is_empty() && !p.is_empty())
+        .ok_or("expected LABEL=PATH")?;
+    Ok(Clockprof {
+        label: label.to_string(),
+        path: PathBuf::from(path),
+    })
 }
 
 /// One workload run, with the tracer's numbers if one was attached.
 pub struct Sample {
+    /// NaN for a run that did not happen (its tracer never attached).
     pub ns_per_call: f64,
     pub tracer: Option<TracerSample>,
 }
@@ -57,8 +89,18 @@ pub struct TracerSample {
     /// While the workload ran only.
     pub cpu_ms_during_workload: f64,
     pub peak_rss_kib: u64,
-    pub events_seen: Option<u64>,
+    pub counted: Counted,
     pub exited_cleanly: bool,
+}
+
+/// A run's counts against what the workload did.
+pub enum Counted {
+    /// Exactly what the scenario expects.
+    Exact,
+    /// Samples of the workload, which have no exact value.
+    Samples(u64),
+    /// Not what the scenario expects: the account, starting with what it saw.
+    Off(String),
 }
 
 const LOOP_SOURCE: &str = "tests/fixtures/bench_clock_loop.c";
@@ -71,27 +113,38 @@ pub fn run(args: &BenchArgs) -> Result<()> {
          re-run it with sudo"
     );
     setup::run(&SetupArgs::default())?;
-    let scenarios: Vec<Scenario> = scenario::scenarios()
-        .into_iter()
-        .filter(|s| !(args.skip_clockprof && s.tracer.as_ref().is_some_and(|t| t.is_clockprof())))
-        .collect();
-    let clockprof = match &args.clockprof_bin {
-        Some(bin) => bin.clone(),
-        None => workspace::release_bin(build::CLOCKPROF_BIN),
+    let rows: Vec<RowId> = if args.rows.is_empty() {
+        RowId::value_variants().to_vec()
+    } else {
+        args.rows.clone()
     };
+    let mut bins = Vec::new();
     if !args.skip_clockprof {
-        if args.clockprof_bin.is_none() {
-            build::build_profiler().context(
-                "could not build clockprof; fix the build, or pass --skip-clockprof to \
-                 measure only the rows without it",
-            )?;
+        let path = match &args.clockprof_bin {
+            Some(bin) => bin.clone(),
+            None => {
+                build::build_profiler().context(
+                    "could not build clockprof; fix the build, or pass --skip-clockprof to \
+                     measure only the rows without it",
+                )?;
+                workspace::release_bin(build::CLOCKPROF_BIN)
+            }
+        };
+        bins.push(Clockprof {
+            label: "clockprof".to_string(),
+            path,
+        });
+        bins.extend(args.compare_bin.clone());
+        for bin in &bins {
+            ensure!(
+                bin.path.is_file(),
+                "{} does not exist; build the profiler or pass --skip-clockprof",
+                bin.path.display()
+            );
         }
-        ensure!(
-            clockprof.is_file(),
-            "{} does not exist; build the profiler or pass --skip-clockprof",
-            clockprof.display()
-        );
     }
+    let scenarios = scenario::selected(&bins, &rows);
+    let unavailable: Vec<Option<String>> = scenarios.iter().map(unavailable_in_build).collect();
     let tracefs = scenario::host_tracefs();
     if !tracefs {
         eprintln!(
@@ -109,9 +162,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     fs::create_dir_all(&run_dir)
         .with_context(|| format!("could not create {}", run_dir.display()))?;
-    let loop_bin = compile_loop(&bench_dir)?;
+    let loop_bin = compile(&bench_dir, LOOP_SOURCE, LOOP_NAME)?;
     let paths = Paths {
-        clockprof: &clockprof,
         run_dir: &run_dir,
         host_tracefs: tracefs,
     };
@@ -122,57 +174,111 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .iter()
             .all(|earlier| earlier.workload != s.workload)
         {
-            run_workload(&loop_bin, args.iterations, s.workload)?;
+            run_workload(
+                &loop_bin,
+                s.workload.iterations(args.iterations),
+                s.workload,
+            )?;
         }
     }
     let mut samples: Vec<Vec<Sample>> = scenarios.iter().map(|_| Vec::new()).collect();
     for round in 1..=args.runs {
-        for (scenario, samples) in scenarios.iter().zip(&mut samples) {
+        let mut order: Vec<usize> = (0..scenarios.len()).collect();
+        // Every other round backwards, so no row always runs right after the
+        // same neighbour or at the same point of a round.
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for i in order {
+            if unavailable[i].is_some() {
+                continue;
+            }
+            let scenario = &scenarios[i];
             let sample = measure(scenario, &loop_bin, args.iterations, &paths, round)?;
             eprintln!(
-                "xtask: bench run {round}/{}: {:<24} {:8.1} ns/call",
-                args.runs, scenario.name, sample.ns_per_call
+                "xtask: bench round {round}/{}: {:<56} {:8.1} ns/call{}",
+                args.runs,
+                scenario.name,
+                sample.ns_per_call,
+                match sample.tracer.as_ref().map(|t| &t.counted) {
+                    Some(Counted::Off(why)) => format!("  counts OFF: {why}"),
+                    _ => String::new(),
+                }
             );
-            samples.push(sample);
+            samples[i].push(sample);
         }
     }
 
-    let rows = report::summarize(&scenarios, &samples, args.iterations);
-    println!();
-    println!(
-        "Added cost per clock_gettime syscall ({} calls x {} runs, medians; logs in {})",
-        args.iterations,
-        args.runs,
-        run_dir.display()
-    );
-    print!("{}", report::table(&rows));
-    let top = if args.skip_clockprof {
-        None
-    } else {
-        let fixture = compile_fixture(&bench_dir)?;
-        let cost = top_cost::measure(&clockprof, &fixture).context("measuring clockprof top")?;
-        cost.print();
-        Some(cost)
-    };
-    let json_path = bench_dir.join("results.json");
-    let mut json = report::json(&rows, args.iterations, args.runs);
-    if let Some(top) = &top {
-        json["clockprof_top"] = top.json();
+    let mut json = serde_json::json!({});
+    if !scenarios.is_empty() {
+        let table_rows = report::summarize(&scenarios, &samples, &unavailable, args.iterations);
+        println!();
+        println!(
+            "Added cost per clock read ({} syscalls per run, {} rounds, medians of same-round \
+             figures; logs in {})",
+            args.iterations,
+            args.runs,
+            run_dir.display()
+        );
+        print!("{}", report::table(&table_rows));
+        print!("{}", report::legend(&scenarios, args.iterations));
+        json = report::json(&table_rows, args.iterations, args.runs);
     }
+    for bin in &bins {
+        if rows.contains(&RowId::Churn) {
+            let spawner = churn::Spawner::compile(&bench_dir)?;
+            let result = churn::measure(bin, &spawner, args.churn_processes, &paths)
+                .with_context(|| format!("measuring {} under churn", bin.label))?;
+            result.print();
+            json["churn"][&bin.label] = result.json();
+        }
+    }
+    if rows.contains(&RowId::Top) {
+        if let Some(bin) = bins.first() {
+            let fixture = compile_fixture(&bench_dir)?;
+            let cost = top_cost::measure(&bin.path, &fixture).context("measuring clockprof top")?;
+            cost.print();
+            json["clockprof_top"] = cost.json();
+        }
+    }
+    let json_path = bench_dir.join("results.json");
     fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
         .with_context(|| format!("could not write {}", json_path.display()))?;
     println!("JSON: {}", json_path.display());
     Ok(())
 }
 
-fn compile_loop(bench_dir: &Path) -> Result<PathBuf> {
-    let bin = bench_dir.join(LOOP_NAME);
-    // Frame pointers so tracers walk the same user stack a real caller would have.
+/// Why this scenario's clockprof build cannot run it: a flag its `record
+/// --help` does not list (an older build, or one before the flag landed).
+fn unavailable_in_build(scenario: &Scenario) -> Option<String> {
+    let Some(Tracer::Clockprof {
+        bin,
+        needs_flag: Some(flag),
+        ..
+    }) = &scenario.tracer
+    else {
+        return None;
+    };
+    let help = Command::new(&bin.path)
+        .args(["record", "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let listed = help
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .any(|word| word == *flag);
+    (!listed).then(|| format!("`{} record --help` lists no {flag}", bin.label))
+}
+
+/// Compiled with frame pointers, so tracers walk the same user stack a real
+/// caller would have.
+pub fn compile(bench_dir: &Path, source: &str, name: &str) -> Result<PathBuf> {
+    let bin = bench_dir.join(name);
     process::run(
         Command::new("gcc")
             .args(["-O2", "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-o"])
             .arg(&bin)
-            .arg(workspace::root().join(LOOP_SOURCE)),
+            .arg(workspace::root().join(source)),
     )?;
     Ok(bin)
 }
@@ -198,11 +304,16 @@ fn run_workload(loop_bin: &Path, iterations: u64, workload: &Workload) -> Result
     let child = Command::new(loop_bin)
         .arg(iterations.to_string())
         .arg(workload.mode)
-        .stdout(std::process::Stdio::piped())
+        .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("could not start {}", loop_bin.display()))?;
     let pid = child.id();
     let output = child.wait_with_output()?;
+    let ns_per_call = parse_loop_output(loop_bin, &output)?;
+    Ok(WorkloadRun { pid, ns_per_call })
+}
+
+fn parse_loop_output(loop_bin: &Path, output: &std::process::Output) -> Result<f64> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!(
@@ -211,21 +322,63 @@ fn run_workload(loop_bin: &Path, iterations: u64, workload: &Workload) -> Result
             output.status
         );
     }
-    let ns_per_call = stdout
+    stdout
         .split_whitespace()
         .find_map(|f| f.strip_prefix("ns_per_call="))
         .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no ns_per_call= in {LOOP_NAME}'s output: {stdout:?}"))?;
-    Ok(WorkloadRun { pid, ns_per_call })
+        .with_context(|| format!("no ns_per_call= in {LOOP_NAME}'s output: {stdout:?}"))
 }
+
+/// The `-p` row's process: idle (no clock read) until its stdin closes, then
+/// TARGET_READS clock syscalls, then exit.
+struct IdleTarget {
+    child: Option<std::process::Child>,
+}
+
+impl IdleTarget {
+    fn start(loop_bin: &Path) -> Result<IdleTarget> {
+        let child = Command::new(loop_bin)
+            .args([&TARGET_READS.to_string(), "syscall", "wait"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("could not start {}", loop_bin.display()))?;
+        Ok(IdleTarget { child: Some(child) })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Lets it make its reads and waits for it.
+    fn release(mut self, loop_bin: &Path) -> Result<()> {
+        let mut child = self.child.take().expect("running");
+        drop(child.stdin.take());
+        let output = child.wait_with_output()?;
+        parse_loop_output(loop_bin, &output).map(|_| ())
+    }
+}
+
+impl Drop for IdleTarget {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// How long a `-p` recording may take to write its output once its process exited.
+const SELF_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn measure(
     scenario: &Scenario,
     loop_bin: &Path,
-    iterations: u64,
+    base_iterations: u64,
     paths: &Paths,
     round: u32,
 ) -> Result<Sample> {
+    let iterations = scenario.workload.iterations(base_iterations);
     let Some(tracer) = &scenario.tracer else {
         let run = run_workload(loop_bin, iterations, scenario.workload)?;
         return Ok(Sample {
@@ -233,9 +386,14 @@ fn measure(
             tracer: None,
         });
     };
-    let stem = format!("{}-run{round}", slug(scenario.name));
-    let (cmd, profile) = tracer.command(paths, &stem);
-    let daemon = match Daemon::start(scenario.name, cmd, &tracer.ready_when()) {
+    let target = if tracer.follows_target() {
+        Some(IdleTarget::start(loop_bin)?)
+    } else {
+        None
+    };
+    let stem = format!("{}-run{round}", slug(&scenario.name));
+    let (cmd, profile) = tracer.command(paths, &stem, target.as_ref().map(IdleTarget::pid));
+    let daemon = match Daemon::start(&scenario.name, cmd, &tracer.ready_when()) {
         Ok(daemon) => daemon,
         // The row then says it traced nothing, rather than the whole bench
         // stopping or a ratio against a tracer that was never there.
@@ -248,7 +406,7 @@ fn measure(
                     cpu_ms_total: 0.0,
                     cpu_ms_during_workload: 0.0,
                     peak_rss_kib: 0,
-                    events_seen: None,
+                    counted: Counted::Off("not run: the tracer did not attach".into()),
                     exited_cleanly: false,
                 }),
             });
@@ -257,24 +415,38 @@ fn measure(
     let before = daemon.usage()?;
     let run = run_workload(loop_bin, iterations, scenario.workload)?;
     let after = daemon.usage()?;
-    let finished = daemon.stop()?;
+    let target_pid = target.as_ref().map(IdleTarget::pid);
+    let finished = match target {
+        // clockprof stops by itself once its one process exited.
+        Some(target) => {
+            target.release(loop_bin)?;
+            daemon.wait_then_stop(SELF_STOP_TIMEOUT)?
+        }
+        None => daemon.stop()?,
+    };
 
-    fs::write(
-        paths.run_dir.join(format!("{stem}.stdout")),
+    let mut log = fs::File::create(paths.run_dir.join(format!("{stem}.log")))?;
+    writeln!(
+        log,
+        "{}\n--- stderr ---\n{}",
         finished.stdout.join("\n"),
-    )?;
-    fs::write(
-        paths.run_dir.join(format!("{stem}.stderr")),
-        finished.stderr.join("\n"),
+        finished.stderr.join("\n")
     )?;
     if !finished.status.success() {
         eprintln!(
-            "xtask: warning: {} exited with {} after SIGINT (see {}.stderr)",
-            scenario.name, finished.status, stem
+            "xtask: warning: {} exited with {} (see {stem}.log)",
+            scenario.name, finished.status
         );
     }
-    let events_seen =
-        tracer.events_seen(&finished, profile.as_deref(), run.pid, &comm_of(LOOP_NAME));
+    let counted = check_counts(
+        scenario,
+        tracer,
+        &finished,
+        profile.as_deref(),
+        run.pid,
+        target_pid,
+        iterations,
+    );
     Ok(Sample {
         ns_per_call: run.ns_per_call,
         tracer: Some(TracerSample {
@@ -282,15 +454,79 @@ fn measure(
             cpu_ms_total: after.cpu_ms,
             cpu_ms_during_workload: after.cpu_ms - before.cpu_ms,
             peak_rss_kib: after.peak_rss_kib,
-            events_seen,
+            counted,
             exited_cleanly: finished.status.success(),
         }),
     })
 }
 
-/// The kernel keeps 15 bytes of a process name (TASK_COMM_LEN 16).
-fn comm_of(name: &str) -> String {
-    name.chars().take(15).collect()
+/// The run's counts against what the workload (and the idle target) did.
+fn check_counts(
+    scenario: &Scenario,
+    tracer: &Tracer,
+    finished: &Finished,
+    profile: Option<&Path>,
+    loop_pid: u32,
+    target_pid: Option<u32>,
+    iterations: u64,
+) -> Counted {
+    let calls = iterations + scenario.workload.extra_reads;
+    let function = scenario.workload.function;
+    let judge = |seen: u64, expected: u64, what: String| {
+        if seen == expected {
+            Counted::Exact
+        } else {
+            Counted::Off(format!("{seen} of {expected} {what}"))
+        }
+    };
+    match tracer {
+        // bpftrace's stacks are raw addresses here: checked per process only.
+        Tracer::Bpftrace { .. } => {
+            let seen = bpftrace_count_for_pid(&finished.stdout, loop_pid);
+            match scenario.expect {
+                Expect::Samples => Counted::Samples(seen),
+                _ => judge(seen, calls, format!("calls of {}", comm_of(LOOP_NAME))),
+            }
+        }
+        Tracer::Clockprof { .. } => {
+            let counts = match profile.map(ClockprofCounts::read) {
+                Some(Ok(counts)) => counts,
+                Some(Err(err)) => return Counted::Off(format!("0 of {calls}: {err:#}")),
+                None => return Counted::Off("0: no profile".into()),
+            };
+            match (scenario.expect, target_pid) {
+                (Expect::Samples, _) => Counted::Samples(counts.of_pid(loop_pid)),
+                (Expect::EveryCall, _) => {
+                    let all = counts.of_pid(loop_pid);
+                    let in_function = counts.of_pid_in(loop_pid, function);
+                    if all == calls && in_function == iterations && counts.lost_events == 0 {
+                        Counted::Exact
+                    } else {
+                        Counted::Off(format!(
+                            "{all} of {calls} calls, {in_function} of {iterations} in \
+                             {function}, {} events lost",
+                            counts.lost_events
+                        ))
+                    }
+                }
+                (Expect::OnlyTarget, Some(target)) => {
+                    let unfollowed = counts.of_pid(loop_pid);
+                    let followed = counts.of_pid(target);
+                    let in_function = counts.of_pid_in(target, function);
+                    if unfollowed == 0 && followed == TARGET_READS && in_function == TARGET_READS {
+                        Counted::Exact
+                    } else {
+                        Counted::Off(format!(
+                            "{followed} of the followed process's {TARGET_READS} calls \
+                             ({in_function} in {function}), {unfollowed} of the unfollowed \
+                             loop's (0 expected)"
+                        ))
+                    }
+                }
+                (Expect::OnlyTarget, None) => Counted::Off("0: no process to follow".into()),
+            }
+        }
+    }
 }
 
 fn slug(name: &str) -> String {
@@ -313,6 +549,14 @@ mod tests {
     fn names_become_file_stems() {
         assert_eq!(slug("clockprof -s syscall"), "clockprof-s-syscall");
         assert_eq!(slug("baseline (no tracer)"), "baseline-no-tracer");
-        assert_eq!(comm_of("bench_clock_loop"), "bench_clock_loo");
+    }
+
+    #[test]
+    fn compare_bin_is_label_and_path() {
+        let bin = parse_compare_bin("before=/a/b=c").unwrap();
+        assert_eq!(bin.label, "before");
+        assert_eq!(bin.path, PathBuf::from("/a/b=c"));
+        assert!(parse_compare_bin("/a/b").is_err());
+        assert!(parse_compare_bin("=/a").is_err());
     }
 }

@@ -1,33 +1,59 @@
 //! Turns the samples into the table the user reads and target/bench/results.json.
+//!
+//! Costs are compared within a round: a row's added cost in round r is its
+//! ns/call minus the same workload's baseline in round r, and its ratio is that
+//! divided by its reference's added cost in round r. The table gives the median
+//! over rounds of each, so slow drift of the machine cancels out of the ratio.
 
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use super::scenario::Scenario;
-use super::Sample;
+use super::scenario::{RowId, Scenario, Tracer};
+use super::{Counted, Sample};
 
 pub struct Row {
-    name: &'static str,
+    name: String,
+    row: RowId,
     workload: &'static str,
+    iterations: u64,
+    /// One per round; NaN where the tracer did not attach.
     samples_ns: Vec<f64>,
     median_ns: f64,
-    baseline_ns: Option<f64>,
-    compare_with: Option<&'static str>,
-    added_vs_reference: Option<f64>,
+    /// Median over rounds of (this run - the same round's baseline).
+    added_ns: Option<f64>,
+    compare_with: Option<String>,
+    /// Median, min and max over rounds of added / the reference's added.
+    ratio: Option<(f64, f64, f64)>,
+    bound: Option<f64>,
     tracer: Option<TracerSummary>,
+    /// Why this build cannot run the row.
+    unavailable: Option<String>,
+    /// Whether the reference's counts were exact in every round.
+    reference_exact: bool,
 }
 
 struct TracerSummary {
     cpu_ms_total: f64,
     cpu_ms_during_workload: f64,
     peak_rss_mib: f64,
-    /// The fewest events it reported over the runs, against the calls made.
-    events_seen_min: Option<u64>,
-    expected_events: u64,
+    counts: CountsSummary,
     all_exited_cleanly: bool,
     /// The first run's reason when some run never attached.
     attach_error: Option<String>,
+}
+
+enum CountsSummary {
+    /// Exact in every run.
+    Exact,
+    /// Sampled: the median number of samples of the workload.
+    Samples(u64),
+    /// Not exact in some run: the first such run's account.
+    Off {
+        runs: usize,
+        of: usize,
+        first: String,
+    },
 }
 
 impl TracerSummary {
@@ -37,8 +63,13 @@ impl TracerSummary {
         if let Some(err) = &self.attach_error {
             return Some(format!("did not attach ({})", last_line(err)));
         }
-        (self.events_seen_min == Some(0))
-            .then(|| format!("counted 0 of {} calls in a run", self.expected_events))
+        match &self.counts {
+            CountsSummary::Samples(0) => Some("took no sample of the workload".to_string()),
+            CountsSummary::Off { first, .. } if first.starts_with("0 of ") => {
+                Some(format!("counted {first}"))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -56,86 +87,159 @@ impl Row {
         self.tracer.as_ref().and_then(TracerSummary::traced_nothing)
     }
 
-    /// None for a row whose tracer traced nothing: its cost is not a tracer's.
-    fn added_ns(&self) -> Option<f64> {
-        let base = self.baseline_ns?;
-        let tracer = self.tracer.as_ref()?;
-        tracer
-            .traced_nothing()
-            .is_none()
-            .then_some(self.median_ns - base)
+    fn exact(&self) -> bool {
+        self.tracer
+            .as_ref()
+            .is_some_and(|t| matches!(t.counts, CountsSummary::Exact))
     }
 
-    fn ratio(&self) -> Option<f64> {
-        if self.traced_nothing().is_some() {
-            return None;
+    /// None for a row whose tracer traced nothing: its cost is not a tracer's.
+    fn added(&self) -> Option<f64> {
+        self.traced_nothing().is_none().then_some(self.added_ns?)
+    }
+
+    /// PASS only with a ratio within the bound and exact counts on both sides.
+    fn verdict(&self) -> Option<String> {
+        let bound = self.bound?;
+        if let Some(why) = &self.unavailable {
+            return Some(format!("NOT AVAILABLE ({why})"));
         }
-        self.baseline_ns.map(|base| self.median_ns / base)
+        let Some((ratio, _, _)) = self.ratio else {
+            return Some("FAIL (no ratio)".to_string());
+        };
+        let mut problems = Vec::new();
+        if ratio > bound {
+            problems.push(format!("{ratio:.2} > {bound}"));
+        }
+        if !self.exact() {
+            problems.push("counts not exact".to_string());
+        }
+        if !self.reference_exact {
+            problems.push("reference's counts not exact".to_string());
+        }
+        Some(if problems.is_empty() {
+            "PASS".to_string()
+        } else {
+            format!("FAIL ({})", problems.join(", "))
+        })
     }
 }
 
-pub fn summarize(scenarios: &[Scenario], samples: &[Vec<Sample>], iterations: u64) -> Vec<Row> {
-    // A run whose tracer never attached ran no workload (NaN).
-    let medians: Vec<f64> = samples
-        .iter()
-        .map(|s| median(s.iter().map(|x| x.ns_per_call).filter(|v| !v.is_nan())))
-        .collect();
+pub fn summarize(
+    scenarios: &[Scenario],
+    samples: &[Vec<Sample>],
+    unavailable: &[Option<String>],
+    iterations: u64,
+) -> Vec<Row> {
     let baseline_of = |scenario: &Scenario| {
         scenarios
             .iter()
-            .zip(&medians)
-            .find(|(s, _)| s.tracer.is_none() && s.workload == scenario.workload)
-            .map(|(_, m)| *m)
+            .position(|s| s.tracer.is_none() && s.workload == scenario.workload)
+    };
+    let ns = |i: usize| -> Vec<f64> { samples[i].iter().map(|s| s.ns_per_call).collect() };
+    // Per round: this run minus the same round's baseline.
+    let added_per_round = |i: usize| -> Vec<f64> {
+        let base = baseline_of(&scenarios[i]).map(ns).unwrap_or_default();
+        ns(i)
+            .iter()
+            .zip(base)
+            .map(|(run, base)| run - base)
+            .collect()
     };
     let mut rows: Vec<Row> = scenarios
         .iter()
-        .zip(samples)
-        .zip(&medians)
-        .map(|((scenario, samples), &median_ns)| Row {
-            name: scenario.name,
+        .enumerate()
+        .map(|(i, scenario)| Row {
+            name: scenario.name.clone(),
+            row: scenario.row,
             workload: scenario.workload.describe,
-            samples_ns: samples
-                .iter()
-                .map(|s| s.ns_per_call)
-                .filter(|v| !v.is_nan())
-                .collect(),
-            median_ns,
-            baseline_ns: baseline_of(scenario),
-            compare_with: scenario.compare_with,
-            added_vs_reference: None,
+            iterations: scenario.workload.iterations(iterations),
+            samples_ns: ns(i),
+            median_ns: median(ns(i).into_iter()),
+            added_ns: (scenario.tracer.is_some() && baseline_of(scenario).is_some())
+                .then(|| median(added_per_round(i).into_iter()))
+                .filter(|a| !a.is_nan()),
+            compare_with: scenario.compare_with.clone(),
+            ratio: None,
+            bound: scenario.bound,
             tracer: scenario
                 .tracer
                 .as_ref()
-                .map(|_| summarize_tracer(samples, iterations)),
+                .filter(|_| unavailable[i].is_none())
+                .map(|_| summarize_tracer(&samples[i])),
+            unavailable: unavailable[i].clone(),
+            reference_exact: true,
         })
         .collect();
-    // Reference rows can come later in the table, so this needs every row first.
     for i in 0..rows.len() {
-        let reference = rows[i]
+        let Some(reference) = rows[i]
             .compare_with
-            .and_then(|name| rows.iter().find(|r| r.name == name))
-            .and_then(Row::added_ns);
-        rows[i].added_vs_reference = rows[i].added_ns().zip(reference).map(|(a, r)| a / r);
+            .as_ref()
+            .and_then(|name| rows.iter().position(|r| &r.name == name))
+        else {
+            continue;
+        };
+        rows[i].reference_exact = rows[reference].exact();
+        if rows[i].added().is_none() || rows[reference].added().is_none() {
+            continue;
+        }
+        let ratios: Vec<f64> = added_per_round(i)
+            .into_iter()
+            .zip(added_per_round(reference))
+            .map(|(a, r)| a / r)
+            .filter(|r| r.is_finite())
+            .collect();
+        if !ratios.is_empty() {
+            let (lo, hi) = min_max(&ratios);
+            rows[i].ratio = Some((median(ratios.into_iter()), lo, hi));
+        }
     }
     rows
 }
 
-fn summarize_tracer(samples: &[Sample], iterations: u64) -> TracerSummary {
+fn summarize_tracer(samples: &[Sample]) -> TracerSummary {
     let runs: Vec<_> = samples.iter().filter_map(|s| s.tracer.as_ref()).collect();
+    let off: Vec<&String> = runs
+        .iter()
+        .filter_map(|t| match &t.counted {
+            Counted::Off(why) => Some(why),
+            _ => None,
+        })
+        .collect();
+    let counts = if let Some(first) = off.first() {
+        CountsSummary::Off {
+            runs: off.len(),
+            of: runs.len(),
+            first: (*first).clone(),
+        }
+    } else if runs
+        .iter()
+        .any(|t| matches!(t.counted, Counted::Samples(_)))
+    {
+        CountsSummary::Samples(
+            median(runs.iter().map(|t| match t.counted {
+                Counted::Samples(n) => n as f64,
+                _ => f64::NAN,
+            }))
+            .max(0.0) as u64,
+        )
+    } else {
+        CountsSummary::Exact
+    };
     TracerSummary {
         cpu_ms_total: median(runs.iter().map(|t| t.cpu_ms_total)),
         cpu_ms_during_workload: median(runs.iter().map(|t| t.cpu_ms_during_workload)),
         // Peak means peak: the largest over the runs.
         peak_rss_mib: runs.iter().map(|t| t.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0,
-        events_seen_min: runs.iter().map(|t| t.events_seen).min().flatten(),
-        expected_events: iterations,
+        counts,
         all_exited_cleanly: runs.iter().all(|t| t.exited_cleanly),
         attach_error: runs.iter().find_map(|t| t.attach_error.clone()),
     }
 }
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
+/// Median of the values that are numbers (NaN marks a run that did not happen).
+pub fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.filter(|v| !v.is_nan()).collect();
     if v.is_empty() {
         return f64::NAN;
     }
@@ -148,61 +252,82 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
+fn min_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .filter(|v| !v.is_nan())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
 fn opt(value: Option<f64>, precision: usize) -> String {
-    value.map_or_else(|| "-".to_string(), |v| format!("{v:.precision$}"))
+    value
+        .filter(|v| !v.is_nan())
+        .map_or_else(|| "-".to_string(), |v| format!("{v:.precision$}"))
+}
+
+fn counts_cell(row: &Row) -> String {
+    if row.unavailable.is_some() {
+        return "-".into();
+    }
+    let Some(t) = &row.tracer else {
+        return "-".into();
+    };
+    let text = if t.attach_error.is_some() {
+        "NOT ATTACHED".to_string()
+    } else {
+        match &t.counts {
+            CountsSummary::Exact => "exact".to_string(),
+            CountsSummary::Samples(n) => format!("{n} samples"),
+            CountsSummary::Off { runs, of, .. } => format!("OFF in {runs}/{of} runs"),
+        }
+    };
+    if t.all_exited_cleanly {
+        text
+    } else {
+        format!("{text} (bad exit)")
+    }
 }
 
 pub fn table(rows: &[Row]) -> String {
     let header = [
         "scenario",
         "ns/call",
-        "min..max",
         "added ns",
-        "x base",
         "added/ref",
+        "min..max",
+        "bound",
+        "verdict",
         "CPU ms",
         "CPU ms loop",
         "VmHWM MiB",
-        "counted",
+        "counts",
     ];
-    let cells: Vec<[String; 10]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let (min, max) = r
-                .samples_ns
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-                    (lo.min(v), hi.max(v))
-                });
+            if r.unavailable.is_some() {
+                let mut cells = vec![r.name.clone()];
+                cells.extend(["-"; 5].map(String::from));
+                cells.push("NOT AVAILABLE".to_string());
+                cells.extend(["-"; 4].map(String::from));
+                return cells;
+            }
             let t = r.tracer.as_ref();
-            [
-                r.name.to_string(),
-                opt(Some(r.median_ns).filter(|m| !m.is_nan()), 1),
-                if r.samples_ns.is_empty() {
-                    "-".to_string()
-                } else {
-                    format!("{min:.0}..{max:.0}")
-                },
-                opt(r.added_ns(), 1),
-                opt(r.ratio(), 2),
-                opt(r.added_vs_reference, 2),
+            vec![
+                r.name.clone(),
+                opt(Some(r.median_ns), 1),
+                opt(r.added(), 1),
+                opt(r.ratio.map(|(m, _, _)| m), 2),
+                r.ratio
+                    .map_or("-".into(), |(_, lo, hi)| format!("{lo:.2}..{hi:.2}")),
+                r.bound.map_or("-".into(), |b| format!("<= {b}")),
+                r.verdict().unwrap_or_else(|| "-".into()),
                 opt(t.map(|t| t.cpu_ms_total), 0),
                 opt(t.map(|t| t.cpu_ms_during_workload), 0),
                 opt(t.map(|t| t.peak_rss_mib), 1),
-                t.map_or("-".into(), |t| {
-                    let seen = t.events_seen_min.map_or("?".into(), |n| {
-                        format!("{:.1}%", n as f64 * 100.0 / t.expected_events as f64)
-                    });
-                    if t.attach_error.is_some() {
-                        "NOT ATTACHED".to_string()
-                    } else if t.events_seen_min == Some(0) {
-                        "NOTHING".to_string()
-                    } else if t.all_exited_cleanly {
-                        seen
-                    } else {
-                        format!("{seen} (bad exit)")
-                    }
-                }),
+                counts_cell(r),
             ]
         })
         .collect();
@@ -219,13 +344,16 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let mut line = |cols: &[&str]| {
         for (i, col) in cols.iter().enumerate() {
-            // Names left-aligned, numbers right-aligned.
+            // Names and verdicts left-aligned, numbers right-aligned.
             if i == 0 {
                 let _ = write!(out, "{col:<w$}", w = widths[i]);
+            } else if i == 6 || i == 10 {
+                let _ = write!(out, "  {col:<w$}", w = widths[i]);
             } else {
                 let _ = write!(out, "  {col:>w$}", w = widths[i]);
             }
         }
+        out.truncate(out.trim_end().len());
         out.push('\n');
     };
     line(&header);
@@ -233,6 +361,9 @@ pub fn table(rows: &[Row]) -> String {
         line(&row.iter().map(String::as_str).collect::<Vec<_>>());
     }
     for r in rows {
+        if let Some(why) = &r.unavailable {
+            let _ = writeln!(out, "{}: not available in this build ({why})", r.name);
+        }
         if let Some(why) = r.traced_nothing() {
             let _ = writeln!(
                 out,
@@ -240,20 +371,26 @@ pub fn table(rows: &[Row]) -> String {
                 r.name
             );
         }
+        if let Some(CountsSummary::Off { first, .. }) = r.tracer.as_ref().map(|t| &t.counts) {
+            let _ = writeln!(out, "{}: counts not exact: {first}", r.name);
+        }
     }
     for r in rows {
-        let Some(reference) = r.compare_with else {
+        let Some(reference) = &r.compare_with else {
             continue;
         };
-        if r.added_vs_reference.is_some() {
+        if r.unavailable.is_some() {
+            continue;
+        }
+        if r.ratio.is_some() {
             let _ = writeln!(
                 out,
-                "added/ref: {}'s added ns divided by {reference}'s",
+                "added/ref: {}: its added ns / {reference}'s, per round",
                 r.name
             );
         } else if let Some(why) = rows
             .iter()
-            .find(|x| x.name == reference)
+            .find(|x| &x.name == reference)
             .and_then(Row::traced_nothing)
         {
             let _ = writeln!(
@@ -264,9 +401,47 @@ pub fn table(rows: &[Row]) -> String {
         }
     }
     out.push_str(
-        "CPU ms: tracer's utime+stime from start (attach included) to SIGINT; \
-         CPU ms loop: during the workload only. counted: events it reported / calls made.\n",
+        "added ns and added/ref: medians over rounds of the same-round differences to the \
+         baseline. CPU ms: tracer's utime+stime from start (attach included) to SIGINT; \
+         CPU ms loop: during the workload only; VmHWM: peak resident, largest over rounds. \
+         counts: what the tracer reported against the calls made, checked in every run \
+         (per process, and per function where the tracer names functions).\n",
     );
+    out
+}
+
+/// What the short names in the table stand for.
+pub fn legend(scenarios: &[Scenario], iterations: u64) -> String {
+    let mut out = String::new();
+    for (i, s) in scenarios.iter().enumerate() {
+        if s.tracer.is_none() && scenarios[..i].iter().all(|e| e.workload != s.workload) {
+            let _ = writeln!(
+                out,
+                "{}: {}, {} per run, in {}()",
+                s.workload.short,
+                s.workload.describe,
+                s.workload.iterations(iterations),
+                s.workload.function
+            );
+        }
+    }
+    let mut bins: Vec<(&str, &std::path::Path)> = Vec::new();
+    for s in scenarios {
+        match &s.tracer {
+            Some(Tracer::Bpftrace { program }) => {
+                let _ = writeln!(out, "{}: bpftrace -e '{program}'", s.name);
+            }
+            Some(Tracer::Clockprof { bin, .. })
+                if !bins.iter().any(|(label, _)| *label == bin.label) =>
+            {
+                bins.push((&bin.label, &bin.path));
+            }
+            _ => {}
+        }
+    }
+    for (label, path) in bins {
+        let _ = writeln!(out, "{label}: {}", path.display());
+    }
     out
 }
 
@@ -275,26 +450,38 @@ pub fn json(rows: &[Row], iterations: u64, runs: u32) -> Value {
         .iter()
         .map(|r| {
             let tracer = r.tracer.as_ref().map(|t| {
+                let counts = match &t.counts {
+                    CountsSummary::Exact => json!({ "exact": true }),
+                    CountsSummary::Samples(n) => json!({ "samples_median": n }),
+                    CountsSummary::Off { runs, of, first } => {
+                        json!({ "exact": false, "runs_off": runs, "runs": of, "first": first })
+                    }
+                };
                 json!({
                     "cpu_ms_total_median": t.cpu_ms_total,
                     "cpu_ms_during_workload_median": t.cpu_ms_during_workload,
                     "vm_hwm_mib_max": t.peak_rss_mib,
-                    "events_seen_min": t.events_seen_min,
-                    "events_expected": t.expected_events,
+                    "counts": counts,
                     "all_exited_cleanly": t.all_exited_cleanly,
                     "traced_nothing": t.traced_nothing(),
                 })
             });
+            let num = |v: f64| Some(v).filter(|v| !v.is_nan());
             json!({
                 "name": r.name,
+                "row": format!("{:?}", r.row).to_lowercase(),
                 "workload": r.workload,
-                "ns_per_call_samples": r.samples_ns,
-                "ns_per_call_median": Some(r.median_ns).filter(|m| !m.is_nan()),
-                "baseline_ns_per_call": r.baseline_ns,
-                "added_ns_per_call": r.added_ns(),
-                "ratio_vs_baseline": r.ratio(),
+                "iterations": r.iterations,
+                "unavailable": r.unavailable,
+                "ns_per_call_per_round": r.samples_ns.iter().map(|v| num(*v)).collect::<Vec<_>>(),
+                "ns_per_call_median": num(r.median_ns),
+                "added_ns_per_call_median": r.added(),
                 "compared_with": r.compare_with,
-                "added_cost_ratio_vs_compared": r.added_vs_reference,
+                "added_ratio_median": r.ratio.map(|(m, _, _)| m),
+                "added_ratio_min": r.ratio.map(|(_, lo, _)| lo),
+                "added_ratio_max": r.ratio.map(|(_, _, hi)| hi),
+                "bound": r.bound,
+                "verdict": r.verdict(),
                 "tracer": tracer,
             })
         })
@@ -302,7 +489,7 @@ pub fn json(rows: &[Row], iterations: u64, runs: u32) -> Value {
     json!({
         "iterations": iterations,
         "runs": runs,
-        "statistic": "median over runs",
+        "statistic": "median over rounds of same-round differences and ratios",
         "machine": machine_facts(),
         "scenarios": scenarios,
     })
@@ -332,19 +519,25 @@ fn machine_facts() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::scenario::{Clockprof, Expect, SYSCALL_LOOP};
+    use crate::bench::TracerSample;
 
-    fn sample(ns: f64, events: Option<u64>, attach_error: Option<&str>) -> Sample {
+    fn sample(ns: f64, counted: Counted, attach_error: Option<&str>) -> Sample {
         Sample {
             ns_per_call: ns,
-            tracer: Some(crate::bench::TracerSample {
+            tracer: Some(TracerSample {
                 attach_error: attach_error.map(str::to_string),
                 cpu_ms_total: 10.0,
                 cpu_ms_during_workload: 5.0,
                 peak_rss_kib: 1024,
-                events_seen: events,
+                counted,
                 exited_cleanly: attach_error.is_none(),
             }),
         }
+    }
+
+    fn exact(ns: f64) -> Sample {
+        sample(ns, Counted::Exact, None)
     }
 
     fn untraced(ns: f64) -> Sample {
@@ -354,80 +547,111 @@ mod tests {
         }
     }
 
+    fn scenario(name: &str, tracer: Option<Tracer>, reference: Option<&str>) -> Scenario {
+        Scenario {
+            name: name.into(),
+            row: RowId::Syscall,
+            workload: &SYSCALL_LOOP,
+            tracer,
+            expect: Expect::EveryCall,
+            compare_with: reference.map(String::from),
+            bound: reference.map(|_| 0.9),
+        }
+    }
+
     /// baseline, clockprof (compared with bpftrace), bpftrace.
-    fn three_rows(bpftrace: Vec<Sample>) -> Vec<Row> {
-        use crate::bench::scenario::{Tracer, SYSCALL_LOOP};
+    fn three_rows(clockprof: Vec<Sample>, bpftrace: Vec<Sample>) -> Vec<Row> {
+        let bin = Clockprof {
+            label: "clockprof".into(),
+            path: "/x".into(),
+        };
         let scenarios = [
-            Scenario {
-                name: "baseline",
-                workload: &SYSCALL_LOOP,
-                tracer: None,
-                compare_with: None,
-            },
-            Scenario {
-                name: "clockprof",
-                workload: &SYSCALL_LOOP,
-                tracer: Some(Tracer::Clockprof { sources: "syscall" }),
-                compare_with: Some("bpftrace"),
-            },
-            Scenario {
-                name: "bpftrace",
-                workload: &SYSCALL_LOOP,
-                tracer: Some(Tracer::Bpftrace { program: "" }),
-                compare_with: None,
-            },
+            scenario("baseline", None, None),
+            scenario(
+                "clockprof",
+                Some(Tracer::Clockprof {
+                    bin,
+                    args: &[],
+                    needs_flag: None,
+                }),
+                Some("bpftrace"),
+            ),
+            scenario("bpftrace", Some(Tracer::Bpftrace { program: "" }), None),
         ];
-        let samples = vec![
-            vec![untraced(100.0), untraced(102.0)],
-            vec![
-                sample(150.0, Some(1000), None),
-                sample(152.0, Some(1000), None),
-            ],
-            bpftrace,
-        ];
-        summarize(&scenarios, &samples, 1000)
+        let samples = vec![vec![untraced(100.0), untraced(200.0)], clockprof, bpftrace];
+        summarize(&scenarios, &samples, &[None, None, None], 1000)
     }
 
     #[test]
-    fn a_baseline_that_traced_gives_a_ratio() {
-        let rows = three_rows(vec![
-            sample(200.0, Some(1000), None),
-            sample(202.0, Some(1000), None),
-        ]);
-        assert_eq!(rows[1].added_vs_reference, Some(0.5));
-        assert!(table(&rows).contains("added/ref: clockprof's added ns divided by bpftrace's"));
+    fn ratios_are_taken_within_a_round() {
+        // Round 2 runs twice as slow across the board: per-round ratios stay
+        // 0.5, where ratios of medians over rounds would not.
+        let rows = three_rows(
+            vec![exact(150.0), exact(300.0)],
+            vec![exact(200.0), exact(400.0)],
+        );
+        assert_eq!(rows[1].ratio, Some((0.5, 0.5, 0.5)));
+        assert_eq!(rows[1].added(), Some(75.0));
+        assert_eq!(rows[1].verdict().as_deref(), Some("PASS"));
+        assert!(table(&rows).contains("added/ref: clockprof: its added ns / bpftrace's"));
+    }
+
+    #[test]
+    fn a_ratio_within_bound_with_counts_off_fails() {
+        let rows = three_rows(
+            vec![
+                exact(150.0),
+                sample(300.0, Counted::Off("5 of 1000".into()), None),
+            ],
+            vec![exact(200.0), exact(400.0)],
+        );
+        assert_eq!(
+            rows[1].verdict().as_deref(),
+            Some("FAIL (counts not exact)")
+        );
+        let text = table(&rows);
+        assert!(text.contains("OFF in 1/2 runs"), "{text}");
+        assert!(
+            text.contains("clockprof: counts not exact: 5 of 1000"),
+            "{text}"
+        );
     }
 
     #[test]
     fn no_ratio_against_a_baseline_that_counted_nothing() {
-        let rows = three_rows(vec![
-            sample(101.0, Some(0), None),
-            sample(101.0, Some(1000), None),
-        ]);
-        assert_eq!(rows[2].added_ns(), None);
-        assert_eq!(rows[2].ratio(), None);
-        assert_eq!(rows[1].added_vs_reference, None);
+        let rows = three_rows(
+            vec![exact(150.0), exact(300.0)],
+            vec![
+                sample(101.0, Counted::Off("0 of 1000 calls".into()), None),
+                exact(201.0),
+            ],
+        );
+        assert_eq!(rows[2].added(), None);
+        assert_eq!(rows[1].ratio, None);
+        assert_eq!(rows[1].verdict().as_deref(), Some("FAIL (no ratio)"));
         let text = table(&rows);
         assert!(
-            text.contains("bpftrace: traced nothing: counted 0 of 1000 calls in a run"),
+            text.contains("bpftrace: traced nothing: counted 0 of 1000 calls"),
             "{text}"
         );
         assert!(
             text.contains("added/ref: none for clockprof: bpftrace traced nothing"),
             "{text}"
         );
-        assert!(text.contains("NOTHING"), "{text}");
     }
 
     #[test]
     fn no_ratio_against_a_baseline_that_never_attached() {
         let err = "bpftrace exited (exit status: 1) before attaching; its output:\n\
                    ERROR: tracepoint not found: syscalls:sys_enter_clock_gettime";
-        let rows = three_rows(vec![
-            sample(f64::NAN, None, Some(err)),
-            sample(f64::NAN, None, Some(err)),
-        ]);
-        assert_eq!(rows[1].added_vs_reference, None);
+        let rows = three_rows(
+            vec![exact(150.0), exact(300.0)],
+            vec![
+                sample(f64::NAN, Counted::Off("not run".into()), Some(err)),
+                sample(f64::NAN, Counted::Off("not run".into()), Some(err)),
+            ],
+        );
+        assert_eq!(rows[1].ratio, None);
         assert!(rows[2].median_ns.is_nan());
         let text = table(&rows);
         assert!(
@@ -440,16 +664,48 @@ mod tests {
         assert!(text.contains("NOT ATTACHED"), "{text}");
         let json = json(&rows, 1000, 2);
         assert_eq!(json["scenarios"][2]["ns_per_call_median"], Value::Null);
-        assert_eq!(
-            json["scenarios"][1]["added_cost_ratio_vs_compared"],
-            Value::Null
+        assert_eq!(json["scenarios"][1]["added_ratio_median"], Value::Null);
+    }
+
+    #[test]
+    fn a_row_this_build_cannot_run_is_never_a_pass() {
+        let bin = Clockprof {
+            label: "clockprof".into(),
+            path: "/x".into(),
+        };
+        let scenarios = [
+            scenario("baseline", None, None),
+            scenario(
+                "every64",
+                Some(Tracer::Clockprof {
+                    bin,
+                    args: &[],
+                    needs_flag: Some("--stack-every"),
+                }),
+                Some("bpftrace"),
+            ),
+            scenario("bpftrace", Some(Tracer::Bpftrace { program: "" }), None),
+        ];
+        let samples = vec![vec![untraced(100.0)], vec![], vec![exact(200.0)]];
+        let why = Some("record --help lists no --stack-every".to_string());
+        let rows = summarize(&scenarios, &samples, &[None, why, None], 1000);
+        let verdict = rows[1].verdict().unwrap();
+        assert!(verdict.starts_with("NOT AVAILABLE"), "{verdict}");
+        let text = table(&rows);
+        assert!(
+            text.contains(
+                "every64: not available in this build (record --help lists no --stack-every)"
+            ),
+            "{text}"
         );
+        assert!(!text.contains("PASS"), "{text}");
     }
 
     #[test]
     fn median_of_odd_and_even() {
         assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
         assert_eq!(median([4.0, 1.0, 2.0, 3.0].into_iter()), 2.5);
+        assert_eq!(median([f64::NAN, 1.0].into_iter()), 1.0);
         assert!(median(std::iter::empty()).is_nan());
     }
 }

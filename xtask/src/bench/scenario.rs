@@ -1,117 +1,326 @@
-//! The rows of the bench table. A row is a workload plus, optionally, a tracer
-//! attached while it runs; adding a row (another clockprof source, a uprobe or
-//! vDSO-sampling comparison) means adding an entry to `scenarios()`.
+//! The rows of the bench table. A scenario is a workload plus, optionally, a
+//! tracer attached while it runs, and what its counts must be; a row of the
+//! issue's list (`--rows`) is one or more scenarios compared with a reference
+//! scenario over the same rounds. Adding a row means adding its scenarios to
+//! `all()`.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::daemon::{Finished, ReadyWhen, Stream};
+use clap::ValueEnum;
 
-/// What `bench_clock_loop` does: its MODE argument.
+use super::daemon::{ReadyWhen, Stream};
+
+/// The rows `--rows` selects. A row brings along its reference and baseline
+/// scenarios, whichever row they belong to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum RowId {
+    /// syscall source with every stack vs bpftrace `@[pid, ustack] = count()`.
+    Syscall,
+    /// `--stack-every 64` vs the same bpftrace one-liner.
+    Every64,
+    /// A `-p PID` recording's cost to another process's clock syscalls vs
+    /// bpftrace's host-wide `@[pid] = count()`.
+    Pid,
+    /// vdso sampling vs bpftrace `profile:hz:999`.
+    Vdso,
+    /// libc uprobe vs bpftrace's uprobe.
+    Libc,
+    /// Host-wide recording while 20,000 short processes run (once, not per round).
+    Churn,
+    /// `clockprof top`'s own CPU and memory (once, not per round).
+    Top,
+}
+
+/// What `bench_clock_loop` does, and how many calls a run makes.
 #[derive(PartialEq, Eq)]
 pub struct Workload {
     pub mode: &'static str,
+    pub short: &'static str,
     pub describe: &'static str,
+    /// The function making the calls (every call of the loop is made there).
+    pub function: &'static str,
+    /// Calls per run = --iterations x this / that: uprobes cost ~20 us per call
+    /// here, vDSO reads ~20 ns, so one count for all would make the uprobe rows
+    /// take minutes or the vDSO rows milliseconds.
+    pub scale: (u64, u64),
+    /// Clock reads a run makes outside the loop that this workload's tracers see
+    /// (the two vDSO timing reads, for the libc uprobe).
+    pub extra_reads: u64,
+}
+
+impl Workload {
+    pub fn iterations(&self, base: u64) -> u64 {
+        (base * self.scale.0 / self.scale.1).max(1)
+    }
 }
 
 pub const SYSCALL_LOOP: Workload = Workload {
     mode: "syscall",
+    short: "syscall loop",
     describe: "raw clock_gettime(CLOCK_MONOTONIC) syscalls",
+    function: "clock_loop_syscall",
+    scale: (1, 1),
+    extra_reads: 0,
 };
 
-pub const LIBC_LOOP: Workload = Workload {
+pub const VDSO_LOOP: Workload = Workload {
     mode: "libc",
+    short: "vDSO loop",
     describe: "glibc clock_gettime(CLOCK_MONOTONIC) through the vDSO",
+    function: "clock_loop_libc",
+    scale: (5, 1),
+    extra_reads: 2,
 };
+
+pub const UPROBE_LOOP: Workload = Workload {
+    mode: "libc",
+    short: "uprobe loop",
+    describe: "glibc clock_gettime(CLOCK_MONOTONIC), each call trapped by a uprobe",
+    function: "clock_loop_libc",
+    scale: (1, 20),
+    extra_reads: 2,
+};
+
+/// A clockprof binary: the one built here, or another given to compare with.
+#[derive(Clone)]
+pub struct Clockprof {
+    pub label: String,
+    pub path: PathBuf,
+}
 
 pub enum Tracer {
-    /// `clockprof record -a -s SOURCES -o FILE.folded`.
-    Clockprof { sources: &'static str },
+    /// `clockprof record ARGS -o FILE.json`; `PID` in ARGS is the idle target's.
+    Clockprof {
+        bin: Clockprof,
+        args: &'static [&'static str],
+        /// A flag this scenario needs, which older builds lack (their `record
+        /// --help` then does not list it, and the row is "not available").
+        needs_flag: Option<&'static str>,
+    },
     /// `bpftrace -e PROGRAM`; PROGRAM keys a count by `[pid, ...]`.
     Bpftrace { program: &'static str },
 }
 
-pub struct Scenario {
-    pub name: &'static str,
-    pub workload: &'static Workload,
-    pub tracer: Option<Tracer>,
-    /// The row whose added cost this row's added cost is divided by.
-    pub compare_with: Option<&'static str>,
+/// What the tracer must have counted in each run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Every call of the loop (and its extra reads), exactly, all of the loop's
+    /// calls in its function where the tracer names functions.
+    EveryCall,
+    /// Samples, not calls: reported, never called exact.
+    Samples,
+    /// None of the loop's calls (it is not followed), and exactly the idle
+    /// target's `TARGET_READS`, in the loop's function.
+    OnlyTarget,
 }
 
-pub const BPFTRACE_SYSCALL_ROW: &str = "bpftrace tracepoint";
-pub const BPFTRACE_PROFILE_ROW: &str = "bpftrace profile:hz:999";
-pub const BPFTRACE_UPROBE_ROW: &str = "bpftrace uprobe __clock_gettime";
+/// Clock syscalls the `-p` row's idle target makes once the workload is over.
+pub const TARGET_READS: u64 = 10_000;
 
-pub fn scenarios() -> Vec<Scenario> {
+pub struct Scenario {
+    pub name: String,
+    pub row: RowId,
+    pub workload: &'static Workload,
+    pub tracer: Option<Tracer>,
+    pub expect: Expect,
+    /// The scenario whose same-round added cost this one's is divided by.
+    pub compare_with: Option<String>,
+    /// The issue's bound on that ratio.
+    pub bound: Option<f64>,
+}
+
+pub const BPFTRACE_USTACK: &str = "bpftrace syscall @[pid, ustack]";
+pub const BPFTRACE_COUNT: &str = "bpftrace syscall @[pid] (count only)";
+pub const BPFTRACE_PROFILE: &str = "bpftrace profile:hz:999 @[pid, ustack]";
+pub const BPFTRACE_UPROBE: &str = "bpftrace uprobe @[pid, ustack]";
+
+fn baseline(workload: &'static Workload, row: RowId) -> Scenario {
+    Scenario {
+        name: format!("baseline, {} (no tracer)", workload.short),
+        row,
+        workload,
+        tracer: None,
+        expect: Expect::EveryCall,
+        compare_with: None,
+        bound: None,
+    }
+}
+
+fn bpftrace(
+    name: &str,
+    row: RowId,
+    workload: &'static Workload,
+    program: &'static str,
+) -> Scenario {
+    Scenario {
+        name: name.to_string(),
+        row,
+        workload,
+        tracer: Some(Tracer::Bpftrace { program }),
+        expect: if workload == &VDSO_LOOP {
+            Expect::Samples
+        } else {
+            Expect::EveryCall
+        },
+        compare_with: None,
+        bound: None,
+    }
+}
+
+/// The clockprof scenarios of one binary.
+fn clockprof_rows(bin: &Clockprof) -> Vec<Scenario> {
+    let row = |row: RowId,
+               what: &str,
+               workload: &'static Workload,
+               args: &'static [&'static str],
+               needs_flag: Option<&'static str>,
+               expect: Expect,
+               reference: &str,
+               bound: Option<f64>| Scenario {
+        name: format!("{} {what}", bin.label),
+        row,
+        workload,
+        tracer: Some(Tracer::Clockprof {
+            bin: bin.clone(),
+            args,
+            needs_flag,
+        }),
+        expect,
+        compare_with: Some(reference.to_string()),
+        bound,
+    };
     vec![
-        Scenario {
-            name: "baseline (no tracer)",
-            workload: &SYSCALL_LOOP,
-            tracer: None,
-            compare_with: None,
-        },
-        Scenario {
-            name: "clockprof -s syscall",
-            workload: &SYSCALL_LOOP,
-            tracer: Some(Tracer::Clockprof { sources: "syscall" }),
-            compare_with: Some(BPFTRACE_SYSCALL_ROW),
-        },
-        Scenario {
-            name: BPFTRACE_SYSCALL_ROW,
-            workload: &SYSCALL_LOOP,
-            // The same job as clockprof's syscall source: count per process and user
-            // stack, aggregated in the kernel.
-            tracer: Some(Tracer::Bpftrace {
-                program:
-                    "tracepoint:syscalls:sys_enter_clock_gettime { @[pid, ustack] = count(); }",
-            }),
-            compare_with: None,
-        },
-        Scenario {
-            name: "baseline vDSO loop (no tracer)",
-            workload: &LIBC_LOOP,
-            tracer: None,
-            compare_with: None,
-        },
-        Scenario {
-            name: "clockprof -s vdso (sampling)",
-            workload: &LIBC_LOOP,
-            tracer: Some(Tracer::Clockprof { sources: "vdso" }),
-            compare_with: Some(BPFTRACE_PROFILE_ROW),
-        },
-        Scenario {
-            name: BPFTRACE_PROFILE_ROW,
-            workload: &LIBC_LOOP,
+        row(
+            RowId::Syscall,
+            "-a -s syscall",
+            &SYSCALL_LOOP,
+            &["-a", "-s", "syscall"],
+            None,
+            Expect::EveryCall,
+            BPFTRACE_USTACK,
+            Some(0.9),
+        ),
+        row(
+            RowId::Every64,
+            "-a -s syscall --stack-every 64",
+            &SYSCALL_LOOP,
+            &["-a", "-s", "syscall", "--stack-every", "64"],
+            Some("--stack-every"),
+            Expect::EveryCall,
+            BPFTRACE_USTACK,
+            Some(0.5),
+        ),
+        row(
+            RowId::Pid,
+            "-p IDLE -s syscall (cost to others)",
+            &SYSCALL_LOOP,
+            &["-p", "PID", "-s", "syscall"],
+            None,
+            Expect::OnlyTarget,
+            BPFTRACE_COUNT,
+            Some(1.0),
+        ),
+        row(
+            RowId::Vdso,
+            "-a -s vdso",
+            &VDSO_LOOP,
+            &["-a", "-s", "vdso"],
+            None,
+            Expect::Samples,
+            BPFTRACE_PROFILE,
+            None,
+        ),
+        row(
+            RowId::Libc,
+            "-a -s libc",
+            &UPROBE_LOOP,
+            &["-a", "-s", "libc"],
+            None,
+            Expect::EveryCall,
+            BPFTRACE_UPROBE,
+            None,
+        ),
+    ]
+}
+
+/// Every scenario of the selected rows, in the order a round runs them:
+/// each workload's baseline, then for each row its clockprof scenarios (every
+/// binary's) and its reference.
+pub fn selected(bins: &[Clockprof], rows: &[RowId]) -> Vec<Scenario> {
+    let mut all = vec![
+        baseline(&SYSCALL_LOOP, RowId::Syscall),
+        bpftrace(
+            BPFTRACE_USTACK,
+            RowId::Syscall,
+            &SYSCALL_LOOP,
+            // The same job as clockprof's syscall source: count per process and
+            // user stack, aggregated in the kernel.
+            "tracepoint:syscalls:sys_enter_clock_gettime { @[pid, ustack] = count(); }",
+        ),
+        bpftrace(
+            BPFTRACE_COUNT,
+            RowId::Pid,
+            &SYSCALL_LOOP,
+            // The cheapest host-wide job: a count per process, no stack.
+            "tracepoint:syscalls:sys_enter_clock_gettime { @[pid] = count(); }",
+        ),
+        baseline(&VDSO_LOOP, RowId::Vdso),
+        bpftrace(
+            BPFTRACE_PROFILE,
+            RowId::Vdso,
+            &VDSO_LOOP,
             // The nearest bpftrace job: sample every CPU at the same rate and
             // count per process and user stack (it cannot keep only vDSO hits).
-            tracer: Some(Tracer::Bpftrace {
-                program: "profile:hz:999 { @[pid, ustack] = count(); }",
-            }),
-            compare_with: None,
-        },
-        Scenario {
-            name: "clockprof -s libc (uprobe)",
-            workload: &LIBC_LOOP,
-            tracer: Some(Tracer::Clockprof { sources: "libc" }),
-            compare_with: Some(BPFTRACE_UPROBE_ROW),
-        },
-        Scenario {
-            name: BPFTRACE_UPROBE_ROW,
-            workload: &LIBC_LOOP,
-            tracer: Some(Tracer::Bpftrace {
-                program: "uprobe:/lib/x86_64-linux-gnu/libc.so.6:__clock_gettime { @[pid, ustack] = count(); }",
-            }),
-            compare_with: None,
-        },
-    ]
+            "profile:hz:999 { @[pid, ustack] = count(); }",
+        ),
+        baseline(&UPROBE_LOOP, RowId::Libc),
+        bpftrace(
+            BPFTRACE_UPROBE,
+            RowId::Libc,
+            &UPROBE_LOOP,
+            "uprobe:/lib/x86_64-linux-gnu/libc.so.6:__clock_gettime { @[pid, ustack] = count(); }",
+        ),
+    ];
+    for bin in bins {
+        all.extend(clockprof_rows(bin));
+    }
+    // What the selected rows measure, then what they are compared with.
+    let wanted: Vec<&Scenario> = all
+        .iter()
+        .filter(|s| rows.contains(&s.row) && s.tracer.as_ref().is_some_and(Tracer::is_clockprof))
+        .collect();
+    let references: Vec<String> = wanted
+        .iter()
+        .filter_map(|s| s.compare_with.clone())
+        .collect();
+    let workloads: Vec<&Workload> = wanted.iter().map(|s| s.workload).collect();
+    let keep: Vec<bool> = all
+        .iter()
+        .map(|s| {
+            wanted.iter().any(|w| std::ptr::eq(*w, s))
+                || references.contains(&s.name)
+                || (s.tracer.is_none() && workloads.contains(&s.workload))
+        })
+        .collect();
+    let mut kept: Vec<Scenario> = all
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(s, k)| k.then_some(s))
+        .collect();
+    // Grouped by workload so a round runs a baseline next to the rows it serves.
+    let order = |w: &Workload| {
+        [&SYSCALL_LOOP, &VDSO_LOOP, &UPROBE_LOOP]
+            .iter()
+            .position(|x| *x == w)
+    };
+    kept.sort_by_key(|s| (order(s.workload), s.tracer.is_some()));
+    kept
 }
 
 /// What a tracer needs to know about where things are.
 pub struct Paths<'a> {
-    pub clockprof: &'a Path,
     pub run_dir: &'a Path,
     /// Whether the host has tracefs mounted (see host_tracefs).
     pub host_tracefs: bool,
@@ -168,13 +377,30 @@ impl Tracer {
         matches!(self, Tracer::Clockprof { .. })
     }
 
+    /// Whether the scenario follows an idle process of its own (`-p PID`).
+    pub fn follows_target(&self) -> bool {
+        matches!(self, Tracer::Clockprof { args, .. } if args.contains(&"PID"))
+    }
+
     /// The command, and the file it writes its profile to, if any.
-    pub fn command(&self, paths: &Paths, file_stem: &str) -> (Command, Option<PathBuf>) {
+    pub fn command(
+        &self,
+        paths: &Paths,
+        file_stem: &str,
+        target: Option<u32>,
+    ) -> (Command, Option<PathBuf>) {
         match self {
-            Tracer::Clockprof { sources } => {
-                let out = paths.run_dir.join(format!("{file_stem}.folded"));
-                let mut cmd = Command::new(paths.clockprof);
-                cmd.args(["record", "-a", "-s", sources, "-o"]).arg(&out);
+            Tracer::Clockprof { bin, args, .. } => {
+                let out = paths.run_dir.join(format!("{file_stem}.json"));
+                let mut cmd = Command::new(&bin.path);
+                cmd.arg("record");
+                for arg in *args {
+                    match (*arg, target) {
+                        ("PID", Some(pid)) => cmd.arg(pid.to_string()),
+                        _ => cmd.arg(arg),
+                    };
+                }
+                cmd.arg("-o").arg(&out);
                 (cmd, Some(out))
             }
             Tracer::Bpftrace { program } => {
@@ -204,90 +430,25 @@ impl Tracer {
             },
         }
     }
-
-    /// How many of the workload's clock reads the tracer reported: a check that
-    /// the row measured a tracer that really traced.
-    pub fn events_seen(
-        &self,
-        finished: &Finished,
-        profile: Option<&Path>,
-        workload_pid: u32,
-        workload_comm: &str,
-    ) -> Option<u64> {
-        match self {
-            Tracer::Clockprof { .. } => {
-                let folded = fs::read_to_string(profile?).ok()?;
-                Some(folded_count_for_root(&folded, workload_comm))
-            }
-            Tracer::Bpftrace { .. } => Some(bpftrace_count_for_pid(&finished.stdout, workload_pid)),
-        }
-    }
-}
-
-/// Sum of `ROOT;...;LEAF COUNT` lines whose ROOT (the comm) is `comm`.
-fn folded_count_for_root(folded: &str, comm: &str) -> u64 {
-    folded
-        .lines()
-        .filter(|line| line.split(';').next() == Some(comm))
-        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<u64>().ok())
-        .sum()
-}
-
-/// Sum of the counts of bpftrace map entries `@[PID, <stack lines>]: COUNT`.
-fn bpftrace_count_for_pid(stdout: &[String], pid: u32) -> u64 {
-    let mut current_pid = None;
-    let mut total = 0;
-    for line in stdout {
-        if let Some(key) = line.strip_prefix("@[") {
-            current_pid = key
-                .split([',', ']'])
-                .next()
-                .and_then(|p| p.trim().parse::<u32>().ok());
-        }
-        if let Some(count) = line.trim_start().strip_prefix("]: ").or_else(|| {
-            // A key without a stack closes on the same line: `@[123]: 5`.
-            line.strip_prefix("@[")
-                .and_then(|l| l.split_once("]: "))
-                .map(|(_, c)| c)
-        }) {
-            if current_pid == Some(pid) {
-                total += count.trim().parse::<u64>().unwrap_or(0);
-            }
-        }
-    }
-    total
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn folded_counts_only_matching_root() {
-        let folded =
-            "bench_clock_loo;main;clock_loop_syscall;[syscall clock_gettime MONOTONIC] 1999990\n\
-                      bench_clock_loo;[unknown];[syscall clock_gettime MONOTONIC] 10\n\
-                      sshd;main;[syscall clock_gettime MONOTONIC] 7\n";
-        assert_eq!(folded_count_for_root(folded, "bench_clock_loo"), 2_000_000);
-    }
-
-    #[test]
-    fn bpftrace_map_counts_by_pid() {
-        let out: Vec<String> = "Attaching 1 probe...\n\n\n@[5799, \n    0x55d1\n    0x7fa9\n]: 5000\n\
-                                @[42, \n    0x1\n]: 3\n@[5799, \n    0x55d2\n]: 10000\n@[5799]: 1\n"
-            .lines()
-            .map(String::from)
-            .collect();
-        assert_eq!(bpftrace_count_for_pid(&out, 5799), 15001);
-        assert_eq!(bpftrace_count_for_pid(&out, 42), 3);
+    fn bins() -> Vec<Clockprof> {
+        vec![Clockprof {
+            label: "clockprof".into(),
+            path: "/x".into(),
+        }]
     }
 
     #[test]
     fn every_compared_row_exists_and_traced_rows_have_a_baseline() {
-        let rows = scenarios();
+        let rows = selected(&bins(), RowId::value_variants());
         for row in &rows {
-            if let Some(reference) = row.compare_with {
-                assert!(rows.iter().any(|r| r.name == reference), "{reference}");
+            if let Some(reference) = &row.compare_with {
+                assert!(rows.iter().any(|r| &r.name == reference), "{reference}");
             }
             if row.tracer.is_some() {
                 assert!(rows
@@ -295,5 +456,27 @@ mod tests {
                     .any(|r| r.tracer.is_none() && r.workload == row.workload));
             }
         }
+    }
+
+    #[test]
+    fn a_row_brings_its_reference_and_baseline_only() {
+        let rows = selected(&bins(), &[RowId::Every64]);
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "baseline, syscall loop (no tracer)",
+                BPFTRACE_USTACK,
+                "clockprof -a -s syscall --stack-every 64",
+            ]
+        );
+        assert!(selected(&bins(), &[RowId::Churn]).is_empty());
+    }
+
+    #[test]
+    fn iterations_scale_per_workload() {
+        assert_eq!(SYSCALL_LOOP.iterations(2_000_000), 2_000_000);
+        assert_eq!(UPROBE_LOOP.iterations(2_000_000), 100_000);
+        assert_eq!(UPROBE_LOOP.iterations(1), 1);
     }
 }
