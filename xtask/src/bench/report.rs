@@ -276,6 +276,8 @@ fn counts_cell(row: &Row) -> String {
     };
     let text = if t.attach_error.is_some() {
         "NOT ATTACHED".to_string()
+    } else if t.traced_nothing().is_some() {
+        "NOTHING".to_string()
     } else {
         match &t.counts {
             CountsSummary::Exact => "exact".to_string(),
@@ -638,6 +640,7 @@ mod tests {
             text.contains("added/ref: none for clockprof: bpftrace traced nothing"),
             "{text}"
         );
+        assert!(text.contains("NOTHING"), "{text}");
     }
 
     #[test]
