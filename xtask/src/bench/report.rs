@@ -402,6 +402,31 @@ pub fn table(rows: &[Row]) -> String {
             );
         }
     }
+    for r in rows {
+        let reference = r
+            .compare_with
+            .as_ref()
+            .and_then(|name| rows.iter().find(|x| &x.name == name));
+        let (Some(ours), Some(theirs)) = (
+            r.tracer.as_ref().filter(|t| t.attach_error.is_none()),
+            reference.and_then(|x| x.tracer.as_ref().filter(|t| t.attach_error.is_none())),
+        ) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "daemon: {}: CPU {:.0} ms vs {:.0} ms ({:.2}x), peak {:.1} MiB vs {:.1} MiB ({:.2}x) \
+             for {}",
+            r.name,
+            ours.cpu_ms_total,
+            theirs.cpu_ms_total,
+            ours.cpu_ms_total / theirs.cpu_ms_total,
+            ours.peak_rss_mib,
+            theirs.peak_rss_mib,
+            ours.peak_rss_mib / theirs.peak_rss_mib,
+            reference.map_or("", |x| x.name.as_str()),
+        );
+    }
     out.push_str(
         "added ns and added/ref: medians over rounds of the same-round differences to the \
          baseline. CPU ms: tracer's utime+stime from start (attach included) to SIGINT; \
@@ -595,7 +620,18 @@ mod tests {
         assert_eq!(rows[1].ratio, Some((0.5, 0.5, 0.5)));
         assert_eq!(rows[1].added(), Some(75.0));
         assert_eq!(rows[1].verdict().as_deref(), Some("PASS"));
-        assert!(table(&rows).contains("added/ref: clockprof: its added ns / bpftrace's"));
+        let text = table(&rows);
+        assert!(
+            text.contains("added/ref: clockprof: its added ns / bpftrace's"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "daemon: clockprof: CPU 10 ms vs 10 ms (1.00x), peak 1.0 MiB vs 1.0 MiB (1.00x) \
+                 for bpftrace"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
