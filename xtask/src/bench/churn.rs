@@ -66,6 +66,8 @@ struct NameCount {
 
 pub struct ChurnResult {
     label: String,
+    /// The arguments after `record -a -s syscall`.
+    extra_args: String,
     processes: u64,
     checkpoint: u64,
     seconds: f64,
@@ -87,7 +89,12 @@ pub fn measure(
     let checkpoint = processes / 10;
     let out = paths.run_dir.join(format!("churn-{}.json", bin.label));
     let mut cmd = Command::new(&bin.path);
-    cmd.args(["record", "-a", "-s", "syscall", "-o"]).arg(&out);
+    // Every stack, the case that filled the stack map; what a build without
+    // --stack-every does anyway.
+    cmd.args(["record", "-a", "-s", "syscall"])
+        .args(bin.every_stack_args())
+        .arg("-o")
+        .arg(&out);
     let ready = ReadyWhen {
         stream: Stream::Stderr,
         line_contains: "clockprof: recording",
@@ -163,6 +170,7 @@ pub fn measure(
         .collect();
     Ok(ChurnResult {
         label: bin.label.clone(),
+        extra_args: bin.every_stack_args().join(" "),
         processes,
         checkpoint,
         seconds,
@@ -223,9 +231,16 @@ impl ChurnResult {
 
     pub fn print(&self) {
         println!(
-            "\nChurn: {} record -a -s syscall while {} short processes ran ({PARALLEL} at a \
+            "\nChurn: {} record -a -s syscall {}while {} short processes ran ({PARALLEL} at a \
              time, each exec'd), {:.1} s:",
-            self.label, self.processes, self.seconds
+            self.label,
+            if self.extra_args.is_empty() {
+                String::new()
+            } else {
+                format!("{} ", self.extra_args)
+            },
+            self.processes,
+            self.seconds
         );
         for n in &self.names {
             println!(

@@ -67,10 +67,7 @@ fn parse_compare_bin(text: &str) -> Result<Clockprof, String> {
         .split_once('=')
         .filter(|(l, p)| !l.is_empty() && !p.is_empty())
         .ok_or("expected LABEL=PATH")?;
-    Ok(Clockprof {
-        label: label.to_string(),
-        path: PathBuf::from(path),
-    })
+    Ok(Clockprof::new(label, PathBuf::from(path)))
 }
 
 /// One workload run, with the tracer's numbers if one was attached.
@@ -130,10 +127,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 workspace::release_bin(build::CLOCKPROF_BIN)
             }
         };
-        bins.push(Clockprof {
-            label: "clockprof".to_string(),
-            path,
-        });
+        bins.push(Clockprof::new("clockprof", path));
         bins.extend(args.compare_bin.clone());
         for bin in &bins {
             ensure!(
@@ -259,15 +253,7 @@ fn unavailable_in_build(scenario: &Scenario) -> Option<String> {
     else {
         return None;
     };
-    let help = Command::new(&bin.path)
-        .args(["record", "--help"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let listed = help
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .any(|word| word == *flag);
-    (!listed).then(|| format!("`{} record --help` lists no {flag}", bin.label))
+    (!bin.lists(flag)).then(|| format!("`{} record --help` lists no {flag}", bin.label))
 }
 
 /// Compiled with frame pointers, so tracers walk the same user stack a real

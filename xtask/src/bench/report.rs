@@ -588,10 +588,7 @@ mod tests {
 
     /// baseline, clockprof (compared with bpftrace), bpftrace.
     fn three_rows(clockprof: Vec<Sample>, bpftrace: Vec<Sample>) -> Vec<Row> {
-        let bin = Clockprof {
-            label: "clockprof".into(),
-            path: "/x".into(),
-        };
+        let bin = Clockprof::new("clockprof", "/nonexistent/clockprof".into());
         let scenarios = [
             scenario("baseline", None, None),
             scenario(
@@ -600,6 +597,7 @@ mod tests {
                     bin,
                     args: &[],
                     needs_flag: None,
+                    every_stack: true,
                 }),
                 Some("bpftrace"),
             ),
@@ -708,10 +706,7 @@ mod tests {
 
     #[test]
     fn a_row_this_build_cannot_run_is_never_a_pass() {
-        let bin = Clockprof {
-            label: "clockprof".into(),
-            path: "/x".into(),
-        };
+        let bin = Clockprof::new("clockprof", "/nonexistent/clockprof".into());
         let scenarios = [
             scenario("baseline", None, None),
             scenario(
@@ -720,6 +715,7 @@ mod tests {
                     bin,
                     args: &[],
                     needs_flag: Some("--stack-every"),
+                    every_stack: false,
                 }),
                 Some("bpftrace"),
             ),

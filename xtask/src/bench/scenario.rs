@@ -88,6 +88,41 @@ pub const UPROBE_LOOP: Workload = Workload {
 pub struct Clockprof {
     pub label: String,
     pub path: PathBuf,
+    /// The words of its `record --help`, to tell which flags this build has.
+    pub record_help: Vec<String>,
+}
+
+impl Clockprof {
+    pub fn new(label: &str, path: PathBuf) -> Clockprof {
+        let help = Command::new(&path)
+            .args(["record", "--help"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        Clockprof {
+            label: label.to_string(),
+            path,
+            record_help: help
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|w| w.starts_with("--"))
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+
+    pub fn lists(&self, flag: &str) -> bool {
+        self.record_help.iter().any(|w| w == flag)
+    }
+
+    /// What makes a recording take every user stack: builds with
+    /// `--stack-every` sample host-wide stacks by default.
+    pub fn every_stack_args(&self) -> &'static [&'static str] {
+        if self.lists("--stack-every") {
+            &["--stack-every", "1"]
+        } else {
+            &[]
+        }
+    }
 }
 
 pub enum Tracer {
@@ -98,6 +133,8 @@ pub enum Tracer {
         /// A flag this scenario needs, which older builds lack (their `record
         /// --help` then does not list it, and the row is "not available").
         needs_flag: Option<&'static str>,
+        /// Whether it takes every user stack, whatever the build's default.
+        every_stack: bool,
     },
     /// `bpftrace -e PROGRAM`; PROGRAM keys a count by `[pid, ...]`.
     Bpftrace { program: &'static str },
@@ -186,6 +223,7 @@ fn clockprof_rows(bin: &Clockprof) -> Vec<Scenario> {
             bin: bin.clone(),
             args,
             needs_flag,
+            every_stack: !args.contains(&"--stack-every"),
         }),
         expect,
         compare_with: Some(reference.to_string()),
@@ -390,10 +428,18 @@ impl Tracer {
         target: Option<u32>,
     ) -> (Command, Option<PathBuf>) {
         match self {
-            Tracer::Clockprof { bin, args, .. } => {
+            Tracer::Clockprof {
+                bin,
+                args,
+                every_stack,
+                ..
+            } => {
                 let out = paths.run_dir.join(format!("{file_stem}.json"));
                 let mut cmd = Command::new(&bin.path);
                 cmd.arg("record");
+                if *every_stack {
+                    cmd.args(bin.every_stack_args());
+                }
                 for arg in *args {
                     match (*arg, target) {
                         ("PID", Some(pid)) => cmd.arg(pid.to_string()),
@@ -437,10 +483,15 @@ mod tests {
     use super::*;
 
     fn bins() -> Vec<Clockprof> {
-        vec![Clockprof {
-            label: "clockprof".into(),
-            path: "/x".into(),
-        }]
+        vec![Clockprof::new("clockprof", "/nonexistent/clockprof".into())]
+    }
+
+    #[test]
+    fn every_stack_is_asked_for_only_where_the_flag_exists() {
+        let mut bin = bins().remove(0);
+        assert!(bin.every_stack_args().is_empty());
+        bin.record_help = vec!["--pid".into(), "--stack-every".into()];
+        assert_eq!(bin.every_stack_args(), ["--stack-every", "1"]);
     }
 
     #[test]
