@@ -31,7 +31,13 @@ pub struct Row {
     unavailable: Option<String>,
     /// Whether the reference's counts were exact in every round.
     reference_exact: bool,
+    /// Why there is no ratio although both sides traced.
+    ratio_note: Option<String>,
 }
+
+/// A reference adding less than this share of the baseline's ns/call gives no
+/// ratio.
+const NOISE_FLOOR: f64 = 0.02;
 
 struct TracerSummary {
     cpu_ms_total: f64,
@@ -169,6 +175,7 @@ pub fn summarize(
                 .map(|_| summarize_tracer(&samples[i])),
             unavailable: unavailable[i].clone(),
             reference_exact: true,
+            ratio_note: None,
         })
         .collect();
     for i in 0..rows.len() {
@@ -180,7 +187,20 @@ pub fn summarize(
             continue;
         };
         rows[i].reference_exact = rows[reference].exact();
-        if rows[i].added().is_none() || rows[reference].added().is_none() {
+        let (Some(_), Some(reference_added)) = (rows[i].added(), rows[reference].added()) else {
+            continue;
+        };
+        let base = baseline_of(&scenarios[reference]).map_or(f64::NAN, |b| rows[b].median_ns);
+        // A ratio to a cost the noise swamps is noise itself (vdso sampling adds
+        // well under a nanosecond to a 28 ns read).
+        if reference_added.abs() < NOISE_FLOOR * base {
+            rows[i].ratio_note = Some(format!(
+                "none for {}: {} adds {reference_added:.1} ns, under {:.0}% of the baseline's \
+                 {base:.1} ns, within noise",
+                rows[i].name,
+                rows[reference].name,
+                NOISE_FLOOR * 100.0
+            ));
             continue;
         }
         let ratios: Vec<f64> = added_per_round(i)
@@ -384,7 +404,9 @@ pub fn table(rows: &[Row]) -> String {
         if r.unavailable.is_some() {
             continue;
         }
-        if r.ratio.is_some() {
+        if let Some(note) = &r.ratio_note {
+            let _ = writeln!(out, "added/ref: {note}");
+        } else if r.ratio.is_some() {
             let _ = writeln!(
                 out,
                 "added/ref: {}: its added ns / {reference}'s, per round",
@@ -628,6 +650,20 @@ mod tests {
                 "daemon: clockprof: CPU 10 ms vs 10 ms (1.00x), peak 1.0 MiB vs 1.0 MiB (1.00x) \
                  for bpftrace"
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn no_ratio_to_a_cost_within_noise() {
+        let rows = three_rows(
+            vec![exact(101.0), exact(201.0)],
+            vec![exact(101.0), exact(202.0)],
+        );
+        assert_eq!(rows[1].ratio, None);
+        let text = table(&rows);
+        assert!(
+            text.contains("added/ref: none for clockprof: bpftrace adds 1.5 ns, under 2% of"),
             "{text}"
         );
     }
