@@ -379,6 +379,7 @@ fn measure(
     };
     let stem = format!("{}-run{round}", slug(&scenario.name));
     let (cmd, profile) = tracer.command(paths, &stem, target.as_ref().map(IdleTarget::pid));
+    let command_line = format!("{cmd:?}");
     let daemon = match Daemon::start(&scenario.name, cmd, &tracer.ready_when()) {
         Ok(daemon) => daemon,
         // The row then says it traced nothing, rather than the whole bench
@@ -414,7 +415,7 @@ fn measure(
     let mut log = fs::File::create(paths.run_dir.join(format!("{stem}.log")))?;
     writeln!(
         log,
-        "{}\n--- stderr ---\n{}",
+        "$ {command_line}\n{}\n--- stderr ---\n{}",
         finished.stdout.join("\n"),
         finished.stderr.join("\n")
     )?;
