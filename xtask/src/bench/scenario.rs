@@ -327,7 +327,7 @@ pub fn selected(bins: &[Clockprof], rows: &[RowId]) -> Vec<Scenario> {
     // What the selected rows measure, then what they are compared with.
     let wanted: Vec<&Scenario> = all
         .iter()
-        .filter(|s| rows.contains(&s.row) && s.tracer.as_ref().is_some_and(Tracer::is_clockprof))
+        .filter(|s| rows.contains(&s.row) && s.tracer.is_some())
         .collect();
     let references: Vec<String> = wanted
         .iter()
@@ -411,10 +411,6 @@ fn with_private_tracefs(cmd: &mut Command) {
 }
 
 impl Tracer {
-    pub fn is_clockprof(&self) -> bool {
-        matches!(self, Tracer::Clockprof { .. })
-    }
-
     /// Whether the scenario follows an idle process of its own (`-p PID`).
     pub fn follows_target(&self) -> bool {
         matches!(self, Tracer::Clockprof { args, .. } if args.contains(&"PID"))
@@ -522,6 +518,20 @@ mod tests {
             ]
         );
         assert!(selected(&bins(), &[RowId::Churn]).is_empty());
+    }
+
+    #[test]
+    fn without_clockprof_the_rows_keep_their_bpftrace_scenarios() {
+        let rows = selected(&[], &[RowId::Syscall, RowId::Pid]);
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "baseline, syscall loop (no tracer)",
+                BPFTRACE_USTACK,
+                BPFTRACE_COUNT
+            ]
+        );
     }
 
     #[test]
