@@ -221,10 +221,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     for bin in &bins {
         if rows.contains(&RowId::Churn) {
             let spawner = churn::Spawner::compile(&bench_dir)?;
-            let result = churn::measure(bin, &spawner, args.churn_processes, &paths)
-                .with_context(|| format!("measuring {} under churn", bin.label))?;
-            result.print();
-            json["churn"][&bin.label] = result.json();
+            // A row that could not run says why; the rows after it still run.
+            match churn::measure(bin, &spawner, args.churn_processes, &paths) {
+                Ok(result) => {
+                    result.print();
+                    json["churn"][&bin.label] = result.json();
+                }
+                Err(err) => {
+                    println!("\nChurn: {} did not run: {err:#}", bin.label);
+                    json["churn"][&bin.label] = serde_json::json!({ "error": format!("{err:#}") });
+                }
+            }
         }
     }
     if rows.contains(&RowId::Top) {
