@@ -193,10 +193,10 @@ pub fn summarize(
         let base = baseline_of(&scenarios[reference]).map_or(f64::NAN, |b| rows[b].median_ns);
         // A ratio to a cost the noise swamps is noise itself (vdso sampling adds
         // well under a nanosecond to a 28 ns read).
-        if reference_added.abs() < NOISE_FLOOR * base {
+        if reference_added < NOISE_FLOOR * base {
             rows[i].ratio_note = Some(format!(
                 "none for {}: {} adds {reference_added:.1} ns, under {:.0}% of the baseline's \
-                 {base:.1} ns, within noise",
+                 {base:.1} ns: within noise",
                 rows[i].name,
                 rows[reference].name,
                 NOISE_FLOOR * 100.0
@@ -666,6 +666,12 @@ mod tests {
             text.contains("added/ref: none for clockprof: bpftrace adds 1.5 ns, under 2% of"),
             "{text}"
         );
+        // Faster than no tracer at all: noise too.
+        let rows = three_rows(
+            vec![exact(101.0), exact(201.0)],
+            vec![exact(90.0), exact(190.0)],
+        );
+        assert_eq!(rows[1].ratio, None);
     }
 
     #[test]
