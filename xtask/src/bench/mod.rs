@@ -72,8 +72,13 @@ fn parse_compare_bin(text: &str) -> Result<Clockprof, String> {
 
 /// One workload run, with the tracer's numbers if one was attached.
 pub struct Sample {
-    /// NaN for a run that did not happen (its tracer never attached).
+    /// CPU time (user + system) of the workload per call: unlike its wall
+    /// time, it leaves out the time other processes of a shared machine held
+    /// the CPU, while a tracer's programs run in the workload's own syscalls
+    /// and traps. NaN for a run that did not happen (its tracer never attached).
     pub ns_per_call: f64,
+    /// Wall time per call, for the record.
+    pub wall_ns_per_call: f64,
     pub tracer: Option<TracerSample>,
 }
 
@@ -190,10 +195,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             let scenario = &scenarios[i];
             let sample = measure(scenario, &loop_bin, args.iterations, &paths, round)?;
             eprintln!(
-                "xtask: bench round {round}/{}: {:<56} {:8.1} ns/call{}",
+                "xtask: bench round {round}/{}: {:<56} {:8.1} CPU ns/call ({:.1} wall){}",
                 args.runs,
                 scenario.name,
                 sample.ns_per_call,
+                sample.wall_ns_per_call,
                 match sample.tracer.as_ref().map(|t| &t.counted) {
                     Some(Counted::Off(why)) => format!("  counts OFF: {why}"),
                     _ => String::new(),
@@ -290,7 +296,8 @@ fn compile_fixture(bench_dir: &Path) -> Result<PathBuf> {
 
 struct WorkloadRun {
     pid: u32,
-    ns_per_call: f64,
+    cpu_ns_per_call: f64,
+    wall_ns_per_call: f64,
 }
 
 fn run_workload(loop_bin: &Path, iterations: u64, workload: &Workload) -> Result<WorkloadRun> {
@@ -302,11 +309,16 @@ fn run_workload(loop_bin: &Path, iterations: u64, workload: &Workload) -> Result
         .with_context(|| format!("could not start {}", loop_bin.display()))?;
     let pid = child.id();
     let output = child.wait_with_output()?;
-    let ns_per_call = parse_loop_output(loop_bin, &output)?;
-    Ok(WorkloadRun { pid, ns_per_call })
+    let (cpu_ns_per_call, wall_ns_per_call) = parse_loop_output(loop_bin, &output)?;
+    Ok(WorkloadRun {
+        pid,
+        cpu_ns_per_call,
+        wall_ns_per_call,
+    })
 }
 
-fn parse_loop_output(loop_bin: &Path, output: &std::process::Output) -> Result<f64> {
+/// (CPU ns per call, wall ns per call) from the loop's output line.
+fn parse_loop_output(loop_bin: &Path, output: &std::process::Output) -> Result<(f64, f64)> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!(
@@ -315,11 +327,14 @@ fn parse_loop_output(loop_bin: &Path, output: &std::process::Output) -> Result<f
             output.status
         );
     }
-    stdout
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix("ns_per_call="))
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no ns_per_call= in {LOOP_NAME}'s output: {stdout:?}"))
+    let field = |name: &str| {
+        stdout
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("no {name}= in {LOOP_NAME}'s output: {stdout:?}"))
+    };
+    Ok((field("cpu_ns_per_call")?, field("ns_per_call")?))
 }
 
 /// The `-p` row's process: idle (no clock read) until its stdin closes, then
@@ -375,7 +390,8 @@ fn measure(
     let Some(tracer) = &scenario.tracer else {
         let run = run_workload(loop_bin, iterations, scenario.workload)?;
         return Ok(Sample {
-            ns_per_call: run.ns_per_call,
+            ns_per_call: run.cpu_ns_per_call,
+            wall_ns_per_call: run.wall_ns_per_call,
             tracer: None,
         });
     };
@@ -395,6 +411,7 @@ fn measure(
             eprintln!("xtask: warning: {err:#}");
             return Ok(Sample {
                 ns_per_call: f64::NAN,
+                wall_ns_per_call: f64::NAN,
                 tracer: Some(TracerSample {
                     attach_error: Some(format!("{err:#}")),
                     cpu_ms_total: 0.0,
@@ -442,7 +459,8 @@ fn measure(
         iterations,
     );
     Ok(Sample {
-        ns_per_call: run.ns_per_call,
+        ns_per_call: run.cpu_ns_per_call,
+        wall_ns_per_call: run.wall_ns_per_call,
         tracer: Some(TracerSample {
             attach_error: None,
             cpu_ms_total: after.cpu_ms,
@@ -543,6 +561,24 @@ mod tests {
     fn names_become_file_stems() {
         assert_eq!(slug("clockprof -s syscall"), "clockprof-s-syscall");
         assert_eq!(slug("baseline (no tracer)"), "baseline-no-tracer");
+    }
+
+    #[test]
+    fn the_loop_reports_cpu_and_wall_time_per_call() {
+        use std::os::unix::process::ExitStatusExt;
+        let output = |stdout: &str, code: i32| std::process::Output {
+            status: std::process::ExitStatus::from_raw(code << 8),
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: Vec::new(),
+        };
+        let line = "mode=syscall iterations=10 ns_per_call=512.500 cpu_ns_per_call=300.250\n";
+        assert_eq!(
+            parse_loop_output(Path::new("loop"), &output(line, 0)).unwrap(),
+            (300.25, 512.5)
+        );
+        assert!(parse_loop_output(Path::new("loop"), &output(line, 1)).is_err());
+        let old = "mode=syscall iterations=10 ns_per_call=512.500\n";
+        assert!(parse_loop_output(Path::new("loop"), &output(old, 0)).is_err());
     }
 
     #[test]

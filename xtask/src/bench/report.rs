@@ -10,15 +10,17 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 
 use super::scenario::{RowId, Scenario, Tracer};
-use super::{Counted, Sample};
+use super::{Counted, Sample, TracerSample};
 
 pub struct Row {
     name: String,
     row: RowId,
     workload: &'static str,
     iterations: u64,
-    /// One per round; NaN where the tracer did not attach.
+    /// CPU ns per call, one per round; NaN where the tracer did not attach.
     samples_ns: Vec<f64>,
+    /// Wall ns per call, one per round.
+    wall_samples_ns: Vec<f64>,
     median_ns: f64,
     /// Median over rounds of (this run - the same round's baseline).
     added_ns: Option<f64>,
@@ -45,8 +47,10 @@ struct TracerSummary {
     peak_rss_mib: f64,
     counts: CountsSummary,
     all_exited_cleanly: bool,
-    /// The first run's reason when some run never attached.
-    attach_error: Option<String>,
+    /// Runs that traced nothing (did not attach, or counted 0), left out of
+    /// every figure: why, per run.
+    left_out: Vec<String>,
+    runs: usize,
 }
 
 enum CountsSummary {
@@ -63,19 +67,24 @@ enum CountsSummary {
 }
 
 impl TracerSummary {
-    /// Why this tracer's numbers measure no tracing at all: a run where it
-    /// did not attach, or one where it attached but counted nothing.
+    /// Why this tracer's numbers measure no tracing at all: no run where it
+    /// attached and counted something.
     fn traced_nothing(&self) -> Option<String> {
-        if let Some(err) = &self.attach_error {
-            return Some(format!("did not attach ({})", last_line(err)));
-        }
-        match &self.counts {
-            CountsSummary::Samples(0) => Some("took no sample of the workload".to_string()),
-            CountsSummary::Off { first, .. } if first.starts_with("0 of ") => {
-                Some(format!("counted {first}"))
-            }
-            _ => None,
-        }
+        (self.left_out.len() == self.runs)
+            .then(|| self.left_out.first().cloned())
+            .flatten()
+    }
+}
+
+/// Why a run measured no tracing: its tracer did not attach, or counted nothing.
+fn run_traced_nothing(t: &TracerSample) -> Option<String> {
+    if let Some(err) = &t.attach_error {
+        return Some(format!("did not attach ({})", last_line(err)));
+    }
+    match &t.counted {
+        Counted::Samples(0) => Some("took no sample of the workload".to_string()),
+        Counted::Off(why) if why.starts_with("0 of ") => Some(format!("counted {why}")),
+        _ => None,
     }
 }
 
@@ -142,7 +151,16 @@ pub fn summarize(
             .iter()
             .position(|s| s.tracer.is_none() && s.workload == scenario.workload)
     };
-    let ns = |i: usize| -> Vec<f64> { samples[i].iter().map(|s| s.ns_per_call).collect() };
+    // A run whose tracer traced nothing measured no tracer: left out.
+    let ns = |i: usize| -> Vec<f64> {
+        samples[i]
+            .iter()
+            .map(|s| match &s.tracer {
+                Some(t) if run_traced_nothing(t).is_some() => f64::NAN,
+                _ => s.ns_per_call,
+            })
+            .collect()
+    };
     // Per round: this run minus the same round's baseline.
     let added_per_round = |i: usize| -> Vec<f64> {
         let base = baseline_of(&scenarios[i]).map(ns).unwrap_or_default();
@@ -161,6 +179,7 @@ pub fn summarize(
             workload: scenario.workload.describe,
             iterations: scenario.workload.iterations(iterations),
             samples_ns: ns(i),
+            wall_samples_ns: samples[i].iter().map(|s| s.wall_ns_per_call).collect(),
             median_ns: median(ns(i).into_iter()),
             added_ns: (scenario.tracer.is_some() && baseline_of(scenario).is_some())
                 .then(|| median(added_per_round(i).into_iter()))
@@ -218,7 +237,13 @@ pub fn summarize(
 }
 
 fn summarize_tracer(samples: &[Sample]) -> TracerSummary {
-    let runs: Vec<_> = samples.iter().filter_map(|s| s.tracer.as_ref()).collect();
+    let all: Vec<&TracerSample> = samples.iter().filter_map(|s| s.tracer.as_ref()).collect();
+    let left_out: Vec<String> = all.iter().filter_map(|t| run_traced_nothing(t)).collect();
+    let runs: Vec<&TracerSample> = all
+        .iter()
+        .copied()
+        .filter(|t| run_traced_nothing(t).is_none())
+        .collect();
     let off: Vec<&String> = runs
         .iter()
         .filter_map(|t| match &t.counted {
@@ -252,8 +277,9 @@ fn summarize_tracer(samples: &[Sample]) -> TracerSummary {
         // Peak means peak: the largest over the runs.
         peak_rss_mib: runs.iter().map(|t| t.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0,
         counts,
-        all_exited_cleanly: runs.iter().all(|t| t.exited_cleanly),
-        attach_error: runs.iter().find_map(|t| t.attach_error.clone()),
+        all_exited_cleanly: all.iter().all(|t| t.exited_cleanly),
+        left_out,
+        runs: all.len(),
     }
 }
 
@@ -294,15 +320,20 @@ fn counts_cell(row: &Row) -> String {
     let Some(t) = &row.tracer else {
         return "-".into();
     };
-    let text = if t.attach_error.is_some() {
-        "NOT ATTACHED".to_string()
-    } else if t.traced_nothing().is_some() {
-        "NOTHING".to_string()
-    } else {
-        match &t.counts {
-            CountsSummary::Exact => "exact".to_string(),
-            CountsSummary::Samples(n) => format!("{n} samples"),
-            CountsSummary::Off { runs, of, .. } => format!("OFF in {runs}/{of} runs"),
+    let text = match t.traced_nothing() {
+        Some(why) if why.starts_with("did not attach") => "NOT ATTACHED".to_string(),
+        Some(_) => "NOTHING".to_string(),
+        None => {
+            let counts = match &t.counts {
+                CountsSummary::Exact => "exact".to_string(),
+                CountsSummary::Samples(n) => format!("{n} samples"),
+                CountsSummary::Off { runs, of, .. } => format!("OFF in {runs}/{of} runs"),
+            };
+            if t.left_out.is_empty() {
+                counts
+            } else {
+                format!("{counts}, {}/{} runs left out", t.left_out.len(), t.runs)
+            }
         }
     };
     if t.all_exited_cleanly {
@@ -315,7 +346,7 @@ fn counts_cell(row: &Row) -> String {
 pub fn table(rows: &[Row]) -> String {
     let header = [
         "scenario",
-        "ns/call",
+        "CPU ns/call",
         "added ns",
         "added/ref",
         "min..max",
@@ -393,6 +424,17 @@ pub fn table(rows: &[Row]) -> String {
                 r.name
             );
         }
+        if let Some(t) = r.tracer.as_ref().filter(|t| t.traced_nothing().is_none()) {
+            if let Some(first) = t.left_out.first() {
+                let _ = writeln!(
+                    out,
+                    "{}: {} of {} runs traced nothing and are left out of every figure: {first}",
+                    r.name,
+                    t.left_out.len(),
+                    t.runs
+                );
+            }
+        }
         if let Some(CountsSummary::Off { first, .. }) = r.tracer.as_ref().map(|t| &t.counts) {
             let _ = writeln!(out, "{}: counts not exact: {first}", r.name);
         }
@@ -430,8 +472,8 @@ pub fn table(rows: &[Row]) -> String {
             .as_ref()
             .and_then(|name| rows.iter().find(|x| &x.name == name));
         let (Some(ours), Some(theirs)) = (
-            r.tracer.as_ref().filter(|t| t.attach_error.is_none()),
-            reference.and_then(|x| x.tracer.as_ref().filter(|t| t.attach_error.is_none())),
+            r.tracer.as_ref().filter(|t| t.traced_nothing().is_none()),
+            reference.and_then(|x| x.tracer.as_ref().filter(|t| t.traced_nothing().is_none())),
         ) else {
             continue;
         };
@@ -450,8 +492,10 @@ pub fn table(rows: &[Row]) -> String {
         );
     }
     out.push_str(
-        "added ns and added/ref: medians over rounds of the same-round differences to the \
-         baseline. CPU ms: tracer's utime+stime from start (attach included) to SIGINT; \
+        "CPU ns/call: the workload's user+system time per call (getrusage), which leaves out \
+         other processes' turns on the CPU and holds the tracer's in-kernel work; wall times \
+         are in the JSON. added ns and added/ref: medians over rounds of the same-round \
+         differences to the baseline. CPU ms: tracer's utime+stime from start (attach included) to SIGINT; \
          CPU ms loop: during the workload only; VmHWM: peak resident, largest over rounds. \
          counts: what the tracer reported against the calls made, checked in every run \
          (per process, and per function where the tracer names functions).\n",
@@ -513,6 +557,7 @@ pub fn json(rows: &[Row], iterations: u64, runs: u32) -> Value {
                     "counts": counts,
                     "all_exited_cleanly": t.all_exited_cleanly,
                     "traced_nothing": t.traced_nothing(),
+                    "runs_left_out": t.left_out,
                 })
             });
             let num = |v: f64| Some(v).filter(|v| !v.is_nan());
@@ -522,9 +567,11 @@ pub fn json(rows: &[Row], iterations: u64, runs: u32) -> Value {
                 "workload": r.workload,
                 "iterations": r.iterations,
                 "unavailable": r.unavailable,
-                "ns_per_call_per_round": r.samples_ns.iter().map(|v| num(*v)).collect::<Vec<_>>(),
-                "ns_per_call_median": num(r.median_ns),
-                "added_ns_per_call_median": r.added(),
+                "cpu_ns_per_call_per_round": r.samples_ns.iter().map(|v| num(*v)).collect::<Vec<_>>(),
+                "cpu_ns_per_call_median": num(r.median_ns),
+                "added_cpu_ns_per_call_median": r.added(),
+                "wall_ns_per_call_per_round": r.wall_samples_ns.iter().map(|v| num(*v)).collect::<Vec<_>>(),
+                "wall_ns_per_call_median": num(median(r.wall_samples_ns.iter().copied())),
                 "compared_with": r.compare_with,
                 "added_ratio_median": r.ratio.map(|(m, _, _)| m),
                 "added_ratio_min": r.ratio.map(|(_, lo, _)| lo),
@@ -569,11 +616,11 @@ fn machine_facts() -> Value {
 mod tests {
     use super::*;
     use crate::bench::scenario::{Clockprof, Expect, SYSCALL_LOOP};
-    use crate::bench::TracerSample;
 
     fn sample(ns: f64, counted: Counted, attach_error: Option<&str>) -> Sample {
         Sample {
             ns_per_call: ns,
+            wall_ns_per_call: ns,
             tracer: Some(TracerSample {
                 attach_error: attach_error.map(str::to_string),
                 cpu_ms_total: 10.0,
@@ -592,6 +639,7 @@ mod tests {
     fn untraced(ns: f64) -> Sample {
         Sample {
             ns_per_call: ns,
+            wall_ns_per_call: ns,
             tracer: None,
         }
     }
@@ -625,7 +673,12 @@ mod tests {
             ),
             scenario("bpftrace", Some(Tracer::Bpftrace { program: "" }), None),
         ];
-        let samples = vec![vec![untraced(100.0), untraced(200.0)], clockprof, bpftrace];
+        let rounds = clockprof.len();
+        let baseline = [100.0, 200.0, 100.0][..rounds]
+            .iter()
+            .map(|&ns| untraced(ns))
+            .collect();
+        let samples = vec![baseline, clockprof, bpftrace];
         summarize(&scenarios, &samples, &[None, None, None], 1000)
     }
 
@@ -701,7 +754,7 @@ mod tests {
             vec![exact(150.0), exact(300.0)],
             vec![
                 sample(101.0, Counted::Off("0 of 1000 calls".into()), None),
-                exact(201.0),
+                sample(201.0, Counted::Off("0 of 1000 calls".into()), None),
             ],
         );
         assert_eq!(rows[2].added(), None);
@@ -717,6 +770,29 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("NOTHING"), "{text}");
+    }
+
+    #[test]
+    fn a_round_whose_reference_traced_nothing_is_left_out() {
+        let rows = three_rows(
+            vec![exact(150.0), exact(300.0), exact(150.0)],
+            vec![
+                exact(200.0),
+                sample(120.0, Counted::Off("0 of 1000 calls".into()), None),
+                exact(200.0),
+            ],
+        );
+        assert_eq!(rows[1].ratio, Some((0.5, 0.5, 0.5)));
+        assert_eq!(rows[1].verdict().as_deref(), Some("PASS"));
+        let text = table(&rows);
+        assert!(text.contains("exact, 1/3 runs left out"), "{text}");
+        assert!(
+            text.contains(
+                "bpftrace: 1 of 3 runs traced nothing and are left out of every figure: \
+                 counted 0 of 1000 calls"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
@@ -742,7 +818,7 @@ mod tests {
         );
         assert!(text.contains("NOT ATTACHED"), "{text}");
         let json = json(&rows, 1000, 2);
-        assert_eq!(json["scenarios"][2]["ns_per_call_median"], Value::Null);
+        assert_eq!(json["scenarios"][2]["cpu_ns_per_call_median"], Value::Null);
         assert_eq!(json["scenarios"][1]["added_ratio_median"], Value::Null);
     }
 
