@@ -33,12 +33,23 @@ pub const CLOCK_ID_NONE: i32 = i32::MIN;
 /// `CountKey::{user,kernel}_stack_id` when the source does not capture that stack.
 /// Other negative ids are the `-errno` of a failed capture (a lost stack); the
 /// event itself is still counted.
-pub const STACK_NOT_CAPTURED: i32 = -1_000_000;
+pub const STACK_NOT_CAPTURED: i64 = -1_000_000;
+
+/// Set in a stack id kept in the spill map (by a hash of its frames) rather
+/// than the stack-trace map (ids below 2^32).
+pub const SPILLED_STACK: i64 = 1 << 62;
+
+/// Frames a stack holds at most (the kernel's PERF_MAX_STACK_DEPTH).
+pub const MAX_STACK_DEPTH: usize = 127;
+
+/// A stack as kept in the stack maps: return addresses, innermost first,
+/// then zeros.
+pub type StackFrames = [u64; MAX_STACK_DEPTH];
 
 /// `CountKey::user_stack_id` of an event whose user stack was not taken
 /// (`--stack-every N`: one event in N takes it). Not a lost stack: the key's
 /// `user_ip` and `first_return` keep the innermost frames instead.
-pub const STACK_SAMPLED_OUT: i32 = -1_000_001;
+pub const STACK_SAMPLED_OUT: i64 = -1_000_001;
 
 /// `CountKey::tgid` of a kernel clock read made in interrupt context
 /// (hardirq, softirq, NMI): it is charged to no task, whichever one the
@@ -50,11 +61,14 @@ pub const INTERRUPT_TGID: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CountKey {
     pub tgid: u32,
-    pub user_stack_id: i32,
-    pub kernel_stack_id: i32,
     pub clock_id: i32,
     pub event: u32,
     pub _pad: u32,
+    /// The stacks' ids in the key's generation: the stack-trace map's id, or
+    /// for a stack whose bucket another held there, SPILLED_STACK and a hash
+    /// of its frames (its key in the spill map); negative: not captured.
+    pub user_stack_id: i64,
+    pub kernel_stack_id: i64,
     /// Return addresses that frame-pointer unwinding skips, recovered from
     /// the stack where the kernel side can check them: the caller of the
     /// innermost function when that has no frame at this instruction (a uprobe
@@ -77,8 +91,8 @@ pub struct CountKey {
 pub mod lost {
     /// The count map was full: the event was not counted at all.
     pub const COUNT_MAP_FULL: u32 = 0;
-    /// The user stack could not be captured (stack map full or hash collision, or
-    /// the user stack was unreadable); the event was counted without it.
+    /// The user stack could not be captured (stack maps full, or the user
+    /// stack was unreadable); the event was counted without it.
     pub const USER_STACK: u32 = 1;
     /// The same for the kernel stack.
     pub const KERNEL_STACK: u32 = 2;
@@ -98,8 +112,13 @@ pub mod target {
 
 /// Map and program names, shared so a rename cannot split the two sides.
 pub mod names {
-    pub const COUNTS: &str = "COUNTS";
-    pub const STACKS: &str = "STACKS";
+    /// The two generations of the count and stack maps, by generation.
+    pub const COUNTS: [&str; 2] = ["COUNTS_0", "COUNTS_1"];
+    pub const STACKS: [&str; 2] = ["STACKS_0", "STACKS_1"];
+    /// Stacks whose stack-trace map bucket was taken, by a hash of them.
+    pub const SPILLED_STACKS: [&str; 2] = ["SPILLED_STACKS_0", "SPILLED_STACKS_1"];
+    /// One-slot array: the generation the programs write to.
+    pub const GENERATION: &str = "GENERATION";
     pub const TARGETS: &str = "TARGETS";
     pub const LOST: &str = "LOST";
     /// Global: non-zero when only processes in `TARGETS` are profiled.

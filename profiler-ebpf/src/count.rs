@@ -4,14 +4,53 @@
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_probe_read_user,
+        generated::bpf_get_stack,
+    },
+    maps::{HashMap, PerCpuHashMap, StackTrace},
     programs::tracing::StackIdContext,
 };
-use profiler_common::{lost, CountKey, STACK_NOT_CAPTURED, STACK_SAMPLED_OUT};
+use profiler_common::{
+    event, lost, CountKey, StackFrames, MAX_STACK_DEPTH, SPILLED_STACK, STACK_NOT_CAPTURED,
+    STACK_SAMPLED_OUT,
+};
 
 use crate::{
-    COUNTS, DAEMON_TGID, FILTER_BY_PID, LOST, STACKS, STACK_COUNTDOWN, STACK_EVERY, TARGETS,
+    COUNTS_0, COUNTS_1, DAEMON_TGID, FILTER_BY_PID, GENERATION, LOST, SPILLED_STACKS_0,
+    SPILLED_STACKS_1, STACKS_0, STACKS_1, STACK_COUNTDOWN, STACK_EVERY, STACK_SCRATCH, TARGETS,
 };
+
+/// The count and stack maps one event writes to. Chosen once per event, so
+/// a key's stack ids always name stacks of its own generation's stack map.
+pub(crate) struct Generation {
+    counts: &'static PerCpuHashMap<CountKey, u64>,
+    stacks: &'static StackTrace,
+    spilled: &'static HashMap<u64, StackFrames>,
+}
+
+/// The generation the daemon is not draining. The daemon waits for every
+/// program that may have read the old value before it drains (an RCU grace
+/// period), so one event never straddles the flip.
+#[inline(always)]
+pub(crate) fn generation() -> Generation {
+    let second = GENERATION
+        .get(0)
+        .is_some_and(|g| unsafe { core::ptr::read_volatile(g) } != 0);
+    if second {
+        Generation {
+            counts: &COUNTS_1,
+            stacks: &STACKS_1,
+            spilled: &SPILLED_STACKS_1,
+        }
+    } else {
+        Generation {
+            counts: &COUNTS_0,
+            stacks: &STACKS_0,
+            spilled: &SPILLED_STACKS_0,
+        }
+    }
+}
 
 /// No skipped caller was recovered.
 pub(crate) const NO_CALLER: (u64, u64) = (0, 0);
@@ -79,15 +118,101 @@ pub(crate) struct UserFrame {
     pub first_return: Option<u64>,
 }
 
+/// Slots of STACK_SCRATCH. A program may run inside another on the same CPU
+/// only from another context: the vdso sampler in a timer interrupt, a
+/// kernel function's program in any interrupt. Each gets its own slot
+/// (the same program never nests in itself), so none overwrites a stack
+/// another is still hashing.
+pub(crate) mod scratch {
+    /// Syscall, libc and go programs (task context).
+    pub(crate) const TASK: u32 = 0;
+    pub(crate) const VDSO: u32 = 1;
+    /// Plus the kernel function's index.
+    pub(crate) const KERNEL_FN: u32 = 2;
+}
+
+/// Captures the current stack (`flags`: user or kernel) in the generation's
+/// stack-trace map and returns its id; a stack whose bucket another holds
+/// is spilled (see `spill`). A failed capture returns its -errno, counted
+/// under `lost_slot`.
 #[inline(always)]
-pub(crate) fn stack_id<C: StackIdContext>(ctx: &C, flags: u64, lost_slot: u32) -> i32 {
-    match ctx.get_stackid(&STACKS, flags) {
-        Ok(id) => id as i32,
+pub(crate) fn stack_id<C: StackIdContext>(
+    generation: &Generation,
+    ctx: &C,
+    flags: u64,
+    lost_slot: u32,
+    scratch_slot: u32,
+) -> i64 {
+    match ctx.get_stackid(generation.stacks, flags) {
+        Ok(id) => id,
+        Err(errno) if errno == -EEXIST => spill(generation, ctx, flags, lost_slot, scratch_slot),
         Err(errno) => {
             count_lost(lost_slot);
-            errno
+            errno as i64
         }
     }
+}
+
+/// Keeps the current stack in the generation's spill map under a hash of
+/// its frames, returned with SPILLED_STACK set.
+#[inline(always)]
+fn spill<C: StackIdContext>(
+    generation: &Generation,
+    ctx: &C,
+    flags: u64,
+    lost_slot: u32,
+    scratch_slot: u32,
+) -> i64 {
+    let Some(frames) = STACK_SCRATCH.get_ptr_mut(scratch_slot) else {
+        count_lost(lost_slot);
+        return -(ENOMEM as i64);
+    };
+    // bpf_get_stack zeroes what the stack leaves of the buffer, so a stack
+    // is its frames up to the first zero.
+    let size = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            frames as *mut core::ffi::c_void,
+            core::mem::size_of::<StackFrames>() as u32,
+            flags,
+        )
+    };
+    if size <= 0 {
+        count_lost(lost_slot);
+        return if size < 0 { size } else { -(ENODATA as i64) };
+    }
+    let frames = unsafe { &*frames };
+    let id = hash(frames) | SPILLED_STACK as u64;
+    if unsafe { generation.spilled.get(&id) }.is_none()
+        && generation.spilled.insert(&id, frames, BPF_NOEXIST as u64).is_err()
+        // Inserted meanwhile by another CPU: EEXIST, and there it is.
+        && unsafe { generation.spilled.get(&id) }.is_none()
+    {
+        count_lost(lost_slot);
+        return -(E2BIG as i64);
+    }
+    id as i64
+}
+
+const EEXIST: i32 = 17;
+const ENODATA: i32 = 61;
+const ENOMEM: i32 = 12;
+const E2BIG: i32 = 7;
+
+/// FNV-1a over the frames, a shift folding the high bits down after each,
+/// below SPILLED_STACK (negative ids are errors, smaller ones the stack-trace
+/// map's).
+#[inline(always)]
+fn hash(frames: &StackFrames) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &ip in frames.iter().take(MAX_STACK_DEPTH) {
+        if ip == 0 {
+            break;
+        }
+        hash = (hash ^ ip).wrapping_mul(0x0000_0100_0000_01b3);
+        hash ^= hash >> 29;
+    }
+    hash & (SPILLED_STACK as u64 - 1)
 }
 
 /// Counts one clock read of `event` by `tgid` (a target: see
@@ -105,6 +230,7 @@ pub(crate) fn count_clock_read<C: StackIdContext>(
     (caller_ip, wrapper_caller_ip): (u64, u64),
     user: Option<UserFrame>,
 ) {
+    let generation = generation();
     let (user_stack_id, user_ip, first_return) = match user {
         Some(frame) if !takes_stack() => (
             STACK_SAMPLED_OUT,
@@ -115,41 +241,59 @@ pub(crate) fn count_clock_read<C: StackIdContext>(
             },
         ),
         _ => (
-            stack_id(ctx, BPF_F_USER_STACK as u64, lost::USER_STACK),
+            stack_id(
+                &generation,
+                ctx,
+                BPF_F_USER_STACK as u64,
+                lost::USER_STACK,
+                if event == event::VDSO_SAMPLE {
+                    scratch::VDSO
+                } else {
+                    scratch::TASK
+                },
+            ),
             0,
             0,
         ),
     };
-    count_key(&CountKey {
-        tgid,
-        user_stack_id,
-        kernel_stack_id: STACK_NOT_CAPTURED,
-        clock_id,
-        event,
-        _pad: 0,
-        caller_ip,
-        wrapper_caller_ip,
-        user_ip,
-        first_return,
-    });
+    count_key(
+        &generation,
+        &CountKey {
+            tgid,
+            user_stack_id,
+            kernel_stack_id: STACK_NOT_CAPTURED,
+            clock_id,
+            event,
+            _pad: 0,
+            caller_ip,
+            wrapper_caller_ip,
+            user_ip,
+            first_return,
+        },
+    );
 }
 
 #[inline(always)]
-pub(crate) fn count_key(key: &CountKey) {
-    if add_one(key) {
+pub(crate) fn count_key(generation: &Generation, key: &CountKey) {
+    if add_one(generation, key) {
         return;
     }
     // First read with this key on this CPU. Another CPU may insert the key between
     // our lookup and insert (EEXIST): then this CPU's slot exists and the add succeeds.
-    if COUNTS.insert(key, &1, BPF_NOEXIST as u64).is_ok() || add_one(key) {
+    if generation
+        .counts
+        .insert(key, &1, BPF_NOEXIST as u64)
+        .is_ok()
+        || add_one(generation, key)
+    {
         return;
     }
     count_lost(lost::COUNT_MAP_FULL);
 }
 
 #[inline(always)]
-pub(crate) fn add_one(key: &CountKey) -> bool {
-    match COUNTS.get_ptr_mut(key) {
+fn add_one(generation: &Generation, key: &CountKey) -> bool {
+    match generation.counts.get_ptr_mut(key) {
         Some(count) => {
             unsafe { *count += 1 };
             true

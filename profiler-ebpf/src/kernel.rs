@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use profiler_common::{event, lost, CountKey, INTERRUPT_TGID, STACK_NOT_CAPTURED};
 
-use crate::count::{count_key, filter_by_pid, is_target, stack_id};
+use crate::count::{count_key, filter_by_pid, generation, is_target, scratch, stack_id};
 use crate::{KERNEL_FN_INDEX, PER_CPU_OFFSETS, PREEMPT_COUNT, TASK_FLAGS_OFFSET, TASK_MM_OFFSET};
 
 // Kernel-internal clock reads. Nothing on these paths may read a clock
@@ -103,6 +103,7 @@ pub(crate) fn count_kernel_fn<C: StackIdContext>(ctx: &C, index: u32, entry: Ent
     if filter_by_pid() && !is_target(tgid) {
         return;
     }
+    let generation = generation();
     let (tgid, user_stack_id) = if in_interrupt(entry) {
         if filter_by_pid() {
             return;
@@ -113,24 +114,39 @@ pub(crate) fn count_kernel_fn<C: StackIdContext>(ctx: &C, index: u32, entry: Ent
             return;
         }
         let user_stack_id = if has_user_stack() {
-            stack_id(ctx, BPF_F_USER_STACK as u64, lost::USER_STACK)
+            stack_id(
+                &generation,
+                ctx,
+                BPF_F_USER_STACK as u64,
+                lost::USER_STACK,
+                scratch::KERNEL_FN + index,
+            )
         } else {
             STACK_NOT_CAPTURED
         };
         (tgid, user_stack_id)
     };
-    count_key(&CountKey {
-        tgid,
-        user_stack_id,
-        kernel_stack_id: stack_id(ctx, 0, lost::KERNEL_STACK),
-        clock_id: index as i32,
-        event: event::KERNEL_FN,
-        _pad: 0,
-        caller_ip: 0,
-        wrapper_caller_ip: 0,
-        user_ip: 0,
-        first_return: 0,
-    });
+    count_key(
+        &generation,
+        &CountKey {
+            tgid,
+            user_stack_id,
+            kernel_stack_id: stack_id(
+                &generation,
+                ctx,
+                0,
+                lost::KERNEL_STACK,
+                scratch::KERNEL_FN + index,
+            ),
+            clock_id: index as i32,
+            event: event::KERNEL_FN,
+            _pad: 0,
+            caller_ip: 0,
+            wrapper_caller_ip: 0,
+            user_ip: 0,
+            first_return: 0,
+        },
+    );
 }
 
 /// One fentry and one kprobe program per slot: an fentry program is bound to

@@ -1,6 +1,11 @@
 //! clockprof's eBPF programs. Each hook counts one kind of clock read in
-//! `COUNTS`, keyed by process, stacks and clock; the daemon never sees per-event
-//! records, so the cost per clock read is one map update plus the stack walk.
+//! a count map, keyed by process, stacks and clock; the daemon never sees
+//! per-event records, so the cost per clock read is one map update plus the
+//! stack walk.
+//!
+//! Count and stack maps come in two generations: the programs write to the
+//! one `GENERATION` selects, while the daemon drains and clears the other
+//! (see the daemon's generations.rs), so no map fills on a long run.
 //!
 //! One module per clock source (`syscall`, `kernel`, `vdso`, `libc`, `go`),
 //! the counting they share (`count`), caller recovery (`callers`) and the
@@ -19,9 +24,9 @@ mod vdso;
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
 };
-use profiler_common::{lost, CountKey, MAX_KERNEL_FNS};
+use profiler_common::{lost, CountKey, StackFrames, MAX_KERNEL_FNS};
 
 // Globals are set by the loader (`EbpfLoader::override_global`) and live in .rodata,
 // so the verifier folds them into constants.
@@ -53,13 +58,35 @@ pub(crate) static TASK_STACK_OFFSET: u32 = 0;
 #[no_mangle]
 pub(crate) static THREAD_SIZE: u32 = 0;
 
-// Sizes are defaults; the loader resizes COUNTS and STACKS from the command line.
-// Per-CPU values: a hot key is bumped without atomics or cache-line bouncing;
-// the daemon sums the CPUs.
+// Sizes are defaults; the loader resizes both generations of COUNTS, STACKS
+// and SPILLED_STACKS from the command line. Per-CPU values: a hot key is bumped without
+// atomics or cache-line bouncing; the daemon sums the CPUs.
 #[map]
-pub(crate) static COUNTS: PerCpuHashMap<CountKey, u64> = PerCpuHashMap::with_max_entries(65536, 0);
+pub(crate) static COUNTS_0: PerCpuHashMap<CountKey, u64> =
+    PerCpuHashMap::with_max_entries(65536, 0);
 #[map]
-pub(crate) static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+pub(crate) static COUNTS_1: PerCpuHashMap<CountKey, u64> =
+    PerCpuHashMap::with_max_entries(65536, 0);
+/// Stacks by id (the kernel's stack-trace map: the cheapest capture and
+/// dedup), and, for a stack whose bucket another stack holds there (EEXIST),
+/// by a hash of its frames: a hash map chains what collides, so no stack is
+/// lost to a collision.
+#[map]
+pub(crate) static STACKS_0: StackTrace = StackTrace::with_max_entries(16384, 0);
+#[map]
+pub(crate) static STACKS_1: StackTrace = StackTrace::with_max_entries(16384, 0);
+#[map]
+pub(crate) static SPILLED_STACKS_0: HashMap<u64, StackFrames> = HashMap::with_max_entries(4096, 0);
+#[map]
+pub(crate) static SPILLED_STACKS_1: HashMap<u64, StackFrames> = HashMap::with_max_entries(4096, 0);
+/// Where a stack is captured and hashed, per CPU: one slot per kind of
+/// program that may interrupt another on the same CPU (see count::Scratch).
+#[map]
+pub(crate) static STACK_SCRATCH: PerCpuArray<StackFrames> =
+    PerCpuArray::with_max_entries(2 + MAX_KERNEL_FNS, 0);
+/// Slot 0: the generation (0 or 1) the programs write to; the daemon flips it.
+#[map]
+pub(crate) static GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub(crate) static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 #[map]

@@ -91,22 +91,32 @@ impl Profile {
     pub fn new(samples: Vec<SymbolizedSample>, info: RecordingInfo) -> Profile {
         let samples = crate::stack_scaling::scale_sampled_stacks(samples);
         // Different stack ids can symbolize to the same frames (e.g. two call
-        // sites in one function); they are one stack to the user.
-        let mut stacks: HashMap<(u32, ClockRead, Vec<Frame>, StackState), SymbolizedSample> =
-            HashMap::new();
-        let mut processes: HashMap<u32, ProcessTotal> = HashMap::new();
+        // sites in one function); they are one stack to the user. Processes
+        // gone before the end share pid 0, told apart by name.
+        type StackKey = (u32, String, ClockRead, Vec<Frame>, StackState);
+        let mut stacks: HashMap<StackKey, SymbolizedSample> = HashMap::new();
+        let mut processes: HashMap<(u32, String), ProcessTotal> = HashMap::new();
         for sample in samples {
-            let process = processes.entry(sample.pid).or_insert_with(|| ProcessTotal {
-                pid: sample.pid,
-                comm: sample.comm.clone(),
-                cgroup: sample.cgroup.clone(),
-                total: 0,
-                by_source: BTreeMap::new(),
-            });
+            let process_key = (sample.pid, sample.comm.clone());
+            let process = processes
+                .entry(process_key)
+                .or_insert_with(|| ProcessTotal {
+                    pid: sample.pid,
+                    comm: sample.comm.clone(),
+                    cgroup: sample.cgroup.clone(),
+                    total: 0,
+                    by_source: BTreeMap::new(),
+                });
             process.total += sample.count;
             *process.by_source.entry(sample.read.source()).or_default() += sample.count;
             stacks
-                .entry((sample.pid, sample.read, sample.frames.clone(), sample.state))
+                .entry((
+                    sample.pid,
+                    sample.comm.clone(),
+                    sample.read,
+                    sample.frames.clone(),
+                    sample.state,
+                ))
                 .or_insert_with(|| SymbolizedSample {
                     count: 0,
                     ..sample.clone()
@@ -124,7 +134,12 @@ impl Profile {
                 .then(a.pid.cmp(&b.pid))
         });
         let mut processes: Vec<ProcessTotal> = processes.into_values().collect();
-        processes.sort_by(|a, b| b.total.cmp(&a.total).then(a.pid.cmp(&b.pid)));
+        processes.sort_by(|a, b| {
+            b.total
+                .cmp(&a.total)
+                .then(a.pid.cmp(&b.pid))
+                .then_with(|| a.comm.cmp(&b.comm))
+        });
         let total = processes.iter().map(|p| p.total).sum();
         Profile {
             info,
@@ -246,6 +261,38 @@ mod tests {
                 "other;main;[syscall time] 5",
             ]
         );
+    }
+
+    /// Processes gone before the end share pid 0: each name stays its own
+    /// process, and equal frames of two names stay two stacks.
+    #[test]
+    fn gone_processes_stay_apart_by_name() {
+        let samples = vec![
+            sample(
+                0,
+                "sh",
+                &["[unknown]"],
+                event::SYSCALL_TIME,
+                CLOCK_ID_NONE,
+                2,
+            ),
+            sample(
+                0,
+                "fx",
+                &["[unknown]"],
+                event::SYSCALL_TIME,
+                CLOCK_ID_NONE,
+                5,
+            ),
+        ];
+        let profile = Profile::new(samples, RecordingInfo::default());
+        let processes: Vec<(&str, u64)> = profile
+            .processes
+            .iter()
+            .map(|p| (p.comm.as_str(), p.total))
+            .collect();
+        assert_eq!(processes, vec![("fx", 5), ("sh", 2)]);
+        assert_eq!(profile.stacks.len(), 2);
     }
 
     #[test]

@@ -90,14 +90,17 @@ pub struct ProbeArgs {
           value_parser = kernel_function)]
     pub kernel_functions: Vec<String>,
 
-    /// Distinct (process, stack, clock) entries the kernel can count, 1 to
-    /// 4194304; events beyond it are counted as lost.
+    /// Distinct (process, stack, clock) entries the kernel can count between
+    /// two drains of its maps (every second in record, every refresh in
+    /// top), 1 to 4194304; events beyond it are counted as lost.
     #[arg(long, value_name = "N", default_value_t = 65536,
           value_parser = clap::value_parser!(u32).range(1..=MAX_COUNT_ENTRIES))]
     pub count_entries: u32,
 
-    /// Distinct stacks the kernel can keep (each takes ~1 KiB), 1 to 262144;
-    /// stacks beyond it are reported as lost, their events still counted.
+    /// Distinct stacks the kernel can keep between two drains (each takes
+    /// ~1 KiB, twice: the maps come in two generations, plus room for a
+    /// quarter as many whose slot another stack took), 1 to 262144; stacks
+    /// beyond it are reported as lost, their events still counted.
     #[arg(long, value_name = "N", default_value_t = 16384,
           value_parser = clap::value_parser!(u32).range(1..=MAX_STACK_ENTRIES))]
     pub stack_entries: u32,

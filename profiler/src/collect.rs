@@ -1,12 +1,15 @@
 //! Drains the kernel's maps into plain samples: counts per key with the raw
-//! instruction pointers of their stacks, and the lost-event counters.
+//! instruction pointers of their stacks, and the lost-event counters. The
+//! one place that reads the kernel's count, stack and lost maps.
 
 use std::collections::HashMap;
 
 use anyhow::{anyhow, bail, Result};
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
+use aya::maps::{HashMap as KernelHashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
 use aya::Ebpf;
-use profiler_common::{lost, names, CountKey, STACK_NOT_CAPTURED, STACK_SAMPLED_OUT};
+use profiler_common::{
+    lost, names, CountKey, StackFrames, SPILLED_STACK, STACK_NOT_CAPTURED, STACK_SAMPLED_OUT,
+};
 use serde::Serialize;
 
 use crate::sources::{ClockRead, Source};
@@ -54,6 +57,25 @@ impl LostCounts {
     pub fn any(&self) -> bool {
         *self != LostCounts::default()
     }
+
+    /// What was lost since `earlier`, a reading of the same counters.
+    pub fn since(&self, earlier: &LostCounts) -> LostCounts {
+        LostCounts {
+            events: self.events.saturating_sub(earlier.events),
+            user_stacks: self.user_stacks.saturating_sub(earlier.user_stacks),
+            kernel_stacks: self.kernel_stacks.saturating_sub(earlier.kernel_stacks),
+            followed_processes: self
+                .followed_processes
+                .saturating_sub(earlier.followed_processes),
+        }
+    }
+
+    pub fn add(&mut self, more: &LostCounts) {
+        self.events += more.events;
+        self.user_stacks += more.user_stacks;
+        self.kernel_stacks += more.kernel_stacks;
+        self.followed_processes += more.followed_processes;
+    }
 }
 
 pub struct Collected {
@@ -66,27 +88,67 @@ fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map> {
         .ok_or_else(|| anyhow!("the eBPF object has no {name} map"))
 }
 
-/// Reads every count with its stacks. Call after the workload stopped (or for a
-/// live view, repeatedly: the kernel keeps counting meanwhile).
-pub fn collect(ebpf: &Ebpf) -> Result<Collected> {
-    let Counts { counts, lost } = collect_counts(ebpf)?;
-    let stacks = StackTraceMap::try_from(map(ebpf, names::STACKS)?)?;
-    let mut stack_cache: HashMap<i32, RawStack> = HashMap::new();
-    let mut resolve = |id: i32| -> RawStack {
-        stack_cache
-            .entry(id)
-            .or_insert_with(|| read_stack(&stacks, id))
-            .clone()
+/// Reads every count of `generation` with its stacks, then clears both of
+/// its maps. Call only on the generation the programs do not write to
+/// (generations.rs): then every increment is read exactly once.
+pub fn drain(ebpf: &mut Ebpf, generation: usize) -> Result<Collected> {
+    let counts = read_counts(ebpf, generation)?;
+    let stacks = Stacks {
+        by_id: StackTraceMap::try_from(map(ebpf, names::STACKS[generation])?)?,
+        spilled: KernelHashMap::try_from(map(ebpf, names::SPILLED_STACKS[generation])?)?,
     };
+    let mut read: HashMap<i64, RawStack> = HashMap::new();
+    let mut resolve =
+        |id: i64| -> RawStack { read.entry(id).or_insert_with(|| stacks.read(id)).clone() };
     let samples = counts
-        .into_iter()
-        .map(|(key, count)| {
+        .iter()
+        .map(|&(key, count)| {
             let user_stack = resolve(key.user_stack_id);
             let kernel_stack = resolve(key.kernel_stack_id);
             sample(&key, user_stack, kernel_stack, count)
         })
         .collect();
-    Ok(Collected { samples, lost })
+    // Every stack, also those of keys the count map had no room for.
+    let mut by_id = StackTraceMap::try_from(map_mut(ebpf, names::STACKS[generation])?)?;
+    let ids: Vec<u32> = by_id.stack_ids().filter_map(Result::ok).collect();
+    for id in ids {
+        remove_entry(by_id.remove(&id))?;
+    }
+    let mut spilled: StackMap<&mut MapData> =
+        KernelHashMap::try_from(map_mut(ebpf, names::SPILLED_STACKS[generation])?)?;
+    let ids: Vec<u64> = spilled.keys().filter_map(Result::ok).collect();
+    for id in ids {
+        remove_entry(spilled.remove(&id))?;
+    }
+    let mut count_map: PerCpuHashMap<_, CountKey, u64> =
+        PerCpuHashMap::try_from(map_mut(ebpf, names::COUNTS[generation])?)?;
+    // Keys are read once more: a key counted 0 times in total is still an entry.
+    let keys: Vec<CountKey> = count_map.keys().filter_map(Result::ok).collect();
+    for key in keys {
+        remove_entry(count_map.remove(&key))?;
+    }
+    Ok(Collected {
+        samples,
+        lost: lost_counts(ebpf)?,
+    })
+}
+
+/// An entry gone already is as good as removed.
+fn remove_entry(removed: Result<(), aya::maps::MapError>) -> Result<()> {
+    match removed {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(err))
+            if err.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => Ok(other?),
+    }
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| anyhow!("the eBPF object has no {name} map"))
 }
 
 /// The sample of one key, given the stacks its ids stand for.
@@ -117,20 +179,41 @@ pub fn sample(
     }
 }
 
-fn read_stack(stacks: &StackTraceMap<&MapData>, id: i32) -> RawStack {
-    if id == STACK_NOT_CAPTURED {
-        return RawStack::NotCaptured;
-    }
-    if id == STACK_SAMPLED_OUT {
-        // Its frames are in the key (see `sample`).
-        return RawStack::SampledOut(Vec::new());
-    }
-    if id < 0 {
-        return RawStack::Lost(-id);
-    }
-    match stacks.get(&(id as u32), 0) {
-        Ok(trace) => RawStack::Ips(trace.frames().iter().map(|f| f.ip).collect()),
-        Err(_) => RawStack::Lost(libc::ENOENT),
+/// The eBPF side's spill maps: frames by a hash of them.
+type StackMap<T> = KernelHashMap<T, u64, StackFrames>;
+
+/// One generation's stacks: by the stack-trace map's id, or spilled.
+struct Stacks<'a> {
+    by_id: StackTraceMap<&'a MapData>,
+    spilled: StackMap<&'a MapData>,
+}
+
+impl Stacks<'_> {
+    fn read(&self, id: i64) -> RawStack {
+        if id == STACK_NOT_CAPTURED {
+            return RawStack::NotCaptured;
+        }
+        if id == STACK_SAMPLED_OUT {
+            // Its frames are in the key (see `sample`).
+            return RawStack::SampledOut(Vec::new());
+        }
+        if id < 0 {
+            return RawStack::Lost(i32::try_from(-id).unwrap_or(libc::EINVAL));
+        }
+        let frames = if id & SPILLED_STACK != 0 {
+            self.spilled
+                .get(&(id as u64), 0)
+                .map(|frames| frames.iter().copied().take_while(|&ip| ip != 0).collect())
+        } else {
+            u32::try_from(id)
+                .map_err(|_| aya::maps::MapError::KeyNotFound)
+                .and_then(|id| self.by_id.get(&id, 0))
+                .map(|trace| trace.frames().iter().map(|f| f.ip).collect())
+        };
+        match frames {
+            Ok(ips) => RawStack::Ips(ips),
+            Err(_) => RawStack::Lost(libc::ENOENT),
+        }
     }
 }
 
@@ -145,18 +228,10 @@ fn lost_counts(ebpf: &Ebpf) -> Result<LostCounts> {
     })
 }
 
-/// Cumulative counts per key, without their stacks.
-pub struct Counts {
-    pub counts: Vec<(CountKey, u64)>,
-    pub lost: LostCounts,
-}
-
-/// Reads the counts only: a live view does this every refresh, and the stack
-/// behind an id never changes while the maps live, so it fetches each stack
-/// once, with `stack`, and only when it needs one.
-pub fn collect_counts(ebpf: &Ebpf) -> Result<Counts> {
+/// The counts of `generation`, summed over CPUs, without their stacks.
+fn read_counts(ebpf: &Ebpf, generation: usize) -> Result<Vec<(CountKey, u64)>> {
     let count_map: PerCpuHashMap<_, CountKey, u64> =
-        PerCpuHashMap::try_from(map(ebpf, names::COUNTS)?)?;
+        PerCpuHashMap::try_from(map(ebpf, names::COUNTS[generation])?)?;
     let mut counts = Vec::new();
     for entry in count_map.iter() {
         let (key, per_cpu) = entry?;
@@ -173,10 +248,7 @@ pub fn collect_counts(ebpf: &Ebpf) -> Result<Counts> {
             counts.push((key, count));
         }
     }
-    Ok(Counts {
-        counts,
-        lost: lost_counts(ebpf)?,
-    })
+    Ok(counts)
 }
 
 /// Which clock read a key counts.
@@ -187,8 +259,21 @@ pub fn clock_read(key: &CountKey) -> ClockRead {
     }
 }
 
-/// The stack a `CountKey` stack id stands for.
-pub fn stack(ebpf: &Ebpf, id: i32) -> Result<RawStack> {
-    let stacks = StackTraceMap::try_from(map(ebpf, names::STACKS)?)?;
-    Ok(read_stack(&stacks, id))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_counts_since_an_earlier_reading() {
+        let reading = |events, user_stacks| LostCounts {
+            events,
+            user_stacks,
+            ..LostCounts::default()
+        };
+        let mut total = LostCounts::default();
+        total.add(&reading(5, 1).since(&reading(2, 1)));
+        total.add(&reading(5, 4).since(&reading(5, 1)));
+        assert_eq!(total, reading(3, 3));
+        assert!(!reading(2, 2).since(&reading(2, 2)).any());
+    }
 }

@@ -19,6 +19,7 @@ mod debuginfo;
 mod diff;
 mod doctor;
 mod export;
+mod generations;
 mod host_facts;
 mod interrupt;
 mod printable;

@@ -219,6 +219,12 @@ pub struct Probes {
     clock_syscalls_dominate: bool,
 }
 
+/// Room for stacks whose stack-trace map bucket another stack holds: at
+/// most a quarter of the stacks before the map is a quarter full.
+fn spilled_entries(stack_entries: u32) -> u32 {
+    (stack_entries / 4).max(1)
+}
+
 impl Probes {
     pub fn load(config: &ProbeConfig) -> Result<Self> {
         tracefs::require()?;
@@ -270,8 +276,12 @@ impl Probes {
             )
             .override_global(names::TASK_STACK_OFFSET, &task_stack, true)
             .override_global(names::THREAD_SIZE, &thread_size, true)
-            .map_max_entries(names::COUNTS, config.count_entries)
-            .map_max_entries(names::STACKS, config.stack_entries)
+            .map_max_entries(names::COUNTS[0], config.count_entries)
+            .map_max_entries(names::COUNTS[1], config.count_entries)
+            .map_max_entries(names::STACKS[0], config.stack_entries)
+            .map_max_entries(names::STACKS[1], config.stack_entries)
+            .map_max_entries(names::SPILLED_STACKS[0], spilled_entries(config.stack_entries))
+            .map_max_entries(names::SPILLED_STACKS[1], spilled_entries(config.stack_entries))
             .load(EBPF_OBJECT)
             .map_err(|err| {
                 anyhow!("the kernel refused clockprof's eBPF maps or programs ({err}); run `clockprof doctor` to see what this kernel allows")
@@ -632,7 +642,7 @@ impl Probes {
         &self.attachments
     }
 
-    pub fn ebpf(&self) -> &Ebpf {
-        &self.ebpf
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 }

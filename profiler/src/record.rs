@@ -1,8 +1,10 @@
 //! `clockprof record`: checks the request, attaches the probes, runs COMMAND or
-//! waits, then drives the one-way pipeline collect -> symbolize -> aggregate ->
-//! export. Every early return drops what was set up, in reverse order, so no
+//! waits, draining the kernel's maps every second into a running total
+//! (collect and normalize), then names the stacks and exports (symbolize ->
+//! aggregate -> export). Every early return drops what was set up, in reverse order, so no
 //! probe stays attached and no partial output file remains.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -12,8 +14,9 @@ use crate::aggregate::{Profile, RecordingInfo};
 use crate::cli::RecordArgs;
 use crate::credentials;
 use crate::export::{self, Existing, Format, OutputFile};
-use crate::session::{self, Session};
+use crate::session::{self, Drained, Session};
 use crate::sources::Source;
+use crate::symbolize::NormalizedSample;
 use crate::{command, symbolize};
 
 /// Why the recording stopped.
@@ -162,6 +165,12 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
         .duration
         .map(|secs| tokio::time::Instant::now() + Duration::from_secs_f64(secs));
     let mut drain = tokio::time::interval(session::DRAIN_INTERVAL);
+    let mut drain_maps = tokio::time::interval_at(
+        tokio::time::Instant::now() + session::MAP_DRAIN_INTERVAL,
+        session::MAP_DRAIN_INTERVAL,
+    );
+    drain_maps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut totals = Totals::default();
     let stop = loop {
         tokio::select! {
             status = async { (&mut child.as_mut().unwrap().exit).await }, if child.is_some() => {
@@ -174,6 +183,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
             _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
             _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),
             _ = sighup.recv() => break Stop::Signal(libc::SIGHUP),
+            _ = drain_maps.tick() => totals.add(session.drain()?),
             _ = drain.tick() => {
                 session.tracker.drain();
                 if !has_command && !args.probe.pids.is_empty() && !args.probe.pids.iter().any(|&p| session::process_alive(p)) {
@@ -191,26 +201,29 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
         _ => {}
     }
 
-    let collected = session.collect()?;
+    // What was counted up to now, the workload stopped.
+    totals.add(session.drain()?);
     let attachments = session.attachments();
-    // Detach before the slow part: symbolization needs only the tracker.
+    // Detach before the slow part: naming needs only the tracker's files.
     let Session {
         probes,
         mut tracker,
         unavailable,
         kernel_functions,
+        ..
     } = session;
     drop(probes);
-    tracker.drain();
     let samples = symbolize::StackSymbolizer::new(kernel_functions.clone())
-        .symbolize(&collected.samples, &mut tracker);
+        .name(totals.samples(), &mut tracker);
+    let lost = totals.lost;
+    drop(totals);
     let profile = Profile::new(
         samples,
         RecordingInfo {
             sources,
             attachments,
             duration,
-            lost: collected.lost,
+            lost,
             lost_mapping_records: tracker.lost_records(),
             sample_frequency: args
                 .probe
@@ -259,6 +272,44 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     Ok(Recording { profile, exit_code })
 }
 
+/// Everything drained so far: the kernel's maps hold only what was counted
+/// since the last drain. Live processes' samples are kept per pid; those of
+/// processes gone are merged per name (`NormalizedSample::of_gone_process`),
+/// so a churn of short processes costs memory per program, not per process.
+#[derive(Default)]
+struct Totals {
+    live: HashMap<u32, HashMap<NormalizedSample, u64>>,
+    gone: HashMap<NormalizedSample, u64>,
+    lost: crate::collect::LostCounts,
+}
+
+impl Totals {
+    fn add(&mut self, drained: Drained) {
+        for (sample, count) in drained.samples {
+            *self
+                .live
+                .entry(sample.pid)
+                .or_default()
+                .entry(sample)
+                .or_default() += count;
+        }
+        for pid in drained.gone {
+            for (sample, count) in self.live.remove(&pid).into_iter().flatten() {
+                *self.gone.entry(sample.of_gone_process()).or_default() += count;
+            }
+        }
+        self.lost.add(&drained.lost);
+    }
+
+    fn samples(&self) -> impl Iterator<Item = (&NormalizedSample, u64)> + Clone {
+        self.live
+            .values()
+            .flatten()
+            .chain(&self.gone)
+            .map(|(sample, &count)| (sample, count))
+    }
+}
+
 /// After a stopping signal, COMMAND's status is ours. One that ignores the
 /// signal it was passed gets SIGKILL at the next one.
 async fn wait_for_command(
@@ -276,5 +327,53 @@ async fn wait_for_command(
             _ = sigterm.recv() => child.signal(libc::SIGKILL),
             _ = sighup.recv() => child.signal(libc::SIGKILL),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbolize::{ProcessIdentity, UserLocation};
+    use std::sync::Arc;
+
+    fn sample(pid: u32, comm: &Arc<ProcessIdentity>) -> NormalizedSample {
+        NormalizedSample {
+            pid,
+            process: Arc::clone(comm),
+            read: crate::sources::ClockRead {
+                event: profiler_common::event::SYSCALL_TIME,
+                clock_id: profiler_common::CLOCK_ID_NONE,
+            },
+            user: Arc::from(vec![UserLocation::Unknown]),
+            user_lost: false,
+            sampled_out: false,
+            exact_depth: 1,
+            kernel: Arc::from(Vec::new()),
+        }
+    }
+
+    /// Many runs of one program: each is kept per pid while it may still
+    /// count, then merged under its name, so the totals stay one entry per
+    /// program and stack.
+    #[test]
+    fn gone_processes_merge_per_name() {
+        let short = Arc::new(ProcessIdentity {
+            comm: Some("short".into()),
+            cgroup: None,
+        });
+        let mut totals = Totals::default();
+        for pid in 100..200 {
+            totals.add(Drained {
+                samples: vec![(sample(pid, &short), 2)],
+                lost: Default::default(),
+                gone: if pid > 100 { vec![pid - 1] } else { vec![] },
+            });
+        }
+        assert_eq!(totals.live.len(), 1);
+        assert_eq!(totals.gone.len(), 1);
+        let all: Vec<(u32, u64)> = totals.samples().map(|(s, c)| (s.pid, c)).collect();
+        assert_eq!(all.len(), 2);
+        assert!(all.contains(&(199, 2)));
+        assert!(all.contains(&(0, 198)));
     }
 }

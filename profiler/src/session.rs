@@ -11,11 +11,13 @@ use profiler_common::target;
 
 use crate::attachment::{Attachment, Backend};
 use crate::binaries::{self, Binary, GoBinary};
-use crate::collect::{self, Collected};
+use crate::collect::{self, LostCounts};
+use crate::generations::Generations;
 use crate::privileges;
 use crate::probes::{KernelFunction, ProbeConfig, Probes};
 use crate::proc_tracker::ProcTracker;
 use crate::sources::{Attach, Source, SourceSet, UprobeBinary};
+use crate::symbolize::{NormalizedSample, Normalizer};
 
 /// The kernel source watches each function it can. None at all is an error
 /// when the user asked for the kernel source alone, a warning when named with
@@ -214,6 +216,10 @@ fn require_some_source(sources: &[Source], unavailable: &[(Source, String)]) -> 
 /// fill on a host that starts many processes.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How often `record` drains the count and stack maps: their entries are
+/// freed at that pace, so they hold about a second of distinct stacks.
+pub const MAP_DRAIN_INTERVAL: Duration = Duration::from_secs(1);
+
 pub struct SessionConfig<'a> {
     /// Processes to profile (all their threads); empty with `all` or a command.
     pub pids: &'a [u32],
@@ -245,6 +251,20 @@ pub struct Session {
     /// The kernel functions watched, by slot: they name the kernel
     /// source's events.
     pub kernel_functions: Vec<String>,
+    generations: Generations,
+    normalizer: Normalizer,
+    /// The kernel's lost counters at the last drain (they only grow).
+    lost_so_far: LostCounts,
+}
+
+/// What the kernel counted since the previous drain.
+pub struct Drained {
+    /// Counts per normalized sample (several keys may normalize to one).
+    pub samples: Vec<(NormalizedSample, u64)>,
+    pub lost: LostCounts,
+    /// Processes that exited and whose last events are in this drain or an
+    /// earlier one: their pids may be reused from now on.
+    pub gone: Vec<u32>,
 }
 
 /// Whether `pid` still runs: present in /proc and not a zombie.
@@ -340,6 +360,9 @@ impl Session {
             tracker,
             unavailable,
             kernel_functions,
+            generations: Generations::new()?,
+            normalizer: Normalizer::default(),
+            lost_so_far: LostCounts::default(),
         })
     }
 
@@ -400,14 +423,44 @@ impl Session {
         Ok(())
     }
 
-    /// Everything the kernel counted so far (cumulative).
-    pub fn collect(&self) -> Result<Collected> {
-        collect::collect(self.probes.ebpf())
+    /// Everything the kernel counted since the previous drain, its user
+    /// stacks normalized, and the kernel's entries freed. The programs move
+    /// to the other generation of maps first, and the drain waits until none
+    /// still writes to the one it reads, so no count is lost or read twice.
+    /// The mapping records up to now are applied before the stacks are
+    /// normalized; processes whose last events this drain read are then
+    /// forgotten (`ProcTracker::forget_exited`).
+    pub fn drain(&mut self) -> Result<Drained> {
+        let old = self.generations.flip(self.probes.ebpf_mut())?;
+        self.tracker.drain();
+        let collected = collect::drain(self.probes.ebpf_mut(), old)?;
+        let samples = self
+            .normalizer
+            .normalize(&collected.samples, &mut self.tracker);
+        let gone = self.tracker.forget_exited();
+        let lost = collected.lost.since(&self.lost_so_far);
+        self.lost_so_far = collected.lost;
+        Ok(Drained {
+            samples: merge(samples),
+            lost,
+            gone,
+        })
     }
 
     pub fn attachments(&self) -> Vec<Attachment> {
         self.probes.attachments().to_vec()
     }
+}
+
+/// Samples equal once normalized (other stack ids of the same frames, or
+/// the same stack in two generations) as one.
+fn merge(samples: Vec<(NormalizedSample, u64)>) -> Vec<(NormalizedSample, u64)> {
+    let mut merged: std::collections::HashMap<NormalizedSample, u64> =
+        std::collections::HashMap::with_capacity(samples.len());
+    for (sample, count) in samples {
+        *merged.entry(sample).or_default() += count;
+    }
+    merged.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -1,12 +1,17 @@
 //! Turns raw instruction pointers into function names with blazesym.
 //!
-//! User addresses are first normalized to (file, file offset) through the
-//! process tracker, which remembers the mappings of processes that already
-//! exited; then each file is symbolized once for all its offsets. That is why
-//! a 5 ms COMMAND is symbolized as well as a long-running daemon.
+//! Two steps. As samples are drained from the kernel, `Normalizer` turns
+//! their user addresses into (file, file offset) through the process
+//! tracker, which remembers the mappings of processes until their last
+//! events are drained; that is why a 5 ms COMMAND is symbolized as well as a
+//! long-running daemon. Normalized stacks no longer depend on where a
+//! process was loaded, so the stacks of every run of a program are one
+//! interned stack. Then, at the end or when someone looks, `StackSymbolizer`
+//! names each distinct location once.
 
 use std::cell::{OnceCell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use blazesym::symbolize::source::{Elf, Kernel, Source as BlazeSource};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
@@ -92,16 +97,47 @@ pub struct SymbolizedSample {
 /// Where a user address lives: a file and an offset into it, JIT code named
 /// by the process's perf map, or nowhere known.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum UserLocation {
+pub enum UserLocation {
     /// `file` is `None` for the vDSO, which has no file.
     File {
-        path: String,
+        path: Arc<str>,
         file: Option<FileKey>,
         offset: u64,
     },
-    Special(String),
-    Jit(String),
+    Special(Arc<str>),
+    Jit(Arc<str>),
     Unknown,
+}
+
+/// What names a process in the output, read while it lived.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcessIdentity {
+    pub comm: Option<String>,
+    /// The cgroup path, where it is not the root cgroup.
+    pub cgroup: Option<String>,
+}
+
+/// A drained sample with its stacks made independent of the process's
+/// address space: everything naming needs, without the process's mappings.
+/// Stacks and identities are interned (`Normalizer`), so a sample costs a
+/// few pointers whatever its depth.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NormalizedSample {
+    pub pid: u32,
+    pub process: Arc<ProcessIdentity>,
+    pub read: ClockRead,
+    /// Innermost first, with the callers the frame chain skipped.
+    pub user: Arc<[UserLocation]>,
+    /// The kernel could not capture the user stack.
+    pub user_lost: bool,
+    /// The event's user stack was sampled out: `user` holds the innermost
+    /// frames only.
+    pub sampled_out: bool,
+    /// How many of `user`'s innermost frames every event of the key shares
+    /// (see `exact_depth`).
+    pub exact_depth: usize,
+    /// Kernel return addresses as captured, innermost first.
+    pub kernel: Arc<[u64]>,
 }
 
 /// A JIT runtime's `/tmp/perf-PID.map` (`START SIZE NAME` per line, hex), the
@@ -238,7 +274,7 @@ fn symbolize_files(
     tracker: &mut ProcTracker,
     locations: &BTreeSet<UserLocation>,
 ) -> NameTable<UserLocation> {
-    let mut by_file: HashMap<(&str, Option<FileKey>), Vec<u64>> = HashMap::new();
+    let mut by_file: HashMap<(&Arc<str>, Option<FileKey>), Vec<u64>> = HashMap::new();
     for location in locations {
         if let UserLocation::File { path, file, offset } = location {
             by_file.entry((path, *file)).or_default().push(*offset);
@@ -246,10 +282,13 @@ fn symbolize_files(
     }
     let mut table = HashMap::new();
     let vdso = by_file
-        .contains_key(&(VDSO, None))
+        .keys()
+        .any(|&(path, key)| &**path == VDSO && key.is_none())
         .then(|| vdso.get_or_init(VdsoImage::dump).as_ref())
         .flatten();
     for ((path, key), offsets) in by_file {
+        let path_arc = path;
+        let path: &str = path;
         // Only the very file that was mapped, as opened by the tracker; a file
         // that cannot be had leaves its frames `[unknown]`, with the module named.
         let file = match (vdso, path, key) {
@@ -285,7 +324,7 @@ fn symbolize_files(
                 .name_unnamed(symbolizer, &file, path, &unnamed);
             for (offset, names) in named {
                 let location = UserLocation::File {
-                    path: path.to_string(),
+                    path: Arc::clone(path_arc),
                     file: key,
                     offset,
                 };
@@ -303,7 +342,7 @@ fn symbolize_files(
                     }
                 }
                 let location = UserLocation::File {
-                    path: path.to_string(),
+                    path: Arc::clone(path_arc),
                     file: key,
                     offset: *offset,
                 };
@@ -327,30 +366,133 @@ fn symbolize_kernel(symbolizer: &Symbolizer, addresses: &BTreeSet<u64>) -> NameT
         .collect()
 }
 
-fn locate(
-    tracker: &mut ProcTracker,
-    perf_maps: &mut HashMap<u32, PerfMap>,
-    pid: u32,
-    address: u64,
-) -> UserLocation {
-    match tracker.lookup(pid, address) {
-        // The vDSO is symbolized from this kernel's image (VdsoImage).
-        Some(mapping) if mapping.path.starts_with('[') && mapping.path != VDSO => {
-            UserLocation::Special(mapping.path.clone())
+impl NormalizedSample {
+    /// The sample as kept once its process is gone: under its name, not
+    /// its pid (0), so every run of a program adds to one entry per stack.
+    /// A process never named is named by its pid now; interrupt-context
+    /// reads and the idle tasks keep their pseudo-processes.
+    pub fn of_gone_process(mut self) -> NormalizedSample {
+        if self.pid == INTERRUPT_TGID || self.pid == 0 {
+            return self;
         }
-        Some(mapping) => UserLocation::File {
-            path: mapping.path.clone(),
-            file: mapping.file,
-            offset: mapping.file_offset_of(address),
-        },
-        None => match perf_maps
-            .entry(pid)
-            .or_insert_with(|| PerfMap::load(pid, tracker.owner(pid)))
-            .name(address)
-        {
-            Some(name) => UserLocation::Jit(name.to_string()),
-            None => UserLocation::Unknown,
-        },
+        if self.process.comm.is_none() {
+            self.process = Arc::new(ProcessIdentity {
+                comm: Some(process_name(self.pid, None)),
+                cgroup: self.process.cgroup.clone(),
+            });
+        }
+        self.pid = 0;
+        self
+    }
+}
+
+/// One shared copy of each value: what a long run accumulates is its
+/// distinct stacks, not one copy per process that ran them.
+struct Interned<T: ?Sized + Eq + std::hash::Hash>(HashSet<Arc<T>>);
+
+impl<T: ?Sized + Eq + std::hash::Hash> Default for Interned<T> {
+    fn default() -> Self {
+        Interned(HashSet::new())
+    }
+}
+
+impl<T: ?Sized + Eq + std::hash::Hash> Interned<T> {
+    fn get(&mut self, value: &T, make: impl FnOnce(&T) -> Arc<T>) -> Arc<T> {
+        if let Some(known) = self.0.get(value) {
+            return Arc::clone(known);
+        }
+        let value = make(value);
+        self.0.insert(Arc::clone(&value));
+        value
+    }
+}
+
+/// Normalizes drained samples while their processes' mappings are known,
+/// sharing one copy of every path, stack and process identity.
+#[derive(Default)]
+pub struct Normalizer {
+    paths: Interned<str>,
+    user_stacks: Interned<[UserLocation]>,
+    kernel_stacks: Interned<[u64]>,
+    processes: Interned<ProcessIdentity>,
+}
+
+impl Normalizer {
+    /// `samples` normalized, with their counts. Call before the tracker
+    /// forgets the processes that ran them.
+    pub fn normalize(
+        &mut self,
+        samples: &[RawSample],
+        tracker: &mut ProcTracker,
+    ) -> Vec<(NormalizedSample, u64)> {
+        // Read at most once per drain, for the addresses no mapping covers.
+        let mut perf_maps = HashMap::new();
+        samples
+            .iter()
+            .map(|sample| {
+                let user: Vec<UserLocation> = user_ips(sample)
+                    .iter()
+                    .enumerate()
+                    .map(|(depth, &ip)| {
+                        self.locate(
+                            tracker,
+                            &mut perf_maps,
+                            sample.tgid,
+                            lookup_address(ip, depth),
+                        )
+                    })
+                    .collect();
+                let identity = ProcessIdentity {
+                    comm: tracker.comm(sample.tgid).map(str::to_string),
+                    cgroup: tracker.cgroup(sample.tgid).map(str::to_string),
+                };
+                let normalized = NormalizedSample {
+                    pid: sample.tgid,
+                    process: self.processes.get(&identity, |p| Arc::new(p.clone())),
+                    read: sample.read,
+                    user: self.user_stacks.get(&user, |v| Arc::from(v)),
+                    user_lost: matches!(sample.user_stack, RawStack::Lost(_)),
+                    sampled_out: matches!(sample.user_stack, RawStack::SampledOut(_)),
+                    exact_depth: exact_depth(sample),
+                    kernel: self
+                        .kernel_stacks
+                        .get(ips(&sample.kernel_stack), |v| Arc::from(v)),
+                };
+                (normalized, sample.count)
+            })
+            .collect()
+    }
+
+    fn locate(
+        &mut self,
+        tracker: &mut ProcTracker,
+        perf_maps: &mut HashMap<u32, PerfMap>,
+        pid: u32,
+        address: u64,
+    ) -> UserLocation {
+        match tracker.lookup(pid, address) {
+            // The vDSO is symbolized from this kernel's image (VdsoImage).
+            Some(mapping) if mapping.path.starts_with('[') && mapping.path != VDSO => {
+                UserLocation::Special(self.paths.get(&mapping.path, |v| Arc::from(v)))
+            }
+            Some(mapping) => {
+                let offset = mapping.file_offset_of(address);
+                let file = mapping.file;
+                UserLocation::File {
+                    path: self.paths.get(&mapping.path, |v| Arc::from(v)),
+                    file,
+                    offset,
+                }
+            }
+            None => match perf_maps
+                .entry(pid)
+                .or_insert_with(|| PerfMap::load(pid, tracker.owner(pid)))
+                .name(address)
+            {
+                Some(name) => UserLocation::Jit(self.paths.get(name, |v| Arc::from(v))),
+                None => UserLocation::Unknown,
+            },
+        }
     }
 }
 
@@ -417,137 +559,118 @@ impl StackSymbolizer {
         }
     }
 
-    /// Symbolizes every sample. Samples whose process name is unknown are
-    /// named `[pid N]`.
-    pub fn symbolize(
+    /// Names the frames of normalized samples, each distinct location once.
+    /// Samples whose process name is unknown are named `[pid N]`.
+    /// The tracker only lends the files it opened while their processes
+    /// lived.
+    pub fn name<'a>(
         &self,
-        samples: &[RawSample],
+        samples: impl Iterator<Item = (&'a NormalizedSample, u64)> + Clone,
         tracker: &mut ProcTracker,
     ) -> Vec<SymbolizedSample> {
-        symbolize(
+        let distinct: BTreeSet<UserLocation> = samples
+            .clone()
+            .flat_map(|(s, _)| s.user.iter().cloned())
+            .collect();
+        let user_names = symbolize_files(
             &self.blazesym,
             &self.vdso,
             &self.debuginfo,
-            &self.kernel_functions,
-            samples,
             tracker,
-        )
+            &distinct,
+        );
+        let kernel_addresses: BTreeSet<u64> = samples
+            .clone()
+            .flat_map(|(s, _)| {
+                s.kernel
+                    .iter()
+                    .enumerate()
+                    .map(|(depth, &ip)| lookup_address(ip, depth))
+            })
+            .collect();
+        let kernel_names = symbolize_kernel(&self.blazesym, &kernel_addresses);
+        samples
+            .map(|(sample, count)| {
+                let (frames, exact_frames) =
+                    frames_of(sample, &user_names, &kernel_names, &self.kernel_functions);
+                let mut symbolized = SymbolizedSample {
+                    pid: sample.pid,
+                    comm: process_name(sample.pid, sample.process.comm.as_deref()),
+                    cgroup: sample.process.cgroup.clone(),
+                    read: sample.read,
+                    frames,
+                    state: if sample.user_lost {
+                        StackState::UserStackLost
+                    } else if sample.sampled_out {
+                        StackState::Unsampled
+                    } else {
+                        StackState::Complete
+                    },
+                    exact_frames,
+                    count,
+                };
+                interrupt::attribute(&mut symbolized);
+                symbolized
+            })
+            .collect()
     }
 }
 
-fn symbolize(
-    symbolizer: &Symbolizer,
-    vdso: &OnceCell<Option<VdsoImage>>,
-    debuginfo: &RefCell<DebugInfo>,
+/// The frames of one sample, outermost first, and how many of the innermost
+/// user frames every event of its key shares.
+fn frames_of(
+    sample: &NormalizedSample,
+    user_names: &NameTable<UserLocation>,
+    kernel_names: &NameTable<u64>,
     kernel_functions: &[String],
-    samples: &[RawSample],
-    tracker: &mut ProcTracker,
-) -> Vec<SymbolizedSample> {
-    // Normalize every user frame while the tracker is at hand, then symbolize
-    // each distinct location once.
-    let mut perf_maps = HashMap::new();
-    let user_locations: Vec<Vec<UserLocation>> = samples
-        .iter()
-        .map(|sample| {
-            user_ips(sample)
-                .iter()
-                .enumerate()
-                .map(|(depth, &ip)| {
-                    locate(
-                        tracker,
-                        &mut perf_maps,
-                        sample.tgid,
-                        lookup_address(ip, depth),
-                    )
-                })
-                .collect()
-        })
-        .collect();
-    let distinct: BTreeSet<UserLocation> = user_locations.iter().flatten().cloned().collect();
-    let user_names = symbolize_files(symbolizer, vdso, debuginfo, tracker, &distinct);
-
-    let kernel_addresses: BTreeSet<u64> = samples
-        .iter()
-        .flat_map(|s| {
-            ips(&s.kernel_stack)
-                .iter()
-                .enumerate()
-                .map(|(depth, &ip)| lookup_address(ip, depth))
-        })
-        .collect();
-    let kernel_names = symbolize_kernel(symbolizer, &kernel_addresses);
-
-    samples
-        .iter()
-        .zip(user_locations)
-        .map(|(sample, locations)| {
-            let mut frames = Vec::new();
-            if let RawStack::Lost(_) = sample.user_stack {
-                frames.push(Frame::unknown(None, false));
-                frames[0].function = LOST_STACK.to_string();
+) -> (Vec<Frame>, usize) {
+    let mut frames = Vec::new();
+    if sample.user_lost {
+        frames.push(Frame::unknown(None, false));
+        frames[0].function = LOST_STACK.to_string();
+    }
+    let mut exact_frames = 0;
+    for (depth, location) in sample.user.iter().enumerate().rev() {
+        let before = frames.len();
+        match (location, user_names.get(location)) {
+            (UserLocation::File { path, .. }, Some(names)) => {
+                frames.extend(names.iter().map(|name| Frame {
+                    function: name.clone(),
+                    module: Some(path.to_string()),
+                    kernel: false,
+                }))
             }
-            let exact_depth = exact_depth(sample);
-            let mut exact_frames = 0;
-            for (depth, location) in locations.iter().enumerate().rev() {
-                let before = frames.len();
-                match (location, user_names.get(location)) {
-                    (UserLocation::File { path, .. }, Some(names)) => {
-                        frames.extend(names.iter().map(|name| Frame {
-                            function: name.clone(),
-                            module: Some(path.clone()),
-                            kernel: false,
-                        }))
-                    }
-                    (UserLocation::File { path, .. }, None) => {
-                        frames.push(Frame::unknown(Some(path.clone()), false))
-                    }
-                    (UserLocation::Special(name), _) => frames.push(Frame {
-                        function: name.clone(),
-                        module: None,
-                        kernel: false,
-                    }),
-                    (UserLocation::Jit(name), _) => frames.push(Frame {
-                        function: name.clone(),
-                        module: Some("[jit]".to_string()),
-                        kernel: false,
-                    }),
-                    (UserLocation::Unknown, _) => frames.push(Frame::unknown(None, false)),
-                }
-                if depth < exact_depth {
-                    exact_frames += frames.len() - before;
-                }
+            (UserLocation::File { path, .. }, None) => {
+                frames.push(Frame::unknown(Some(path.to_string()), false))
             }
-            let kernel_ips = ips(&sample.kernel_stack);
-            for (depth, &ip) in kernel_ips.iter().enumerate().rev() {
-                match kernel_names.get(&lookup_address(ip, depth)) {
-                    Some(names) => frames.extend(names.iter().map(|name| Frame {
-                        function: name.clone(),
-                        module: Some("kernel".to_string()),
-                        kernel: true,
-                    })),
-                    None => frames.push(Frame::unknown(Some("kernel".to_string()), true)),
-                }
-            }
-            end_at_watched_function(&mut frames, sample.read, kernel_functions);
-            let state = match sample.user_stack {
-                RawStack::Lost(_) => StackState::UserStackLost,
-                RawStack::SampledOut(_) => StackState::Unsampled,
-                RawStack::Ips(_) | RawStack::NotCaptured => StackState::Complete,
-            };
-            let mut symbolized = SymbolizedSample {
-                pid: sample.tgid,
-                comm: process_name(sample.tgid, tracker.comm(sample.tgid)),
-                cgroup: tracker.cgroup(sample.tgid).map(str::to_string),
-                read: sample.read,
-                frames,
-                state,
-                exact_frames,
-                count: sample.count,
-            };
-            interrupt::attribute(&mut symbolized);
-            symbolized
-        })
-        .collect()
+            (UserLocation::Special(name), _) => frames.push(Frame {
+                function: name.to_string(),
+                module: None,
+                kernel: false,
+            }),
+            (UserLocation::Jit(name), _) => frames.push(Frame {
+                function: name.to_string(),
+                module: Some("[jit]".to_string()),
+                kernel: false,
+            }),
+            (UserLocation::Unknown, _) => frames.push(Frame::unknown(None, false)),
+        }
+        if depth < sample.exact_depth {
+            exact_frames += frames.len() - before;
+        }
+    }
+    for (depth, &ip) in sample.kernel.iter().enumerate().rev() {
+        match kernel_names.get(&lookup_address(ip, depth)) {
+            Some(names) => frames.extend(names.iter().map(|name| Frame {
+                function: name.clone(),
+                module: Some("kernel".to_string()),
+                kernel: true,
+            })),
+            None => frames.push(Frame::unknown(Some("kernel".to_string()), true)),
+        }
+    }
+    end_at_watched_function(&mut frames, sample.read, kernel_functions);
+    (frames, exact_frames)
 }
 
 /// A kernel-source stack ends in the watched function. An fentry program
@@ -582,6 +705,53 @@ pub fn process_name(pid: u32, comm: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two processes running the same code at different addresses
+    /// normalize to one shared stack; a process gone keeps its name.
+    #[test]
+    fn stacks_normalize_to_one_shared_copy_and_gone_processes_keep_their_name() {
+        let mut tracker = ProcTracker::start().unwrap();
+        let pid = std::process::id();
+        tracker.snapshot_pid(pid);
+        let here = stacks_normalize_to_one_shared_copy_and_gone_processes_keep_their_name
+            as *const () as u64;
+        let raw = |tgid, count| RawSample {
+            tgid,
+            read: ClockRead {
+                event: event::SYSCALL_TIME,
+                clock_id: profiler_common::CLOCK_ID_NONE,
+            },
+            user_stack: RawStack::Ips(vec![here, here + 1]),
+            kernel_stack: RawStack::NotCaptured,
+            caller_ip: 0,
+            wrapper_caller_ip: 0,
+            count,
+        };
+        let mut normalizer = Normalizer::default();
+        let first = normalizer.normalize(&[raw(pid, 3)], &mut tracker);
+        let second = normalizer.normalize(&[raw(pid, 4)], &mut tracker);
+        let (a, b) = (&first[0].0, &second[0].0);
+        assert_eq!((first[0].1, second[0].1), (3, 4));
+        assert!(Arc::ptr_eq(&a.user, &b.user));
+        assert!(Arc::ptr_eq(&a.process, &b.process));
+        assert!(
+            matches!(&a.user[0], UserLocation::File { .. }),
+            "{:?}",
+            a.user
+        );
+        let gone = a.clone().of_gone_process();
+        assert_eq!(gone.pid, 0);
+        assert_eq!(gone.process.comm, a.process.comm);
+        assert_eq!(gone.user, a.user);
+        let unnamed = NormalizedSample {
+            process: Arc::new(ProcessIdentity::default()),
+            ..a.clone()
+        };
+        assert_eq!(
+            unnamed.of_gone_process().process.comm.as_deref(),
+            Some(format!("[pid {pid}]").as_str())
+        );
+    }
 
     #[test]
     fn return_addresses_step_back_into_the_call() {

@@ -346,10 +346,13 @@ fn full_stack_map_counts_lost_stacks_but_keeps_counts_exact() {
         json["total"], 1950,
         "every event is counted even without its stack"
     );
+    // One entry in the stack-trace map and one in the spill map (for a
+    // stack whose bucket is taken): the smallest two functions' stacks
+    // (250 + 200 reads) at least find no room.
     let lost = json["lost"]["user_stacks"].as_u64().unwrap();
     assert!(
-        lost >= 950,
-        "expected the stacks of at least 3 of 4 functions lost, got {lost}"
+        lost >= 450,
+        "expected the stacks of at least 2 of 4 functions lost, got {lost}"
     );
     assert!(json["stacks"]
         .as_array()

@@ -14,10 +14,12 @@ const TOP_STACKS: usize = 10;
 /// Frames shown per stack, innermost last: enough to see the caller chain.
 const FRAMES_SHOWN: usize = 6;
 
-/// Reads in interrupt context have no PID.
-fn shown_pid(pid: u32) -> String {
+/// Reads in interrupt context have no PID; processes that exited during a
+/// long recording are merged per name under PID 0 (the idle tasks keep it).
+fn shown_pid(pid: u32, comm: &str) -> String {
     match pid {
         INTERRUPT_TGID => "-".to_string(),
+        0 if comm != "swapper" => "exited".to_string(),
         pid => pid.to_string(),
     }
 }
@@ -106,7 +108,7 @@ pub fn summary(profile: &Profile) -> String {
             "{:>12} {:>5.1}% {:>8}  {}",
             process.total,
             100.0 * process.total as f64 / profile.total as f64,
-            shown_pid(process.pid),
+            shown_pid(process.pid, &process.comm),
             printable(&process.comm)
         );
     }
@@ -118,7 +120,7 @@ pub fn summary(profile: &Profile) -> String {
             stack.count,
             100.0 * stack.count as f64 / profile.total as f64,
             printable(&stack.comm),
-            shown_pid(stack.pid),
+            shown_pid(stack.pid, &stack.comm),
             stack.read.leaf(&profile.info.kernel_functions)
         );
         let skip = stack.frames.len().saturating_sub(FRAMES_SHOWN);
@@ -127,4 +129,17 @@ pub fn summary(profile: &Profile) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exited_processes_merged_under_pid_0_are_shown_as_exited() {
+        assert_eq!(shown_pid(0, "churnfx"), "exited");
+        assert_eq!(shown_pid(0, "swapper"), "0");
+        assert_eq!(shown_pid(42, "churnfx"), "42");
+        assert_eq!(shown_pid(INTERRUPT_TGID, "[interrupt]"), "-");
+    }
 }

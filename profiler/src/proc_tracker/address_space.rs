@@ -42,6 +42,9 @@ pub(super) struct Process {
     pub(super) comm: String,
     pub(super) mappings: BTreeMap<u64, Mapping>,
     pub(super) exited: bool,
+    /// Exited, and seen so by one `Model::forget_exited` already: the next
+    /// one forgets it.
+    pub(super) retiring: bool,
     /// The user the process runs as, read while it lived.
     pub(super) owner: Option<u32>,
     /// Its cgroup path (`/system.slice/x.service`), read while it lived.
@@ -183,6 +186,7 @@ impl Model {
                     // The new image's mappings follow this record.
                     process.mappings.clear();
                     process.exited = false;
+                    process.retiring = false;
                     process.read_identity(r.pid as u32);
                 }
                 process.comm = comm;
@@ -191,6 +195,7 @@ impl Model {
             EventRecord::Fork(r) if r.pid != r.ppid => {
                 let inherited = self.processes.get(&(r.ppid as u32)).map(|parent| Process {
                     exited: false,
+                    retiring: false,
                     ..parent.clone()
                 });
                 let child = self.processes.entry(r.pid as u32).or_default();
@@ -210,6 +215,26 @@ impl Model {
             EventRecord::Lost(r) => self.lost_records += r.count,
             _ => {}
         }
+    }
+
+    /// Forgets the processes that had exited when it was last called, and
+    /// marks those that have exited since for the next call. Called after
+    /// each drain of the count maps has been normalized: a process whose
+    /// exit was applied before drain k's flip has no event left after drain
+    /// k, and one whose exit came later is marked at drain k and forgotten
+    /// at drain k+1, after its last events.
+    pub(super) fn forget_exited(&mut self) -> Vec<u32> {
+        let mut forgotten = Vec::new();
+        self.processes.retain(|&pid, process| {
+            if process.retiring {
+                forgotten.push(pid);
+            }
+            !process.retiring
+        });
+        for process in self.processes.values_mut() {
+            process.retiring = process.exited;
+        }
+        forgotten
     }
 
     /// The mapping containing `addr` in pid's address space as last known.
@@ -274,6 +299,36 @@ fn remove_range(mappings: &mut BTreeMap<u64, Mapping>, start: u64, end: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process whose exit is seen is kept through the next drain (its
+    /// last events may be in it), and forgotten at the one after; one that
+    /// exec'd again in between is not.
+    #[test]
+    fn exited_processes_are_forgotten_one_drain_later() {
+        let mut model = Model::default();
+        let exited = |exited| Process {
+            comm: "x".into(),
+            exited,
+            ..Process::default()
+        };
+        model.processes.insert(1, exited(true));
+        model.processes.insert(2, exited(false));
+        model.processes.insert(3, exited(true));
+        assert!(model.forget_exited().is_empty());
+        assert_eq!(model.processes.len(), 3);
+        // 3 is a new program under the same pid before the next drain.
+        let reused = model.processes.get_mut(&3).unwrap();
+        reused.exited = false;
+        reused.retiring = false;
+        model.processes.get_mut(&2).unwrap().exited = true;
+        assert_eq!(model.forget_exited(), vec![1]);
+        let mut left: Vec<u32> = model.processes.keys().copied().collect();
+        left.sort();
+        assert_eq!(left, vec![2, 3]);
+        assert_eq!(model.forget_exited(), vec![2]);
+        assert!(model.forget_exited().is_empty());
+        assert_eq!(model.processes.keys().copied().collect::<Vec<_>>(), vec![3]);
+    }
 
     #[test]
     fn new_mapping_replaces_overlapped_parts() {

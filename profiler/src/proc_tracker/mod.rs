@@ -66,6 +66,15 @@ impl ProcTracker {
         model.lost_records += lost;
     }
 
+    /// Drops the mappings, name and cgroup of processes whose last events
+    /// have been drained (see `Model::forget_exited`): call once after each
+    /// drain of the count maps, once its samples are normalized. What stays
+    /// is bounded by the live processes, not by how many ever ran. Returns
+    /// the processes forgotten.
+    pub fn forget_exited(&mut self) -> Vec<u32> {
+        self.model.forget_exited()
+    }
+
     /// Records the kernel dropped (ring full) plus records skipped as unparsable: either
     /// way, mappings or names we may be missing.
     pub fn lost_records(&self) -> u64 {

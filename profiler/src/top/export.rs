@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::model::{Snapshot, Stages};
+use super::model::{KeyCount, Snapshot, Stages};
 use super::stacks::StackCache;
 use crate::aggregate::{Profile, RecordingInfo};
-use crate::collect::clock_read;
 use crate::export::{self, Existing, Format, OutputFile};
 use crate::symbolize::SymbolizedSample;
 
@@ -40,21 +39,25 @@ pub fn export(
     info: RecordingInfo,
     dir: &Path,
 ) -> Result<Exported> {
-    let keys = match scope {
-        Scope::Process(pid) => snapshot.keys_of(pid),
-        Scope::All => &snapshot.keys[..],
+    let keys: Vec<&KeyCount> = match scope {
+        Scope::Process(pid) => snapshot.keys_of(pid).iter().collect(),
+        Scope::All => snapshot
+            .keys
+            .iter()
+            .chain(snapshot.retired.iter())
+            .collect(),
     };
-    cache.resolve(keys.iter().map(|k| &k.key), stages)?;
+    cache.resolve(keys.iter().map(|k| &k.key), stages);
     let samples = keys
         .iter()
         .filter_map(|count| {
             let stack = cache.get(&count.key)?;
-            let pid = count.key.tgid;
+            let pid = count.key.pid;
             let mut sample = SymbolizedSample {
                 pid,
-                comm: crate::symbolize::process_name(pid, stages.comm(pid)),
-                cgroup: stages.cgroup(pid).map(str::to_string),
-                read: clock_read(&count.key),
+                comm: crate::symbolize::process_name(pid, count.key.process.comm.as_deref()),
+                cgroup: count.key.process.cgroup.clone(),
+                read: count.key.read,
                 frames: stack.frames.clone(),
                 state: stack.state,
                 exact_frames: stack.exact_frames,

@@ -1,9 +1,10 @@
 //! Names processes on screen: their command, and the container or cgroup they
-//! run in, as the process tracker read it (container.rs), through `Stages`.
+//! run in, as the process tracker read it while the process lived (container.rs).
 
 use std::collections::HashMap;
 
-use super::model::{Label, Stages};
+use super::model::Label;
+use crate::symbolize::ProcessIdentity;
 
 /// Remembers each listed process's group name, so it is worked out once per
 /// process and not once per refresh.
@@ -15,17 +16,20 @@ pub struct Labeler {
 }
 
 impl Labeler {
-    pub fn label(&mut self, pid: u32, stages: &impl Stages) -> Label {
+    pub fn label(&mut self, pid: u32, identity: &ProcessIdentity) -> Label {
         let refresh = self.refresh;
         let entry = self.groups.entry(pid).or_insert_with(|| {
-            let group = stages.cgroup(pid).and_then(crate::container::short_name);
+            let group = identity
+                .cgroup
+                .as_deref()
+                .and_then(crate::container::short_name);
             (group, refresh)
         });
         entry.1 = refresh;
         Label {
             comm: crate::printable::printable(&crate::symbolize::process_name(
                 pid,
-                stages.comm(pid),
+                identity.comm.as_deref(),
             ))
             .into_owned(),
             group: entry.0.clone(),

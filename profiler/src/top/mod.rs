@@ -1,7 +1,8 @@
-//! `clockprof top`: attaches the probes, then every refresh turns the kernel's
-//! cumulative counts into rates and redraws; keys, resizes and signals are
-//! served in between. Stacks are read and symbolized only for the process the
-//! user drills into or exports, and each only once.
+//! `clockprof top`: attaches the probes, then every refresh drains the
+//! kernel's maps, turns what was counted into rates and redraws; keys,
+//! resizes and signals are served in between. Stacks are normalized as they
+//! are drained and named only for the process the user drills into or
+//! exports, and each only once.
 //!
 //! Every way out (q, Ctrl-C, SIGTERM, SIGHUP, an error, a panic) drops the
 //! full-screen terminal, which restores it, and the session, which detaches
@@ -34,9 +35,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::aggregate::RecordingInfo;
 use crate::cli::TopArgs;
 use crate::clocksource::Clocksource;
-use crate::collect::{self, RawSample, RawStack};
 use crate::session::{self, Session};
-use crate::symbolize::{StackSymbolizer, SymbolizedSample};
+use crate::symbolize::{NormalizedSample, StackSymbolizer, SymbolizedSample};
 use app::{App, Effect, Screen};
 use export::Scope;
 use keys::Action;
@@ -218,20 +218,16 @@ impl Top {
     }
 
     fn refresh(&mut self) -> Result<()> {
-        let counts = collect::collect_counts(self.session.probes.ebpf())?;
+        let drained = self.session.drain()?;
         let now = Instant::now();
         let interval = now - std::mem::replace(&mut self.last_refresh, now);
-        let stages = SessionStages {
-            session: &mut self.session,
-            symbolizer: &self.symbolizer,
-        };
         let labeler = &mut self.labeler;
         self.latest = self.model.update(
-            counts.counts,
-            counts.lost,
+            drained.samples,
+            drained.lost,
             interval,
             now - self.started,
-            |pid| labeler.label(pid, &stages),
+            |pid, identity| labeler.label(pid, identity),
         );
         labeler.end_refresh();
         if !self.app.frozen {
@@ -251,13 +247,8 @@ impl Top {
             session: &mut self.session,
             symbolizer: &self.symbolizer,
         };
-        let resolved = self
-            .stacks
+        self.stacks
             .resolve(keys.iter().map(|k| &k.key), &mut stages);
-        if let Err(err) = resolved {
-            self.app
-                .set_status(format!("could not read the stacks: {err:#}"), true);
-        }
         process_stacks(keys, &self.stacks)
     }
 
@@ -331,29 +322,17 @@ impl Top {
     }
 }
 
-/// The live view's `Stages`: the session's kernel maps and process tracker,
-/// through the same collect and symbolize stages as `record`.
+/// The live view's `Stages`: the session's process tracker (the files it
+/// opened), through the same naming stage as `record`.
 struct SessionStages<'a> {
     session: &'a mut Session,
     symbolizer: &'a StackSymbolizer,
 }
 
 impl Stages for SessionStages<'_> {
-    fn raw_stack(&mut self, id: i32) -> Result<RawStack> {
-        collect::stack(self.session.probes.ebpf(), id)
-    }
-
-    fn symbolize(&mut self, samples: &[RawSample]) -> Vec<SymbolizedSample> {
+    fn name(&mut self, samples: &[NormalizedSample]) -> Vec<SymbolizedSample> {
         self.symbolizer
-            .symbolize(samples, &mut self.session.tracker)
-    }
-
-    fn comm(&self, pid: u32) -> Option<&str> {
-        self.session.tracker.comm(pid)
-    }
-
-    fn cgroup(&self, pid: u32) -> Option<&str> {
-        self.session.tracker.cgroup(pid)
+            .name(samples.iter().map(|s| (s, 0)), &mut self.session.tracker)
     }
 }
 

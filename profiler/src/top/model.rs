@@ -1,42 +1,40 @@
-//! The model behind `clockprof top`: per-interval rates from the kernel's
-//! cumulative counts, per key, per process and for the host, with a minute of
-//! history for sparklines.
+//! The model behind `clockprof top`: per-interval rates from what each
+//! refresh drained from the kernel, per key, per process and for the host,
+//! with a minute of history for sparklines, and the totals since the view
+//! started.
 //!
 //! Pure: it sees counts and durations, never the kernel or /proc, so it is
-//! tested with plain numbers. Stacks are not part of it; `stacks` has the few
-//! keys someone looks at symbolized, through `Stages`.
+//! tested with plain numbers. Its keys are drained samples, stacks
+//! normalized; `stacks` names the few someone looks at, through `Stages`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use profiler_common::CountKey;
-
-use crate::collect::{clock_read, LostCounts, RawSample, RawStack};
+use crate::collect::LostCounts;
 use crate::sources::Source;
-use crate::symbolize::SymbolizedSample;
+use crate::symbolize::{NormalizedSample, ProcessIdentity, SymbolizedSample};
 
-/// The pipeline's stages as the live view uses them, the same as `record`'s:
-/// collect reads stacks from the kernel's maps, symbolize names their frames
-/// and the processes. The live view itself reads neither the kernel nor /proc.
+/// The pipeline's last stage as the live view uses it, the same as
+/// `record`'s: symbolize names the frames of drained samples. The live view
+/// itself reads neither the kernel nor /proc.
 pub trait Stages {
-    /// The stack behind a stack id, as collect reads it.
-    fn raw_stack(&mut self, id: i32) -> anyhow::Result<RawStack>;
-    /// `samples` symbolized, as `record` symbolizes them.
-    fn symbolize(&mut self, samples: &[RawSample]) -> Vec<SymbolizedSample>;
-    /// The process's name as last known, also after it exited.
-    fn comm(&self, pid: u32) -> Option<&str>;
-    /// The process's cgroup path, where it is not the root cgroup.
-    fn cgroup(&self, pid: u32) -> Option<&str>;
+    /// `samples` named, as `record` names them.
+    fn name(&mut self, samples: &[NormalizedSample]) -> Vec<SymbolizedSample>;
 }
 
 /// How far back sparklines look.
 pub const HISTORY_SPAN: Duration = Duration::from_secs(60);
 
-/// One count-map key over the last interval.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Processes idle in the last interval stay listed for the history span,
+/// but at most this many, the most recently active first: under a churn of
+/// short processes the list, and memory, stay bounded.
+pub const MAX_IDLE_LISTED: usize = 1000;
+
+/// One drained sample (process, clock read, stacks) over the last interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyCount {
-    pub key: CountKey,
+    pub key: NormalizedSample,
     /// Reads in the last interval.
     pub delta: u64,
     /// Reads since the view started.
@@ -77,8 +75,11 @@ pub struct Snapshot {
     pub interval: Duration,
     /// Since the probes were attached.
     pub elapsed: Duration,
-    /// Every key counted so far, by process id.
+    /// Every key of the listed processes counted so far, by process id.
     pub keys: Vec<KeyCount>,
+    /// What processes no longer listed counted, merged per name and stack
+    /// (pid 0): counted in exports of everything.
+    pub retired: Arc<Vec<KeyCount>>,
     /// Processes that read the clock within the last minute, in no order.
     pub processes: Vec<ProcessReads>,
     pub host: Reads,
@@ -93,8 +94,8 @@ impl Snapshot {
 
     /// The keys of one process.
     pub fn keys_of(&self, pid: u32) -> &[KeyCount] {
-        let start = self.keys.partition_point(|k| k.key.tgid < pid);
-        let end = self.keys.partition_point(|k| k.key.tgid <= pid);
+        let start = self.keys.partition_point(|k| k.key.pid < pid);
+        let end = self.keys.partition_point(|k| k.key.pid <= pid);
         &self.keys[start..end]
     }
 
@@ -112,10 +113,17 @@ impl Snapshot {
     }
 }
 
-/// Turns successive cumulative snapshots of the count map into rates.
+/// Turns what each refresh drained into rates and totals.
 pub struct RateModel {
     history_len: usize,
-    previous: HashMap<CountKey, u64>,
+    /// Reads per key since the view started, for the listed processes.
+    totals: HashMap<NormalizedSample, u64>,
+    /// Keys of processes that left the list, merged per name and stack, so
+    /// memory follows the processes of the last minute, not every process
+    /// that ever ran.
+    retired: HashMap<NormalizedSample, u64>,
+    retired_shown: Arc<Vec<KeyCount>>,
+    lost: LostCounts,
     /// Only processes with reads within the history span.
     histories: HashMap<u32, VecDeque<u64>>,
     host_history: VecDeque<u64>,
@@ -127,53 +135,48 @@ impl RateModel {
         let points = HISTORY_SPAN.as_secs_f64() / interval.as_secs_f64().max(1e-3);
         RateModel {
             history_len: (points.ceil() as usize).clamp(2, 3600),
-            previous: HashMap::new(),
+            totals: HashMap::new(),
+            retired: HashMap::new(),
+            retired_shown: Arc::default(),
+            lost: LostCounts::default(),
             histories: HashMap::new(),
             host_history: VecDeque::new(),
         }
     }
 
-    /// Takes the cumulative `counts` read after an interval of `interval`
-    /// (the first since the probes were attached), `elapsed` after the start.
-    /// `label` names the processes on screen.
+    /// Takes what was drained after an interval of `interval` (the first
+    /// since the probes were attached), `elapsed` after the start, and what
+    /// the kernel lost meanwhile. `label` names the processes on screen.
     pub fn update(
         &mut self,
-        counts: Vec<(CountKey, u64)>,
+        drained: Vec<(NormalizedSample, u64)>,
         lost: LostCounts,
         interval: Duration,
         elapsed: Duration,
-        mut label: impl FnMut(u32) -> Label,
+        mut label: impl FnMut(u32, &ProcessIdentity) -> Label,
     ) -> Arc<Snapshot> {
-        let mut keys: Vec<KeyCount> = counts
-            .into_iter()
-            .map(|(key, total)| {
-                // Smaller than before means the entry was removed and counted
-                // anew; what it holds now is all new.
-                let before = self.previous.get(&key).copied().unwrap_or(0);
-                let delta = if total >= before {
-                    total - before
-                } else {
-                    total
-                };
-                KeyCount { key, delta, total }
-            })
-            .collect();
-        keys.sort_unstable_by_key(|k| k.key);
-        self.previous = keys.iter().map(|k| (k.key, k.total)).collect();
+        self.lost.add(&lost);
+        let mut deltas: HashMap<NormalizedSample, u64> = HashMap::with_capacity(drained.len());
+        for (key, count) in drained {
+            *self.totals.entry(key.clone()).or_default() += count;
+            *deltas.entry(key).or_default() += count;
+        }
 
         let mut host = Reads::default();
         let mut per_process: HashMap<u32, Reads> = HashMap::new();
-        for count in &keys {
-            let source = clock_read(&count.key).source();
-            let process = per_process.entry(count.key.tgid).or_default();
+        for (key, &total) in &self.totals {
+            let delta = deltas.get(key).copied().unwrap_or(0);
+            let source = key.read.source();
+            let process = per_process.entry(key.pid).or_default();
             for reads in [&mut host, process] {
-                reads.delta += count.delta;
-                reads.total += count.total;
-                if count.delta > 0 {
-                    *reads.by_source.entry(source).or_default() += count.delta;
+                reads.delta += delta;
+                reads.total += total;
+                if delta > 0 {
+                    *reads.by_source.entry(source).or_default() += delta;
                 }
             }
         }
+        host.total += self.retired.values().sum::<u64>();
 
         push_bounded(&mut self.host_history, host.delta, self.history_len);
         host.history = self.host_history.iter().copied().collect();
@@ -188,12 +191,36 @@ impl RateModel {
             push_bounded(history, delta, history_len);
             history.iter().any(|&d| d > 0)
         });
+        self.cap_idle();
+        self.retire_unlisted();
+
+        let mut keys: Vec<KeyCount> = self
+            .totals
+            .iter()
+            .map(|(key, &total)| KeyCount {
+                key: key.clone(),
+                delta: deltas.get(key).copied().unwrap_or(0),
+                total,
+            })
+            .collect();
+        keys.sort_unstable_by_key(|k| k.key.pid);
+        let mut identities: HashMap<u32, Arc<ProcessIdentity>> = HashMap::new();
+        for count in &keys {
+            identities
+                .entry(count.key.pid)
+                .or_insert_with(|| Arc::clone(&count.key.process));
+        }
         let processes = self
             .histories
             .iter()
             .map(|(&pid, history)| ProcessReads {
                 pid,
-                label: label(pid),
+                label: label(
+                    pid,
+                    identities
+                        .get(&pid)
+                        .map_or(&ProcessIdentity::default(), |p| p),
+                ),
                 reads: Reads {
                     history: history.iter().copied().collect(),
                     ..per_process.remove(&pid).unwrap_or_default()
@@ -204,10 +231,57 @@ impl RateModel {
             interval,
             elapsed,
             keys,
+            retired: Arc::clone(&self.retired_shown),
             processes,
             host,
-            lost,
+            lost: self.lost,
         })
+    }
+
+    /// Unlists the idle processes beyond MAX_IDLE_LISTED, longest idle first.
+    fn cap_idle(&mut self) {
+        let idle_for =
+            |history: &VecDeque<u64>| history.iter().rev().take_while(|&&d| d == 0).count();
+        let mut idle: Vec<(usize, u32)> = self
+            .histories
+            .iter()
+            .map(|(&pid, history)| (idle_for(history), pid))
+            .filter(|&(idle, _)| idle > 0)
+            .collect();
+        if idle.len() <= MAX_IDLE_LISTED {
+            return;
+        }
+        idle.sort_unstable_by(|a, b| b.cmp(a));
+        for &(_, pid) in &idle[..idle.len() - MAX_IDLE_LISTED] {
+            self.histories.remove(&pid);
+        }
+    }
+
+    /// Moves the totals of processes no longer listed into `retired`.
+    fn retire_unlisted(&mut self) {
+        let leaving: Vec<NormalizedSample> = self
+            .totals
+            .keys()
+            .filter(|key| !self.histories.contains_key(&key.pid))
+            .cloned()
+            .collect();
+        if leaving.is_empty() {
+            return;
+        }
+        for key in leaving {
+            let total = self.totals.remove(&key).unwrap_or(0);
+            *self.retired.entry(key.of_gone_process()).or_default() += total;
+        }
+        self.retired_shown = Arc::new(
+            self.retired
+                .iter()
+                .map(|(key, &total)| KeyCount {
+                    key: key.clone(),
+                    delta: 0,
+                    total,
+                })
+                .collect(),
+        );
     }
 }
 
@@ -218,18 +292,27 @@ fn push_bounded(history: &mut VecDeque<u64>, value: u64, len: usize) {
     }
 }
 
-/// A key with these fields and the kernel stack 7; zero elsewhere.
+/// A drained sample of process `pid` (named `p{pid}`) with a user stack of
+/// one location, `user`, and the kernel stack [7].
 #[cfg(test)]
-pub fn test_key(tgid: u32, user_stack_id: i32, clock_id: i32, event: u32) -> CountKey {
-    // SAFETY: CountKey is plain integers (aya::Pod), for which zero is valid.
-    let zero: CountKey = unsafe { std::mem::zeroed() };
-    CountKey {
-        tgid,
-        user_stack_id,
-        kernel_stack_id: 7,
-        clock_id,
-        event,
-        ..zero
+pub fn test_key(pid: u32, user: u64, clock_id: i32, event: u32) -> NormalizedSample {
+    use crate::symbolize::UserLocation;
+    NormalizedSample {
+        pid,
+        process: Arc::new(ProcessIdentity {
+            comm: Some(format!("p{pid}")),
+            cgroup: None,
+        }),
+        read: crate::sources::ClockRead { event, clock_id },
+        user: Arc::from(vec![UserLocation::File {
+            path: Arc::from("/bin/app"),
+            file: None,
+            offset: user,
+        }]),
+        user_lost: false,
+        sampled_out: false,
+        exact_depth: 1,
+        kernel: Arc::from(vec![7u64]),
     }
 }
 
@@ -238,20 +321,21 @@ mod tests {
     use super::*;
     use profiler_common::event;
 
-    fn key(tgid: u32, user_stack_id: i32) -> CountKey {
-        test_key(tgid, user_stack_id, 1, event::SYSCALL_CLOCK_GETTIME)
+    fn key(pid: u32, user: u64) -> NormalizedSample {
+        test_key(pid, user, 1, event::SYSCALL_CLOCK_GETTIME)
     }
 
-    fn label(pid: u32) -> Label {
+    fn label(pid: u32, identity: &ProcessIdentity) -> Label {
         Label {
-            comm: format!("p{pid}"),
+            comm: identity.comm.clone().unwrap_or(format!("[pid {pid}]")),
             group: None,
         }
     }
 
     const SECOND: Duration = Duration::from_secs(1);
 
-    fn update(model: &mut RateModel, counts: &[(CountKey, u64)]) -> Arc<Snapshot> {
+    /// One refresh that drained `counts`.
+    fn update(model: &mut RateModel, counts: &[(NormalizedSample, u64)]) -> Arc<Snapshot> {
         model.update(
             counts.to_vec(),
             LostCounts::default(),
@@ -267,24 +351,20 @@ mod tests {
         let first = update(&mut model, &[(key(10, 1), 100), (key(20, 1), 5)]);
         // The first interval runs from the attachment: all of it is new.
         assert_eq!(first.host.delta, 105);
-        let second = update(
-            &mut model,
-            &[(key(10, 1), 1100), (key(10, 2), 50), (key(20, 1), 5)],
-        );
+        let second = update(&mut model, &[(key(10, 1), 1000), (key(10, 2), 50)]);
         assert_eq!(second.host.delta, 1050);
         assert_eq!(second.host.total, 1155);
         assert_eq!(second.host.by_source[&Source::Syscall], 1050);
         let p10 = second.process(10).unwrap();
         assert_eq!((p10.reads.delta, p10.reads.total), (1050, 1150));
         assert_eq!(p10.label.comm, "p10");
-        assert_eq!(
-            second
-                .keys_of(10)
-                .iter()
-                .map(|k| (k.delta, k.total))
-                .collect::<Vec<_>>(),
-            vec![(1000, 1100), (50, 50)]
-        );
+        let mut of_10: Vec<(u64, u64)> = second
+            .keys_of(10)
+            .iter()
+            .map(|k| (k.delta, k.total))
+            .collect();
+        of_10.sort();
+        assert_eq!(of_10, vec![(50, 50), (1000, 1100)]);
         // Idle this interval, but read within the minute: still listed.
         let p20 = second.process(20).unwrap();
         assert_eq!((p20.reads.delta, p20.reads.total), (0, 5));
@@ -308,29 +388,84 @@ mod tests {
     }
 
     #[test]
-    fn a_recreated_entry_counts_from_zero() {
+    fn lost_counts_add_up_over_refreshes() {
         let mut model = RateModel::new(SECOND);
-        update(&mut model, &[(key(1, 1), 500)]);
-        let snapshot = update(&mut model, &[(key(1, 1), 20)]);
-        assert_eq!(snapshot.host.delta, 20);
+        let lost = |user_stacks| LostCounts {
+            user_stacks,
+            ..LostCounts::default()
+        };
+        model.update(vec![], lost(3), SECOND, SECOND, label);
+        let snapshot = model.update(vec![], lost(4), SECOND, SECOND, label);
+        assert_eq!(snapshot.lost.user_stacks, 7);
     }
 
     #[test]
-    fn history_covers_a_minute_and_idle_processes_leave() {
+    fn history_covers_a_minute_and_idle_processes_retire() {
         let mut model = RateModel::new(Duration::from_secs(20));
-        let mut total = 0;
         for delta in [1, 2, 3, 4] {
-            total += delta;
-            update(&mut model, &[(key(1, 1), total)]);
+            update(&mut model, &[(key(1, 1), delta)]);
         }
-        let snapshot = update(&mut model, &[(key(1, 1), total)]);
+        let snapshot = update(&mut model, &[]);
         // 60 s at 20 s per point: three points, the newest last.
         assert_eq!(snapshot.process(1).unwrap().reads.history, vec![3, 4, 0]);
         assert_eq!(snapshot.host.history, vec![3, 4, 0]);
-        update(&mut model, &[(key(1, 1), total)]);
-        let snapshot = update(&mut model, &[(key(1, 1), total)]);
-        assert!(snapshot.process(1).is_none());
         assert_eq!(snapshot.keys_of(1)[0].total, 10);
+        assert!(snapshot.retired.is_empty());
+        update(&mut model, &[]);
+        let snapshot = update(&mut model, &[]);
+        assert!(snapshot.process(1).is_none());
+        // Its reads stay in the totals, under its name, without its pid.
+        assert!(snapshot.keys_of(1).is_empty());
+        assert_eq!(snapshot.retired.len(), 1);
+        assert_eq!(snapshot.retired[0].total, 10);
+        assert_eq!(snapshot.retired[0].key.pid, 0);
+        assert_eq!(snapshot.retired[0].key.process.comm.as_deref(), Some("p1"));
+        assert_eq!(snapshot.host.total, 10);
+    }
+
+    /// Many short processes of one program, each idle after its run: what
+    /// the model keeps is one retired key per stack, whatever their number.
+    #[test]
+    fn a_churn_of_processes_retires_into_one_key_per_stack() {
+        let mut model = RateModel::new(Duration::from_secs(30));
+        let program = Arc::new(ProcessIdentity {
+            comm: Some("short".into()),
+            cgroup: None,
+        });
+        for pid in 100..400 {
+            let key = NormalizedSample {
+                process: Arc::clone(&program),
+                ..key(pid, 1)
+            };
+            update(&mut model, &[(key, 10)]);
+        }
+        for _ in 0..3 {
+            update(&mut model, &[]);
+        }
+        let snapshot = update(&mut model, &[]);
+        assert!(snapshot.keys.is_empty());
+        assert_eq!(model.totals.len(), 0);
+        assert_eq!(snapshot.retired.len(), 1);
+        assert_eq!(snapshot.retired[0].total, 3000);
+        assert_eq!(snapshot.host.total, 3000);
+    }
+
+    #[test]
+    fn idle_processes_listed_are_capped_longest_idle_first() {
+        // A history long enough that none leaves it on its own.
+        let mut model = RateModel::new(Duration::from_millis(20));
+        let extra = 5;
+        for pid in 0..(MAX_IDLE_LISTED + extra) as u32 {
+            update(&mut model, &[(key(pid + 100, 1), 1)]);
+        }
+        let snapshot = update(&mut model, &[(key(7, 1), 1)]);
+        assert_eq!(snapshot.processes.len(), MAX_IDLE_LISTED + 1);
+        for gone in 100..100 + extra as u32 {
+            assert!(snapshot.process(gone).is_none(), "{gone}");
+        }
+        assert!(snapshot.process(100 + extra as u32).is_some());
+        assert!(snapshot.process(7).is_some());
+        assert_eq!(snapshot.host.total, (MAX_IDLE_LISTED + extra + 1) as u64);
     }
 
     #[test]

@@ -1,22 +1,19 @@
 //! Symbolized stacks for the live view, paid for only when looked at.
 //!
-//! The kernel hands out a stack id once per distinct stack and never changes
-//! what is behind it, so each id is read once, and each (process, user stack,
-//! kernel stack) is symbolized once, the first time someone drills into its
-//! process or exports it.
+//! Drained samples carry their stacks normalized (file and offset), the
+//! same for every process of a program, so each distinct stack is named
+//! once, the first time someone drills into a process with it or exports it.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use anyhow::Result;
-use profiler_common::CountKey;
+use profiler_common::{event, INTERRUPT_TGID};
 
 use super::model::{KeyCount, Stages};
-use crate::collect::{self, clock_read, RawStack};
 use crate::sources::ClockRead;
-use crate::symbolize::{Frame, StackState};
+use crate::symbolize::{Frame, NormalizedSample, StackState, UserLocation};
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct SymbolizedStack {
@@ -52,22 +49,31 @@ fn is_c_library(path: &str) -> bool {
         .any(|prefix| file.starts_with(prefix))
 }
 
-/// Everything in a key but the clock read decides its frames: the process
-/// (user addresses mean something only within it), the stack ids, and what
-/// the kernel side adds to them.
-type StackIdentity = CountKey;
+/// What decides a sample's frames: its stacks, the kernel function read (a
+/// kernel function's stack is cut at that function) and whether it was read in
+/// interrupt context. Not the process: normalized stacks mean the same in
+/// every process.
+type StackIdentity = (ClockRead, Arc<[UserLocation]>, bool, Arc<[u64]>, bool);
 
-fn identity(key: &CountKey) -> StackIdentity {
-    CountKey {
-        event: 0,
-        clock_id: 0,
-        ..*key
-    }
+fn identity(key: &NormalizedSample) -> StackIdentity {
+    let cut_at = match key.read.event {
+        event::KERNEL_FN => key.read,
+        _ => ClockRead {
+            event: 0,
+            clock_id: 0,
+        },
+    };
+    (
+        cut_at,
+        Arc::clone(&key.user),
+        key.user_lost,
+        Arc::clone(&key.kernel),
+        key.pid == INTERRUPT_TGID,
+    )
 }
 
 #[derive(Default)]
 pub struct StackCache {
-    raw: HashMap<i32, RawStack>,
     symbolized: HashMap<StackIdentity, Arc<SymbolizedStack>>,
     /// One allocation per distinct stack, so that keys with equal frames
     /// share it and merging them is comparing pointers.
@@ -78,26 +84,21 @@ impl StackCache {
     /// Symbolizes the stacks of `keys` not symbolized before.
     pub fn resolve<'a>(
         &mut self,
-        keys: impl IntoIterator<Item = &'a CountKey>,
+        keys: impl IntoIterator<Item = &'a NormalizedSample>,
         stages: &mut impl Stages,
-    ) -> Result<()> {
+    ) {
         let mut seen = HashSet::new();
-        let missing: Vec<&CountKey> = keys
+        let missing: Vec<NormalizedSample> = keys
             .into_iter()
             .filter(|key| {
                 !self.symbolized.contains_key(&identity(key)) && seen.insert(identity(key))
             })
+            .cloned()
             .collect();
         if missing.is_empty() {
-            return Ok(());
+            return;
         }
-        let mut samples = Vec::with_capacity(missing.len());
-        for key in &missing {
-            let user_stack = self.raw_stack(stages, key.user_stack_id)?;
-            let kernel_stack = self.raw_stack(stages, key.kernel_stack_id)?;
-            samples.push(collect::sample(key, user_stack, kernel_stack, 0));
-        }
-        let symbolized = stages.symbolize(&samples);
+        let symbolized = stages.name(&missing);
         for (key, sample) in missing.iter().zip(symbolized) {
             // Shown on the terminal: a symbol's control characters, escaped.
             let frames = sample
@@ -115,10 +116,9 @@ impl StackCache {
             };
             self.insert(key, stack);
         }
-        Ok(())
     }
 
-    fn insert(&mut self, key: &CountKey, stack: SymbolizedStack) {
+    fn insert(&mut self, key: &NormalizedSample, stack: SymbolizedStack) {
         let stack = match self.distinct.get(&stack) {
             Some(known) => Arc::clone(known),
             None => {
@@ -130,16 +130,7 @@ impl StackCache {
         self.symbolized.insert(identity(key), stack);
     }
 
-    fn raw_stack(&mut self, stages: &mut impl Stages, id: i32) -> Result<RawStack> {
-        if let Some(stack) = self.raw.get(&id) {
-            return Ok(stack.clone());
-        }
-        let stack = stages.raw_stack(id)?;
-        self.raw.insert(id, stack.clone());
-        Ok(stack)
-    }
-
-    pub fn get(&self, key: &CountKey) -> Option<&Arc<SymbolizedStack>> {
+    pub fn get(&self, key: &NormalizedSample) -> Option<&Arc<SymbolizedStack>> {
         self.symbolized.get(&identity(key))
     }
 }
@@ -166,7 +157,7 @@ pub fn process_stacks(keys: &[KeyCount], cache: &StackCache) -> Vec<StackRow> {
         let Some(stack) = cache.get(&count.key) else {
             continue;
         };
-        let read = clock_read(&count.key);
+        let read = count.key.read;
         let merge_key = (read, Arc::as_ptr(stack));
         let row = *index.entry(merge_key).or_insert_with(|| {
             let mut hasher = DefaultHasher::new();
@@ -250,8 +241,8 @@ mod tests {
         assert_eq!(stack(vec![]).hot_frame(), None);
     }
 
-    fn key(user_stack_id: i32, clock_id: i32) -> CountKey {
-        test_key(1, user_stack_id, clock_id, event::SYSCALL_CLOCK_GETTIME)
+    fn key(user: u64, clock_id: i32) -> NormalizedSample {
+        test_key(1, user, clock_id, event::SYSCALL_CLOCK_GETTIME)
     }
 
     #[test]
