@@ -15,7 +15,6 @@ use crate::cli::RecordArgs;
 use crate::credentials;
 use crate::export::{self, Existing, Format, OutputFile};
 use crate::session::{self, Drained, Session};
-use crate::sources::Source;
 use crate::symbolize::NormalizedSample;
 use crate::{command, symbolize};
 
@@ -129,15 +128,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     } else {
         None
     };
-    // The sources really recording: one that does not apply is out.
-    let sources: Vec<Source> = args
-        .probe
-        .sources
-        .sources
-        .iter()
-        .copied()
-        .filter(|s| !session.unavailable.iter().any(|(u, _)| u == s))
-        .collect();
+    let sources = session.recording(&args.probe.sources.sources);
     let user = match &run_as {
         Some(user) => user.to_string(),
         None => credentials::current_user(),

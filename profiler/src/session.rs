@@ -366,6 +366,16 @@ impl Session {
         })
     }
 
+    /// The sources of `requested` really recording: one this host cannot
+    /// serve (skipped, with its reason in `unavailable`) is out.
+    pub fn recording(&self, requested: &[Source]) -> Vec<Source> {
+        requested
+            .iter()
+            .copied()
+            .filter(|s| !self.unavailable.iter().any(|(u, _)| u == s))
+            .collect()
+    }
+
     /// Puts the uprobes of the chosen user-space sources on COMMAND, scoped to
     /// its PID, between its fork and its exec (see command::spawn). With the
     /// defaults or `all`, a source that does not apply to COMMAND is skipped;

@@ -224,7 +224,9 @@ fn lookup_address(ip: u64, depth: usize) -> u64 {
 /// first, keyed by location.
 type NameTable<K> = HashMap<K, Vec<String>>;
 
-fn names_of(symbolized: &Symbolized) -> Option<Vec<String>> {
+/// The function and the inlined functions blazesym found at an address,
+/// outermost first; None where it found none.
+pub(crate) fn names_of(symbolized: &Symbolized) -> Option<Vec<String>> {
     match symbolized {
         Symbolized::Sym(sym) => {
             let mut names = vec![sym.name.to_string()];

@@ -19,9 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use blazesym::symbolize::source::{Elf, Source as BlazeSource};
-use blazesym::symbolize::{Input, Symbolized, Symbolizer};
+use blazesym::symbolize::{Input, Symbolizer};
 
 use crate::safe_open::{self, Opened};
+use crate::symbolize::names_of;
 
 use debuginfod::Debuginfod;
 
@@ -228,17 +229,6 @@ impl DebugInfo {
 /// another build names other addresses.
 fn has_build_id(opened: &Opened, id: &[u8]) -> bool {
     ElfFacts::read(&opened.fd_path()).is_some_and(|facts| facts.build_id.as_deref() == Some(id))
-}
-
-fn names_of(symbolized: &Symbolized) -> Option<Vec<String>> {
-    match symbolized {
-        Symbolized::Sym(sym) => {
-            let mut names = vec![sym.name.to_string()];
-            names.extend(sym.inlined.iter().map(|f| f.name.to_string()));
-            Some(names)
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]

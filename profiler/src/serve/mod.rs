@@ -26,7 +26,6 @@ use crate::aggregate::RecordingInfo;
 use crate::cli::ServeArgs;
 use crate::collect::LostCounts;
 use crate::session::{self, Session};
-use crate::sources::Source;
 use crate::symbolize::SymbolizedSample;
 
 /// What one read of the kernel brought: the reads counted in `since..until`.
@@ -83,14 +82,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
 
-    let sources: Vec<Source> = args
-        .probe
-        .sources
-        .sources
-        .iter()
-        .copied()
-        .filter(|s| !session.unavailable.iter().any(|(u, _)| u == s))
-        .collect();
+    let sources = session.recording(&args.probe.sources.sources);
     for (source, why) in &session.unavailable {
         say!("clockprof: the {source} source is skipped: {why}");
     }
