@@ -263,13 +263,19 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     Ok(Recording { profile, exit_code })
 }
 
+/// Processes that exited during a recording keep their own PID in the
+/// output up to this many; past it the oldest are merged per name, so a
+/// churn of short processes costs memory per program, not per process.
+const EXITED_KEPT_APART: usize = 1000;
+
 /// Everything drained so far: the kernel's maps hold only what was counted
-/// since the last drain. Live processes' samples are kept per pid; those of
-/// processes gone are merged per name (`NormalizedSample::of_gone_process`),
-/// so a churn of short processes costs memory per program, not per process.
+/// since the last drain. Live processes' samples are kept per pid, as are
+/// the last EXITED_KEPT_APART processes that exited; older ones are merged
+/// per name (`NormalizedSample::of_gone_process`).
 #[derive(Default)]
 struct Totals {
     live: HashMap<u32, HashMap<NormalizedSample, u64>>,
+    exited: std::collections::VecDeque<HashMap<NormalizedSample, u64>>,
     gone: HashMap<NormalizedSample, u64>,
     lost: crate::collect::LostCounts,
 }
@@ -285,8 +291,14 @@ impl Totals {
                 .or_default() += count;
         }
         for pid in drained.gone {
-            for (sample, count) in self.live.remove(&pid).into_iter().flatten() {
-                *self.gone.entry(sample.of_gone_process()).or_default() += count;
+            let Some(samples) = self.live.remove(&pid) else {
+                continue;
+            };
+            self.exited.push_back(samples);
+            if self.exited.len() > EXITED_KEPT_APART {
+                for (sample, count) in self.exited.pop_front().into_iter().flatten() {
+                    *self.gone.entry(sample.of_gone_process()).or_default() += count;
+                }
             }
         }
         self.lost.add(&drained.lost);
@@ -296,6 +308,7 @@ impl Totals {
         self.live
             .values()
             .flatten()
+            .chain(self.exited.iter().flatten())
             .chain(&self.gone)
             .map(|(sample, &count)| (sample, count))
     }
@@ -344,16 +357,18 @@ mod tests {
     }
 
     /// Many runs of one program: each is kept per pid while it may still
-    /// count, then merged under its name, so the totals stay one entry per
-    /// program and stack.
+    /// count and for the last EXITED_KEPT_APART that exited, then merged
+    /// under its name, so the totals stay bounded whatever the churn.
     #[test]
-    fn gone_processes_merge_per_name() {
+    fn exited_processes_keep_their_pid_until_many_exited_then_merge_per_name() {
         let short = Arc::new(ProcessIdentity {
             comm: Some("short".into()),
             cgroup: None,
         });
         let mut totals = Totals::default();
-        for pid in 100..200 {
+        let runs = EXITED_KEPT_APART as u32 + 100;
+        let last = 100 + runs - 1;
+        for pid in 100..=last {
             totals.add(Drained {
                 samples: vec![(sample(pid, &short), 2)],
                 lost: Default::default(),
@@ -361,10 +376,17 @@ mod tests {
             });
         }
         assert_eq!(totals.live.len(), 1);
+        assert_eq!(totals.exited.len(), EXITED_KEPT_APART);
         assert_eq!(totals.gone.len(), 1);
         let all: Vec<(u32, u64)> = totals.samples().map(|(s, c)| (s.pid, c)).collect();
-        assert_eq!(all.len(), 2);
-        assert!(all.contains(&(199, 2)));
-        assert!(all.contains(&(0, 198)));
+        assert_eq!(all.len(), EXITED_KEPT_APART + 2);
+        assert!(all.contains(&(last, 2)), "the live one");
+        assert!(
+            all.contains(&(last - 1, 2)),
+            "the last to exit keeps its pid"
+        );
+        let merged = 2 * u64::from(runs - 1 - EXITED_KEPT_APART as u32);
+        assert!(all.contains(&(0, merged)), "the oldest merged: {merged}");
+        assert_eq!(all.iter().map(|(_, c)| c).sum::<u64>(), 2 * u64::from(runs));
     }
 }

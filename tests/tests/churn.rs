@@ -20,8 +20,8 @@ const PER_PROCESS: u64 = 8;
 /// the run takes (a count drained twice, or lost at a flip, would show),
 /// with its stack: nothing is lost, neither for want of room nor to a
 /// collision in the stack map, and every read is under the function that
-/// made it. Processes gone are kept per name, not per pid: the profile holds
-/// far fewer stacks than processes ran.
+/// made it. Only the last 1,000 processes gone keep their own pid; older ones
+/// are merged per name: the profile holds far fewer stacks than processes ran.
 #[test]
 fn ten_thousand_short_processes_are_counted_exactly_across_drains() {
     require_root();
