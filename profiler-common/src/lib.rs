@@ -85,6 +85,11 @@ pub struct CountKey {
     /// with.
     pub user_ip: u64,
     pub first_return: u64,
+    /// When the process started: its group leader's `task_struct.start_time`
+    /// (CLOCK_MONOTONIC ns, what /proc/PID/stat's starttime is made of), so
+    /// two processes that had the same PID one after the other stay apart.
+    /// Exec keeps it. 0 when unknown (no BTF) and for INTERRUPT_TGID.
+    pub start_time: u64,
 }
 
 /// Slots of the per-CPU `LOST` array: events or stacks the kernel side could not keep.
@@ -128,9 +133,18 @@ pub mod names {
     /// Global: one event in this many takes its user stack, per CPU (1:
     /// every event).
     pub const STACK_EVERY: &str = "STACK_EVERY";
-    /// Global: offset of `child_pid` in the `sched_process_fork` tracepoint record
-    /// (it moved between kernels; read from tracefs at start).
-    pub const FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
+    /// Globals: offsets of `pid` and `clone_flags` in the `task_newtask`
+    /// tracepoint record (read from tracefs at start).
+    pub const NEWTASK_PID_OFFSET: &str = "NEWTASK_PID_OFFSET";
+    pub const NEWTASK_CLONE_FLAGS_OFFSET: &str = "NEWTASK_CLONE_FLAGS_OFFSET";
+    /// Globals: where a task's process start time is (task_struct.group_leader,
+    /// then task_struct.start_time), from the kernel's BTF; 0: unknown.
+    pub const TASK_GROUP_LEADER_OFFSET: &str = "TASK_GROUP_LEADER_OFFSET";
+    pub const TASK_START_TIME_OFFSET: &str = "TASK_START_TIME_OFFSET";
+    /// Globals: how the exit program tells the last thread of a process
+    /// (task_struct.signal, then signal_struct.live), from BTF; 0: unknown.
+    pub const TASK_SIGNAL_OFFSET: &str = "TASK_SIGNAL_OFFSET";
+    pub const SIGNAL_LIVE_OFFSET: &str = "SIGNAL_LIVE_OFFSET";
     /// Globals: where the vDSO of the current task is (task_struct.mm, then
     /// mm_struct.context.vdso), from the kernel's BTF, and the vDSO text size.
     pub const TASK_MM_OFFSET: &str = "TASK_MM_OFFSET";

@@ -16,6 +16,7 @@ use profiler_common::{
     STACK_SAMPLED_OUT,
 };
 
+use crate::process::current_start_time;
 use crate::{
     COUNTS_0, COUNTS_1, DAEMON_TGID, FILTER_BY_PID, GENERATION, LOST, SPILLED_STACKS_0,
     SPILLED_STACKS_1, STACKS_0, STACKS_1, STACK_COUNTDOWN, STACK_EVERY, STACK_SCRATCH, TARGETS,
@@ -269,6 +270,7 @@ pub(crate) fn count_clock_read<C: StackIdContext>(
             wrapper_caller_ip,
             user_ip,
             first_return,
+            start_time: current_start_time(),
         },
     );
 }

@@ -14,6 +14,7 @@ use aya_ebpf::{
 use profiler_common::{event, lost, CountKey, INTERRUPT_TGID, STACK_NOT_CAPTURED};
 
 use crate::count::{count_key, filter_by_pid, generation, is_target, scratch, stack_id};
+use crate::process::current_start_time;
 use crate::{KERNEL_FN_INDEX, PER_CPU_OFFSETS, PREEMPT_COUNT, TASK_FLAGS_OFFSET, TASK_MM_OFFSET};
 
 // Kernel-internal clock reads. Nothing on these paths may read a clock
@@ -104,11 +105,11 @@ pub(crate) fn count_kernel_fn<C: StackIdContext>(ctx: &C, index: u32, entry: Ent
         return;
     }
     let generation = generation();
-    let (tgid, user_stack_id) = if in_interrupt(entry) {
+    let (tgid, user_stack_id, start_time) = if in_interrupt(entry) {
         if filter_by_pid() {
             return;
         }
-        (INTERRUPT_TGID, STACK_NOT_CAPTURED)
+        (INTERRUPT_TGID, STACK_NOT_CAPTURED, 0)
     } else {
         if !is_target(tgid) {
             return;
@@ -124,7 +125,7 @@ pub(crate) fn count_kernel_fn<C: StackIdContext>(ctx: &C, index: u32, entry: Ent
         } else {
             STACK_NOT_CAPTURED
         };
-        (tgid, user_stack_id)
+        (tgid, user_stack_id, current_start_time())
     };
     count_key(
         &generation,
@@ -145,6 +146,7 @@ pub(crate) fn count_kernel_fn<C: StackIdContext>(ctx: &C, index: u32, entry: Ent
             wrapper_caller_ip: 0,
             user_ip: 0,
             first_return: 0,
+            start_time,
         },
     );
 }

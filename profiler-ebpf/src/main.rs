@@ -8,7 +8,8 @@
 //! (see the daemon's generations.rs), so no map fills on a long run.
 //!
 //! One module per clock source (`syscall`, `kernel`, `vdso`, `libc`, `go`),
-//! the counting they share (`count`), caller recovery (`callers`) and the
+//! the counting they share (`count`), caller recovery (`callers`), the
+//! process start time that tells lives of a PID apart (`process`) and the
 //! fork follower (`targets`). Globals and maps are declared here, once.
 #![no_std]
 #![no_main]
@@ -18,6 +19,7 @@ mod count;
 mod go;
 mod kernel;
 mod libc;
+mod process;
 mod syscall;
 mod targets;
 mod vdso;
@@ -38,7 +40,17 @@ pub(crate) static DAEMON_TGID: u32 = 0;
 #[no_mangle]
 pub(crate) static STACK_EVERY: u32 = 1;
 #[no_mangle]
-pub(crate) static FORK_CHILD_PID_OFFSET: u32 = 20;
+pub(crate) static NEWTASK_PID_OFFSET: u32 = 8;
+#[no_mangle]
+pub(crate) static NEWTASK_CLONE_FLAGS_OFFSET: u32 = 32;
+#[no_mangle]
+pub(crate) static TASK_GROUP_LEADER_OFFSET: u32 = 0;
+#[no_mangle]
+pub(crate) static TASK_START_TIME_OFFSET: u32 = 0;
+#[no_mangle]
+pub(crate) static TASK_SIGNAL_OFFSET: u32 = 0;
+#[no_mangle]
+pub(crate) static SIGNAL_LIVE_OFFSET: u32 = 0;
 #[no_mangle]
 pub(crate) static TASK_MM_OFFSET: u32 = 0;
 #[no_mangle]

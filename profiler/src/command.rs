@@ -1,7 +1,7 @@
 //! Starting `-- COMMAND` so that not one of its clock reads is missed: the forked
 //! child adds its own PID to the kernel's filter map, reports the PID, and waits
 //! until the daemon has attached what is scoped to that PID (uprobes) before it
-//! execs. Its children follow through the sched_process_fork program.
+//! execs. The processes it starts follow through the task_newtask program.
 //!
 //! COMMAND never outlives clockprof (PR_SET_PDEATHSIG), runs in the host's
 //! mount namespace, and as the user who ran sudo (see credentials.rs).

@@ -185,6 +185,45 @@ fn vdso_globals() -> Result<(u32, u32, u64)> {
     Ok((mm, vdso, own.end - own.start))
 }
 
+/// Where the programs find a task's process start time (which tells two
+/// processes with one PID apart) and whether its process is gone (for
+/// pruning the PID filter), from the kernel's BTF; 0 where not found: events
+/// then carry start time 0 and the filter drops a process when its group
+/// leader exits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessOffsets {
+    pub task_group_leader: u32,
+    pub task_start_time: u32,
+    pub task_signal: u32,
+    pub signal_live: u32,
+}
+
+impl ProcessOffsets {
+    pub fn find() -> ProcessOffsets {
+        let Ok(btf) = btf::KernelBtf::load() else {
+            return ProcessOffsets::default();
+        };
+        let both = |first: Result<u32>, second: Result<u32>| match (first, second) {
+            (Ok(first), Ok(second)) => (first, second),
+            _ => (0, 0),
+        };
+        let (task_group_leader, task_start_time) = both(
+            btf.member_offset("task_struct", &["group_leader"]),
+            btf.member_offset("task_struct", &["start_time"]),
+        );
+        let (task_signal, signal_live) = both(
+            btf.member_offset("task_struct", &["signal"]),
+            btf.member_offset("signal_struct", &["live"]),
+        );
+        ProcessOffsets {
+            task_group_leader,
+            task_start_time,
+            task_signal,
+            signal_live,
+        }
+    }
+}
+
 pub struct ProbeConfig {
     /// Count only processes in the target map (`-p`, `-- COMMAND`).
     pub filter_by_pid: bool,
@@ -228,11 +267,15 @@ fn spilled_entries(stack_entries: u32) -> u32 {
 impl Probes {
     pub fn load(config: &ProbeConfig) -> Result<Self> {
         tracefs::require()?;
-        let fork_offset = if config.follow_children {
-            tracefs::tracepoint_field_offset("sched", "sched_process_fork", "child_pid")?
+        let (newtask_pid, newtask_flags) = if config.follow_children {
+            (
+                tracefs::tracepoint_field_offset("task", "task_newtask", "pid")?,
+                tracefs::tracepoint_field_offset("task", "task_newtask", "clone_flags")?,
+            )
         } else {
-            0
+            (0, 0)
         };
+        let process = ProcessOffsets::find();
         let filter = u32::from(config.filter_by_pid);
         let (task_mm, mm_vdso, vdso_size) = if config.vdso {
             vdso_globals().context("the vdso source cannot find the vDSO of a task")?
@@ -259,7 +302,16 @@ impl Probes {
             .override_global(names::FILTER_BY_PID, &filter, true)
             .override_global(names::DAEMON_TGID, &daemon, true)
             .override_global(names::STACK_EVERY, &config.stack_every, true)
-            .override_global(names::FORK_CHILD_PID_OFFSET, &fork_offset, true)
+            .override_global(names::NEWTASK_PID_OFFSET, &newtask_pid, true)
+            .override_global(names::NEWTASK_CLONE_FLAGS_OFFSET, &newtask_flags, true)
+            .override_global(
+                names::TASK_GROUP_LEADER_OFFSET,
+                &process.task_group_leader,
+                true,
+            )
+            .override_global(names::TASK_START_TIME_OFFSET, &process.task_start_time, true)
+            .override_global(names::TASK_SIGNAL_OFFSET, &process.task_signal, true)
+            .override_global(names::SIGNAL_LIVE_OFFSET, &process.signal_live, true)
             .override_global(names::TASK_MM_OFFSET, &task_mm, true)
             .override_global(names::MM_VDSO_OFFSET, &mm_vdso, true)
             .override_global(names::VDSO_TEXT_SIZE, &vdso_size, true)
@@ -298,8 +350,13 @@ impl Probes {
         };
         if config.follow_children {
             probes
-                .attach_tracepoint("sched_process_fork", "sched:sched_process_fork")
+                .attach_tracepoint("task_newtask", "task:task_newtask")
                 .context("could not follow the processes COMMAND starts")?;
+        }
+        if config.filter_by_pid {
+            probes
+                .attach_tracepoint("sched_process_exit", "sched:sched_process_exit")
+                .context("could not watch the profiled processes exit")?;
         }
         Ok(probes)
     }

@@ -154,8 +154,9 @@ pub fn require() -> Result<()> {
     bail!("tracefs is not mounted and clockprof could not mount it privately ({why}); mount it with `mount -t tracefs nodev {TRACEFS}`")
 }
 
-/// Reads a field's offset from a tracepoint's format file. The layout of
-/// `sched_process_fork` changed (comm became `__data_loc`), so it is not fixed.
+/// Reads a field's offset from a tracepoint's format file: record layouts
+/// change between kernels (`sched_process_fork`'s comm became `__data_loc`),
+/// so none is assumed fixed.
 pub fn tracepoint_field_offset(category: &str, name: &str, field: &str) -> Result<u32> {
     let path = events_dir().join(category).join(name).join("format");
     let format = std::fs::read_to_string(&path)

@@ -242,4 +242,23 @@ mod tests {
             .is_err());
         assert!(btf.member_offset("no_such_struct", &["mm"]).is_err());
     }
+
+    /// What the programs read to tell two processes with one PID apart
+    /// (group_leader, start_time) and a process's last exiting thread.
+    #[test]
+    fn finds_the_process_start_time_and_live_threads() {
+        let btf = KernelBtf::load().expect("this kernel has BTF");
+        for (strukt, member) in [
+            ("task_struct", "group_leader"),
+            ("task_struct", "start_time"),
+            ("task_struct", "signal"),
+            ("signal_struct", "live"),
+        ] {
+            let offset = btf.member_offset(strukt, &[member]).unwrap();
+            assert!(offset > 0 && offset < 16384, "{strukt}.{member}: {offset}");
+            if let Some(expected) = bpftool_offset(strukt, member) {
+                assert_eq!(offset, expected, "{strukt}.{member}");
+            }
+        }
+    }
 }
