@@ -67,9 +67,13 @@ impl SymbolizedSample {
     }
 }
 
+/// One process: two processes that had the same PID one after the other
+/// are two, told apart by their start times.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessTotal {
     pub pid: u32,
+    /// CLOCK_MONOTONIC ns at which it started (0: unknown).
+    pub start_time: u64,
     pub comm: String,
     pub cgroup: Option<String>,
     pub total: u64,
@@ -92,16 +96,19 @@ impl Profile {
         let samples = crate::stack_scaling::scale_sampled_stacks(samples);
         // Different stack ids can symbolize to the same frames (e.g. two call
         // sites in one function); they are one stack to the user. Processes
-        // gone before the end share pid 0, told apart by name.
-        type StackKey = (u32, String, ClockRead, Vec<Frame>, StackState);
+        // gone before the end share pid 0, told apart by name. Two processes
+        // that had one PID in turn are two, told apart by their start times.
+        type ProcessKey = (u32, u64, String);
+        type StackKey = (ProcessKey, ClockRead, Vec<Frame>, StackState);
         let mut stacks: HashMap<StackKey, SymbolizedSample> = HashMap::new();
-        let mut processes: HashMap<(u32, String), ProcessTotal> = HashMap::new();
+        let mut processes: HashMap<ProcessKey, ProcessTotal> = HashMap::new();
         for sample in samples {
-            let process_key = (sample.pid, sample.comm.clone());
+            let process_key = (sample.pid, sample.start_time, sample.comm.clone());
             let process = processes
-                .entry(process_key)
+                .entry(process_key.clone())
                 .or_insert_with(|| ProcessTotal {
                     pid: sample.pid,
+                    start_time: sample.start_time,
                     comm: sample.comm.clone(),
                     cgroup: sample.cgroup.clone(),
                     total: 0,
@@ -111,8 +118,7 @@ impl Profile {
             *process.by_source.entry(sample.read.source()).or_default() += sample.count;
             stacks
                 .entry((
-                    sample.pid,
-                    sample.comm.clone(),
+                    process_key,
                     sample.read,
                     sample.frames.clone(),
                     sample.state,
@@ -132,12 +138,14 @@ impl Profile {
                         .cmp(&b.folded_stack(&info.kernel_functions))
                 })
                 .then(a.pid.cmp(&b.pid))
+                .then(a.start_time.cmp(&b.start_time))
         });
         let mut processes: Vec<ProcessTotal> = processes.into_values().collect();
         processes.sort_by(|a, b| {
             b.total
                 .cmp(&a.total)
                 .then(a.pid.cmp(&b.pid))
+                .then(a.start_time.cmp(&b.start_time))
                 .then_with(|| a.comm.cmp(&b.comm))
         });
         let total = processes.iter().map(|p| p.total).sum();
@@ -196,6 +204,7 @@ mod tests {
     ) -> SymbolizedSample {
         SymbolizedSample {
             pid,
+            start_time: 0,
             comm: comm.into(),
             cgroup: None,
             read: ClockRead { event, clock_id },

@@ -32,6 +32,8 @@ pub enum RawStack {
 #[derive(Clone, Debug)]
 pub struct RawSample {
     pub tgid: u32,
+    /// The process's start time (see CountKey): which life of `tgid`.
+    pub start_time: u64,
     pub read: ClockRead,
     pub user_stack: RawStack,
     pub kernel_stack: RawStack,
@@ -170,6 +172,7 @@ pub fn sample(
     };
     RawSample {
         tgid: key.tgid,
+        start_time: key.start_time,
         read: clock_read(key),
         user_stack,
         kernel_stack,

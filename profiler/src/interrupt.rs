@@ -75,6 +75,7 @@ mod tests {
     fn sample(pid: u32, event: u32, frames: &[(&str, bool)]) -> SymbolizedSample {
         SymbolizedSample {
             pid,
+            start_time: 0,
             comm: "task".into(),
             cgroup: Some("/system.slice/task.service".into()),
             read: ClockRead { event, clock_id: 0 },

@@ -290,11 +290,23 @@ impl Totals {
                 .entry(sample)
                 .or_default() += count;
         }
-        for pid in drained.gone {
-            let Some(samples) = self.live.remove(&pid) else {
+        for (pid, started_by) in drained.gone {
+            let Some(samples) = self.live.get_mut(&pid) else {
                 continue;
             };
-            self.exited.push_back(samples);
+            // A later process with this PID keeps its own samples live.
+            let (ended, later): (HashMap<_, _>, HashMap<_, _>) = std::mem::take(samples)
+                .into_iter()
+                .partition(|(sample, _)| sample.start_time <= started_by);
+            if later.is_empty() {
+                self.live.remove(&pid);
+            } else {
+                *samples = later;
+            }
+            if ended.is_empty() {
+                continue;
+            }
+            self.exited.push_back(ended);
             if self.exited.len() > EXITED_KEPT_APART {
                 for (sample, count) in self.exited.pop_front().into_iter().flatten() {
                     *self.gone.entry(sample.of_gone_process()).or_default() += count;
@@ -343,6 +355,7 @@ mod tests {
     fn sample(pid: u32, comm: &Arc<ProcessIdentity>) -> NormalizedSample {
         NormalizedSample {
             pid,
+            start_time: 0,
             process: Arc::clone(comm),
             read: crate::sources::ClockRead {
                 event: profiler_common::event::SYSCALL_TIME,
@@ -372,7 +385,11 @@ mod tests {
             totals.add(Drained {
                 samples: vec![(sample(pid, &short), 2)],
                 lost: Default::default(),
-                gone: if pid > 100 { vec![pid - 1] } else { vec![] },
+                gone: if pid > 100 {
+                    vec![(pid - 1, 0)]
+                } else {
+                    vec![]
+                },
             });
         }
         assert_eq!(totals.live.len(), 1);
@@ -388,5 +405,44 @@ mod tests {
         let merged = 2 * u64::from(runs - 1 - EXITED_KEPT_APART as u32);
         assert!(all.contains(&(0, merged)), "the oldest merged: {merged}");
         assert_eq!(all.iter().map(|(_, c)| c).sum::<u64>(), 2 * u64::from(runs));
+    }
+
+    /// A PID reused while recording: the process gone and the one that has
+    /// the PID now stay two, told apart by their start times.
+    #[test]
+    fn a_reused_pid_keeps_the_later_process_live() {
+        let identity = |comm: &str| {
+            Arc::new(ProcessIdentity {
+                comm: Some(comm.into()),
+                cgroup: None,
+            })
+        };
+        let life = |start_time, comm| NormalizedSample {
+            start_time,
+            ..sample(7, &identity(comm))
+        };
+        let mut totals = Totals::default();
+        totals.add(Drained {
+            samples: vec![(life(100, "old"), 3), (life(200, "new"), 5)],
+            lost: Default::default(),
+            gone: vec![],
+        });
+        // The old life had begun by 150 and is forgotten.
+        totals.add(Drained {
+            samples: vec![],
+            lost: Default::default(),
+            gone: vec![(7, 150)],
+        });
+        let mut all: Vec<(u32, u64, String, u64)> = totals
+            .samples()
+            .map(|(s, c)| (s.pid, s.start_time, s.process.comm.clone().unwrap(), c))
+            .collect();
+        all.sort();
+        assert_eq!(
+            all,
+            vec![(7, 100, "old".to_string(), 3), (7, 200, "new".to_string(), 5)]
+        );
+        assert_eq!(totals.live[&7].len(), 1, "only the later life is live");
+        assert_eq!(totals.exited.len(), 1);
     }
 }

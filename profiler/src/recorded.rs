@@ -244,6 +244,7 @@ mod tests {
         };
         let sample = |comm: &str, frames: Vec<Frame>, event, clock_id, count| SymbolizedSample {
             pid: 7,
+            start_time: 0,
             comm: comm.into(),
             cgroup: None,
             read: ClockRead { event, clock_id },

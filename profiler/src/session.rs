@@ -263,8 +263,10 @@ pub struct Drained {
     pub samples: Vec<(NormalizedSample, u64)>,
     pub lost: LostCounts,
     /// Processes that exited and whose last events are in this drain or an
-    /// earlier one: their pids may be reused from now on.
-    pub gone: Vec<u32>,
+    /// earlier one: their pids may be reused from now on. Each is its PID
+    /// and a start-time bound (see `ProcTracker::forget_exited`): samples of
+    /// the PID that started at or before it were made by processes gone.
+    pub gone: Vec<(u32, u64)>,
 }
 
 /// Whether `pid` still runs: present in /proc and not a zombie.

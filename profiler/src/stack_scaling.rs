@@ -181,6 +181,7 @@ mod tests {
     fn sample(frames: &[&str], exact: usize, state: StackState, count: u64) -> SymbolizedSample {
         SymbolizedSample {
             pid: 7,
+            start_time: 0,
             comm: "fixture".into(),
             cgroup: None,
             read: ClockRead {

@@ -79,6 +79,9 @@ pub enum StackState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SymbolizedSample {
     pub pid: u32,
+    /// The process's start time (CLOCK_MONOTONIC ns, 0: unknown): with
+    /// `pid`, it names one process, also where a PID was reused.
+    pub start_time: u64,
     pub comm: String,
     /// The process's cgroup path, where it is not the root cgroup.
     pub cgroup: Option<String>,
@@ -124,6 +127,8 @@ pub struct ProcessIdentity {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NormalizedSample {
     pub pid: u32,
+    /// The process's start time (see `SymbolizedSample::start_time`).
+    pub start_time: u64,
     pub process: Arc<ProcessIdentity>,
     pub read: ClockRead,
     /// Innermost first, with the callers the frame chain skipped.
@@ -370,7 +375,8 @@ fn symbolize_kernel(symbolizer: &Symbolizer, addresses: &BTreeSet<u64>) -> NameT
 
 impl NormalizedSample {
     /// The sample as kept once its process is gone: under its name, not
-    /// its pid (0), so every run of a program adds to one entry per stack.
+    /// its pid and start time (0), so every run of a program adds to one
+    /// entry per stack.
     /// A process never named is named by its pid now; interrupt-context
     /// reads and the idle tasks keep their pseudo-processes.
     pub fn of_gone_process(mut self) -> NormalizedSample {
@@ -384,6 +390,7 @@ impl NormalizedSample {
             });
         }
         self.pid = 0;
+        self.start_time = 0;
         self
     }
 }
@@ -439,17 +446,22 @@ impl Normalizer {
                         self.locate(
                             tracker,
                             &mut perf_maps,
-                            sample.tgid,
+                            (sample.tgid, sample.start_time),
                             lookup_address(ip, depth),
                         )
                     })
                     .collect();
                 let identity = ProcessIdentity {
-                    comm: tracker.comm(sample.tgid).map(str::to_string),
-                    cgroup: tracker.cgroup(sample.tgid).map(str::to_string),
+                    comm: tracker
+                        .comm(sample.tgid, sample.start_time)
+                        .map(str::to_string),
+                    cgroup: tracker
+                        .cgroup(sample.tgid, sample.start_time)
+                        .map(str::to_string),
                 };
                 let normalized = NormalizedSample {
                     pid: sample.tgid,
+                    start_time: sample.start_time,
                     process: self.processes.get(&identity, |p| Arc::new(p.clone())),
                     read: sample.read,
                     user: self.user_stacks.get(&user, |v| Arc::from(v)),
@@ -469,10 +481,10 @@ impl Normalizer {
         &mut self,
         tracker: &mut ProcTracker,
         perf_maps: &mut HashMap<u32, PerfMap>,
-        pid: u32,
+        (pid, start_time): (u32, u64),
         address: u64,
     ) -> UserLocation {
-        match tracker.lookup(pid, address) {
+        match tracker.lookup(pid, start_time, address) {
             // The vDSO is symbolized from this kernel's image (VdsoImage).
             Some(mapping) if mapping.path.starts_with('[') && mapping.path != VDSO => {
                 UserLocation::Special(self.paths.get(&mapping.path, |v| Arc::from(v)))
@@ -488,7 +500,7 @@ impl Normalizer {
             }
             None => match perf_maps
                 .entry(pid)
-                .or_insert_with(|| PerfMap::load(pid, tracker.owner(pid)))
+                .or_insert_with(|| PerfMap::load(pid, tracker.owner(pid, start_time)))
                 .name(address)
             {
                 Some(name) => UserLocation::Jit(self.paths.get(name, |v| Arc::from(v))),
@@ -597,6 +609,7 @@ impl StackSymbolizer {
                     frames_of(sample, &user_names, &kernel_names, &self.kernel_functions);
                 let mut symbolized = SymbolizedSample {
                     pid: sample.pid,
+                    start_time: sample.start_time,
                     comm: process_name(sample.pid, sample.process.comm.as_deref()),
                     cgroup: sample.process.cgroup.clone(),
                     read: sample.read,
@@ -719,6 +732,7 @@ mod tests {
             as *const () as u64;
         let raw = |tgid, count| RawSample {
             tgid,
+            start_time: 0,
             read: ClockRead {
                 event: event::SYSCALL_TIME,
                 clock_id: profiler_common::CLOCK_ID_NONE,
@@ -742,7 +756,7 @@ mod tests {
             a.user
         );
         let gone = a.clone().of_gone_process();
-        assert_eq!(gone.pid, 0);
+        assert_eq!((gone.pid, gone.start_time), (0, 0));
         assert_eq!(gone.process.comm, a.process.comm);
         assert_eq!(gone.user, a.user);
         let unnamed = NormalizedSample {
@@ -766,6 +780,7 @@ mod tests {
     fn skipped_caller_is_put_back_once() {
         let sample = |stack: Vec<u64>, caller_ip, wrapper_caller_ip| RawSample {
             tgid: 1,
+            start_time: 0,
             read: ClockRead {
                 event: 0,
                 clock_id: 0,

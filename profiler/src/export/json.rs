@@ -41,6 +41,8 @@ struct JsonProfile<'a> {
 struct JsonProcess<'a> {
     #[serde(serialize_with = "pid_or_null")]
     pid: u32,
+    #[serde(skip_serializing_if = "is_unknown")]
+    start_time_ns: u64,
     comm: &'a str,
     /// The cgroup the process ran in, unless the root one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -59,6 +61,8 @@ struct JsonProcess<'a> {
 struct JsonStack<'a> {
     #[serde(serialize_with = "pid_or_null")]
     pid: u32,
+    #[serde(skip_serializing_if = "is_unknown")]
+    start_time_ns: u64,
     comm: &'a str,
     source: Source,
     call: &'a str,
@@ -78,6 +82,14 @@ struct JsonStack<'a> {
     count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     est_cpu_ms: Option<f64>,
+}
+
+/// When the process started (CLOCK_MONOTONIC ns, as its task's
+/// start_time): with the PID it names one process, so two processes that had
+/// one PID in turn are two entries. Left out where unknown (interrupt
+/// context, a kernel without BTF).
+fn is_unknown(start_time: &u64) -> bool {
+    *start_time == 0
 }
 
 /// Reads in interrupt context (comm `[interrupt]`) have no PID: null.
@@ -118,6 +130,7 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
             .iter()
             .map(|p| JsonProcess {
                 pid: p.pid,
+                start_time_ns: p.start_time,
                 comm: &p.comm,
                 cgroup: p.cgroup.as_deref(),
                 container_id: p.cgroup.as_deref().and_then(crate::container::container_id),
@@ -133,6 +146,7 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
             .iter()
             .map(|s| JsonStack {
                 pid: s.pid,
+                start_time_ns: s.start_time,
                 comm: &s.comm,
                 source: s.read.source(),
                 call: s.read.call(&profile.info.kernel_functions),

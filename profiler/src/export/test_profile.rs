@@ -41,6 +41,7 @@ fn sample(
 ) -> SymbolizedSample {
     SymbolizedSample {
         pid,
+        start_time: 0,
         comm: comm.to_string(),
         cgroup: None,
         read: ClockRead {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use linux_perf_event_reader::constants::PERF_RECORD_MISC_MMAP_BUILD_ID;
 use linux_perf_event_reader::{EventRecord, Mmap2FileId, RawEventRecord, RecordType};
 
+use super::lives::Lives;
 use crate::safe_open::{self, FileKey, Opened};
 
 /// One executable mapping of a process.
@@ -121,10 +122,10 @@ impl OpenFiles {
     }
 }
 
-/// Every process seen, and the files they mapped.
+/// Every process seen, each PID with all its lives, and the files they mapped.
 #[derive(Default)]
 pub(super) struct Model {
-    pub(super) processes: HashMap<u32, Process>,
+    pub(super) processes: HashMap<u32, Lives>,
     pub(super) lost_records: u64,
     pub(super) files: OpenFiles,
 }
@@ -147,6 +148,8 @@ impl Model {
             self.lost_records += u64::from(bad_build_id);
             return;
         }
+        // The ring drops records without a time, so 0 is never used.
+        let time = record.timestamp().unwrap_or(0);
         let Ok(event) = record.parse() else {
             self.lost_records += 1;
             return;
@@ -154,7 +157,11 @@ impl Model {
         // Record pids are tgids and never negative, so the casts are lossless.
         match event {
             EventRecord::Mmap2(r) => {
-                let process = self.processes.entry(r.pid as u32).or_default();
+                let process = self
+                    .processes
+                    .entry(r.pid as u32)
+                    .or_default()
+                    .current(time);
                 let end = r.address.saturating_add(r.length);
                 // Whatever was mapped there before is gone, even if the new mapping is
                 // anonymous (JIT code), which we do not keep.
@@ -181,7 +188,13 @@ impl Model {
             // A thread's name is not the process's name.
             EventRecord::Comm(r) if r.pid == r.tid => {
                 let comm = String::from_utf8_lossy(&r.name.as_slice()).into_owned();
-                let process = self.processes.entry(r.pid as u32).or_default();
+                let process = self
+                    .processes
+                    .entry(r.pid as u32)
+                    .or_default()
+                    .current(time);
+                // Exec keeps the life (and its start time), also when a
+                // thread execs after its leader's exit record.
                 if r.is_execve {
                     // The new image's mappings follow this record.
                     process.mappings.clear();
@@ -193,23 +206,34 @@ impl Model {
             }
             // pid == ppid is a new thread, which shares the address space.
             EventRecord::Fork(r) if r.pid != r.ppid => {
-                let inherited = self.processes.get(&(r.ppid as u32)).map(|parent| Process {
-                    exited: false,
-                    retiring: false,
-                    ..parent.clone()
-                });
-                let child = self.processes.entry(r.pid as u32).or_default();
-                match inherited {
-                    Some(process) => *child = process,
-                    // Parent gone before our /proc snapshot: keep the child's snapshot,
-                    // unless it belongs to an earlier process with the same pid.
-                    None if child.exited => *child = Process::default(),
-                    None => {}
+                let inherited = self
+                    .latest(r.ppid as u32)
+                    .map(|parent| Process {
+                        exited: false,
+                        retiring: false,
+                        ..parent.clone()
+                    })
+                    .unwrap_or_default();
+                let lives = self.processes.entry(r.pid as u32).or_default();
+                match lives.latest() {
+                    // A /proc snapshot taken after this fork already saw the
+                    // child (its record waited in the ring): the same life,
+                    // and the snapshot is the newer view of it.
+                    Some(life) if life.began >= time => {}
+                    // A new life: a PID is reused only after its process
+                    // was reaped, so any earlier life has ended.
+                    _ => {
+                        lives.begin(time, inherited);
+                    }
                 }
             }
             EventRecord::Exit(r) if r.pid == r.tid => {
-                if let Some(process) = self.processes.get_mut(&(r.pid as u32)) {
-                    process.exited = true;
+                if let Some(life) = self
+                    .processes
+                    .get_mut(&(r.pid as u32))
+                    .and_then(Lives::latest_mut)
+                {
+                    life.process.exited = true;
                 }
             }
             EventRecord::Lost(r) => self.lost_records += r.count,
@@ -217,29 +241,43 @@ impl Model {
         }
     }
 
-    /// Forgets the processes that had exited when it was last called, and
+    /// Forgets the lives that had exited when it was last called, and
     /// marks those that have exited since for the next call. Called after
-    /// each drain of the count maps has been normalized: a process whose
-    /// exit was applied before drain k's flip has no event left after drain
-    /// k, and one whose exit came later is marked at drain k and forgotten
-    /// at drain k+1, after its last events.
-    pub(super) fn forget_exited(&mut self) -> Vec<u32> {
+    /// each drain of the count maps has been normalized: a life whose exit
+    /// was applied before drain k's flip has no event left after drain k,
+    /// and one whose exit came later is marked at drain k and forgotten at
+    /// drain k+1, after its last events. Returns each life forgotten as its
+    /// PID and the time it had begun by: the samples of that PID whose start
+    /// time is at or before it were its own or an earlier life's.
+    pub(super) fn forget_exited(&mut self) -> Vec<(u32, u64)> {
         let mut forgotten = Vec::new();
-        self.processes.retain(|&pid, process| {
-            if process.retiring {
-                forgotten.push(pid);
-            }
-            !process.retiring
+        self.processes.retain(|&pid, lives| {
+            forgotten.extend(
+                lives
+                    .forget_retiring()
+                    .into_iter()
+                    .map(|began| (pid, began)),
+            );
+            lives.mark_retiring();
+            !lives.is_empty()
         });
-        for process in self.processes.values_mut() {
-            process.retiring = process.exited;
-        }
         forgotten
     }
 
-    /// The mapping containing `addr` in pid's address space as last known.
-    pub(super) fn find(&self, pid: u32, addr: u64) -> Option<&Mapping> {
-        let mappings = &self.processes.get(&pid)?.mappings;
+    /// The latest life of `pid`.
+    pub(super) fn latest(&self, pid: u32) -> Option<&Process> {
+        Some(&self.processes.get(&pid)?.latest()?.process)
+    }
+
+    /// The life of `pid` that started at `start_time` (0: the latest).
+    pub(super) fn life(&self, pid: u32, start_time: u64) -> Option<&Process> {
+        self.processes.get(&pid)?.of(start_time)
+    }
+
+    /// The mapping containing `addr` in the address space, as last known, of
+    /// the life of `pid` that started at `start_time`.
+    pub(super) fn find(&self, pid: u32, start_time: u64, addr: u64) -> Option<&Mapping> {
+        let mappings = &self.life(pid, start_time)?.mappings;
         let (_, mapping) = mappings.range(..=addr).next_back()?;
         (addr < mapping.end).then_some(mapping)
     }
@@ -306,28 +344,66 @@ mod tests {
     #[test]
     fn exited_processes_are_forgotten_one_drain_later() {
         let mut model = Model::default();
-        let exited = |exited| Process {
-            comm: "x".into(),
-            exited,
-            ..Process::default()
+        let mut insert = |pid: u32, began: u64, exited: bool| {
+            model.processes.entry(pid).or_default().begin(
+                began,
+                Process {
+                    comm: "x".into(),
+                    exited,
+                    ..Process::default()
+                },
+            );
         };
-        model.processes.insert(1, exited(true));
-        model.processes.insert(2, exited(false));
-        model.processes.insert(3, exited(true));
+        insert(1, 10, true);
+        insert(2, 20, false);
+        insert(3, 30, true);
         assert!(model.forget_exited().is_empty());
         assert_eq!(model.processes.len(), 3);
-        // 3 is a new program under the same pid before the next drain.
-        let reused = model.processes.get_mut(&3).unwrap();
+        // 3 is a new program under the same pid (exec) before the next drain.
+        let reused = &mut model
+            .processes
+            .get_mut(&3)
+            .unwrap()
+            .latest_mut()
+            .unwrap()
+            .process;
         reused.exited = false;
         reused.retiring = false;
-        model.processes.get_mut(&2).unwrap().exited = true;
-        assert_eq!(model.forget_exited(), vec![1]);
+        model
+            .processes
+            .get_mut(&2)
+            .unwrap()
+            .latest_mut()
+            .unwrap()
+            .process
+            .exited = true;
+        assert_eq!(model.forget_exited(), vec![(1, 10)]);
         let mut left: Vec<u32> = model.processes.keys().copied().collect();
         left.sort();
         assert_eq!(left, vec![2, 3]);
-        assert_eq!(model.forget_exited(), vec![2]);
+        assert_eq!(model.forget_exited(), vec![(2, 20)]);
         assert!(model.forget_exited().is_empty());
         assert_eq!(model.processes.keys().copied().collect::<Vec<_>>(), vec![3]);
+    }
+
+    /// A reused PID: its earlier life is forgotten one drain after the new
+    /// one began (a PID is given again only after its process was reaped),
+    /// and the new life stays.
+    #[test]
+    fn an_earlier_life_of_a_reused_pid_is_forgotten_alone() {
+        let mut model = Model::default();
+        let named = |comm: &str| Process {
+            comm: comm.into(),
+            ..Process::default()
+        };
+        let lives = model.processes.entry(7).or_default();
+        lives.begin(100, named("old"));
+        lives.begin(200, named("new"));
+        assert!(model.forget_exited().is_empty());
+        assert_eq!(model.forget_exited(), vec![(7, 100)]);
+        assert_eq!(model.life(7, 150).map(|p| p.comm.as_str()), Some("new"));
+        assert!(model.forget_exited().is_empty());
+        assert_eq!(model.latest(7).map(|p| p.comm.as_str()), Some("new"));
     }
 
     #[test]

@@ -6,10 +6,16 @@
 //! synchronously, and replay them into a model of each address space. /proc snapshots
 //! cover what existed before the events were opened.
 //!
-//! Three parts: `ring` reads the events, `address_space` is the model they
-//! update, `snapshot` reads /proc.
+//! A PID can be had by several processes, one after another: each is a life
+//! of that PID (`lives`), and a sample names its own by its process's start
+//! time (`CountKey::start_time`). Every query takes (pid, start_time).
+//!
+//! Four parts: `ring` reads the events, `address_space` is the model they
+//! update, `lives` tells the processes of one PID apart, `snapshot` reads
+//! /proc.
 
 mod address_space;
+mod lives;
 mod ring;
 mod snapshot;
 
@@ -29,8 +35,8 @@ use crate::safe_open::FileKey;
 pub struct ProcTracker {
     rings: Rings,
     model: Model,
-    /// Pids whose /proc maps `lookup` re-read since the last drain: at most once each.
-    refreshed: HashSet<u32>,
+    /// Lives whose /proc maps `lookup` re-read since the last drain: at most once each.
+    refreshed: HashSet<(u32, u64)>,
 }
 
 impl ProcTracker {
@@ -66,12 +72,14 @@ impl ProcTracker {
         model.lost_records += lost;
     }
 
-    /// Drops the mappings, name and cgroup of processes whose last events
-    /// have been drained (see `Model::forget_exited`): call once after each
-    /// drain of the count maps, once its samples are normalized. What stays
-    /// is bounded by the live processes, not by how many ever ran. Returns
-    /// the processes forgotten.
-    pub fn forget_exited(&mut self) -> Vec<u32> {
+    /// Drops the mappings, name and cgroup of processes (lives of a PID)
+    /// whose last events have been drained (see `Model::forget_exited`):
+    /// call once after each drain of the count maps, once its samples are
+    /// normalized. What stays is bounded by the live processes, not by how
+    /// many ever ran. Returns the processes forgotten, each as its PID and a
+    /// bound: the samples of that PID with a start time at or before it
+    /// were made by it or by an earlier process with that PID.
+    pub fn forget_exited(&mut self) -> Vec<(u32, u64)> {
         self.model.forget_exited()
     }
 
@@ -81,22 +89,28 @@ impl ProcTracker {
         self.model.lost_records
     }
 
-    /// Process name (main thread comm) as last known, also after exit.
-    pub fn comm(&self, pid: u32) -> Option<&str> {
-        let comm = &self.model.processes.get(&pid)?.comm;
+    /// Process name (main thread comm) as last known, also after exit, of
+    /// the life of `pid` that started at `start_time` (0: the latest).
+    pub fn comm(&self, pid: u32, start_time: u64) -> Option<&str> {
+        let comm = &self.model.life(pid, start_time)?.comm;
         (!comm.is_empty()).then_some(comm.as_str())
     }
 
-    /// The mapping containing `addr` in pid's address space as last known. If none is known
-    /// and the process is still alive, re-read /proc/PID/maps once and retry.
-    pub fn lookup(&mut self, pid: u32, addr: u64) -> Option<&Mapping> {
-        if self.model.find(pid, addr).is_none() {
-            let alive = self.model.processes.get(&pid).is_none_or(|p| !p.exited);
-            if alive && self.refreshed.insert(pid) {
+    /// The mapping containing `addr` in the address space, as last known, of
+    /// the life of `pid` that started at `start_time`. If none is known and
+    /// that life may still run, re-read /proc/PID/maps once and retry.
+    pub fn lookup(&mut self, pid: u32, start_time: u64, addr: u64) -> Option<&Mapping> {
+        if self.model.find(pid, start_time, addr).is_none() {
+            let may_run = self
+                .model
+                .processes
+                .get(&pid)
+                .is_none_or(|lives| lives.may_still_run(start_time));
+            if may_run && self.refreshed.insert((pid, start_time)) {
                 self.snapshot_pid(pid);
             }
         }
-        self.model.find(pid, addr)
+        self.model.find(pid, start_time, addr)
     }
 
     /// A path that opens exactly the file `file` named `path` (a fd of ours,
@@ -106,15 +120,15 @@ impl ProcTracker {
         self.model.elf_path(file, path)
     }
 
-    /// The user `pid` runs (or ran) as, if known.
-    pub fn owner(&self, pid: u32) -> Option<u32> {
-        self.model.processes.get(&pid)?.owner
+    /// The user the life of `pid` started at `start_time` runs (or ran) as, if known.
+    pub fn owner(&self, pid: u32, start_time: u64) -> Option<u32> {
+        self.model.life(pid, start_time)?.owner
     }
 
-    /// The cgroup path of `pid` as read while it lived (`None` for the root
-    /// cgroup or if never read).
-    pub fn cgroup(&self, pid: u32) -> Option<&str> {
-        self.model.processes.get(&pid)?.cgroup.as_deref()
+    /// The cgroup path of the life of `pid` started at `start_time`, as read
+    /// while it lived (`None` for the root cgroup or if never read).
+    pub fn cgroup(&self, pid: u32, start_time: u64) -> Option<&str> {
+        self.model.life(pid, start_time)?.cgroup.as_deref()
     }
 }
 
@@ -161,11 +175,11 @@ mod tests {
     }
 
     fn exited(tracker: &ProcTracker, pid: u32) -> Option<bool> {
-        tracker.model.processes.get(&pid).map(|p| p.exited)
+        tracker.model.latest(pid).map(|p| p.exited)
     }
 
     fn has_mapping(tracker: &ProcTracker, pid: u32, path_part: &str) -> bool {
-        let process = &tracker.model.processes[&pid];
+        let process = tracker.model.latest(pid).expect("pid is known");
         process
             .mappings
             .values()
@@ -179,7 +193,7 @@ mod tests {
         let pid = child.id();
         child.wait_with_output().unwrap();
         tracker.drain();
-        assert_eq!(tracker.comm(pid), Some("sleep"));
+        assert_eq!(tracker.comm(pid, 0), Some("sleep"));
         assert_eq!(exited(&tracker, pid), Some(true));
         assert!(has_mapping(&tracker, pid, "/usr/bin/sleep"));
         assert!(has_mapping(&tracker, pid, "libc.so"));
@@ -216,7 +230,7 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let mapped_key = |tracker: &ProcTracker, pid: u32, name: &str| {
-            let process = &tracker.model.processes[&pid];
+            let process = tracker.model.latest(pid).expect("pid is known");
             let mapping = process
                 .mappings
                 .values()
@@ -288,9 +302,9 @@ mod tests {
             .collect();
         let (main_addr, at_phdr, clock_gettime_addr) = (fields[0], fields[1], fields[2]);
 
-        assert_eq!(tracker.comm(pid), Some("probe"));
+        assert_eq!(tracker.comm(pid, 0), Some("probe"));
         let mapping = tracker
-            .lookup(pid, main_addr)
+            .lookup(pid, 0, main_addr)
             .expect("main is mapped")
             .clone();
         assert_eq!(Path::new(&mapping.path), fs::canonicalize(&binary).unwrap());
@@ -299,7 +313,7 @@ mod tests {
             elf_file_offset(&binary, at_phdr, main_addr)
         );
         let libc = tracker
-            .lookup(pid, clock_gettime_addr)
+            .lookup(pid, 0, clock_gettime_addr)
             .expect("libc is mapped");
         assert!(libc.path.contains("libc.so"), "{libc:?}");
         fs::remove_dir_all(dir).unwrap();
@@ -310,7 +324,7 @@ mod tests {
         let mut tracker = ProcTracker::start().unwrap();
         let own_pid = std::process::id();
         tracker.snapshot_pid(own_pid);
-        let own_comm = tracker.comm(own_pid).unwrap().to_owned();
+        let own_comm = tracker.comm(own_pid, 0).unwrap().to_owned();
         // A thread's name must not become the process's name.
         std::thread::Builder::new()
             .name("renamed_thread".into())
@@ -333,18 +347,18 @@ mod tests {
         tracker.drain();
 
         let child = child as u32;
-        assert_eq!(tracker.comm(child), Some("forked_child"));
+        assert_eq!(tracker.comm(child, 0), Some("forked_child"));
         assert_eq!(exited(&tracker, child), Some(true));
         let addr = forked_child_inherits_mappings_and_keeps_its_own_name as *const () as u64;
         let mapping = tracker
-            .lookup(child, addr)
+            .lookup(child, 0, addr)
             .expect("inherited mapping")
             .clone();
         assert_eq!(
             Path::new(&mapping.path),
             fs::read_link("/proc/self/exe").unwrap()
         );
-        assert_eq!(tracker.comm(own_pid), Some(own_comm.as_str()));
+        assert_eq!(tracker.comm(own_pid, 0), Some(own_comm.as_str()));
     }
 
     #[test]
@@ -354,11 +368,11 @@ mod tests {
         let exe: PathBuf = fs::read_link("/proc/self/exe").unwrap();
         let addr = snapshot_of_self_maps_own_code_to_its_file_offset as *const () as u64;
         // Not known yet, but alive: lookup snapshots it on its own.
-        assert!(tracker.model.find(pid, addr).is_none());
-        assert!(tracker.lookup(pid, addr).is_some());
+        assert!(tracker.model.find(pid, 0, addr).is_none());
+        assert!(tracker.lookup(pid, 0, addr).is_some());
         tracker.snapshot_pid(pid);
         let mapping = tracker
-            .lookup(pid, addr)
+            .lookup(pid, 0, addr)
             .expect("own code is mapped")
             .clone();
         assert_eq!(Path::new(&mapping.path), exe);
@@ -388,7 +402,7 @@ mod tests {
         }
         assert_eq!(tracker.lost_records(), 0);
         for pid in pids {
-            assert_eq!(tracker.comm(pid), Some("true"), "pid {pid}");
+            assert_eq!(tracker.comm(pid, 0), Some("true"), "pid {pid}");
             assert!(has_mapping(&tracker, pid, "/usr/bin/true"), "pid {pid}");
             assert!(has_mapping(&tracker, pid, "libc.so"), "pid {pid}");
             assert_eq!(exited(&tracker, pid), Some(true));
@@ -442,7 +456,10 @@ mod tests {
             );
         }
         let own_code = snapshot_all_is_fast_and_complete as *const () as u64;
-        assert!(tracker.model.find(std::process::id(), own_code).is_some());
+        assert!(tracker
+            .model
+            .find(std::process::id(), 0, own_code)
+            .is_some());
     }
 
     #[test]

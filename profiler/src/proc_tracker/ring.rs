@@ -99,7 +99,7 @@ fn parse_info(attr: &sys::perf_event_attr) -> Result<RecordParseInfo> {
     Ok(RecordParseInfo::new(&attr, Endianness::NATIVE))
 }
 
-fn monotonic_ns() -> u64 {
+pub(super) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

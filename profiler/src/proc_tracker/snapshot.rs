@@ -27,7 +27,18 @@ impl Model {
         for mapping in mappings.values() {
             self.files.open_mapped(pid, mapping);
         }
-        let process = self.processes.entry(pid).or_default();
+        // Read after /proc showed the process: it had started by then.
+        let seen = super::ring::monotonic_ns();
+        let lives = self.processes.entry(pid).or_default();
+        let process = match lives.latest() {
+            // The life known is still running: this is a newer view of it.
+            Some(life) if !life.process.exited => &mut lives.latest_mut().expect("latest").process,
+            // A zombie or kernel thread of a PID whose process is known to
+            // have exited tells nothing new.
+            Some(_) if mappings.is_empty() => return,
+            // The PID's known process exited: this is the next one.
+            _ => lives.begin(seen, Process::default()),
+        };
         if let Ok(comm) = comm {
             process.comm = comm.trim_end_matches('\n').to_owned();
         }

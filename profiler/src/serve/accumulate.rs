@@ -12,7 +12,8 @@ use crate::collect::LostCounts;
 use crate::sources::ClockRead;
 use crate::symbolize::{Frame, StackState, SymbolizedSample};
 
-type StackKey = (u32, ClockRead, Vec<Frame>, StackState);
+/// Two processes that had one PID in turn are two (pid, start time).
+type StackKey = (u32, u64, ClockRead, Vec<Frame>, StackState);
 
 #[derive(Default)]
 pub struct Accumulated {
@@ -25,7 +26,13 @@ impl Accumulated {
     pub fn add(&mut self, batch: &Batch) -> u64 {
         let mut dropped = 0;
         for sample in &batch.samples {
-            let key = (sample.pid, sample.read, sample.frames.clone(), sample.state);
+            let key = (
+                sample.pid,
+                sample.start_time,
+                sample.read,
+                sample.frames.clone(),
+                sample.state,
+            );
             let full = self.stacks.len() >= MAX_WINDOW_STACKS;
             match self.stacks.get_mut(&key) {
                 Some(stack) => stack.count += sample.count,

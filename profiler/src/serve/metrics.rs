@@ -282,6 +282,7 @@ mod tests {
     ) -> SymbolizedSample {
         SymbolizedSample {
             pid,
+            start_time: 0,
             comm: comm.to_string(),
             cgroup,
             read: ClockRead { event, clock_id: 1 },

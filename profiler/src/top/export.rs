@@ -55,6 +55,7 @@ pub fn export(
             let pid = count.key.pid;
             let mut sample = SymbolizedSample {
                 pid,
+                start_time: count.key.start_time,
                 comm: crate::symbolize::process_name(pid, count.key.process.comm.as_deref()),
                 cgroup: count.key.process.cgroup.clone(),
                 read: count.key.read,

@@ -203,12 +203,12 @@ impl RateModel {
                 total,
             })
             .collect();
-        keys.sort_unstable_by_key(|k| k.key.pid);
+        keys.sort_unstable_by_key(|k| (k.key.pid, k.key.start_time));
+        // A row is a PID, named after the process that has it now (or had
+        // it last); exports name each process by its own.
         let mut identities: HashMap<u32, Arc<ProcessIdentity>> = HashMap::new();
         for count in &keys {
-            identities
-                .entry(count.key.pid)
-                .or_insert_with(|| Arc::clone(&count.key.process));
+            identities.insert(count.key.pid, Arc::clone(&count.key.process));
         }
         let processes = self
             .histories
@@ -299,6 +299,7 @@ pub fn test_key(pid: u32, user: u64, clock_id: i32, event: u32) -> NormalizedSam
     use crate::symbolize::UserLocation;
     NormalizedSample {
         pid,
+        start_time: 0,
         process: Arc::new(ProcessIdentity {
             comm: Some(format!("p{pid}")),
             cgroup: None,
