@@ -1,0 +1,289 @@
+//! Processes are told apart across PID reuse: a PID given again, forced
+//! through /proc/sys/kernel/ns_last_pid, names two processes with their own
+//! names, functions and counts; and a followed process's PID, once it
+//! exited, does not make an unrelated process that gets it followed.
+//!
+//! ns_last_pid is the last PID given in this namespace: writing N makes the
+//! next fork get N + 1 if it is free. The write is one-shot (the kernel goes
+//! on counting from there), so there is nothing to restore; another fork on
+//! the host may take the PID first, so each test tries again.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const NS_LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
+const ATTEMPTS: usize = 50;
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+/// Spawns `command` so that it gets `pid`, if no other fork takes it first.
+fn spawn_as(pid: u32, command: &mut Command) -> Child {
+    std::fs::write(NS_LAST_PID, (pid - 1).to_string()).expect("root may write ns_last_pid");
+    command.spawn().expect("the fixture starts")
+}
+
+/// The C fixture (or a copy) in `wait N` mode named `comm`, once ready.
+fn waiting_fixture(binary: &Path, comm: &str, reads: &str, pid: Option<u32>) -> Child {
+    let mut command = Command::new(binary);
+    command
+        .args(["wait", reads])
+        .env("CLOCKPROF_FIXTURE_COMM", comm)
+        .stdout(Stdio::piped());
+    let mut child = match pid {
+        Some(pid) => spawn_as(pid, &mut command),
+        None => command.spawn().expect("the fixture starts"),
+    };
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    child
+}
+
+fn signal(child: &Child, signal: i32) {
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+}
+
+/// Host-wide clockprof writing JSON to `out`, once it records.
+fn record_host(out: &Path) -> (Child, std::thread::JoinHandle<String>) {
+    start_until_recording(
+        Command::new(clockprof())
+            .args([os("record"), os("-a"), os("-s"), os("syscall"), os("-o")])
+            .arg(out)
+            .stdout(Stdio::null()),
+    )
+}
+
+fn stop(mut clockprof: Child, stderr: std::thread::JoinHandle<String>) {
+    signal(&clockprof, libc::SIGINT);
+    let status = wait_with_timeout(&mut clockprof, Duration::from_secs(60));
+    let stderr = stderr.join().unwrap();
+    assert!(status.success(), "{stderr}");
+}
+
+/// Events per function of one process's stacks in a JSON profile, and the
+/// module each fixture function was found in.
+fn functions_of(
+    json: &serde_json::Value,
+    pid: u32,
+    comm: &str,
+) -> (std::collections::BTreeMap<String, u64>, Vec<String>) {
+    let mut counts = std::collections::BTreeMap::new();
+    let mut modules = Vec::new();
+    for stack in json["stacks"].as_array().unwrap() {
+        if stack["pid"] != pid || stack["comm"] != comm {
+            continue;
+        }
+        let frames = stack["frames"].as_array().unwrap();
+        let fixture = frames
+            .iter()
+            .rev()
+            .find(|f| f["function"].as_str().unwrap().starts_with("fixture_"));
+        let name = fixture.map_or("(none)", |f| f["function"].as_str().unwrap());
+        *counts.entry(name.to_string()).or_default() += stack["count"].as_u64().unwrap();
+        if let Some(module) = fixture.and_then(|f| f["module"].as_str()) {
+            modules.push(module.to_string());
+        }
+    }
+    modules.sort();
+    modules.dedup();
+    (counts, modules)
+}
+
+/// Process A makes a known number of clock syscalls and exits; process B,
+/// another binary with another name, gets A's PID and makes its own. One
+/// host-wide recording shows each under its own name, function and
+/// binary, exactly, as two processes.
+#[test]
+fn a_reused_pid_is_two_processes_with_their_own_names_and_stacks() {
+    let dir = TempDir::new("pid_reuse");
+    let out = dir.join("reuse.json");
+    // B is another file: A's addresses resolved in B's mappings would name
+    // B's binary (or nothing), not A's.
+    let second_binary = dir.join("second_fixture");
+    std::fs::copy(c_fixture(), &second_binary).unwrap();
+    let (clockprof, stderr) = record_host(&out);
+
+    let mut reused = None;
+    for _ in 0..ATTEMPTS {
+        let first = Command::new(c_fixture())
+            .args(["counts", "1000"])
+            .env("CLOCKPROF_FIXTURE_COMM", "reuse_first")
+            .spawn()
+            .unwrap();
+        let pid = first.id();
+        assert!(first.wait_with_output().unwrap().status.success());
+        let mut second = waiting_fixture(&second_binary, "reuse_second", "700", Some(pid));
+        if second.id() == pid {
+            reused = Some((pid, second));
+            break;
+        }
+        // Another fork took the PID: this B never read the clock.
+        second.kill().unwrap();
+        second.wait().unwrap();
+    }
+    let (pid, mut second) = reused.expect("no attempt got the same PID twice");
+    signal(&second, libc::SIGUSR1);
+    assert!(second.wait().unwrap().success());
+    stop(clockprof, stderr);
+
+    let json = read_json(&out);
+    let lives: Vec<&serde_json::Value> = json["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["pid"] == pid)
+        .collect();
+    let summary: Vec<(String, u64, Option<u64>)> = lives
+        .iter()
+        .map(|p| {
+            (
+                p["comm"].as_str().unwrap().to_string(),
+                p["total"].as_u64().unwrap(),
+                p["start_time_ns"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(summary.len(), 2, "PID {pid}: {summary:?}");
+    let first = summary.iter().find(|p| p.0 == "reuse_first");
+    let second_life = summary.iter().find(|p| p.0 == "reuse_second");
+    // counts 1000: 1000 + 500 + 250 + 200 syscalls.
+    assert_eq!(first.map(|p| p.1), Some(1950), "{summary:?}");
+    assert_eq!(second_life.map(|p| p.1), Some(700), "{summary:?}");
+    let started = |life: Option<&(String, u64, Option<u64>)>| life.and_then(|l| l.2);
+    assert!(
+        started(first).is_some() && started(first) < started(second_life),
+        "{summary:?}"
+    );
+
+    let (counts, modules) = functions_of(&json, pid, "reuse_first");
+    let expected: Vec<(&str, u64)> = vec![
+        ("fixture_gettimeofday", 250),
+        ("fixture_hot", 1000),
+        ("fixture_time", 200),
+        ("fixture_warm", 500),
+    ];
+    let counts: Vec<(&str, u64)> = counts.iter().map(|(f, &c)| (f.as_str(), c)).collect();
+    assert_eq!(counts, expected);
+    assert_eq!(modules, [c_fixture().to_string_lossy()]);
+
+    let (counts, modules) = functions_of(&json, pid, "reuse_second");
+    let counts: Vec<(&str, u64)> = counts.iter().map(|(f, &c)| (f.as_str(), c)).collect();
+    assert_eq!(counts, [("fixture_triggered", 700)]);
+    assert_eq!(
+        modules,
+        [std::fs::canonicalize(&second_binary)
+            .unwrap()
+            .to_string_lossy()]
+    );
+}
+
+/// `record -- COMMAND` follows processes, not threads, and forgets each when
+/// it exits: COMMAND (Python) runs a thread and a child process that both
+/// end; unrelated processes then given the thread's id and the child's PID
+/// are not recorded, while the child COMMAND starts last still is.
+#[test]
+fn a_followed_pid_given_to_an_unrelated_process_is_not_recorded() {
+    let dir = TempDir::new("pid_prune");
+    let out = dir.join("prune.json");
+    let ids_file = dir.join("ids");
+    let go_file = dir.join("go");
+    let script = r#"
+import os, subprocess, sys, threading, time
+ids = []
+thread = threading.Thread(target=lambda: ids.append(threading.get_native_id()))
+thread.start()
+thread.join()
+child = subprocess.Popen(["/bin/true"])
+child.wait()
+ids.append(child.pid)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(" ".join(map(str, ids)))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.02)
+env = dict(os.environ, CLOCKPROF_FIXTURE_COMM="followed")
+subprocess.run([sys.argv[3], "counts", "100"], env=env, check=True)
+"#;
+    let (clockprof, stderr) = start_until_recording(
+        Command::new(clockprof())
+            .args(["record", "-s", "syscall", "-o"])
+            .arg(&out)
+            .args(["--", "python3", "-c", script])
+            .arg(&ids_file)
+            .arg(&go_file)
+            .arg(c_fixture())
+            .stdout(Stdio::null()),
+    );
+    let started = std::time::Instant::now();
+    while !ids_file.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "COMMAND wrote no ids"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ids: Vec<u32> = std::fs::read_to_string(&ids_file)
+        .unwrap()
+        .split_whitespace()
+        .map(|id| id.parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+
+    // Each unrelated process reads the clock 300 times, whatever PID it got.
+    let mut given = Vec::new();
+    for &id in &ids {
+        for _ in 0..ATTEMPTS {
+            let mut stranger = waiting_fixture(c_fixture(), "stranger", "300", Some(id));
+            let got = stranger.id();
+            signal(&stranger, libc::SIGUSR1);
+            assert!(stranger.wait().unwrap().success());
+            if got == id {
+                given.push(id);
+                break;
+            }
+        }
+    }
+    assert_eq!(given, ids, "the ids were never given again");
+    std::fs::write(&go_file, "").unwrap();
+    let mut clockprof = clockprof;
+    let status = wait_with_timeout(&mut clockprof, Duration::from_secs(60));
+    let stderr = stderr.join().unwrap();
+    assert!(status.success(), "{stderr}");
+
+    let json = read_json(&out);
+    let processes: Vec<(u64, String, u64)> = json["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["pid"].as_u64().unwrap(),
+                p["comm"].as_str().unwrap().to_string(),
+                p["total"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        processes.iter().all(|(_, comm, _)| comm != "stranger"),
+        "an unrelated process was recorded: {processes:?}"
+    );
+    // COMMAND's processes are still followed: its last child, exactly
+    // (counts 100: 100 + 50 + 25 + 20 syscalls).
+    let followed: Vec<u64> = processes
+        .iter()
+        .filter(|(_, comm, _)| comm == "followed")
+        .map(|p| p.2)
+        .collect();
+    assert_eq!(followed, [195], "{processes:?}");
+}
