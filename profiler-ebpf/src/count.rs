@@ -270,7 +270,7 @@ pub(crate) fn count_clock_read<C: StackIdContext>(
             wrapper_caller_ip,
             user_ip,
             first_return,
-            start_time: current_start_time(),
+            start_time: current_start_time(bpf_get_current_pid_tgid()),
         },
     );
 }

@@ -108,6 +108,15 @@ pub(crate) static KERNEL_FN_INDEX: HashMap<u64, u32> = HashMap::with_max_entries
 pub(crate) static STACK_COUNTDOWN: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub(crate) static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);
+/// The last task exit's tag and each CPU's count of them (process::count_exit),
+/// and each CPU's last start time read.
+#[map]
+pub(crate) static LAST_EXIT: Array<u64> = Array::with_max_entries(1, 0);
+#[map]
+pub(crate) static EXIT_SEQUENCE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub(crate) static START_TIME_CACHE: PerCpuArray<process::StartTimeCache> =
+    PerCpuArray::with_max_entries(1, 0);
 
 #[cfg(not(test))]
 #[panic_handler]

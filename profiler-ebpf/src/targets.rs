@@ -11,6 +11,7 @@ use aya_ebpf::{
 use profiler_common::{lost, target};
 
 use crate::count::{count_lost, filter_by_pid};
+use crate::process::count_exit;
 use crate::{
     NEWTASK_CLONE_FLAGS_OFFSET, NEWTASK_PID_OFFSET, SIGNAL_LIVE_OFFSET, TARGETS, TASK_SIGNAL_OFFSET,
 };
@@ -51,7 +52,8 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Removes a process from the filter when its last thread exits. do_exit
+/// Counts every task's exit (for process::current_start_time's cache), and
+/// removes a process from the filter when its last thread exits. do_exit
 /// decrements `signal->live` before this tracepoint, so the last thread
 /// (not necessarily the group leader, which may exit first) reads 0. The
 /// PID is freed only after this, so the entry is gone before any other
@@ -59,6 +61,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 /// for the process's.
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    count_exit();
     if !filter_by_pid() {
         return 0;
     }

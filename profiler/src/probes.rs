@@ -353,11 +353,10 @@ impl Probes {
                 .attach_tracepoint("task_newtask", "task:task_newtask")
                 .context("could not follow the processes COMMAND starts")?;
         }
-        if config.filter_by_pid {
-            probes
-                .attach_tracepoint("sched_process_exit", "sched:sched_process_exit")
-                .context("could not watch the profiled processes exit")?;
-        }
+        // Always: every exit invalidates the programs' cached start times.
+        probes
+            .attach_tracepoint("sched_process_exit", "sched:sched_process_exit")
+            .context("could not watch processes exit")?;
         Ok(probes)
     }
 
