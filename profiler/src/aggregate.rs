@@ -351,4 +351,37 @@ mod tests {
             vec!["worker;a:b;k:do_syscall_64_[k];[syscall time] 5"]
         );
     }
+
+    /// Two processes that had one PID in turn stay two, each with its own
+    /// name and stacks, even where their frames are the same.
+    #[test]
+    fn a_reused_pid_is_two_processes() {
+        let life = |start_time, comm: &str, count| SymbolizedSample {
+            start_time,
+            ..sample(
+                42,
+                comm,
+                &["main", "tick"],
+                event::SYSCALL_CLOCK_GETTIME,
+                1,
+                count,
+            )
+        };
+        let profile = Profile::new(
+            vec![life(100, "first", 3), life(200, "second", 5)],
+            RecordingInfo::default(),
+        );
+        let processes: Vec<(u32, u64, &str, u64)> = profile
+            .processes
+            .iter()
+            .map(|p| (p.pid, p.start_time, p.comm.as_str(), p.total))
+            .collect();
+        assert_eq!(processes, [(42, 200, "second", 5), (42, 100, "first", 3)]);
+        let stacks: Vec<(u64, &str, u64)> = profile
+            .stacks
+            .iter()
+            .map(|s| (s.start_time, s.comm.as_str(), s.count))
+            .collect();
+        assert_eq!(stacks, [(200, "second", 5), (100, "first", 3)]);
+    }
 }
