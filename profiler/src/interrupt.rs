@@ -56,6 +56,8 @@ pub fn attribute(sample: &mut SymbolizedSample) {
         return;
     }
     sample.pid = INTERRUPT_TGID;
+    // No task's: one root, whichever process the interrupt stopped.
+    sample.start_time = 0;
     sample.comm = ROOT.to_string();
     sample.cgroup = None;
     sample.state = StackState::Complete;
@@ -75,7 +77,7 @@ mod tests {
     fn sample(pid: u32, event: u32, frames: &[(&str, bool)]) -> SymbolizedSample {
         SymbolizedSample {
             pid,
-            start_time: 0,
+            start_time: 1234,
             comm: "task".into(),
             cgroup: Some("/system.slice/task.service".into()),
             read: ClockRead { event, clock_id: 0 },
@@ -114,6 +116,7 @@ mod tests {
         );
         attribute(&mut s);
         assert_eq!(s.pid, INTERRUPT_TGID);
+        assert_eq!(s.start_time, 0);
         assert_eq!(s.comm, ROOT);
         assert_eq!(s.cgroup, None);
         assert_eq!(s.state, StackState::Complete);
