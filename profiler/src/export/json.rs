@@ -182,6 +182,38 @@ mod tests {
         )
     }
 
+    /// Two processes that had one PID in turn: two entries, told apart by
+    /// their start times.
+    #[test]
+    fn a_reused_pid_is_two_entries_with_their_start_times() {
+        let mut profile = test_profile::profile();
+        let mut stacks = profile.stacks[..2].to_vec();
+        for (stack, start_time) in stacks.iter_mut().zip([100, 200]) {
+            stack.pid = 42;
+            stack.start_time = start_time;
+        }
+        profile = Profile::new(stacks, profile.info);
+        let json: serde_json::Value =
+            serde_json::from_slice(&FORMAT.render(&profile).unwrap()).unwrap();
+        let entries = |list: &str| -> Vec<(u64, u64)> {
+            let mut entries: Vec<(u64, u64)> = json[list]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p["pid"].as_u64().unwrap(),
+                        p["start_time_ns"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            entries.sort();
+            entries
+        };
+        assert_eq!(entries("processes"), [(42, 100), (42, 200)]);
+        assert_eq!(entries("stacks"), [(42, 100), (42, 200)]);
+    }
+
     #[test]
     fn renders_the_fixed_profile_exactly() {
         let json = FORMAT.render(&test_profile::profile()).unwrap();
