@@ -27,7 +27,23 @@ fn record_json(dir: &TempDir, args: &[&str], fixture_args: &[&str]) -> serde_jso
         "clockprof failed: {}",
         stderr(&output)
     );
-    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).expect("valid JSON")
+    let json = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).expect("valid JSON");
+    assert_start_times(&json);
+    json
+}
+
+/// Every process but the idle task (PID 0) and `[interrupt]` (no PID) has
+/// the start time the programs read through BTF offsets, on every kernel
+/// and backend: it tells processes that had one PID apart.
+fn assert_start_times(json: &serde_json::Value) {
+    for process in json["processes"].as_array().unwrap() {
+        if process["pid"].as_u64().is_some_and(|pid| pid > 0) {
+            assert!(
+                process["start_time_ns"].as_u64().is_some_and(|t| t > 0),
+                "no start time: {process}"
+            );
+        }
+    }
 }
 
 /// Sum of counts of the stacks whose frames include `function` and whose
@@ -512,7 +528,9 @@ fn record_command_json(
         "clockprof failed: {}",
         stderr(&output)
     );
-    (read_json(&out), stderr(&output))
+    let json = read_json(&out);
+    assert_start_times(&json);
+    (json, stderr(&output))
 }
 
 /// Host-wide, while the fixture makes its exact syscalls and then sleeps
