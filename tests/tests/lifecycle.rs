@@ -638,7 +638,12 @@ fn tracefs_is_mounted_privately_and_never_left_on_the_host() {
 #[test]
 fn leftover_check_covers_every_program() {
     let names = clockprof_program_names();
-    for expected in ["sys_enter_clock", "sched_process_f", "vdso_sample"] {
+    for expected in [
+        "sys_enter_clock",
+        "task_newtask",
+        "sched_process_e",
+        "vdso_sample",
+    ] {
         assert!(
             names
                 .iter()
