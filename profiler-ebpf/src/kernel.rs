@@ -125,7 +125,11 @@ pub(crate) fn count_kernel_fn<C: StackIdContext>(ctx: &C, index: u32, entry: Ent
         } else {
             STACK_NOT_CAPTURED
         };
-        (tgid, user_stack_id, current_start_time(bpf_get_current_pid_tgid()))
+        (
+            tgid,
+            user_stack_id,
+            current_start_time(bpf_get_current_pid_tgid()),
+        )
     };
     count_key(
         &generation,

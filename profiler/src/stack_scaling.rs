@@ -19,7 +19,8 @@ pub const UNSAMPLED: &str = "[unsampled]";
 
 /// A group: one process, one clock read, the same exact innermost user
 /// frames (outermost first).
-type GroupKey = (u32, ClockRead, Vec<Frame>);
+/// (pid, start time): one process, also where a PID was reused.
+type GroupKey = ((u32, u64), ClockRead, Vec<Frame>);
 
 #[derive(Default)]
 struct Group {
@@ -56,7 +57,11 @@ pub fn scale_sampled_stacks(samples: Vec<SymbolizedSample>) -> Vec<SymbolizedSam
     for sample in samples {
         let group = match sample.state {
             StackState::Complete | StackState::Estimated | StackState::Unsampled => groups
-                .entry((sample.pid, sample.read, exact_frames(&sample)))
+                .entry((
+                    (sample.pid, sample.start_time),
+                    sample.read,
+                    exact_frames(&sample),
+                ))
                 .or_default(),
             StackState::UserStackLost => {
                 out.push(sample);
