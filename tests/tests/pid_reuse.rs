@@ -71,17 +71,17 @@ fn stop(mut clockprof: Child, stderr: std::thread::JoinHandle<String>) {
     assert!(status.success(), "{stderr}");
 }
 
-/// Events per function of one process's stacks in a JSON profile, and the
-/// module each fixture function was found in.
+/// Events per function of the stacks named `comm` in a JSON profile, and
+/// the module each fixture function was found in. A process gone before
+/// the recording's end is merged with others of its name under PID 0.
 fn functions_of(
     json: &serde_json::Value,
-    pid: u32,
     comm: &str,
 ) -> (std::collections::BTreeMap<String, u64>, Vec<String>) {
     let mut counts = std::collections::BTreeMap::new();
     let mut modules = Vec::new();
     for stack in json["stacks"].as_array().unwrap() {
-        if stack["pid"] != pid || stack["comm"] != comm {
+        if stack["comm"] != comm {
             continue;
         }
         let frames = stack["frames"].as_array().unwrap();
@@ -103,7 +103,8 @@ fn functions_of(
 /// Process A makes a known number of clock syscalls and exits; process B,
 /// another binary with another name, gets A's PID and makes its own. One
 /// host-wide recording shows each under its own name, function and
-/// binary, exactly, as two processes.
+/// binary, exactly, as two processes: both under the PID with their start
+/// times, or A (gone one drain before the end) merged under its name.
 #[test]
 fn a_reused_pid_is_two_processes_with_their_own_names_and_stacks() {
     let dir = TempDir::new("pid_reuse");
@@ -115,6 +116,9 @@ fn a_reused_pid_is_two_processes_with_their_own_names_and_stacks() {
     let (clockprof, stderr) = record_host(&out);
 
     let mut reused = None;
+    // Every attempt's A makes its reads, whatever PID B then got.
+    let mut first_runs = 0;
+    let mut first_pids = vec![0];
     for _ in 0..ATTEMPTS {
         let first = Command::new(c_fixture())
             .args(["counts", "1000"])
@@ -123,6 +127,8 @@ fn a_reused_pid_is_two_processes_with_their_own_names_and_stacks() {
             .unwrap();
         let pid = first.id();
         assert!(first.wait_with_output().unwrap().status.success());
+        first_runs += 1;
+        first_pids.push(pid);
         let mut second = waiting_fixture(&second_binary, "reuse_second", "700", Some(pid));
         if second.id() == pid {
             reused = Some((pid, second));
@@ -138,46 +144,56 @@ fn a_reused_pid_is_two_processes_with_their_own_names_and_stacks() {
     stop(clockprof, stderr);
 
     let json = read_json(&out);
-    let lives: Vec<&serde_json::Value> = json["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["pid"] == pid)
-        .collect();
-    let summary: Vec<(String, u64, Option<u64>)> = lives
-        .iter()
-        .map(|p| {
-            (
-                p["comm"].as_str().unwrap().to_string(),
-                p["total"].as_u64().unwrap(),
-                p["start_time_ns"].as_u64(),
-            )
-        })
-        .collect();
-    assert_eq!(summary.len(), 2, "PID {pid}: {summary:?}");
-    let first = summary.iter().find(|p| p.0 == "reuse_first");
-    let second_life = summary.iter().find(|p| p.0 == "reuse_second");
-    // counts 1000: 1000 + 500 + 250 + 200 syscalls.
-    assert_eq!(first.map(|p| p.1), Some(1950), "{summary:?}");
-    assert_eq!(second_life.map(|p| p.1), Some(700), "{summary:?}");
-    let started = |life: Option<&(String, u64, Option<u64>)>| life.and_then(|l| l.2);
-    assert!(
-        started(first).is_some() && started(first) < started(second_life),
-        "{summary:?}"
-    );
+    let named = |comm: &str| -> Vec<(u64, u64, Option<u64>)> {
+        json["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["comm"] == comm)
+            .map(|p| {
+                (
+                    p["pid"].as_u64().unwrap(),
+                    p["total"].as_u64().unwrap(),
+                    p["start_time_ns"].as_u64(),
+                )
+            })
+            .collect()
+    };
+    let (firsts, seconds) = (named("reuse_first"), named("reuse_second"));
+    let summary = format!("PID {pid}: A {firsts:?}, B {seconds:?}");
+    // counts 1000: 1000 + 500 + 250 + 200 syscalls, in each attempt's A.
+    let total = |lives: &[(u64, u64, Option<u64>)]| lives.iter().map(|l| l.1).sum::<u64>();
+    assert_eq!(total(&firsts), 1950 * first_runs, "{summary}");
+    assert_eq!(total(&seconds), 700, "{summary}");
+    // Under a PID with its start time, or gone and merged under PID 0.
+    for &(life_pid, _, start) in firsts.iter().chain(&seconds) {
+        assert!(first_pids.contains(&(life_pid as u32)), "{summary}");
+        assert_eq!(life_pid != 0, start.is_some(), "{summary}");
+    }
+    assert_eq!(seconds.len(), 1, "{summary}");
+    let of_pid = |lives: &[(u64, u64, Option<u64>)]| {
+        lives
+            .iter()
+            .find(|l| l.0 == u64::from(pid))
+            .and_then(|l| l.2)
+    };
+    if let (Some(first_start), Some(second_start)) = (of_pid(&firsts), of_pid(&seconds)) {
+        // Both still under the PID: two processes, in the order they ran.
+        assert!(first_start < second_start, "{summary}");
+    }
 
-    let (counts, modules) = functions_of(&json, pid, "reuse_first");
+    let (counts, modules) = functions_of(&json, "reuse_first");
     let expected: Vec<(&str, u64)> = vec![
-        ("fixture_gettimeofday", 250),
-        ("fixture_hot", 1000),
-        ("fixture_time", 200),
-        ("fixture_warm", 500),
+        ("fixture_gettimeofday", 250 * first_runs),
+        ("fixture_hot", 1000 * first_runs),
+        ("fixture_time", 200 * first_runs),
+        ("fixture_warm", 500 * first_runs),
     ];
     let counts: Vec<(&str, u64)> = counts.iter().map(|(f, &c)| (f.as_str(), c)).collect();
     assert_eq!(counts, expected);
     assert_eq!(modules, [c_fixture().to_string_lossy()]);
 
-    let (counts, modules) = functions_of(&json, pid, "reuse_second");
+    let (counts, modules) = functions_of(&json, "reuse_second");
     let counts: Vec<(&str, u64)> = counts.iter().map(|(f, &c)| (f.as_str(), c)).collect();
     assert_eq!(counts, [("fixture_triggered", 700)]);
     assert_eq!(
