@@ -19,8 +19,9 @@ pub const UNSAMPLED: &str = "[unsampled]";
 
 /// A group: one process, one clock read, the same exact innermost user
 /// frames (outermost first).
-/// (pid, start time): one process, also where a PID was reused.
-type GroupKey = ((u32, u64), ClockRead, Vec<Frame>);
+/// (pid, start time, name): one process, as the profile counts them, also
+/// where a PID was reused and among processes gone (PID 0, by name).
+type GroupKey = ((u32, u64, String), ClockRead, Vec<Frame>);
 
 #[derive(Default)]
 struct Group {
@@ -58,7 +59,7 @@ pub fn scale_sampled_stacks(samples: Vec<SymbolizedSample>) -> Vec<SymbolizedSam
         let group = match sample.state {
             StackState::Complete | StackState::Estimated | StackState::Unsampled => groups
                 .entry((
-                    (sample.pid, sample.start_time),
+                    (sample.pid, sample.start_time, sample.comm.clone()),
                     sample.read,
                     exact_frames(&sample),
                 ))
@@ -255,15 +256,22 @@ mod tests {
         other_clock.read.clock_id = 0;
         let mut other_pid = sample(&["relay", "hot"], 2, StackState::Unsampled, 20);
         other_pid.pid = 8;
+        // Another process that had PID 7, and one of another name.
+        let mut other_life = sample(&["relay", "hot"], 2, StackState::Unsampled, 30);
+        other_life.start_time = 5;
+        let mut other_name = sample(&["relay", "hot"], 2, StackState::Unsampled, 40);
+        other_name.comm = "other".into();
         let samples = vec![
             sample(&["main", "relay", "hot"], 2, StackState::Complete, 1),
             sample(&["relay", "hot"], 2, StackState::Unsampled, 3),
             other_clock,
             other_pid,
+            other_life,
+            other_name,
         ];
         let scaled = scale_sampled_stacks(samples);
         let total: u64 = scaled.iter().map(|s| s.count).sum();
-        assert_eq!(total, 34);
+        assert_eq!(total, 104);
         let estimated: Vec<u64> = scaled
             .iter()
             .filter(|s| s.state == StackState::Estimated)
@@ -275,7 +283,7 @@ mod tests {
                 .iter()
                 .filter(|s| s.frames[0].function == UNSAMPLED)
                 .count(),
-            2
+            4
         );
     }
 }
