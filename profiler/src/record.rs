@@ -440,7 +440,10 @@ mod tests {
         all.sort();
         assert_eq!(
             all,
-            vec![(7, 100, "old".to_string(), 3), (7, 200, "new".to_string(), 5)]
+            vec![
+                (7, 100, "old".to_string(), 3),
+                (7, 200, "new".to_string(), 5)
+            ]
         );
         assert_eq!(totals.live[&7].len(), 1, "only the later life is live");
         assert_eq!(totals.exited.len(), 1);

@@ -72,8 +72,8 @@ fn stop(mut clockprof: Child, stderr: std::thread::JoinHandle<String>) {
 }
 
 /// Events per function of the stacks named `comm` in a JSON profile, and
-/// the module each fixture function was found in. A process gone before
-/// the recording's end is merged with others of its name under PID 0.
+/// the module each fixture function was found in, summed over every
+/// process of that name.
 fn functions_of(
     json: &serde_json::Value,
     comm: &str,
@@ -103,8 +103,8 @@ fn functions_of(
 /// Process A makes a known number of clock syscalls and exits; process B,
 /// another binary with another name, gets A's PID and makes its own. One
 /// host-wide recording shows each under its own name, function and
-/// binary, exactly, as two processes: both under the PID with their start
-/// times, or A (gone one drain before the end) merged under its name.
+/// binary, exactly, as two processes under the PID with their start times
+/// in the order they ran.
 #[test]
 fn a_reused_pid_is_two_processes_with_their_own_names_and_stacks() {
     let dir = TempDir::new("pid_reuse");
@@ -118,7 +118,7 @@ fn a_reused_pid_is_two_processes_with_their_own_names_and_stacks() {
     let mut reused = None;
     // Every attempt's A makes its reads, whatever PID B then got.
     let mut first_runs = 0;
-    let mut first_pids = vec![0];
+    let mut first_pids = Vec::new();
     for _ in 0..ATTEMPTS {
         let first = Command::new(c_fixture())
             .args(["counts", "1000"])
@@ -165,22 +165,34 @@ fn a_reused_pid_is_two_processes_with_their_own_names_and_stacks() {
     let total = |lives: &[(u64, u64, Option<u64>)]| lives.iter().map(|l| l.1).sum::<u64>();
     assert_eq!(total(&firsts), 1950 * first_runs, "{summary}");
     assert_eq!(total(&seconds), 700, "{summary}");
-    // Under a PID with its start time, or gone and merged under PID 0.
-    for &(life_pid, _, start) in firsts.iter().chain(&seconds) {
+    // Every process is under its own PID with its start time: record keeps
+    // the last 1,000 processes gone apart, and far fewer ran here.
+    for &(life_pid, total, start) in &firsts {
         assert!(first_pids.contains(&(life_pid as u32)), "{summary}");
-        assert_eq!(life_pid != 0, start.is_some(), "{summary}");
+        assert!(start.is_some(), "{summary}");
+        assert_eq!(total, 1950, "one A per entry: {summary}");
     }
-    assert_eq!(seconds.len(), 1, "{summary}");
-    let of_pid = |lives: &[(u64, u64, Option<u64>)]| {
+    assert_eq!(firsts.len() as u64, first_runs, "{summary}");
+    let at_pid = |lives: &[(u64, u64, Option<u64>)]| -> Vec<(u64, Option<u64>)> {
         lives
             .iter()
-            .find(|l| l.0 == u64::from(pid))
-            .and_then(|l| l.2)
+            .filter(|l| l.0 == u64::from(pid))
+            .map(|l| (l.1, l.2))
+            .collect()
     };
-    if let (Some(first_start), Some(second_start)) = (of_pid(&firsts), of_pid(&seconds)) {
-        // Both still under the PID: two processes, in the order they ran.
-        assert!(first_start < second_start, "{summary}");
-    }
+    let (first_at, second_at) = (at_pid(&firsts), at_pid(&seconds));
+    assert_eq!(first_at.len(), 1, "{summary}");
+    assert_eq!(
+        seconds.len(),
+        1,
+        "only the B that got the PID read: {summary}"
+    );
+    assert_eq!(second_at, [(700, second_at[0].1)], "{summary}");
+    // Two processes with one PID, in the order they ran.
+    assert!(
+        first_at[0].1.unwrap() < second_at[0].1.unwrap(),
+        "{summary}"
+    );
 
     let (counts, modules) = functions_of(&json, "reuse_first");
     let expected: Vec<(&str, u64)> = vec![
