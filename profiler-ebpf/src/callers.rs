@@ -37,6 +37,7 @@ pub(crate) fn uprobe_entry(ctx: &ProbeContext, event: u32, clock_arg: Option<usi
             ip: regs.rip,
             bp: regs.rbp,
             first_return: None,
+            cs: regs.cs,
         }),
     );
 }

@@ -25,6 +25,7 @@ mod targets;
 mod vdso;
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
 };
@@ -79,18 +80,22 @@ pub(crate) static COUNTS_0: PerCpuHashMap<CountKey, u64> =
 #[map]
 pub(crate) static COUNTS_1: PerCpuHashMap<CountKey, u64> =
     PerCpuHashMap::with_max_entries(65536, 0);
-/// Stacks by id (the kernel's stack-trace map: the cheapest capture and
-/// dedup), and, for a stack whose bucket another stack holds there (EEXIST),
-/// by a hash of its frames: a hash map chains what collides, so no stack is
-/// lost to a collision.
+/// Stacks by id (the kernel's stack-trace map, for kernel stacks and user
+/// stacks the kernel walks), and by a hash of their frames: user stacks
+/// walked here (count::walk_user_stack), and stacks whose bucket in the
+/// stack-trace map another stack holds (EEXIST): a hash map chains what
+/// collides, so no stack is lost to a collision. Not preallocated: a
+/// drained generation holds only the stacks of its last second.
 #[map]
 pub(crate) static STACKS_0: StackTrace = StackTrace::with_max_entries(16384, 0);
 #[map]
 pub(crate) static STACKS_1: StackTrace = StackTrace::with_max_entries(16384, 0);
 #[map]
-pub(crate) static SPILLED_STACKS_0: HashMap<u64, StackFrames> = HashMap::with_max_entries(4096, 0);
+pub(crate) static SPILLED_STACKS_0: HashMap<u64, StackFrames> =
+    HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 #[map]
-pub(crate) static SPILLED_STACKS_1: HashMap<u64, StackFrames> = HashMap::with_max_entries(4096, 0);
+pub(crate) static SPILLED_STACKS_1: HashMap<u64, StackFrames> =
+    HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 /// Where a stack is captured and hashed, per CPU: one slot per kind of
 /// program that may interrupt another on the same CPU (see count::Scratch).
 #[map]

@@ -47,7 +47,7 @@ pub(crate) fn count_syscall(
         _ => CLOCK_ID_NONE,
     };
     let (callers, user) = match saved {
-        Some(UserRegs { ip, sp, bp, .. }) => {
+        Some(UserRegs { ip, sp, bp, cs, .. }) => {
             let (callers, first_return) = skipped_callers(tgid, ip, sp, bp, DECODE_SYSCALL);
             (
                 callers,
@@ -55,6 +55,7 @@ pub(crate) fn count_syscall(
                     ip,
                     bp,
                     first_return,
+                    cs,
                 }),
             )
         }
@@ -69,6 +70,7 @@ pub(crate) struct UserRegs {
     bp: u64,
     /// The first syscall argument.
     di: u64,
+    cs: u64,
 }
 
 /// `struct pt_regs` from `bp` to `sp`: the registers a clock syscall needs,
@@ -81,7 +83,7 @@ struct SavedRegs {
     di: u64,
     _orig_ax: u64,
     ip: u64,
-    _cs: u64,
+    cs: u64,
     _flags: u64,
     sp: u64,
 }
@@ -99,6 +101,7 @@ pub(crate) unsafe fn user_regs(regs: *const pt_regs) -> Option<UserRegs> {
         sp: saved.sp,
         bp: saved.bp,
         di: saved.di,
+        cs: saved.cs,
     })
 }
 

@@ -57,6 +57,7 @@ pub fn vdso_sample(ctx: PerfEventContext) -> u32 {
             ip,
             bp: regs.rbp,
             first_return,
+            cs: regs.cs,
         }),
     );
     0

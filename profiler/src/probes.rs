@@ -258,10 +258,11 @@ pub struct Probes {
     clock_syscalls_dominate: bool,
 }
 
-/// Room for stacks whose stack-trace map bucket another stack holds: at
-/// most a quarter of the stacks before the map is a quarter full.
+/// Room for the stacks kept by a hash of their frames: every user stack
+/// the programs walk themselves (64-bit code with known registers, which is
+/// most), and those whose stack-trace map bucket another stack holds.
 fn spilled_entries(stack_entries: u32) -> u32 {
-    (stack_entries / 4).max(1)
+    stack_entries.max(1)
 }
 
 impl Probes {
