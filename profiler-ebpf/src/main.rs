@@ -25,7 +25,6 @@ mod targets;
 mod vdso;
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
 };
@@ -84,18 +83,18 @@ pub(crate) static COUNTS_1: PerCpuHashMap<CountKey, u64> =
 /// stacks the kernel walks), and by a hash of their frames: user stacks
 /// walked here (count::walk_user_stack), and stacks whose bucket in the
 /// stack-trace map another stack holds (EEXIST): a hash map chains what
-/// collides, so no stack is lost to a collision. Not preallocated: a
-/// drained generation holds only the stacks of its last second.
+/// collides, so no stack is lost to a collision. Preallocated: before 6.1
+/// the verifier refuses perf_event programs (the vdso sampler) any other
+/// hash map. Most user stacks are walked here, so the hash maps get
+/// --stack-entries and the stack-trace maps a quarter of it.
 #[map]
-pub(crate) static STACKS_0: StackTrace = StackTrace::with_max_entries(16384, 0);
+pub(crate) static STACKS_0: StackTrace = StackTrace::with_max_entries(4096, 0);
 #[map]
-pub(crate) static STACKS_1: StackTrace = StackTrace::with_max_entries(16384, 0);
+pub(crate) static STACKS_1: StackTrace = StackTrace::with_max_entries(4096, 0);
 #[map]
-pub(crate) static SPILLED_STACKS_0: HashMap<u64, StackFrames> =
-    HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+pub(crate) static SPILLED_STACKS_0: HashMap<u64, StackFrames> = HashMap::with_max_entries(16384, 0);
 #[map]
-pub(crate) static SPILLED_STACKS_1: HashMap<u64, StackFrames> =
-    HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+pub(crate) static SPILLED_STACKS_1: HashMap<u64, StackFrames> = HashMap::with_max_entries(16384, 0);
 /// Where a stack is captured and hashed, per CPU: one slot per kind of
 /// program that may interrupt another on the same CPU (see count::Scratch).
 #[map]

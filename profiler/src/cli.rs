@@ -98,8 +98,8 @@ pub struct ProbeArgs {
     pub count_entries: u32,
 
     /// Distinct stacks the kernel can keep between two drains (each takes
-    /// ~1 KiB, twice: the maps come in two generations, plus room for a
-    /// quarter as many whose slot another stack took), 1 to 262144; stacks
+    /// ~1 KiB, twice: the maps come in two generations, plus a quarter as
+    /// many for kernel stacks and those the kernel walks), 1 to 262144; stacks
     /// beyond it are reported as lost, their events still counted.
     #[arg(long, value_name = "N", default_value_t = 16384,
           value_parser = clap::value_parser!(u32).range(1..=MAX_STACK_ENTRIES))]

@@ -258,11 +258,12 @@ pub struct Probes {
     clock_syscalls_dominate: bool,
 }
 
-/// Room for the stacks kept by a hash of their frames: every user stack
-/// the programs walk themselves (64-bit code with known registers, which is
-/// most), and those whose stack-trace map bucket another stack holds.
-fn spilled_entries(stack_entries: u32) -> u32 {
-    stack_entries.max(1)
+/// Room in the stack-trace maps: kernel stacks and the user stacks the
+/// kernel walks (32-bit tasks, events without user registers). The user
+/// stacks the programs walk themselves, most of them, are kept by a hash
+/// of their frames in the spill maps, which get all of --stack-entries.
+fn kernel_walked_entries(stack_entries: u32) -> u32 {
+    (stack_entries / 4).max(1)
 }
 
 impl Probes {
@@ -331,10 +332,10 @@ impl Probes {
             .override_global(names::THREAD_SIZE, &thread_size, true)
             .map_max_entries(names::COUNTS[0], config.count_entries)
             .map_max_entries(names::COUNTS[1], config.count_entries)
-            .map_max_entries(names::STACKS[0], config.stack_entries)
-            .map_max_entries(names::STACKS[1], config.stack_entries)
-            .map_max_entries(names::SPILLED_STACKS[0], spilled_entries(config.stack_entries))
-            .map_max_entries(names::SPILLED_STACKS[1], spilled_entries(config.stack_entries))
+            .map_max_entries(names::STACKS[0], kernel_walked_entries(config.stack_entries))
+            .map_max_entries(names::STACKS[1], kernel_walked_entries(config.stack_entries))
+            .map_max_entries(names::SPILLED_STACKS[0], config.stack_entries)
+            .map_max_entries(names::SPILLED_STACKS[1], config.stack_entries)
             .load(EBPF_OBJECT)
             .map_err(|err| {
                 anyhow!("the kernel refused clockprof's eBPF maps or programs ({err}); run `clockprof doctor` to see what this kernel allows")
