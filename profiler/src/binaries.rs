@@ -44,7 +44,8 @@ impl Binary {
     }
 }
 
-fn is_libc(path: &str) -> bool {
+/// Whether `path` names a glibc (`libc.so.6`, `libc-2.31.so`).
+pub fn is_libc(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
     name.starts_with("libc.so") || (name.starts_with("libc-") && name.ends_with(".so"))
 }

@@ -6,6 +6,7 @@
 //! (rates) -> its view, symbolizing only what is looked at.
 
 mod aggregate;
+mod attach_queue;
 mod attachment;
 mod binaries;
 mod check;

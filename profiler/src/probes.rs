@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::num::NonZeroU32;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -33,11 +33,15 @@ pub mod kernel_context;
 pub mod perf_event;
 mod pid_filter;
 mod refusal;
+pub mod uprobe;
 
+use crate::attach_queue::{AttachQueue, Wanted};
 use crate::attachment::{backend_rank, Attachment, Backend, DEBUG_REGISTERS};
 use crate::binaries::Binary;
 use crate::clocksource::Clocksource;
 use crate::host_facts;
+use crate::proc_tracker::ProcTracker;
+use crate::safe_open::FileKey;
 use crate::sources::{Attach, Hook, HookPoint, Source, Uprobe};
 use crate::tracefs;
 pub use breakpoint::free_debug_registers;
@@ -241,6 +245,15 @@ pub struct ProbeConfig {
 }
 
 pub struct Probes {
+    /// Uprobes on the binaries processes start with later (first: its
+    /// worker closes them before the programs go).
+    late: Option<AttachQueue>,
+    /// The files that got uprobes when the session started, or COMMAND's
+    /// before it ran: the attach queue leaves them alone.
+    uprobe_files: HashSet<FileKey>,
+    /// Only processes in the PID filter count: the attach queue considers
+    /// only the files they map.
+    filter_by_pid: bool,
     /// Breakpoint perf events with our program attached (see attach_breakpoint).
     breakpoints: Vec<OwnedFd>,
     /// Functions those breakpoints watch (one debug register per CPU each).
@@ -341,6 +354,9 @@ impl Probes {
                 anyhow!("the kernel refused clockprof's eBPF maps or programs ({err}); run `clockprof doctor` to see what this kernel allows")
             })?;
         let mut probes = Probes {
+            late: None,
+            uprobe_files: HashSet::new(),
+            filter_by_pid: config.filter_by_pid,
             breakpoints: Vec::new(),
             breakpoint_functions: 0,
             ebpf,
@@ -548,7 +564,85 @@ impl Probes {
                 missing.join(", ")
             );
         }
+        self.uprobe_files.insert(binary.key());
         Ok(attached)
+    }
+
+    /// Loads the uprobe program `name` once; returns its descriptor.
+    fn uprobe_program(&mut self, name: &'static str) -> Result<BorrowedFd<'_>> {
+        let first_use = self.loaded.insert(name);
+        let uprobe: &mut UProbe = self.program(name)?.try_into()?;
+        if first_use {
+            uprobe.load()?;
+        }
+        Ok(uprobe.fd()?.as_fd())
+    }
+
+    /// From now on, the uprobes of `sources` follow new processes: each
+    /// binary a process maps later that a source wants gets that source's
+    /// uprobes (see `attach_queue`), as the side-band brings it
+    /// (`follow_new_files`).
+    pub fn follow_new_processes(&mut self, sources: &[Source]) -> Result<()> {
+        let mut wanted = Vec::new();
+        for &source in sources {
+            let Attach::Uprobes { binary, uprobes } = source.spec().attach else {
+                continue;
+            };
+            let mut programs = Vec::new();
+            for &Uprobe { program, symbols } in uprobes {
+                let fd = self.uprobe_program(program)?.try_clone_to_owned()?;
+                programs.push((symbols, fd));
+            }
+            wanted.push(Wanted {
+                source,
+                which: binary,
+                programs,
+            });
+        }
+        if !wanted.is_empty() {
+            self.late = Some(
+                AttachQueue::start(wanted)
+                    .context("could not start the thread that attaches uprobes to new processes")?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends the files processes mapped since the last call (the tracker
+    /// just drained) to the attach queue: those a recorded process maps
+    /// and no uprobe covers yet.
+    pub fn follow_new_files(&mut self, tracker: &mut ProcTracker) {
+        let Some(queue) = self.late.as_mut() else {
+            return;
+        };
+        let new_files = tracker.take_new_files();
+        let targets = match self.ebpf.map(profiler_common::names::TARGETS) {
+            Some(map) if self.filter_by_pid => {
+                aya::maps::HashMap::<_, u32, u32>::try_from(map).ok()
+            }
+            _ => None,
+        };
+        for (pid, mapping) in new_files {
+            let recorded = !self.filter_by_pid
+                || targets
+                    .as_ref()
+                    .is_some_and(|targets| targets.get(&pid, 0).is_ok());
+            let Some(key) = mapping.file else { continue };
+            if !recorded || self.uprobe_files.contains(&key) || !queue.is_new(&mapping) {
+                continue;
+            }
+            if let Some(binary) = tracker.binary(key, &mapping.path) {
+                queue.consider(binary);
+            }
+        }
+    }
+
+    /// Detaches the late uprobes of files no live process maps any more
+    /// (see `AttachQueue::sweep`).
+    pub fn sweep_late_uprobes(&mut self, tracker: &ProcTracker) {
+        if let Some(queue) = self.late.as_mut() {
+            queue.sweep(&tracker.files_mapped_by_live_processes());
+        }
     }
 
     /// Attaches `hooks` through `backend` only, for `doctor`; the error is
@@ -696,8 +790,14 @@ impl Probes {
         Ok(())
     }
 
-    pub fn attachments(&self) -> &[Attachment] {
-        &self.attachments
+    /// Every hook attached, those attached to new processes' binaries
+    /// since included.
+    pub fn attachments(&self) -> Vec<Attachment> {
+        let mut attachments = self.attachments.clone();
+        if let Some(queue) = &self.late {
+            attachments.extend(queue.attachments());
+        }
+        attachments
     }
 
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {

@@ -123,7 +123,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
             &args.command,
             targets_fd,
             run_as.as_ref(),
-            |pid| session.attach_for_command(sources, pid, &args.command[0]),
+            |_pid| session.attach_for_command(sources, &args.command[0]),
         )?)
     } else {
         None
@@ -176,7 +176,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
             _ = sighup.recv() => break Stop::Signal(libc::SIGHUP),
             _ = drain_maps.tick() => totals.add(session.drain()?),
             _ = drain.tick() => {
-                session.tracker.drain();
+                session.drain_side_band();
                 if !has_command && !args.probe.pids.is_empty() && !args.probe.pids.iter().any(|&p| session::process_alive(p)) {
                     break Stop::TargetsExited;
                 }

@@ -116,13 +116,10 @@ fn is_static_executable(path: &std::path::Path) -> bool {
 }
 
 /// Host-wide, every distinct file of the source that runs now gets the
-/// uprobes (processes started later from other files are not covered).
-/// Returns why nothing was attached, if nothing was.
-fn attach_host_wide(
-    probes: &mut Probes,
-    source: Source,
-    which: UprobeBinary,
-) -> Result<Option<String>> {
+/// uprobes; those processes start with later get them through the attach
+/// queue (`Probes::follow_new_processes`), so a source with nothing to probe
+/// yet is not skipped.
+fn attach_host_wide(probes: &mut Probes, source: Source, which: UprobeBinary) {
     let pids = binaries::all_pids();
     let candidates = match which {
         UprobeBinary::Libc => {
@@ -140,11 +137,6 @@ fn attach_host_wide(
             })
             .collect(),
     };
-    if candidates.is_empty() {
-        return Ok(Some(format!(
-            "no running process uses the {source} source's functions"
-        )));
-    }
     for binary in candidates {
         // A process may exit between the scan and the attach; only the
         // remaining binaries matter.
@@ -152,7 +144,6 @@ fn attach_host_wide(
             eprintln!("clockprof: warning: {err:#}");
         }
     }
-    Ok(None)
 }
 
 /// The uprobes of `source` on the processes of the session, or host-wide:
@@ -164,14 +155,8 @@ fn attach_uprobes(
     which: UprobeBinary,
 ) -> Result<Option<String>> {
     if config.all || (config.pids.is_empty() && !config.command) {
-        let why = attach_host_wide(probes, source, which)?;
-        if config.sources_explicit {
-            if let Some(why) = why {
-                eprintln!("clockprof: warning: {why}");
-            }
-            return Ok(None);
-        }
-        return Ok(why);
+        attach_host_wide(probes, source, which);
+        return Ok(None);
     }
     if config.pids.is_empty() {
         // COMMAND gets its own before exec (attach_for_command).
@@ -295,6 +280,10 @@ impl Session {
         // process we profile can start, so no mapping falls in between.
         let mut tracker = ProcTracker::start()
             .context("could not open the perf side-band that tracks process mappings")?;
+        if config.sources.iter().any(|s| s.uprobe_binary().is_some()) {
+            // From the side-band's start: no process starts unseen.
+            tracker.watch_new_files();
+        }
         let attaches =
             |kind: fn(&Attach) -> bool| config.sources.iter().any(|s| kind(&s.spec().attach));
         let mut probes = Probes::load(&ProbeConfig {
@@ -344,6 +333,13 @@ impl Session {
         }
         if !config.command {
             require_some_source(config.sources, &unavailable)?;
+            let following: Vec<Source> = config
+                .sources
+                .iter()
+                .copied()
+                .filter(|s| !unavailable.iter().any(|(u, _)| u == s))
+                .collect();
+            probes.follow_new_processes(&following)?;
         }
         if filter_by_pid {
             config
@@ -378,21 +374,17 @@ impl Session {
             .collect()
     }
 
-    /// Puts the uprobes of the chosen user-space sources on COMMAND, scoped to
-    /// its PID, between its fork and its exec (see command::spawn). With the
+    /// Puts the uprobes of the chosen user-space sources on the files COMMAND
+    /// will map, for it and the processes it will start, between its fork
+    /// and its exec (see command::spawn). With the
     /// defaults or `all`, a source that does not apply to COMMAND is skipped;
     /// an error here means COMMAND is never executed.
-    pub fn attach_for_command(
-        &mut self,
-        sources: &SourceSet,
-        pid: u32,
-        program: &OsStr,
-    ) -> Result<()> {
+    pub fn attach_for_command(&mut self, sources: &SourceSet, program: &OsStr) -> Result<()> {
         for &source in &sources.sources {
             let Some(which) = source.uprobe_binary() else {
                 continue;
             };
-            let attached = self.attach_one_for_command(source, which, pid, program);
+            let attached = self.attach_one_for_command(source, which, program);
             match attached {
                 Err(err) if !sources.explicit() => {
                     self.unavailable.push((source, format!("{err:#}")));
@@ -400,14 +392,17 @@ impl Session {
                 result => result?,
             }
         }
-        require_some_source(&sources.sources, &self.unavailable)
+        require_some_source(&sources.sources, &self.unavailable)?;
+        // What COMMAND's processes map besides (a Go program its shell
+        // runs, another libc) gets uprobes as they map it.
+        let following = self.recording(&sources.sources);
+        self.probes.follow_new_processes(&following)
     }
 
     fn attach_one_for_command(
         &mut self,
         source: Source,
         which: UprobeBinary,
-        pid: u32,
         program: &OsStr,
     ) -> Result<()> {
         let command = format!("COMMAND `{}`", program.to_string_lossy());
@@ -431,8 +426,20 @@ impl Session {
                 executable
             }
         };
-        self.probes.attach_uprobes(source, &binary, Some(pid))?;
+        // On the whole file, for every process that maps it: the PID filter
+        // keeps COMMAND and the processes it starts, which map the file from
+        // their first instruction on, so none of their calls is missed.
+        // Other processes using the file trap too, and are dropped in eBPF.
+        self.probes.attach_uprobes(source, &binary, None)?;
         Ok(())
+    }
+
+    /// Applies the side-band's pending records to the process tracker
+    /// (every ~100 ms), and sends the binaries processes started with since
+    /// to the attach queue.
+    pub fn drain_side_band(&mut self) {
+        self.tracker.drain();
+        self.probes.follow_new_files(&mut self.tracker);
     }
 
     /// Everything the kernel counted since the previous drain, its user
@@ -444,12 +451,13 @@ impl Session {
     /// forgotten (`ProcTracker::forget_exited`).
     pub fn drain(&mut self) -> Result<Drained> {
         let old = self.generations.flip(self.probes.ebpf_mut())?;
-        self.tracker.drain();
+        self.drain_side_band();
         let collected = collect::drain(self.probes.ebpf_mut(), old)?;
         let samples = self
             .normalizer
             .normalize(&collected.samples, &mut self.tracker);
         let gone = self.tracker.forget_exited();
+        self.probes.sweep_late_uprobes(&self.tracker);
         let lost = collected.lost.since(&self.lost_so_far);
         self.lost_so_far = collected.lost;
         Ok(Drained {
@@ -459,8 +467,10 @@ impl Session {
         })
     }
 
+    /// Every hook attached so far, those of binaries processes started
+    /// with since the start included.
     pub fn attachments(&self) -> Vec<Attachment> {
-        self.probes.attachments().to_vec()
+        self.probes.attachments()
     }
 }
 

@@ -128,6 +128,9 @@ pub(super) struct Model {
     pub(super) processes: HashMap<u32, Lives>,
     pub(super) lost_records: u64,
     pub(super) files: OpenFiles,
+    /// File mappings applied since they were last taken, with their
+    /// process, while someone takes them (`watch_new_files`).
+    pub(super) new_files: Option<Vec<(u32, Mapping)>>,
 }
 
 impl Model {
@@ -182,6 +185,9 @@ impl Model {
                         file,
                     };
                     self.files.open_mapped(r.pid as u32, &mapping);
+                    if let (Some(new_files), Some(_)) = (&mut self.new_files, mapping.file) {
+                        new_files.push((r.pid as u32, mapping.clone()));
+                    }
                     process.mappings.insert(r.address, mapping);
                 }
             }
@@ -280,6 +286,26 @@ impl Model {
         let mappings = &self.life(pid, start_time)?.mappings;
         let (_, mapping) = mappings.range(..=addr).next_back()?;
         (addr < mapping.end).then_some(mapping)
+    }
+
+    /// The files mapped by a process that has not exited, as last known.
+    pub(super) fn files_mapped_by_live_processes(&self) -> std::collections::HashSet<FileKey> {
+        self.processes
+            .values()
+            .filter_map(Lives::latest)
+            .filter(|life| !life.process.exited)
+            .flat_map(|life| life.process.mappings.values().filter_map(|m| m.file))
+            .collect()
+    }
+
+    /// A second descriptor of the file `file`, as it was opened while a
+    /// process mapped it; `None` if it was not.
+    pub(super) fn opened(&self, file: FileKey) -> Option<Opened> {
+        let opened = self.files.files.get(&file)?;
+        Some(Opened {
+            file: opened.file.try_clone().ok()?,
+            key: opened.key,
+        })
     }
 
     /// A path that opens exactly the file `file` named `path` (see

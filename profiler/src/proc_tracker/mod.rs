@@ -83,6 +83,36 @@ impl ProcTracker {
         self.model.forget_exited()
     }
 
+    /// From now on, remember each file mapping the side-band brings, for
+    /// `take_new_files`.
+    pub fn watch_new_files(&mut self) {
+        self.model.new_files.get_or_insert_with(Vec::new);
+    }
+
+    /// The file mappings applied since the last call (with `watch_new_files`),
+    /// each with its process: what processes mapped as they started.
+    pub fn take_new_files(&mut self) -> Vec<(u32, Mapping)> {
+        self.model
+            .new_files
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// The files some process that has not exited maps, as last known.
+    pub fn files_mapped_by_live_processes(&self) -> HashSet<FileKey> {
+        self.model.files_mapped_by_live_processes()
+    }
+
+    /// The file `file` as it was opened while a process mapped it (see
+    /// `address_space`), shown as `path`; `None` if it could not be had.
+    pub fn binary(&self, file: FileKey, path: &str) -> Option<crate::binaries::Binary> {
+        Some(crate::binaries::Binary {
+            shown: PathBuf::from(path),
+            opened: self.model.opened(file)?,
+        })
+    }
+
     /// Records the kernel dropped (ring full) plus records skipped as unparsable: either
     /// way, mappings or names we may be missing.
     pub fn lost_records(&self) -> u64 {

@@ -47,10 +47,16 @@ pub struct Shared {
     profile_requests: Arc<Semaphore>,
     /// What every profile says about the recording (sources, hooks, the
     /// sampling frequency), its duration and losses filled in per profile.
-    info: RecordingInfo,
+    /// Its hooks grow as new processes' binaries get uprobes (`info()`).
+    info: Mutex<RecordingInfo>,
 }
 
 impl Shared {
+    /// What a profile says about the recording now.
+    fn info(&self) -> RecordingInfo {
+        self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn lock_windows(&self) -> MutexGuard<'_, pprof_endpoint::Windows> {
         self.windows.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -93,7 +99,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         health: health::Health::new(),
         read_now: Notify::new(),
         profile_requests: Arc::new(Semaphore::new(limits::MAX_PROFILE_REQUESTS)),
-        info: RecordingInfo {
+        info: Mutex::new(RecordingInfo {
             sources: sources.clone(),
             attachments: session.attachments(),
             sample_frequency: sampled.then_some(args.probe.frequency),
@@ -101,7 +107,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             kernel_functions: session.kernel_functions.clone(),
             stack_every,
             ..RecordingInfo::default()
-        },
+        }),
     });
     let server = AbortOnDrop(tokio::spawn(http::run(listener, shared.clone())));
     let push_interval = Duration::from_secs(args.push_interval);
@@ -137,7 +143,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => say!("clockprof: SIGHUP ignored; serve stops on SIGTERM or SIGINT"),
-            _ = side_band.tick() => session.tracker.drain(),
+            _ = side_band.tick() => session.drain_side_band(),
             _ = pushes.tick(), if pusher.is_some() => {
                 if let Some(pusher) = &mut pusher {
                     pusher.flush(&shared);
@@ -145,6 +151,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             }
             _ = read(&mut reads, &shared.read_now) => {
                 let read = kernel.read(&mut session)?;
+                shared.info.lock().unwrap_or_else(|e| e.into_inner()).attachments = session.attachments();
                 let until = read.at;
                 shared.metrics.record_lost(&read.lost, read.lost_mapping_records);
                 let batch = Batch {

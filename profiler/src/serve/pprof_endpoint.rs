@@ -43,7 +43,7 @@ impl Windows {
         self.open = open;
         for mut window in done {
             let duration = batch.until.saturating_duration_since(window.opened);
-            let profile = window.stacks.take_profile(&shared.info, duration);
+            let profile = window.stacks.take_profile(&shared.info(), duration);
             let _ = window.reply.send(profile);
         }
         dropped

@@ -130,7 +130,7 @@ impl Pusher {
         let now = Instant::now();
         let profile = self
             .stacks
-            .take_profile(&shared.info, now.duration_since(self.since));
+            .take_profile(&shared.info(), now.duration_since(self.since));
         self.since = now;
         if profile.stacks.is_empty() {
             return;

@@ -136,13 +136,13 @@ impl Top {
             ),
         };
         // A source the kernel refused everywhere (its warning went to stderr
-        // before the screen was taken) counts nothing: say so, not "0/s".
-        let (sources, unavailable) = args
-            .probe
-            .sources
-            .sources
-            .iter()
-            .partition(|&&s| recording.attachments.iter().any(|a| a.source == s));
+        // before the screen was taken) counts nothing: say so, not "0/s". A
+        // uprobe source with nothing to probe yet follows new processes.
+        let recording_sources = session.recording(&args.probe.sources.sources);
+        let (sources, unavailable) = args.probe.sources.sources.iter().partition(|&&s| {
+            recording.attachments.iter().any(|a| a.source == s)
+                || (s.uprobe_binary().is_some() && recording_sources.contains(&s))
+        });
         let context = Context {
             sources,
             unavailable,
@@ -192,7 +192,7 @@ impl Top {
                 _ = sighup.recv() => return Ok(Stop::Signal),
                 _ = sigint.recv() => return Ok(Stop::Signal),
                 _ = drain.tick() => {
-                    self.session.tracker.drain();
+                    self.session.drain_side_band();
                     continue;
                 }
                 _ = ticks.tick() => self.refresh()?,
@@ -294,6 +294,7 @@ impl Top {
             duration: self.shown.elapsed,
             lost: self.shown.lost,
             lost_mapping_records: self.session.tracker.lost_records(),
+            attachments: self.session.attachments(),
             ..self.recording.clone()
         };
         let exported = export::export(
