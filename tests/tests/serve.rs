@@ -340,6 +340,122 @@ fn a_profile_window_holds_exactly_the_reads_made_in_it() {
     assert_no_clockprof_programs_left();
 }
 
+/// The glibc this test maps, copied into `dir`: a file no process maps
+/// yet, which a program finds first through LD_LIBRARY_PATH=dir.
+fn libc_of_its_own(dir: &TempDir) -> std::path::PathBuf {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let libc = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| path.rsplit('/').next() == Some("libc.so.6"))
+        .expect("the test maps glibc");
+    let lib = dir.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::copy(libc, lib.join("libc.so.6")).unwrap();
+    lib
+}
+
+/// The perf events `pid` holds open (each uprobe is one).
+fn perf_events_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.to_str() == Some("anon_inode:[perf_event]"))
+        .count()
+}
+
+/// The uprobe sources follow new processes: a C program whose glibc is a
+/// file no process mapped when serve started, and a Go program, both
+/// started after it, get their uprobes. Reads made once the attach landed
+/// (the programs wait a second first) are all counted: the C program's
+/// exactly, per clock; the Go program's time.Now calls among its runtime's
+/// clock calls (that the count is exact is checked by `record -a`, where the
+/// stacks tell time.Now from the runtime's: sources.rs). Once both exited,
+/// their uprobes are detached.
+#[test]
+fn uprobes_reach_a_libc_and_a_go_program_started_after_serve() {
+    const READS: u64 = 20_000;
+    let serve = Serve::start(&["-s", "libc,go"]);
+    let serve_pid = serve.child.id();
+    let at_start = perf_events_of(serve_pid);
+    let dir = TempDir::new("serve-late");
+    let lib = libc_of_its_own(&dir);
+    let mut late_libc = fixture("latelibc", &["libcwait", &READS.to_string()])
+        .env("LD_LIBRARY_PATH", &lib)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(late_libc.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let go = dir.join("golatefix");
+    std::fs::copy(go_fixture(), &go).unwrap();
+    let mut late_go = Command::new(&go)
+        .args([READS.to_string().as_str(), "1000"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    // One uprobe on the libc, one or more (time.now, runtime.nanotime1, ...)
+    // on the Go program.
+    let with_late = perf_events_of(serve_pid);
+    assert!(with_late >= at_start + 2, "{at_start} -> {with_late}");
+    unsafe { libc::kill(late_libc.id() as i32, libc::SIGUSR1) };
+    assert!(late_libc.wait().unwrap().success());
+    assert!(late_go.wait().unwrap().success());
+
+    let libc_reads = |metrics: &str, clock: &str| {
+        metric_value(
+            metrics,
+            "clockprof_clock_reads_total",
+            &["process=\"latelibc\"", "source=\"libc\"", clock],
+        )
+    };
+    let go_reads = |metrics: &str| {
+        metric_value(
+            metrics,
+            "clockprof_clock_reads_total",
+            &["process=\"golatefix\"", "source=\"go\""],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = serve.metrics();
+        let done = libc_reads(&metrics, "clock=") >= READS as f64
+            && go_reads(&metrics) >= (READS + READS / 2) as f64;
+        if done || Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        libc_reads(&metrics, "clock=\"MONOTONIC\""),
+        READS as f64,
+        "{metrics}"
+    );
+    assert_eq!(libc_reads(&metrics, "clock="), READS as f64, "{metrics}");
+    assert!(
+        go_reads(&metrics) >= (READS + READS / 2) as f64,
+        "{metrics}"
+    );
+    // No live process maps either file: detached after two sweeps (~2 s).
+    // Another program starting on the host meanwhile may add its own for
+    // a while, hence the wait for the count to come down.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while perf_events_of(serve_pid) > at_start {
+        assert!(
+            Instant::now() < deadline,
+            "the late uprobes stayed: {at_start} -> {}",
+            perf_events_of(serve_pid)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, stderr) = serve.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert_no_clockprof_programs_left();
+}
+
 #[test]
 fn bad_requests_get_4xx_and_profile_requests_are_capped() {
     let serve = Serve::start(&["-s", "syscall"]);

@@ -67,6 +67,82 @@ fn libc_source_counts_glibc_calls_exactly_under_the_caller() {
     assert_eq!(folded.iter().map(|(_, c)| c).sum::<u64>(), 45000, "{text}");
 }
 
+/// COMMAND's children are followed by the uprobes too: a shell that runs
+/// the fixture (forked, then exec'd) has every one of its glibc calls
+/// counted, from its first instruction.
+#[test]
+fn libc_source_counts_the_calls_of_commands_children_exactly() {
+    let dir = TempDir::new("libc-child");
+    let script = format!("{} libc 30000; true", c_fixture().display());
+    let folded = record(&dir, "libc", &[], &[os("sh"), os("-c"), os(&script)]);
+    let text = show(&folded);
+    assert_eq!(count_under(&folded, "fixture_libc_hot"), 30000, "{text}");
+    assert_eq!(count_under(&folded, "fixture_libc_warm"), 15000, "{text}");
+    assert_eq!(
+        leaves_under(&folded, "fixture_libc_hot")
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![("[libc clock_gettime MONOTONIC]".to_string(), 30000)]
+    );
+    assert_no_clockprof_programs_left();
+}
+
+/// A Go program that starts after a host-wide recording did, from a file
+/// no process mapped when it started, gets the go uprobes: its time.Now
+/// calls (made after the attach had time to land) are counted exactly, and
+/// the recording names the hooks attached to it.
+#[test]
+fn go_source_host_wide_probes_a_go_program_started_after_it() {
+    let dir = TempDir::new("go-late");
+    let late = dir.join("golate");
+    std::fs::copy(go_fixture(), &late).unwrap();
+    let out = dir.join("out.json");
+    let (mut recorder, stderr) = start_until_recording(
+        std::process::Command::new(clockprof())
+            .args(["record", "-a", "-s", "go", "--stack-every", "1", "-o"])
+            .arg(&out),
+    );
+    // The loops start 500 ms after exec; the attach lands within tens.
+    let status = std::process::Command::new(&late)
+        .args(["20000", "500"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Its last reads are in the kernel's maps; SIGINT drains them.
+    unsafe { libc::kill(recorder.id() as i32, libc::SIGINT) };
+    let status = wait_with_timeout(&mut recorder, std::time::Duration::from_secs(30));
+    let stderr = stderr.join().unwrap();
+    assert!(status.success(), "{stderr}");
+    let json = read_json(&out);
+    let hooks: Vec<&str> = json["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["hook"].as_str())
+        .collect();
+    let shown = format!("{}:time.now", late.display());
+    assert!(hooks.contains(&shown.as_str()), "{hooks:?}");
+    let now_under = |function: &str| -> u64 {
+        json["stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|stack| stack["comm"] == "golate" && stack["leaf"] == "[go time.now]")
+            .filter(|stack| {
+                stack["frames"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|frame| frame["function"] == function)
+            })
+            .map(|stack| stack["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(now_under("main.hotLoop"), 20000, "{json}");
+    assert_eq!(now_under("main.warmLoop"), 10000, "{json}");
+    assert_no_clockprof_programs_left();
+}
+
 #[test]
 fn go_source_counts_time_now_exactly_under_the_go_function() {
     let dir = TempDir::new("go");
