@@ -1,6 +1,6 @@
 //! Starting `-- COMMAND` so that not one of its clock reads is missed: the forked
 //! child adds its own PID to the kernel's filter map, reports the PID, and waits
-//! until the daemon has attached what is scoped to that PID (uprobes) before it
+//! until the daemon has put the uprobes on the files it will map before it
 //! execs. The processes it starts follow through the task_newtask program.
 //!
 //! COMMAND never outlives clockprof (PR_SET_PDEATHSIG), runs in the host's

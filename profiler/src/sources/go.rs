@@ -12,7 +12,8 @@ pub const SPEC: SourceSpec = SourceSpec {
     name: "go",
     help: "uprobes on time.now, runtime.nanotime1, runtime.walltime of Go
 binaries (needs their symbols): exact counts, same trap cost.
-Opt-in; host-wide it covers the Go binaries running at start.",
+Opt-in; follows new processes: a Go program started later gets
+them tens of ms after it starts.",
     events: &[
         Event::new(event::GO_TIME_NOW, Call::Named("time.now")),
         Event::new(event::GO_NANOTIME1, Call::Named("runtime.nanotime1")),

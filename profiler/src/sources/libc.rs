@@ -9,8 +9,9 @@ pub const SPEC: SourceSpec = SourceSpec {
     name: "libc",
     help: "uprobe on glibc's __clock_gettime: exact counts, but each call traps
 (0.3-1 us on bare metal, ~20 us under nested virtualization: 10x to
-1000x a 20-30 ns vDSO read). Opt-in; scoped to -p/COMMAND
-when given. gettimeofday and time are glibc IFUNCs that jump
+1000x a 20-30 ns vDSO read). Opt-in; scoped to -p when given;
+with COMMAND every process using its glibc traps (only COMMAND's
+are counted). gettimeofday and time are glibc IFUNCs that jump
 straight into the vDSO: only vdso sees them.",
     events: &[Event::new(
         event::LIBC_CLOCK_GETTIME,
