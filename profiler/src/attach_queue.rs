@@ -214,3 +214,41 @@ fn work(wanted: &[Wanted], requests: &mpsc::Receiver<Request>, attached: &Mutex<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file is sent to the worker once; unmapped at one sweep it stays,
+    /// unmapped at two in a row it is detached and new again.
+    #[test]
+    fn a_file_unmapped_at_two_sweeps_in_a_row_is_new_again() {
+        let mut queue = AttachQueue::start(Vec::new()).unwrap();
+        let exe = binaries::exe_of(std::process::id()).unwrap();
+        let key = exe.key();
+        let mapping = Mapping {
+            start: 0x1000,
+            end: 0x2000,
+            file_offset: 0,
+            path: "/usr/lib/x86_64-linux-gnu/libc.so.6".to_string(),
+            file: Some(key),
+        };
+        assert!(queue.is_new(&mapping));
+        queue.consider(exe);
+        assert!(!queue.is_new(&mapping));
+        let mapped = HashSet::from([key]);
+        let unmapped = HashSet::new();
+        queue.sweep(&unmapped);
+        queue.sweep(&mapped);
+        queue.sweep(&unmapped);
+        assert!(!queue.is_new(&mapping), "unmapped once since it was mapped");
+        queue.sweep(&unmapped);
+        assert!(queue.is_new(&mapping));
+        // Without a Go source, only a glibc is wanted.
+        let other = Mapping {
+            path: "/usr/bin/true".to_string(),
+            ..mapping
+        };
+        assert!(!queue.is_new(&other));
+    }
+}
