@@ -1,5 +1,6 @@
-//! The churn row: a host-wide `clockprof record -a -s syscall` while many short
-//! processes run, each exec'd (so each has its own address layout and its own
+//! The churn row: a host-wide `clockprof record -a -s syscall` (or, with
+//! `--churn-daemon serve`, `clockprof serve -s syscall`, read through its
+//! /metrics: the soak of a daemon left running) while many short processes run, each exec'd (so each has its own address layout and its own
 //! stacks) and each making a known number of clock syscalls in one named
 //! function. Counts must be exact per process name and function with no stack
 //! lost, and the daemon's peak memory after 1/10 of the processes and after all
@@ -33,6 +34,18 @@ const PARALLEL: u64 = 2;
 const SETTLE: Duration = Duration::from_millis(2500);
 /// The bound the issue sets on peak memory after all processes vs after 1/10.
 const MEMORY_BOUND: f64 = 0.20;
+
+/// Which daemon the churn row runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChurnDaemon {
+    /// `record -a -s syscall`, counts read from its JSON.
+    Record,
+    /// `serve -s syscall`, counts read from its /metrics at the end.
+    Serve,
+}
+
+/// Where the serve soak listens: loopback, off serve's default port.
+const SERVE_LISTEN: &str = "127.0.0.1:19743";
 
 pub struct Spawner {
     bin: PathBuf,
@@ -74,6 +87,7 @@ pub struct ChurnResult {
     names: Vec<NameCount>,
     lost_user_stacks: u64,
     lost_events: u64,
+    daemon: ChurnDaemon,
     peak_kib_at_checkpoint: u64,
     peak_kib_at_end: u64,
     cpu_ms: f64,
@@ -85,20 +99,34 @@ pub fn measure(
     spawner: &Spawner,
     processes: u64,
     paths: &Paths,
+    kind: ChurnDaemon,
 ) -> Result<ChurnResult> {
     let checkpoint = processes / 10;
     let out = paths.run_dir.join(format!("churn-{}.json", bin.label));
     let mut cmd = Command::new(&bin.path);
     // Every stack, the case that filled the stack map; what a build without
     // --stack-every does anyway.
-    cmd.args(["record", "-a", "-s", "syscall"])
-        .args(bin.every_stack_args())
-        .arg("-o")
-        .arg(&out);
-    let ready = ReadyWhen {
-        stream: Stream::Stderr,
-        line_contains: "clockprof: recording",
-        settle: Duration::ZERO,
+    let ready = match kind {
+        ChurnDaemon::Record => {
+            cmd.args(["record", "-a", "-s", "syscall"])
+                .args(bin.every_stack_args())
+                .arg("-o")
+                .arg(&out);
+            ReadyWhen {
+                stream: Stream::Stderr,
+                line_contains: "clockprof: recording",
+                settle: Duration::ZERO,
+            }
+        }
+        ChurnDaemon::Serve => {
+            cmd.args(["serve", "--listen", SERVE_LISTEN, "-s", "syscall"])
+                .args(bin.every_stack_args());
+            ReadyWhen {
+                stream: Stream::Stderr,
+                line_contains: "clockprof: serving",
+                settle: Duration::ZERO,
+            }
+        }
     };
     let name = format!("{} under churn", bin.label);
     let daemon = Daemon::start(&name, cmd, &ready)?;
@@ -145,12 +173,27 @@ pub fn measure(
     let seconds = started.elapsed().as_secs_f64();
     sleep(SETTLE);
     let at_end = daemon.usage()?;
+    let metrics = match kind {
+        ChurnDaemon::Serve => Some(ServeMetrics::scrape()?),
+        ChurnDaemon::Record => None,
+    };
     let finished = daemon.stop()?;
     fs::write(
         paths.run_dir.join(format!("churn-{}.log", bin.label)),
         finished.stderr.join("\n"),
     )?;
-    let counts = ClockprofCounts::read(&out)?;
+    let (counts, lost_user_stacks, lost_events) = match &metrics {
+        Some(metrics) => (
+            None,
+            metrics.lost("user_stack"),
+            metrics.lost("count_map_full"),
+        ),
+        None => {
+            let counts = ClockprofCounts::read(&out)?;
+            let lost = (counts.lost_user_stacks, counts.lost_events);
+            (Some(counts), lost.0, lost.1)
+        }
+    };
     let per_name = processes / PROGRAMS.len() as u64;
     let names = PROGRAMS
         .iter()
@@ -158,13 +201,28 @@ pub fn measure(
         .map(|(i, &(name, reads))| {
             // The spawner alternates, starting with the first name.
             let processes = per_name + u64::from((i as u64) < processes % PROGRAMS.len() as u64);
-            NameCount {
-                name,
-                processes,
-                expected: processes * reads,
-                counted: counts.of_comm(name),
-                in_function: counts.of_comm_in(name, FUNCTION),
-                pids: counts.pids_of_comm(name),
+            match (&counts, &metrics) {
+                (Some(counts), _) => NameCount {
+                    name,
+                    processes,
+                    expected: processes * reads,
+                    counted: counts.of_comm(name),
+                    in_function: counts.of_comm_in(name, FUNCTION),
+                    pids: counts.pids_of_comm(name),
+                },
+                // /metrics has no function or PID label: the count per
+                // process name is what serve exports.
+                (None, metrics) => {
+                    let counted = metrics.as_ref().map_or(0, |m| m.reads_of(name));
+                    NameCount {
+                        name,
+                        processes,
+                        expected: processes * reads,
+                        counted,
+                        in_function: counted,
+                        pids: 0,
+                    }
+                }
             }
         })
         .collect();
@@ -175,8 +233,9 @@ pub fn measure(
         checkpoint,
         seconds,
         names,
-        lost_user_stacks: counts.lost_user_stacks,
-        lost_events: counts.lost_events,
+        lost_user_stacks,
+        lost_events,
+        daemon: kind,
         peak_kib_at_checkpoint: at_checkpoint.peak_rss_kib,
         peak_kib_at_end: at_end.peak_rss_kib,
         cpu_ms: at_end.cpu_ms,
@@ -231,9 +290,13 @@ impl ChurnResult {
 
     pub fn print(&self) {
         println!(
-            "\nChurn: {} record -a -s syscall {}while {} short processes ran ({PARALLEL} at a \
+            "\nChurn: {} {} {}while {} short processes ran ({PARALLEL} at a \
              time, each exec'd), {:.1} s:",
             self.label,
+            match self.daemon {
+                ChurnDaemon::Record => "record -a -s syscall",
+                ChurnDaemon::Serve => "serve -s syscall (counts from /metrics)",
+            },
             if self.extra_args.is_empty() {
                 String::new()
             } else {
@@ -279,6 +342,7 @@ impl ChurnResult {
 
     pub fn json(&self) -> Value {
         json!({
+            "daemon": format!("{:?}", self.daemon).to_lowercase(),
             "processes": self.processes,
             "parallel": PARALLEL,
             "seconds": self.seconds,
@@ -300,5 +364,80 @@ impl ChurnResult {
             "daemon_cpu_ms": self.cpu_ms,
             "verdict": self.verdict(),
         })
+    }
+}
+
+/// serve's /metrics, as text.
+struct ServeMetrics(String);
+
+impl ServeMetrics {
+    /// One plain HTTP/1.0 GET: the bench needs no client library for it.
+    fn scrape() -> Result<ServeMetrics> {
+        use std::io::Read as _;
+        let mut stream = std::net::TcpStream::connect(SERVE_LISTEN)
+            .with_context(|| format!("could not connect to serve on {SERVE_LISTEN}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.0\r\nHost: {SERVE_LISTEN}\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        match response.split_once("\r\n\r\n") {
+            Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200 ") => {
+                Ok(ServeMetrics(body.to_string()))
+            }
+            _ => bail!("serve's /metrics answered {:?}", response.lines().next()),
+        }
+    }
+
+    /// The sum of the samples of `metric` whose labels include `label`.
+    fn sum(&self, metric: &str, label: &str) -> u64 {
+        self.0
+            .lines()
+            .filter_map(|line| line.strip_prefix(metric)?.strip_prefix('{'))
+            .filter_map(|rest| rest.split_once("} "))
+            .filter(|(labels, _)| labels.split(',').any(|l| l == label))
+            .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+            .map(|value| value as u64)
+            .sum()
+    }
+
+    fn reads_of(&self, comm: &str) -> u64 {
+        self.sum(
+            "clockprof_clock_reads_total",
+            &format!("process=\"{comm}\""),
+        )
+    }
+
+    fn lost(&self, reason: &str) -> u64 {
+        self.sum(
+            "clockprof_lost_events_total",
+            &format!("reason=\"{reason}\""),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_summed_per_process_and_reason() {
+        let metrics = ServeMetrics(
+            [
+                "# TYPE clockprof_clock_reads_total counter",
+                r#"clockprof_clock_reads_total{process="churn_a",source="syscall",clock="MONOTONIC"} 70"#,
+                r#"clockprof_clock_reads_total{process="churn_a",source="syscall",clock="REALTIME"} 5"#,
+                r#"clockprof_clock_reads_total{process="churn_ab",source="syscall",clock="MONOTONIC"} 9"#,
+                r#"clockprof_lost_events_total{reason="user_stack"} 3"#,
+                r#"clockprof_lost_events_total{reason="push"} 4"#,
+            ]
+            .join("\n"),
+        );
+        assert_eq!(metrics.reads_of("churn_a"), 75);
+        assert_eq!(metrics.reads_of("churn_b"), 0);
+        assert_eq!(metrics.lost("user_stack"), 3);
+        assert_eq!(metrics.lost("count_map_full"), 0);
     }
 }

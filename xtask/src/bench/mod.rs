@@ -49,6 +49,11 @@ pub struct BenchArgs {
     /// Short processes the churn row runs (memory is also read after 1/10 of them).
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(20..))]
     churn_processes: u64,
+    /// The daemon the churn row runs: `record`, or `serve` for a soak of the
+    /// daemon left running (counts read from its /metrics); with a large
+    /// --churn-processes (150000 is about five minutes here).
+    #[arg(long, value_enum, default_value = "record")]
+    churn_daemon: churn::ChurnDaemon,
     /// Leave out the clockprof rows and skip building it (e.g. while it does not build).
     #[arg(long, conflicts_with_all = ["clockprof_bin", "compare_bin"])]
     skip_clockprof: bool,
@@ -228,7 +233,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         if rows.contains(&RowId::Churn) {
             let spawner = churn::Spawner::compile(&bench_dir)?;
             // A row that could not run says why; the rows after it still run.
-            match churn::measure(bin, &spawner, args.churn_processes, &paths) {
+            match churn::measure(
+                bin,
+                &spawner,
+                args.churn_processes,
+                &paths,
+                args.churn_daemon,
+            ) {
                 Ok(result) => {
                     result.print();
                     json["churn"][&bin.label] = result.json();
