@@ -92,6 +92,39 @@ pub struct CountKey {
     pub start_time: u64,
 }
 
+/// How user stacks are walked (`--unwind`): the `UNWIND_MODE` global.
+pub mod unwind {
+    /// Frame pointers, in the kernel (`bpf_get_stackid`), for every process.
+    pub const FRAME_POINTERS: u32 = 0;
+    /// DWARF for the processes in the `DWARF_TARGETS` map (those whose
+    /// executable has no frame pointers), frame pointers for the rest.
+    pub const AUTO: u32 = 1;
+    /// DWARF for every process.
+    pub const DWARF: u32 = 2;
+}
+
+/// Bytes of user stack, from the stack pointer up, a DWARF stack record
+/// carries at most: four pages.
+pub const DWARF_STACK_BYTES: usize = 16384;
+
+/// A user stack to unwind in user space with the binaries' unwind tables:
+/// the event's identity (as in its `CountKey`), the user registers the
+/// unwinder starts from, and `stack_len` bytes of the stack from `sp` up
+/// (fewer than DWARF_STACK_BYTES where the stack ends sooner).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DwarfStack {
+    pub tgid: u32,
+    pub clock_id: i32,
+    pub event: u32,
+    pub stack_len: u32,
+    pub start_time: u64,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub stack: [u8; DWARF_STACK_BYTES],
+}
+
 /// Slots of the per-CPU `LOST` array: events or stacks the kernel side could not keep.
 pub mod lost {
     /// The count map was full: the event was not counted at all.
@@ -103,7 +136,10 @@ pub mod lost {
     pub const KERNEL_STACK: u32 = 2;
     /// A child of a followed process could not be added to the target filter.
     pub const TARGET_MAP_FULL: u32 = 3;
-    pub const SLOTS: u32 = 4;
+    /// A user stack to unwind with DWARF found the DWARF_STACKS ring full
+    /// (or its stack unreadable); the event was counted without it.
+    pub const DWARF_STACK: u32 = 4;
+    pub const SLOTS: u32 = 5;
 }
 
 /// Values of the `TARGETS` map (tgid -> flags).
@@ -133,6 +169,13 @@ pub mod names {
     /// Global: one event in this many takes its user stack, per CPU (1:
     /// every event).
     pub const STACK_EVERY: &str = "STACK_EVERY";
+    /// Global: `unwind::*`, how user stacks are walked.
+    pub const UNWIND_MODE: &str = "UNWIND_MODE";
+    /// tgid -> 1: processes whose stacks are copied for DWARF unwinding
+    /// (`unwind::AUTO`).
+    pub const DWARF_TARGETS: &str = "DWARF_TARGETS";
+    /// Ring buffer of `DwarfStack` records.
+    pub const DWARF_STACKS: &str = "DWARF_STACKS";
     /// Globals: offsets of `pid` and `clone_flags` in the `task_newtask`
     /// tracepoint record (read from tracefs at start).
     pub const NEWTASK_PID_OFFSET: &str = "NEWTASK_PID_OFFSET";

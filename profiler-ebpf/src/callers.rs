@@ -35,6 +35,7 @@ pub(crate) fn uprobe_entry(ctx: &ProbeContext, event: u32, clock_arg: Option<usi
         (caller, 0),
         Some(UserFrame {
             ip: regs.rip,
+            sp: regs.rsp,
             bp: regs.rbp,
             first_return: None,
             cs: regs.cs,

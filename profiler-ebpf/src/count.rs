@@ -12,14 +12,15 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use profiler_common::{
-    event, lost, CountKey, StackFrames, MAX_STACK_DEPTH, SPILLED_STACK, STACK_NOT_CAPTURED,
-    STACK_SAMPLED_OUT,
+    event, lost, unwind, CountKey, DwarfStack, StackFrames, DWARF_STACK_BYTES, MAX_STACK_DEPTH,
+    SPILLED_STACK, STACK_NOT_CAPTURED, STACK_SAMPLED_OUT,
 };
 
 use crate::process::current_start_time;
 use crate::{
-    COUNTS_0, COUNTS_1, DAEMON_TGID, FILTER_BY_PID, GENERATION, LOST, SPILLED_STACKS_0,
-    SPILLED_STACKS_1, STACKS_0, STACKS_1, STACK_COUNTDOWN, STACK_EVERY, STACK_SCRATCH, TARGETS,
+    COUNTS_0, COUNTS_1, DAEMON_TGID, DWARF_STACKS, DWARF_TARGETS, FILTER_BY_PID, GENERATION, LOST,
+    SPILLED_STACKS_0, SPILLED_STACKS_1, STACKS_0, STACKS_1, STACK_COUNTDOWN, STACK_EVERY,
+    STACK_SCRATCH, TARGETS, UNWIND_MODE,
 };
 
 /// The count and stack maps one event writes to. Chosen once per event, so
@@ -116,6 +117,7 @@ pub(crate) fn takes_stack() -> bool {
 #[derive(Clone, Copy)]
 pub(crate) struct UserFrame {
     pub ip: u64,
+    pub sp: u64,
     pub bp: u64,
     /// `[bp + 8]`, where the caller already read it.
     pub first_return: Option<u64>,
@@ -278,22 +280,119 @@ fn hash(frames: &StackFrames) -> u64 {
     hash & (SPILLED_STACK as u64 - 1)
 }
 
+/// Whether `tgid`'s stacks are unwound with DWARF in user space
+/// (`--unwind`): then its events are copied, not walked here.
+#[inline(always)]
+fn unwinds_with_dwarf(tgid: u32) -> bool {
+    match unsafe { core::ptr::read_volatile(&UNWIND_MODE) } {
+        unwind::DWARF => true,
+        unwind::AUTO => unsafe { DWARF_TARGETS.get(&tgid) }.is_some(),
+        _ => false,
+    }
+}
+
+/// Copies the user registers and the top of the user stack into a
+/// DWARF_STACKS record; a full ring is a lost user stack, never a wait.
+/// The stack is read a page at a time from `sp` up, each read a fixed size
+/// the verifier can bound, and the one that would cross into an unmapped
+/// page only up to that page's end: the stack's top may be closer than
+/// DWARF_STACK_BYTES.
+#[inline(always)]
+fn copy_stack(tgid: u32, event: u32, clock_id: i32, frame: &UserFrame, start_time: u64) {
+    let Some(mut record) = DWARF_STACKS.reserve::<DwarfStack>(0) else {
+        count_lost(lost::DWARF_STACK);
+        return;
+    };
+    let out = record.as_mut_ptr();
+    let mut len: u32 = 0;
+    unsafe {
+        (*out).tgid = tgid;
+        (*out).clock_id = clock_id;
+        (*out).event = event;
+        (*out).start_time = start_time;
+        (*out).ip = frame.ip;
+        (*out).sp = frame.sp;
+        (*out).bp = frame.bp;
+        let stack = (*out).stack.as_mut_ptr();
+        for page in 0..DWARF_STACK_BYTES / PAGE {
+            let from = frame.sp + (page * PAGE) as u64;
+            let to = stack.add(page * PAGE);
+            if read_user(to, PAGE as u32, from) {
+                len += PAGE as u32;
+                continue;
+            }
+            let to_page_end = (PAGE as u64 - (from & (PAGE as u64 - 1))) as u32;
+            if to_page_end < PAGE as u32 && read_user(to, to_page_end & (PAGE as u32 - 1), from) {
+                len += to_page_end;
+            }
+            break;
+        }
+        (*out).stack_len = len;
+    }
+    if len == 0 {
+        record.discard(0);
+        count_lost(lost::DWARF_STACK);
+        return;
+    }
+    record.submit(0);
+}
+
+const PAGE: usize = 4096;
+
+#[inline(always)]
+unsafe fn read_user(to: *mut u8, size: u32, from: u64) -> bool {
+    aya_ebpf::helpers::generated::bpf_probe_read_user(
+        to as *mut core::ffi::c_void,
+        size,
+        from as *const core::ffi::c_void,
+    ) == 0
+}
+
 /// Counts one clock read of `event` by `tgid` (a target: see
 /// current_target), with its user stack when this event takes one. An event
 /// that does not keeps the innermost frames instead: the user ip and the
 /// first return address the frame walk starts with (`[bp + 8]`, as the
 /// kernel's user walk reads it), which with the recovered callers name the
 /// calling function. `user` is None where the registers are unknown.
+///
+/// A process unwound with DWARF is never walked here: each of its events is
+/// counted under its user ip alone (its frame pointers name nothing), and
+/// one that takes its stack also copies it into DWARF_STACKS, whose records
+/// user space unwinds and spreads that key's exact count over.
 #[inline(always)]
 pub(crate) fn count_clock_read<C: StackIdContext>(
     ctx: &C,
     tgid: u32,
     event: u32,
     clock_id: i32,
-    (caller_ip, wrapper_caller_ip): (u64, u64),
+    callers: (u64, u64),
     user: Option<UserFrame>,
 ) {
     let generation = generation();
+    let start_time = current_start_time(bpf_get_current_pid_tgid());
+    if let Some(frame) = user.filter(|_| unwinds_with_dwarf(tgid)) {
+        if takes_stack() {
+            copy_stack(tgid, event, clock_id, &frame, start_time);
+        }
+        count_key(
+            &generation,
+            &CountKey {
+                tgid,
+                user_stack_id: STACK_SAMPLED_OUT,
+                kernel_stack_id: STACK_NOT_CAPTURED,
+                clock_id,
+                event,
+                _pad: 0,
+                caller_ip: 0,
+                wrapper_caller_ip: 0,
+                user_ip: frame.ip,
+                first_return: 0,
+                start_time,
+            },
+        );
+        return;
+    }
+    let (caller_ip, wrapper_caller_ip) = callers;
     let (user_stack_id, user_ip, first_return) = match user {
         Some(frame) if !takes_stack() => (
             STACK_SAMPLED_OUT,
@@ -337,7 +436,7 @@ pub(crate) fn count_clock_read<C: StackIdContext>(
             wrapper_caller_ip,
             user_ip,
             first_return,
-            start_time: current_start_time(bpf_get_current_pid_tgid()),
+            start_time,
         },
     );
 }

@@ -26,7 +26,7 @@ mod vdso;
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use profiler_common::{lost, CountKey, StackFrames, MAX_KERNEL_FNS};
 
@@ -39,6 +39,9 @@ pub(crate) static DAEMON_TGID: u32 = 0;
 /// `--stack-every N`: one event in N takes its user stack (count::takes_stack).
 #[no_mangle]
 pub(crate) static STACK_EVERY: u32 = 1;
+/// `--unwind`: profiler_common::unwind (count::copies_stack).
+#[no_mangle]
+pub(crate) static UNWIND_MODE: u32 = 0;
 #[no_mangle]
 pub(crate) static NEWTASK_PID_OFFSET: u32 = 8;
 #[no_mangle]
@@ -107,6 +110,14 @@ pub(crate) static GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 pub(crate) static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub(crate) static KERNEL_FN_INDEX: HashMap<u64, u32> = HashMap::with_max_entries(MAX_KERNEL_FNS, 0);
+/// Processes whose stacks are copied for DWARF unwinding under
+/// `unwind::AUTO` (filled by the daemon).
+#[map]
+pub(crate) static DWARF_TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+/// DwarfStack records; the loader sizes it (a page when nothing unwinds
+/// with DWARF).
+#[map]
+pub(crate) static DWARF_STACKS: RingBuf = RingBuf::with_byte_size(4096, 0);
 /// Events left until this CPU takes its next user stack (count::takes_stack).
 #[map]
 pub(crate) static STACK_COUNTDOWN: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);

@@ -53,6 +53,7 @@ pub(crate) fn count_syscall(
                 callers,
                 Some(UserFrame {
                     ip,
+                    sp,
                     bp,
                     first_return,
                     cs,

@@ -55,6 +55,7 @@ pub fn vdso_sample(ctx: PerfEventContext) -> u32 {
         callers,
         Some(UserFrame {
             ip,
+            sp: regs.rsp,
             bp: regs.rbp,
             first_return,
             cs: regs.cs,
