@@ -28,9 +28,21 @@ pub struct RecordingInfo {
     /// `--stack-every N`: one event in N per CPU took its user stack (1:
     /// every event; 0 in hand-made infos means the same).
     pub stack_every: u32,
+    /// Processes (PID, start time) whose user stacks were unwound with
+    /// DWARF (`--unwind`); the others' with frame pointers.
+    pub dwarf_processes: std::collections::BTreeSet<(u32, u64)>,
 }
 
 impl RecordingInfo {
+    /// The unwinder that served a process's user stacks.
+    pub fn unwinder(&self, pid: u32, start_time: u64) -> &'static str {
+        if self.dwarf_processes.contains(&(pid, start_time)) {
+            "dwarf"
+        } else {
+            "frame_pointers"
+        }
+    }
+
     /// CPU time that `samples` of a sampled source stand for, in ms: each
     /// sample covers one sampling period of CPU time.
     pub fn sampled_cpu_ms(&self, samples: u64) -> Option<f64> {

@@ -114,6 +114,34 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=MAX_STACK_EVERY))]
     pub stack_every: Option<u32>,
+
+    /// How user stacks are walked: `auto` (the default) unwinds a process
+    /// whose executable has no frame pointers with its binaries' DWARF
+    /// unwind tables (the top of its stack is copied, 16 KiB per stack
+    /// taken, and unwound in clockprof), every other with frame pointers in
+    /// the kernel; `fp` and `dwarf` use one for every process.
+    #[arg(long, value_name = "HOW", value_enum, default_value_t = UnwindMode::Auto)]
+    pub unwind: UnwindMode,
+}
+
+/// `--unwind`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnwindMode {
+    Auto,
+    #[value(name = "fp")]
+    FramePointers,
+    Dwarf,
+}
+
+impl UnwindMode {
+    /// The eBPF side's `UNWIND_MODE`.
+    pub fn kernel_value(self) -> u32 {
+        match self {
+            UnwindMode::Auto => profiler_common::unwind::AUTO,
+            UnwindMode::FramePointers => profiler_common::unwind::FRAME_POINTERS,
+            UnwindMode::Dwarf => profiler_common::unwind::DWARF,
+        }
+    }
 }
 
 /// `--stack-every` by default when the whole host is profiled: there most
@@ -212,6 +240,7 @@ impl ProbeArgs {
             }),
             frequency: self.frequency,
             kernel_functions: &self.kernel_functions,
+            unwind: self.unwind,
         }
     }
 }

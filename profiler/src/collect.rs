@@ -27,6 +27,10 @@ pub enum RawStack {
     /// innermost frames (the user ip and the first return address, where
     /// readable), which a taken stack starts with.
     SampledOut(Vec<u64>),
+    /// One event's stack unwound with DWARF in user space (unwind.rs): a
+    /// weight for spreading its key's exact count, which the key's
+    /// `SampledOut` sample carries (stack_scaling), not a count of its own.
+    Unwound(Vec<u64>),
 }
 
 #[derive(Clone, Debug)]
@@ -53,6 +57,15 @@ pub struct LostCounts {
     pub kernel_stacks: u64,
     /// Children of COMMAND that could not be added to the PID filter.
     pub followed_processes: u64,
+    /// User stacks to unwind with DWARF that found the ring full: their
+    /// events are counted, their group's stacks estimated. Left out of
+    /// JSON when none were.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dwarf_stacks: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 impl LostCounts {
@@ -69,6 +82,7 @@ impl LostCounts {
             followed_processes: self
                 .followed_processes
                 .saturating_sub(earlier.followed_processes),
+            dwarf_stacks: self.dwarf_stacks.saturating_sub(earlier.dwarf_stacks),
         }
     }
 
@@ -77,6 +91,7 @@ impl LostCounts {
         self.user_stacks += more.user_stacks;
         self.kernel_stacks += more.kernel_stacks;
         self.followed_processes += more.followed_processes;
+        self.dwarf_stacks += more.dwarf_stacks;
     }
 }
 
@@ -228,6 +243,7 @@ fn lost_counts(ebpf: &Ebpf) -> Result<LostCounts> {
         user_stacks: lost_slot(lost::USER_STACK)?,
         kernel_stacks: lost_slot(lost::KERNEL_STACK)?,
         followed_processes: lost_slot(lost::TARGET_MAP_FULL)?,
+        dwarf_stacks: lost_slot(lost::DWARF_STACK)?,
     })
 }
 

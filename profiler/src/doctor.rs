@@ -137,6 +137,7 @@ fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
         count_entries: 16,
         stack_entries: 16,
         stack_every: 1,
+        unwind: crate::cli::UnwindMode::Auto,
         vdso: Path::new("/sys/kernel/btf/vmlinux").exists(),
         kernel: true,
     })?;

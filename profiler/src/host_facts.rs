@@ -22,6 +22,15 @@ pub fn own_vdso() -> Result<Range<u64>> {
         .ok_or_else(|| anyhow!("this process has no [vdso] mapping"))
 }
 
+/// This process's vDSO, copied: the image every process of this kernel maps.
+pub fn own_vdso_image() -> Option<Vec<u8>> {
+    let range = own_vdso().ok()?;
+    let mut image = vec![0u8; usize::try_from(range.end.checked_sub(range.start)?).ok()?];
+    let mem = std::fs::File::open("/proc/self/mem").ok()?;
+    std::os::unix::fs::FileExt::read_exact_at(&mem, &mut image, range.start).ok()?;
+    Some(image)
+}
+
 /// The inode of the initial PID namespace, fixed by the kernel
 /// (PROC_PID_INIT_INO), so it can be recognised from inside another one.
 const INITIAL_PID_NAMESPACE_INODE: u64 = 0xEFFF_FFFC;

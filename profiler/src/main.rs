@@ -37,6 +37,7 @@ mod stack_scaling;
 mod symbolize;
 mod top;
 mod tracefs;
+mod unwind;
 
 use clap::Parser;
 

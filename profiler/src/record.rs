@@ -123,7 +123,10 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
             &args.command,
             targets_fd,
             run_as.as_ref(),
-            |_pid| session.attach_for_command(sources, &args.command[0]),
+            |pid| {
+                session.classify_command(pid, &args.command[0]);
+                session.attach_for_command(sources, &args.command[0])
+            },
         )?)
     } else {
         None
@@ -195,6 +198,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     // What was counted up to now, the workload stopped.
     totals.add(session.drain()?);
     let attachments = session.attachments();
+    let dwarf_processes = session.unwound_with_dwarf().into_iter().collect();
     // Detach before the slow part: naming needs only the tracker's files.
     let Session {
         probes,
@@ -226,6 +230,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
             unavailable,
             kernel_functions,
             stack_every,
+            dwarf_processes,
         },
     );
     match output {
@@ -245,7 +250,19 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
         }
         Output::Summary => {}
     }
-    if profile.info.lost.any() {
+    let lost = profile.info.lost;
+    if lost.dwarf_stacks > 0 {
+        say!(
+            "clockprof: note: {} of the stacks to unwind with DWARF found the ring full (more than ~20,000 a second); their counts are exact, the stacks above the clock-reading function estimated (--stack-every N takes fewer)",
+            lost.dwarf_stacks
+        );
+    }
+    if (crate::collect::LostCounts {
+        dwarf_stacks: 0,
+        ..lost
+    })
+    .any()
+    {
         say!(
             "clockprof: warning: the kernel lost {} events and {} stacks; raise --count-entries / --stack-entries",
             profile.info.lost.events,
@@ -364,6 +381,7 @@ mod tests {
             user: Arc::from(vec![UserLocation::Unknown]),
             user_lost: false,
             sampled_out: false,
+            unwound: false,
             exact_depth: 1,
             kernel: Arc::from(Vec::new()),
         }

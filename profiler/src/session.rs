@@ -11,6 +11,7 @@ use profiler_common::target;
 
 use crate::attachment::{Attachment, Backend};
 use crate::binaries::{self, Binary, GoBinary};
+use crate::cli::UnwindMode;
 use crate::collect::{self, LostCounts};
 use crate::generations::Generations;
 use crate::privileges;
@@ -18,6 +19,7 @@ use crate::probes::{KernelFunction, ProbeConfig, Probes};
 use crate::proc_tracker::ProcTracker;
 use crate::sources::{Attach, Source, SourceSet, UprobeBinary};
 use crate::symbolize::{NormalizedSample, Normalizer};
+use crate::unwind::DwarfStacks;
 
 /// The kernel source watches each function it can. None at all is an error
 /// when the user asked for the kernel source alone, a warning when named with
@@ -224,6 +226,8 @@ pub struct SessionConfig<'a> {
     pub frequency: u64,
     /// Kernel clock functions of the kernel source (empty: the defaults).
     pub kernel_functions: &'a [String],
+    /// `--unwind`.
+    pub unwind: UnwindMode,
 }
 
 pub struct Session {
@@ -238,6 +242,8 @@ pub struct Session {
     pub kernel_functions: Vec<String>,
     generations: Generations,
     normalizer: Normalizer,
+    /// Stacks unwound with DWARF (`--unwind auto` or `dwarf`).
+    dwarf: Option<DwarfStacks>,
     /// The kernel's lost counters at the last drain (they only grow).
     lost_so_far: LostCounts,
 }
@@ -292,6 +298,7 @@ impl Session {
             count_entries: config.count_entries,
             stack_entries: config.stack_entries,
             stack_every: config.stack_every,
+            unwind: config.unwind,
             vdso: attaches(|a| matches!(a, Attach::Sampling)),
             kernel: attaches(|a| matches!(a, Attach::KernelFunctions)),
         })?;
@@ -353,7 +360,12 @@ impl Session {
             .into_iter()
             .map(|f| f.name)
             .collect();
+        let dwarf = match config.unwind {
+            UnwindMode::FramePointers => None,
+            mode => Some(DwarfStacks::new(&mut probes, mode == UnwindMode::Auto)?),
+        };
         Ok(Session {
+            dwarf,
             probes,
             tracker,
             unavailable,
@@ -437,9 +449,23 @@ impl Session {
     /// Applies the side-band's pending records to the process tracker
     /// (every ~100 ms), and sends the binaries processes started with since
     /// to the attach queue.
+    /// Then unwinds the DWARF stacks that came meanwhile, while their
+    /// processes' mappings are known.
     pub fn drain_side_band(&mut self) {
         self.tracker.drain();
         self.probes.follow_new_files(&mut self.tracker);
+        if let Some(dwarf) = &mut self.dwarf {
+            dwarf.poll(&mut self.probes, &mut self.tracker);
+        }
+    }
+
+    /// `--unwind auto`: COMMAND, between its fork and its exec, is
+    /// classified by the program it is about to run, so its first clock
+    /// read is already unwound the way it needs.
+    pub fn classify_command(&mut self, pid: u32, program: &OsStr) {
+        if let (Some(dwarf), Some(path)) = (&mut self.dwarf, binaries::resolve_command(program)) {
+            dwarf.classify_command(&mut self.probes, pid, &path);
+        }
     }
 
     /// Everything the kernel counted since the previous drain, its user
@@ -452,12 +478,18 @@ impl Session {
     pub fn drain(&mut self) -> Result<Drained> {
         let old = self.generations.flip(self.probes.ebpf_mut())?;
         self.drain_side_band();
-        let collected = collect::drain(self.probes.ebpf_mut(), old)?;
+        let mut collected = collect::drain(self.probes.ebpf_mut(), old)?;
+        if let Some(dwarf) = &mut self.dwarf {
+            collected.samples.extend(dwarf.take_samples());
+        }
         let samples = self
             .normalizer
             .normalize(&collected.samples, &mut self.tracker);
         let gone = self.tracker.forget_exited();
         self.probes.sweep_late_uprobes(&self.tracker);
+        if let Some(dwarf) = &mut self.dwarf {
+            dwarf.forget(&mut self.probes, &gone);
+        }
         let lost = collected.lost.since(&self.lost_so_far);
         self.lost_so_far = collected.lost;
         Ok(Drained {
@@ -465,6 +497,14 @@ impl Session {
             lost,
             gone,
         })
+    }
+
+    /// Processes (PID, start time) whose stacks were unwound with DWARF.
+    pub fn unwound_with_dwarf(&self) -> Vec<(u32, u64)> {
+        self.dwarf
+            .as_ref()
+            .map(DwarfStacks::served)
+            .unwrap_or_default()
     }
 
     /// Every hook attached so far, those of binaries processes started

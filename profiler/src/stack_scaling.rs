@@ -27,6 +27,9 @@ type GroupKey = ((u32, u64, String), ClockRead, Vec<Frame>);
 struct Group {
     /// Events that took their stack, by distinct sample.
     sampled: Vec<SymbolizedSample>,
+    /// Stacks unwound with DWARF: weights only, their events are counted
+    /// in `sampled_out_count` (see StackState::Unwound).
+    unwound: Vec<SymbolizedSample>,
     /// Events that did not: their frames are the exact ones only.
     sampled_out: Option<SymbolizedSample>,
     sampled_out_count: u64,
@@ -48,16 +51,24 @@ fn exact_frames(sample: &SymbolizedSample) -> Vec<Frame> {
 /// `Estimated`; a group without any is one `Unsampled` stack, its exact
 /// frames under `[unsampled]`. Groups in which every event took its stack
 /// (N = 1, or sources that always take it) come out unchanged, as do lost
-/// stacks (no frames to group by).
+/// stacks (no frames to group by). Stacks unwound with DWARF are spread the
+/// same way; where every event of a group was unwound (N = 1, no stack
+/// lost) each gets exactly its own count and stays `Complete`.
 pub fn scale_sampled_stacks(samples: Vec<SymbolizedSample>) -> Vec<SymbolizedSample> {
-    if samples.iter().all(|s| s.state != StackState::Unsampled) {
+    if samples
+        .iter()
+        .all(|s| !matches!(s.state, StackState::Unsampled | StackState::Unwound))
+    {
         return samples;
     }
     let mut out = Vec::with_capacity(samples.len());
     let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
     for sample in samples {
         let group = match sample.state {
-            StackState::Complete | StackState::Estimated | StackState::Unsampled => groups
+            StackState::Complete
+            | StackState::Estimated
+            | StackState::Unsampled
+            | StackState::Unwound => groups
                 .entry((
                     (sample.pid, sample.start_time, sample.comm.clone()),
                     sample.read,
@@ -69,19 +80,23 @@ pub fn scale_sampled_stacks(samples: Vec<SymbolizedSample>) -> Vec<SymbolizedSam
                 continue;
             }
         };
-        if sample.state == StackState::Unsampled {
-            group.sampled_out_count += sample.count;
-            group.sampled_out.get_or_insert(sample);
-        } else {
-            group.sampled.push(sample);
+        match sample.state {
+            StackState::Unsampled => {
+                group.sampled_out_count += sample.count;
+                group.sampled_out.get_or_insert(sample);
+            }
+            StackState::Unwound => group.unwound.push(sample),
+            _ => group.sampled.push(sample),
         }
     }
     for (_, group) in groups {
         if group.sampled_out_count == 0 {
+            // Unwound stacks whose events were not drained (a recording cut
+            // short) weigh nothing.
             out.extend(group.sampled);
             continue;
         }
-        if group.sampled.is_empty() {
+        if group.sampled.is_empty() && group.unwound.is_empty() {
             let mut sample = group.sampled_out.expect("a sampled-out count has a sample");
             sample.frames.insert(
                 0,
@@ -95,14 +110,22 @@ pub fn scale_sampled_stacks(samples: Vec<SymbolizedSample>) -> Vec<SymbolizedSam
             out.push(sample);
             continue;
         }
+        let unwound_weight: u64 = group.unwound.iter().map(|s| s.count).sum();
+        let every_event_unwound =
+            group.sampled.is_empty() && unwound_weight == group.sampled_out_count;
+        let total = group.sampled.iter().map(|s| s.count).sum::<u64>() + group.sampled_out_count;
         let mut sampled = group.sampled;
+        sampled.extend(group.unwound);
         // Ties in rounding go to the first stack in a fixed order.
         sampled.sort_by(|a, b| a.frames.cmp(&b.frames).then(a.comm.cmp(&b.comm)));
         let weights: Vec<u64> = sampled.iter().map(|s| s.count).collect();
-        let total = weights.iter().sum::<u64>() + group.sampled_out_count;
         for (mut sample, count) in sampled.into_iter().zip(largest_remainder(total, &weights)) {
             sample.count = count;
-            sample.state = StackState::Estimated;
+            sample.state = if every_event_unwound {
+                StackState::Complete
+            } else {
+                StackState::Estimated
+            };
             out.push(sample);
         }
     }

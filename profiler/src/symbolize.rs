@@ -74,6 +74,11 @@ pub enum StackState {
     /// stack; the frames are the exact ones only (under `[unsampled]` once
     /// aggregated).
     Unsampled,
+    /// A stack unwound with DWARF from one event's copy: its count weighs
+    /// how the exact count of its group (its process, clock read and user
+    /// ip) is spread, as for sampled stacks; stack_scaling turns it into
+    /// `Complete` (every event's stack was unwound) or `Estimated`.
+    Unwound,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,6 +143,8 @@ pub struct NormalizedSample {
     /// The event's user stack was sampled out: `user` holds the innermost
     /// frames only.
     pub sampled_out: bool,
+    /// One event's stack unwound with DWARF (RawStack::Unwound).
+    pub unwound: bool,
     /// How many of `user`'s innermost frames every event of the key shares
     /// (see `exact_depth`).
     pub exact_depth: usize,
@@ -253,10 +260,7 @@ struct VdsoImage(std::fs::File);
 
 impl VdsoImage {
     fn dump() -> Option<VdsoImage> {
-        let range = crate::host_facts::own_vdso().ok()?;
-        let mut image = vec![0u8; usize::try_from(range.end.checked_sub(range.start)?).ok()?];
-        let mem = std::fs::File::open("/proc/self/mem").ok()?;
-        std::os::unix::fs::FileExt::read_exact_at(&mem, &mut image, range.start).ok()?;
+        let image = crate::host_facts::own_vdso_image()?;
         // SAFETY: a valid NUL-terminated name; the flags are known to memfd_create.
         let fd = unsafe { libc::memfd_create(c"clockprof-vdso".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
@@ -467,6 +471,7 @@ impl Normalizer {
                     user: self.user_stacks.get(&user, |v| Arc::from(v)),
                     user_lost: matches!(sample.user_stack, RawStack::Lost(_)),
                     sampled_out: matches!(sample.user_stack, RawStack::SampledOut(_)),
+                    unwound: matches!(sample.user_stack, RawStack::Unwound(_)),
                     exact_depth: exact_depth(sample),
                     kernel: self
                         .kernel_stacks
@@ -512,7 +517,7 @@ impl Normalizer {
 
 fn ips(stack: &RawStack) -> &[u64] {
     match stack {
-        RawStack::Ips(ips) | RawStack::SampledOut(ips) => ips,
+        RawStack::Ips(ips) | RawStack::SampledOut(ips) | RawStack::Unwound(ips) => ips,
         RawStack::NotCaptured | RawStack::Lost(_) => &[],
     }
 }
@@ -530,8 +535,13 @@ fn user_ips(sample: &RawSample) -> Vec<u64> {
 /// of the sample's key: those that come from the user ip and the first
 /// return address (what a sampled-out event keeps), with the callers put
 /// back between them.
+/// An unwound stack shares its user ip with its key (the only frame the
+/// kernel side keeps for a process unwound with DWARF).
 fn exact_depth(sample: &RawSample) -> usize {
     let ips = ips(&sample.user_stack);
+    if matches!(sample.user_stack, RawStack::Unwound(_)) {
+        return ips.len().min(1);
+    }
     with_callers(&ips[..ips.len().min(2)], sample).len()
 }
 
@@ -618,6 +628,8 @@ impl StackSymbolizer {
                         StackState::UserStackLost
                     } else if sample.sampled_out {
                         StackState::Unsampled
+                    } else if sample.unwound {
+                        StackState::Unwound
                     } else {
                         StackState::Complete
                     },

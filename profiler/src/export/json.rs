@@ -52,6 +52,10 @@ struct JsonProcess<'a> {
     container_id: Option<&'a str>,
     total: u64,
     by_source: &'a BTreeMap<Source, u64>,
+    /// What walked its user stacks: `frame_pointers` (in the kernel) or
+    /// `dwarf` (its stacks copied and unwound with its binaries' unwind
+    /// tables, `--unwind`).
+    unwinder: &'static str,
     /// Estimated CPU time in vDSO clock reads (vdso samples x period).
     #[serde(skip_serializing_if = "Option::is_none")]
     vdso_cpu_ms: Option<f64>,
@@ -136,6 +140,7 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
                 container_id: p.cgroup.as_deref().and_then(crate::container::container_id),
                 total: p.total,
                 by_source: &p.by_source,
+                unwinder: profile.info.unwinder(p.pid, p.start_time),
                 vdso_cpu_ms: crate::sources::sampled_counts(&p.by_source)
                     .reduce(|a, b| a + b)
                     .and_then(|samples| profile.info.sampled_cpu_ms(samples)),
@@ -284,6 +289,7 @@ mod tests {
         "syscall": 30,
         "vdso": 12
       }},
+      "unwinder": "frame_pointers",
       "vdso_cpu_ms": 12.0
     }},
     {{
@@ -293,7 +299,8 @@ mod tests {
       "by_source": {{
         "syscall": 5,
         "libc": 7
-      }}
+      }},
+      "unwinder": "frame_pointers"
     }},
     {{
       "pid": null,
@@ -301,7 +308,8 @@ mod tests {
       "total": 4,
       "by_source": {{
         "kernel": 4
-      }}
+      }},
+      "unwinder": "frame_pointers"
     }},
     {{
       "pid": 101,

@@ -67,15 +67,29 @@ pub fn summary(profile: &Profile) -> String {
             info.stack_every
         );
     }
+    let dwarf: Vec<String> = profile
+        .processes
+        .iter()
+        .filter(|p| info.unwinder(p.pid, p.start_time) == "dwarf")
+        .map(|p| format!("{} ({})", printable(&p.comm), shown_pid(p.pid, &p.comm)))
+        .collect();
+    if !dwarf.is_empty() {
+        let _ = writeln!(
+            out,
+            "unwinder: DWARF for {}; frame pointers for the others",
+            dwarf.join(", ")
+        );
+    }
     for (source, reason) in &info.unavailable {
         let _ = writeln!(out, "{source} source skipped: {reason}");
     }
     if info.lost.any() || info.lost_mapping_records > 0 {
         let _ = writeln!(
             out,
-            "lost: {} events (count map full), {} user stacks, {} kernel stacks, {} followed processes, {} mapping records",
+            "lost: {} events (count map full), {} user stacks, {} DWARF stacks (ring full), {} kernel stacks, {} followed processes, {} mapping records",
             info.lost.events,
             info.lost.user_stacks,
+            info.lost.dwarf_stacks,
             info.lost.kernel_stacks,
             info.lost.followed_processes,
             info.lost_mapping_records

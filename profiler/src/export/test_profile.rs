@@ -134,6 +134,7 @@ pub fn profile() -> Profile {
     };
     let info = RecordingInfo {
         stack_every: 1,
+        dwarf_processes: Default::default(),
         sources: vec![Source::Syscall, Source::Kernel, Source::Libc, Source::Vdso],
         attachments: vec![
             attachment(

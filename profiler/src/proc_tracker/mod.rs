@@ -143,6 +143,29 @@ impl ProcTracker {
         self.model.find(pid, start_time, addr)
     }
 
+    /// The executable mappings of the life of `pid` started at
+    /// `start_time`, as last known, by start address.
+    pub fn mappings(&self, pid: u32, start_time: u64) -> impl Iterator<Item = &Mapping> {
+        self.model
+            .life(pid, start_time)
+            .into_iter()
+            .flat_map(|process| process.mappings.values())
+    }
+
+    /// Each running process's executable: the file-backed mapping lowest
+    /// in its address space (executables load below the libraries, PIE
+    /// ones too), by PID.
+    pub fn executables(&self) -> impl Iterator<Item = (u32, &Mapping)> {
+        self.model.processes.iter().filter_map(|(&pid, lives)| {
+            let process = &lives.latest()?.process;
+            if process.exited {
+                return None;
+            }
+            let exe = process.mappings.values().find(|m| m.file.is_some())?;
+            Some((pid, exe))
+        })
+    }
+
     /// A path that opens exactly the file `file` named `path` (a fd of ours,
     /// opened while the process lived), or `None` if that file cannot be had:
     /// then its frames stay `[unknown]` rather than be named from another file.

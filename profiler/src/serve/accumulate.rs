@@ -45,6 +45,7 @@ impl Accumulated {
         let lost = &mut self.lost;
         lost.events += batch.lost.events;
         lost.user_stacks += batch.lost.user_stacks;
+        lost.dwarf_stacks += batch.lost.dwarf_stacks;
         lost.kernel_stacks += batch.lost.kernel_stacks;
         lost.followed_processes += batch.lost.followed_processes;
         dropped

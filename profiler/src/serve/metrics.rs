@@ -134,7 +134,7 @@ impl Metrics {
     pub fn record_lost(&self, lost: &LostCounts, mapping_records: u64) {
         for (why, count) in [
             (reason::COUNT_MAP_FULL, lost.events),
-            (reason::USER_STACK, lost.user_stacks),
+            (reason::USER_STACK, lost.user_stacks + lost.dwarf_stacks),
             (reason::KERNEL_STACK, lost.kernel_stacks),
             (reason::FOLLOWED_PROCESS, lost.followed_processes),
             (reason::MAPPING_RECORD, mapping_records),

@@ -106,6 +106,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             unavailable: session.unavailable.clone(),
             kernel_functions: session.kernel_functions.clone(),
             stack_every,
+            dwarf_processes: Default::default(),
             ..RecordingInfo::default()
         }),
     });

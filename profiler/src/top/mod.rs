@@ -123,6 +123,7 @@ impl Top {
             attachments: session.attachments(),
             kernel_functions: session.kernel_functions.clone(),
             stack_every: session_config.stack_every,
+            dwarf_processes: Default::default(),
             ..RecordingInfo::default()
         };
         let target = match &args.probe.pids[..] {
@@ -416,7 +417,7 @@ mod tests {
         let mut terminal = ratatui::Terminal::new(TestBackend::new(80, 24)).unwrap();
         for _ in 0..2 {
             std::thread::sleep(Duration::from_millis(500));
-            top.session.tracker.drain();
+            top.session.drain_side_band();
             top.refresh().unwrap();
         }
 

@@ -312,6 +312,7 @@ pub fn test_key(pid: u32, user: u64, clock_id: i32, event: u32) -> NormalizedSam
         }]),
         user_lost: false,
         sampled_out: false,
+        unwound: false,
         exact_depth: 1,
         kernel: Arc::from(vec![7u64]),
     }

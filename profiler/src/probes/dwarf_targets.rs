@@ -1,0 +1,42 @@
+//! The DWARF side of the maps: which processes copy their stacks for
+//! unwinding in user space (`DWARF_TARGETS`, for `--unwind auto`) and the
+//! ring of copied stacks (`DWARF_STACKS`).
+
+use anyhow::{anyhow, Result};
+use aya::maps::{HashMap, MapData, RingBuf};
+use profiler_common::names;
+
+use super::Probes;
+
+impl Probes {
+    fn dwarf_targets(&mut self) -> Result<HashMap<&mut MapData, u32, u32>> {
+        let map = self
+            .ebpf
+            .map_mut(names::DWARF_TARGETS)
+            .ok_or_else(|| anyhow!("the eBPF object has no {} map", names::DWARF_TARGETS))?;
+        Ok(HashMap::try_from(map)?)
+    }
+
+    /// From now on, `tgid`'s stacks are copied for DWARF unwinding.
+    pub fn unwind_with_dwarf(&mut self, tgid: u32) -> Result<()> {
+        Ok(self.dwarf_targets()?.insert(tgid, 1, 0)?)
+    }
+
+    /// `tgid` is walked with frame pointers again (it exited, or exec'd a
+    /// program that has them).
+    pub fn unwind_with_frame_pointers(&mut self, tgid: u32) {
+        if let Ok(mut targets) = self.dwarf_targets() {
+            // Not there: as good.
+            let _ = targets.remove(&tgid);
+        }
+    }
+
+    /// The ring the copied stacks come in; taken once, by the session.
+    pub fn take_dwarf_ring(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map(names::DWARF_STACKS)
+            .ok_or_else(|| anyhow!("the eBPF object has no {} map", names::DWARF_STACKS))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+}

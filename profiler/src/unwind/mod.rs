@@ -1,0 +1,189 @@
+//! DWARF unwinding in user space (`--unwind`): the eBPF side copies the
+//! user registers and the top of the user stack of each event that takes
+//! its stack from a process without frame pointers (DWARF_STACKS), and here
+//! framehop walks that copy with the unwind tables of the files the process
+//! maps, as samply and `perf --call-graph dwarf` do. The frames come out as
+//! the kernel's frame-pointer walk gives them (the user ip, then return
+//! addresses), so normalization and naming are the same for both.
+
+pub mod frame_pointers;
+mod ring;
+mod sections;
+
+pub use ring::DwarfStacks;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+use framehop::{Module, Unwinder};
+use profiler_common::{DwarfStack, MAX_STACK_DEPTH};
+
+use crate::proc_tracker::ProcTracker;
+use crate::safe_open::FileKey;
+use sections::{Bytes, UnwindSections};
+
+/// Unwind sections kept at most, over every file: beyond it the cache is
+/// emptied (the processes' unwinders keep what they use).
+const SECTION_CACHE_BYTES: usize = 256 << 20;
+
+/// One process's modules, added as its mappings become known.
+struct ProcessUnwinder {
+    unwinder: UnwinderX86_64<Bytes>,
+    /// Start addresses of the mappings added.
+    added: HashSet<u64>,
+    /// Whether its mappings were looked at since the side-band last changed.
+    fresh: bool,
+}
+
+#[derive(Default)]
+pub struct DwarfUnwinder {
+    sections: HashMap<FileKey, Option<Arc<UnwindSections>>>,
+    section_bytes: usize,
+    vdso: Option<Option<Arc<UnwindSections>>>,
+    processes: HashMap<(u32, u64), ProcessUnwinder>,
+    cache: CacheX86_64,
+    /// Processes (PID, start time) whose stacks were unwound here.
+    served: BTreeSet<(u32, u64)>,
+}
+
+impl DwarfUnwinder {
+    /// Mappings may have changed: each process looks again at its next stack.
+    pub fn mappings_changed(&mut self) {
+        for process in self.processes.values_mut() {
+            process.fresh = false;
+        }
+    }
+
+    /// Forgets processes gone: each (PID, bound) drops the lives of PID that
+    /// started at or before the bound.
+    pub fn forget(&mut self, gone: &[(u32, u64)]) {
+        self.processes.retain(|&(pid, start), _| {
+            !gone
+                .iter()
+                .any(|&(gone_pid, bound)| gone_pid == pid && start <= bound)
+        });
+    }
+
+    /// Processes whose stacks were unwound with DWARF so far.
+    pub fn served(&self) -> &BTreeSet<(u32, u64)> {
+        &self.served
+    }
+
+    /// The user stack of `record`, innermost first: its ip, then the return
+    /// addresses the unwind tables (or, where a file has none, the frame
+    /// pointers) lead to within the copied stack.
+    pub fn unwind(&mut self, tracker: &mut ProcTracker, record: &DwarfStack) -> Vec<u64> {
+        let process = (record.tgid, record.start_time);
+        self.served.insert(process);
+        self.refresh(tracker, process);
+        let Some(process) = self.processes.get(&process) else {
+            return vec![record.ip];
+        };
+        let len = (record.stack_len as usize).min(record.stack.len());
+        let stack = &record.stack[..len];
+        let sp = record.sp;
+        let mut read_stack = |address: u64| -> Result<u64, ()> {
+            let offset = usize::try_from(address.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
+            let bytes = stack
+                .get(offset..offset.checked_add(8).ok_or(())?)
+                .ok_or(())?;
+            Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
+        };
+        let mut frames = process.unwinder.iter_frames(
+            record.ip,
+            UnwindRegsX86_64::new(record.ip, record.sp, record.bp),
+            &mut self.cache,
+            &mut read_stack,
+        );
+        let mut ips = Vec::new();
+        while let Ok(Some(frame)) = frames.next() {
+            ips.push(frame.address());
+            if ips.len() == MAX_STACK_DEPTH {
+                break;
+            }
+        }
+        if ips.is_empty() {
+            ips.push(record.ip);
+        }
+        ips
+    }
+
+    /// Adds the modules of the process's mappings not added yet, once per
+    /// side-band drain.
+    fn refresh(&mut self, tracker: &mut ProcTracker, (pid, start_time): (u32, u64)) {
+        let process = self
+            .processes
+            .entry((pid, start_time))
+            .or_insert_with(|| ProcessUnwinder {
+                unwinder: UnwinderX86_64::new(),
+                added: HashSet::new(),
+                fresh: false,
+            });
+        if process.fresh {
+            return;
+        }
+        process.fresh = true;
+        let new: Vec<_> = tracker
+            .mappings(pid, start_time)
+            .filter(|m| !process.added.contains(&m.start))
+            .cloned()
+            .collect();
+        for mapping in new {
+            let sections = match (mapping.file, mapping.path.as_str()) {
+                (Some(file), path) => self.file_sections(tracker, file, path),
+                (None, "[vdso]") => self.vdso_sections(),
+                _ => None,
+            };
+            let process = self
+                .processes
+                .get_mut(&(pid, start_time))
+                .expect("inserted above");
+            process.added.insert(mapping.start);
+            let Some(sections) = sections else { continue };
+            let Some(base) = sections.base_avma(mapping.start, mapping.file_offset) else {
+                continue;
+            };
+            process.unwinder.add_module(Module::new(
+                mapping.path.clone(),
+                mapping.start..mapping.end,
+                base,
+                sections.module_info(),
+            ));
+        }
+    }
+
+    fn file_sections(
+        &mut self,
+        tracker: &mut ProcTracker,
+        file: FileKey,
+        path: &str,
+    ) -> Option<Arc<UnwindSections>> {
+        if let Some(known) = self.sections.get(&file) {
+            return known.clone();
+        }
+        let sections = tracker
+            .elf_path(file, path)
+            .and_then(|opened| UnwindSections::read(&opened))
+            .map(Arc::new);
+        if let Some(sections) = &sections {
+            self.section_bytes += sections.size();
+            if self.section_bytes > SECTION_CACHE_BYTES {
+                self.sections.clear();
+                self.section_bytes = sections.size();
+            }
+        }
+        self.sections.insert(file, sections.clone());
+        sections
+    }
+
+    /// The vDSO is this kernel's, the same in every process: read from ours.
+    fn vdso_sections(&mut self) -> Option<Arc<UnwindSections>> {
+        self.vdso
+            .get_or_insert_with(|| {
+                let image = crate::host_facts::own_vdso_image()?;
+                UnwindSections::from_image(&image).map(Arc::new)
+            })
+            .clone()
+    }
+}

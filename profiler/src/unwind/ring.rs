@@ -1,0 +1,161 @@
+//! Reads the eBPF side's DWARF stack records as they come, unwinds each
+//! while its process's mappings are known, and keeps them as samples until
+//! the next drain of the count maps; under `--unwind auto` it also tells
+//! the eBPF side which processes have no frame pointers.
+
+use std::collections::{HashMap, HashSet};
+use std::mem::size_of;
+
+use aya::maps::{MapData, RingBuf};
+use profiler_common::DwarfStack;
+
+use super::frame_pointers::keeps_frame_pointers;
+use super::DwarfUnwinder;
+use crate::collect::{RawSample, RawStack};
+use crate::probes::Probes;
+use crate::proc_tracker::ProcTracker;
+use crate::safe_open::FileKey;
+use crate::sources::ClockRead;
+
+/// (pid, start time, event, clock id, frames): one distinct unwound stack.
+type StackKey = (u32, u64, u32, i32, Vec<u64>);
+
+pub struct DwarfStacks {
+    ring: RingBuf<MapData>,
+    unwinder: DwarfUnwinder,
+    pending: HashMap<StackKey, u64>,
+    /// `--unwind auto`: processes are classified by their executable.
+    auto: bool,
+    /// Each executable's verdict, by file.
+    keeps_frame_pointers: HashMap<FileKey, bool>,
+    /// The executable each process was classified by.
+    classified: HashMap<u32, FileKey>,
+    /// Processes in the eBPF side's DWARF_TARGETS.
+    dwarf_pids: HashSet<u32>,
+    /// Processes (PID) unwound with frame pointers under `auto`, for the
+    /// summary.
+    frame_pointer_pids: HashSet<u32>,
+}
+
+impl DwarfStacks {
+    pub fn new(probes: &mut Probes, auto: bool) -> anyhow::Result<DwarfStacks> {
+        Ok(DwarfStacks {
+            ring: probes.take_dwarf_ring()?,
+            unwinder: DwarfUnwinder::default(),
+            pending: HashMap::new(),
+            auto,
+            keeps_frame_pointers: HashMap::new(),
+            classified: HashMap::new(),
+            dwarf_pids: HashSet::new(),
+            frame_pointer_pids: HashSet::new(),
+        })
+    }
+
+    /// COMMAND, between its fork and its exec: classified by the program it
+    /// is about to run, so its first clock read is already unwound the way
+    /// it needs.
+    pub fn classify_command(&mut self, probes: &mut Probes, pid: u32, program: &std::path::Path) {
+        if !self.auto {
+            return;
+        }
+        if !keeps_frame_pointers(program) && probes.unwind_with_dwarf(pid).is_ok() {
+            self.dwarf_pids.insert(pid);
+        }
+    }
+
+    /// After each side-band drain: classifies the processes whose
+    /// executable is new, then unwinds the stacks the ring holds.
+    pub fn poll(&mut self, probes: &mut Probes, tracker: &mut ProcTracker) {
+        self.unwinder.mappings_changed();
+        if self.auto {
+            self.classify(probes, tracker);
+        }
+        while let Some(item) = self.ring.next() {
+            if item.len() < size_of::<DwarfStack>() {
+                continue;
+            }
+            // SAFETY: the eBPF side writes whole DwarfStack records (plain
+            // integers and bytes, any bit pattern valid); read unaligned.
+            let record: Box<DwarfStack> =
+                Box::new(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const DwarfStack) });
+            drop(item);
+            let ips = self.unwinder.unwind(tracker, &record);
+            *self
+                .pending
+                .entry((
+                    record.tgid,
+                    record.start_time,
+                    record.event,
+                    record.clock_id,
+                    ips,
+                ))
+                .or_default() += 1;
+        }
+    }
+
+    fn classify(&mut self, probes: &mut Probes, tracker: &mut ProcTracker) {
+        let executables: Vec<(u32, FileKey, String)> = tracker
+            .executables()
+            .filter_map(|(pid, exe)| {
+                let file = exe.file?;
+                (self.classified.get(&pid) != Some(&file)).then(|| (pid, file, exe.path.clone()))
+            })
+            .collect();
+        for (pid, file, path) in executables {
+            self.classified.insert(pid, file);
+            let keeps = *self.keeps_frame_pointers.entry(file).or_insert_with(|| {
+                // The very file mapped, opened while the process lived; one
+                // that cannot be had stays with frame pointers.
+                tracker
+                    .elf_path(file, &path)
+                    .is_none_or(|opened| keeps_frame_pointers(&opened))
+            });
+            if keeps {
+                self.frame_pointer_pids.insert(pid);
+                if self.dwarf_pids.remove(&pid) {
+                    probes.unwind_with_frame_pointers(pid);
+                }
+            } else if probes.unwind_with_dwarf(pid).is_ok() {
+                self.frame_pointer_pids.remove(&pid);
+                self.dwarf_pids.insert(pid);
+            }
+        }
+    }
+
+    /// The stacks unwound since the last call, as samples: each a weight
+    /// for its key's exact count (RawStack::Unwound).
+    pub fn take_samples(&mut self) -> Vec<RawSample> {
+        self.pending
+            .drain()
+            .map(
+                |((tgid, start_time, event, clock_id, ips), count)| RawSample {
+                    tgid,
+                    start_time,
+                    read: ClockRead { event, clock_id },
+                    user_stack: RawStack::Unwound(ips),
+                    kernel_stack: RawStack::NotCaptured,
+                    caller_ip: 0,
+                    wrapper_caller_ip: 0,
+                    count,
+                },
+            )
+            .collect()
+    }
+
+    /// Processes gone (see ProcTracker::forget_exited) leave the unwinder
+    /// and the eBPF side's list.
+    pub fn forget(&mut self, probes: &mut Probes, gone: &[(u32, u64)]) {
+        self.unwinder.forget(gone);
+        for &(pid, _) in gone {
+            self.classified.remove(&pid);
+            if self.dwarf_pids.remove(&pid) {
+                probes.unwind_with_frame_pointers(pid);
+            }
+        }
+    }
+
+    /// Processes (PID, start time) whose stacks were unwound with DWARF.
+    pub fn served(&self) -> Vec<(u32, u64)> {
+        self.unwinder.served().iter().copied().collect()
+    }
+}

@@ -1,0 +1,117 @@
+//! What framehop needs of one ELF file to unwind through its code: the
+//! unwind tables (`.eh_frame` with its `.eh_frame_hdr` index, `.debug_frame`
+//! where present), `.text` for prologue and epilogue analysis, and the
+//! load segments that place them in a process.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use framehop::ExplicitModuleSectionInfo;
+use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
+use object::{Object, ObjectSection};
+
+/// Section data, shared by every process that maps the file.
+pub type Bytes = Arc<[u8]>;
+
+/// A file's unwind sections, read once and shared.
+pub struct UnwindSections {
+    /// (file offset, virtual address, file size) of each PT_LOAD segment.
+    loads: Vec<(u64, u64, u64)>,
+    text: Option<(Range<u64>, Bytes)>,
+    eh_frame: Option<(Range<u64>, Bytes)>,
+    eh_frame_hdr: Option<(Range<u64>, Bytes)>,
+    debug_frame: Option<Bytes>,
+    got: Option<Range<u64>>,
+}
+
+impl UnwindSections {
+    /// The sections of the ELF file at `path` (a descriptor of ours); None
+    /// if it is not a 64-bit ELF file or has no unwind table.
+    pub fn read(path: &Path) -> Option<UnwindSections> {
+        let file = std::fs::File::open(path).ok()?;
+        let cache = object::ReadCache::new(file);
+        Self::parse(&cache)
+    }
+
+    /// The same from an image in memory (the vDSO).
+    pub fn from_image(image: &[u8]) -> Option<UnwindSections> {
+        Self::parse(image)
+    }
+
+    fn parse<'data, R: object::ReadRef<'data>>(data: R) -> Option<UnwindSections> {
+        let elf = ElfFile64::<object::Endianness, R>::parse(data).ok()?;
+        let endian = elf.endian();
+        let loads = elf
+            .elf_header()
+            .program_headers(endian, data)
+            .ok()?
+            .iter()
+            .filter(|header| header.p_type(endian) == object::elf::PT_LOAD)
+            .map(|header| {
+                (
+                    header.p_offset(endian),
+                    header.p_vaddr(endian),
+                    header.p_filesz(endian),
+                )
+            })
+            .collect();
+        let section = |name: &str| -> Option<(Range<u64>, Bytes)> {
+            let section = elf.section_by_name(name)?;
+            let data = section.uncompressed_data().ok()?;
+            let start = section.address();
+            Some((start..start + section.size(), Arc::from(&*data)))
+        };
+        let sections = UnwindSections {
+            loads,
+            text: section(".text"),
+            eh_frame: section(".eh_frame"),
+            eh_frame_hdr: section(".eh_frame_hdr"),
+            debug_frame: section(".debug_frame").map(|(_, data)| data),
+            got: elf
+                .section_by_name(".got")
+                .map(|s| s.address()..s.address() + s.size()),
+        };
+        (sections.eh_frame.is_some() || sections.debug_frame.is_some()).then_some(sections)
+    }
+
+    /// Bytes held, for the cache's bound.
+    pub fn size(&self) -> usize {
+        [&self.text, &self.eh_frame, &self.eh_frame_hdr]
+            .iter()
+            .filter_map(|s| s.as_ref().map(|(_, data)| data.len()))
+            .sum::<usize>()
+            + self.debug_frame.as_ref().map_or(0, |d| d.len())
+    }
+
+    /// The process address of virtual address 0 of the file, for a mapping
+    /// of it at `start` from file offset `file_offset`: the load segment
+    /// holding that offset tells how file offsets and addresses differ.
+    pub fn base_avma(&self, start: u64, file_offset: u64) -> Option<u64> {
+        let &(offset, vaddr, _) = self
+            .loads
+            .iter()
+            .find(|&&(offset, _, size)| (offset..offset + size.max(1)).contains(&file_offset))?;
+        Some(
+            start
+                .wrapping_sub(file_offset)
+                .wrapping_add(offset)
+                .wrapping_sub(vaddr),
+        )
+    }
+
+    pub fn module_info(&self) -> ExplicitModuleSectionInfo<Bytes> {
+        ExplicitModuleSectionInfo {
+            base_svma: 0,
+            text_svma: self.text.as_ref().map(|(range, _)| range.clone()),
+            text: self.text.as_ref().map(|(_, data)| data.clone()),
+            got_svma: self.got.clone(),
+            eh_frame_svma: self.eh_frame.as_ref().map(|(range, _)| range.clone()),
+            eh_frame: self.eh_frame.as_ref().map(|(_, data)| data.clone()),
+            eh_frame_hdr_svma: self.eh_frame_hdr.as_ref().map(|(range, _)| range.clone()),
+            eh_frame_hdr: self.eh_frame_hdr.as_ref().map(|(_, data)| data.clone()),
+            debug_frame: self.debug_frame.clone(),
+            ..Default::default()
+        }
+    }
+}
