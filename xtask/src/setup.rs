@@ -51,7 +51,10 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
               stays loaded after clockprof exits, debuginfod to serve a fixture's split \
               debug file on loopback (it starts no service of its own), prometheus (and \
               promtool) to scrape `clockprof serve` and check the packaged configs (its \
-              service is stopped and disabled)",
+              service is stopped and disabled), redis-server and redis-tools (Debian's \
+              stripped redis under redis-benchmark for the DWARF unwinding test; the \
+              tests run their own on a temporary port, the package's service is stopped \
+              and disabled)",
         default: true,
         packages: &[
             "bpftrace",
@@ -60,6 +63,8 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
             "python3",
             "debuginfod",
             "prometheus",
+            "redis-server",
+            "redis-tools",
         ],
         backports: &[],
     },
@@ -172,7 +177,10 @@ fn ensure_packages(wanted: &[&'static str]) -> Result<()> {
 /// (Prometheus on every address, port 9090) is stopped and disabled where
 /// this setup installed it, so a test machine exposes nothing it did not ask
 /// for.
-const PACKAGE_SERVICES: &[(&str, &str)] = &[("prometheus", "prometheus")];
+const PACKAGE_SERVICES: &[(&str, &str)] = &[
+    ("prometheus", "prometheus"),
+    ("redis-server", "redis-server"),
+];
 
 fn stop_package_services(installed: &[&str]) -> Result<()> {
     for &(package, service) in PACKAGE_SERVICES {

@@ -1,0 +1,320 @@
+//! DWARF unwinding (`--unwind`, issue 12): stacks through code without
+//! frame pointers reach their callers, from the binaries' own unwind
+//! tables, with the counts still exact. Real binaries: an `-O2
+//! -fomit-frame-pointer` C fixture, Debian's python3 and redis-server.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::*;
+
+/// The DWARF fixture, built as Debian builds its binaries: -O2, no frame
+/// pointers (and no -g: only .eh_frame to unwind with).
+fn dwarf_fixture() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = fixture_dir().join(format!("dwfixture{}", std::process::id() % 1000));
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dwarf_fixture.c");
+        let status = Command::new("gcc")
+            .args(["-O2", "-fomit-frame-pointer", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .status()
+            .expect("gcc runs");
+        assert!(status.success(), "gcc failed on {}", source.display());
+        out
+    })
+}
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+/// Records `command` with `args` into `name` (JSON) and its folded twin.
+fn record(dir: &TempDir, args: &[&str], command: &[&OsStr]) -> (serde_json::Value, String) {
+    let json = dir.join("profile.json");
+    let output = record_to(&json, args, command);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let profile = read_json(&json);
+    let folded = profile["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|stack| {
+            let frames: Vec<&str> = stack["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["function"].as_str().unwrap())
+                .collect();
+            format!(
+                "{};{} {}",
+                stack["comm"].as_str().unwrap(),
+                frames.join(";"),
+                stack["count"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    (profile, folded)
+}
+
+fn unwinder_of(profile: &serde_json::Value, comm: &str) -> String {
+    profile["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["comm"] == comm)
+        .unwrap_or_else(|| panic!("no process {comm}: {profile}"))["unwinder"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Every read sits under main -> outer -> inner, exactly, in stacks the
+/// frame pointers could not give: the default `auto` picks DWARF for the
+/// fixture before its exec.
+fn assert_exact_under(folded: &str, path: &[&str], n: u64) {
+    let stacks = parse_folded(folded);
+    let total: u64 = stacks.iter().map(|(_, c)| c).sum();
+    assert_eq!(total, n, "{folded}");
+    let under: u64 = stacks
+        .iter()
+        .filter(|(stack, _)| stack.contains(&path.join(";")))
+        .map(|(_, c)| c)
+        .sum();
+    assert_eq!(under, n, "{folded}");
+}
+
+#[test]
+fn clock_syscalls_of_code_without_frame_pointers_sit_under_their_callers_exactly() {
+    let dir = TempDir::new("dwarf-c");
+    let fixture = dwarf_fixture();
+    let comm = comm_of(fixture);
+    let (profile, folded) = record(
+        &dir,
+        &["-s", "syscall"],
+        &[fixture.as_os_str(), os("cputime"), os("20000")],
+    );
+    assert_exact_under(
+        &folded,
+        &["main", "dwarf_outer", "dwarf_inner", "clock_gettime"],
+        20000,
+    );
+    assert_eq!(unwinder_of(&profile, &comm), "dwarf");
+    // The same with frame pointers forced: the unwound frames were not
+    // there to be had without the unwind tables.
+    let (profile, folded) = record(
+        &dir,
+        &["-s", "syscall", "--unwind", "fp"],
+        &[fixture.as_os_str(), os("cputime"), os("2000")],
+    );
+    assert_eq!(unwinder_of(&profile, &comm), "frame_pointers");
+    assert_eq!(
+        count_under(&parse_folded(&folded), "dwarf_outer"),
+        0,
+        "{folded}"
+    );
+}
+
+#[test]
+fn glibc_syscall_wrapper_does_not_hide_its_caller() {
+    // glibc's syscall() has no frame: the frame-pointer walk skips the
+    // function that called it; its unwind table does not.
+    let dir = TempDir::new("dwarf-syscall");
+    let fixture = dwarf_fixture();
+    let (_, folded) = record(
+        &dir,
+        &["-s", "syscall", "--stack-every", "1"],
+        &[fixture.as_os_str(), os("syscall"), os("5000")],
+    );
+    assert_exact_under(
+        &folded,
+        &[
+            "main",
+            "dwarf_syscall_outer",
+            "dwarf_syscall_inner",
+            "syscall",
+        ],
+        5000,
+    );
+}
+
+#[test]
+fn sampled_dwarf_stacks_keep_the_counts_exact() {
+    let dir = TempDir::new("dwarf-every");
+    let fixture = dwarf_fixture();
+    let (profile, folded) = record(
+        &dir,
+        &["-s", "syscall", "--stack-every", "64"],
+        &[fixture.as_os_str(), os("cputime"), os("20000")],
+    );
+    assert_exact_under(
+        &folded,
+        &["main", "dwarf_outer", "dwarf_inner", "clock_gettime"],
+        20000,
+    );
+    assert!(
+        profile["stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "estimated"),
+        "{profile}"
+    );
+}
+
+/// Debian's python3 calling time.time() (the vDSO) in a loop: its stacks
+/// reach the interpreter loop.
+#[test]
+fn python_stacks_reach_the_interpreter_loop() {
+    let python = Path::new("/usr/bin/python3");
+    assert!(
+        python.exists(),
+        "Debian's python3 is missing (cargo xtask setup)"
+    );
+    let dir = TempDir::new("dwarf-python");
+    let script = dir.join("loop.py");
+    std::fs::write(
+        &script,
+        "import time\nend = time.monotonic() + 2\nwhile time.monotonic() < end:\n    time.time()\n",
+    )
+    .unwrap();
+    let (profile, folded) = record(
+        &dir,
+        &["-s", "vdso"],
+        &[python.as_os_str(), script.as_os_str()],
+    );
+    let stacks = parse_folded(&folded);
+    let total: u64 = stacks.iter().map(|(_, c)| c).sum();
+    let interpreted = count_under(&stacks, "_PyEval_EvalFrameDefault");
+    eprintln!("python3: {interpreted} of {total} vDSO samples under _PyEval_EvalFrameDefault");
+    assert!(total > 100, "{folded}");
+    assert!(
+        interpreted * 10 >= total * 9,
+        "{interpreted} of {total}: {folded}"
+    );
+    assert_eq!(unwinder_of(&profile, "python3"), "dwarf");
+}
+
+/// A free TCP port on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Frames that name a function: not `[unknown]`, not `FILE+0xADDR`.
+fn named(frame: &str) -> bool {
+    !frame.starts_with('[') && !frame.contains("+0x")
+}
+
+/// Debian's stripped redis-server under redis-benchmark: at least 80% of
+/// its clock reads have 5 or more named frames and sit under `call`,
+/// `processCommand` or `aeMain`. Our own instance, on a free port in a
+/// temporary directory, killed once recorded.
+/// Its clock reads are the vDSO's (gettimeofday, clock_gettime), sampled.
+#[test]
+fn redis_stacks_reach_its_event_loop() {
+    let redis = Path::new("/usr/bin/redis-server");
+    let benchmark = Path::new("/usr/bin/redis-benchmark");
+    assert!(
+        redis.exists() && benchmark.exists(),
+        "Debian's redis-server and redis-tools are missing (cargo xtask setup)"
+    );
+    let dir = TempDir::new("dwarf-redis");
+    let port = free_port().to_string();
+    let mut server = Command::new(redis)
+        .args([
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err() {
+        assert!(std::time::Instant::now() < deadline, "redis did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let json = dir.join("profile.json");
+    let pid = server.id().to_string();
+    let mut recording = Command::new(clockprof());
+    recording.args([
+        os("record"),
+        os("-p"),
+        os(&pid),
+        // Clock reads are ~1% of redis's CPU: sample often enough to see
+        // a few hundred of them.
+        os("-F"),
+        os("10000"),
+        os("-o"),
+        json.as_os_str(),
+    ]);
+    let (mut clockprof, stderr) = start_until_recording(&mut recording);
+    let bench = Command::new(benchmark)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-q",
+            "-n",
+            "100000",
+            "-c",
+            "8",
+            "-t",
+            "set,get",
+        ])
+        .output()
+        .unwrap();
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(clockprof.id() as i32, libc::SIGINT) };
+    wait_with_timeout(&mut clockprof, Duration::from_secs(30));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        bench.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bench.stderr)
+    );
+    let stderr = stderr.join().unwrap();
+    let profile = read_json(&json);
+    let stacks = profile["stacks"].as_array().unwrap();
+    let (mut total, mut good) = (0, 0);
+    for stack in stacks.iter().filter(|s| s["comm"] == "redis-server") {
+        let frames: Vec<&str> = stack["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["function"].as_str().unwrap())
+            .collect();
+        let count = stack["count"].as_u64().unwrap();
+        total += count;
+        let under_loop = frames
+            .iter()
+            .any(|f| ["call", "processCommand", "aeMain"].contains(f));
+        if under_loop && frames.iter().filter(|f| named(f)).count() >= 5 {
+            good += count;
+        }
+    }
+    eprintln!("redis-server: {good} of {total} clock reads under call/processCommand/aeMain with >= 5 named frames");
+    assert!(total > 100, "{stderr}\n{profile}");
+    assert!(good * 10 >= total * 8, "{good} of {total}: {profile}");
+    assert_eq!(unwinder_of(&profile, "redis-server"), "dwarf");
+}
