@@ -265,6 +265,31 @@ mod tests {
     }
 
     #[test]
+    fn unwound_stacks_weigh_their_keys_exact_count_and_add_none() {
+        use StackState::*;
+        let samples = vec![
+            // Every event of `a` unwound: each stack keeps its own count.
+            sample(&["main", "x", "a"], 1, Unwound, 3),
+            sample(&["main", "y", "a"], 1, Unwound, 1),
+            sample(&["a"], 1, Unsampled, 4),
+            // `b`: 1 event in 10 unwound (or its stack lost to a full ring).
+            sample(&["main", "x", "b"], 1, Unwound, 2),
+            sample(&["b"], 1, Unsampled, 20),
+            // Unwound stacks of events not counted (yet) weigh nothing.
+            sample(&["main", "c"], 1, Unwound, 5),
+        ];
+        let scaled = scale_sampled_stacks(samples);
+        assert_eq!(
+            lines(&scaled),
+            vec![
+                ("main;x;a".into(), 3, Complete),
+                ("main;x;b".into(), 20, Estimated),
+                ("main;y;a".into(), 1, Complete),
+            ]
+        );
+    }
+
+    #[test]
     fn nothing_changes_when_every_event_took_its_stack() {
         let samples = vec![
             sample(&["main", "a"], 2, StackState::Complete, 3),

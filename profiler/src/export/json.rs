@@ -318,6 +318,7 @@ mod tests {
       "by_source": {{
         "vdso": 3
       }},
+      "unwinder": "dwarf",
       "vdso_cpu_ms": 3.0
     }}
   ],

@@ -134,7 +134,8 @@ pub fn profile() -> Profile {
     };
     let info = RecordingInfo {
         stack_every: 1,
-        dwarf_processes: Default::default(),
+        // The second server's stacks were unwound with DWARF.
+        dwarf_processes: [(101, 0)].into(),
         sources: vec![Source::Syscall, Source::Kernel, Source::Libc, Source::Vdso],
         attachments: vec![
             attachment(
@@ -156,6 +157,7 @@ pub fn profile() -> Profile {
             user_stacks: 2,
             kernel_stacks: 0,
             followed_processes: 0,
+            dwarf_stacks: 0,
         },
         lost_mapping_records: 3,
         sample_frequency: Some(1000),

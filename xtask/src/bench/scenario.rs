@@ -20,6 +20,9 @@ pub enum RowId {
     Syscall,
     /// `--stack-every 64` vs the same bpftrace one-liner.
     Every64,
+    /// DWARF stacks (`--unwind dwarf`: the stack copied, unwound in the
+    /// daemon) at `--stack-every` 1 and 64 vs the frame-pointer syscall row.
+    Dwarf,
     /// A `-p PID` recording's cost to another process's clock syscalls vs
     /// bpftrace's host-wide `@[pid] = count()`.
     Pid,
@@ -208,6 +211,7 @@ fn bpftrace(
 
 /// The clockprof scenarios of one binary.
 fn clockprof_rows(bin: &Clockprof) -> Vec<Scenario> {
+    let frame_pointers = format!("{} -a -s syscall", bin.label);
     let row = |row: RowId,
                what: &str,
                workload: &'static Workload,
@@ -249,6 +253,42 @@ fn clockprof_rows(bin: &Clockprof) -> Vec<Scenario> {
             Expect::EveryCall,
             BPFTRACE_USTACK,
             Some(0.5),
+        ),
+        row(
+            RowId::Dwarf,
+            "-a -s syscall --unwind dwarf --stack-every 1",
+            &SYSCALL_LOOP,
+            &[
+                "-a",
+                "-s",
+                "syscall",
+                "--unwind",
+                "dwarf",
+                "--stack-every",
+                "1",
+            ],
+            Some("--unwind"),
+            Expect::EveryCall,
+            &frame_pointers,
+            None,
+        ),
+        row(
+            RowId::Dwarf,
+            "-a -s syscall --unwind dwarf --stack-every 64",
+            &SYSCALL_LOOP,
+            &[
+                "-a",
+                "-s",
+                "syscall",
+                "--unwind",
+                "dwarf",
+                "--stack-every",
+                "64",
+            ],
+            Some("--unwind"),
+            Expect::EveryCall,
+            &frame_pointers,
+            None,
         ),
         row(
             RowId::Pid,
