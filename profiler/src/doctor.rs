@@ -56,6 +56,42 @@ struct DebugRegisters {
     free_now: Option<usize>,
 }
 
+/// How user stacks would be walked (`--unwind auto`): each running
+/// program is classified by its executable's prologues.
+#[derive(Serialize)]
+struct Unwinding {
+    /// Programs without frame pointers, unwound with DWARF: `comm (PID)`.
+    dwarf: Vec<String>,
+    /// Processes walked with frame pointers in the kernel.
+    frame_pointers: usize,
+}
+
+fn unwinding() -> Unwinding {
+    let mut verdicts: std::collections::HashMap<crate::safe_open::FileKey, bool> =
+        std::collections::HashMap::new();
+    let mut dwarf = Vec::new();
+    let mut frame_pointers = 0;
+    for pid in crate::binaries::all_pids() {
+        // Kernel threads have no executable, nor user stacks.
+        let Some(exe) = crate::binaries::exe_of(pid) else {
+            continue;
+        };
+        let keeps = *verdicts.entry(exe.key()).or_insert_with(|| {
+            crate::unwind::frame_pointers::keeps_frame_pointers(&exe.fd_path())
+        });
+        if keeps {
+            frame_pointers += 1;
+        } else {
+            let comm = read_trimmed(&format!("/proc/{pid}/comm"));
+            dwarf.push(format!("{comm} ({pid})"));
+        }
+    }
+    Unwinding {
+        dwarf,
+        frame_pointers,
+    }
+}
+
 #[derive(Serialize)]
 struct Report {
     kernel: String,
@@ -69,6 +105,8 @@ struct Report {
     tracepoint_variant: Option<ProgramVariant>,
     clocksource: Clocksource,
     sources: Vec<SourcePlan>,
+    /// None without the privileges to read other processes' executables.
+    unwinding: Option<Unwinding>,
 }
 
 fn read_trimmed(path: &str) -> String {
@@ -401,6 +439,18 @@ fn render_text(report: &Report) -> String {
             plan.note
         );
     }
+    if let Some(unwinding) = &report.unwinding {
+        let _ = writeln!(
+            out,
+            "\nuser stacks (--unwind auto): frame pointers in the kernel for {} processes; DWARF (stack copied, unwound by clockprof) for {}",
+            unwinding.frame_pointers,
+            if unwinding.dwarf.is_empty() {
+                "none".to_string()
+            } else {
+                unwinding.dwarf.join(", ")
+            }
+        );
+    }
     out
 }
 
@@ -431,6 +481,7 @@ pub fn doctor(args: DoctorArgs) -> Result<i32> {
         ),
         interrupt_context: interrupt_context(),
         debug_registers: debug_registers(&hooks),
+        unwinding: privileges.works.then(unwinding),
         privileges,
         hooks,
         tracepoint_variant,
