@@ -109,7 +109,11 @@ impl Metrics {
 
     /// Adds one read's samples.
     pub fn record(&self, samples: &[SymbolizedSample]) {
-        for sample in samples {
+        // Unwound stacks only weigh their key's count (StackState::Unwound).
+        for sample in samples
+            .iter()
+            .filter(|s| s.state != crate::symbolize::StackState::Unwound)
+        {
             let source = sample.read.source();
             if source.is_sampled() {
                 let labels = self.bounded(1, process_labels(sample));

@@ -164,7 +164,8 @@ impl RateModel {
 
         let mut host = Reads::default();
         let mut per_process: HashMap<u32, Reads> = HashMap::new();
-        for (key, &total) in &self.totals {
+        // Unwound stacks only weigh their key's count (StackState::Unwound).
+        for (key, &total) in self.totals.iter().filter(|(key, _)| !key.unwound) {
             let delta = deltas.get(key).copied().unwrap_or(0);
             let source = key.read.source();
             let process = per_process.entry(key.pid).or_default();
@@ -176,7 +177,12 @@ impl RateModel {
                 }
             }
         }
-        host.total += self.retired.values().sum::<u64>();
+        host.total += self
+            .retired
+            .iter()
+            .filter(|(key, _)| !key.unwound)
+            .map(|(_, total)| total)
+            .sum::<u64>();
 
         push_bounded(&mut self.host_history, host.delta, self.history_len);
         host.history = self.host_history.iter().copied().collect();
