@@ -1,7 +1,9 @@
 //! What framehop needs of one ELF file to unwind through its code: the
 //! unwind tables (`.eh_frame` with its `.eh_frame_hdr` index, `.debug_frame`
-//! where present), `.text` for prologue and epilogue analysis, and the
-//! load segments that place them in a process.
+//! where present), where `.text` and `.got` are (DWARF's text- and
+//! data-relative addresses), and the load segments that place them in a
+//! process. Not the code itself: framehop analyses instructions only for
+//! Mach-O and PE, and on ELF the tables cover prologues and epilogues.
 
 use std::ops::Range;
 use std::path::Path;
@@ -18,7 +20,7 @@ pub type Bytes = Arc<[u8]>;
 pub struct UnwindSections {
     /// (file offset, virtual address, file size) of each PT_LOAD segment.
     loads: Vec<(u64, u64, u64)>,
-    text: Option<(Range<u64>, Bytes)>,
+    text: Option<Range<u64>>,
     eh_frame: Option<(Range<u64>, Bytes)>,
     eh_frame_hdr: Option<(Range<u64>, Bytes)>,
     debug_frame: Option<Bytes>,
@@ -64,7 +66,9 @@ impl UnwindSections {
         };
         let sections = UnwindSections {
             loads,
-            text: section(".text"),
+            text: elf
+                .section_by_name(".text")
+                .map(|s| s.address()..s.address() + s.size()),
             eh_frame: section(".eh_frame"),
             eh_frame_hdr: section(".eh_frame_hdr"),
             debug_frame: section(".debug_frame").map(|(_, data)| data),
@@ -77,7 +81,7 @@ impl UnwindSections {
 
     /// Bytes held, for the cache's bound.
     pub fn size(&self) -> usize {
-        [&self.text, &self.eh_frame, &self.eh_frame_hdr]
+        [&self.eh_frame, &self.eh_frame_hdr]
             .iter()
             .filter_map(|s| s.as_ref().map(|(_, data)| data.len()))
             .sum::<usize>()
@@ -103,8 +107,7 @@ impl UnwindSections {
     pub fn module_info(&self) -> ExplicitModuleSectionInfo<Bytes> {
         ExplicitModuleSectionInfo {
             base_svma: 0,
-            text_svma: self.text.as_ref().map(|(range, _)| range.clone()),
-            text: self.text.as_ref().map(|(_, data)| data.clone()),
+            text_svma: self.text.clone(),
             got_svma: self.got.clone(),
             eh_frame_svma: self.eh_frame.as_ref().map(|(range, _)| range.clone()),
             eh_frame: self.eh_frame.as_ref().map(|(_, data)| data.clone()),
