@@ -167,7 +167,8 @@ pub(crate) const CODE_WINDOW: usize = 24;
 /// a short conditional jump), so without a frame of its own; None at anything
 /// else (`pop %rbp`, `leave`, memory access, ...). The vDSO's epilogue clears
 /// registers after its last `pop %rbp`; glibc's `__clock_gettime` tests the
-/// vDSO's result and returns with `add $8,%rsp; ret`.
+/// vDSO's result and returns with `add $8,%rsp; ret`; glibc's `syscall()`
+/// compares the result (`cmp $-4095,%rax; jae; ret`) and returns.
 #[inline(always)]
 pub(crate) fn frameless_exit(code: &[u8; CODE_WINDOW]) -> Option<u64> {
     let mut i = 0;
@@ -187,6 +188,9 @@ pub(crate) fn frameless_exit(code: &[u8; CODE_WINDOW]) -> Option<u64> {
                     i += 4;
                 }
                 (0x31 | 0x33 | 0x85, modrm) if modrm >= 0xc0 => i += 3,
+                // cmp $imm32,%rax: glibc's syscall() checks the result
+                // right after its `syscall` and returns, without a frame.
+                (0x3d, _) if op == 0x48 => i += 6,
                 _ => return None,
             },
             _ => return None,

@@ -76,9 +76,9 @@ fn unwinding() -> Unwinding {
         let Some(exe) = crate::binaries::exe_of(pid) else {
             continue;
         };
-        let keeps = *verdicts.entry(exe.key()).or_insert_with(|| {
-            crate::unwind::frame_pointers::keeps_frame_pointers(&exe.fd_path())
-        });
+        let keeps = *verdicts
+            .entry(exe.key())
+            .or_insert_with(|| crate::unwind::frame_pointers::keeps_frame_pointers(&exe.fd_path()));
         if keeps {
             frame_pointers += 1;
         } else {

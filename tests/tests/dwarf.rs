@@ -145,6 +145,22 @@ fn glibc_syscall_wrapper_does_not_hide_its_caller() {
     );
 }
 
+/// With frame pointers too: the kernel side recovers the caller of
+/// glibc's frameless syscall() from the code after its `syscall`
+/// (`cmp $-4095,%rax; jae; ret`), so the C fixture's function is named.
+#[test]
+fn frame_pointer_walk_names_the_caller_of_glibc_syscall() {
+    let dir = TempDir::new("fp-syscall");
+    let fixture = c_fixture();
+    let (profile, folded) = record(
+        &dir,
+        &["-s", "syscall"],
+        &[fixture.as_os_str(), os("libcsyscall"), os("3000")],
+    );
+    assert_eq!(unwinder_of(&profile, &comm_of(fixture)), "frame_pointers");
+    assert_exact_under(&folded, &["main", "fixture_libc_syscall", "syscall"], 3000);
+}
+
 #[test]
 fn sampled_dwarf_stacks_keep_the_counts_exact() {
     let dir = TempDir::new("dwarf-every");

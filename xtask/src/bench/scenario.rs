@@ -369,10 +369,24 @@ pub fn selected(bins: &[Clockprof], rows: &[RowId]) -> Vec<Scenario> {
         .iter()
         .filter(|s| rows.contains(&s.row) && s.tracer.is_some())
         .collect();
-    let references: Vec<String> = wanted
+    // References of references too (the dwarf row compares with the
+    // frame-pointer row, which compares with bpftrace).
+    let mut references: Vec<String> = wanted
         .iter()
         .filter_map(|s| s.compare_with.clone())
         .collect();
+    loop {
+        let more: Vec<String> = all
+            .iter()
+            .filter(|s| references.contains(&s.name))
+            .filter_map(|s| s.compare_with.clone())
+            .filter(|r| !references.contains(r))
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        references.extend(more);
+    }
     let workloads: Vec<&Workload> = wanted.iter().map(|s| s.workload).collect();
     let keep: Vec<bool> = all
         .iter()
@@ -558,6 +572,22 @@ mod tests {
             ]
         );
         assert!(selected(&bins(), &[RowId::Churn]).is_empty());
+    }
+
+    #[test]
+    fn the_dwarf_row_brings_the_frame_pointer_row_and_its_reference() {
+        let rows = selected(&bins(), &[RowId::Dwarf]);
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "baseline, syscall loop (no tracer)",
+                BPFTRACE_USTACK,
+                "clockprof -a -s syscall",
+                "clockprof -a -s syscall --unwind dwarf --stack-every 1",
+                "clockprof -a -s syscall --unwind dwarf --stack-every 64",
+            ]
+        );
     }
 
     #[test]
