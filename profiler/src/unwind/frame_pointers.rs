@@ -36,10 +36,6 @@ pub fn keeps_frame_pointers(path: &Path) -> bool {
     let Some(text) = elf.section_by_name(".text") else {
         return false;
     };
-    let Ok(code) = text.data() else {
-        return false;
-    };
-    let text_start = text.address();
     let mut functions: Vec<u64> = elf
         .symbols()
         .chain(elf.dynamic_symbols())
@@ -50,14 +46,9 @@ pub fn keeps_frame_pointers(path: &Path) -> bool {
     functions.dedup();
     let step = functions.len().div_ceil(SAMPLE).max(1);
     let (mut framed, mut seen) = (0usize, 0usize);
-    for address in functions.iter().step_by(step) {
-        let Some(offset) = address
-            .checked_sub(text_start)
-            .and_then(|o| usize::try_from(o).ok())
-        else {
-            continue;
-        };
-        let Some(mut head) = code.get(offset..offset + 8) else {
+    for &address in functions.iter().step_by(step) {
+        // Only the 8 bytes looked at are read from the file.
+        let Ok(Some(mut head)) = text.data_range(address, 8) else {
             continue;
         };
         if head.starts_with(&ENDBR64) {
