@@ -370,7 +370,8 @@ pub(crate) fn count_clock_read<C: StackIdContext>(
 ) {
     let generation = generation();
     let start_time = current_start_time(bpf_get_current_pid_tgid());
-    if let Some(frame) = user.filter(|_| unwinds_with_dwarf(tgid)) {
+    // 64-bit code only: its unwind tables are what the daemon reads.
+    if let Some(frame) = user.filter(|f| f.cs == USER_CS_64 && unwinds_with_dwarf(tgid)) {
         if takes_stack() {
             copy_stack(tgid, event, clock_id, &frame, start_time);
         }
