@@ -156,4 +156,13 @@ mod tests {
         assert_eq!(shown_pid(42, "churnfx"), "42");
         assert_eq!(shown_pid(INTERRUPT_TGID, "[interrupt]"), "-");
     }
+
+    #[test]
+    fn names_the_processes_unwound_with_dwarf() {
+        let text = summary(&crate::export::test_profile::profile());
+        assert!(
+            text.contains("unwinder: DWARF for server (101); frame pointers for the others"),
+            "{text}"
+        );
+    }
 }
