@@ -69,10 +69,10 @@ mod tests {
     #[test]
     fn this_kind_of_test_binary_is_told_by_its_prologues() {
         // Debian's libc is built without frame pointers.
-        let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
-        if libc.exists() {
-            assert!(!keeps_frame_pointers(libc));
-        }
+        assert!(!keeps_frame_pointers(Path::new(
+            "/lib/x86_64-linux-gnu/libc.so.6"
+        )));
+        // Unreadable: left to the frame-pointer walk.
         assert!(keeps_frame_pointers(Path::new("/nonexistent")));
     }
 }

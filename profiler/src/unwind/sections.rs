@@ -118,3 +118,44 @@ impl UnwindSections {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mapping_is_placed_by_the_load_segment_of_its_file_offset() {
+        let sections = UnwindSections {
+            // libc-like: code at file offset 0x26000, vaddr 0x26000; a
+            // segment whose vaddr differs from its offset by 0x1000.
+            loads: vec![
+                (0, 0, 0x26000),
+                (0x26000, 0x26000, 0x155000),
+                (0x17b000, 0x17c000, 0x5000),
+            ],
+            text: None,
+            eh_frame: None,
+            eh_frame_hdr: None,
+            debug_frame: None,
+            got: None,
+        };
+        assert_eq!(
+            sections.base_avma(0x7f00_0002_6000, 0x26000),
+            Some(0x7f00_0000_0000)
+        );
+        assert_eq!(
+            sections.base_avma(0x7f00_0017_c000, 0x17b000),
+            Some(0x7f00_0000_0000)
+        );
+        assert_eq!(sections.base_avma(0x7f00_0000_0000, 0x900000), None);
+    }
+
+    #[test]
+    fn this_machines_libc_has_unwind_tables() {
+        // Debian's, which every supported host has.
+        let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+        let sections = UnwindSections::read(libc).expect("libc has .eh_frame");
+        assert!(sections.eh_frame_hdr.is_some());
+        assert!(sections.size() > 0);
+    }
+}
