@@ -33,13 +33,13 @@ pub(crate) fn uprobe_entry(ctx: &ProbeContext, event: u32, clock_arg: Option<usi
         event,
         clock_id,
         (caller, 0),
-        Some(UserFrame {
+        UserFrame {
             ip: regs.rip,
             sp: regs.rsp,
             bp: regs.rbp,
-            first_return: None,
+            first_return: 0,
             cs: regs.cs,
-        }),
+        },
     );
 }
 
@@ -53,7 +53,8 @@ pub(crate) fn uprobe_entry(ctx: &ProbeContext, event: u32, clock_arg: Option<usi
 /// wrapper's frame, whose size the wrapper's epilogue tells.
 ///
 /// Also returns `[bp + 8]` where it read it on the way (the first return
-/// address of the frame walk), so a sampled-out event does not read it again.
+/// address of the frame walk), else 0, so a sampled-out event does not read
+/// it again.
 #[inline(always)]
 pub(crate) fn skipped_callers(
     tgid: u32,
@@ -61,9 +62,9 @@ pub(crate) fn skipped_callers(
     sp: u64,
     bp: u64,
     cache_slot: u32,
-) -> ((u64, u64), Option<u64>) {
+) -> ((u64, u64), u64) {
     let Some(cache) = DECODE_CACHE.get_ptr_mut(cache_slot) else {
-        return (NO_CALLER, None);
+        return (NO_CALLER, 0);
     };
     let cache = unsafe { &mut *cache };
     let tgid = tgid as u64;
@@ -83,7 +84,7 @@ pub(crate) fn skipped_callers(
         _ => (0, bp + 8),
     };
     let (return_site, wrapper_caller) = wrapper_caller(slot, cache);
-    let first_return = (slot == bp + 8).then_some(return_site);
+    let first_return = if slot == bp + 8 { return_site } else { 0 };
     ((caller, wrapper_caller), first_return)
 }
 

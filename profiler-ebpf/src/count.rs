@@ -113,18 +113,32 @@ pub(crate) fn takes_stack() -> bool {
 
 /// The user registers an event's stack starts from: a sampled-out event
 /// keeps them instead of its stack, a sampled-in one walks its frames from
-/// them.
+/// them. Plain fields, no Option: LLVM loads a field before it tests which
+/// variant it has, and before 6.3 the verifier refuses a read of the
+/// stack where None left the field unwritten.
 #[derive(Clone, Copy)]
 pub(crate) struct UserFrame {
+    /// 0 where the registers are unknown (UserFrame::UNKNOWN).
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
-    /// `[bp + 8]`, where the caller already read it.
-    pub first_return: Option<u64>,
+    /// `[bp + 8]` where the caller already read it, else 0.
+    pub first_return: u64,
     /// The code segment of the saved registers: 64-bit code's frames are
     /// walked here, a 32-bit (compat) task's by the kernel, which knows
     /// their layout.
     pub cs: u64,
+}
+
+impl UserFrame {
+    /// Registers not known: the kernel walks the stack, from what it finds.
+    pub(crate) const UNKNOWN: UserFrame = UserFrame {
+        ip: 0,
+        sp: 0,
+        bp: 0,
+        first_return: 0,
+        cs: 0,
+    };
 }
 
 /// x86_64's user code segment selector for 64-bit code (`__USER_CS`).
@@ -353,7 +367,8 @@ unsafe fn read_user(to: *mut u8, size: u32, from: u64) -> bool {
 /// that does not keeps the innermost frames instead: the user ip and the
 /// first return address the frame walk starts with (`[bp + 8]`, as the
 /// kernel's user walk reads it), which with the recovered callers name the
-/// calling function. `user` is None where the registers are unknown.
+/// calling function. `user` is UserFrame::UNKNOWN where the registers are
+/// unknown.
 ///
 /// A process unwound with DWARF is never walked here: each of its events is
 /// counted under its user ip alone (its frame pointers name nothing), and
@@ -365,15 +380,15 @@ pub(crate) fn count_clock_read<C: StackIdContext>(
     tgid: u32,
     event: u32,
     clock_id: i32,
-    callers: (u64, u64),
-    user: Option<UserFrame>,
+    (caller_ip, wrapper_caller_ip): (u64, u64),
+    user: UserFrame,
 ) {
     let generation = generation();
     let start_time = current_start_time(bpf_get_current_pid_tgid());
     // 64-bit code only: its unwind tables are what the daemon reads.
-    if let Some(frame) = user.filter(|f| f.cs == USER_CS_64 && unwinds_with_dwarf(tgid)) {
+    if user.ip != 0 && user.cs == USER_CS_64 && unwinds_with_dwarf(tgid) {
         if takes_stack() {
-            copy_stack(tgid, event, clock_id, &frame, start_time);
+            copy_stack(tgid, event, clock_id, &user, start_time);
         }
         count_key(
             &generation,
@@ -386,43 +401,42 @@ pub(crate) fn count_clock_read<C: StackIdContext>(
                 _pad: 0,
                 caller_ip: 0,
                 wrapper_caller_ip: 0,
-                user_ip: frame.ip,
+                user_ip: user.ip,
                 first_return: 0,
                 start_time,
             },
         );
         return;
     }
-    let (caller_ip, wrapper_caller_ip) = callers;
-    let (user_stack_id, user_ip, first_return) = match user {
-        Some(frame) if !takes_stack() => (
+    let (user_stack_id, user_ip, first_return) = if user.ip != 0 && !takes_stack() {
+        (
             STACK_SAMPLED_OUT,
-            frame.ip,
-            match frame.first_return {
-                Some(address) => address,
-                None => unsafe { bpf_probe_read_user((frame.bp + 8) as *const u64) }.unwrap_or(0),
-            },
-        ),
-        user => {
-            let scratch_slot = if event == event::VDSO_SAMPLE {
-                scratch::VDSO
+            user.ip,
+            if user.first_return != 0 {
+                user.first_return
             } else {
-                scratch::TASK
-            };
-            let id = match user {
-                Some(frame) if frame.cs == USER_CS_64 => {
-                    walk_user_stack(&generation, frame, scratch_slot)
-                }
-                _ => stack_id(
-                    &generation,
-                    ctx,
-                    BPF_F_USER_STACK as u64,
-                    lost::USER_STACK,
-                    scratch_slot,
-                ),
-            };
-            (id, 0, 0)
-        }
+                unsafe { bpf_probe_read_user((user.bp + 8) as *const u64) }.unwrap_or(0)
+            },
+        )
+    } else {
+        let scratch_slot = if event == event::VDSO_SAMPLE {
+            scratch::VDSO
+        } else {
+            scratch::TASK
+        };
+        // UNKNOWN's cs is 0: the kernel walks those.
+        let id = if user.cs == USER_CS_64 {
+            walk_user_stack(&generation, user, scratch_slot)
+        } else {
+            stack_id(
+                &generation,
+                ctx,
+                BPF_F_USER_STACK as u64,
+                lost::USER_STACK,
+                scratch_slot,
+            )
+        };
+        (id, 0, 0)
     };
     count_key(
         &generation,

@@ -51,16 +51,16 @@ pub(crate) fn count_syscall(
             let (callers, first_return) = skipped_callers(tgid, ip, sp, bp, DECODE_SYSCALL);
             (
                 callers,
-                Some(UserFrame {
+                UserFrame {
                     ip,
                     sp,
                     bp,
                     first_return,
                     cs,
-                }),
+                },
             )
         }
-        None => (NO_CALLER, None),
+        None => (NO_CALLER, UserFrame::UNKNOWN),
     };
     count_clock_read(ctx, tgid, event, clock_id, callers, user);
 }

@@ -53,13 +53,13 @@ pub fn vdso_sample(ctx: PerfEventContext) -> u32 {
         event::VDSO_SAMPLE,
         CLOCK_ID_NONE,
         callers,
-        Some(UserFrame {
+        UserFrame {
             ip,
             sp: regs.rsp,
             bp: regs.rbp,
             first_return,
             cs: regs.cs,
-        }),
+        },
     );
     0
 }

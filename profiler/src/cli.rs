@@ -115,13 +115,15 @@ pub struct ProbeArgs {
           value_parser = clap::value_parser!(u32).range(1..=MAX_STACK_EVERY))]
     pub stack_every: Option<u32>,
 
-    /// How user stacks are walked: `auto` (the default) unwinds a process
-    /// whose executable has no frame pointers with its binaries' DWARF
-    /// unwind tables (the top of its stack is copied, 16 KiB per stack
-    /// taken, and unwound in clockprof), every other with frame pointers in
-    /// the kernel; `fp` and `dwarf` use one for every process.
-    #[arg(long, value_name = "HOW", value_enum, default_value_t = UnwindMode::Auto)]
-    pub unwind: UnwindMode,
+    /// How user stacks are walked: `auto` unwinds a process whose
+    /// executable has no frame pointers with its binaries' DWARF unwind
+    /// tables (the top of its stack is copied, 16 KiB per stack taken, and
+    /// unwound in clockprof), every other with frame pointers; `fp` and
+    /// `dwarf` use one for every process. Default: `auto` with -p or
+    /// COMMAND, `fp` host-wide, where nearly every distro process would be
+    /// copied for and its calling function would no longer be exact.
+    #[arg(long, value_name = "HOW", value_enum)]
+    pub unwind: Option<UnwindMode>,
 }
 
 /// `--unwind`.
@@ -240,7 +242,11 @@ impl ProbeArgs {
             }),
             frequency: self.frequency,
             kernel_functions: &self.kernel_functions,
-            unwind: self.unwind,
+            unwind: self.unwind.unwrap_or(if host_wide {
+                UnwindMode::FramePointers
+            } else {
+                UnwindMode::Auto
+            }),
         }
     }
 }
@@ -548,6 +554,37 @@ mod tests {
         assert_eq!(
             top.probe.session_config(false, false).stack_every,
             HOST_WIDE_STACK_EVERY
+        );
+    }
+
+    #[test]
+    fn unwinding_defaults_to_auto_unless_host_wide() {
+        let unwind = |args: &[&str]| -> UnwindMode {
+            let Command::Record(record) = parse(args).unwrap().command else {
+                panic!("not record")
+            };
+            let command = !record.command.is_empty();
+            record.probe.session_config(record.all, command).unwind
+        };
+        assert_eq!(
+            unwind(&["clockprof", "record", "--", "true"]),
+            UnwindMode::Auto
+        );
+        assert_eq!(
+            unwind(&["clockprof", "record", "-p", "1"]),
+            UnwindMode::Auto
+        );
+        assert_eq!(
+            unwind(&["clockprof", "record", "-a"]),
+            UnwindMode::FramePointers
+        );
+        assert_eq!(
+            unwind(&["clockprof", "record", "-a", "--unwind", "auto"]),
+            UnwindMode::Auto
+        );
+        assert_eq!(
+            unwind(&["clockprof", "record", "--unwind", "fp", "--", "true"]),
+            UnwindMode::FramePointers
         );
     }
 }

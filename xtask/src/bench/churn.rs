@@ -174,7 +174,15 @@ pub fn measure(
     sleep(SETTLE);
     let at_end = daemon.usage()?;
     let metrics = match kind {
-        ChurnDaemon::Serve => Some(ServeMetrics::scrape()?),
+        ChurnDaemon::Serve => {
+            let metrics = ServeMetrics::scrape()?;
+            // Kept to tell where reads went if a count is off.
+            fs::write(
+                paths.run_dir.join(format!("churn-{}.metrics", bin.label)),
+                &metrics.0,
+            )?;
+            Some(metrics)
+        }
         ChurnDaemon::Record => None,
     };
     let finished = daemon.stop()?;
