@@ -107,6 +107,41 @@ pub mod unwind {
 /// carries at most: four pages.
 pub const DWARF_STACK_BYTES: usize = 16384;
 
+/// Return addresses of a goroutine's stack a DWARF stack record carries at
+/// most (`DwarfStack::goroutine`).
+pub const GOROUTINE_FRAMES: usize = 32;
+
+/// Values of the `DWARF_TARGETS` map (tgid -> flags).
+pub mod dwarf_target {
+    /// Its stacks are copied for DWARF unwinding (under `unwind::AUTO`).
+    pub const UNWIND: u32 = 1;
+    /// A Go program with cgo (its `GoLayout` is in `GO_LAYOUTS`): each
+    /// copied stack also carries the frames of the goroutine that called
+    /// into C. C code called through cgo runs on the thread's system stack,
+    /// which the copy from `%rsp` covers, while the goroutine's stack is
+    /// elsewhere; Go saved where it left it in the goroutine's `sched`.
+    pub const GOROUTINE_FRAMES: u32 = 2;
+}
+
+/// Where a Go program keeps what leads from a thread to the goroutine that
+/// called into C, read from its DWARF (`runtime.g`, `runtime.m`,
+/// `runtime.gobuf`) and its TLS segment: the current `g` (during a cgo
+/// call, the thread's `g0`) is at `fsbase + tls_g`, `g.m` at `g_m`,
+/// `m.curg` at `m_curg`, and the goroutine's saved stack and frame
+/// pointers at `g_sched_sp` and `g_sched_bp` of it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GoLayout {
+    pub tls_g: i64,
+    pub g_m: u32,
+    pub m_curg: u32,
+    pub g_sched_sp: u32,
+    pub g_sched_bp: u32,
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for GoLayout {}
+
 /// A user stack to unwind in user space with the binaries' unwind tables:
 /// the event's identity (as in its `CountKey`), the user registers the
 /// unwinder starts from, and `stack_len` bytes of the stack from `sp` up
@@ -122,6 +157,16 @@ pub struct DwarfStack {
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
+    /// Return addresses in `goroutine` (dwarf_target::GOROUTINE_FRAMES).
+    pub goroutine_len: u32,
+    pub _pad: u32,
+    /// The goroutine's saved frame pointer the walk started from.
+    pub goroutine_bp: u64,
+    /// The return address at the goroutine's saved stack pointer, then its
+    /// frame pointer chain, innermost first: a cgo call's Go callers, which
+    /// user space splices in where the unwind of the C frames reaches
+    /// `runtime.asmcgocall`.
+    pub goroutine: [u64; GOROUTINE_FRAMES],
     pub stack: [u8; DWARF_STACK_BYTES],
 }
 
@@ -171,9 +216,13 @@ pub mod names {
     pub const STACK_EVERY: &str = "STACK_EVERY";
     /// Global: `unwind::*`, how user stacks are walked.
     pub const UNWIND_MODE: &str = "UNWIND_MODE";
-    /// tgid -> 1: processes whose stacks are copied for DWARF unwinding
-    /// (`unwind::AUTO`).
+    /// tgid -> `dwarf_target` flags: processes whose stacks are copied for
+    /// DWARF unwinding (`unwind::AUTO`), and how.
     pub const DWARF_TARGETS: &str = "DWARF_TARGETS";
+    /// tgid -> `GoLayout` of cgo programs (dwarf_target::GOROUTINE_FRAMES).
+    pub const GO_LAYOUTS: &str = "GO_LAYOUTS";
+    /// Global: offset of `task_struct.thread.fsbase` (from BTF), 0 if unknown.
+    pub const TASK_FSBASE_OFFSET: &str = "TASK_FSBASE_OFFSET";
     /// Ring buffer of `DwarfStack` records.
     pub const DWARF_STACKS: &str = "DWARF_STACKS";
     /// Globals: offsets of `pid` and `clone_flags` in the `task_newtask`

@@ -5,22 +5,22 @@ use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     bindings::BPF_NOEXIST,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_probe_read_user,
-        generated::bpf_get_stack,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_prandom_u32, bpf_probe_read_kernel,
+        bpf_probe_read_user, generated::bpf_get_stack,
     },
     maps::{HashMap, PerCpuHashMap, StackTrace},
     programs::tracing::StackIdContext,
 };
 use profiler_common::{
-    event, lost, unwind, CountKey, DwarfStack, StackFrames, DWARF_STACK_BYTES, MAX_STACK_DEPTH,
-    SPILLED_STACK, STACK_NOT_CAPTURED, STACK_SAMPLED_OUT,
+    dwarf_target, event, lost, unwind, CountKey, DwarfStack, GoLayout, StackFrames,
+    DWARF_STACK_BYTES, MAX_STACK_DEPTH, SPILLED_STACK, STACK_NOT_CAPTURED, STACK_SAMPLED_OUT,
 };
 
 use crate::process::current_start_time;
 use crate::{
-    COUNTS_0, COUNTS_1, DAEMON_TGID, DWARF_STACKS, DWARF_TARGETS, FILTER_BY_PID, GENERATION, LOST,
-    SPILLED_STACKS_0, SPILLED_STACKS_1, STACKS_0, STACKS_1, STACK_COUNTDOWN, STACK_EVERY,
-    STACK_SCRATCH, TARGETS, UNWIND_MODE,
+    COUNTS_0, COUNTS_1, DAEMON_TGID, DWARF_STACKS, DWARF_TARGETS, FILTER_BY_PID, GENERATION,
+    GO_LAYOUTS, LOST, SPILLED_STACKS_0, SPILLED_STACKS_1, STACKS_0, STACKS_1, STACK_COUNTDOWN,
+    STACK_EVERY, STACK_SCRATCH, TARGETS, TASK_FSBASE_OFFSET, UNWIND_MODE,
 };
 
 /// The count and stack maps one event writes to. Chosen once per event, so
@@ -294,14 +294,19 @@ fn hash(frames: &StackFrames) -> u64 {
     hash & (SPILLED_STACK as u64 - 1)
 }
 
-/// Whether `tgid`'s stacks are unwound with DWARF in user space
-/// (`--unwind`): then its events are copied, not walked here.
+/// How `tgid`'s stacks are unwound with DWARF in user space (`--unwind`):
+/// its `dwarf_target` flags, or None where its stacks are walked here.
 #[inline(always)]
-fn unwinds_with_dwarf(tgid: u32) -> bool {
+fn dwarf_flags(tgid: u32) -> Option<u32> {
     match unsafe { core::ptr::read_volatile(&UNWIND_MODE) } {
-        unwind::DWARF => true,
-        unwind::AUTO => unsafe { DWARF_TARGETS.get(&tgid) }.is_some(),
-        _ => false,
+        // Every process; a cgo program's flags still come from the map.
+        unwind::DWARF => Some(
+            unsafe { DWARF_TARGETS.get(&tgid) }
+                .copied()
+                .unwrap_or(dwarf_target::UNWIND),
+        ),
+        unwind::AUTO => unsafe { DWARF_TARGETS.get(&tgid) }.copied(),
+        _ => None,
     }
 }
 
@@ -312,7 +317,14 @@ fn unwinds_with_dwarf(tgid: u32) -> bool {
 /// page only up to that page's end: the stack's top may be closer than
 /// DWARF_STACK_BYTES.
 #[inline(always)]
-fn copy_stack(tgid: u32, event: u32, clock_id: i32, frame: &UserFrame, start_time: u64) {
+fn copy_stack(
+    tgid: u32,
+    event: u32,
+    clock_id: i32,
+    frame: &UserFrame,
+    start_time: u64,
+    flags: u32,
+) {
     let Some(mut record) = DWARF_STACKS.reserve::<DwarfStack>(0) else {
         count_lost(lost::DWARF_STACK);
         return;
@@ -327,6 +339,13 @@ fn copy_stack(tgid: u32, event: u32, clock_id: i32, frame: &UserFrame, start_tim
         (*out).ip = frame.ip;
         (*out).sp = frame.sp;
         (*out).bp = frame.bp;
+        (*out).goroutine_len = 0;
+        (*out).goroutine_bp = 0;
+        if flags & dwarf_target::GOROUTINE_FRAMES != 0 {
+            if let Some(layout) = GO_LAYOUTS.get(&tgid) {
+                walk_goroutine(&mut *out, layout);
+            }
+        }
         let stack = (*out).stack.as_mut_ptr();
         for page in 0..DWARF_STACK_BYTES / PAGE {
             let from = frame.sp + (page * PAGE) as u64;
@@ -352,6 +371,69 @@ fn copy_stack(tgid: u32, event: u32, clock_id: i32, frame: &UserFrame, start_tim
 }
 
 const PAGE: usize = 4096;
+
+/// The frames of the goroutine that called into C, into `out.goroutine`:
+/// during a cgo call the thread's current `g` (in TLS) is its `g0`, whose
+/// `m.curg` is that goroutine, and Go saved the goroutine's stack and frame
+/// pointers in its `sched` as it switched stacks (`runtime.asmcgocall`).
+/// The word at the saved stack pointer is the return address into Go's
+/// switch, and Go keeps frame pointers, so the chain from the saved one
+/// leads to its callers. Outside a cgo call the `sched` read is stale;
+/// user space splices these frames in only where the unwind of the copied
+/// stack reaches `runtime.asmcgocall` with `%rbp` equal to `goroutine_bp`.
+#[inline(always)]
+fn walk_goroutine(out: &mut DwarfStack, layout: &GoLayout) {
+    let fsbase_at = unsafe { core::ptr::read_volatile(&TASK_FSBASE_OFFSET) } as u64;
+    if fsbase_at == 0 {
+        return;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let Ok(fsbase) = (unsafe { bpf_probe_read_kernel((task + fsbase_at) as *const u64) }) else {
+        return;
+    };
+    let read = |address: u64| unsafe { bpf_probe_read_user(address as *const u64) }.ok();
+    let Some(g) = read(fsbase.wrapping_add(layout.tls_g as u64)) else {
+        return;
+    };
+    let Some(m) = read(g.wrapping_add(layout.g_m as u64)) else {
+        return;
+    };
+    let Some(curg) = read(m.wrapping_add(layout.m_curg as u64)) else {
+        return;
+    };
+    // On the goroutine's own stack: no switch to look through.
+    if curg == 0 || curg == g {
+        return;
+    }
+    let (Some(sp), Some(mut fp)) = (
+        read(curg.wrapping_add(layout.g_sched_sp as u64)),
+        read(curg.wrapping_add(layout.g_sched_bp as u64)),
+    ) else {
+        return;
+    };
+    let Some(first) = read(sp) else {
+        return;
+    };
+    out.goroutine_bp = fp;
+    out.goroutine[0] = first;
+    let mut len = 1;
+    for slot in out.goroutine.iter_mut().skip(1) {
+        if fp < LOWEST_MAPPABLE {
+            break;
+        }
+        let Ok([next, return_address]) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) })
+        else {
+            break;
+        };
+        if return_address == 0 {
+            break;
+        }
+        *slot = return_address;
+        len += 1;
+        fp = next;
+    }
+    out.goroutine_len = len;
+}
 
 #[inline(always)]
 unsafe fn read_user(to: *mut u8, size: u32, from: u64) -> bool {
@@ -386,9 +468,12 @@ pub(crate) fn count_clock_read<C: StackIdContext>(
     let generation = generation();
     let start_time = current_start_time(bpf_get_current_pid_tgid());
     // 64-bit code only: its unwind tables are what the daemon reads.
-    if user.ip != 0 && user.cs == USER_CS_64 && unwinds_with_dwarf(tgid) {
+    if let Some(flags) = (user.ip != 0 && user.cs == USER_CS_64)
+        .then(|| dwarf_flags(tgid))
+        .flatten()
+    {
         if takes_stack() {
-            copy_stack(tgid, event, clock_id, &user, start_time);
+            copy_stack(tgid, event, clock_id, &user, start_time, flags);
         }
         count_key(
             &generation,

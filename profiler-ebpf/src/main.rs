@@ -28,7 +28,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
-use profiler_common::{lost, CountKey, StackFrames, MAX_KERNEL_FNS};
+use profiler_common::{lost, CountKey, GoLayout, StackFrames, MAX_KERNEL_FNS};
 
 // Globals are set by the loader (`EbpfLoader::override_global`) and live in .rodata,
 // so the verifier folds them into constants.
@@ -72,6 +72,10 @@ pub(crate) static TASK_FLAGS_OFFSET: u32 = 0;
 pub(crate) static TASK_STACK_OFFSET: u32 = 0;
 #[no_mangle]
 pub(crate) static THREAD_SIZE: u32 = 0;
+/// Offset of task_struct.thread.fsbase (from BTF), for a cgo program's
+/// goroutine (count::walk_goroutine); 0 where unknown.
+#[no_mangle]
+pub(crate) static TASK_FSBASE_OFFSET: u32 = 0;
 
 // Sizes are defaults; the loader resizes both generations of COUNTS, STACKS
 // and SPILLED_STACKS from the command line. Per-CPU values: a hot key is bumped without
@@ -114,6 +118,10 @@ pub(crate) static KERNEL_FN_INDEX: HashMap<u64, u32> = HashMap::with_max_entries
 /// `unwind::AUTO` (filled by the daemon).
 #[map]
 pub(crate) static DWARF_TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+/// The GoLayout of each cgo program unwound with DWARF (filled by the
+/// daemon).
+#[map]
+pub(crate) static GO_LAYOUTS: HashMap<u32, GoLayout> = HashMap::with_max_entries(4096, 0);
 /// DwarfStack records; the loader sizes it (a page when nothing unwinds
 /// with DWARF).
 #[map]

@@ -67,7 +67,8 @@ struct Unwinding {
 }
 
 fn unwinding() -> Unwinding {
-    let mut verdicts: std::collections::HashMap<crate::safe_open::FileKey, bool> =
+    use crate::unwind::frame_pointers::{stack_kind, StackKind};
+    let mut verdicts: std::collections::HashMap<crate::safe_open::FileKey, StackKind> =
         std::collections::HashMap::new();
     let mut dwarf = Vec::new();
     let mut frame_pointers = 0;
@@ -76,14 +77,19 @@ fn unwinding() -> Unwinding {
         let Some(exe) = crate::binaries::exe_of(pid) else {
             continue;
         };
-        let keeps = *verdicts
+        let kind = *verdicts
             .entry(exe.key())
-            .or_insert_with(|| crate::unwind::frame_pointers::keeps_frame_pointers(&exe.fd_path()));
-        if keeps {
-            frame_pointers += 1;
-        } else {
-            let comm = read_trimmed(&format!("/proc/{pid}/comm"));
-            dwarf.push(format!("{comm} ({pid})"));
+            .or_insert_with(|| stack_kind(&exe.fd_path()));
+        match kind {
+            StackKind::FramePointers => frame_pointers += 1,
+            StackKind::Dwarf => {
+                let comm = read_trimmed(&format!("/proc/{pid}/comm"));
+                dwarf.push(format!("{comm} ({pid})"));
+            }
+            StackKind::Cgo(_) => {
+                let comm = read_trimmed(&format!("/proc/{pid}/comm"));
+                dwarf.push(format!("{comm} ({pid}, cgo)"));
+            }
         }
     }
     Unwinding {

@@ -201,6 +201,8 @@ pub struct ProcessOffsets {
     pub task_start_time: u32,
     pub task_signal: u32,
     pub signal_live: u32,
+    /// task_struct.thread.fsbase: a cgo program's TLS (unwind::go_layout).
+    pub task_fsbase: u32,
 }
 
 impl ProcessOffsets {
@@ -225,6 +227,9 @@ impl ProcessOffsets {
             task_start_time,
             task_signal,
             signal_live,
+            task_fsbase: btf
+                .member_offset("task_struct", &["thread", "fsbase"])
+                .unwrap_or(0),
         }
     }
 }
@@ -341,6 +346,7 @@ impl Probes {
             .override_global(names::TASK_START_TIME_OFFSET, &process.task_start_time, true)
             .override_global(names::TASK_SIGNAL_OFFSET, &process.task_signal, true)
             .override_global(names::SIGNAL_LIVE_OFFSET, &process.signal_live, true)
+            .override_global(names::TASK_FSBASE_OFFSET, &process.task_fsbase, true)
             .override_global(names::TASK_MM_OFFSET, &task_mm, true)
             .override_global(names::MM_VDSO_OFFSET, &mm_vdso, true)
             .override_global(names::VDSO_TEXT_SIZE, &vdso_size, true)

@@ -334,3 +334,60 @@ fn redis_stacks_reach_its_event_loop() {
     assert!(good * 10 >= total * 8, "{good} of {total}: {profile}");
     assert_eq!(unwinder_of(&profile, "redis-server"), "dwarf");
 }
+
+/// Whether `stack` (folded, root first) holds `frames` in this order, each
+/// below the one before, with anything between.
+fn holds_in_order(stack: &str, frames: &[&str]) -> bool {
+    let mut wanted = frames.iter().peekable();
+    for frame in stack.split(';') {
+        if wanted.peek() == Some(&&frame) {
+            wanted.next();
+        }
+    }
+    wanted.peek().is_none()
+}
+
+#[test]
+fn cgo_stacks_continue_from_c_into_the_go_callers() {
+    // Built with Go's default CGO_CFLAGS: its C code has no frame pointers
+    // and reuses %rbp. Each of its clock syscalls is made by cgo_inner,
+    // called by cgo_outer, called through cgo by main.goCaller.
+    let dir = TempDir::new("dwarf-cgo");
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    let fixture = PATH.get_or_init(|| build_go("cgo_fixture.go", "cgofixture"));
+    let comm = comm_of(fixture);
+    let (profile, folded) = record(
+        &dir,
+        &["-s", "syscall"],
+        &[fixture.as_os_str(), os("20000")],
+    );
+    assert_eq!(unwinder_of(&profile, &comm), "dwarf");
+    let stacks = parse_folded(&folded);
+    let total: u64 = stacks.iter().map(|(_, count)| count).sum();
+    assert_eq!(total, 20000, "{folded}");
+    let chain = [
+        "main.main",
+        "main.goCaller",
+        "runtime.cgocall",
+        "cgo_outer",
+        "cgo_inner",
+        "syscall",
+    ];
+    let under: u64 = stacks
+        .iter()
+        .filter(|(stack, _)| holds_in_order(stack, &chain))
+        .map(|(_, count)| count)
+        .sum();
+    assert_eq!(under, 20000, "{folded}");
+    // Frame pointers alone stop in the C code, as perf does.
+    let (_, folded) = record(
+        &dir,
+        &["-s", "syscall", "--unwind", "fp"],
+        &[fixture.as_os_str(), os("2000")],
+    );
+    assert_eq!(
+        count_under(&parse_folded(&folded), "main.goCaller"),
+        0,
+        "{folded}"
+    );
+}

@@ -4,7 +4,7 @@
 
 use anyhow::{anyhow, Result};
 use aya::maps::{HashMap, MapData, RingBuf};
-use profiler_common::names;
+use profiler_common::{dwarf_target, names, GoLayout};
 
 use super::Probes;
 
@@ -17,9 +17,24 @@ impl Probes {
         Ok(HashMap::try_from(map)?)
     }
 
-    /// From now on, `tgid`'s stacks are copied for DWARF unwinding.
-    pub fn unwind_with_dwarf(&mut self, tgid: u32) -> Result<()> {
-        Ok(self.dwarf_targets()?.insert(tgid, 1, 0)?)
+    /// From now on, `tgid`'s stacks are copied for DWARF unwinding; those
+    /// of a cgo program whose layout is known (`go`) with the frames of the
+    /// goroutine that called into C.
+    pub fn unwind_with_dwarf(&mut self, tgid: u32, go: Option<GoLayout>) -> Result<()> {
+        let mut flags = dwarf_target::UNWIND;
+        if let Some(layout) = go {
+            self.go_layouts()?.insert(tgid, layout, 0)?;
+            flags |= dwarf_target::GOROUTINE_FRAMES;
+        }
+        Ok(self.dwarf_targets()?.insert(tgid, flags, 0)?)
+    }
+
+    fn go_layouts(&mut self) -> Result<HashMap<&mut MapData, u32, GoLayout>> {
+        let map = self
+            .ebpf
+            .map_mut(names::GO_LAYOUTS)
+            .ok_or_else(|| anyhow!("the eBPF object has no {} map", names::GO_LAYOUTS))?;
+        Ok(HashMap::try_from(map)?)
     }
 
     /// `tgid` is walked with frame pointers again (it exited, or exec'd a
@@ -28,6 +43,9 @@ impl Probes {
         if let Ok(mut targets) = self.dwarf_targets() {
             // Not there: as good.
             let _ = targets.remove(&tgid);
+        }
+        if let Ok(mut layouts) = self.go_layouts() {
+            let _ = layouts.remove(&tgid);
         }
     }
 

@@ -1,12 +1,15 @@
-//! Whether an executable keeps frame pointers, for `--unwind auto`: its
-//! functions' first instructions say. Compilers that keep them start
-//! (nearly) every function with `push %rbp; mov %rsp,%rbp`; `-O2` C and
-//! C++ (Debian's binaries), Rust's release builds and the C half of cgo
-//! programs start almost none so. Go keeps them always.
+//! How an executable's stacks are walked, for `--unwind auto`: its
+//! functions' first instructions say whether it keeps frame pointers.
+//! Compilers that keep them start (nearly) every function with
+//! `push %rbp; mov %rsp,%rbp`; `-O2` C and C++ (Debian's binaries), Rust's
+//! release builds and the C half of cgo programs start almost none so. Go
+//! keeps them always, but a Go program with cgo runs C code, which needs
+//! DWARF, and whose stack must then be joined to its goroutine's.
 
 use std::path::Path;
 
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+use profiler_common::GoLayout;
 
 /// Functions looked at: enough to tell, cheap on a large binary.
 const SAMPLE: usize = 400;
@@ -16,23 +19,59 @@ const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
 /// `push %rbp; mov %rsp,%rbp` (both encodings of the move).
 const PROLOGUES: [[u8; 4]; 2] = [[0x55, 0x48, 0x89, 0xe5], [0x55, 0x48, 0x8b, 0xec]];
 
-/// False when the ELF file at `path` is not a Go program and fewer than
+/// How a program's user stacks are best walked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackKind {
+    /// By frame pointers, in eBPF.
+    FramePointers,
+    /// With the unwind tables, in user space.
+    Dwarf,
+    /// A Go program with cgo: DWARF through its C code, then its
+    /// goroutine's frame pointers (dwarf_target::GOROUTINE_FRAMES), found
+    /// through its layout where its DWARF gives one.
+    Cgo(Option<GoLayout>),
+}
+
+/// The C function of Go's runtime/cgo that a program links only with cgo.
+const CGO_INIT: &str = "x_cgo_init";
+
+/// Dwarf when the ELF file at `path` is not a Go program and fewer than
 /// half of its functions (from `.symtab`, else `.dynsym`) set up a frame
-/// pointer first; also false when it names no function to look at, since
-/// unwind tables serve code with or without frame pointers. True for what
-/// cannot be read as ELF (a script's interpreter is what runs).
-pub fn keeps_frame_pointers(path: &Path) -> bool {
+/// pointer first; also when it names no function to look at, since unwind
+/// tables serve code with or without frame pointers. Cgo for a Go program
+/// with cgo. FramePointers for other Go programs, and for what cannot be
+/// read as ELF (a script's interpreter is what runs).
+pub fn stack_kind(path: &Path) -> StackKind {
     let Ok(file) = std::fs::File::open(path) else {
-        return true;
+        return StackKind::FramePointers;
     };
     let data = object::ReadCache::new(file);
     let Ok(elf) = object::File::parse(&data) else {
-        return true;
+        return StackKind::FramePointers;
     };
     if elf.section_by_name(".gopclntab").is_some() || elf.section_by_name(".go.buildinfo").is_some()
     {
-        return true;
+        // cgo links dynamically against libc; a static Go program has no C.
+        let cgo = elf
+            .symbols()
+            .chain(elf.dynamic_symbols())
+            .any(|s| s.name() == Ok(CGO_INIT));
+        return if cgo {
+            StackKind::Cgo(super::go_layout::go_layout(&elf))
+        } else {
+            StackKind::FramePointers
+        };
     }
+    if keeps_frame_pointers(&elf) {
+        StackKind::FramePointers
+    } else {
+        StackKind::Dwarf
+    }
+}
+
+/// Whether at least half of the sampled functions of `elf` set up a frame
+/// pointer first.
+fn keeps_frame_pointers<'data, R: object::ReadRef<'data>>(elf: &object::File<'data, R>) -> bool {
     let Some(text) = elf.section_by_name(".text") else {
         return false;
     };
@@ -69,10 +108,14 @@ mod tests {
     #[test]
     fn this_kind_of_test_binary_is_told_by_its_prologues() {
         // Debian's libc is built without frame pointers.
-        assert!(!keeps_frame_pointers(Path::new(
-            "/lib/x86_64-linux-gnu/libc.so.6"
-        )));
+        assert_eq!(
+            stack_kind(Path::new("/lib/x86_64-linux-gnu/libc.so.6")),
+            StackKind::Dwarf
+        );
         // Unreadable: left to the frame-pointer walk.
-        assert!(keeps_frame_pointers(Path::new("/nonexistent")));
+        assert_eq!(
+            stack_kind(Path::new("/nonexistent")),
+            StackKind::FramePointers
+        );
     }
 }

@@ -7,16 +7,18 @@
 //! addresses), so normalization and naming are the same for both.
 
 pub mod frame_pointers;
+mod go_layout;
 mod ring;
 mod sections;
 
 pub use ring::DwarfStacks;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
-use framehop::{Module, Unwinder};
+use framehop::{FrameAddress, Module, Unwinder};
 use profiler_common::{DwarfStack, MAX_STACK_DEPTH};
 
 use crate::proc_tracker::ProcTracker;
@@ -27,11 +29,29 @@ use sections::{Bytes, UnwindSections};
 /// emptied (the processes' unwinders keep what they use).
 const SECTION_CACHE_BYTES: usize = 256 << 20;
 
+/// The callers of a cgo call, on the goroutine's stack, as the eBPF side
+/// found them through the goroutine Go saved as it switched stacks
+/// (count::walk_goroutine): only when the unwind of the copied stack up to
+/// `runtime.asmcgocall` leaves `%rbp` (callee-saved, so restored by the
+/// unwind tables where the C code reused it) at the frame pointer that
+/// goroutine saved, since Go switches stacks without touching `%rbp`. Any
+/// other is not this switch's goroutine, and the stack ends at
+/// `runtime.asmcgocall`.
+fn goroutine_callers(record: &DwarfStack, bp_at_switch: u64) -> &[u64] {
+    if record.goroutine_len == 0 || bp_at_switch != record.goroutine_bp {
+        return &[];
+    }
+    let len = (record.goroutine_len as usize).min(record.goroutine.len());
+    &record.goroutine[..len]
+}
+
 /// One process's modules, added as its mappings become known.
 struct ProcessUnwinder {
     unwinder: UnwinderX86_64<Bytes>,
     /// Start addresses of the mappings added.
     added: HashSet<u64>,
+    /// Where `runtime.asmcgocall` is in this process (a cgo program).
+    cgo_returns: Vec<Range<u64>>,
     /// Whether its mappings were looked at since the side-band last changed.
     fresh: bool,
 }
@@ -90,25 +110,34 @@ impl DwarfUnwinder {
                 .ok_or(())?;
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
         };
-        let mut frames = process.unwinder.iter_frames(
-            record.ip,
-            UnwindRegsX86_64::new(record.ip, record.sp, record.bp),
-            &mut self.cache,
-            &mut read_stack,
-        );
-        let mut ips = Vec::new();
-        while let Ok(Some(frame)) = frames.next() {
-            ips.push(frame.address());
-            if ips.len() == MAX_STACK_DEPTH {
+        let mut regs = UnwindRegsX86_64::new(record.ip, record.sp, record.bp);
+        let mut address = FrameAddress::InstructionPointer(record.ip);
+        let mut ips = vec![record.ip];
+        while ips.len() < MAX_STACK_DEPTH {
+            let Ok(Some(return_address)) =
+                process
+                    .unwinder
+                    .unwind_frame(address, &mut regs, &mut self.cache, &mut read_stack)
+            else {
+                break;
+            };
+            let Some(next) = FrameAddress::from_return_address(return_address) else {
+                break;
+            };
+            ips.push(return_address);
+            address = next;
+            if process
+                .cgo_returns
+                .iter()
+                .any(|code| code.contains(&return_address))
+            {
+                ips.extend(goroutine_callers(record, regs.bp()));
+                ips.truncate(MAX_STACK_DEPTH);
                 break;
             }
         }
-        if ips.is_empty() {
-            ips.push(record.ip);
-        }
         ips
     }
-
     /// Adds the modules of the process's mappings not added yet, once per
     /// side-band drain.
     fn refresh(&mut self, tracker: &mut ProcTracker, (pid, start_time): (u32, u64)) {
@@ -118,6 +147,7 @@ impl DwarfUnwinder {
             .or_insert_with(|| ProcessUnwinder {
                 unwinder: UnwinderX86_64::new(),
                 added: HashSet::new(),
+                cgo_returns: Vec::new(),
                 fresh: false,
             });
         if process.fresh {
@@ -144,6 +174,12 @@ impl DwarfUnwinder {
             let Some(base) = sections.base_avma(mapping.start, mapping.file_offset) else {
                 continue;
             };
+            process.cgo_returns.extend(
+                sections
+                    .cgo_returns()
+                    .iter()
+                    .map(|code| base.wrapping_add(code.start)..base.wrapping_add(code.end)),
+            );
             process.unwinder.add_module(Module::new(
                 mapping.path.clone(),
                 mapping.start..mapping.end,

@@ -9,7 +9,7 @@ use std::mem::size_of;
 use aya::maps::{MapData, RingBuf};
 use profiler_common::DwarfStack;
 
-use super::frame_pointers::keeps_frame_pointers;
+use super::frame_pointers::{stack_kind, StackKind};
 use super::DwarfUnwinder;
 use crate::collect::{RawSample, RawStack};
 use crate::probes::Probes;
@@ -24,10 +24,11 @@ pub struct DwarfStacks {
     ring: RingBuf<MapData>,
     unwinder: DwarfUnwinder,
     pending: HashMap<StackKey, u64>,
-    /// `--unwind auto`: processes are classified by their executable.
+    /// `--unwind auto`: processes are classified by their executable. Under
+    /// `--unwind dwarf` only cgo programs are looked for.
     auto: bool,
     /// Each executable's verdict, by file.
-    keeps_frame_pointers: HashMap<FileKey, bool>,
+    stack_kinds: HashMap<FileKey, StackKind>,
     /// The executable each process was classified by.
     classified: HashMap<u32, FileKey>,
     /// Processes in the eBPF side's DWARF_TARGETS.
@@ -44,7 +45,7 @@ impl DwarfStacks {
             unwinder: DwarfUnwinder::default(),
             pending: HashMap::new(),
             auto,
-            keeps_frame_pointers: HashMap::new(),
+            stack_kinds: HashMap::new(),
             classified: HashMap::new(),
             dwarf_pids: HashSet::new(),
             frame_pointer_pids: HashSet::new(),
@@ -55,21 +56,14 @@ impl DwarfStacks {
     /// is about to run, so its first clock read is already unwound the way
     /// it needs.
     pub fn classify_command(&mut self, probes: &mut Probes, pid: u32, program: &std::path::Path) {
-        if !self.auto {
-            return;
-        }
-        if !keeps_frame_pointers(program) && probes.unwind_with_dwarf(pid).is_ok() {
-            self.dwarf_pids.insert(pid);
-        }
+        self.unwind_as(probes, pid, stack_kind(program));
     }
 
     /// After each side-band drain: classifies the processes whose
     /// executable is new, then unwinds the stacks the ring holds.
     pub fn poll(&mut self, probes: &mut Probes, tracker: &mut ProcTracker) {
         self.unwinder.mappings_changed();
-        if self.auto {
-            self.classify(probes, tracker);
-        }
+        self.classify(probes, tracker);
         while let Some(item) = self.ring.next() {
             if item.len() < size_of::<DwarfStack>() {
                 continue;
@@ -103,21 +97,32 @@ impl DwarfStacks {
             .collect();
         for (pid, file, path) in executables {
             self.classified.insert(pid, file);
-            let keeps = *self.keeps_frame_pointers.entry(file).or_insert_with(|| {
+            let kind = *self.stack_kinds.entry(file).or_insert_with(|| {
                 // The very file mapped, opened while the process lived; one
                 // that cannot be had stays with frame pointers.
                 tracker
                     .elf_path(file, &path)
-                    .is_none_or(|opened| keeps_frame_pointers(&opened))
+                    .map_or(StackKind::FramePointers, |opened| stack_kind(&opened))
             });
-            if keeps {
-                self.frame_pointer_pids.insert(pid);
-                if self.dwarf_pids.remove(&pid) {
-                    probes.unwind_with_frame_pointers(pid);
-                }
-            } else if probes.unwind_with_dwarf(pid).is_ok() {
-                self.frame_pointer_pids.remove(&pid);
-                self.dwarf_pids.insert(pid);
+            self.unwind_as(probes, pid, kind);
+        }
+    }
+
+    /// Tells the eBPF side how to take `pid`'s stacks from now on.
+    fn unwind_as(&mut self, probes: &mut Probes, pid: u32, kind: StackKind) {
+        let dwarf = match kind {
+            StackKind::Cgo(layout) => probes.unwind_with_dwarf(pid, layout).is_ok(),
+            // Under `--unwind dwarf` every process is copied anyway.
+            StackKind::Dwarf => self.auto && probes.unwind_with_dwarf(pid, None).is_ok(),
+            StackKind::FramePointers => false,
+        };
+        if dwarf {
+            self.frame_pointer_pids.remove(&pid);
+            self.dwarf_pids.insert(pid);
+        } else {
+            self.frame_pointer_pids.insert(pid);
+            if self.dwarf_pids.remove(&pid) {
+                probes.unwind_with_frame_pointers(pid);
             }
         }
     }

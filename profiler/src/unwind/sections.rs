@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use framehop::ExplicitModuleSectionInfo;
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
-use object::{Object, ObjectSection};
+use object::{Object, ObjectSection, ObjectSymbol};
 
 /// Section data, shared by every process that maps the file.
 pub type Bytes = Arc<[u8]>;
@@ -25,7 +25,14 @@ pub struct UnwindSections {
     eh_frame_hdr: Option<(Range<u64>, Bytes)>,
     debug_frame: Option<Bytes>,
     got: Option<Range<u64>>,
+    /// A Go program's `runtime.asmcgocall`, where C code called through cgo
+    /// returns to Go (see DwarfUnwinder::unwind).
+    cgo_returns: Vec<Range<u64>>,
 }
+
+/// Go's function that switches to the system stack and calls C; since Go
+/// 1.17 its assembly body carries the `.abi0` suffix.
+const ASMCGOCALL: [&str; 2] = ["runtime.asmcgocall", "runtime.asmcgocall.abi0"];
 
 impl UnwindSections {
     /// The sections of the ELF file at `path` (a descriptor of ours); None
@@ -75,6 +82,14 @@ impl UnwindSections {
             got: elf
                 .section_by_name(".got")
                 .map(|s| s.address()..s.address() + s.size()),
+            cgo_returns: if elf.section_by_name(".gopclntab").is_some() {
+                elf.symbols()
+                    .filter(|s| s.name().is_ok_and(|name| ASMCGOCALL.contains(&name)))
+                    .map(|s| s.address()..s.address() + s.size())
+                    .collect()
+            } else {
+                Vec::new()
+            },
         };
         (sections.eh_frame.is_some() || sections.debug_frame.is_some()).then_some(sections)
     }
@@ -102,6 +117,12 @@ impl UnwindSections {
                 .wrapping_add(offset)
                 .wrapping_sub(vaddr),
         )
+    }
+
+    /// Where the code of `runtime.asmcgocall` is, as file virtual
+    /// addresses (add base_avma).
+    pub fn cgo_returns(&self) -> &[Range<u64>] {
+        &self.cgo_returns
     }
 
     pub fn module_info(&self) -> ExplicitModuleSectionInfo<Bytes> {
@@ -138,6 +159,7 @@ mod tests {
             eh_frame_hdr: None,
             debug_frame: None,
             got: None,
+            cgo_returns: Vec::new(),
         };
         assert_eq!(
             sections.base_avma(0x7f00_0002_6000, 0x26000),

@@ -337,23 +337,27 @@ pub fn assert_no_clockprof_programs_left() {
 /// The Go fixture, built once per test binary with Debian's Go toolchain.
 pub fn go_fixture() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let out = fixture_dir().join(format!("gofixture{}", std::process::id() % 1000));
-        let source = workspace_root().join("tests/fixtures/go_fixture.go");
-        let status = Command::new("go")
-            .arg("build")
-            .arg("-o")
-            .arg(&out)
-            .arg(&source)
-            .env("GOCACHE", fixture_dir().join("go-cache"))
-            .env("GOPATH", fixture_dir().join("go-path"))
-            .env("GOFLAGS", "-mod=mod")
-            .env("GO111MODULE", "off")
-            .status()
-            .expect("go runs (cargo xtask setup installs golang-go)");
-        assert!(status.success(), "go build failed on {}", source.display());
-        out
-    })
+    PATH.get_or_init(|| build_go("go_fixture.go", "gofixture"))
+}
+
+/// Builds tests/fixtures/`source` with Debian's Go toolchain and its
+/// defaults (cgo's C with `-g -O2`) into the fixture directory.
+pub fn build_go(source: &str, name: &str) -> PathBuf {
+    let out = fixture_dir().join(format!("{name}{}", std::process::id() % 1000));
+    let source = workspace_root().join("tests/fixtures").join(source);
+    let status = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&out)
+        .arg(&source)
+        .env("GOCACHE", fixture_dir().join("go-cache"))
+        .env("GOPATH", fixture_dir().join("go-path"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GO111MODULE", "off")
+        .status()
+        .expect("go runs (cargo xtask setup installs golang-go)");
+    assert!(status.success(), "go build failed on {}", source.display());
+    out
 }
 
 /// Starts clockprof as `command` (its stderr piped here) and returns once it
