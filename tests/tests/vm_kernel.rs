@@ -107,6 +107,75 @@ fn tracepoint_backend_counts_syscalls_exactly() {
     assert_exact_syscall_counts("tracepoint");
 }
 
+/// DWARF unwinding on each kernel: the programs that copy stacks and walk
+/// a cgo program's goroutine pass this kernel's verifier, and the counts
+/// stay exact. `--unwind dwarf` copies every stack of the C fixture (built
+/// with frame pointers, and with the unwind tables every gcc build has).
+#[test]
+#[ignore = "needs kprobes, fentry or hardware breakpoints: runs in the VM (cargo xtask vm-test)"]
+fn dwarf_unwinding_counts_exactly_and_reaches_cgos_go_callers() {
+    let dir = TempDir::new("dwarf");
+    let json = record_json(
+        &dir,
+        &["-s", "syscall", "--unwind", "dwarf"],
+        &["counts", "2000"],
+    );
+    assert_eq!(
+        count(&json, "fixture_hot", "[syscall clock_gettime MONOTONIC]"),
+        2000,
+        "{json}"
+    );
+    assert_eq!(count(&json, "fixture_time", "[syscall time]"), 400);
+    assert_eq!(json["total"], 3900, "{json}");
+    assert!(
+        json["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["unwinder"] == "dwarf"),
+        "no process was unwound with DWARF: {json}"
+    );
+    assert_no_clockprof_programs_left();
+
+    let cgo_fixture = std::env::var_os("CLOCKPROF_CGO_FIXTURE").expect(
+        "CLOCKPROF_CGO_FIXTURE names the cgo fixture built on the host (cargo xtask vm-test sets it)",
+    );
+    let out = dir.join("cgo.json");
+    let output = run(&[
+        os("record"),
+        os("-s"),
+        os("syscall"),
+        os("--unwind"),
+        os("auto"),
+        os("-o"),
+        out.as_os_str(),
+        os("--"),
+        &cgo_fixture,
+        os("3000"),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json = read_json(&out);
+    // Its C function's raw syscalls, every one under the Go function that
+    // called C (on hpet, Go's runtime makes syscalls of its own, not under
+    // cgo_inner).
+    let under_both: u64 = stacks(&json)
+        .iter()
+        .filter(|s| s["leaf"] == "[syscall clock_gettime MONOTONIC]")
+        .filter(|s| {
+            let frames = frame_names(s);
+            frames.contains(&"cgo_inner") && frames.contains(&"main.goCaller")
+        })
+        .map(|s| s["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(under_both, 3000, "{json}");
+    assert_eq!(
+        count(&json, "cgo_inner", "[syscall clock_gettime MONOTONIC]"),
+        3000,
+        "{json}"
+    );
+    assert_no_clockprof_programs_left();
+}
+
 /// The running kernel's (major, minor).
 fn kernel_version() -> (u32, u32) {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();

@@ -12,6 +12,7 @@ pub struct GuestCommand<'a> {
     pub clockprof: &'a Path,
     pub c_fixture: &'a Path,
     pub go_fixture: &'a Path,
+    pub cgo_fixture: &'a Path,
     pub test_exe: &'a Path,
     /// Arguments after `--ignored --test-threads=1`: filters, `--skip`, `--exact`.
     pub test_args: &'a [String],
@@ -36,6 +37,7 @@ export CLOCKPROF_BIN={clockprof}
 export CLOCKPROF_FIXTURE_DIR={fixture_dir}
 export CLOCKPROF_C_FIXTURE={c_fixture}
 export CLOCKPROF_GO_FIXTURE={go_fixture}
+export CLOCKPROF_CGO_FIXTURE={cgo_fixture}
 mkdir -p "$CLOCKPROF_FIXTURE_DIR"
 secs_up() {{ cut -d' ' -f1 /proc/uptime; }}
 cs=/sys/devices/system/clocksource/clocksource0
@@ -62,6 +64,7 @@ exit $rc
         fixture_dir = sh_quote(GUEST_FIXTURE_DIR),
         c_fixture = sh_quote(&c.c_fixture.to_string_lossy()),
         go_fixture = sh_quote(&c.go_fixture.to_string_lossy()),
+        cgo_fixture = sh_quote(&c.cgo_fixture.to_string_lossy()),
         test_cmd = test_cmd.join(" "),
     )
 }
@@ -197,6 +200,7 @@ mod tests {
             clockprof: Path::new("/w/target/release/clockprof"),
             c_fixture: Path::new("/w/target/vm/cfixture"),
             go_fixture: Path::new("/w/target/vm/gofixture"),
+            cgo_fixture: Path::new("/w/target/vm/cgofixture"),
             test_exe: Path::new("/w/target/release/deps/vm_kernel-1"),
             test_args: &filters,
         });

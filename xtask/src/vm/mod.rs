@@ -251,6 +251,7 @@ struct HostBuild {
     clockprof: PathBuf,
     c_fixture: PathBuf,
     go_fixture: PathBuf,
+    cgo_fixture: PathBuf,
     test_exe: PathBuf,
 }
 
@@ -272,18 +273,23 @@ fn build_host(vm_dir: &Path) -> Result<HostBuild> {
     )?;
 
     // `go build` under TCG would compile the runtime from scratch (minutes).
-    let go_fixture = vm_dir.join("gofixture");
     let go_cache = vm_dir.join("go-cache");
-    process::run(
-        Command::new("go")
-            .arg("build")
-            .arg("-o")
-            .arg(&go_fixture)
-            .arg(workspace::root().join("tests/fixtures/go_fixture.go"))
-            .env("GOCACHE", &go_cache)
-            .env("GOPATH", vm_dir.join("go-path"))
-            .env("GO111MODULE", "off"),
-    )?;
+    let go_build = |source: &str, name: &str| -> Result<PathBuf> {
+        let out = vm_dir.join(name);
+        process::run(
+            Command::new("go")
+                .arg("build")
+                .arg("-o")
+                .arg(&out)
+                .arg(workspace::root().join("tests/fixtures").join(source))
+                .env("GOCACHE", &go_cache)
+                .env("GOPATH", vm_dir.join("go-path"))
+                .env("GO111MODULE", "off"),
+        )?;
+        Ok(out)
+    };
+    let go_fixture = go_build("go_fixture.go", "gofixture")?;
+    let cgo_fixture = go_build("cgo_fixture.go", "cgofixture")?;
 
     let mut cargo = process::cargo([
         "test",
@@ -311,6 +317,7 @@ fn build_host(vm_dir: &Path) -> Result<HostBuild> {
         clockprof,
         c_fixture,
         go_fixture,
+        cgo_fixture,
         test_exe,
     })
 }
@@ -468,6 +475,7 @@ fn run_kernel(
         clockprof: &host.clockprof,
         c_fixture: &host.c_fixture,
         go_fixture: &host.go_fixture,
+        cgo_fixture: &host.cgo_fixture,
         test_exe: &host.test_exe,
         test_args: &test_args(run.tests, filters),
     });
