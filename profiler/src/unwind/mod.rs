@@ -45,6 +45,9 @@ fn goroutine_callers(record: &DwarfStack, bp_at_switch: u64) -> &[u64] {
     &record.goroutine[..len]
 }
 
+/// Processes the summary can name as unwound with DWARF.
+const SERVED_KEPT: usize = 1000;
+
 /// One process's modules, added as its mappings become known.
 struct ProcessUnwinder {
     unwinder: UnwinderX86_64<Bytes>,
@@ -63,7 +66,9 @@ pub struct DwarfUnwinder {
     vdso: Option<Option<Arc<UnwindSections>>>,
     processes: HashMap<(u32, u64), ProcessUnwinder>,
     cache: CacheX86_64,
-    /// Processes (PID, start time) whose stacks were unwound here.
+    /// Processes (PID, start time) whose stacks were unwound here, for the
+    /// summary: the first SERVED_KEPT, so a long run over process churn
+    /// does not grow it without end.
     served: BTreeSet<(u32, u64)>,
 }
 
@@ -95,7 +100,9 @@ impl DwarfUnwinder {
     /// pointers) lead to within the copied stack.
     pub fn unwind(&mut self, tracker: &mut ProcTracker, record: &DwarfStack) -> Vec<u64> {
         let process = (record.tgid, record.start_time);
-        self.served.insert(process);
+        if self.served.len() < SERVED_KEPT {
+            self.served.insert(process);
+        }
         self.refresh(tracker, process);
         let Some(process) = self.processes.get(&process) else {
             return vec![record.ip];

@@ -33,9 +33,6 @@ pub struct DwarfStacks {
     classified: HashMap<u32, FileKey>,
     /// Processes in the eBPF side's DWARF_TARGETS.
     dwarf_pids: HashSet<u32>,
-    /// Processes (PID) unwound with frame pointers under `auto`, for the
-    /// summary.
-    frame_pointer_pids: HashSet<u32>,
 }
 
 impl DwarfStacks {
@@ -48,7 +45,6 @@ impl DwarfStacks {
             stack_kinds: HashMap::new(),
             classified: HashMap::new(),
             dwarf_pids: HashSet::new(),
-            frame_pointer_pids: HashSet::new(),
         })
     }
 
@@ -117,13 +113,9 @@ impl DwarfStacks {
             StackKind::FramePointers => false,
         };
         if dwarf {
-            self.frame_pointer_pids.remove(&pid);
             self.dwarf_pids.insert(pid);
-        } else {
-            self.frame_pointer_pids.insert(pid);
-            if self.dwarf_pids.remove(&pid) {
-                probes.unwind_with_frame_pointers(pid);
-            }
+        } else if self.dwarf_pids.remove(&pid) {
+            probes.unwind_with_frame_pointers(pid);
         }
     }
 
