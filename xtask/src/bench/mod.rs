@@ -17,6 +17,7 @@ mod procfs;
 mod report;
 mod scenario;
 mod top_cost;
+mod unwind_memory;
 
 use std::fs;
 use std::io::Write as _;
@@ -278,6 +279,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             let cost = top_cost::measure(&bin.path, &fixture).context("measuring clockprof top")?;
             cost.print();
             json["clockprof_top"] = cost.json();
+        }
+    }
+    if rows.contains(&RowId::UnwindMemory) {
+        if let Some(bin) = bins.first() {
+            match unwind_memory::measure(bin, args.runs) {
+                Ok(memory) => {
+                    memory.print();
+                    json["unwind_memory"] = memory.json();
+                }
+                Err(err) => {
+                    println!("\nUnwind memory: did not run: {err:#}");
+                    json["unwind_memory"] = serde_json::json!({ "error": format!("{err:#}") });
+                }
+            }
         }
     }
     let json_path = bench_dir.join("results.json");
