@@ -1,20 +1,22 @@
-//! What DWARF unwinding costs the daemon in memory, for a real program: Debian's
-//! python3 (a `time.time()` loop, stripped, no frame pointers) recorded with
-//! `--unwind dwarf` against the same recording with `--unwind fp`, rounds
-//! interleaved. The difference is the stack ring (32 MiB, allocated only when
-//! some process may be unwound with DWARF) plus the unwind tables read from
-//! every file python3 maps and framehop's state over them. The ring's resident
-//! pages are read from the daemon's smaps and its heap (RssAnon, where the
-//! tables are kept) polled from /proc, so the parts can be told apart; the
-//! tables' own size is that of the sections clockprof copies (`.eh_frame`,
-//! `.eh_frame_hdr`, `.debug_frame`) of each file python3 maps executable,
-//! read with readelf.
+//! What DWARF unwinding costs the daemon in memory, for real programs without
+//! frame pointers: Debian's python3 (a `time.time()` loop, recorded as
+//! `-- COMMAND`) and redis-server (under redis-benchmark, recorded with `-p`),
+//! each recorded with `--unwind dwarf` against the same recording with
+//! `--unwind fp`, rounds interleaved. The difference is the stack ring (32
+//! MiB, allocated only when some process may be unwound with DWARF) plus the
+//! unwind tables read from every file the program maps and framehop's state
+//! over them. The ring's resident pages are read from the daemon's smaps and
+//! its heap (RssAnon, where the tables are kept) polled from /proc, so the
+//! parts can be told apart; the tables' own size is that of the sections
+//! clockprof copies (`.eh_frame`, `.eh_frame_hdr`, `.debug_frame`) of each file
+//! the program maps executable, read with readelf.
 
 use std::fs;
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
@@ -23,10 +25,13 @@ use super::report::median;
 use super::scenario::Clockprof;
 
 const PYTHON: &str = "/usr/bin/python3";
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+const REDIS_BENCHMARK: &str = "/usr/bin/redis-benchmark";
 const LOOP_SECONDS: u32 = 2;
 const POLL: Duration = Duration::from_millis(20);
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One recording: the daemon's peak resident set and its BPF maps' share.
+/// One recording: the daemon's peak resident set and its parts.
 struct Run {
     peak_rss_kib: u64,
     /// The largest resident size seen of the daemon's mmapped BPF maps (the
@@ -34,16 +39,48 @@ struct Run {
     bpf_maps_rss_kib: u64,
     /// The largest RssAnon seen: the heap, where the unwind tables are kept.
     anon_rss_kib: u64,
-    /// Whether the profile says python3 was unwound as asked.
+    /// What the profile says the program was unwound with.
     unwinder: String,
 }
 
-pub struct UnwindMemory {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Program {
+    Python,
+    Redis,
+}
+
+impl Program {
+    fn comm(self) -> &'static str {
+        match self {
+            Program::Python => "python3",
+            Program::Redis => "redis-server",
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Program::Python => {
+                format!("python3 (a {LOOP_SECONDS} s time.time() loop), record -s vdso -- python3")
+            }
+            Program::Redis => "redis-server (redis-benchmark -n 100000 -c 8 -t set,get), \
+                               record -p PID -F 10000"
+                .to_string(),
+        }
+    }
+}
+
+/// One program's recordings.
+pub struct ProgramMemory {
+    program: Program,
     fp: Vec<Run>,
     dwarf: Vec<Run>,
-    /// Bytes of unwind sections in the files python3 mapped executable.
+    /// Bytes of unwind sections in the files it mapped executable.
     table_bytes: u64,
     files: usize,
+}
+
+pub struct UnwindMemory {
+    programs: Vec<ProgramMemory>,
 }
 
 pub fn measure(bin: &Clockprof, rounds: u32) -> Result<UnwindMemory> {
@@ -52,61 +89,60 @@ pub fn measure(bin: &Clockprof, rounds: u32) -> Result<UnwindMemory> {
         "`{} record --help` lists no --unwind",
         bin.label
     );
-    ensure!(
-        Path::new(PYTHON).exists(),
-        "{PYTHON} is missing (cargo xtask setup installs it)"
-    );
+    for needed in [PYTHON, REDIS_SERVER, REDIS_BENCHMARK] {
+        ensure!(
+            Path::new(needed).exists(),
+            "{needed} is missing (cargo xtask setup installs it)"
+        );
+    }
     let dir = tempfile::Builder::new()
         .prefix("clockprof-bench-")
         .tempdir()
         .context("could not create a temporary directory")?;
-    let script = dir.path().join("clock_loop.py");
-    fs::write(
-        &script,
-        format!(
-            "import time\nend = time.monotonic() + {LOOP_SECONDS}\n\
-             while time.monotonic() < end:\n    time.time()\n\
-             open({maps:?}, 'w').write(open('/proc/self/maps').read())\n",
-            maps = dir.path().join("maps").display().to_string()
-        ),
-    )?;
-    let mut result = UnwindMemory {
-        fp: Vec::new(),
-        dwarf: Vec::new(),
-        table_bytes: 0,
-        files: 0,
-    };
-    for round in 0..rounds {
-        // Every other round the other way round, as the cost rows do.
-        let modes = if round % 2 == 0 {
-            ["fp", "dwarf"]
-        } else {
-            ["dwarf", "fp"]
+    let mut programs = Vec::new();
+    for program in [Program::Python, Program::Redis] {
+        let mut memory = ProgramMemory {
+            program,
+            fp: Vec::new(),
+            dwarf: Vec::new(),
+            table_bytes: 0,
+            files: 0,
         };
-        for mode in modes {
-            let run = record(&bin.path, mode, &script, dir.path())?;
-            eprintln!(
-                "xtask: bench unwind memory {}/{rounds}: --unwind {mode:<5} peak {:.1} MiB, \
-                 BPF maps {:.1} MiB, heap {:.1} MiB resident, python3 unwound with {}",
-                round + 1,
-                run.peak_rss_kib as f64 / 1024.0,
-                run.bpf_maps_rss_kib as f64 / 1024.0,
-                run.anon_rss_kib as f64 / 1024.0,
-                run.unwinder
-            );
-            match mode {
-                "fp" => result.fp.push(run),
-                _ => result.dwarf.push(run),
+        let mut maps = String::new();
+        for round in 0..rounds {
+            // Every other round the other way round, as the cost rows do.
+            let modes = if round % 2 == 0 {
+                ["fp", "dwarf"]
+            } else {
+                ["dwarf", "fp"]
+            };
+            for mode in modes {
+                let (run, program_maps) = record(&bin.path, mode, program, dir.path())?;
+                maps = program_maps;
+                eprintln!(
+                    "xtask: bench unwind memory {}/{rounds}: {} --unwind {mode:<5} peak {:.1} MiB, \
+                     BPF maps {:.1} MiB, heap {:.1} MiB resident, unwound with {}",
+                    round + 1,
+                    program.comm(),
+                    run.peak_rss_kib as f64 / 1024.0,
+                    run.bpf_maps_rss_kib as f64 / 1024.0,
+                    run.anon_rss_kib as f64 / 1024.0,
+                    run.unwinder
+                );
+                match mode {
+                    "fp" => memory.fp.push(run),
+                    _ => memory.dwarf.push(run),
+                }
             }
         }
+        let files = executable_files(&maps);
+        memory.files = files.len();
+        for file in files {
+            memory.table_bytes += unwind_section_bytes(Path::new(file))?;
+        }
+        programs.push(memory);
     }
-    let maps = fs::read_to_string(dir.path().join("maps")).context("python3 wrote no maps")?;
-    let files = executable_files(&maps);
-    result.files = files.len();
-    for file in files {
-        result.table_bytes += unwind_section_bytes(Path::new(file))?;
-    }
-    Ok(result)
+    Ok(UnwindMemory { programs })
 }
 
 /// The files a /proc/PID/maps maps executable, each once.
@@ -158,25 +194,93 @@ fn parse_unwind_section_bytes(readelf: &str) -> u64 {
         .sum()
 }
 
-/// `clockprof record -s vdso --unwind MODE -- python3 SCRIPT`, polled for its
-/// BPF maps' resident size until it exits; its peak from wait4.
-fn record(clockprof: &Path, mode: &str, script: &Path, dir: &Path) -> Result<Run> {
-    let profile = dir.join(format!("python3-{mode}.json"));
-    let stderr = fs::File::create(dir.join("stderr"))?;
-    let child = Command::new(clockprof)
-        .args(["record", "-s", "vdso", "--unwind", mode, "-o"])
-        .arg(&profile)
-        .arg("--")
-        .arg(PYTHON)
-        .arg(script)
+/// A process of the bench's own, killed if still running when dropped.
+struct Owned(Child);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Records `program` with `--unwind MODE`; returns the run and the program's
+/// /proc/PID/maps.
+fn record(clockprof: &Path, mode: &str, program: Program, dir: &Path) -> Result<(Run, String)> {
+    let profile = dir.join(format!("{}-{mode}.json", program.comm()));
+    let stderr_path = dir.join("stderr");
+    let mut cmd = Command::new(clockprof);
+    cmd.args(["record", "--unwind", mode, "-o"]).arg(&profile);
+    let maps_path = dir.join("maps");
+    let _ = fs::remove_file(&maps_path);
+    let mut server = None;
+    match program {
+        Program::Python => {
+            let script = dir.join("clock_loop.py");
+            fs::write(
+                &script,
+                format!(
+                    "import time\nend = time.monotonic() + {LOOP_SECONDS}\n\
+                     while time.monotonic() < end:\n    time.time()\n\
+                     open({maps:?}, 'w').write(open('/proc/self/maps').read())\n",
+                    maps = maps_path.display().to_string()
+                ),
+            )?;
+            cmd.args(["-s", "vdso", "--"]).arg(PYTHON).arg(script);
+        }
+        Program::Redis => {
+            let (redis, port) = start_redis(dir)?;
+            // Clock reads are ~1% of redis's CPU: sampled often enough to
+            // unwind a few hundred of them, as the DWARF test does.
+            cmd.args(["-p", &redis.0.id().to_string(), "-F", "10000"]);
+            server = Some((redis, port));
+        }
+    }
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(stderr)
+        .stderr(fs::File::create(&stderr_path)?)
         .spawn()
         .with_context(|| format!("could not start {}", clockprof.display()))?;
     let pid = child.id() as libc::pid_t;
+    let mut daemon = Some(Owned(child));
     let mut bpf_maps_rss_kib = 0;
     let mut anon_rss_kib = 0;
+    let mut poll = || {
+        if let Ok(smaps) = fs::read_to_string(format!("/proc/{pid}/smaps")) {
+            bpf_maps_rss_kib = bpf_maps_rss_kib.max(bpf_map_rss_kib(&smaps));
+        }
+        if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) {
+            anon_rss_kib = anon_rss_kib.max(status_kib(&status, "RssAnon:").unwrap_or(0));
+        }
+    };
+    if let Some((redis, port)) = &server {
+        let started = Instant::now();
+        while !fs::read_to_string(&stderr_path)?.contains("clockprof: recording") {
+            ensure!(
+                started.elapsed() < START_TIMEOUT,
+                "clockprof record -p did not start: {}",
+                fs::read_to_string(&stderr_path)?
+            );
+            poll();
+            thread::sleep(POLL);
+        }
+        let benchmark = Command::new(REDIS_BENCHMARK)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-q", "-n", "100000", "-c", "8", "-t", "set,get"])
+            .stdout(Stdio::null())
+            .status()
+            .context("could not run redis-benchmark")?;
+        ensure!(benchmark.success(), "redis-benchmark failed ({benchmark})");
+        poll();
+        fs::write(
+            &maps_path,
+            fs::read_to_string(format!("/proc/{}/maps", redis.0.id()))?,
+        )?;
+        // SAFETY: kill has no memory-safety preconditions; pid is our own
+        // unreaped child.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+    }
     let (status, peak_rss_kib) = loop {
         let mut status = 0;
         // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
@@ -185,24 +289,23 @@ fn record(clockprof: &Path, mode: &str, script: &Path, dir: &Path) -> Result<Run
         // are valid for writes. wait4, unlike Child::wait, gives the peak.
         let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
         if reaped == pid {
-            // Of clockprof and its reaped child python3 (far smaller), the larger.
+            // Reaped here: Owned must not kill or wait for it any more.
+            std::mem::forget(daemon.take());
+            // Of clockprof and a child it reaped (python3, far smaller), the larger.
             break (status, usage.ru_maxrss.max(0) as u64);
         }
         if reaped < 0 {
             bail!("wait4: {}", std::io::Error::last_os_error());
         }
-        if let Ok(smaps) = fs::read_to_string(format!("/proc/{pid}/smaps")) {
-            bpf_maps_rss_kib = bpf_maps_rss_kib.max(bpf_map_rss_kib(&smaps));
-        }
-        if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) {
-            anon_rss_kib = anon_rss_kib.max(status_kib(&status, "RssAnon:").unwrap_or(0));
-        }
+        poll();
         thread::sleep(POLL);
     };
-    let stderr = fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    drop(server);
+    let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
     ensure!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "clockprof record --unwind {mode} -- python3 failed (wait status {status}): {stderr}"
+        "clockprof record --unwind {mode} ({}) failed (wait status {status}): {stderr}",
+        program.comm()
     );
     let json: Value = serde_json::from_str(&fs::read_to_string(&profile)?)
         .with_context(|| format!("{} is not clockprof's JSON", profile.display()))?;
@@ -210,16 +313,45 @@ fn record(clockprof: &Path, mode: &str, script: &Path, dir: &Path) -> Result<Run
         .as_array()
         .into_iter()
         .flatten()
-        .find(|p| p["comm"] == "python3")
+        .find(|p| p["comm"] == program.comm())
         .and_then(|p| p["unwinder"].as_str())
         .unwrap_or("unknown")
         .to_string();
-    Ok(Run {
-        peak_rss_kib,
-        bpf_maps_rss_kib,
-        anon_rss_kib,
-        unwinder,
-    })
+    let maps = fs::read_to_string(&maps_path)
+        .with_context(|| format!("{} wrote no maps", program.comm()))?;
+    Ok((
+        Run {
+            peak_rss_kib,
+            bpf_maps_rss_kib,
+            anon_rss_kib,
+            unwinder,
+        },
+        maps,
+    ))
+}
+
+/// redis-server on a free loopback port, nothing saved, its files in `dir`.
+fn start_redis(dir: &Path) -> Result<(Owned, u16)> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let redis = Owned(
+        Command::new(REDIS_SERVER)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("could not start redis-server")?,
+    );
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        ensure!(
+            started.elapsed() < START_TIMEOUT,
+            "redis-server did not listen on port {port}"
+        );
+        thread::sleep(POLL);
+    }
+    Ok((redis, port))
 }
 
 /// A `NAME:   1234 kB` field of /proc/PID/status.
@@ -262,7 +394,7 @@ fn is_permissions(field: &str) -> bool {
             .all(|(c, allowed)| allowed.contains(c))
 }
 
-impl UnwindMemory {
+impl ProgramMemory {
     /// Medians of (peak, BPF maps, heap), in MiB.
     fn medians(runs: &[Run]) -> (f64, f64, f64) {
         let mib = |kib: u64| kib as f64 / 1024.0;
@@ -287,7 +419,7 @@ impl UnwindMemory {
         seen.join("/")
     }
 
-    pub fn print(&self) {
+    fn print(&self) {
         let (fp_peak, fp_maps, fp_heap) = Self::medians(&self.fp);
         let (dwarf_peak, dwarf_maps, dwarf_heap) = Self::medians(&self.dwarf);
         let (fp_lo, fp_hi) = Self::range(&self.fp);
@@ -295,39 +427,39 @@ impl UnwindMemory {
         let added = dwarf_peak - fp_peak;
         let ring = dwarf_maps - fp_maps;
         println!(
-            "\nUnwind memory: clockprof record -s vdso --unwind MODE -- python3 (a {LOOP_SECONDS} s \
-             time.time() loop), {} rounds, medians of the daemon's peak resident set (wait4):",
+            "\nUnwind memory: {}, {} rounds, medians of the daemon's peak resident set (wait4):",
+            self.program.describe(),
             self.fp.len()
         );
         println!(
             "  --unwind fp:    peak {fp_peak:.1} MiB ({fp_lo:.1}..{fp_hi:.1}); BPF maps \
-             {fp_maps:.1} MiB, heap {fp_heap:.1} MiB at most; python3 unwound with {}",
+             {fp_maps:.1} MiB, heap {fp_heap:.1} MiB at most; unwound with {}",
             Self::unwinders(&self.fp)
         );
         println!(
             "  --unwind dwarf: peak {dwarf_peak:.1} MiB ({dwarf_lo:.1}..{dwarf_hi:.1}); BPF maps \
-             {dwarf_maps:.1} MiB, heap {dwarf_heap:.1} MiB at most; python3 unwound with {}",
+             {dwarf_maps:.1} MiB, heap {dwarf_heap:.1} MiB at most; unwound with {}",
             Self::unwinders(&self.dwarf)
         );
         println!(
             "  DWARF adds {added:.1} MiB to the peak ({:.2}x): the stack ring's mappings \
              {ring:+.1} MiB (32 MiB of pages, its data mapped twice), the heap's peak {:+.1} MiB \
-             (reached while loading the programs; the unwind tables and framehop's state come \
-             later, into heap freed by then), the rest {:+.1} MiB",
+             (reached while the programs load, before any table is read), the rest {:+.1} MiB",
             dwarf_peak / fp_peak,
             dwarf_heap - fp_heap,
             added - ring - (dwarf_heap - fp_heap)
         );
         println!(
             "  The unwind tables clockprof reads (.eh_frame, .eh_frame_hdr, .debug_frame of the \
-             {} files python3 maps executable): {:.2} MB, kept once per file however many \
-             processes map it",
+             {} files {} maps executable): {:.2} MB, kept once per file however many processes \
+             map it",
             self.files,
+            self.program.comm(),
             self.table_bytes as f64 / 1e6
         );
     }
 
-    pub fn json(&self) -> Value {
+    fn json(&self) -> Value {
         let runs = |runs: &[Run]| {
             runs.iter()
                 .map(|r| {
@@ -343,7 +475,7 @@ impl UnwindMemory {
         let (fp_peak, fp_maps, fp_heap) = Self::medians(&self.fp);
         let (dwarf_peak, dwarf_maps, dwarf_heap) = Self::medians(&self.dwarf);
         json!({
-            "program": format!("{PYTHON} (time.time() loop, {LOOP_SECONDS} s)"),
+            "program": self.program.describe(),
             "fp": runs(&self.fp),
             "dwarf": runs(&self.dwarf),
             "peak_rss_mib_median": { "fp": fp_peak, "dwarf": dwarf_peak },
@@ -352,8 +484,23 @@ impl UnwindMemory {
             "dwarf_added_mib": dwarf_peak - fp_peak,
             "unwind_table_bytes": self.table_bytes,
             "files_mapped_executable": self.files,
-            "dwarf_added_beyond_bpf_maps_mib": (dwarf_peak - fp_peak) - (dwarf_maps - fp_maps),
         })
+    }
+}
+
+impl UnwindMemory {
+    pub fn print(&self) {
+        for program in &self.programs {
+            program.print();
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        self.programs
+            .iter()
+            .map(|p| (p.program.comm().to_string(), p.json()))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
     }
 }
 
