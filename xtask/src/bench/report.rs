@@ -962,6 +962,53 @@ mod tests {
     }
 
     #[test]
+    fn lost_shares_and_second_references_are_reported() {
+        let lossy = |ns: f64, lost: u64| {
+            let mut s = sample(ns, Counted::Samples(1000 - lost), None);
+            let t = s.tracer.as_mut().unwrap();
+            t.lost = Some(Lost {
+                lost,
+                of: 1000,
+                what: "events",
+            });
+            t.output_bytes = Some(2_000_000);
+            s
+        };
+        let mut perf = scenario("perf", Some(Tracer::PerfDwarf { event: "e" }), Some("dw1"));
+        perf.bound = None;
+        perf.also_compare_with = vec!["dw64".into()];
+        let scenarios = [
+            scenario("baseline", None, None),
+            perf,
+            scenario("dw1", Some(Tracer::Bpftrace { program: "" }), None),
+            scenario("dw64", Some(Tracer::Bpftrace { program: "" }), None),
+        ];
+        let samples = vec![
+            vec![untraced(100.0), untraced(100.0)],
+            vec![lossy(500.0, 600), lossy(700.0, 800)],
+            vec![exact(300.0), exact(300.0)],
+            vec![exact(200.0), exact(200.0)],
+        ];
+        let rows = summarize(&scenarios, &samples, &[None, None, None, None], 1000);
+        assert_eq!(rows[1].ratio, Some((2.5, 2.0, 3.0)));
+        assert_eq!(rows[1].also_ratios, [("dw64".to_string(), (5.0, 4.0, 6.0))]);
+        assert_eq!(lost_cell(&rows[1]), "70% events (60..80%)");
+        assert_eq!(lost_cell(&rows[2]), "-");
+        let text = table(&rows);
+        assert!(
+            text.contains("added/ref: perf: 5.00x (4.00..6.00) of dw64's added ns"),
+            "{text}"
+        );
+        assert!(text.contains("output: perf: wrote 2 MB (median)"), "{text}");
+        let json = json(&rows, 1000, 2);
+        assert_eq!(json["scenarios"][1]["tracer"]["lost"]["share_median"], 0.7);
+        assert_eq!(
+            json["scenarios"][1]["also_compared_with"][0]["added_ratio_median"],
+            5.0
+        );
+    }
+
+    #[test]
     fn median_of_odd_and_even() {
         assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
         assert_eq!(median([4.0, 1.0, 2.0, 3.0].into_iter()), 2.5);
