@@ -35,7 +35,7 @@ pub enum RowId {
     Churn,
     /// `clockprof top`'s own CPU and memory (once, not per round).
     Top,
-    /// The daemon's peak memory recording Debian's python3 with `--unwind
+    /// The daemon's peak memory recording Debian's python3 and redis-server with `--unwind
     /// dwarf` vs `--unwind fp`: the unwind tables and the stack ring (once).
     UnwindMemory,
 }
