@@ -65,6 +65,7 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
             "prometheus",
             "redis-server",
             "redis-tools",
+            "linux-perf", // the bench's `perf record --call-graph dwarf` row
         ],
         backports: &[],
     },

@@ -19,6 +19,8 @@ pub struct ClockprofCounts {
     stacks: Vec<Stack>,
     pub lost_events: u64,
     pub lost_user_stacks: u64,
+    /// Stack copies the DWARF ring had no room for (counts stay exact).
+    pub lost_dwarf_stacks: u64,
 }
 
 impl ClockprofCounts {
@@ -51,6 +53,7 @@ impl ClockprofCounts {
             stacks,
             lost_events: lost("events"),
             lost_user_stacks: lost("user_stacks"),
+            lost_dwarf_stacks: lost("dwarf_stacks"),
         })
     }
 
@@ -132,7 +135,7 @@ mod tests {
     #[test]
     fn clockprof_json_sums_by_pid_comm_and_function() {
         let json = r#"{
-          "lost": {"events": 0, "user_stacks": 3, "kernel_stacks": 0},
+          "lost": {"events": 0, "user_stacks": 3, "kernel_stacks": 0, "dwarf_stacks": 9},
           "stacks": [
             {"pid": 7, "comm": "churn_a", "frames": [{"function": "main"},
               {"function": "churn_clock_reads"}], "count": 10},
@@ -147,6 +150,7 @@ mod tests {
         assert_eq!(counts.of_pid_in(8, "churn_clock_reads"), 0);
         assert_eq!(counts.pids_of_comm("churn_a"), 2);
         assert_eq!(counts.lost_user_stacks, 3);
+        assert_eq!(counts.lost_dwarf_stacks, 9);
         assert_eq!(counts.lost_events, 0);
     }
 

@@ -17,6 +17,7 @@ mod procfs;
 mod report;
 mod scenario;
 mod top_cost;
+mod unwind_memory;
 
 use std::fs;
 use std::io::Write as _;
@@ -98,7 +99,27 @@ pub struct TracerSample {
     pub cpu_ms_during_workload: f64,
     pub peak_rss_kib: u64,
     pub counted: Counted,
+    /// Stacks or events the tracer dropped, of those the loop should have
+    /// given it; None where the tracer does not say.
+    pub lost: Option<Lost>,
+    /// Bytes the tracer wrote (perf's perf.data).
+    pub output_bytes: Option<u64>,
     pub exited_cleanly: bool,
+}
+
+/// What a tracer dropped: `lost` of `of` (events, or the stacks the events
+/// that take one should have given).
+#[derive(Clone, Copy)]
+pub struct Lost {
+    pub lost: u64,
+    pub of: u64,
+    pub what: &'static str,
+}
+
+impl Lost {
+    pub fn share(&self) -> f64 {
+        (self.lost as f64 / self.of.max(1) as f64).min(1.0)
+    }
 }
 
 /// A run's counts against what the workload did.
@@ -260,6 +281,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             json["clockprof_top"] = cost.json();
         }
     }
+    if rows.contains(&RowId::UnwindMemory) {
+        if let Some(bin) = bins.first() {
+            match unwind_memory::measure(bin, args.runs) {
+                Ok(memory) => {
+                    memory.print();
+                    json["unwind_memory"] = memory.json();
+                }
+                Err(err) => {
+                    println!("\nUnwind memory: did not run: {err:#}");
+                    json["unwind_memory"] = serde_json::json!({ "error": format!("{err:#}") });
+                }
+            }
+        }
+    }
     let json_path = bench_dir.join("results.json");
     fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
         .with_context(|| format!("could not write {}", json_path.display()))?;
@@ -413,7 +448,17 @@ fn measure(
         None
     };
     let stem = format!("{}-run{round}", slug(&scenario.name));
-    let (cmd, profile) = tracer.command(paths, &stem, target.as_ref().map(IdleTarget::pid));
+    // perf.data goes here (gigabytes at a million stacks), and with it.
+    let scratch = tempfile::Builder::new()
+        .prefix("clockprof-bench-")
+        .tempdir()
+        .context("could not create a temporary directory")?;
+    let (cmd, profile) = tracer.command(
+        paths,
+        &stem,
+        target.as_ref().map(IdleTarget::pid),
+        scratch.path(),
+    );
     let command_line = format!("{cmd:?}");
     let daemon = match Daemon::start(&scenario.name, cmd, &tracer.ready_when()) {
         Ok(daemon) => daemon,
@@ -430,6 +475,8 @@ fn measure(
                     cpu_ms_during_workload: 0.0,
                     peak_rss_kib: 0,
                     counted: Counted::Off("not run: the tracer did not attach".into()),
+                    lost: None,
+                    output_bytes: None,
                     exited_cleanly: false,
                 }),
             });
@@ -455,13 +502,18 @@ fn measure(
         finished.stdout.join("\n"),
         finished.stderr.join("\n")
     )?;
-    if !finished.status.success() {
+    let exited_cleanly = finished.status.success() || tracer.dies_of_sigint(finished.status);
+    if !exited_cleanly {
         eprintln!(
             "xtask: warning: {} exited with {} (see {stem}.log)",
             scenario.name, finished.status
         );
     }
-    let counted = check_counts(
+    let Checked {
+        counted,
+        lost,
+        output_bytes,
+    } = check_counts(
         scenario,
         tracer,
         &finished,
@@ -479,9 +531,28 @@ fn measure(
             cpu_ms_during_workload: after.cpu_ms - before.cpu_ms,
             peak_rss_kib: after.peak_rss_kib,
             counted,
-            exited_cleanly: finished.status.success(),
+            lost,
+            output_bytes,
+            exited_cleanly,
         }),
     })
+}
+
+/// What a run's tracer reported, against what the workload did.
+struct Checked {
+    counted: Counted,
+    lost: Option<Lost>,
+    output_bytes: Option<u64>,
+}
+
+impl From<Counted> for Checked {
+    fn from(counted: Counted) -> Checked {
+        Checked {
+            counted,
+            lost: None,
+            output_bytes: None,
+        }
+    }
 }
 
 /// The run's counts against what the workload (and the idle target) did.
@@ -493,7 +564,7 @@ fn check_counts(
     loop_pid: u32,
     target_pid: Option<u32>,
     iterations: u64,
-) -> Counted {
+) -> Checked {
     let calls = iterations + scenario.workload.extra_reads;
     let function = scenario.workload.function;
     let judge = |seen: u64, expected: u64, what: String| {
@@ -508,17 +579,46 @@ fn check_counts(
         Tracer::Bpftrace { .. } => {
             let seen = bpftrace_count_for_pid(&finished.stdout, loop_pid);
             match scenario.expect {
-                Expect::Samples => Counted::Samples(seen),
-                _ => judge(seen, calls, format!("calls of {}", comm_of(LOOP_NAME))),
+                Expect::Samples => Counted::Samples(seen).into(),
+                _ => judge(seen, calls, format!("calls of {}", comm_of(LOOP_NAME))).into(),
             }
         }
-        Tracer::Clockprof { .. } => {
+        Tracer::PerfDwarf { .. } => {
+            let Some(data) = profile else {
+                return Counted::Off("0: no perf.data".into()).into();
+            };
+            match perf_samples_of_pid(data, loop_pid) {
+                Ok(kept) => Checked {
+                    counted: Counted::Samples(kept),
+                    lost: Some(Lost {
+                        lost: calls.saturating_sub(kept),
+                        of: calls,
+                        what: "events",
+                    }),
+                    output_bytes: fs::metadata(data).ok().map(|m| m.len()),
+                },
+                Err(err) => Counted::Off(format!("0 of {calls}: {err:#}")).into(),
+            }
+        }
+        Tracer::Clockprof { args, .. } => {
             let counts = match profile.map(ClockprofCounts::read) {
                 Some(Ok(counts)) => counts,
-                Some(Err(err)) => return Counted::Off(format!("0 of {calls}: {err:#}")),
-                None => return Counted::Off("0: no profile".into()),
+                Some(Err(err)) => return Counted::Off(format!("0 of {calls}: {err:#}")).into(),
+                None => return Counted::Off("0: no profile".into()).into(),
             };
-            match (scenario.expect, target_pid) {
+            // Stacks are lost host-wide; of those, the loop's are nearly all
+            // (events at 1 in N take a stack).
+            let every = args
+                .iter()
+                .position(|a| *a == "--stack-every")
+                .and_then(|i| args.get(i + 1)?.parse::<u64>().ok())
+                .unwrap_or(1);
+            let lost = Some(Lost {
+                lost: counts.lost_user_stacks + counts.lost_dwarf_stacks,
+                of: calls.div_ceil(every),
+                what: "stacks",
+            });
+            let counted = match (scenario.expect, target_pid) {
                 (Expect::Samples, _) => Counted::Samples(counts.of_pid(loop_pid)),
                 (Expect::EveryCall, _) => {
                     let all = counts.of_pid(loop_pid);
@@ -548,9 +648,41 @@ fn check_counts(
                     }
                 }
                 (Expect::OnlyTarget, None) => Counted::Off("0: no process to follow".into()),
+            };
+            Checked {
+                counted,
+                // The -p row's stacks are the idle target's, not the loop's.
+                lost: lost.filter(|_| target_pid.is_none()),
+                output_bytes: None,
             }
         }
     }
+}
+
+/// The samples of `pid` in a perf.data: `perf script -F pid` prints one line
+/// per sample, and unwinds nothing for it.
+fn perf_samples_of_pid(data: &Path, pid: u32) -> Result<u64> {
+    let output = Command::new("perf")
+        .args(["script", "-F", "pid", "-i"])
+        .arg(data)
+        .stderr(Stdio::null())
+        .output()
+        .context("could not run perf script")?;
+    ensure!(
+        output.status.success(),
+        "perf script -i {} failed ({})",
+        data.display(),
+        output.status
+    );
+    Ok(count_pid_lines(
+        &String::from_utf8_lossy(&output.stdout),
+        pid,
+    ))
+}
+
+fn count_pid_lines(text: &str, pid: u32) -> u64 {
+    let pid = pid.to_string();
+    text.lines().filter(|l| l.trim() == pid).count() as u64
 }
 
 fn slug(name: &str) -> String {
@@ -591,6 +723,11 @@ mod tests {
         assert!(parse_loop_output(Path::new("loop"), &output(line, 1)).is_err());
         let old = "mode=syscall iterations=10 ns_per_call=512.500\n";
         assert!(parse_loop_output(Path::new("loop"), &output(old, 0)).is_err());
+    }
+
+    #[test]
+    fn perf_script_pid_lines_are_counted_per_pid() {
+        assert_eq!(count_pid_lines(" 7020 \n 7020 \n  311 \n70200\n", 7020), 2);
     }
 
     #[test]

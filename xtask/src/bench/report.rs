@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 
 use super::scenario::{RowId, Scenario, Tracer};
-use super::{Counted, Sample, TracerSample};
+use super::{Counted, Lost, Sample, TracerSample};
 
 pub struct Row {
     name: String,
@@ -27,6 +27,8 @@ pub struct Row {
     compare_with: Option<String>,
     /// Median, min and max over rounds of added / the reference's added.
     ratio: Option<(f64, f64, f64)>,
+    /// The same, against each of `also_compare_with` that gave one.
+    also_ratios: Vec<(String, (f64, f64, f64))>,
     bound: Option<f64>,
     tracer: Option<TracerSummary>,
     /// Why this build cannot run the row.
@@ -46,6 +48,10 @@ struct TracerSummary {
     cpu_ms_during_workload: f64,
     peak_rss_mib: f64,
     counts: CountsSummary,
+    /// Median, min and max share lost over runs, and of what.
+    lost: Option<(f64, f64, f64, &'static str)>,
+    /// Median MB written (perf.data).
+    output_mb: Option<f64>,
     all_exited_cleanly: bool,
     /// Runs that traced nothing (did not attach, or counted 0), left out of
     /// every figure: why, per run.
@@ -186,6 +192,7 @@ pub fn summarize(
                 .filter(|a| !a.is_nan()),
             compare_with: scenario.compare_with.clone(),
             ratio: None,
+            also_ratios: Vec::new(),
             bound: scenario.bound,
             tracer: scenario
                 .tracer
@@ -233,7 +240,41 @@ pub fn summarize(
             rows[i].ratio = Some((median(ratios.into_iter()), lo, hi));
         }
     }
+    for (i, scenario) in scenarios.iter().enumerate() {
+        if rows[i].added().is_none() {
+            continue;
+        }
+        for name in &scenario.also_compare_with {
+            let Some(reference) = rows.iter().position(|r| &r.name == name) else {
+                continue;
+            };
+            if rows[reference].added().is_none() {
+                continue;
+            }
+            let ratios: Vec<f64> = added_per_round(i)
+                .into_iter()
+                .zip(added_per_round(reference))
+                .filter(|(_, r)| *r > 0.0)
+                .map(|(a, r)| a / r)
+                .filter(|r| r.is_finite())
+                .collect();
+            if !ratios.is_empty() {
+                let (lo, hi) = min_max(&ratios);
+                let ratio = (median(ratios.into_iter()), lo, hi);
+                rows[i].also_ratios.push((name.clone(), ratio));
+            }
+        }
+    }
     rows
+}
+
+/// Median, min and max share lost over the runs that say.
+fn summarize_lost(runs: &[&TracerSample]) -> Option<(f64, f64, f64, &'static str)> {
+    let lost: Vec<Lost> = runs.iter().filter_map(|t| t.lost).collect();
+    let what = lost.first()?.what;
+    let shares: Vec<f64> = lost.iter().map(Lost::share).collect();
+    let (lo, hi) = min_max(&shares);
+    Some((median(shares.into_iter()), lo, hi, what))
 }
 
 fn summarize_tracer(samples: &[Sample]) -> TracerSummary {
@@ -277,6 +318,13 @@ fn summarize_tracer(samples: &[Sample]) -> TracerSummary {
         // Peak means peak: the largest over the runs.
         peak_rss_mib: runs.iter().map(|t| t.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0,
         counts,
+        lost: summarize_lost(&runs),
+        output_mb: Some(median(
+            runs.iter()
+                .filter_map(|t| t.output_bytes)
+                .map(|b| b as f64 / 1e6),
+        ))
+        .filter(|mb| !mb.is_nan()),
         all_exited_cleanly: all.iter().all(|t| t.exited_cleanly),
         left_out,
         runs: all.len(),
@@ -311,6 +359,29 @@ fn opt(value: Option<f64>, precision: usize) -> String {
     value
         .filter(|v| !v.is_nan())
         .map_or_else(|| "-".to_string(), |v| format!("{v:.precision$}"))
+}
+
+/// e.g. `88% events (79..90%)`: the median share lost, its range over runs.
+fn lost_cell(row: &Row) -> String {
+    let Some((share, lo, hi, what)) = row
+        .tracer
+        .as_ref()
+        .filter(|t| t.traced_nothing().is_none())
+        .and_then(|t| t.lost)
+    else {
+        return "-".into();
+    };
+    let pct = |v: f64| v * 100.0;
+    if lo == hi {
+        format!("{:.0}% {what}", pct(share))
+    } else {
+        format!(
+            "{:.0}% {what} ({:.0}..{:.0}%)",
+            pct(share),
+            pct(lo),
+            pct(hi)
+        )
+    }
 }
 
 fn counts_cell(row: &Row) -> String {
@@ -356,6 +427,7 @@ pub fn table(rows: &[Row]) -> String {
         "CPU ms loop",
         "VmHWM MiB",
         "counts",
+        "lost",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -364,7 +436,7 @@ pub fn table(rows: &[Row]) -> String {
                 let mut cells = vec![r.name.clone()];
                 cells.extend(["-"; 5].map(String::from));
                 cells.push("NOT AVAILABLE".to_string());
-                cells.extend(["-"; 4].map(String::from));
+                cells.extend(["-"; 5].map(String::from));
                 return cells;
             }
             let t = r.tracer.as_ref();
@@ -381,6 +453,7 @@ pub fn table(rows: &[Row]) -> String {
                 opt(t.map(|t| t.cpu_ms_during_workload), 0),
                 opt(t.map(|t| t.peak_rss_mib), 1),
                 counts_cell(r),
+                lost_cell(r),
             ]
         })
         .collect();
@@ -400,7 +473,7 @@ pub fn table(rows: &[Row]) -> String {
             // Names and verdicts left-aligned, numbers right-aligned.
             if i == 0 {
                 let _ = write!(out, "{col:<w$}", w = widths[i]);
-            } else if i == 6 || i == 10 {
+            } else if i == 6 || i >= 10 {
                 let _ = write!(out, "  {col:<w$}", w = widths[i]);
             } else {
                 let _ = write!(out, "  {col:>w$}", w = widths[i]);
@@ -467,6 +540,18 @@ pub fn table(rows: &[Row]) -> String {
         }
     }
     for r in rows {
+        for (name, (ratio, lo, hi)) in &r.also_ratios {
+            let _ = writeln!(
+                out,
+                "added/ref: {}: {ratio:.2}x ({lo:.2}..{hi:.2}) of {name}'s added ns, per round",
+                r.name
+            );
+        }
+        if let Some(mb) = r.tracer.as_ref().and_then(|t| t.output_mb) {
+            let _ = writeln!(out, "output: {}: wrote {mb:.0} MB (median)", r.name);
+        }
+    }
+    for r in rows {
         let reference = r
             .compare_with
             .as_ref()
@@ -498,7 +583,10 @@ pub fn table(rows: &[Row]) -> String {
          differences to the baseline. CPU ms: tracer's utime+stime from start (attach included) to SIGINT; \
          CPU ms loop: during the workload only; VmHWM: peak resident, largest over rounds. \
          counts: what the tracer reported against the calls made, checked in every run \
-         (per process, and per function where the tracer names functions).\n",
+         (per process, and per function where the tracer names functions). lost: median \
+         (min..max) share of the loop's events a tracer dropped, or of the stacks its \
+         events that take one (1 in --stack-every) should have given; clockprof's are \
+         host-wide lost.user_stacks + lost.dwarf_stacks, its counts exact regardless.\n",
     );
     out
 }
@@ -523,6 +611,14 @@ pub fn legend(scenarios: &[Scenario], iterations: u64) -> String {
         match &s.tracer {
             Some(Tracer::Bpftrace { program }) => {
                 let _ = writeln!(out, "{}: bpftrace -e '{program}'", s.name);
+            }
+            Some(Tracer::PerfDwarf { event }) => {
+                let _ = writeln!(
+                    out,
+                    "{}: perf record -a -e {event} --call-graph dwarf (8 KiB of stack per \
+                     sample), counted with perf script -F pid",
+                    s.name
+                );
             }
             Some(Tracer::Clockprof { bin, .. })
                 if !bins.iter().any(|(label, _)| *label == bin.label) =>
@@ -555,6 +651,10 @@ pub fn json(rows: &[Row], iterations: u64, runs: u32) -> Value {
                     "cpu_ms_during_workload_median": t.cpu_ms_during_workload,
                     "vm_hwm_mib_max": t.peak_rss_mib,
                     "counts": counts,
+                    "lost": t.lost.map(|(median, min, max, what)| json!({
+                        "of": what, "share_median": median, "share_min": min, "share_max": max,
+                    })),
+                    "output_mb_median": t.output_mb,
                     "all_exited_cleanly": t.all_exited_cleanly,
                     "traced_nothing": t.traced_nothing(),
                     "runs_left_out": t.left_out,
@@ -576,6 +676,10 @@ pub fn json(rows: &[Row], iterations: u64, runs: u32) -> Value {
                 "added_ratio_median": r.ratio.map(|(m, _, _)| m),
                 "added_ratio_min": r.ratio.map(|(_, lo, _)| lo),
                 "added_ratio_max": r.ratio.map(|(_, _, hi)| hi),
+                "also_compared_with": r.also_ratios.iter().map(|(name, (m, lo, hi))| json!({
+                    "name": name, "added_ratio_median": m, "added_ratio_min": lo,
+                    "added_ratio_max": hi,
+                })).collect::<Vec<_>>(),
                 "bound": r.bound,
                 "verdict": r.verdict(),
                 "tracer": tracer,
@@ -627,6 +731,8 @@ mod tests {
                 cpu_ms_during_workload: 5.0,
                 peak_rss_kib: 1024,
                 counted,
+                lost: None,
+                output_bytes: None,
                 exited_cleanly: attach_error.is_none(),
             }),
         }
@@ -652,6 +758,7 @@ mod tests {
             tracer,
             expect: Expect::EveryCall,
             compare_with: reference.map(String::from),
+            also_compare_with: Vec::new(),
             bound: reference.map(|_| 0.9),
         }
     }
@@ -852,6 +959,53 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("PASS"), "{text}");
+    }
+
+    #[test]
+    fn lost_shares_and_second_references_are_reported() {
+        let lossy = |ns: f64, lost: u64| {
+            let mut s = sample(ns, Counted::Samples(1000 - lost), None);
+            let t = s.tracer.as_mut().unwrap();
+            t.lost = Some(Lost {
+                lost,
+                of: 1000,
+                what: "events",
+            });
+            t.output_bytes = Some(2_000_000);
+            s
+        };
+        let mut perf = scenario("perf", Some(Tracer::PerfDwarf { event: "e" }), Some("dw1"));
+        perf.bound = None;
+        perf.also_compare_with = vec!["dw64".into()];
+        let scenarios = [
+            scenario("baseline", None, None),
+            perf,
+            scenario("dw1", Some(Tracer::Bpftrace { program: "" }), None),
+            scenario("dw64", Some(Tracer::Bpftrace { program: "" }), None),
+        ];
+        let samples = vec![
+            vec![untraced(100.0), untraced(100.0)],
+            vec![lossy(500.0, 600), lossy(700.0, 800)],
+            vec![exact(300.0), exact(300.0)],
+            vec![exact(200.0), exact(200.0)],
+        ];
+        let rows = summarize(&scenarios, &samples, &[None, None, None, None], 1000);
+        assert_eq!(rows[1].ratio, Some((2.5, 2.0, 3.0)));
+        assert_eq!(rows[1].also_ratios, [("dw64".to_string(), (5.0, 4.0, 6.0))]);
+        assert_eq!(lost_cell(&rows[1]), "70% events (60..80%)");
+        assert_eq!(lost_cell(&rows[2]), "-");
+        let text = table(&rows);
+        assert!(
+            text.contains("added/ref: perf: 5.00x (4.00..6.00) of dw64's added ns"),
+            "{text}"
+        );
+        assert!(text.contains("output: perf: wrote 2 MB (median)"), "{text}");
+        let json = json(&rows, 1000, 2);
+        assert_eq!(json["scenarios"][1]["tracer"]["lost"]["share_median"], 0.7);
+        assert_eq!(
+            json["scenarios"][1]["also_compared_with"][0]["added_ratio_median"],
+            5.0
+        );
     }
 
     #[test]

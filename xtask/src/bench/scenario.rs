@@ -21,7 +21,8 @@ pub enum RowId {
     /// `--stack-every 64` vs the same bpftrace one-liner.
     Every64,
     /// DWARF stacks (`--unwind dwarf`: the stack copied, unwound in the
-    /// daemon) at `--stack-every` 1 and 64 vs the frame-pointer syscall row.
+    /// daemon) at `--stack-every` 1 and 64 vs the frame-pointer syscall row,
+    /// and `perf record --call-graph dwarf` vs them, with stacks and events lost.
     Dwarf,
     /// A `-p PID` recording's cost to another process's clock syscalls vs
     /// bpftrace's host-wide `@[pid] = count()`.
@@ -34,6 +35,9 @@ pub enum RowId {
     Churn,
     /// `clockprof top`'s own CPU and memory (once, not per round).
     Top,
+    /// The daemon's peak memory recording Debian's python3 and redis-server with `--unwind
+    /// dwarf` vs `--unwind fp`: the unwind tables and the stack ring (once).
+    UnwindMemory,
 }
 
 /// What `bench_clock_loop` does, and how many calls a run makes.
@@ -141,6 +145,9 @@ pub enum Tracer {
     },
     /// `bpftrace -e PROGRAM`; PROGRAM keys a count by `[pid, ...]`.
     Bpftrace { program: &'static str },
+    /// `perf record -a -e EVENT --call-graph dwarf`, its perf.data in a
+    /// directory of its own that goes with the run.
+    PerfDwarf { event: &'static str },
 }
 
 /// What the tracer must have counted in each run.
@@ -167,6 +174,8 @@ pub struct Scenario {
     pub expect: Expect,
     /// The scenario whose same-round added cost this one's is divided by.
     pub compare_with: Option<String>,
+    /// More scenarios this one's added cost is divided by, given in the notes.
+    pub also_compare_with: Vec<String>,
     /// The bound on that ratio.
     pub bound: Option<f64>,
 }
@@ -175,6 +184,38 @@ pub const BPFTRACE_USTACK: &str = "bpftrace syscall @[pid, ustack]";
 pub const BPFTRACE_COUNT: &str = "bpftrace syscall @[pid] (count only)";
 pub const BPFTRACE_PROFILE: &str = "bpftrace profile:hz:999 @[pid, ustack]";
 pub const BPFTRACE_UPROBE: &str = "bpftrace uprobe @[pid, ustack]";
+pub const PERF_DWARF: &str = "perf record -a --call-graph dwarf";
+
+/// The DWARF rows of a clockprof binary, at --stack-every 1 and 64.
+fn dwarf_row_names(bin: &Clockprof) -> [String; 2] {
+    [1, 64].map(|n| {
+        format!(
+            "{} -a -s syscall --unwind dwarf --stack-every {n}",
+            bin.label
+        )
+    })
+}
+
+/// perf doing what the DWARF rows do (copy each event's user stack for an
+/// unwind in user space), compared with the first binary's DWARF rows.
+fn perf_dwarf(bins: &[Clockprof]) -> Scenario {
+    let references = bins.first().map(dwarf_row_names);
+    Scenario {
+        name: PERF_DWARF.to_string(),
+        row: RowId::Dwarf,
+        workload: &SYSCALL_LOOP,
+        tracer: Some(Tracer::PerfDwarf {
+            event: "syscalls:sys_enter_clock_gettime",
+        }),
+        // perf drops what its ring cannot hold: a count of samples, not calls.
+        expect: Expect::Samples,
+        compare_with: references.as_ref().map(|[every, _]| every.clone()),
+        also_compare_with: references
+            .map(|[_, sampled]| vec![sampled])
+            .unwrap_or_default(),
+        bound: None,
+    }
+}
 
 fn baseline(workload: &'static Workload, row: RowId) -> Scenario {
     Scenario {
@@ -184,6 +225,7 @@ fn baseline(workload: &'static Workload, row: RowId) -> Scenario {
         tracer: None,
         expect: Expect::EveryCall,
         compare_with: None,
+        also_compare_with: Vec::new(),
         bound: None,
     }
 }
@@ -205,6 +247,7 @@ fn bpftrace(
             Expect::EveryCall
         },
         compare_with: None,
+        also_compare_with: Vec::new(),
         bound: None,
     }
 }
@@ -231,6 +274,7 @@ fn clockprof_rows(bin: &Clockprof) -> Vec<Scenario> {
         }),
         expect,
         compare_with: Some(reference.to_string()),
+        also_compare_with: Vec::new(),
         bound,
     };
     vec![
@@ -360,6 +404,7 @@ pub fn selected(bins: &[Clockprof], rows: &[RowId]) -> Vec<Scenario> {
             &UPROBE_LOOP,
             "uprobe:/lib/x86_64-linux-gnu/libc.so.6:__clock_gettime { @[pid, ustack] = count(); }",
         ),
+        perf_dwarf(bins),
     ];
     for bin in bins {
         all.extend(clockprof_rows(bin));
@@ -470,12 +515,14 @@ impl Tracer {
         matches!(self, Tracer::Clockprof { args, .. } if args.contains(&"PID"))
     }
 
-    /// The command, and the file it writes its profile to, if any.
+    /// The command, and the file it writes its profile to, if any; perf
+    /// writes its (large) perf.data into `scratch`, which the caller removes.
     pub fn command(
         &self,
         paths: &Paths,
         file_stem: &str,
         target: Option<u32>,
+        scratch: &Path,
     ) -> (Command, Option<PathBuf>) {
         match self {
             Tracer::Clockprof {
@@ -507,7 +554,30 @@ impl Tracer {
                 }
                 (cmd, None)
             }
+            Tracer::PerfDwarf { event } => {
+                let out = scratch.join("perf.data");
+                let mut cmd = Command::new("perf");
+                cmd.args(["record", "-a", "-e", event, "--call-graph", "dwarf"])
+                    // Start disabled and say "Events enabled" once attached.
+                    .args(["--delay", "10"])
+                    // No build-id pass over the whole perf.data at exit, and
+                    // nothing copied into ~/.debug.
+                    .args(["--no-buildid", "--no-buildid-cache"])
+                    .arg("-o")
+                    .arg(&out);
+                if !paths.host_tracefs {
+                    with_private_tracefs(&mut cmd);
+                }
+                (cmd, Some(out))
+            }
         }
+    }
+
+    /// perf record, once it wrote its perf.data on SIGINT, kills itself with
+    /// the same signal, as a shell expects of a program stopped by Ctrl-C.
+    pub fn dies_of_sigint(&self, status: std::process::ExitStatus) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        matches!(self, Tracer::PerfDwarf { .. }) && status.signal() == Some(libc::SIGINT)
     }
 
     pub fn ready_when(&self) -> ReadyWhen {
@@ -523,6 +593,12 @@ impl Tracer {
                 stream: Stream::Stdout,
                 line_contains: "Attaching ",
                 settle: Duration::from_secs(1),
+            },
+            // With --delay, perf says so once its events are enabled.
+            Tracer::PerfDwarf { .. } => ReadyWhen {
+                stream: Stream::Stderr,
+                line_contains: "Events enabled",
+                settle: Duration::ZERO,
             },
         }
     }
@@ -548,7 +624,7 @@ mod tests {
     fn every_compared_row_exists_and_traced_rows_have_a_baseline() {
         let rows = selected(&bins(), RowId::value_variants());
         for row in &rows {
-            if let Some(reference) = &row.compare_with {
+            for reference in row.compare_with.iter().chain(&row.also_compare_with) {
                 assert!(rows.iter().any(|r| &r.name == reference), "{reference}");
             }
             if row.tracer.is_some() {
@@ -583,11 +659,15 @@ mod tests {
             [
                 "baseline, syscall loop (no tracer)",
                 BPFTRACE_USTACK,
+                PERF_DWARF,
                 "clockprof -a -s syscall",
                 "clockprof -a -s syscall --unwind dwarf --stack-every 1",
                 "clockprof -a -s syscall --unwind dwarf --stack-every 64",
             ]
         );
+        let perf = rows.iter().find(|r| r.name == PERF_DWARF).unwrap();
+        assert_eq!(perf.compare_with.as_deref(), Some(rows[4].name.as_str()));
+        assert_eq!(perf.also_compare_with, [rows[5].name.clone()]);
     }
 
     #[test]
