@@ -287,9 +287,10 @@ fn kernel_walked_entries(stack_entries: u32) -> u32 {
     (stack_entries / 4).max(1)
 }
 
-/// The DWARF stack ring: 2,048 records of 16 KiB, what 100 ms between two
-/// reads of it hold at 20,000 stacks a second (beyond that, stacks are lost
-/// and the counts stay exact); a page when nothing is unwound with DWARF.
+/// The DWARF stack ring: 2,048 records of 16 KiB, what 20 ms between two
+/// reads of it (session::DWARF_DRAIN_INTERVAL) hold at ~100,000 stacks a
+/// second (beyond that, stacks are lost and the counts stay exact); a page
+/// when nothing is unwound with DWARF.
 fn dwarf_ring_bytes(unwind: crate::cli::UnwindMode) -> u32 {
     match unwind {
         crate::cli::UnwindMode::FramePointers => 4096,

@@ -158,7 +158,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     let deadline = args
         .duration
         .map(|secs| tokio::time::Instant::now() + Duration::from_secs_f64(secs));
-    let mut drain = tokio::time::interval(session::DRAIN_INTERVAL);
+    let mut drain = tokio::time::interval(session.side_band_interval());
     let mut drain_maps = tokio::time::interval_at(
         tokio::time::Instant::now() + session::MAP_DRAIN_INTERVAL,
         session::MAP_DRAIN_INTERVAL,
@@ -253,7 +253,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     let lost = profile.info.lost;
     if lost.dwarf_stacks > 0 {
         say!(
-            "clockprof: note: {} of the stacks to unwind with DWARF found the ring full (more than ~20,000 a second); their counts are exact, the stacks above the clock-reading function estimated (--stack-every N takes fewer)",
+            "clockprof: note: {} of the stacks to unwind with DWARF found the ring full (more than ~100,000 a second); their counts are exact, the stacks above the clock-reading function estimated (--stack-every N takes fewer)",
             lost.dwarf_stacks
         );
     }

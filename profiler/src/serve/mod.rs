@@ -25,7 +25,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::aggregate::RecordingInfo;
 use crate::cli::ServeArgs;
 use crate::collect::LostCounts;
-use crate::session::{self, Session};
+use crate::session::Session;
 use crate::symbolize::SymbolizedSample;
 
 /// What one read of the kernel brought: the reads counted in `since..until`.
@@ -135,7 +135,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
 
     let mut kernel = kernel::SinceLastRead::new(&session);
     let mut last_read = Instant::now();
-    let mut side_band = tokio::time::interval(session::DRAIN_INTERVAL);
+    let mut side_band = tokio::time::interval(session.side_band_interval());
     let mut reads = tokio::time::interval(limits::READ_INTERVAL);
     let mut pushes =
         tokio::time::interval_at(tokio::time::Instant::now() + push_interval, push_interval);

@@ -35,7 +35,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::aggregate::RecordingInfo;
 use crate::cli::TopArgs;
 use crate::clocksource::Clocksource;
-use crate::session::{self, Session};
+use crate::session::Session;
 use crate::symbolize::{NormalizedSample, StackSymbolizer, SymbolizedSample};
 use app::{App, Effect, Screen};
 use export::Scope;
@@ -179,7 +179,7 @@ impl Top {
         let mut sighup = signal(SignalKind::hangup())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut events = EventStream::new();
-        let mut drain = tokio::time::interval(session::DRAIN_INTERVAL);
+        let mut drain = tokio::time::interval(self.session.side_band_interval());
         // The first refresh comes after a full interval: an earlier one would
         // turn a few milliseconds of counts into a noisy rate.
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
