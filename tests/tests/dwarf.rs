@@ -1,7 +1,8 @@
 //! DWARF unwinding (`--unwind`, issue 12): stacks through code without
 //! frame pointers reach their callers, from the binaries' own unwind
 //! tables, with the counts still exact. Real binaries: an `-O2
-//! -fomit-frame-pointer` C fixture, Debian's python3 and redis-server.
+//! -fomit-frame-pointer` C fixture, a Rust fixture on Debian's shared std,
+//! Debian's python3 and redis-server.
 
 mod common;
 
@@ -27,6 +28,46 @@ fn dwarf_fixture() -> &'static Path {
             .status()
             .expect("gcc runs");
         assert!(status.success(), "gcc failed on {}", source.display());
+        out
+    })
+}
+
+/// The Rust fixture on Debian's std: built by Debian's rustc 1.63 (which
+/// `cargo xtask setup` keeps in target/debian-rustc, as the package conflicts
+/// with rustc-web) with `-C prefer-dynamic`, so std's code runs in Debian's
+/// libstd-*.so, built without frame pointers; the fixture's own code has
+/// none either (rustc's default at -O2).
+fn debian_std_fixture() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let rustc = std::env::var_os("CLOCKPROF_DEBIAN_RUSTC")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debian-rustc/rustc")
+            });
+        assert!(
+            rustc.exists(),
+            "Debian's rustc 1.63 is missing at {} (cargo xtask setup)",
+            rustc.display()
+        );
+        let out = fixture_dir().join(format!("rsdebstd{}", std::process::id() % 1000));
+        let source =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rust_debian_std_fixture.rs");
+        let status = Command::new(&rustc)
+            .args([
+                "--sysroot",
+                "/usr",
+                "-C",
+                "prefer-dynamic",
+                "-C",
+                "opt-level=2",
+            ])
+            .arg("-o")
+            .arg(&out)
+            .arg(&source)
+            .status()
+            .expect("Debian's rustc runs");
+        assert!(status.success(), "rustc failed on {}", source.display());
         out
     })
 }
@@ -182,6 +223,78 @@ fn sampled_dwarf_stacks_keep_the_counts_exact() {
             .iter()
             .all(|s| s["state"] == "estimated"),
         "{profile}"
+    );
+}
+
+/// Rust's std as Debian ships it, a shared library without frame pointers:
+/// every `Instant::now` (glibc's `clock_gettime`, counted exactly by the
+/// libc uprobe) sits under std's frame, the fixture's function and main,
+/// and below main under std's `lang_start_internal`, both std frames in
+/// Debian's libstd-*.so. 2,000 reads fit the DWARF ring (2,048 copies)
+/// whatever the drain's timing, so every stack is one really unwound
+/// (`complete`), not spread from others.
+#[test]
+fn rust_std_without_frame_pointers_unwinds_to_its_callers() {
+    let dir = TempDir::new("dwarf-rust-std");
+    let fixture = debian_std_fixture();
+    let comm = comm_of(fixture);
+    let (profile, folded) = record(
+        &dir,
+        &["-s", "libc", "--unwind", "auto"],
+        &[fixture.as_os_str(), os("2000")],
+    );
+    assert_exact_under(
+        &folded,
+        &[
+            "main",
+            "std::rt::lang_start_internal",
+            "std::rt::lang_start::{{closure}}",
+            "std::sys_common::backtrace::__rust_begin_short_backtrace",
+            "rust_debian_std_fixture::main",
+            "rust_debian_std_fixture::debian_std_clock_loop",
+            "std::time::Instant::now",
+            "clock_gettime",
+        ],
+        2000,
+    );
+    assert_eq!(unwinder_of(&profile, &comm), "dwarf");
+    for stack in profile["stacks"].as_array().unwrap() {
+        assert_eq!(stack["state"], "complete", "{stack}");
+        for frame in stack["frames"].as_array().unwrap() {
+            if frame["function"]
+                .as_str()
+                .unwrap()
+                .starts_with("std::rt::lang_start_internal")
+                || frame["function"] == "std::time::Instant::now"
+            {
+                let module = frame["module"].as_str().unwrap();
+                assert!(
+                    module.starts_with("/usr/lib/x86_64-linux-gnu/libstd-")
+                        && module.ends_with(".so"),
+                    "{frame}"
+                );
+            }
+        }
+    }
+    // With frame pointers forced the walk stops at std's frame (recovered
+    // from the return address at the uprobe): the callers above it were not
+    // there to be had without the unwind tables.
+    let (profile, folded) = record(
+        &dir,
+        &["-s", "libc", "--unwind", "fp"],
+        &[fixture.as_os_str(), os("2000")],
+    );
+    assert_eq!(unwinder_of(&profile, &comm), "frame_pointers");
+    let stacks = parse_folded(&folded);
+    assert_eq!(
+        count_under(&stacks, "std::time::Instant::now"),
+        2000,
+        "{folded}"
+    );
+    assert_eq!(
+        count_under(&stacks, "rust_debian_std_fixture::debian_std_clock_loop"),
+        0,
+        "{folded}"
     );
 }
 

@@ -1,8 +1,10 @@
 //! `cargo xtask setup`: installs the Debian packages and the bpf-linker the build
-//! needs. Every other task calls it first, so its no-op path must stay fast: one
-//! dpkg-query and one `bpf-linker --version`.
+//! needs. Every other task calls it first, so its no-op path must stay fast: two
+//! dpkg-queries, a file read and one `bpf-linker --version`.
 
 use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -54,7 +56,9 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
               service is stopped and disabled), redis-server and redis-tools (Debian's \
               stripped redis under redis-benchmark for the DWARF unwinding test; the \
               tests run their own on a temporary port, the package's service is stopped \
-              and disabled)",
+              and disabled), libstd-rust-dev (Debian's Rust 1.63 std as a shared library \
+              built without frame pointers, for the DWARF test of a Rust program linked \
+              against it; its compiler is set up beside it, see ensure_debian_rustc)",
         default: true,
         packages: &[
             "bpftrace",
@@ -66,6 +70,7 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
             "redis-server",
             "redis-tools",
             "linux-perf", // the bench's `perf record --call-graph dwarf` row
+            "libstd-rust-dev",
         ],
         backports: &[],
     },
@@ -124,6 +129,7 @@ pub fn packages(with: &[String]) -> Vec<&'static str> {
 
 pub fn run(args: &SetupArgs) -> Result<()> {
     ensure_packages(&packages(&args.with))?;
+    ensure_debian_rustc()?;
     ensure_bpf_linker()
 }
 
@@ -463,6 +469,107 @@ fn parse_dpkg_statuses(stdout: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// Where Debian's rustc 1.63 is kept: `rustc`, and `version`, the package
+/// version it was taken from. The DWARF test builds its Rust fixture with
+/// `rustc --sysroot /usr -C prefer-dynamic` (tests/tests/dwarf.rs).
+fn debian_rustc_dir() -> PathBuf {
+    workspace::target_dir().join("debian-rustc")
+}
+
+/// Debian's rustc 1.63, the compiler of the libstd-rust-dev installed above.
+/// Its package cannot be installed here: rustc-web (the eBPF build's
+/// compiler) conflicts with it and owns /usr/bin/rustc. Its /usr/bin/rustc is
+/// only a driver of librustc_driver, which libstd-rust-1.63 installs, so that
+/// one file, taken from the `rustc` package of the same version, makes the
+/// compiler. It goes under the target dir, on no PATH: rustup's cargo and
+/// rustc, and rustc-web's /usr/bin/rustc, stay the ones that run.
+fn ensure_debian_rustc() -> Result<()> {
+    let version = installed_version("libstd-rust-dev")?;
+    let dir = debian_rustc_dir();
+    let have = fs::read_to_string(dir.join("version")).unwrap_or_default();
+    if have == version && dir.join("rustc").exists() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: taking Debian's rustc {version} from its package into {}",
+        dir.display()
+    );
+    let scratch = workspace::target_dir().join(format!(".debian-rustc-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch)
+        .with_context(|| format!("could not create {}", scratch.display()))?;
+    // Filled in a scratch dir renamed into place: an interrupted run leaves
+    // no half-made compiler behind.
+    let result = extract_debian_rustc(&version, &scratch).and_then(|()| {
+        let _ = fs::remove_dir_all(&dir);
+        fs::rename(&scratch, &dir)
+            .with_context(|| format!("could not move {} into place", dir.display()))
+    });
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&scratch);
+    }
+    result
+}
+
+fn extract_debian_rustc(version: &str, scratch: &Path) -> Result<()> {
+    process::run(
+        Command::new("apt-get")
+            // As root apt downloads as the `_apt` user, which cannot write to a
+            // root-owned target dir.
+            .args(["-o", "APT::Sandbox::User=root", "download"])
+            .arg(format!("rustc={version}"))
+            .current_dir(scratch),
+    )?;
+    let deb = fs::read_dir(scratch)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb for rustc")?;
+    let tree = scratch.join("tree");
+    process::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+    let rustc = scratch.join("rustc");
+    fs::rename(tree.join("usr/bin/rustc"), &rustc)
+        .context("the rustc package has no usr/bin/rustc")?;
+    fs::remove_dir_all(&tree)?;
+    fs::remove_file(&deb)?;
+    // It runs only with the librustc_driver of its own version.
+    let out = Command::new(&rustc)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("could not run {}", rustc.display()))?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !reports_rustc_version(&said, version) {
+        bail!(
+            "Debian's rustc {version} does not run with the installed libstd-rust: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    fs::write(scratch.join("version"), version)?;
+    Ok(())
+}
+
+/// `rustc --version` prints e.g. `rustc 1.63.0` for package version
+/// `1.63.0+dfsg1-2`.
+fn reports_rustc_version(output: &str, package_version: &str) -> bool {
+    let upstream = package_version
+        .split(['+', '-', '~'])
+        .next()
+        .unwrap_or_default();
+    output.split_whitespace().nth(1) == Some(upstream)
+}
+
+/// The installed version of `package` (dpkg's `${Version}`).
+fn installed_version(package: &str) -> Result<String> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", package])
+        .output()
+        .context("could not run dpkg-query")?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || version.is_empty() {
+        bail!("{package} is not installed");
+    }
+    Ok(version)
+}
+
 fn ensure_bpf_linker() -> Result<()> {
     let reported = bpf_linker_version();
     if reported
@@ -604,6 +711,16 @@ mod tests {
             "        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n",
             "bookworm-backports"
         ));
+    }
+
+    #[test]
+    fn debian_rustc_version_matches_its_package() {
+        assert!(reports_rustc_version("rustc 1.63.0\n", "1.63.0+dfsg1-2"));
+        assert!(!reports_rustc_version(
+            "rustc 1.96.0 (ac68faa20 2026-05-25)",
+            "1.63.0+dfsg1-2"
+        ));
+        assert!(!reports_rustc_version("", "1.63.0+dfsg1-2"));
     }
 
     #[test]
