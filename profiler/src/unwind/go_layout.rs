@@ -7,8 +7,15 @@
 //! at `runtime.asmcgocall`.
 
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian};
-use object::{Object, ObjectSection, ObjectSymbol};
+use object::{Object, ObjectSymbol};
 use profiler_common::GoLayout;
+
+use super::sections::bounded_data;
+
+/// A DWARF section larger than this is not read (Go 1.19's cgo fixture's
+/// .debug_info is 0.8 MB uncompressed; a large service's some tens of MB):
+/// the file is the user's, and its size bounds the parse.
+const MAX_DWARF_BYTES: u64 = 256 << 20;
 
 /// The runtime's struct fields the eBPF side follows.
 const FIELDS: [(&str, &str); 5] = [
@@ -70,10 +77,19 @@ fn tls_g_offset<'data, R: object::ReadRef<'data>>(elf: &object::File<'data, R>) 
 fn field_offsets<'data, R: object::ReadRef<'data>>(
     elf: &object::File<'data, R>,
 ) -> Option<[u32; 5]> {
+    // Only what struct members need: types, their abbreviations, strings.
     let sections = gimli::DwarfSections::load(|id| -> Result<std::borrow::Cow<[u8]>, ()> {
+        if !matches!(
+            id,
+            gimli::SectionId::DebugInfo
+                | gimli::SectionId::DebugAbbrev
+                | gimli::SectionId::DebugStr
+        ) {
+            return Ok(std::borrow::Cow::Borrowed(&[]));
+        }
         Ok(elf
             .section_by_name(id.name())
-            .and_then(|section| section.uncompressed_data().ok())
+            .and_then(|section| bounded_data(&section, MAX_DWARF_BYTES))
             .unwrap_or_default())
     })
     .ok()?;
@@ -81,10 +97,11 @@ fn field_offsets<'data, R: object::ReadRef<'data>>(
     let mut found: [Option<u32>; 5] = [None; 5];
     let mut units = dwarf.units();
     while let Ok(Some(header)) = units.next() {
-        let Ok(unit) = dwarf.unit(header) else {
+        // Not dwarf.unit(): that also reads the unit's line program.
+        let Ok(abbreviations) = dwarf.abbreviations(&header) else {
             continue;
         };
-        let Ok(mut tree) = unit.entries_tree(None) else {
+        let Ok(mut tree) = header.entries_tree(&abbreviations, None) else {
             continue;
         };
         let Ok(root) = tree.root() else { continue };
@@ -94,7 +111,7 @@ fn field_offsets<'data, R: object::ReadRef<'data>>(
             if entry.tag() != gimli::DW_TAG_structure_type {
                 continue;
             }
-            let Some(name) = entry_name(&dwarf, &unit, entry) else {
+            let Some(name) = entry_name(&dwarf, entry) else {
                 continue;
             };
             if !FIELDS.iter().any(|&(strukt, _)| strukt == name) {
@@ -103,7 +120,7 @@ fn field_offsets<'data, R: object::ReadRef<'data>>(
             let mut members = node.children();
             while let Ok(Some(member)) = members.next() {
                 let member = member.entry();
-                let Some(field) = entry_name(&dwarf, &unit, member) else {
+                let Some(field) = entry_name(&dwarf, member) else {
                     continue;
                 };
                 let Some(index) = FIELDS
@@ -127,13 +144,16 @@ fn field_offsets<'data, R: object::ReadRef<'data>>(
     Some([a?, b?, c?, d?, e?])
 }
 
+/// An entry's name: inline (what Go writes) or in .debug_str.
 fn entry_name<R: gimli::Reader>(
     dwarf: &gimli::Dwarf<R>,
-    unit: &gimli::Unit<R>,
     entry: &gimli::DebuggingInformationEntry<R>,
 ) -> Option<String> {
-    let value: AttributeValue<R> = entry.attr_value(gimli::DW_AT_name)?;
-    let name = dwarf.attr_string(unit, value).ok()?;
+    let name = match entry.attr_value(gimli::DW_AT_name)? {
+        AttributeValue::String(name) => name,
+        AttributeValue::DebugStrRef(offset) => dwarf.debug_str.get_str(offset).ok()?,
+        _ => return None,
+    };
     Some(name.to_string_lossy().ok()?.into_owned())
 }
 

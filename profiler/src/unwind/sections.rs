@@ -13,6 +13,24 @@ use framehop::ExplicitModuleSectionInfo;
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
 use object::{Object, ObjectSection, ObjectSymbol};
 
+/// A section's bytes, uncompressed, unless its declared size passes `max`:
+/// the file may be anyone's, and a compressed section's header names any
+/// size it likes (what would be allocated before decompressing).
+pub fn bounded_data<'data, S: ObjectSection<'data>>(
+    section: &S,
+    max: u64,
+) -> Option<std::borrow::Cow<'data, [u8]>> {
+    let compressed = section.compressed_data().ok()?;
+    if compressed.uncompressed_size > max {
+        return None;
+    }
+    compressed.decompress().ok()
+}
+
+/// An unwind section larger than this is not read: the largest here
+/// (python3's .eh_frame) is under 1 MB.
+const MAX_SECTION_BYTES: u64 = 64 << 20;
+
 /// Section data, shared by every process that maps the file.
 pub type Bytes = Arc<[u8]>;
 
@@ -67,7 +85,7 @@ impl UnwindSections {
             .collect();
         let section = |name: &str| -> Option<(Range<u64>, Bytes)> {
             let section = elf.section_by_name(name)?;
-            let data = section.uncompressed_data().ok()?;
+            let data = bounded_data(&section, MAX_SECTION_BYTES)?;
             let start = section.address();
             Some((start..start + section.size(), Arc::from(&*data)))
         };
