@@ -3,12 +3,16 @@
 //! wrapper above it (glibc's `__clock_gettime`).
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_user, macros::map, maps::PerCpuArray, programs::ProbeContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::map,
+    maps::PerCpuArray,
+    programs::ProbeContext,
 };
 
 use profiler_common::CLOCK_ID_NONE;
 
 use crate::count::{count_clock_read, current_target, UserFrame, NO_CALLER};
+use crate::process::current_start_time;
 
 // User-space clock functions, by entry uprobes (never uretprobes: they crash
 // Go programs). At entry the callee has not pushed its frame, so the caller is
@@ -68,9 +72,13 @@ pub(crate) fn skipped_callers(
     };
     let cache = unsafe { &mut *cache };
     let tgid = tgid as u64;
-    if cache.tgid != tgid {
+    // Cached per CPU (process::StartTimeCache): the count that follows
+    // reads the same entry again.
+    let start_time = current_start_time(bpf_get_current_pid_tgid());
+    if cache.tgid != tgid || cache.start_time != start_time {
         *cache = DecodeCache {
             tgid,
+            start_time,
             ip: 0,
             ip_offset: NOT_UNFRAMED,
             site: 0,
@@ -96,8 +104,11 @@ pub(crate) fn skipped_callers(
 #[repr(C)]
 pub struct DecodeCache {
     /// Addresses only mean the same code within one process (non-PIE
-    /// programs share theirs).
+    /// programs share theirs): one life of a PID, as CountKey tells them
+    /// apart, so a process that got a PID again on this CPU decodes its own
+    /// code. Start time 0 (no BTF offsets) keys by the PID alone.
     tgid: u64,
+    start_time: u64,
     ip: u64,
     /// Where the return address sits relative to sp at `ip`, or NOT_UNFRAMED.
     ip_offset: u64,

@@ -9,13 +9,13 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::attachment::{backend_rank, Backend, DEBUG_REGISTERS};
+use crate::attachment::{Backend, DEBUG_REGISTERS};
 use crate::cli::DoctorArgs;
 use crate::clocksource;
 use crate::privileges;
 use crate::probes::{
-    free_debug_registers, kernel_context, refusal_reason, KernelFunction, ProbeConfig, Probes,
-    ProgramVariant,
+    backend_rank, free_debug_registers, kernel_context, refusal_reason, KernelFunction,
+    ProbeConfig, Probes, ProgramVariant,
 };
 use crate::sources::{Attach, Source};
 

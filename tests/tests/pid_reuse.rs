@@ -11,7 +11,6 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -42,11 +41,7 @@ fn waiting_fixture(binary: &Path, comm: &str, reads: &str, pid: Option<u32>) -> 
         Some(pid) => spawn_as(pid, &mut command),
         None => command.spawn().expect("the fixture starts"),
     };
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready");
+    wait_until_ready(&mut child);
     child
 }
 

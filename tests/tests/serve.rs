@@ -36,29 +36,13 @@ impl Serve {
     fn start(args: &[&str]) -> Serve {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let mut child = Command::new(clockprof())
-            .arg("serve")
-            .args(["--listen", &listen])
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("clockprof starts");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut seen = String::new();
-        loop {
-            let mut line = String::new();
-            let n = stderr.read_line(&mut line).unwrap();
-            seen.push_str(&line);
-            assert!(n > 0, "clockprof serve exited before serving: {seen}");
-            if line.contains("clockprof: serving") {
-                break;
-            }
-        }
-        let rest = std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = stderr.read_to_string(&mut rest);
-            seen + &rest
-        });
+        let (child, rest) = start_until(
+            Command::new(clockprof())
+                .arg("serve")
+                .args(["--listen", &listen])
+                .args(args),
+            "clockprof: serving",
+        );
         Serve {
             child,
             port,
@@ -146,11 +130,7 @@ fn waiting_fixture(comm: &str, reads: u64) -> Child {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready");
+    wait_until_ready(&mut child);
     child
 }
 
@@ -385,11 +365,7 @@ fn uprobes_reach_a_libc_and_a_go_program_started_after_serve() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut ready = String::new();
-    BufReader::new(late_libc.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready");
+    wait_until_ready(&mut late_libc);
     let go = dir.join("golatefix");
     std::fs::copy(go_fixture(), &go).unwrap();
     let mut late_go = Command::new(&go)

@@ -40,6 +40,21 @@ fn show(folded: &[(String, u64)]) -> String {
     folded.iter().map(|(s, c)| format!("{s} {c}\n")).collect()
 }
 
+/// The C fixture's `libc 30000` run, exactly: 30,000 glibc clock_gettime
+/// calls from fixture_libc_hot and 15,000 from fixture_libc_warm, each named
+/// as libc's MONOTONIC read.
+fn assert_libc_fixture_counts(folded: &[(String, u64)]) {
+    let text = show(folded);
+    assert_eq!(count_under(folded, "fixture_libc_hot"), 30000, "{text}");
+    assert_eq!(count_under(folded, "fixture_libc_warm"), 15000, "{text}");
+    assert_eq!(
+        leaves_under(folded, "fixture_libc_hot")
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![("[libc clock_gettime MONOTONIC]".to_string(), 30000)]
+    );
+}
+
 #[test]
 fn libc_source_counts_glibc_calls_exactly_under_the_caller() {
     let dir = TempDir::new("libc");
@@ -51,14 +66,7 @@ fn libc_source_counts_glibc_calls_exactly_under_the_caller() {
         &[fixture.as_os_str(), os("libc"), os("30000")],
     );
     let text = show(&folded);
-    assert_eq!(count_under(&folded, "fixture_libc_hot"), 30000, "{text}");
-    assert_eq!(count_under(&folded, "fixture_libc_warm"), 15000, "{text}");
-    assert_eq!(
-        leaves_under(&folded, "fixture_libc_hot")
-            .into_iter()
-            .collect::<Vec<_>>(),
-        vec![("[libc clock_gettime MONOTONIC]".to_string(), 30000)]
-    );
+    assert_libc_fixture_counts(&folded);
     // The caller the entry uprobe would lose is there, right below libc's function.
     assert!(
         text.contains(";main;fixture_libc_hot;clock_gettime;[libc clock_gettime MONOTONIC] 30000"),
@@ -75,15 +83,7 @@ fn libc_source_counts_the_calls_of_commands_children_exactly() {
     let dir = TempDir::new("libc-child");
     let script = format!("{} libc 30000; true", c_fixture().display());
     let folded = record(&dir, "libc", &[], &[os("sh"), os("-c"), os(&script)]);
-    let text = show(&folded);
-    assert_eq!(count_under(&folded, "fixture_libc_hot"), 30000, "{text}");
-    assert_eq!(count_under(&folded, "fixture_libc_warm"), 15000, "{text}");
-    assert_eq!(
-        leaves_under(&folded, "fixture_libc_hot")
-            .into_iter()
-            .collect::<Vec<_>>(),
-        vec![("[libc clock_gettime MONOTONIC]".to_string(), 30000)]
-    );
+    assert_libc_fixture_counts(&folded);
     assert_no_clockprof_programs_left();
 }
 

@@ -1,6 +1,6 @@
 //! The `syscall` source: the clock system calls, hooked at their kernel
 //! entry by fentry, kprobe, the raw `sys_enter` tracepoint or the
-//! `syscalls:sys_enter_*` tracepoints (attachment::backend_rank orders them).
+//! `syscalls:sys_enter_*` tracepoints (probes::backend_rank orders them).
 
 use profiler_common::event;
 

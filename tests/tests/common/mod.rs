@@ -361,10 +361,21 @@ pub fn build_go(source: &str, name: &str) -> PathBuf {
 }
 
 /// Starts clockprof as `command` (its stderr piped here) and returns once it
-/// says it is recording, with a thread that keeps reading its stderr, so
-/// clockprof never blocks on a full pipe, and returns all of it at the end.
+/// says it is recording, with a thread that keeps reading its stderr (see
+/// `start_until`).
 pub fn start_until_recording(
     command: &mut Command,
+) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    start_until(command, "clockprof: recording")
+}
+
+/// Starts clockprof as `command` (its stderr piped here) and returns once a
+/// line of its stderr holds `marker`, with a thread that keeps reading its
+/// stderr, so clockprof never blocks on a full pipe, and returns all of it
+/// at the end.
+pub fn start_until(
+    command: &mut Command,
+    marker: &str,
 ) -> (std::process::Child, std::thread::JoinHandle<String>) {
     use std::io::{BufRead, BufReader, Read};
     let mut child = command
@@ -377,8 +388,8 @@ pub fn start_until_recording(
         let mut line = String::new();
         let n = stderr.read_line(&mut line).unwrap();
         seen.push_str(&line);
-        assert!(n > 0, "clockprof exited before recording: {seen}");
-        if line.contains("clockprof: recording") {
+        assert!(n > 0, "clockprof exited before saying {marker:?}: {seen}");
+        if line.contains(marker) {
             break;
         }
     }
@@ -412,16 +423,27 @@ pub fn wait_with_timeout(
 /// The C fixture started with `args` (a waiting mode such as `wait N` or
 /// `jitwait N`), returned once it has printed "ready".
 pub fn ready_c_fixture(args: &[&str]) -> std::process::Child {
-    use std::io::{BufRead, BufReader};
     let mut fixture = Command::new(c_fixture())
         .args(args)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("the C fixture starts");
-    let mut ready = String::new();
-    BufReader::new(fixture.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready");
+    wait_until_ready(&mut fixture);
     fixture
+}
+
+/// Waits for a fixture started with its stdout piped to print its first
+/// line, "ready" (it then waits for its signal to read the clock).
+pub fn wait_until_ready(fixture: &mut std::process::Child) {
+    use std::io::{BufRead, BufReader};
+    let mut ready = String::new();
+    BufReader::new(
+        fixture
+            .stdout
+            .take()
+            .expect("the fixture's stdout is piped"),
+    )
+    .read_line(&mut ready)
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
 }
