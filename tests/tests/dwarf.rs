@@ -19,16 +19,11 @@ use common::*;
 fn dwarf_fixture() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let out = fixture_dir().join(format!("dwfixture{}", std::process::id() % 1000));
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dwarf_fixture.c");
-        let status = Command::new("gcc")
-            .args(["-O2", "-fomit-frame-pointer", "-o"])
-            .arg(&out)
-            .arg(&source)
-            .status()
-            .expect("gcc runs");
-        assert!(status.success(), "gcc failed on {}", source.display());
-        out
+        compile_c(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dwarf_fixture.c"),
+            &["-O2", "-fomit-frame-pointer"],
+            "dwfixture",
+        )
     })
 }
 

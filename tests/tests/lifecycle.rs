@@ -684,16 +684,7 @@ int main(int argc, char **argv) {
 "#,
     )
     .unwrap();
-    let exe = fixture_dir().join(format!("intcounter{}", std::process::id() % 1000));
-    let status = Command::new("gcc")
-        .arg("-O1")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&source)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    exe
+    compile_c(&source, &["-O1"], "intcounter")
 }
 
 /// Ctrl-C in a terminal reaches COMMAND from the terminal itself: clockprof

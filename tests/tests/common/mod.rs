@@ -58,18 +58,28 @@ pub fn c_fixture() -> &'static Path {
         if let Some(prebuilt) = std::env::var_os("CLOCKPROF_C_FIXTURE") {
             return PathBuf::from(prebuilt);
         }
-        // The binary's name is its comm, the root of every folded stack.
-        let out = fixture_dir().join(format!("cfixture{}", std::process::id() % 1000));
-        let source = workspace_root().join("tests/fixtures/syscall_fixture.c");
-        let status = Command::new("gcc")
-            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
-            .arg(&out)
-            .arg(&source)
-            .status()
-            .expect("gcc runs");
-        assert!(status.success(), "gcc failed on {}", source.display());
-        out
+        compile_c(
+            &workspace_root().join("tests/fixtures/syscall_fixture.c"),
+            &["-O1", "-g", "-fno-omit-frame-pointer"],
+            "cfixture",
+        )
     })
+}
+
+/// Compiles the C program `source` with gcc and `flags` into the fixture
+/// directory. The binary's name (`name` and a per-run number) is its comm,
+/// the root of every folded stack.
+pub fn compile_c(source: &Path, flags: &[&str], name: &str) -> PathBuf {
+    let out = fixture_dir().join(format!("{name}{}", std::process::id() % 1000));
+    let status = Command::new("gcc")
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(source)
+        .status()
+        .expect("gcc runs");
+    assert!(status.success(), "gcc failed on {}", source.display());
+    out
 }
 
 /// The Rust fixture, built by cargo with frame pointers (.cargo/config.toml).
