@@ -247,4 +247,16 @@ impl Probes {
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }
+
+    /// The hash map `name` of the eBPF object, to update from here.
+    fn hash_map<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &str,
+    ) -> Result<aya::maps::HashMap<&mut aya::maps::MapData, K, V>> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or_else(|| anyhow!("the eBPF object has no {name} map"))?;
+        Ok(aya::maps::HashMap::try_from(map)?)
+    }
 }

@@ -4,7 +4,6 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use anyhow::{anyhow, Context, Result};
-use aya::maps::{HashMap, MapData};
 use aya::programs::PerfEvent;
 use profiler_common::names;
 
@@ -92,11 +91,8 @@ impl Probes {
                     .with_context(|| format!("breakpoint on CPU {cpu}"))?,
             );
         }
-        let mut index: HashMap<&mut MapData, u64, u32> =
-            HashMap::try_from(self.ebpf.map_mut(names::KERNEL_FN_INDEX).ok_or_else(|| {
-                anyhow!("the eBPF object has no {} map", names::KERNEL_FN_INDEX)
-            })?)?;
-        index.insert(address, slot as u32, 0)?;
+        self.hash_map::<u64, u32>(names::KERNEL_FN_INDEX)?
+            .insert(address, slot as u32, 0)?;
         self.breakpoints.extend(events);
         self.breakpoint_functions += 1;
         Ok(())

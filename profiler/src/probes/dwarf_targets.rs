@@ -10,11 +10,7 @@ use super::Probes;
 
 impl Probes {
     fn dwarf_targets(&mut self) -> Result<HashMap<&mut MapData, u32, u32>> {
-        let map = self
-            .ebpf
-            .map_mut(names::DWARF_TARGETS)
-            .ok_or_else(|| anyhow!("the eBPF object has no {} map", names::DWARF_TARGETS))?;
-        Ok(HashMap::try_from(map)?)
+        self.hash_map(names::DWARF_TARGETS)
     }
 
     /// From now on, `tgid`'s stacks are copied for DWARF unwinding; those
@@ -30,11 +26,7 @@ impl Probes {
     }
 
     fn go_layouts(&mut self) -> Result<HashMap<&mut MapData, u32, GoLayout>> {
-        let map = self
-            .ebpf
-            .map_mut(names::GO_LAYOUTS)
-            .ok_or_else(|| anyhow!("the eBPF object has no {} map", names::GO_LAYOUTS))?;
-        Ok(HashMap::try_from(map)?)
+        self.hash_map(names::GO_LAYOUTS)
     }
 
     /// `tgid` is walked with frame pointers again (it exited, or exec'd a

@@ -3,7 +3,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap, Map, MapData};
 use profiler_common::names;
 
@@ -11,11 +11,7 @@ use super::Probes;
 
 impl Probes {
     fn targets(&mut self) -> Result<HashMap<&mut MapData, u32, u32>> {
-        let map = self
-            .ebpf
-            .map_mut(names::TARGETS)
-            .ok_or_else(|| anyhow!("the eBPF object has no {} map", names::TARGETS))?;
-        Ok(HashMap::try_from(map)?)
+        self.hash_map(names::TARGETS)
     }
 
     pub fn add_target(&mut self, tgid: u32, flags: u32) -> Result<()> {
