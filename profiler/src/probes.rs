@@ -123,9 +123,12 @@ fn kernel_walked_entries(stack_entries: u32) -> u32 {
 fn dwarf_ring_bytes(unwind: crate::cli::UnwindMode) -> u32 {
     match unwind {
         crate::cli::UnwindMode::FramePointers => 4096,
-        _ => 32 << 20,
+        _ => DWARF_RING_BYTES,
     }
 }
+
+/// The DWARF stack ring's size when anything is unwound with DWARF.
+pub const DWARF_RING_BYTES: u32 = 32 << 20;
 
 impl Probes {
     pub fn load(config: &ProbeConfig) -> Result<Self> {

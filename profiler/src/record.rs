@@ -158,7 +158,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     let deadline = args
         .duration
         .map(|secs| tokio::time::Instant::now() + Duration::from_secs_f64(secs));
-    let mut drain = tokio::time::interval(session.side_band_interval());
+    let mut drain = session.side_band_ticks();
     let mut drain_maps = tokio::time::interval_at(
         tokio::time::Instant::now() + session::MAP_DRAIN_INTERVAL,
         session::MAP_DRAIN_INTERVAL,

@@ -453,13 +453,19 @@ impl Session {
         Ok(())
     }
 
-    /// How often drain_side_band must run.
-    pub fn side_band_interval(&self) -> Duration {
-        if self.dwarf.is_some() {
+    /// The ticks drain_side_band runs on. A late tick is delayed, not made
+    /// up in a burst: a drain that took longer than the interval (stacks
+    /// to unwind from a tight loop) must not be followed at once by the
+    /// next, or the loop never waits and the runtime never gets to see a
+    /// signal or COMMAND's exit.
+    pub fn side_band_ticks(&self) -> tokio::time::Interval {
+        let mut ticks = tokio::time::interval(if self.dwarf.is_some() {
             DWARF_DRAIN_INTERVAL
         } else {
             DRAIN_INTERVAL
-        }
+        });
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
     }
 
     /// Applies the side-band's pending records to the process tracker

@@ -135,7 +135,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
 
     let mut kernel = kernel::SinceLastRead::new(&session);
     let mut last_read = Instant::now();
-    let mut side_band = tokio::time::interval(session.side_band_interval());
+    let mut side_band = session.side_band_ticks();
     let mut reads = tokio::time::interval(limits::READ_INTERVAL);
     let mut pushes =
         tokio::time::interval_at(tokio::time::Instant::now() + push_interval, push_interval);

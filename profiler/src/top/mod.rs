@@ -179,7 +179,7 @@ impl Top {
         let mut sighup = signal(SignalKind::hangup())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut events = EventStream::new();
-        let mut drain = tokio::time::interval(self.session.side_band_interval());
+        let mut drain = self.session.side_band_ticks();
         // The first refresh comes after a full interval: an earlier one would
         // turn a few milliseconds of counts into a noisy rate.
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);

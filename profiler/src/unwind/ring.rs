@@ -12,7 +12,7 @@ use profiler_common::DwarfStack;
 use super::frame_pointers::{stack_kind, StackKind};
 use super::DwarfUnwinder;
 use crate::collect::{RawSample, RawStack};
-use crate::probes::Probes;
+use crate::probes::{Probes, DWARF_RING_BYTES};
 use crate::proc_tracker::ProcTracker;
 use crate::safe_open::FileKey;
 use crate::sources::ClockRead;
@@ -56,11 +56,20 @@ impl DwarfStacks {
     }
 
     /// After each side-band drain: classifies the processes whose
-    /// executable is new, then unwinds the stacks the ring holds.
+    /// executable is new, then unwinds the stacks the ring holds: at most
+    /// what it held when this began. A process that reads the clock in a
+    /// tight loop fills the ring faster than stacks are unwound, and
+    /// reading until it is empty would never return to the loop that
+    /// watches for signals and COMMAND's exit (a recording stopped with
+    /// Ctrl-C hung so); what is left is read at the next tick.
     pub fn poll(&mut self, probes: &mut Probes, tracker: &mut ProcTracker) {
         self.unwinder.mappings_changed();
         self.classify(probes, tracker);
-        while let Some(item) = self.ring.next() {
+        let ring_capacity = DWARF_RING_BYTES as usize / size_of::<DwarfStack>();
+        for _ in 0..ring_capacity {
+            let Some(item) = self.ring.next() else {
+                break;
+            };
             if item.len() < size_of::<DwarfStack>() {
                 continue;
             }
