@@ -1,27 +1,16 @@
-//! Types shared by the eBPF programs and the `clockprof` daemon.
+//! Types shared by the eBPF programs and the `clockprof` daemon, and the
+//! table of clock sources (`sources`), whose event ids both sides use.
 //!
-//! Everything here is `#[repr(C)]` with explicit padding fields: BPF hash keys are
-//! compared byte by byte, so no byte of a key may be left uninitialised.
+//! Every map type here is `#[repr(C)]` with explicit padding fields: BPF hash
+//! keys are compared byte by byte, so no byte of a key may be left uninitialised.
 #![no_std]
 
-/// What a counted clock read was. One value per hook, so the daemon can name the
-/// exact call (`[syscall clock_gettime MONOTONIC]`, `[go time.now]`, ...).
-pub mod event {
-    pub const SYSCALL_CLOCK_GETTIME: u32 = 1;
-    pub const SYSCALL_GETTIMEOFDAY: u32 = 2;
-    pub const SYSCALL_TIME: u32 = 3;
-    /// Entry of libc's `__clock_gettime` (uprobe).
-    pub const LIBC_CLOCK_GETTIME: u32 = 10;
-    /// Entries of Go's clock functions (uprobes).
-    pub const GO_TIME_NOW: u32 = 20;
-    pub const GO_NANOTIME1: u32 = 21;
-    pub const GO_WALLTIME: u32 = 22;
-    /// A cpu-clock sample whose user instruction pointer was in the [vdso].
-    pub const VDSO_SAMPLE: u32 = 30;
-    /// A kernel clock function ran; `CountKey::clock_id` is its index in the
-    /// daemon's list of kernel functions.
-    pub const KERNEL_FN: u32 = 40;
-}
+// The daemon's build derives clap's ValueEnum on sources::Backend, whose
+// generated code names `::std`.
+#[cfg(feature = "user")]
+extern crate std;
+
+pub mod sources;
 
 /// Kernel clock functions the `kernel` source can watch at once (one fentry
 /// and one kprobe program slot each).

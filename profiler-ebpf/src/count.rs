@@ -12,8 +12,8 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use profiler_common::{
-    dwarf_target, event, lost, unwind, CountKey, DwarfStack, GoLayout, StackFrames,
-    DWARF_STACK_BYTES, MAX_STACK_DEPTH, SPILLED_STACK, STACK_NOT_CAPTURED, STACK_SAMPLED_OUT,
+    dwarf_target, lost, unwind, CountKey, DwarfStack, GoLayout, StackFrames, DWARF_STACK_BYTES,
+    MAX_STACK_DEPTH, SPILLED_STACK, STACK_NOT_CAPTURED, STACK_SAMPLED_OUT,
 };
 
 use crate::process::current_start_time;
@@ -504,7 +504,7 @@ pub(crate) fn count_clock_read<C: StackIdContext>(
             },
         )
     } else {
-        let scratch_slot = if event == event::VDSO_SAMPLE {
+        let scratch_slot = if event == profiler_common::sources::vdso::SAMPLE {
             scratch::VDSO
         } else {
             scratch::TASK

@@ -7,8 +7,9 @@
 //! one `GENERATION` selects, while the daemon drains and clears the other
 //! (see the daemon's generations.rs), so no map fills on a long run.
 //!
-//! One module per clock source (`syscall`, `kernel`, `vdso`, `libc`, `go`),
-//! the counting they share (`count`), caller recovery (`callers`), the
+//! One module per clock source under `sources/` (`syscall`, `kernel`,
+//! `vdso`, `libc`, `go`; each counts the event ids its source declares in
+//! profiler-common's `sources`), the counting they share (`count`), caller recovery (`callers`), the
 //! process start time that tells lives of a PID apart (`process`) and the
 //! fork follower (`targets`). Globals and maps are declared here, once.
 #![no_std]
@@ -16,13 +17,14 @@
 
 mod callers;
 mod count;
-mod go;
-mod kernel;
-mod libc;
 mod process;
-mod syscall;
 mod targets;
-mod vdso;
+
+/// One module per clock source, each file of src/sources/ (no list to keep
+/// in step: a new source is a new file).
+mod sources {
+    automod::dir!("src/sources");
+}
 
 use aya_ebpf::{
     macros::map,

@@ -196,7 +196,7 @@ pub fn merged_folded_lines(stacks: impl Iterator<Item = (String, u64)>) -> Vec<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profiler_common::{event, CLOCK_ID_NONE};
+    use profiler_common::CLOCK_ID_NONE;
 
     fn frame(name: &str, kernel: bool) -> Frame {
         Frame {
@@ -237,7 +237,7 @@ mod tests {
                 10,
                 "fixture",
                 &["main", "hot"],
-                event::SYSCALL_CLOCK_GETTIME,
+                profiler_common::sources::syscall::CLOCK_GETTIME,
                 1,
                 30,
             ),
@@ -245,7 +245,7 @@ mod tests {
                 10,
                 "fixture",
                 &["main", "hot"],
-                event::SYSCALL_CLOCK_GETTIME,
+                profiler_common::sources::syscall::CLOCK_GETTIME,
                 1,
                 20,
             ),
@@ -253,7 +253,7 @@ mod tests {
                 10,
                 "fixture",
                 &["main", "warm"],
-                event::SYSCALL_CLOCK_GETTIME,
+                profiler_common::sources::syscall::CLOCK_GETTIME,
                 0,
                 25,
             ),
@@ -261,7 +261,7 @@ mod tests {
                 11,
                 "other",
                 &["main"],
-                event::SYSCALL_TIME,
+                profiler_common::sources::syscall::TIME,
                 CLOCK_ID_NONE,
                 5,
             ),
@@ -273,7 +273,10 @@ mod tests {
         assert_eq!(profile.stacks[0].frames.last().unwrap().function, "hot");
         assert_eq!(profile.processes[0].pid, 10);
         assert_eq!(profile.processes[0].total, 75);
-        assert_eq!(profile.processes[0].by_source[&Source::Syscall], 75);
+        assert_eq!(
+            profile.processes[0].by_source[&Source::of(&profiler_common::sources::syscall::SPEC)],
+            75
+        );
         assert_eq!(
             profile.folded_lines(),
             vec![
@@ -293,7 +296,7 @@ mod tests {
                 0,
                 "sh",
                 &["[unknown]"],
-                event::SYSCALL_TIME,
+                profiler_common::sources::syscall::TIME,
                 CLOCK_ID_NONE,
                 2,
             ),
@@ -301,7 +304,7 @@ mod tests {
                 0,
                 "fx",
                 &["[unknown]"],
-                event::SYSCALL_TIME,
+                profiler_common::sources::syscall::TIME,
                 CLOCK_ID_NONE,
                 5,
             ),
@@ -322,7 +325,7 @@ mod tests {
             1,
             "a\nb x 99",
             &["evil\r\nfn 7", "k:do_syscall_64"],
-            event::SYSCALL_TIME,
+            profiler_common::sources::syscall::TIME,
             CLOCK_ID_NONE,
             2,
         )];
@@ -343,7 +346,7 @@ mod tests {
                 1,
                 "worker",
                 &["a;b", "k:do_syscall_64"],
-                event::SYSCALL_TIME,
+                profiler_common::sources::syscall::TIME,
                 CLOCK_ID_NONE,
                 2,
             ),
@@ -351,7 +354,7 @@ mod tests {
                 2,
                 "worker",
                 &["a;b", "k:do_syscall_64"],
-                event::SYSCALL_TIME,
+                profiler_common::sources::syscall::TIME,
                 CLOCK_ID_NONE,
                 3,
             ),
@@ -374,7 +377,7 @@ mod tests {
                 42,
                 comm,
                 &["main", "tick"],
-                event::SYSCALL_CLOCK_GETTIME,
+                profiler_common::sources::syscall::CLOCK_GETTIME,
                 1,
                 count,
             )

@@ -187,7 +187,10 @@ fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
     })?;
     let mut checks = Vec::new();
     for (name, backend) in SYSCALL_CHECKS {
-        let result = probes.try_backend(Source::Syscall.kernel_hooks(), backend);
+        let result = probes.try_backend(
+            Source::of(&profiler_common::sources::syscall::SPEC).kernel_hooks(),
+            backend,
+        );
         let variant = if backend == Backend::Tracepoint {
             format!(" ({} variant)", probes.variant())
         } else {
@@ -249,7 +252,11 @@ fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
         .ok_or_else(|| anyhow::anyhow!("no glibc mapped"))
         .and_then(|libc| {
             probes
-                .attach_uprobes(Source::Libc, &libc, Some(std::process::id()))
+                .attach_uprobes(
+                    Source::of(&profiler_common::sources::libc::SPEC),
+                    &libc,
+                    Some(std::process::id()),
+                )
                 .map(|_| ())
         });
     checks.push(check(

@@ -8,7 +8,7 @@
 //! dropped, and a kernel without a readable preempt count flags nothing, yet
 //! both stacks show the interrupt entry.
 
-use profiler_common::{event, INTERRUPT_TGID};
+use profiler_common::INTERRUPT_TGID;
 
 use crate::symbolize::{Frame, StackState, SymbolizedSample};
 
@@ -48,7 +48,7 @@ fn is_entry(frame: &Frame) -> bool {
 /// outermost interrupt entry), so one interrupt path is one stack whatever
 /// it interrupted. Other samples are left as they are.
 pub fn attribute(sample: &mut SymbolizedSample) {
-    if sample.read.event != event::KERNEL_FN {
+    if sample.read.event != profiler_common::sources::kernel::FUNCTION {
         return;
     }
     let entry = sample.frames.iter().position(is_entry);
@@ -103,7 +103,7 @@ mod tests {
     fn a_timer_interrupt_in_a_task_goes_under_interrupt_without_the_task() {
         let mut s = sample(
             42,
-            event::KERNEL_FN,
+            profiler_common::sources::kernel::FUNCTION,
             &[
                 ("main", false),
                 ("entry_SYSCALL_64", true),
@@ -135,7 +135,7 @@ mod tests {
     fn softirqs_cut_at_their_runner_and_flagged_samples_drop_user_frames() {
         let mut ksoftirqd = sample(
             7,
-            event::KERNEL_FN,
+            profiler_common::sources::kernel::FUNCTION,
             &[
                 ("kthread", true),
                 ("run_ksoftirqd", true),
@@ -154,7 +154,7 @@ mod tests {
         // Flagged by the preempt count, with no entry frame in sight.
         let mut flagged = sample(
             INTERRUPT_TGID,
-            event::KERNEL_FN,
+            profiler_common::sources::kernel::FUNCTION,
             &[("[unknown]", false), ("tick_sched_timer", true)],
         );
         attribute(&mut flagged);
@@ -169,7 +169,7 @@ mod tests {
             ("do_syscall_64", true),
             ("ktime_get_ts64", true),
         ];
-        let mut task = sample(42, event::KERNEL_FN, &frames);
+        let mut task = sample(42, profiler_common::sources::kernel::FUNCTION, &frames);
         let before = task.clone();
         attribute(&mut task);
         assert_eq!(task, before);
@@ -178,7 +178,7 @@ mod tests {
         // the timer interrupt by design, and belongs to the sampled task.
         let mut sample_of_task = sample(
             42,
-            event::VDSO_SAMPLE,
+            profiler_common::sources::vdso::SAMPLE,
             &[("main", false), ("asm_sysvec_apic_timer_interrupt", true)],
         );
         let before = sample_of_task.clone();

@@ -375,7 +375,7 @@ mod tests {
             start_time: 0,
             process: Arc::clone(comm),
             read: crate::sources::ClockRead {
-                event: profiler_common::event::SYSCALL_TIME,
+                event: profiler_common::sources::syscall::TIME,
                 clock_id: profiler_common::CLOCK_ID_NONE,
             },
             user: Arc::from(vec![UserLocation::Unknown]),

@@ -235,7 +235,7 @@ mod tests {
         use crate::export;
         use crate::sources::ClockRead;
         use crate::symbolize::{Frame, StackState, SymbolizedSample};
-        use profiler_common::{event, CLOCK_ID_NONE};
+        use profiler_common::CLOCK_ID_NONE;
 
         let frame = |function: &str, kernel: bool| Frame {
             function: function.into(),
@@ -262,21 +262,21 @@ mod tests {
                         frame("a;b\nforged 9", false),
                         frame("do_x", true),
                     ],
-                    event::SYSCALL_CLOCK_GETTIME,
+                    profiler_common::sources::syscall::CLOCK_GETTIME,
                     1,
                     30,
                 ),
                 sample(
                     "fx",
                     vec![frame("main", false)],
-                    event::SYSCALL_TIME,
+                    profiler_common::sources::syscall::TIME,
                     CLOCK_ID_NONE,
                     4,
                 ),
                 sample(
                     "fx",
                     vec![frame("spin", false)],
-                    event::VDSO_SAMPLE,
+                    profiler_common::sources::vdso::SAMPLE,
                     CLOCK_ID_NONE,
                     9,
                 ),

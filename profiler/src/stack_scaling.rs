@@ -162,7 +162,6 @@ pub fn largest_remainder(total: u64, weights: &[u64]) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profiler_common::event;
 
     #[test]
     fn shares_sum_to_the_total_and_follow_the_weights() {
@@ -214,7 +213,7 @@ mod tests {
             comm: "fixture".into(),
             cgroup: None,
             read: ClockRead {
-                event: event::SYSCALL_CLOCK_GETTIME,
+                event: profiler_common::sources::syscall::CLOCK_GETTIME,
                 clock_id: 1,
             },
             frames: frames.iter().map(|f| frame(f)).collect(),

@@ -18,7 +18,7 @@ use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use profiler_common::{event, INTERRUPT_TGID};
+use profiler_common::INTERRUPT_TGID;
 
 use crate::collect::{RawSample, RawStack};
 use crate::debuginfo::{self, DebugInfo};
@@ -705,7 +705,7 @@ fn frames_of(
 /// come inside the function (named after whatever kernel symbol precedes
 /// BPF memory): they are cut off.
 fn end_at_watched_function(frames: &mut Vec<Frame>, read: ClockRead, kernel_functions: &[String]) {
-    if read.event != event::KERNEL_FN {
+    if read.event != profiler_common::sources::kernel::FUNCTION {
         return;
     }
     let call = read.call(kernel_functions);
@@ -746,7 +746,7 @@ mod tests {
             tgid,
             start_time: 0,
             read: ClockRead {
-                event: event::SYSCALL_TIME,
+                event: profiler_common::sources::syscall::TIME,
                 clock_id: profiler_common::CLOCK_ID_NONE,
             },
             user_stack: RawStack::Ips(vec![here, here + 1]),
@@ -868,7 +868,7 @@ mod tests {
             kernel,
         };
         let read = ClockRead {
-            event: event::KERNEL_FN,
+            event: profiler_common::sources::kernel::FUNCTION,
             clock_id: 0,
         };
         let mut frames = vec![

@@ -42,7 +42,10 @@ pub async fn check(args: CheckArgs) -> Result<i32> {
         file: args.budget.as_deref(),
     })?;
     let sources = &args.record.probe.sources;
-    let vdso_named = sources.explicit() && sources.sources.contains(&Source::Vdso);
+    let vdso_named = sources.explicit()
+        && sources
+            .sources
+            .contains(&Source::of(&profiler_common::sources::vdso::SPEC));
     if let Some(rule) = budget
         .rules
         .iter()

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use profiler_common::{event, CLOCK_ID_NONE, INTERRUPT_TGID};
+use profiler_common::{CLOCK_ID_NONE, INTERRUPT_TGID};
 
 use crate::aggregate::{Profile, RecordingInfo};
 use crate::attachment::{Attachment, Backend};
@@ -65,7 +65,10 @@ pub fn profile() -> Profile {
             ..sample(
                 100,
                 "server",
-                (event::SYSCALL_CLOCK_GETTIME, libc::CLOCK_MONOTONIC),
+                (
+                    profiler_common::sources::syscall::CLOCK_GETTIME,
+                    libc::CLOCK_MONOTONIC,
+                ),
                 vec![
                     user("main", SERVER),
                     user("handle", SERVER),
@@ -79,7 +82,7 @@ pub fn profile() -> Profile {
             ..sample(
                 100,
                 "server",
-                (event::VDSO_SAMPLE, CLOCK_ID_NONE),
+                (profiler_common::sources::vdso::SAMPLE, CLOCK_ID_NONE),
                 vec![user("main", SERVER), user("tick", SERVER)],
                 12,
             )
@@ -87,14 +90,17 @@ pub fn profile() -> Profile {
         sample(
             101,
             "server",
-            (event::VDSO_SAMPLE, CLOCK_ID_NONE),
+            (profiler_common::sources::vdso::SAMPLE, CLOCK_ID_NONE),
             vec![user("main", SERVER), user("tick", SERVER)],
             3,
         ),
         sample(
             200,
             "cron",
-            (event::LIBC_CLOCK_GETTIME, libc::CLOCK_REALTIME),
+            (
+                profiler_common::sources::libc::CLOCK_GETTIME,
+                libc::CLOCK_REALTIME,
+            ),
             vec![user("main", "/usr/sbin/cron"), user("poll", LIBC)],
             7,
         ),
@@ -104,7 +110,7 @@ pub fn profile() -> Profile {
             ..sample(
                 200,
                 "cron",
-                (event::SYSCALL_TIME, CLOCK_ID_NONE),
+                (profiler_common::sources::syscall::TIME, CLOCK_ID_NONE),
                 vec![
                     Frame {
                         function: LOST_STACK.to_string(),
@@ -119,7 +125,7 @@ pub fn profile() -> Profile {
         sample(
             INTERRUPT_TGID,
             crate::interrupt::ROOT,
-            (event::KERNEL_FN, 0),
+            (profiler_common::sources::kernel::FUNCTION, 0),
             vec![
                 kernel("asm_sysvec_apic_timer_interrupt"),
                 kernel("hrtimer_interrupt"),
@@ -136,20 +142,33 @@ pub fn profile() -> Profile {
         stack_every: 1,
         // The second server's stacks were unwound with DWARF.
         dwarf_processes: [(101, 0)].into(),
-        sources: vec![Source::Syscall, Source::Kernel, Source::Libc, Source::Vdso],
+        sources: vec![
+            Source::of(&profiler_common::sources::syscall::SPEC),
+            Source::of(&profiler_common::sources::kernel::SPEC),
+            Source::of(&profiler_common::sources::libc::SPEC),
+            Source::of(&profiler_common::sources::vdso::SPEC),
+        ],
         attachments: vec![
             attachment(
-                Source::Syscall,
+                Source::of(&profiler_common::sources::syscall::SPEC),
                 "syscalls:sys_enter_clock_gettime",
                 Backend::Tracepoint,
             ),
-            attachment(Source::Kernel, "ktime_get", Backend::Breakpoint),
             attachment(
-                Source::Libc,
+                Source::of(&profiler_common::sources::kernel::SPEC),
+                "ktime_get",
+                Backend::Breakpoint,
+            ),
+            attachment(
+                Source::of(&profiler_common::sources::libc::SPEC),
                 &format!("{LIBC}:__clock_gettime"),
                 Backend::Uprobe,
             ),
-            attachment(Source::Vdso, "cpu-clock", Backend::PerfEvent),
+            attachment(
+                Source::of(&profiler_common::sources::vdso::SPEC),
+                "cpu-clock",
+                Backend::PerfEvent,
+            ),
         ],
         duration: Duration::from_millis(2500),
         lost: LostCounts {
@@ -161,7 +180,10 @@ pub fn profile() -> Profile {
         },
         lost_mapping_records: 3,
         sample_frequency: Some(1000),
-        unavailable: vec![(Source::Go, "no Go binary is running".to_string())],
+        unavailable: vec![(
+            Source::of(&profiler_common::sources::go::SPEC),
+            "no Go binary is running".to_string(),
+        )],
         // The kernel read names slot 0.
         kernel_functions: vec!["ktime_get".to_string(), "ktime_get_ts64".to_string()],
     };

@@ -126,7 +126,7 @@ impl Probes {
             match used {
                 Some(backend) => {
                     self.attachments.push(Attachment {
-                        source: Source::Kernel,
+                        source: Source::of(&profiler_common::sources::kernel::SPEC),
                         hook: name.to_string(),
                         backend,
                     });

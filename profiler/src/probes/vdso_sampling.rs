@@ -38,7 +38,7 @@ impl Probes {
                 .with_context(|| format!("could not start cpu-clock sampling on CPU {cpu}"))?;
         }
         self.attachments.push(Attachment {
-            source: Source::Vdso,
+            source: Source::of(&profiler_common::sources::vdso::SPEC),
             hook: format!("cpu-clock@{frequency}Hz"),
             backend: Backend::PerfEvent,
         });

@@ -269,7 +269,6 @@ impl Collector for OwnProcessCollector {
 
 #[cfg(test)]
 mod tests {
-    use profiler_common::event;
 
     use super::*;
     use crate::sources::ClockRead;
@@ -306,13 +305,49 @@ mod tests {
         let metrics = Metrics::new(&[("host".to_string(), "web-1".to_string())], 1000);
         let docker = Some(format!("/system.slice/docker-{ID}.scope"));
         metrics.record(&[
-            sample(10, "server", event::SYSCALL_CLOCK_GETTIME, None, 30),
-            sample(11, "server", event::SYSCALL_CLOCK_GETTIME, None, 12),
-            sample(12, "[pid 12]", event::SYSCALL_CLOCK_GETTIME, None, 5),
-            sample(13, "app", event::SYSCALL_CLOCK_GETTIME, docker.clone(), 7),
-            sample(13, "app", event::VDSO_SAMPLE, docker, 250),
+            sample(
+                10,
+                "server",
+                profiler_common::sources::syscall::CLOCK_GETTIME,
+                None,
+                30,
+            ),
+            sample(
+                11,
+                "server",
+                profiler_common::sources::syscall::CLOCK_GETTIME,
+                None,
+                12,
+            ),
+            sample(
+                12,
+                "[pid 12]",
+                profiler_common::sources::syscall::CLOCK_GETTIME,
+                None,
+                5,
+            ),
+            sample(
+                13,
+                "app",
+                profiler_common::sources::syscall::CLOCK_GETTIME,
+                docker.clone(),
+                7,
+            ),
+            sample(
+                13,
+                "app",
+                profiler_common::sources::vdso::SAMPLE,
+                docker,
+                250,
+            ),
         ]);
-        metrics.record(&[sample(10, "server", event::SYSCALL_CLOCK_GETTIME, None, 8)]);
+        metrics.record(&[sample(
+            10,
+            "server",
+            profiler_common::sources::syscall::CLOCK_GETTIME,
+            None,
+            8,
+        )]);
         metrics.record_lost(
             &LostCounts {
                 user_stacks: 3,
@@ -367,7 +402,7 @@ mod tests {
                 sample(
                     i + 1,
                     &format!("p{i}"),
-                    event::SYSCALL_CLOCK_GETTIME,
+                    profiler_common::sources::syscall::CLOCK_GETTIME,
                     None,
                     1,
                 )

@@ -314,7 +314,7 @@ mod tests {
     #[test]
     fn sorts_and_cycles_through_sort_keys() {
         let snapshot = snapshot();
-        let mut app = App::new(&[Source::Syscall]);
+        let mut app = App::new(&[Source::of(&profiler_common::sources::syscall::SPEC)]);
         assert_eq!(pids(&app, &snapshot), vec![20, 10, 30]);
         let mut seen = vec![];
         for _ in 0..4 {
@@ -335,7 +335,7 @@ mod tests {
     #[test]
     fn filters_by_name_group_or_pid() {
         let snapshot = snapshot();
-        let mut app = App::new(&[Source::Syscall]);
+        let mut app = App::new(&[Source::of(&profiler_common::sources::syscall::SPEC)]);
         app.handle(Action::StartFilter, &[], &[], 10);
         assert_eq!(app.input_mode(), InputMode::Filter);
         for c in "FIX".chars() {
@@ -357,7 +357,7 @@ mod tests {
     #[test]
     fn selection_follows_its_process_and_drills_in_and_back() {
         let mut snapshot = snapshot();
-        let mut app = App::new(&[Source::Syscall]);
+        let mut app = App::new(&[Source::of(&profiler_common::sources::syscall::SPEC)]);
         let list = ids(&app, &snapshot);
         app.processes.sync(&list);
         app.handle(Action::Down, &list, &[], 10);
@@ -388,7 +388,7 @@ mod tests {
 
     #[test]
     fn an_empty_list_has_no_selection() {
-        let mut app = App::new(&[Source::Syscall]);
+        let mut app = App::new(&[Source::of(&profiler_common::sources::syscall::SPEC)]);
         app.processes.sync(&[]);
         app.handle(Action::Down, &[], &[], 10);
         app.handle(Action::DrillIn, &[], &[], 10);

@@ -327,10 +327,14 @@ pub fn test_key(pid: u32, user: u64, clock_id: i32, event: u32) -> NormalizedSam
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profiler_common::event;
 
     fn key(pid: u32, user: u64) -> NormalizedSample {
-        test_key(pid, user, 1, event::SYSCALL_CLOCK_GETTIME)
+        test_key(
+            pid,
+            user,
+            1,
+            profiler_common::sources::syscall::CLOCK_GETTIME,
+        )
     }
 
     fn label(pid: u32, identity: &ProcessIdentity) -> Label {
@@ -362,7 +366,10 @@ mod tests {
         let second = update(&mut model, &[(key(10, 1), 1000), (key(10, 2), 50)]);
         assert_eq!(second.host.delta, 1050);
         assert_eq!(second.host.total, 1155);
-        assert_eq!(second.host.by_source[&Source::Syscall], 1050);
+        assert_eq!(
+            second.host.by_source[&Source::of(&profiler_common::sources::syscall::SPEC)],
+            1050
+        );
         let p10 = second.process(10).unwrap();
         assert_eq!((p10.reads.delta, p10.reads.total), (1050, 1150));
         assert_eq!(p10.label.comm, "p10");

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use profiler_common::{event, INTERRUPT_TGID};
+use profiler_common::INTERRUPT_TGID;
 
 use super::model::{KeyCount, Stages};
 use crate::sources::ClockRead;
@@ -57,7 +57,7 @@ type StackIdentity = (ClockRead, Arc<[UserLocation]>, bool, Arc<[u64]>, bool);
 
 fn identity(key: &NormalizedSample) -> StackIdentity {
     let cut_at = match key.read.event {
-        event::KERNEL_FN => key.read,
+        profiler_common::sources::kernel::FUNCTION => key.read,
         _ => ClockRead {
             event: 0,
             clock_id: 0,
@@ -187,7 +187,6 @@ pub fn process_stacks(keys: &[KeyCount], cache: &StackCache) -> Vec<StackRow> {
 mod tests {
     use super::*;
     use crate::top::model::test_key;
-    use profiler_common::event;
 
     fn frame(function: &str, module: &str, kernel: bool) -> Frame {
         Frame {
@@ -242,7 +241,12 @@ mod tests {
     }
 
     fn key(user: u64, clock_id: i32) -> NormalizedSample {
-        test_key(1, user, clock_id, event::SYSCALL_CLOCK_GETTIME)
+        test_key(
+            1,
+            user,
+            clock_id,
+            profiler_common::sources::syscall::CLOCK_GETTIME,
+        )
     }
 
     #[test]

@@ -365,7 +365,7 @@ mod tests {
     fn context(clocksource: &str, sources: &[Source]) -> Context {
         Context {
             sources: sources.to_vec(),
-            unavailable: vec![Source::Kernel],
+            unavailable: vec![Source::of(&profiler_common::sources::kernel::SPEC)],
             backends: vec!["tracepoint".into()],
             clocksource: Clocksource {
                 name: Some(clocksource.into()),
@@ -386,7 +386,7 @@ mod tests {
             reads: Reads {
                 delta,
                 total: delta * 10,
-                by_source: [(Source::Syscall, delta)].into(),
+                by_source: [(Source::of(&profiler_common::sources::syscall::SPEC), delta)].into(),
                 history: vec![delta; 60],
             },
         };
@@ -397,7 +397,11 @@ mod tests {
             host: Reads {
                 delta: 1_200_003,
                 total: 12_000_030,
-                by_source: [(Source::Syscall, 1_200_003)].into(),
+                by_source: [(
+                    Source::of(&profiler_common::sources::syscall::SPEC),
+                    1_200_003,
+                )]
+                .into(),
                 history: vec![1_200_003; 60],
             },
             ..Snapshot::default()
@@ -413,7 +417,7 @@ mod tests {
         vec![StackRow {
             id: 1,
             read: crate::sources::ClockRead {
-                event: profiler_common::event::SYSCALL_CLOCK_GETTIME,
+                event: profiler_common::sources::syscall::CLOCK_GETTIME,
                 clock_id: 1,
             },
             stack: Arc::new(SymbolizedStack {
@@ -463,7 +467,10 @@ mod tests {
 
     #[test]
     fn list_at_80x24_has_aligned_columns_and_every_key() {
-        let context = context("tsc", &[Source::Syscall]);
+        let context = context(
+            "tsc",
+            &[Source::of(&profiler_common::sources::syscall::SPEC)],
+        );
         let screen = draw(80, 24, &mut App::new(&context.sources), &context);
         let lines: Vec<&str> = screen.lines().collect();
         assert!(
@@ -510,7 +517,10 @@ mod tests {
 
     #[test]
     fn warns_when_the_clocksource_forces_syscalls() {
-        let context = context("hpet", &[Source::Syscall]);
+        let context = context(
+            "hpet",
+            &[Source::of(&profiler_common::sources::syscall::SPEC)],
+        );
         let screen = draw(80, 24, &mut App::new(&context.sources), &context);
         assert!(
             screen.contains("clocksource hpet: every clock read is a syscall!"),
@@ -520,7 +530,10 @@ mod tests {
 
     #[test]
     fn stacks_show_the_hot_frame_with_its_callers() {
-        let context = context("tsc", &[Source::Syscall]);
+        let context = context(
+            "tsc",
+            &[Source::of(&profiler_common::sources::syscall::SPEC)],
+        );
         let mut app = App::new(&context.sources);
         app.processes.sync(&[4242, 7]);
         app.handle(Action::DrillIn, &[4242, 7], &[], 10);
@@ -552,7 +565,13 @@ mod tests {
 
     #[test]
     fn help_frozen_and_filter_show_where_they_should() {
-        let context = context("tsc", &[Source::Syscall, Source::Vdso]);
+        let context = context(
+            "tsc",
+            &[
+                Source::of(&profiler_common::sources::syscall::SPEC),
+                Source::of(&profiler_common::sources::vdso::SPEC),
+            ],
+        );
         let mut app = App::new(&context.sources);
         app.handle(Action::ToggleFreeze, &[], &[], 10);
         app.handle(Action::StartFilter, &[], &[], 10);
@@ -578,7 +597,13 @@ mod tests {
 
     #[test]
     fn any_size_draws_without_panicking() {
-        let context = context("tsc", &[Source::Syscall, Source::Vdso]);
+        let context = context(
+            "tsc",
+            &[
+                Source::of(&profiler_common::sources::syscall::SPEC),
+                Source::of(&profiler_common::sources::vdso::SPEC),
+            ],
+        );
         for (width, height) in [(1, 1), (10, 3), (40, 10), (80, 24), (250, 80)] {
             for screen in [Screen::Processes, Screen::Stacks { pid: 4242 }] {
                 let mut app = App::new(&context.sources);

@@ -183,7 +183,11 @@ mod tests {
 
     #[test]
     fn plan_fills_80_columns_and_grows_with_the_terminal() {
-        let narrow = plan(80, &[Source::Syscall], true);
+        let narrow = plan(
+            80,
+            &[Source::of(&profiler_common::sources::syscall::SPEC)],
+            true,
+        );
         assert_eq!(
             narrow,
             vec![
@@ -199,7 +203,11 @@ mod tests {
         );
         assert_eq!(widths(&narrow), 80);
 
-        let sources = [Source::Syscall, Source::Libc, Source::Vdso];
+        let sources = [
+            Source::of(&profiler_common::sources::syscall::SPEC),
+            Source::of(&profiler_common::sources::libc::SPEC),
+            Source::of(&profiler_common::sources::vdso::SPEC),
+        ];
         let wide = plan(160, &sources, true);
         for column in sources.map(Column::Source) {
             assert!(wide.iter().any(|&(c, _)| c == column), "{wide:?}");
@@ -208,14 +216,22 @@ mod tests {
         assert!(widths(&wide) <= 160);
 
         // No group column where no process has one.
-        assert!(!plan(80, &[Source::Syscall], false)
-            .iter()
-            .any(|&(c, _)| c == Column::Group));
+        assert!(!plan(
+            80,
+            &[Source::of(&profiler_common::sources::syscall::SPEC)],
+            false
+        )
+        .iter()
+        .any(|&(c, _)| c == Column::Group));
         // Too narrow for extras: the essentials stay.
-        let tiny: Vec<Column> = plan(45, &[Source::Syscall], true)
-            .into_iter()
-            .map(|(c, _)| c)
-            .collect();
+        let tiny: Vec<Column> = plan(
+            45,
+            &[Source::of(&profiler_common::sources::syscall::SPEC)],
+            true,
+        )
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
         assert_eq!(
             tiny,
             [

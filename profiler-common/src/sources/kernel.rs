@@ -2,12 +2,15 @@
 //! fentry, kprobe or a hardware breakpoint. Its events carry the slot of the
 //! function in the recording's list instead of a clock id.
 
-use profiler_common::event;
-
 use super::{Attach, Call, Event, SourceSpec};
+
+/// A kernel clock function ran; `CountKey::clock_id` is its slot in the
+/// daemon's list of kernel functions.
+pub const FUNCTION: u32 = 40;
 
 pub const SPEC: SourceSpec = SourceSpec {
     name: "kernel",
+    order: 1,
     help: "kernel-internal clock functions (--kernel-fn; default
 ktime_get_mono_fast_ns, ktime_get, ktime_get_ts64,
 ktime_get_real_ts64) by fentry or kprobe; ~0.1-1 us per call with
@@ -18,7 +21,7 @@ fentry and kprobe cannot reach when named (up to 4). Reads in
 interrupt context go under [interrupt], not the interrupted task
 (left out with -p or COMMAND). Skipped with a warning where the
 kernel allows none of them.",
-    events: &[Event::new(event::KERNEL_FN, Call::KernelFunction)],
+    events: &[Event::new(FUNCTION, Call::KernelFunction)],
     attach: Attach::KernelFunctions,
     on_by_default: true,
     sampled: false,

@@ -1,152 +1,107 @@
-//! The clock sources a user can choose with `-s`, one module each, and
-//! the exact call each counted event stands for (the leaf of every stack).
+//! The clock sources a user can choose with `-s`, as the daemon uses them,
+//! and the exact call each counted event stands for (the leaf of every
+//! stack).
 //!
-//! Each source declares everything about itself in its module's `SPEC`:
-//! name and help, event ids and how they are named, how it attaches, whether
-//! it is on by default. Session, doctor, `--help` and the exporters read
-//! that table; no `match` on a source has a wildcard arm, so a new source is
-//! a compile error wherever it must be handled.
-
-mod go;
-mod kernel;
-mod libc;
-mod syscall;
-mod vdso;
+//! Each source declares everything about itself in its module of
+//! profiler-common's `sources` folder: its `SPEC` (name and help, event ids
+//! and how they are named, how it attaches, whether it is on by default)
+//! and the ids the eBPF programs count with. Nothing here names a source:
+//! `Source` is a handle on one row of that table, and session, doctor,
+//! `--help` and the exporters read the row. Matches on how a source
+//! attaches (`Attach`) have no wildcard arm, so a new kind of attaching is a
+//! compile error wherever it must be handled.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 
+use profiler_common::sources as table;
 use profiler_common::CLOCK_ID_NONE;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-use crate::attachment::Backend;
+pub use profiler_common::sources::{
+    Attach, Call, Event, Hook, HookPoint, SourceSpec, Uprobe, UprobeBinary,
+};
 
-/// A family of clock reads, chosen with `-s`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Syscall,
-    Kernel,
-    Libc,
-    Go,
-    Vdso,
-}
+/// A family of clock reads, chosen with `-s`: one row of the table of
+/// sources. Sources compare and sort by `SourceSpec::order`, which is
+/// unique, so the order of every list of sources is the table's.
+#[derive(Clone, Copy)]
+pub struct Source(&'static SourceSpec);
 
-/// Everything about one source, declared in its own module.
-pub struct SourceSpec {
-    /// Its name for `-s` and in leaves.
-    pub name: &'static str,
-    /// Its paragraph of `-s`'s help, with its cost.
-    pub help: &'static str,
-    /// The event ids its eBPF programs count, and the call each stands for.
-    pub events: &'static [Event],
-    pub attach: Attach,
-    /// Part of `-s default`.
-    pub on_by_default: bool,
-    /// Counts are samples, not events.
-    pub sampled: bool,
-    /// What `doctor` says of it next to the backend it would use (the
-    /// kernel source's note is which way its notrace function is reached).
-    pub doctor_note: &'static str,
-}
-
-/// One counted event: its id (profiler_common::event) and its call.
-pub struct Event {
-    pub id: u32,
-    pub call: Call,
-}
-
-impl Event {
-    pub const fn new(id: u32, call: Call) -> Event {
-        Event { id, call }
+impl PartialEq for Source {
+    fn eq(&self, other: &Source) -> bool {
+        self.0.order == other.0.order
     }
 }
 
-/// How the leaf of an event names its call.
-pub enum Call {
-    Named(&'static str),
-    /// The kernel function in the event's slot of the recording's list.
-    KernelFunction,
-}
+impl Eq for Source {}
 
-/// How a source's hooks are attached.
-pub enum Attach {
-    /// At fixed kernel places, each hook by the best backend the kernel
-    /// accepts.
-    KernelHooks(&'static [Hook]),
-    /// On each chosen kernel clock function (`--kernel-fn`).
-    KernelFunctions,
-    /// cpu-clock sampling on every CPU at `-F` Hz.
-    Sampling,
-    /// Entry uprobes on the binaries of `binary`.
-    Uprobes {
-        binary: UprobeBinary,
-        uprobes: &'static [Uprobe],
-    },
-}
-
-/// A clock-read hook with its ways of attaching, best first.
-pub struct Hook {
-    pub points: &'static [HookPoint],
-    /// The tracepoint program for kernels without bpf_task_pt_regs
-    /// (probes::ProgramVariant::KernelStack); the other backends' programs
-    /// serve every kernel.
-    pub kernel_stack_tracepoint: &'static str,
-}
-
-/// One way to attach a hook: a program of the eBPF object and where it goes
-/// (a kernel function, or `category:name` of a tracepoint).
-#[derive(Clone, Copy, Debug)]
-pub struct HookPoint {
-    pub backend: Backend,
-    pub program: &'static str,
-    pub place: &'static str,
-}
-
-pub const fn point(backend: Backend, program: &'static str, place: &'static str) -> HookPoint {
-    HookPoint {
-        backend,
-        program,
-        place,
+impl PartialOrd for Source {
+    fn partial_cmp(&self, other: &Source) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
-/// Which binary of a process the uprobes of a source go into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UprobeBinary {
-    /// The glibc it maps.
-    Libc,
-    /// Its executable, if it is a Go program with its symbol table.
-    GoExecutable,
+impl Ord for Source {
+    fn cmp(&self, other: &Source) -> std::cmp::Ordering {
+        self.0.order.cmp(&other.0.order)
+    }
 }
 
-/// One entry uprobe: its program and the names its function goes by.
-pub struct Uprobe {
-    pub program: &'static str,
-    pub symbols: &'static [&'static str],
+impl Hash for Source {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.order.hash(state);
+    }
 }
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for Source {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// The table's sources by `order`, sorted when compiling.
+const BY_ORDER: [Source; table::ALL.len()] = {
+    let mut all = [Source(table::ALL[0]); table::ALL.len()];
+    let mut i = 0;
+    while i < all.len() {
+        all[i] = Source(table::ALL[i]);
+        // Insertion sort: a const fn cannot call sort.
+        let mut j = i;
+        while j > 0 && all[j - 1].0.order > all[j].0.order {
+            let earlier = all[j - 1];
+            all[j - 1] = all[j];
+            all[j] = earlier;
+            j -= 1;
+        }
+        i += 1;
+    }
+    all
+};
 
 impl Source {
-    pub const ALL: &'static [Source] = &[
-        Source::Syscall,
-        Source::Kernel,
-        Source::Libc,
-        Source::Go,
-        Source::Vdso,
-    ];
+    /// Every source, in the table's order.
+    pub const ALL: &'static [Source] = &BY_ORDER;
+
+    /// The source `spec` declares, for code that names one source
+    /// (`Source::of(&profiler_common::sources::kernel::SPEC)`).
+    pub const fn of(spec: &'static SourceSpec) -> Source {
+        Source(spec)
+    }
 
     pub fn spec(self) -> &'static SourceSpec {
-        match self {
-            Source::Syscall => &syscall::SPEC,
-            Source::Kernel => &kernel::SPEC,
-            Source::Libc => &libc::SPEC,
-            Source::Go => &go::SPEC,
-            Source::Vdso => &vdso::SPEC,
-        }
+        self.0
     }
 
     pub fn name(self) -> &'static str {
-        self.spec().name
+        self.0.name
     }
 
     /// The source that declares event id `event`, from the table.
@@ -406,13 +361,12 @@ pub fn clock_name(clock_id: i32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profiler_common::event;
 
     #[test]
     fn parses_lists_and_all() {
         assert_eq!(
             "syscall".parse::<SourceSet>().unwrap().sources,
-            vec![Source::Syscall]
+            vec![Source::of(&profiler_common::sources::syscall::SPEC)]
         );
         assert_eq!(
             "all".parse::<SourceSet>().unwrap().sources,
@@ -420,7 +374,7 @@ mod tests {
         );
         assert_eq!(
             "syscall,syscall".parse::<SourceSet>().unwrap().sources,
-            vec![Source::Syscall]
+            vec![Source::of(&profiler_common::sources::syscall::SPEC)]
         );
         let err = "nonsense".parse::<SourceSet>().unwrap_err();
         assert!(err.contains("unknown source `nonsense`"), "{err}");
@@ -428,7 +382,11 @@ mod tests {
         let default = DEFAULT_SOURCES.parse::<SourceSet>().unwrap();
         assert_eq!(
             default.sources,
-            vec![Source::Syscall, Source::Kernel, Source::Vdso]
+            vec![
+                Source::of(&profiler_common::sources::syscall::SPEC),
+                Source::of(&profiler_common::sources::kernel::SPEC),
+                Source::of(&profiler_common::sources::vdso::SPEC)
+            ]
         );
         assert!(!default.explicit());
         assert!("syscall".parse::<SourceSet>().unwrap().explicit());
@@ -437,29 +395,17 @@ mod tests {
     }
 
     #[test]
-    fn every_event_id_belongs_to_one_source() {
-        let ids = [
-            event::SYSCALL_CLOCK_GETTIME,
-            event::SYSCALL_GETTIMEOFDAY,
-            event::SYSCALL_TIME,
-            event::LIBC_CLOCK_GETTIME,
-            event::GO_TIME_NOW,
-            event::GO_NANOTIME1,
-            event::GO_WALLTIME,
-            event::VDSO_SAMPLE,
-            event::KERNEL_FN,
-        ];
-        for id in ids {
-            let owners = Source::ALL
-                .iter()
-                .filter(|s| s.spec().events.iter().any(|e| e.id == id))
-                .count();
-            assert_eq!(owners, 1, "event {id}");
+    fn every_event_names_its_source_and_the_table_is_in_order() {
+        for &source in Source::ALL {
+            for event in source.spec().events {
+                assert_eq!(Source::of_event(event.id), Some(source));
+            }
         }
-        let declared: usize = Source::ALL.iter().map(|s| s.spec().events.len()).sum();
-        assert_eq!(declared, ids.len());
-        assert_eq!(Source::of_event(event::VDSO_SAMPLE), Some(Source::Vdso));
         assert_eq!(Source::of_event(u32::MAX), None);
+        assert!(Source::ALL
+            .windows(2)
+            .all(|w| w[0].spec().order < w[1].spec().order));
+        assert_eq!(Source::ALL.len(), table::ALL.len());
     }
 
     #[test]
@@ -489,29 +435,50 @@ mod tests {
         let kernel_functions = ["ktime_get".to_string(), "ktime_get_ts64".to_string()];
         let read = |event, clock_id| ClockRead { event, clock_id }.leaf(&kernel_functions);
         assert_eq!(
-            read(event::SYSCALL_CLOCK_GETTIME, 1),
+            read(profiler_common::sources::syscall::CLOCK_GETTIME, 1),
             "[syscall clock_gettime MONOTONIC]"
         );
         assert_eq!(
-            read(event::SYSCALL_CLOCK_GETTIME, 0),
+            read(profiler_common::sources::syscall::CLOCK_GETTIME, 0),
             "[syscall clock_gettime REALTIME]"
         );
         assert_eq!(
-            read(event::SYSCALL_GETTIMEOFDAY, CLOCK_ID_NONE),
+            read(
+                profiler_common::sources::syscall::GETTIMEOFDAY,
+                CLOCK_ID_NONE
+            ),
             "[syscall gettimeofday]"
         );
-        assert_eq!(read(event::SYSCALL_TIME, CLOCK_ID_NONE), "[syscall time]");
         assert_eq!(
-            read(event::LIBC_CLOCK_GETTIME, 1),
+            read(profiler_common::sources::syscall::TIME, CLOCK_ID_NONE),
+            "[syscall time]"
+        );
+        assert_eq!(
+            read(profiler_common::sources::libc::CLOCK_GETTIME, 1),
             "[libc clock_gettime MONOTONIC]"
         );
-        assert_eq!(read(event::GO_TIME_NOW, CLOCK_ID_NONE), "[go time.now]");
-        assert_eq!(read(event::VDSO_SAMPLE, CLOCK_ID_NONE), "[vdso sample]");
-        assert_eq!(read(event::KERNEL_FN, 1), "[kernel ktime_get_ts64]");
-        assert_eq!(read(event::KERNEL_FN, 9), "[kernel unknown]");
+        assert_eq!(
+            read(profiler_common::sources::go::TIME_NOW, CLOCK_ID_NONE),
+            "[go time.now]"
+        );
+        assert_eq!(
+            read(profiler_common::sources::vdso::SAMPLE, CLOCK_ID_NONE),
+            "[vdso sample]"
+        );
+        assert_eq!(
+            read(profiler_common::sources::kernel::FUNCTION, 1),
+            "[kernel ktime_get_ts64]"
+        );
+        assert_eq!(
+            read(profiler_common::sources::kernel::FUNCTION, 9),
+            "[kernel unknown]"
+        );
         // clock_getcpuclockid(pid 1234) = ~1234 << 3 | 2 (CPUCLOCK_SCHED)
         assert_eq!(
-            read(event::SYSCALL_CLOCK_GETTIME, (!1234 << 3) | 2),
+            read(
+                profiler_common::sources::syscall::CLOCK_GETTIME,
+                (!1234 << 3) | 2
+            ),
             "[syscall clock_gettime PROCESS_CPUCLOCK]"
         );
     }

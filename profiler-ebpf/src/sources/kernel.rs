@@ -11,7 +11,8 @@ use aya_ebpf::{
     macros::{fentry, kprobe, perf_event},
     programs::{tracing::StackIdContext, FEntryContext, PerfEventContext, ProbeContext},
 };
-use profiler_common::{event, lost, CountKey, INTERRUPT_TGID, STACK_NOT_CAPTURED};
+use profiler_common::sources::kernel as event;
+use profiler_common::{lost, CountKey, INTERRUPT_TGID, STACK_NOT_CAPTURED};
 
 use crate::count::{count_key, filter_by_pid, generation, is_target, scratch, stack_id};
 use crate::process::current_start_time;
@@ -144,7 +145,7 @@ pub(crate) fn count_kernel_fn<C: StackIdContext>(ctx: &C, index: u32, entry: Ent
                 scratch::KERNEL_FN + index,
             ),
             clock_id: index as i32,
-            event: event::KERNEL_FN,
+            event: event::FUNCTION,
             _pad: 0,
             caller_ip: 0,
             wrapper_caller_ip: 0,

@@ -4,7 +4,8 @@ use aya_ebpf::{
     helpers::bpf_get_current_task, helpers::bpf_probe_read_kernel, macros::perf_event,
     programs::PerfEventContext,
 };
-use profiler_common::{event, CLOCK_ID_NONE};
+use profiler_common::sources::vdso as event;
+use profiler_common::CLOCK_ID_NONE;
 
 use crate::callers::{skipped_callers, DECODE_SAMPLE};
 use crate::count::{count_clock_read, current_target, UserFrame};
@@ -50,7 +51,7 @@ pub fn vdso_sample(ctx: PerfEventContext) -> u32 {
     count_clock_read(
         &ctx,
         tgid,
-        event::VDSO_SAMPLE,
+        event::SAMPLE,
         CLOCK_ID_NONE,
         callers,
         UserFrame {

@@ -4,20 +4,24 @@
 //! 1.19 on amd64 reads the wall clock inside time.now, with no
 //! runtime.walltime).
 
-use profiler_common::event;
-
 use super::{Attach, Call, Event, SourceSpec, Uprobe, UprobeBinary};
+
+/// Event ids: entries of Go's clock functions.
+pub const TIME_NOW: u32 = 20;
+pub const NANOTIME1: u32 = 21;
+pub const WALLTIME: u32 = 22;
 
 pub const SPEC: SourceSpec = SourceSpec {
     name: "go",
+    order: 3,
     help: "uprobes on time.now, runtime.nanotime1, runtime.walltime of Go
 binaries (needs their symbols): exact counts, same trap cost.
 Opt-in; follows new processes: a Go program started later gets
 them tens of ms after it starts.",
     events: &[
-        Event::new(event::GO_TIME_NOW, Call::Named("time.now")),
-        Event::new(event::GO_NANOTIME1, Call::Named("runtime.nanotime1")),
-        Event::new(event::GO_WALLTIME, Call::Named("runtime.walltime")),
+        Event::new(TIME_NOW, Call::Named("time.now")),
+        Event::new(NANOTIME1, Call::Named("runtime.nanotime1")),
+        Event::new(WALLTIME, Call::Named("runtime.walltime")),
     ],
     attach: Attach::Uprobes {
         binary: UprobeBinary::GoExecutable,

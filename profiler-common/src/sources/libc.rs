@@ -1,12 +1,14 @@
 //! The `libc` source: an entry uprobe on glibc's `__clock_gettime`, in the
 //! glibc each process really maps.
 
-use profiler_common::event;
-
 use super::{Attach, Call, Event, SourceSpec, Uprobe, UprobeBinary};
+
+/// Entry of glibc's `__clock_gettime`.
+pub const CLOCK_GETTIME: u32 = 10;
 
 pub const SPEC: SourceSpec = SourceSpec {
     name: "libc",
+    order: 2,
     help: "uprobe on glibc's __clock_gettime: exact counts, but each call traps
 (0.3-1 us on bare metal, ~20 us under nested virtualization: 10x to
 1000x a 20-30 ns vDSO read). Opt-in; scoped to -p when given;
@@ -14,7 +16,7 @@ with COMMAND every process using its glibc traps (only COMMAND's
 are counted). gettimeofday and time are glibc IFUNCs that jump
 straight into the vDSO: only vdso sees them.",
     events: &[Event::new(
-        event::LIBC_CLOCK_GETTIME,
+        CLOCK_GETTIME,
         Call::Named("clock_gettime"),
     )],
     attach: Attach::Uprobes {

@@ -14,7 +14,8 @@ use aya_ebpf::{
         TracePointContext,
     },
 };
-use profiler_common::{event, CLOCK_ID_NONE};
+use profiler_common::sources::syscall as event;
+use profiler_common::CLOCK_ID_NONE;
 
 use crate::callers::{skipped_callers, DECODE_SYSCALL};
 use crate::count::{count_clock_read, current_target, UserFrame, NO_CALLER};
@@ -41,9 +42,9 @@ pub(crate) fn count_syscall(
 ) {
     let saved = unsafe { user_regs(regs) };
     let clock_id = match (event, clock_id, &saved) {
-        (event::SYSCALL_CLOCK_GETTIME, Some(clock_id), _) => clock_id,
-        (event::SYSCALL_CLOCK_GETTIME, None, Some(saved)) => saved.di as i32,
-        (event::SYSCALL_CLOCK_GETTIME, None, None) => 0,
+        (event::CLOCK_GETTIME, Some(clock_id), _) => clock_id,
+        (event::CLOCK_GETTIME, None, Some(saved)) => saved.di as i32,
+        (event::CLOCK_GETTIME, None, None) => 0,
         _ => CLOCK_ID_NONE,
     };
     let (callers, user) = match saved {
@@ -169,7 +170,7 @@ pub(crate) fn sys_enter(ctx: &TracePointContext, event: u32, how: TaskRegs) -> u
     let Some(tgid) = current_target() else {
         return 0;
     };
-    let clock_id = if event == event::SYSCALL_CLOCK_GETTIME {
+    let clock_id = if event == event::CLOCK_GETTIME {
         unsafe { ctx.read_at::<u64>(SYSCALL_ARG0_OFFSET) }.unwrap_or(0) as i32
     } else {
         CLOCK_ID_NONE
@@ -180,32 +181,32 @@ pub(crate) fn sys_enter(ctx: &TracePointContext, event: u32, how: TaskRegs) -> u
 
 #[tracepoint]
 pub fn sys_enter_clock_gettime(ctx: TracePointContext) -> u32 {
-    sys_enter(&ctx, event::SYSCALL_CLOCK_GETTIME, TaskRegs::Helper)
+    sys_enter(&ctx, event::CLOCK_GETTIME, TaskRegs::Helper)
 }
 
 #[tracepoint]
 pub fn sys_enter_gettimeofday(ctx: TracePointContext) -> u32 {
-    sys_enter(&ctx, event::SYSCALL_GETTIMEOFDAY, TaskRegs::Helper)
+    sys_enter(&ctx, event::GETTIMEOFDAY, TaskRegs::Helper)
 }
 
 #[tracepoint]
 pub fn sys_enter_time(ctx: TracePointContext) -> u32 {
-    sys_enter(&ctx, event::SYSCALL_TIME, TaskRegs::Helper)
+    sys_enter(&ctx, event::TIME, TaskRegs::Helper)
 }
 
 #[tracepoint]
 pub fn sys_enter_clock_gettime_kstack(ctx: TracePointContext) -> u32 {
-    sys_enter(&ctx, event::SYSCALL_CLOCK_GETTIME, TaskRegs::KernelStack)
+    sys_enter(&ctx, event::CLOCK_GETTIME, TaskRegs::KernelStack)
 }
 
 #[tracepoint]
 pub fn sys_enter_gettimeofday_kstack(ctx: TracePointContext) -> u32 {
-    sys_enter(&ctx, event::SYSCALL_GETTIMEOFDAY, TaskRegs::KernelStack)
+    sys_enter(&ctx, event::GETTIMEOFDAY, TaskRegs::KernelStack)
 }
 
 #[tracepoint]
 pub fn sys_enter_time_kstack(ctx: TracePointContext) -> u32 {
-    sys_enter(&ctx, event::SYSCALL_TIME, TaskRegs::KernelStack)
+    sys_enter(&ctx, event::TIME, TaskRegs::KernelStack)
 }
 
 // The same three syscalls through fentry and kprobe on the `__x64_sys_*`
@@ -220,7 +221,7 @@ pub fn fentry_clock_gettime(ctx: FEntryContext) -> u32 {
         return 0;
     };
     let regs = ctx.arg::<*const pt_regs>(0);
-    count_syscall(&ctx, tgid, event::SYSCALL_CLOCK_GETTIME, None, regs);
+    count_syscall(&ctx, tgid, event::CLOCK_GETTIME, None, regs);
     0
 }
 
@@ -230,7 +231,7 @@ pub fn fentry_gettimeofday(ctx: FEntryContext) -> u32 {
         return 0;
     };
     let regs = ctx.arg::<*const pt_regs>(0);
-    count_syscall(&ctx, tgid, event::SYSCALL_GETTIMEOFDAY, None, regs);
+    count_syscall(&ctx, tgid, event::GETTIMEOFDAY, None, regs);
     0
 }
 
@@ -240,7 +241,7 @@ pub fn fentry_time(ctx: FEntryContext) -> u32 {
         return 0;
     };
     let regs = ctx.arg::<*const pt_regs>(0);
-    count_syscall(&ctx, tgid, event::SYSCALL_TIME, None, regs);
+    count_syscall(&ctx, tgid, event::TIME, None, regs);
     0
 }
 
@@ -250,7 +251,7 @@ pub fn kprobe_clock_gettime(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let regs = ctx.arg::<*const pt_regs>(0).unwrap_or(core::ptr::null());
-    count_syscall(&ctx, tgid, event::SYSCALL_CLOCK_GETTIME, None, regs);
+    count_syscall(&ctx, tgid, event::CLOCK_GETTIME, None, regs);
     0
 }
 
@@ -260,7 +261,7 @@ pub fn kprobe_gettimeofday(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let regs = ctx.arg::<*const pt_regs>(0).unwrap_or(core::ptr::null());
-    count_syscall(&ctx, tgid, event::SYSCALL_GETTIMEOFDAY, None, regs);
+    count_syscall(&ctx, tgid, event::GETTIMEOFDAY, None, regs);
     0
 }
 
@@ -270,7 +271,7 @@ pub fn kprobe_time(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let regs = ctx.arg::<*const pt_regs>(0).unwrap_or(core::ptr::null());
-    count_syscall(&ctx, tgid, event::SYSCALL_TIME, None, regs);
+    count_syscall(&ctx, tgid, event::TIME, None, regs);
     0
 }
 
@@ -289,9 +290,9 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
     // The syscall number first: one load from the context decides for every
     // other syscall, before the PID filter's helper call and map lookup.
     let event = match ctx.arg::<u64>(1) {
-        NR_CLOCK_GETTIME => event::SYSCALL_CLOCK_GETTIME,
-        NR_GETTIMEOFDAY => event::SYSCALL_GETTIMEOFDAY,
-        NR_TIME => event::SYSCALL_TIME,
+        NR_CLOCK_GETTIME => event::CLOCK_GETTIME,
+        NR_GETTIMEOFDAY => event::GETTIMEOFDAY,
+        NR_TIME => event::TIME,
         _ => return 0,
     };
     let Some(tgid) = current_target() else {

@@ -2,22 +2,25 @@
 //! entry by fentry, kprobe, the raw `sys_enter` tracepoint or the
 //! `syscalls:sys_enter_*` tracepoints (probes::backend_rank orders them).
 
-use profiler_common::event;
+use super::{point, Attach, Backend, Call, Event, Hook, SourceSpec};
 
-use super::{point, Attach, Call, Event, Hook, SourceSpec};
-use crate::attachment::Backend;
+/// Event ids: which clock system call entered the kernel.
+pub const CLOCK_GETTIME: u32 = 1;
+pub const GETTIMEOFDAY: u32 = 2;
+pub const TIME: u32 = 3;
 
 pub const SPEC: SourceSpec = SourceSpec {
     name: "syscall",
+    order: 0,
     help: "clock_gettime/gettimeofday/time system calls (fentry, kprobe, raw
 sys_enter tracepoint or syscalls:sys_enter_* tracepoints; ~1.1-1.2 us per
 syscall with its user stack, ~0.3-0.45 us with --stack-every 64; exact
 counts). Most clock reads never enter the kernel (vDSO); syscalls show
 CPU-time clocks and hosts whose clocksource cannot serve the vDSO.",
     events: &[
-        Event::new(event::SYSCALL_CLOCK_GETTIME, Call::Named("clock_gettime")),
-        Event::new(event::SYSCALL_GETTIMEOFDAY, Call::Named("gettimeofday")),
-        Event::new(event::SYSCALL_TIME, Call::Named("time")),
+        Event::new(CLOCK_GETTIME, Call::Named("clock_gettime")),
+        Event::new(GETTIMEOFDAY, Call::Named("gettimeofday")),
+        Event::new(TIME, Call::Named("time")),
     ],
     attach: Attach::KernelHooks(HOOKS),
     on_by_default: true,
