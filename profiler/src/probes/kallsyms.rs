@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
+
+use super::refusal::KernelLacks;
 
 /// Addresses of `names` in /proc/kallsyms, of any symbol type (per-CPU
 /// variables are absolute `A` symbols on x86-64 up to 6.14). Needs root, else
@@ -40,7 +42,7 @@ fn parse_kallsyms(kallsyms: &str, names: &[&str]) -> HashMap<String, u64> {
 pub fn kernel_symbol_address(function: &str) -> Result<u64> {
     kernel_symbols(&[function])?
         .remove(function)
-        .ok_or_else(|| anyhow!("the kernel has no function {function}"))
+        .ok_or_else(|| KernelLacks(format!("the kernel has no function {function}")).into())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use anyhow::{anyhow, Result};
 use aya::programs::{FEntry, KProbe, RawTracePoint, TracePoint};
 use aya::Btf;
 
+use super::refusal::KernelLacks;
 use super::Probes;
 
 impl Probes {
@@ -61,7 +62,7 @@ impl Probes {
                 Btf::from_sys_fs().map_err(|err| format!("the kernel has no usable BTF ({err})"))
             })
             .clone()
-            .map_err(|reason| anyhow!(reason))?;
+            .map_err(KernelLacks)?;
         let fentry: &mut FEntry = self.program(program)?.try_into()?;
         fentry.load(function, &btf)?;
         if let Err(err) = fentry.attach() {

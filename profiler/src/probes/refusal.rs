@@ -1,12 +1,28 @@
 //! Why the kernel refused a backend, classified from aya's error types and
 //! the errno, with the verifier's verdict when it refused the program.
 
-use aya::programs::ProgramError;
+use std::fmt;
+use std::io::ErrorKind;
+
+use aya::programs::{KProbeError, ProgramError};
 use aya::sys::{BpfHelper, SyscallError};
 
 use super::kallsyms::kernel_symbol_address;
 use crate::attachment::Backend;
 use crate::tracefs;
+
+/// What a backend needs and this kernel has not (BTF, the function):
+/// refusal_reason says it as it is, without an errno.
+#[derive(Debug)]
+pub struct KernelLacks(pub String);
+
+impl fmt::Display for KernelLacks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KernelLacks {}
 
 /// Why the kernel refused a backend, in a few words, from what the kernel
 /// said: the verifier's last lines when it refused the program, else the
@@ -33,15 +49,20 @@ pub fn refusal_reason(backend: Backend, err: &anyhow::Error) -> String {
             Some(ProgramError::SyscallError(SyscallError { call, io_error })) => {
                 return format!("{call} refused the {backend} ({})", errno_name(io_error))
             }
+            // aya finds the kprobe PMU's type in sysfs before anything else.
+            Some(ProgramError::KProbeError(KProbeError::FileError { io_error, .. }))
+                if io_error.kind() == ErrorKind::NotFound =>
+            {
+                return "this kernel has no kprobes".to_string()
+            }
             _ => {}
+        }
+        if cause.downcast_ref::<KernelLacks>().is_some() {
+            return format!("{err:#}");
         }
     }
     let text = format!("{err:#}");
-    if text.contains("kprobe/type") {
-        "this kernel has no kprobes".to_string()
-    } else if text.contains("no usable BTF") || text.contains("no function") {
-        text
-    } else if let Some(io_error) = err
+    if let Some(io_error) = err
         .chain()
         .find_map(|cause| cause.downcast_ref::<std::io::Error>())
     {
@@ -197,6 +218,21 @@ mod tests {
         assert_eq!(
             refusal_reason(Backend::Breakpoint, &breakpoint),
             "breakpoint on CPU 0: perf_event_open of an execute breakpoint failed (ENODEV)"
+        );
+        let no_kprobe_pmu =
+            anyhow::Error::from(ProgramError::KProbeError(KProbeError::FileError {
+                filename: "/sys/bus/event_source/devices/kprobe/type".into(),
+                io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
+            }));
+        assert_eq!(
+            refusal_reason(Backend::Kprobe, &no_kprobe_pmu),
+            "this kernel has no kprobes"
+        );
+        let lacks = anyhow::Error::new(KernelLacks("the kernel has no usable BTF (x)".into()))
+            .context("fentry on ktime_get");
+        assert_eq!(
+            refusal_reason(Backend::Fentry, &lacks),
+            "fentry on ktime_get: the kernel has no usable BTF (x)"
         );
         // A function the kernel does not have is not called notrace.
         assert_eq!(
