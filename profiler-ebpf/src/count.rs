@@ -251,26 +251,30 @@ fn walk_user_stack(generation: &Generation, frame: UserFrame, scratch_slot: u32)
         // stopped: the verifier then checks the hashing once, not once
         // per depth (which took the load from 1 s to 20 s).
         frames[depth] = 0;
-        // Nothing is ever mapped below vm.mmap_min_addr (64 KiB by
-        // default): a frame pointer there is no frame but the end of the
-        // chain (0 from `_start`, or what frameless code such as glibc's
-        // __libc_start_call_main left in %rbp: argc, say), and reading it
-        // would fault.
-        if fp < LOWEST_MAPPABLE {
-            break;
-        }
-        // [fp] is the caller's frame pointer, [fp + 8] the return address.
-        let Ok([next, return_address]) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) })
-        else {
+        let Some((next, return_address)) = caller_frame(fp) else {
             break;
         };
-        if return_address == 0 {
-            break;
-        }
         frames[depth] = return_address;
         fp = next;
     }
     keep_by_hash(generation, frames, lost::USER_STACK)
+}
+
+/// One step up a frame-pointer chain: the caller's frame pointer and the
+/// return address of the frame at `fp`, or None where the chain ends.
+#[inline(always)]
+fn caller_frame(fp: u64) -> Option<(u64, u64)> {
+    // Nothing is ever mapped below vm.mmap_min_addr (64 KiB by default): a
+    // frame pointer there is no frame but the end of the chain (0 from
+    // `_start`, or what frameless code such as glibc's
+    // __libc_start_call_main left in %rbp: argc, say), and reading it
+    // would fault.
+    if fp < LOWEST_MAPPABLE {
+        return None;
+    }
+    // [fp] is the caller's frame pointer, [fp + 8] the return address.
+    let [next, return_address] = unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }.ok()?;
+    (return_address != 0).then_some((next, return_address))
 }
 
 const EEXIST: i32 = 17;
@@ -418,16 +422,9 @@ fn walk_goroutine(out: &mut DwarfStack, layout: &GoLayout) {
     out.goroutine[0] = first;
     let mut len = 1;
     for slot in out.goroutine.iter_mut().skip(1) {
-        if fp < LOWEST_MAPPABLE {
-            break;
-        }
-        let Ok([next, return_address]) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) })
-        else {
+        let Some((next, return_address)) = caller_frame(fp) else {
             break;
         };
-        if return_address == 0 {
-            break;
-        }
         *slot = return_address;
         len += 1;
         fp = next;
