@@ -366,7 +366,7 @@ mod tests {
     fn parses_lists_and_all() {
         assert_eq!(
             "syscall".parse::<SourceSet>().unwrap().sources,
-            vec![Source::of(&profiler_common::sources::syscall::SPEC)]
+            vec![Source::of(&table::syscall::SPEC)]
         );
         assert_eq!(
             "all".parse::<SourceSet>().unwrap().sources,
@@ -374,7 +374,7 @@ mod tests {
         );
         assert_eq!(
             "syscall,syscall".parse::<SourceSet>().unwrap().sources,
-            vec![Source::of(&profiler_common::sources::syscall::SPEC)]
+            vec![Source::of(&table::syscall::SPEC)]
         );
         let err = "nonsense".parse::<SourceSet>().unwrap_err();
         assert!(err.contains("unknown source `nonsense`"), "{err}");
@@ -383,9 +383,9 @@ mod tests {
         assert_eq!(
             default.sources,
             vec![
-                Source::of(&profiler_common::sources::syscall::SPEC),
-                Source::of(&profiler_common::sources::kernel::SPEC),
-                Source::of(&profiler_common::sources::vdso::SPEC)
+                Source::of(&table::syscall::SPEC),
+                Source::of(&table::kernel::SPEC),
+                Source::of(&table::vdso::SPEC)
             ]
         );
         assert!(!default.explicit());
@@ -435,50 +435,29 @@ mod tests {
         let kernel_functions = ["ktime_get".to_string(), "ktime_get_ts64".to_string()];
         let read = |event, clock_id| ClockRead { event, clock_id }.leaf(&kernel_functions);
         assert_eq!(
-            read(profiler_common::sources::syscall::CLOCK_GETTIME, 1),
+            read(table::syscall::CLOCK_GETTIME, 1),
             "[syscall clock_gettime MONOTONIC]"
         );
         assert_eq!(
-            read(profiler_common::sources::syscall::CLOCK_GETTIME, 0),
+            read(table::syscall::CLOCK_GETTIME, 0),
             "[syscall clock_gettime REALTIME]"
         );
         assert_eq!(
-            read(
-                profiler_common::sources::syscall::GETTIMEOFDAY,
-                CLOCK_ID_NONE
-            ),
+            read(table::syscall::GETTIMEOFDAY, CLOCK_ID_NONE),
             "[syscall gettimeofday]"
         );
+        assert_eq!(read(table::syscall::TIME, CLOCK_ID_NONE), "[syscall time]");
         assert_eq!(
-            read(profiler_common::sources::syscall::TIME, CLOCK_ID_NONE),
-            "[syscall time]"
-        );
-        assert_eq!(
-            read(profiler_common::sources::libc::CLOCK_GETTIME, 1),
+            read(table::libc::CLOCK_GETTIME, 1),
             "[libc clock_gettime MONOTONIC]"
         );
-        assert_eq!(
-            read(profiler_common::sources::go::TIME_NOW, CLOCK_ID_NONE),
-            "[go time.now]"
-        );
-        assert_eq!(
-            read(profiler_common::sources::vdso::SAMPLE, CLOCK_ID_NONE),
-            "[vdso sample]"
-        );
-        assert_eq!(
-            read(profiler_common::sources::kernel::FUNCTION, 1),
-            "[kernel ktime_get_ts64]"
-        );
-        assert_eq!(
-            read(profiler_common::sources::kernel::FUNCTION, 9),
-            "[kernel unknown]"
-        );
+        assert_eq!(read(table::go::TIME_NOW, CLOCK_ID_NONE), "[go time.now]");
+        assert_eq!(read(table::vdso::SAMPLE, CLOCK_ID_NONE), "[vdso sample]");
+        assert_eq!(read(table::kernel::FUNCTION, 1), "[kernel ktime_get_ts64]");
+        assert_eq!(read(table::kernel::FUNCTION, 9), "[kernel unknown]");
         // clock_getcpuclockid(pid 1234) = ~1234 << 3 | 2 (CPUCLOCK_SCHED)
         assert_eq!(
-            read(
-                profiler_common::sources::syscall::CLOCK_GETTIME,
-                (!1234 << 3) | 2
-            ),
+            read(table::syscall::CLOCK_GETTIME, (!1234 << 3) | 2),
             "[syscall clock_gettime PROCESS_CPUCLOCK]"
         );
     }
