@@ -64,12 +64,18 @@ impl ProcTracker {
     }
 
     /// Applies every pending record, in time order. Called every ~100 ms and once at the end.
-    pub fn drain(&mut self) {
+    /// Returns how many were applied.
+    pub fn drain(&mut self) -> usize {
         self.refreshed.clear();
         let model = &mut self.model;
         let mut lost = 0;
-        self.rings.drain(&mut lost, |record| model.apply(record));
+        let mut applied = 0;
+        self.rings.drain(&mut lost, |record| {
+            applied += 1;
+            model.apply(record)
+        });
         model.lost_records += lost;
+        applied
     }
 
     /// Drops the mappings, name and cgroup of processes (lives of a PID)
@@ -141,6 +147,12 @@ impl ProcTracker {
             }
         }
         self.model.find(pid, start_time, addr)
+    }
+
+    /// Whether `addr` is in a mapping known, from what was applied so far,
+    /// of the life of `pid` that started at `start_time`.
+    pub fn maps(&self, pid: u32, start_time: u64, addr: u64) -> bool {
+        self.model.find(pid, start_time, addr).is_some()
     }
 
     /// The executable mappings of the life of `pid` started at

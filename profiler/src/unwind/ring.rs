@@ -66,6 +66,7 @@ impl DwarfStacks {
         self.unwinder.mappings_changed();
         self.classify(probes, tracker);
         let ring_capacity = DWARF_RING_BYTES as usize / size_of::<DwarfStack>();
+        let mut drained_again = HashSet::new();
         for _ in 0..ring_capacity {
             let Some(item) = self.ring.next() else {
                 break;
@@ -78,6 +79,18 @@ impl DwarfStacks {
             let record: Box<DwarfStack> =
                 Box::new(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const DwarfStack) });
             drop(item);
+            // A stack read now may have been taken after the side-band
+            // drain above began, by a process that had just started: the
+            // records of what it mapped (its libc, say) then wait for the
+            // next tick, and its stack would end at its first frame. Apply
+            // them first, at most once a tick for each process whose ip
+            // lies outside what is known of it.
+            if !tracker.maps(record.tgid, record.start_time, record.ip)
+                && drained_again.insert(record.tgid)
+                && tracker.drain() > 0
+            {
+                self.unwinder.mappings_changed();
+            }
             let ips = self.unwinder.unwind(tracker, &record);
             *self
                 .pending
