@@ -170,6 +170,37 @@ const SYSCALL_CHECKS: [(&str, Backend); 4] = [
     ("tracepoint (syscall)", Backend::Tracepoint),
 ];
 
+/// The kernel clock functions' backends, each tried on its own (name,
+/// function, backend): a traceable clock, then the notrace one the `kernel`
+/// source needs a breakpoint for.
+const KERNEL_FN_CHECKS: [(&str, &str, Backend); 5] = [
+    (
+        "fentry on ktime_get_ts64",
+        "ktime_get_ts64",
+        Backend::Fentry,
+    ),
+    (
+        "kprobe on ktime_get_ts64",
+        "ktime_get_ts64",
+        Backend::Kprobe,
+    ),
+    (
+        "fentry on ktime_get_mono_fast_ns",
+        "ktime_get_mono_fast_ns",
+        Backend::Fentry,
+    ),
+    (
+        "kprobe on ktime_get_mono_fast_ns",
+        "ktime_get_mono_fast_ns",
+        Backend::Kprobe,
+    ),
+    (
+        "hardware breakpoint on ktime_get_mono_fast_ns",
+        "ktime_get_mono_fast_ns",
+        Backend::Breakpoint,
+    ),
+];
+
 /// Tries each kind of hook in turn on one set of probes; everything is
 /// detached when the probes are dropped at the end. Also returns the
 /// tracepoint variant the probes chose.
@@ -205,42 +236,34 @@ fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
             } + &variant,
         });
     }
-    for (name, function, backend) in [
-        (
-            "fentry on ktime_get_ts64",
-            "ktime_get_ts64",
-            Backend::Fentry,
-        ),
-        (
-            "kprobe on ktime_get_ts64",
-            "ktime_get_ts64",
-            Backend::Kprobe,
-        ),
-        (
-            "fentry on ktime_get_mono_fast_ns",
-            "ktime_get_mono_fast_ns",
-            Backend::Fentry,
-        ),
-        (
-            "kprobe on ktime_get_mono_fast_ns",
-            "ktime_get_mono_fast_ns",
-            Backend::Kprobe,
-        ),
-        (
-            "hardware breakpoint on ktime_get_mono_fast_ns",
-            "ktime_get_mono_fast_ns",
-            Backend::Breakpoint,
-        ),
-    ] {
-        let function = KernelFunction {
-            name: function.to_string(),
-            breakpoint: true,
-        };
-        let outcome = probes.attach_kernel_functions(&[function], Some(backend))?;
-        let works = matches!(outcome.first(), Some(Ok(_)));
-        let detail = match outcome.into_iter().next() {
-            Some(Err(reason)) => reason,
-            _ => "loads and attaches".to_string(),
+    // The checks of one backend go in one call, so each function takes its
+    // own slot: an fentry program is loaded for its one function, and a
+    // slot's program still attached to ktime_get_ts64 would refuse
+    // ktime_get_mono_fast_ns as already loaded.
+    let mut outcomes: Vec<Option<Result<Backend, String>>> = vec![None; KERNEL_FN_CHECKS.len()];
+    for backend in [Backend::Fentry, Backend::Kprobe, Backend::Breakpoint] {
+        let (indices, watched): (Vec<usize>, Vec<KernelFunction>) = KERNEL_FN_CHECKS
+            .iter()
+            .enumerate()
+            .filter(|(_, check)| check.2 == backend)
+            .map(|(index, &(_, function, _))| {
+                let watched = KernelFunction {
+                    name: function.to_string(),
+                    breakpoint: true,
+                };
+                (index, watched)
+            })
+            .unzip();
+        let attached = probes.attach_kernel_functions(&watched, Some(backend))?;
+        for (index, outcome) in indices.into_iter().zip(attached) {
+            outcomes[index] = Some(outcome);
+        }
+    }
+    for (&(name, _, _), outcome) in KERNEL_FN_CHECKS.iter().zip(outcomes) {
+        let (works, detail) = match outcome {
+            Some(Ok(_)) => (true, "loads and attaches".to_string()),
+            Some(Err(reason)) => (false, reason),
+            None => (false, "not tried".to_string()),
         };
         checks.push(Check {
             name,

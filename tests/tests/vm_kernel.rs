@@ -366,6 +366,14 @@ fn doctor_sees_every_backend_on_a_stock_kernel() {
     assert!(works("fentry (syscall)"), "{report}");
     assert!(works("kprobe (syscall)"), "{report}");
     assert!(works("kprobe on ktime_get_ts64"), "{report}");
+    assert!(works("fentry on ktime_get_ts64"), "{report}");
+    // Tried on a slot of its own, not refused as "already loaded" by the
+    // ktime_get_ts64 check's program: fentry reaches whatever ftrace does.
+    assert_eq!(
+        works("fentry on ktime_get_mono_fast_ns"),
+        ftrace_lists("ktime_get_mono_fast_ns"),
+        "{report}"
+    );
     assert!(works("tracepoint (syscall)"), "{report}");
     // What the user-space sources load (their counts are tested on the host).
     assert!(works("uprobe (libc __clock_gettime)"), "{report}");
