@@ -381,23 +381,25 @@ fn doctor_sees_every_backend_on_a_stock_kernel() {
     if ftrace_lists("ktime_get_mono_fast_ns") {
         assert!(works("kprobe on ktime_get_mono_fast_ns"), "{report}");
     } else {
-        let refusal = report["hooks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["name"] == "kprobe on ktime_get_mono_fast_ns")
-            .expect("doctor tries a kprobe on the notrace clock");
-        assert_eq!(
-            refusal["works"], false,
-            "notrace should refuse kprobes: {report}"
-        );
-        assert!(
-            refusal["detail"]
-                .as_str()
+        for backend in ["kprobe", "fentry"] {
+            let name = format!("{backend} on ktime_get_mono_fast_ns");
+            let refusal = report["hooks"]
+                .as_array()
                 .unwrap()
-                .contains("ktime_get_mono_fast_ns is notrace (not in available_filter_functions)"),
-            "doctor should say why, from tracefs: {report}"
-        );
+                .iter()
+                .find(|h| h["name"] == name.as_str())
+                .expect("doctor tries kprobe and fentry on the notrace clock");
+            assert_eq!(
+                refusal["works"], false,
+                "notrace should refuse {backend}: {report}"
+            );
+            assert!(
+                refusal["detail"].as_str().unwrap().contains(
+                    "ktime_get_mono_fast_ns is notrace (not in available_filter_functions)"
+                ),
+                "doctor should say why, from tracefs: {report}"
+            );
+        }
     }
     assert!(
         works("hardware breakpoint on ktime_get_mono_fast_ns"),

@@ -153,14 +153,22 @@ fn ftrace_lists(function: &str) -> Option<bool> {
 /// from a kprobe or fentry attach where tracefs has it.
 pub(super) fn refusal_reason_on(backend: Backend, function: &str, err: &anyhow::Error) -> String {
     let reason = refusal_reason(backend, err);
-    let einval = err
+    // A kprobe on a function ftrace cannot trace is refused with EINVAL; an
+    // fentry trampoline, which patches the call to __fentry__ such a
+    // function lacks, with EBUSY (6.12) or EINVAL.
+    let errno = err
         .chain()
         .filter_map(|cause| cause.downcast_ref::<ProgramError>())
-        .any(|cause| {
-            matches!(cause, ProgramError::SyscallError(SyscallError { io_error, .. })
-                if io_error.raw_os_error() == Some(libc::EINVAL))
+        .find_map(|cause| match cause {
+            ProgramError::SyscallError(SyscallError { io_error, .. }) => io_error.raw_os_error(),
+            _ => None,
         });
-    if einval && matches!(backend, Backend::Kprobe | Backend::Fentry) {
+    let may_be_notrace = match backend {
+        Backend::Kprobe => errno == Some(libc::EINVAL),
+        Backend::Fentry => matches!(errno, Some(libc::EINVAL | libc::EBUSY)),
+        _ => false,
+    };
+    if may_be_notrace {
         // Only a function the kernel has can be notrace.
         if ftrace_lists(function) == Some(false) && kernel_symbol_address(function).is_ok() {
             return format!("{reason}: {function} is notrace (not in available_filter_functions)");
