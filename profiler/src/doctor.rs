@@ -237,40 +237,45 @@ fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
         });
     }
     // The checks of one backend go in one call, so each function takes its
-    // own slot: an fentry program is loaded for its one function, and a
-    // slot's program still attached to ktime_get_ts64 would refuse
-    // ktime_get_mono_fast_ns as already loaded.
-    let mut outcomes: Vec<Option<Result<Backend, String>>> = vec![None; KERNEL_FN_CHECKS.len()];
-    for backend in [Backend::Fentry, Backend::Kprobe, Backend::Breakpoint] {
-        let (indices, watched): (Vec<usize>, Vec<KernelFunction>) = KERNEL_FN_CHECKS
+    // own slot as in a recording: an fentry program is loaded for its one
+    // function, and a slot's program still attached to ktime_get_ts64 would
+    // refuse ktime_get_mono_fast_ns as already loaded.
+    let mut backends: Vec<Backend> = KERNEL_FN_CHECKS.iter().map(|check| check.2).collect();
+    backends.sort();
+    backends.dedup();
+    let mut kernel_checks = Vec::new();
+    for backend in backends {
+        let group: Vec<(usize, &(&str, &str, Backend))> = KERNEL_FN_CHECKS
             .iter()
             .enumerate()
             .filter(|(_, check)| check.2 == backend)
-            .map(|(index, &(_, function, _))| {
-                let watched = KernelFunction {
-                    name: function.to_string(),
-                    breakpoint: true,
-                };
-                (index, watched)
+            .collect();
+        let watched: Vec<KernelFunction> = group
+            .iter()
+            .map(|(_, check)| KernelFunction {
+                name: check.1.to_string(),
+                breakpoint: true,
             })
-            .unzip();
-        let attached = probes.attach_kernel_functions(&watched, Some(backend))?;
-        for (index, outcome) in indices.into_iter().zip(attached) {
-            outcomes[index] = Some(outcome);
+            .collect();
+        let outcomes = probes.attach_kernel_functions(&watched, Some(backend))?;
+        for ((index, &(name, _, _)), outcome) in group.into_iter().zip(outcomes) {
+            let (works, detail) = match outcome {
+                Ok(_) => (true, "loads and attaches".to_string()),
+                Err(reason) => (false, reason),
+            };
+            kernel_checks.push((
+                index,
+                Check {
+                    name,
+                    works,
+                    detail,
+                },
+            ));
         }
     }
-    for (&(name, _, _), outcome) in KERNEL_FN_CHECKS.iter().zip(outcomes) {
-        let (works, detail) = match outcome {
-            Some(Ok(_)) => (true, "loads and attaches".to_string()),
-            Some(Err(reason)) => (false, reason),
-            None => (false, "not tried".to_string()),
-        };
-        checks.push(Check {
-            name,
-            works,
-            detail,
-        });
-    }
+    // Listed in the table's order, as doctor always listed them.
+    kernel_checks.sort_by_key(|&(index, _)| index);
+    checks.extend(kernel_checks.into_iter().map(|(_, check)| check));
     let uprobe = crate::binaries::libc_of(std::process::id())
         .ok_or_else(|| anyhow::anyhow!("no glibc mapped"))
         .and_then(|libc| {
