@@ -3,7 +3,6 @@
 //! accepts first.
 
 use anyhow::{bail, Result};
-use aya::programs::KProbe;
 
 use super::refusal::refusal_reason_on;
 use super::Probes;
@@ -90,7 +89,9 @@ impl Probes {
                     Backend::Fentry => {
                         self.attach_fentry(&format!("fentry_kernel_fn_{slot}"), name)
                     }
-                    Backend::Kprobe => self.attach_kernel_kprobe(slot, name),
+                    Backend::Kprobe => {
+                        self.attach_kprobe(&format!("kprobe_kernel_fn_{slot}"), name)
+                    }
                     _ if !function.breakpoint => {
                         // Only said when it is the one backend asked for:
                         // otherwise the refusals above tell why.
@@ -145,28 +146,5 @@ impl Probes {
     /// on every CPU.
     pub fn breakpoints_taken(&self) -> usize {
         self.breakpoint_functions
-    }
-
-    fn attach_kernel_kprobe(&mut self, slot: usize, function: &str) -> Result<()> {
-        const PROGRAMS: [&str; profiler_common::MAX_KERNEL_FNS as usize] = [
-            "kprobe_kernel_fn_0",
-            "kprobe_kernel_fn_1",
-            "kprobe_kernel_fn_2",
-            "kprobe_kernel_fn_3",
-            "kprobe_kernel_fn_4",
-            "kprobe_kernel_fn_5",
-            "kprobe_kernel_fn_6",
-            "kprobe_kernel_fn_7",
-        ];
-        let name = PROGRAMS[slot];
-        // Loaded once and left loaded if an attach fails: unloading would also
-        // detach the slot's other links (doctor reuses slots).
-        let first_use = self.loaded.insert(name);
-        let kprobe: &mut KProbe = self.program(name)?.try_into()?;
-        if first_use {
-            kprobe.load()?;
-        }
-        kprobe.attach(function, 0)?;
-        Ok(())
     }
 }
