@@ -7,11 +7,11 @@
 //! one `GENERATION` selects, while the daemon drains and clears the other
 //! (see the daemon's generations.rs), so no map fills on a long run.
 //!
-//! One module per clock source under `sources/` (`syscall`, `kernel`,
-//! `vdso`, `libc`, `go`; each counts the event ids its source declares in
-//! profiler-common's `sources`), the counting they share (`count`), caller recovery (`callers`), the
-//! process start time that tells lives of a PID apart (`process`) and the
-//! fork follower (`targets`). Globals and maps are declared here, once.
+//! One module per clock source under `sources/`, each counting the event
+//! ids its source declares in profiler-common's `sources`; the counting
+//! they share (`count`), caller recovery (`callers`), the process start
+//! time that tells lives of a PID apart (`process`) and the fork follower
+//! (`targets`). Globals and maps are declared here, once.
 #![no_std]
 #![no_main]
 
