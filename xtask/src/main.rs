@@ -1,10 +1,12 @@
-//! Developer and CI tasks for clockprof: `cargo xtask <setup|build|run|test|bench>`.
+//! Developer and CI tasks for clockprof: `cargo xtask <setup|build|run|test|lint|bench>`.
 //!
 //! Everything a fresh Debian machine needs is installed by `setup`, and every other
-//! task runs it first, so `cargo xtask test` alone is enough in CI.
+//! task that builds runs it first, so `cargo xtask test` alone is enough in CI.
+//! `lint` only reads profiler/src and needs nothing installed.
 
 mod bench;
 mod build;
+mod layers;
 mod process;
 mod setup;
 mod tally;
@@ -38,12 +40,15 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build, then run rustfmt, clippy and the test suite (what CI runs), then
-    /// the VM tests (vm-test) unless --no-vm.
+    /// Build, then run rustfmt, clippy, the layer check (lint) and the test suite
+    /// (what CI runs), then the VM tests (vm-test) unless --no-vm.
     Test(test_suite::TestArgs),
     /// Run the tests that need kprobes, fentry or breakpoints under stock Debian
     /// kernels in QEMU (tests/tests/vm_kernel.rs).
     VmTest(vm::VmTestArgs),
+    /// Check the import layers of profiler/src: no circle of files, no file
+    /// importing a higher layer (the table is in xtask/src/layers.rs).
+    Lint,
     /// Measure the added cost per traced clock_gettime syscall, vs bpftrace.
     Bench(bench::BenchArgs),
 }
@@ -57,6 +62,13 @@ fn main() -> ExitCode {
         Task::Run { args } => build::run().and_then(|()| build::run_clockprof(&args)),
         Task::Test(args) => test_suite::run(&args),
         Task::VmTest(args) => vm::run(&args),
+        Task::Lint => layers::run().map(|clean| {
+            if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
         Task::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match outcome {

@@ -1,6 +1,7 @@
-//! `cargo xtask test`: what CI runs. Build, then rustfmt, clippy and the test suite,
-//! then the VM tests (vm.rs) that the host kernel cannot run. Every check runs even
-//! when one fails, so one CI run shows every problem.
+//! `cargo xtask test`: what CI runs. Build, then rustfmt, clippy, the layer check
+//! (layers.rs) and the test suite, then the VM tests (vm.rs) that the host kernel
+//! cannot run. Every check runs even when one fails, so one CI run shows every
+//! problem, except that a failed layer check stops the run before the tests.
 
 use std::fs;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::tally::{self, Tally};
-use crate::{build, process, vm, workspace};
+use crate::{build, layers, process, vm, workspace};
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
@@ -67,6 +68,24 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
             eprintln!("xtask: {name} FAILED");
             failed.push(name);
         }
+    }
+    // The layer check reads files only and takes a moment. A circle or an upward
+    // import means the tree's shape is wrong, so it is fixed before minutes of
+    // tests are spent on that shape.
+    let layers_clean = layers::run().unwrap_or_else(|err| {
+        eprintln!("xtask: error: layers: {err:#}");
+        false
+    });
+    if !layers_clean {
+        eprintln!("xtask: layers FAILED");
+        failed.push("layers");
+        let _ = fs::remove_dir_all(&fixture_dir);
+        println!(
+            "xtask test: FAILED: {} (the tests did not run; `cargo xtask lint` repeats \
+             the layer check)",
+            failed.join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
     }
     let (status, mut tally) = tally::run_tallied(&mut tests)?;
     if !status.success() {
