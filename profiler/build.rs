@@ -1,6 +1,6 @@
 // Builds profiler-ebpf for bpfel-unknown-none with Debian's rustc-web (which ships a
 // prebuilt libcore for BPF; see ../shared/TOOLCHAIN.md) and puts the object in OUT_DIR,
-// where src/probes.rs embeds it: the one `clockprof` binary is all a host needs.
+// where src/probes/mod.rs embeds it: the one `clockprof` binary is all a host needs.
 fn main() -> anyhow::Result<()> {
     let package = aya_build::Package {
         name: "profiler-ebpf",

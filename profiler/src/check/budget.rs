@@ -24,7 +24,7 @@ use anyhow::{bail, Result};
 use serde::Deserialize;
 
 use super::pattern::FramePattern;
-use crate::recorded::read_input_file;
+use crate::check::recorded::read_input_file;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Limit {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::budget::{format_cpu_time, format_number, Baseline, Limit, Rule};
 use super::pattern::FramePattern;
-use crate::recorded::Recorded;
+use crate::check::recorded::Recorded;
 
 /// Frames listed under a failed baseline budget, worst first.
 const BASELINE_FRAMES_SHOWN: usize = 10;
@@ -255,7 +255,7 @@ pub fn judge_baseline(baseline: &Baseline, base: &Recorded, new: &Recorded) -> V
 mod tests {
     use super::super::budget::{parse_max_limit, parse_rate_limit};
     use super::*;
-    use crate::recorded::RecordedStack;
+    use crate::check::recorded::RecordedStack;
 
     /// Stacks as folded text, for tests.
     fn recorded(lines: &[(&str, u64)]) -> Recorded {

@@ -7,19 +7,22 @@
 //! the budget and baseline files, the JUnit path), so a typo costs no run.
 
 mod budget;
+pub mod diff;
 mod judge;
+pub mod options;
 mod pattern;
+pub mod recorded;
 mod report;
 
 use anyhow::{bail, Result};
 
-use crate::cli::CheckArgs;
+use crate::check::recorded::Recorded;
 use crate::export::{Existing, OutputFile};
 use crate::record::{self, Summary};
-use crate::recorded::Recorded;
 use crate::sources::Source;
 use budget::{Budget, BudgetFlags, Limit};
 use judge::{Measures, Unmatched};
+use options::CheckArgs;
 
 /// Exit status when a budget is exceeded.
 pub const OVER_BUDGET: i32 = 3;

@@ -28,7 +28,7 @@ mod tests {
     #[test]
     fn renders_the_fixed_profile_exactly() {
         let folded = FORMAT
-            .render(&super::super::test_profile::profile())
+            .render(&crate::aggregate::test_profile::profile())
             .unwrap();
         // Sorted by stack; pids 100 and 101 share a name, so their vDSO
         // stack is one line (12 + 3).

@@ -137,7 +137,10 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
                 start_time_ns: p.start_time,
                 comm: &p.comm,
                 cgroup: p.cgroup.as_deref(),
-                container_id: p.cgroup.as_deref().and_then(crate::container::container_id),
+                container_id: p
+                    .cgroup
+                    .as_deref()
+                    .and_then(crate::host::container::container_id),
                 total: p.total,
                 by_source: &p.by_source,
                 unwinder: profile.info.unwinder(p.pid, p.start_time),
@@ -179,7 +182,7 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::test_profile::{self, CONTAINER_ID};
+    use crate::aggregate::test_profile::{self, CONTAINER_ID};
 
     fn frame(function: &str, module: &str, kernel: bool) -> String {
         format!(

@@ -11,8 +11,6 @@ mod output_file;
 pub mod pprof;
 mod summary;
 pub mod svg;
-#[cfg(test)]
-mod test_profile;
 
 use std::fmt;
 use std::path::Path;

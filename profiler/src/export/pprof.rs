@@ -186,7 +186,7 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
         // Labels only where there is something to say: a process in the
         // root cgroup has neither.
         if let Some(cgroup) = &stack.cgroup {
-            let container_id = crate::container::container_id(cgroup);
+            let container_id = crate::host::container::container_id(cgroup);
             label.push(Label {
                 key: keys[3],
                 str: tables.string(cgroup),
@@ -228,7 +228,7 @@ mod tests {
     use flate2::read::GzDecoder;
 
     use super::*;
-    use crate::export::test_profile::{self, CONTAINER_ID};
+    use crate::aggregate::test_profile::{self, CONTAINER_ID};
 
     /// A sample with its ids resolved: locations leaf first as (function,
     /// file), its values, and labels as (key, string, number).

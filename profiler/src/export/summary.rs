@@ -6,7 +6,7 @@ use profiler_common::INTERRUPT_TGID;
 
 use crate::aggregate::Profile;
 use crate::attachment::{debug_registers_taken, Backend, DEBUG_REGISTERS};
-use crate::printable::printable;
+use crate::host::printable::printable;
 use crate::sources::{sampled_counts, Attach};
 
 const TOP_PROCESSES: usize = 10;
@@ -159,10 +159,26 @@ mod tests {
 
     #[test]
     fn names_the_processes_unwound_with_dwarf() {
-        let text = summary(&crate::export::test_profile::profile());
+        let text = summary(&crate::aggregate::test_profile::profile());
         assert!(
             text.contains("unwinder: DWARF for server (101); frame pointers for the others"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_newline_in_a_name_is_escaped() {
+        use crate::aggregate::{test_profile::symbolized as sample, RecordingInfo};
+        let samples = vec![sample(
+            1,
+            "a\nb x 99",
+            &["evil\r\nfn 7", "k:do_syscall_64"],
+            profiler_common::sources::syscall::TIME,
+            profiler_common::CLOCK_ID_NONE,
+            2,
+        )];
+        let text = summary(&Profile::new(samples, RecordingInfo::default()));
+        assert!(!text.contains('\r'), "{text}");
+        assert!(text.contains("a\\nb x 99 [1]"), "{text}");
     }
 }

@@ -7,10 +7,11 @@ use anyhow::{anyhow, Context, Result};
 use aya::programs::PerfEvent;
 use profiler_common::names;
 
-use super::kallsyms::kernel_symbol_address;
-use super::{perf_event, Probes, DEFAULT_BREAKPOINT_FUNCTIONS};
+use super::{Probes, DEFAULT_BREAKPOINT_FUNCTIONS};
 use crate::attachment::DEBUG_REGISTERS;
-use crate::host_facts;
+use crate::host::facts;
+use crate::host::kallsyms::kernel_symbol_address;
+use crate::host::perf_event;
 
 /// A disabled hardware execute breakpoint at `address` on `cpu`, all tasks.
 /// It takes one of the CPU's debug registers from the moment it exists.
@@ -85,7 +86,7 @@ impl Probes {
         // All CPUs or none: a function watched on some CPUs only would give
         // counts that look exact and are not. Dropping `events` closes them.
         let mut events = Vec::new();
-        for cpu in host_facts::online_cpus()? {
+        for cpu in facts::online_cpus()? {
             events.push(
                 open_breakpoint(address, cpu, program_fd)
                     .with_context(|| format!("breakpoint on CPU {cpu}"))?,

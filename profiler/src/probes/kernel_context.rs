@@ -9,7 +9,7 @@
 use anyhow::{anyhow, Result};
 
 use super::btf::KernelBtf;
-use super::kallsyms::kernel_symbols;
+use crate::host::kallsyms::kernel_symbols;
 
 /// Addresses and offsets for the programs' globals; 0 where not found, which
 /// the programs read as "do not check".

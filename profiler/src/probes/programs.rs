@@ -6,8 +6,8 @@ use anyhow::{anyhow, Result};
 use aya::programs::{FEntry, KProbe, RawTracePoint, TracePoint};
 use aya::Btf;
 
-use super::refusal::KernelLacks;
 use super::Probes;
+use crate::host::kallsyms::KernelLacks;
 
 impl Probes {
     pub(super) fn attach_tracepoint(&mut self, program: &str, tracepoint: &str) -> Result<()> {

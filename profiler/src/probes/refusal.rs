@@ -1,28 +1,14 @@
 //! Why the kernel refused a backend, classified from aya's error types and
 //! the errno, with the verifier's verdict when it refused the program.
 
-use std::fmt;
 use std::io::ErrorKind;
 
 use aya::programs::{KProbeError, ProgramError};
 use aya::sys::{BpfHelper, SyscallError};
 
-use super::kallsyms::kernel_symbol_address;
 use crate::attachment::Backend;
-use crate::tracefs;
-
-/// What a backend needs and this kernel has not (BTF, the function):
-/// refusal_reason says it as it is, without an errno.
-#[derive(Debug)]
-pub struct KernelLacks(pub String);
-
-impl fmt::Display for KernelLacks {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for KernelLacks {}
+use crate::host::kallsyms::{kernel_symbol_address, KernelLacks};
+use crate::host::tracefs;
 
 /// Why the kernel refused a backend, in a few words, from what the kernel
 /// said: the verifier's last lines when it refused the program, else the

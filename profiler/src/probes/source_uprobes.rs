@@ -10,9 +10,9 @@ use aya::programs::uprobe::UProbeScope;
 use aya::programs::UProbe;
 
 use super::Probes;
-use crate::attach_queue::{AttachQueue, Wanted};
 use crate::attachment::{Attachment, Backend};
-use crate::binaries::Binary;
+use crate::host::binaries::Binary;
+use crate::probes::attach_queue::{AttachQueue, Wanted};
 use crate::proc_tracker::ProcTracker;
 use crate::sources::{Attach, Source, Uprobe};
 

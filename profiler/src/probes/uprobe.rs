@@ -19,7 +19,7 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 use object::{Object, ObjectSection, ObjectSymbol, ReadCache};
 
-use super::perf_event;
+use crate::host::perf_event;
 
 /// The uprobe PMU's perf type, as the kernel numbers it.
 fn uprobe_pmu_type() -> Result<u32> {

@@ -9,7 +9,7 @@ use aya::sys::{is_helper_supported, BpfHelper};
 use serde::Serialize;
 
 use super::btf;
-use super::kallsyms::kernel_symbol_address;
+use crate::host::kallsyms::kernel_symbol_address;
 
 /// How the syscall tracepoint programs find the user registers (to recover
 /// the callers a frameless clock path hides), chosen at load time by probing

@@ -7,7 +7,7 @@ use aya::programs::PerfEvent;
 
 use super::{btf, Probes};
 use crate::attachment::{Attachment, Backend};
-use crate::host_facts;
+use crate::host::facts;
 use crate::sources::Source;
 
 /// Where the current task's vDSO lives, for the sampling program: offsets of
@@ -17,7 +17,7 @@ pub(super) fn vdso_globals() -> Result<(u32, u32, u64)> {
     let btf = btf::KernelBtf::load()?;
     let mm = btf.member_offset("task_struct", &["mm"])?;
     let vdso = btf.member_offset("mm_struct", &["context", "vdso"])?;
-    let own = host_facts::own_vdso().context("the kernel has no vDSO to sample")?;
+    let own = facts::own_vdso().context("the kernel has no vDSO to sample")?;
     Ok((mm, vdso, own.end - own.start))
 }
 
@@ -27,7 +27,7 @@ impl Probes {
     pub fn attach_vdso_sampling(&mut self, frequency: u64) -> Result<()> {
         let sampler: &mut PerfEvent = self.program("vdso_sample")?.try_into()?;
         sampler.load()?;
-        for cpu in host_facts::online_cpus()? {
+        for cpu in facts::online_cpus()? {
             sampler
                 .attach(
                     PerfEventConfig::Software(SoftwareEvent::CpuClock),

@@ -17,40 +17,9 @@ use linux_perf_event_reader::constants::PERF_RECORD_MISC_MMAP_BUILD_ID;
 use linux_perf_event_reader::{EventRecord, Mmap2FileId, RawEventRecord, RecordType};
 
 use super::lives::Lives;
-use crate::safe_open::{self, FileKey, Opened};
-
-/// One executable mapping of a process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapping {
-    pub start: u64,
-    pub end: u64,
-    /// File offset of `start`, in bytes.
-    pub file_offset: u64,
-    /// File path or a special name like "[vdso]"; deleted files end in " (deleted)".
-    pub path: String,
-    /// Device and inode of the mapped file; `None` for the vDSO and the like.
-    pub file: Option<FileKey>,
-}
-
-impl Mapping {
-    pub fn file_offset_of(&self, addr: u64) -> u64 {
-        addr - self.start + self.file_offset
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub(super) struct Process {
-    pub(super) comm: String,
-    pub(super) mappings: BTreeMap<u64, Mapping>,
-    pub(super) exited: bool,
-    /// Exited, and seen so by one `Model::forget_exited` already: the next
-    /// one forgets it.
-    pub(super) retiring: bool,
-    /// The user the process runs as, read while it lived.
-    pub(super) owner: Option<u32>,
-    /// Its cgroup path (`/system.slice/x.service`), read while it lived.
-    pub(super) cgroup: Option<String>,
-}
+pub(super) use super::process::Process;
+pub use crate::host::maps::Mapping;
+use crate::host::safe_open::{self, FileKey, Opened};
 
 /// The mapped files opened so far, by identity.
 #[derive(Default)]

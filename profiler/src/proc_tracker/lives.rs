@@ -21,7 +21,7 @@
 //! is at or after S. Exec keeps a life (start_time survives exec; a thread
 //! that execs takes its leader's), so it only replaces the life's mappings.
 
-use super::address_space::Process;
+use super::process::Process;
 
 /// One process that had the PID.
 #[derive(Debug, Clone, Default)]

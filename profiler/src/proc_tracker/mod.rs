@@ -16,6 +16,7 @@
 
 mod address_space;
 mod lives;
+mod process;
 mod ring;
 mod snapshot;
 
@@ -27,9 +28,8 @@ use anyhow::Result;
 pub use address_space::Mapping;
 use address_space::Model;
 use ring::{Rings, DEFAULT_DATA_PAGES};
-pub use snapshot::parse_maps_line;
 
-use crate::safe_open::FileKey;
+use crate::host::safe_open::FileKey;
 
 /// Host-wide model of process address spaces, fed by perf side-band events.
 pub struct ProcTracker {
@@ -112,8 +112,8 @@ impl ProcTracker {
 
     /// The file `file` as it was opened while a process mapped it (see
     /// `address_space`), shown as `path`; `None` if it could not be had.
-    pub fn binary(&self, file: FileKey, path: &str) -> Option<crate::binaries::Binary> {
-        Some(crate::binaries::Binary {
+    pub fn binary(&self, file: FileKey, path: &str) -> Option<crate::host::binaries::Binary> {
+        Some(crate::host::binaries::Binary {
             shown: PathBuf::from(path),
             opened: self.model.opened(file)?,
         })

@@ -12,7 +12,7 @@ use linux_perf_event_reader::{
     Endianness, PerfEventAttr, RawData, RawEventRecord, RecordParseInfo, RecordType,
 };
 
-use crate::probes::perf_event::{self, sys};
+use crate::host::perf_event::{self, sys};
 
 /// 256 KiB per CPU: room for well over a hundred execs per CPU between two drains.
 pub const DEFAULT_DATA_PAGES: usize = 64;
@@ -30,7 +30,7 @@ impl Rings {
         if !data_pages.is_power_of_two() {
             bail!("the side-band ring buffer needs a power-of-two page count, not {data_pages}");
         }
-        let rings = crate::host_facts::online_cpus()?
+        let rings = crate::host::facts::online_cpus()?
             .into_iter()
             .map(|cpu| Ring::open(cpu, data_pages))
             .collect::<Result<_>>()?;

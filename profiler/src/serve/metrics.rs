@@ -18,8 +18,8 @@ use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::Registry;
 
 use super::limits::MAX_SERIES;
-use crate::clocksource::Clocksource;
 use crate::collect::LostCounts;
+use crate::host::clocksource::Clocksource;
 use crate::symbolize::SymbolizedSample;
 
 type Labels = Vec<(String, String)>;
@@ -201,7 +201,7 @@ fn process_labels(sample: &SymbolizedSample) -> Labels {
     if let Some(id) = sample
         .cgroup
         .as_deref()
-        .and_then(crate::container::container_id)
+        .and_then(crate::host::container::container_id)
     {
         labels.push(("container_id".to_string(), id.to_string()));
     }

@@ -12,6 +12,7 @@ mod http;
 mod kernel;
 pub mod limits;
 mod metrics;
+pub mod options;
 mod pprof_endpoint;
 pub mod push;
 
@@ -23,10 +24,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::aggregate::RecordingInfo;
-use crate::cli::ServeArgs;
 use crate::collect::LostCounts;
 use crate::session::Session;
 use crate::symbolize::SymbolizedSample;
+use options::ServeArgs;
 
 /// What one read of the kernel brought: the reads counted in `since..until`.
 pub struct Batch {
@@ -131,7 +132,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             args.listen
         );
     }
-    crate::test_panic_point("serve");
+    crate::say::test_panic_point("serve");
 
     let mut kernel = kernel::SinceLastRead::new(&session);
     let mut last_read = Instant::now();

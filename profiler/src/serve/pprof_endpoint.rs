@@ -66,7 +66,7 @@ pub fn seconds(query: Option<&str>) -> Result<u64, String> {
         Ok(secs) if (1..=MAX_PROFILE_SECONDS).contains(&secs) => Ok(secs),
         _ => Err(format!(
             "seconds must be a whole number from 1 to {MAX_PROFILE_SECONDS}, not `{}`.\n",
-            crate::printable::printable(&value.chars().take(40).collect::<String>())
+            crate::host::printable::printable(&value.chars().take(40).collect::<String>())
         )),
     }
 }

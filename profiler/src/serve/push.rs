@@ -162,7 +162,7 @@ pub fn request(profile: &Profile, fixed: &[(String, String)]) -> Result<PushRequ
         let container = stack
             .cgroup
             .as_deref()
-            .and_then(crate::container::container_id)
+            .and_then(crate::host::container::container_id)
             .map(str::to_string);
         services
             .entry((stack.comm.clone(), container))

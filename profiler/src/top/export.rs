@@ -64,7 +64,7 @@ pub fn export(
                 exact_frames: stack.exact_frames,
                 count: count.total,
             };
-            crate::interrupt::attribute(&mut sample);
+            crate::symbolize::interrupt::attribute(&mut sample);
             Some(sample)
         })
         .collect();

@@ -1,5 +1,5 @@
 //! Names processes on screen: their command, and the container or cgroup they
-//! run in, as the process tracker read it while the process lived (container.rs).
+//! run in, as the process tracker read it while the process lived (host/container.rs).
 
 use std::collections::HashMap;
 
@@ -22,12 +22,12 @@ impl Labeler {
             let group = identity
                 .cgroup
                 .as_deref()
-                .and_then(crate::container::short_name);
+                .and_then(crate::host::container::short_name);
             (group, refresh)
         });
         entry.1 = refresh;
         Label {
-            comm: crate::printable::printable(&crate::symbolize::process_name(
+            comm: crate::host::printable::printable(&crate::symbolize::process_name(
                 pid,
                 identity.comm.as_deref(),
             ))

@@ -18,6 +18,7 @@ mod format;
 mod keys;
 mod labels;
 mod model;
+pub mod options;
 mod stacks;
 mod terminal;
 mod view;
@@ -33,10 +34,10 @@ use ratatui::backend::Backend;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::aggregate::RecordingInfo;
-use crate::cli::TopArgs;
-use crate::clocksource::Clocksource;
+use crate::host::clocksource::Clocksource;
 use crate::session::Session;
 use crate::symbolize::{NormalizedSample, StackSymbolizer, SymbolizedSample};
+use crate::top::options::TopArgs;
 use app::{App, Effect, Screen};
 use export::Scope;
 use keys::Action;
@@ -51,7 +52,7 @@ pub async fn top(args: TopArgs) -> Result<i32> {
     terminal::require_terminal()?;
     let mut top = Top::start(args, refresh)?;
     let mut screen = FullScreen::enter()?;
-    crate::test_panic_point("top");
+    crate::say::test_panic_point("top");
     let stop = top.run(&mut screen.terminal).await;
     drop(screen);
     match stop? {
@@ -117,7 +118,7 @@ impl Top {
         let session = Session::start(&session_config)?;
         // The screen is ours: a note on stderr would scribble over it.
         crate::symbolize::quiet_perf_map_notes();
-        crate::debuginfo::quiet_notes();
+        crate::symbolize::debuginfo::quiet_notes();
         let recording = RecordingInfo {
             sources: args.probe.sources.sources.clone(),
             attachments: session.attachments(),
@@ -351,7 +352,13 @@ mod tests {
     use ratatui::backend::TestBackend;
 
     use super::*;
-    use crate::cli::{Cli, Command as Subcommand};
+
+    /// `clockprof top`'s options alone, parsed as the command line does.
+    #[derive(Parser)]
+    struct TopCommandLine {
+        #[command(flatten)]
+        args: TopArgs,
+    }
 
     /// `fixture_spin` making clock_gettime syscalls for a while.
     struct SpinFixture {
@@ -393,8 +400,7 @@ mod tests {
     fn draws_a_real_fixture_run_in_80x24_and_drills_into_its_hot_function() {
         let fixture = SpinFixture::start();
         let pid = fixture.child.id().to_string();
-        let cli = Cli::try_parse_from([
-            "clockprof",
+        let cli = TopCommandLine::try_parse_from([
             "top",
             "-p",
             &pid,
@@ -406,13 +412,11 @@ mod tests {
             fixture.dir.path().to_str().unwrap(),
         ])
         .unwrap();
-        let Subcommand::Top(args) = cli.command else {
-            unreachable!("parsed a top command line");
-        };
+        let args = cli.args;
         let refresh = check(&args).unwrap();
         // Everything below runs on this thread, which alone moves into the
         // private namespace where a host without tracefs gets one.
-        crate::tracefs::prepare();
+        crate::host::tracefs::prepare();
         let mut top = Top::start(args, refresh).expect("attaching the probes (run as root)");
         let mut terminal = ratatui::Terminal::new(TestBackend::new(80, 24)).unwrap();
         for _ in 0..2 {

@@ -105,7 +105,8 @@ impl StackCache {
                 .frames
                 .into_iter()
                 .map(|mut frame| {
-                    frame.function = crate::printable::printable(&frame.function).into_owned();
+                    frame.function =
+                        crate::host::printable::printable(&frame.function).into_owned();
                     frame
                 })
                 .collect();

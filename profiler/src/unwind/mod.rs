@@ -21,8 +21,8 @@ use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{FrameAddress, Module, Unwinder};
 use profiler_common::{DwarfStack, MAX_STACK_DEPTH};
 
+use crate::host::safe_open::FileKey;
 use crate::proc_tracker::ProcTracker;
-use crate::safe_open::FileKey;
 use sections::{Bytes, UnwindSections};
 
 /// Unwind sections kept at most, over every file: beyond it the cache is
@@ -224,7 +224,7 @@ impl DwarfUnwinder {
     fn vdso_sections(&mut self) -> Option<Arc<UnwindSections>> {
         self.vdso
             .get_or_insert_with(|| {
-                let image = crate::host_facts::own_vdso_image()?;
+                let image = crate::host::facts::own_vdso_image()?;
                 UnwindSections::from_image(&image).map(Arc::new)
             })
             .clone()

@@ -12,9 +12,9 @@ use profiler_common::DwarfStack;
 use super::frame_pointers::{stack_kind, StackKind};
 use super::DwarfUnwinder;
 use crate::collect::{RawSample, RawStack};
+use crate::host::safe_open::FileKey;
 use crate::probes::{Probes, DWARF_RING_BYTES};
 use crate::proc_tracker::ProcTracker;
-use crate::safe_open::FileKey;
 use crate::sources::ClockRead;
 
 /// (pid, start time, event, clock id, frames): one distinct unwound stack.

@@ -15,7 +15,7 @@ use ratatui::Frame;
 
 use super::app::{App, Screen};
 use super::format::{count, duration, sparkline};
-use crate::clocksource::Clocksource;
+use crate::host::clocksource::Clocksource;
 use crate::sources::Source;
 use crate::top::model::{ProcessReads, Snapshot};
 use crate::top::stacks::StackRow;

@@ -8,14 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use inferno::{differential, flamegraph};
 
-use crate::cli::DiffArgs;
+use crate::check::recorded::Recorded;
 use crate::export::{self, Existing, Format, OutputFile};
-use crate::recorded::Recorded;
 
 /// What `diff -o` writes: the differential counterpart of `record`'s svg or
 /// folded output, named by that format's extension (export::FORMATS).
@@ -71,6 +70,26 @@ impl DiffFormat {
             ),
         }
     }
+}
+
+/// `clockprof diff BASE NEW`.
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    /// The earlier recording: folded stacks or JSON written by clockprof.
+    #[arg(value_name = "BASE")]
+    pub base: PathBuf,
+
+    /// The later recording.
+    #[arg(value_name = "NEW")]
+    pub new: PathBuf,
+
+    #[arg(short = 'o', long = "output", value_name = "FILE", help = output_help())]
+    pub output: Option<PathBuf>,
+
+    /// How many functions to list in each direction.
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub top: u64,
 }
 
 /// `diff -o`'s help, its extensions from the table of formats.

@@ -124,7 +124,7 @@ pub fn profile() -> Profile {
         },
         sample(
             INTERRUPT_TGID,
-            crate::interrupt::ROOT,
+            crate::symbolize::interrupt::ROOT,
             (profiler_common::sources::kernel::FUNCTION, 0),
             vec![
                 kernel("asm_sysvec_apic_timer_interrupt"),
@@ -188,4 +188,37 @@ pub fn profile() -> Profile {
         kernel_functions: vec!["ktime_get".to_string(), "ktime_get_ts64".to_string()],
     };
     Profile::new(samples, info)
+}
+
+fn frame_named(name: &str, kernel: bool) -> Frame {
+    Frame {
+        function: name.into(),
+        module: None,
+        kernel,
+    }
+}
+
+/// One symbolized sample; a frame named `k:...` is a kernel frame.
+pub fn symbolized(
+    pid: u32,
+    comm: &str,
+    frames: &[&str],
+    event: u32,
+    clock_id: i32,
+    count: u64,
+) -> SymbolizedSample {
+    SymbolizedSample {
+        pid,
+        start_time: 0,
+        comm: comm.into(),
+        cgroup: None,
+        read: ClockRead { event, clock_id },
+        frames: frames
+            .iter()
+            .map(|f| frame_named(f, f.starts_with("k:")))
+            .collect(),
+        state: StackState::Complete,
+        exact_frames: 0,
+        count,
+    }
 }

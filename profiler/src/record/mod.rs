@@ -4,6 +4,8 @@
 //! aggregate -> export). Every early return drops what was set up, in reverse order, so no
 //! probe stays attached and no partial output file remains.
 
+pub mod options;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -11,12 +13,13 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::aggregate::{Profile, RecordingInfo};
-use crate::cli::RecordArgs;
-use crate::credentials;
 use crate::export::{self, Existing, Format, OutputFile};
+use crate::session::command;
+use crate::session::credentials;
 use crate::session::{self, Drained, Session};
+use crate::symbolize;
 use crate::symbolize::NormalizedSample;
-use crate::{command, symbolize};
+use options::RecordArgs;
 
 /// Why the recording stopped.
 enum Stop {
@@ -94,7 +97,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     args.probe.check()?;
     let output = match &args.output {
         Some(path) if path.as_os_str() == "-" => {
-            Output::Stdout(args.format.unwrap_or(crate::cli::STDOUT_FORMAT))
+            Output::Stdout(args.format.unwrap_or(options::STDOUT_FORMAT))
         }
         Some(path) => {
             let format = Format::resolve(args.format, path)?;
@@ -152,7 +155,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
             say!("clockprof: the {source} source is skipped: {why}");
         }
     }
-    crate::test_panic_point("record");
+    crate::say::test_panic_point("record");
 
     let started = Instant::now();
     let deadline = args

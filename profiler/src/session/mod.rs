@@ -2,6 +2,11 @@
 //! processes, and the process tracker that remembers their mappings. Both
 //! `record` and `top` start one; dropping it detaches everything.
 
+pub mod command;
+pub mod credentials;
+pub mod options;
+pub mod privileges;
+
 use std::time::Duration;
 
 use std::ffi::OsStr;
@@ -10,11 +15,10 @@ use anyhow::{bail, Context, Result};
 use profiler_common::target;
 
 use crate::attachment::{Attachment, Backend};
-use crate::binaries::{self, Binary, GoBinary};
-use crate::cli::UnwindMode;
+use crate::collect::generations::Generations;
 use crate::collect::{self, LostCounts};
-use crate::generations::Generations;
-use crate::privileges;
+use crate::host::binaries::{self, Binary, GoBinary};
+use crate::probes::UnwindMode;
 use crate::probes::{KernelFunction, ProbeConfig, Probes};
 use crate::proc_tracker::ProcTracker;
 use crate::sources::{Attach, Source, SourceSet, UprobeBinary};
@@ -282,7 +286,7 @@ impl Session {
     /// attached if any step fails.
     pub fn start(config: &SessionConfig) -> Result<Session> {
         privileges::require()?;
-        crate::host_facts::require_host_pid_namespace()?;
+        crate::host::facts::require_host_pid_namespace()?;
         for &pid in config.pids {
             if pid == 0 || !process_alive(pid) {
                 bail!("no process with PID {pid} exists");

@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use blazesym::symbolize::source::{Elf, Source as BlazeSource};
 use blazesym::symbolize::{Input, Symbolizer};
 
-use crate::safe_open::{self, Opened};
-use crate::symbolize::names_of;
+use crate::host::safe_open::{self, Opened};
+use crate::symbolize::lookup::names_of;
 
 use debuginfod::Debuginfod;
 

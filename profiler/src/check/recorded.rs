@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::aggregate::Profile;
-use crate::printable;
-use crate::safe_open::open_regular;
+use crate::host::printable;
+use crate::host::safe_open::open_regular;
 use crate::sources::Source;
 
 /// Larger inputs are refused rather than read: a recording of the busiest

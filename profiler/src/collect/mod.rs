@@ -2,6 +2,8 @@
 //! instruction pointers of their stacks, and the lost-event counters. The
 //! one place that reads the kernel's count, stack and lost maps.
 
+pub mod generations;
+
 use std::collections::HashMap;
 
 use anyhow::{anyhow, bail, Result};

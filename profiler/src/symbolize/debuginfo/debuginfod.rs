@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::cache::{Cache, PutError, MAX_DEBUG_FILE_SIZE};
 use super::{hex, note};
-use crate::safe_open::Opened;
+use crate::host::safe_open::Opened;
 
 const DEFAULT_BUDGET: Duration = Duration::from_secs(10);
 

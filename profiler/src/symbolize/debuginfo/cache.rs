@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::safe_open::{self, Opened};
+use crate::host::safe_open::{self, Opened};
 
 /// The cache's total size; the files fetched longest ago go first.
 pub const MAX_CACHE_SIZE: u64 = 2 << 30;

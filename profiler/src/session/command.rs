@@ -18,8 +18,8 @@ use anyhow::{anyhow, bail, Result};
 use profiler_common::target;
 use tokio::sync::oneshot;
 
-use crate::credentials::RunAs;
-use crate::tracefs;
+use crate::host::tracefs;
+use crate::session::credentials::RunAs;
 
 /// `union bpf_attr` as BPF_MAP_UPDATE_ELEM reads it.
 #[repr(C)]

@@ -2,10 +2,22 @@
 //! goes on, and the per-CPU variables the kernel source reads.
 
 use std::collections::HashMap;
+use std::fmt;
 
 use anyhow::{Context, Result};
 
-use super::refusal::KernelLacks;
+/// What a backend needs and this kernel has not (BTF, the function):
+/// refusal_reason says it as it is, without an errno.
+#[derive(Debug)]
+pub struct KernelLacks(pub String);
+
+impl fmt::Display for KernelLacks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KernelLacks {}
 
 /// Addresses of `names` in /proc/kallsyms, of any symbol type (per-CPU
 /// variables are absolute `A` symbols on x86-64 up to 6.14). Needs root, else

@@ -10,7 +10,7 @@
 
 use profiler_common::INTERRUPT_TGID;
 
-use crate::symbolize::{Frame, StackState, SymbolizedSample};
+use super::frames::{Frame, StackState, SymbolizedSample};
 
 /// The root frame (process name) of interrupt-context reads.
 pub const ROOT: &str = "[interrupt]";

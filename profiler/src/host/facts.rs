@@ -16,7 +16,7 @@ pub fn online_cpus() -> Result<Vec<u32>> {
 pub fn own_vdso() -> Result<Range<u64>> {
     let maps = std::fs::read_to_string("/proc/self/maps")?;
     maps.lines()
-        .filter_map(crate::proc_tracker::parse_maps_line)
+        .filter_map(crate::host::maps::parse_maps_line)
         .find(|line| line.mapping.path == "[vdso]")
         .map(|line| line.mapping.start..line.mapping.end)
         .ok_or_else(|| anyhow!("this process has no [vdso] mapping"))

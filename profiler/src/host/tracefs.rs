@@ -2,7 +2,7 @@
 //! namespace of clockprof's own, so it goes away with the process however it
 //! ends (SIGKILL included), never shows on the host, and two clockprofs never
 //! race to mount or unmount it. COMMAND is sent back to the host's namespace
-//! (see target.rs), so it sees the host's mounts, not ours.
+//! (see session/command.rs), so it sees the host's mounts, not ours.
 
 use std::ffi::CString;
 use std::io;

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSymbol, ReadCache};
 
-use crate::proc_tracker::parse_maps_line;
-use crate::safe_open::{self, FileKey, Opened};
+use crate::host::maps::parse_maps_line;
+use crate::host::safe_open::{self, FileKey, Opened};
 
 /// An opened executable or library, and the name to show for it.
 #[derive(Debug)]

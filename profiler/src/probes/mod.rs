@@ -19,7 +19,7 @@
 //!   (kernel symbol addresses), `pid_filter` (the `TARGETS` map) and
 //!   `dwarf_targets` (the processes unwound with DWARF and their ring);
 //!
-//! tracepoint formats are read through `crate::tracefs`.
+//! tracepoint formats are read through `crate::host::tracefs`.
 
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
@@ -28,14 +28,13 @@ use anyhow::{anyhow, Context, Result};
 use aya::{Btf, Ebpf, EbpfLoader};
 use profiler_common::names;
 
+pub mod attach_queue;
 mod breakpoint;
 mod btf;
 mod dwarf_targets;
 mod fallback;
-mod kallsyms;
 pub mod kernel_context;
 mod kernel_functions;
-pub mod perf_event;
 mod pid_filter;
 mod process_offsets;
 mod programs;
@@ -45,11 +44,11 @@ pub mod uprobe;
 mod variant;
 mod vdso_sampling;
 
-use crate::attach_queue::AttachQueue;
 use crate::attachment::Attachment;
-use crate::clocksource::Clocksource;
-use crate::safe_open::FileKey;
-use crate::tracefs;
+use crate::host::clocksource::Clocksource;
+use crate::host::safe_open::FileKey;
+use crate::host::tracefs;
+use crate::probes::attach_queue::AttachQueue;
 pub use breakpoint::free_debug_registers;
 pub use fallback::backend_rank;
 use kernel_context::KernelContext;
@@ -63,6 +62,26 @@ use vdso_sampling::vdso_globals;
 /// The eBPF object built by build.rs (profiler-ebpf for bpfel-unknown-none).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/clockprof"));
 
+/// `--unwind`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnwindMode {
+    Auto,
+    #[value(name = "fp")]
+    FramePointers,
+    Dwarf,
+}
+
+impl UnwindMode {
+    /// The eBPF side's `UNWIND_MODE`.
+    pub fn kernel_value(self) -> u32 {
+        match self {
+            UnwindMode::Auto => profiler_common::unwind::AUTO,
+            UnwindMode::FramePointers => profiler_common::unwind::FRAME_POINTERS,
+            UnwindMode::Dwarf => profiler_common::unwind::DWARF,
+        }
+    }
+}
+
 pub struct ProbeConfig {
     /// Count only processes in the target map (`-p`, `-- COMMAND`).
     pub filter_by_pid: bool,
@@ -73,7 +92,7 @@ pub struct ProbeConfig {
     /// One event in this many takes its user stack (`--stack-every`).
     pub stack_every: u32,
     /// `--unwind`: how user stacks are walked.
-    pub unwind: crate::cli::UnwindMode,
+    pub unwind: UnwindMode,
     /// The vdso source is wanted: its program needs kernel offsets.
     pub vdso: bool,
     /// The kernel source is wanted: its programs need to tell interrupt
@@ -120,9 +139,9 @@ fn kernel_walked_entries(stack_entries: u32) -> u32 {
 /// reads of it (session::DWARF_DRAIN_INTERVAL) hold at ~100,000 stacks a
 /// second (beyond that, stacks are lost and the counts stay exact); a page
 /// when nothing is unwound with DWARF.
-fn dwarf_ring_bytes(unwind: crate::cli::UnwindMode) -> u32 {
+fn dwarf_ring_bytes(unwind: UnwindMode) -> u32 {
     match unwind {
-        crate::cli::UnwindMode::FramePointers => 4096,
+        UnwindMode::FramePointers => 4096,
         _ => DWARF_RING_BYTES,
     }
 }

@@ -25,10 +25,10 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::attachment::{Attachment, Backend};
-use crate::binaries::{self, Binary, GoBinary};
+use crate::host::binaries::{self, Binary, GoBinary};
+use crate::host::safe_open::FileKey;
 use crate::probes::uprobe;
 use crate::proc_tracker::Mapping;
-use crate::safe_open::FileKey;
 use crate::sources::{Source, UprobeBinary};
 
 /// The late hooks a recording lists at most: a daemon running for weeks

@@ -10,13 +10,12 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::attachment::{Backend, DEBUG_REGISTERS};
-use crate::cli::DoctorArgs;
-use crate::clocksource;
-use crate::privileges;
+use crate::host::clocksource;
 use crate::probes::{
     backend_rank, free_debug_registers, kernel_context, refusal_reason, KernelFunction,
     ProbeConfig, Probes, ProgramVariant,
 };
+use crate::session::privileges;
 use crate::sources::{Attach, Source};
 
 #[derive(Serialize)]
@@ -68,13 +67,13 @@ struct Unwinding {
 
 fn unwinding() -> Unwinding {
     use crate::unwind::frame_pointers::{stack_kind, StackKind};
-    let mut verdicts: std::collections::HashMap<crate::safe_open::FileKey, StackKind> =
+    let mut verdicts: std::collections::HashMap<crate::host::safe_open::FileKey, StackKind> =
         std::collections::HashMap::new();
     let mut dwarf = Vec::new();
     let mut frame_pointers = 0;
-    for pid in crate::binaries::all_pids() {
+    for pid in crate::host::binaries::all_pids() {
         // Kernel threads have no executable, nor user stacks.
-        let Some(exe) = crate::binaries::exe_of(pid) else {
+        let Some(exe) = crate::host::binaries::exe_of(pid) else {
             continue;
         };
         let kind = *verdicts
@@ -212,7 +211,7 @@ fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
         count_entries: 16,
         stack_entries: 16,
         stack_every: 1,
-        unwind: crate::cli::UnwindMode::Auto,
+        unwind: crate::probes::UnwindMode::Auto,
         vdso: Path::new("/sys/kernel/btf/vmlinux").exists(),
         kernel: true,
     })?;
@@ -276,7 +275,7 @@ fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
     // Listed in the table's order, as doctor always listed them.
     kernel_checks.sort_by_key(|&(index, _)| index);
     checks.extend(kernel_checks.into_iter().map(|(_, check)| check));
-    let uprobe = crate::binaries::libc_of(std::process::id())
+    let uprobe = crate::host::binaries::libc_of(std::process::id())
         .ok_or_else(|| anyhow::anyhow!("no glibc mapped"))
         .and_then(|libc| {
             probes
@@ -493,6 +492,14 @@ fn render_text(report: &Report) -> String {
         );
     }
     out
+}
+
+/// `clockprof doctor`.
+#[derive(clap::Args, Debug)]
+pub struct DoctorArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn doctor(args: DoctorArgs) -> Result<i32> {

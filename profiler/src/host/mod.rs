@@ -1,0 +1,15 @@
+//! Facts of the host that every stage stands on: /proc, tracefs, the
+//! clocksource, containers, the binaries processes map, perf events, and the
+//! one safe way to open a file another user controls. Nothing here knows about
+//! probes, sessions or profiles.
+
+pub mod binaries;
+pub mod clocksource;
+pub mod container;
+pub mod facts;
+pub mod kallsyms;
+pub mod maps;
+pub mod perf_event;
+pub mod printable;
+pub mod safe_open;
+pub mod tracefs;

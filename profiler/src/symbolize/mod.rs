@@ -1,0 +1,28 @@
+//! Turns raw instruction pointers into function names with blazesym.
+//!
+//! Two steps. As samples are drained from the kernel, `Normalizer` turns
+//! their user addresses into (file, file offset) through the process
+//! tracker, which remembers the mappings of processes until their last
+//! events are drained; that is why a 5 ms COMMAND is symbolized as well as a
+//! long-running daemon. Normalized stacks no longer depend on where a
+//! process was loaded, so the stacks of every run of a program are one
+//! interned stack. Then, at the end or when someone looks, `StackSymbolizer`
+//! names each distinct location once.
+
+pub mod debuginfo;
+mod frames;
+pub mod interrupt;
+mod lookup;
+mod normalize;
+mod perf_map;
+mod resolve;
+mod symbolizer;
+mod vdso;
+
+pub use frames::{
+    Frame, NormalizedSample, ProcessIdentity, StackState, SymbolizedSample, UserLocation,
+    LOST_STACK, UNKNOWN,
+};
+pub use normalize::{process_name, Normalizer};
+pub use perf_map::quiet_perf_map_notes;
+pub use symbolizer::StackSymbolizer;
