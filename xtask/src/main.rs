@@ -6,6 +6,7 @@
 
 mod bench;
 mod build;
+mod e2e_lock;
 mod layers;
 mod process;
 mod setup;
@@ -60,8 +61,8 @@ fn main() -> ExitCode {
         Task::Setup(args) => setup::run(&args).map(|()| ExitCode::SUCCESS),
         Task::Build => build::run().map(|()| ExitCode::SUCCESS),
         Task::Run { args } => build::run().and_then(|()| build::run_clockprof(&args)),
-        Task::Test(args) => test_suite::run(&args),
-        Task::VmTest(args) => vm::run(&args),
+        Task::Test(args) => e2e_lock::take().and_then(|_lock| test_suite::run(&args)),
+        Task::VmTest(args) => e2e_lock::take().and_then(|_lock| vm::run(&args)),
         Task::Lint => layers::run().map(|clean| {
             if clean {
                 ExitCode::SUCCESS
@@ -69,7 +70,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }),
-        Task::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Task::Bench(args) => {
+            e2e_lock::take().and_then(|_lock| bench::run(&args).map(|()| ExitCode::SUCCESS))
+        }
     };
     match outcome {
         Ok(code) => code,
