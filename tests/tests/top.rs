@@ -137,8 +137,21 @@ impl Screen {
 }
 
 impl Drop for Screen {
+    /// Also after a failed assertion: the pane's clockprof gets SIGHUP and is
+    /// waited for (it detaches its probes on the way out), so the next test
+    /// does not see its programs still loaded.
     fn drop(&mut self) {
+        let running = tmux(&["display", "-p", "-t", &self.session, "#{pane_pid}"]);
+        let shell = String::from_utf8_lossy(&running.stdout).trim().to_string();
+        let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+            .unwrap_or_default();
         tmux(&["kill-session", "-t", &self.session]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for pid in children.split_whitespace() {
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The HTTP server: hyper's HTTP/1 on the tokio runtime, three GET routes,
+//! The HTTP server: hyper's HTTP/1 on the tokio runtime, the GET routes of `ROUTES`,
 //! connections capped and slow clients cut off (see limits).
 
 use std::convert::Infallible;
@@ -60,7 +60,57 @@ fn text(status: u16, body: String) -> Response<Full<Bytes>> {
     response
 }
 
-const INDEX: &str = "clockprof serve: GET /metrics, /debug/pprof/clock?seconds=N, /healthz\n";
+/// Every endpoint, once: the router, the index page and the start-up line
+/// all read this table, so a new endpoint cannot be served unlisted.
+pub struct Route {
+    pub path: &'static str,
+    /// The path as a client writes it, with its query.
+    pub shown: &'static str,
+    pub what: &'static str,
+    endpoint: Endpoint,
+}
+
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Metrics,
+    Profile,
+    Health,
+}
+
+pub const ROUTES: &[Route] = &[
+    Route {
+        path: "/metrics",
+        shown: "/metrics",
+        what: "Prometheus metrics",
+        endpoint: Endpoint::Metrics,
+    },
+    Route {
+        path: "/debug/pprof/clock",
+        shown: "/debug/pprof/clock?seconds=N",
+        what: "a pprof profile of the next N seconds of clock reads",
+        endpoint: Endpoint::Profile,
+    },
+    Route {
+        path: "/healthz",
+        shown: "/healthz",
+        what: "200 while the probes are attached and the maps drained",
+        endpoint: Endpoint::Health,
+    },
+];
+
+/// `/metrics, /debug/pprof/clock, /healthz`: the paths, for the start-up line.
+pub fn paths() -> String {
+    ROUTES.iter().map(|r| r.path).collect::<Vec<_>>().join(", ")
+}
+
+/// The index page: one line per endpoint.
+fn index() -> String {
+    let mut page = String::from("clockprof serve:\n");
+    for route in ROUTES {
+        page += &format!("  GET {:<30} {}\n", route.shown, route.what);
+    }
+    page
+}
 
 async fn route(request: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -73,8 +123,15 @@ async fn route(request: Request<Incoming>, shared: &Shared) -> Response<Full<Byt
             .insert("allow", HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    match request.uri().path() {
-        "/metrics" => {
+    let path = request.uri().path();
+    if path == "/" {
+        return text(200, index());
+    }
+    let Some(route) = ROUTES.iter().find(|r| r.path == path) else {
+        return text(404, format!("no such endpoint; this is {}", index()));
+    };
+    match route.endpoint {
+        Endpoint::Metrics => {
             let mut response = text(200, shared.metrics.encode());
             response.headers_mut().insert(
                 CONTENT_TYPE,
@@ -82,29 +139,40 @@ async fn route(request: Request<Incoming>, shared: &Shared) -> Response<Full<Byt
             );
             response
         }
-        "/debug/pprof/clock" => {
-            match pprof_endpoint::respond(request.uri().query(), shared).await {
-                Answer::Profile(bytes) => {
-                    let mut response = Response::new(Full::new(Bytes::from(bytes)));
-                    let headers = response.headers_mut();
-                    headers.insert(
-                        CONTENT_TYPE,
-                        HeaderValue::from_static("application/octet-stream"),
-                    );
-                    headers.insert(
-                        "content-disposition",
-                        HeaderValue::from_static("attachment; filename=\"clock.pb.gz\""),
-                    );
-                    response
-                }
-                Answer::Refused(status, why) => text(status, why),
+        Endpoint::Profile => match pprof_endpoint::respond(request.uri().query(), shared).await {
+            Answer::Profile(bytes) => {
+                let mut response = Response::new(Full::new(Bytes::from(bytes)));
+                let headers = response.headers_mut();
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                headers.insert(
+                    "content-disposition",
+                    HeaderValue::from_static("attachment; filename=\"clock.pb.gz\""),
+                );
+                response
             }
-        }
-        "/healthz" => {
+            Answer::Refused(status, why) => text(status, why),
+        },
+        Endpoint::Health => {
             let (status, why) = shared.health.status();
             text(status, why)
         }
-        "/" => text(200, INDEX.to_string()),
-        _ => text(404, format!("no such endpoint; this is {INDEX}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_and_the_start_up_line_list_every_route() {
+        let page = index();
+        for route in ROUTES {
+            assert!(page.contains(route.shown), "{page}");
+            assert!(paths().contains(route.path));
+        }
+        assert_eq!(paths(), "/metrics, /debug/pprof/clock, /healthz");
     }
 }

@@ -118,9 +118,14 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         .as_ref()
         .map(|url| push::Pusher::start(url.clone(), push_interval, &args.labels, shared.clone()));
     say!(
-        "clockprof: serving {} clock reads host-wide on http://{} (/metrics, /debug/pprof/clock, /healthz){}; SIGTERM or Ctrl-C stops",
-        sources.iter().map(|s| s.name()).collect::<Vec<_>>().join(","),
+        "clockprof: serving {} clock reads host-wide on http://{} ({}){}; SIGTERM or Ctrl-C stops",
+        sources
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(","),
         args.listen,
+        http::paths(),
         args.push
             .as_ref()
             .map(|url| format!(", pushing every {} s to {url}", args.push_interval))
