@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::aggregate::{Profile, RecordingInfo};
 use crate::export::{self, Existing, Format, OutputFile};
 use crate::session::command;
 use crate::session::credentials;
+use crate::session::wakeups::{Wakeup, Wakeups};
 use crate::session::{self, Drained, Session};
 use crate::symbolize;
 use crate::symbolize::NormalizedSample;
@@ -116,9 +116,12 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     let mut session = Session::start(&session_config)?;
 
     command::watch_interrupt_origin()?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
+    // Signals are caught from before COMMAND starts.
+    let mut wakeups = Wakeups::new(
+        &session,
+        tokio::time::Instant::now() + session::MAP_DRAIN_INTERVAL,
+        session::MAP_DRAIN_INTERVAL,
+    )?;
     let mut child = if has_command {
         let targets_fd = session.probes.targets_fd()?;
         let sources = &args.probe.sources;
@@ -161,12 +164,6 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     let deadline = args
         .duration
         .map(|secs| tokio::time::Instant::now() + Duration::from_secs_f64(secs));
-    let mut drain = session.side_band_ticks();
-    let mut drain_maps = tokio::time::interval_at(
-        tokio::time::Instant::now() + session::MAP_DRAIN_INTERVAL,
-        session::MAP_DRAIN_INTERVAL,
-    );
-    drain_maps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut totals = Totals::default();
     let stop = loop {
         tokio::select! {
@@ -177,16 +174,16 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
                 break Stop::DurationElapsed;
             }
-            _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
-            _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),
-            _ = sighup.recv() => break Stop::Signal(libc::SIGHUP),
-            _ = drain_maps.tick() => totals.add(session.drain()?),
-            _ = drain.tick() => {
-                session.drain_side_band();
-                if !has_command && !args.probe.pids.is_empty() && !args.probe.pids.iter().any(|&p| session::process_alive(p)) {
-                    break Stop::TargetsExited;
+            wakeup = wakeups.next() => match wakeup {
+                Wakeup::Signal(signal) => break Stop::Signal(signal),
+                Wakeup::DrainMaps => totals.add(session.drain()?),
+                Wakeup::SideBand => {
+                    session.drain_side_band();
+                    if !has_command && !args.probe.pids.is_empty() && !args.probe.pids.iter().any(|&p| session::process_alive(p)) {
+                        break Stop::TargetsExited;
+                    }
                 }
-            }
+            },
         }
     };
     let duration = started.elapsed();
@@ -275,9 +272,9 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
 
     let exit_code = match (stop, child) {
         (Stop::CommandExited(status), _) => command::exit_code(status),
-        (Stop::Signal(_) | Stop::DurationElapsed, Some(child)) => command::exit_code(
-            wait_for_command(child, &mut sigint, &mut sigterm, &mut sighup).await?,
-        ),
+        (Stop::Signal(_) | Stop::DurationElapsed, Some(child)) => {
+            command::exit_code(wait_for_command(child, &mut wakeups).await?)
+        }
         _ => 0,
     };
     Ok(Recording { profile, exit_code })
@@ -350,18 +347,17 @@ impl Totals {
 /// signal it was passed gets SIGKILL at the next one.
 async fn wait_for_command(
     mut child: command::Spawned,
-    sigint: &mut Signal,
-    sigterm: &mut Signal,
-    sighup: &mut Signal,
+    wakeups: &mut Wakeups,
 ) -> Result<std::process::ExitStatus> {
     loop {
         tokio::select! {
             status = &mut child.exit => {
                 return status.context("could not wait for COMMAND")?.context("could not wait for COMMAND");
             }
-            _ = sigint.recv() => child.signal(libc::SIGKILL),
-            _ = sigterm.recv() => child.signal(libc::SIGKILL),
-            _ = sighup.recv() => child.signal(libc::SIGKILL),
+            // The probes are gone: only a signal matters now.
+            wakeup = wakeups.next() => if let Wakeup::Signal(_) = wakeup {
+                child.signal(libc::SIGKILL);
+            },
         }
     }
 }

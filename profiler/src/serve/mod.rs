@@ -20,11 +20,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::aggregate::RecordingInfo;
 use crate::collect::LostCounts;
+use crate::session::wakeups::{Wakeup, Wakeups};
 use crate::session::Session;
 use crate::symbolize::SymbolizedSample;
 use options::ServeArgs;
@@ -85,9 +85,8 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     let session_config = args.probe.session_config(true, false);
     let stack_every = session_config.stack_every;
     let mut session = Session::start(&session_config)?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
+    // The first read at once: /healthz answers 200 after it.
+    let mut wakeups = Wakeups::new(&session, tokio::time::Instant::now(), limits::READ_INTERVAL)?;
 
     let sources = session.recording(&args.probe.sources.sources);
     for (source, why) in &session.unavailable {
@@ -141,41 +140,42 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
 
     let mut kernel = kernel::SinceLastRead::new(&session);
     let mut last_read = Instant::now();
-    let mut side_band = session.side_band_ticks();
-    let mut reads = tokio::time::interval(limits::READ_INTERVAL);
     let mut pushes =
         tokio::time::interval_at(tokio::time::Instant::now() + push_interval, push_interval);
     loop {
         tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = sighup.recv() => say!("clockprof: SIGHUP ignored; serve stops on SIGTERM or SIGINT"),
-            _ = side_band.tick() => session.drain_side_band(),
             _ = pushes.tick(), if pusher.is_some() => {
                 if let Some(pusher) = &mut pusher {
                     pusher.flush(&shared);
                 }
             }
-            _ = read(&mut reads, &shared.read_now) => {
-                let read = kernel.read(&mut session)?;
-                shared.info.lock().unwrap_or_else(|e| e.into_inner()).attachments = session.attachments();
-                let until = read.at;
-                shared.metrics.record_lost(&read.lost, read.lost_mapping_records);
-                let batch = Batch {
-                    since: last_read,
-                    until,
-                    samples: read.samples,
-                    lost: read.lost,
-                };
-                last_read = until;
-                shared.metrics.record(&batch.samples);
-                let mut dropped = shared.lock_windows().feed(&batch, &shared);
-                if let Some(pusher) = &mut pusher {
-                    dropped += pusher.feed(&batch);
+            // A profile window asks for the counts up to now.
+            _ = shared.read_now.notified() => wakeups.drain_maps_now(),
+            wakeup = wakeups.next() => match wakeup {
+                Wakeup::Signal(libc::SIGHUP) => say!("clockprof: SIGHUP ignored; serve stops on SIGTERM or SIGINT"),
+                Wakeup::Signal(_) => break,
+                Wakeup::SideBand => session.drain_side_band(),
+                Wakeup::DrainMaps => {
+                    let read = kernel.read(&mut session)?;
+                    shared.info.lock().unwrap_or_else(|e| e.into_inner()).attachments = session.attachments();
+                    let until = read.at;
+                    shared.metrics.record_lost(&read.lost, read.lost_mapping_records);
+                    let batch = Batch {
+                        since: last_read,
+                        until,
+                        samples: read.samples,
+                        lost: read.lost,
+                    };
+                    last_read = until;
+                    shared.metrics.record(&batch.samples);
+                    let mut dropped = shared.lock_windows().feed(&batch, &shared);
+                    if let Some(pusher) = &mut pusher {
+                        dropped += pusher.feed(&batch);
+                    }
+                    shared.metrics.lose(metrics::reason::PROFILE_STACKS, dropped);
+                    shared.health.read_done();
                 }
-                shared.metrics.lose(metrics::reason::PROFILE_STACKS, dropped);
-                shared.health.read_done();
-            }
+            },
         }
     }
     // The server goes first, so no request sees the probes go; then the
@@ -185,14 +185,6 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     drop(session);
     say!("clockprof: stopped; every probe detached");
     Ok(0)
-}
-
-/// The next read: on the interval, or at once when a profile window asks.
-async fn read(reads: &mut tokio::time::Interval, now: &Notify) {
-    tokio::select! {
-        _ = reads.tick() => {}
-        _ = now.notified() => reads.reset(),
-    }
 }
 
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);

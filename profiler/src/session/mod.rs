@@ -6,6 +6,7 @@ pub mod command;
 pub mod credentials;
 pub mod options;
 pub mod privileges;
+pub mod wakeups;
 
 use std::time::Duration;
 

@@ -31,10 +31,10 @@ use anyhow::{bail, Result};
 use crossterm::event::{Event, EventStream};
 use futures_util::StreamExt;
 use ratatui::backend::Backend;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::aggregate::RecordingInfo;
 use crate::host::clocksource::Clocksource;
+use crate::session::wakeups::{Wakeup, Wakeups};
 use crate::session::Session;
 use crate::symbolize::{NormalizedSample, StackSymbolizer, SymbolizedSample};
 use crate::top::options::TopArgs;
@@ -176,28 +176,27 @@ impl Top {
 
     async fn run(&mut self, terminal: &mut Terminal) -> Result<Stop> {
         let refresh = self.context.refresh;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut sighup = signal(SignalKind::hangup())?;
-        let mut sigint = signal(SignalKind::interrupt())?;
         let mut events = EventStream::new();
-        let mut drain = self.session.side_band_ticks();
         // The first refresh comes after a full interval: an earlier one would
         // turn a few milliseconds of counts into a noisy rate.
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wakeups = Wakeups::new(
+            &self.session,
+            tokio::time::Instant::now() + refresh,
+            refresh,
+        )?;
         if let Err(err) = self.draw(terminal) {
             return Ok(Stop::TerminalLost(err));
         }
         loop {
             tokio::select! {
-                _ = sigterm.recv() => return Ok(Stop::Signal),
-                _ = sighup.recv() => return Ok(Stop::Signal),
-                _ = sigint.recv() => return Ok(Stop::Signal),
-                _ = drain.tick() => {
-                    self.session.drain_side_band();
-                    continue;
-                }
-                _ = ticks.tick() => self.refresh()?,
+                wakeup = wakeups.next() => match wakeup {
+                    Wakeup::Signal(_) => return Ok(Stop::Signal),
+                    Wakeup::SideBand => {
+                        self.session.drain_side_band();
+                        continue;
+                    }
+                    Wakeup::DrainMaps => self.refresh()?,
+                },
                 event = events.next() => match event {
                     Some(Ok(Event::Key(key))) => {
                         let Some(action) = keys::action(key, self.app.input_mode()) else {
