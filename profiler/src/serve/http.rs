@@ -128,7 +128,14 @@ async fn route(request: Request<Incoming>, shared: &Shared) -> Response<Full<Byt
         return text(200, index());
     }
     let Some(route) = ROUTES.iter().find(|r| r.path == path) else {
-        return text(404, format!("no such endpoint; this is {}", index()));
+        let shown: Vec<&str> = ROUTES.iter().map(|r| r.shown).collect();
+        return text(
+            404,
+            format!(
+                "no such endpoint; this is clockprof serve: GET {}\n",
+                shown.join(", ")
+            ),
+        );
     };
     match route.endpoint {
         Endpoint::Metrics => {

@@ -19,9 +19,12 @@ mod resolve;
 mod symbolizer;
 mod vdso;
 
+/// What stands for a user stack the kernel could not capture (the
+/// format tests render one).
+#[cfg(test)]
+pub use frames::LOST_STACK;
 pub use frames::{
-    Frame, NormalizedSample, ProcessIdentity, StackState, SymbolizedSample, UserLocation,
-    LOST_STACK, UNKNOWN,
+    Frame, NormalizedSample, ProcessIdentity, StackState, SymbolizedSample, UserLocation, UNKNOWN,
 };
 pub use normalize::{process_name, Normalizer};
 pub use perf_map::quiet_perf_map_notes;
