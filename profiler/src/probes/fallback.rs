@@ -11,12 +11,12 @@ use crate::sources::{Hook, HookPoint, Source};
 
 /// The order in which a hook's backends are tried, best first. fentry and
 /// kprobe cost only the hooked syscalls. Either tracepoint puts every task
-/// on the slow syscall-entry path (measured on this project's 6.18 host:
-/// +33 ns per other syscall). The raw `sys_enter` tracepoint also runs its
-/// program on every syscall (+40 ns more per other syscall) but skips the
-/// record `syscalls:sys_enter_*` builds (about -150 ns per clock syscall):
-/// it goes first only where clock syscalls are most of the syscalls, under a
-/// clocksource the vDSO cannot read, where every clock read is one.
+/// on the slow syscall-entry path. The raw `sys_enter` tracepoint also runs
+/// its program on every other syscall but skips the record
+/// `syscalls:sys_enter_*` builds, so it is cheaper per clock syscall and
+/// dearer for the rest (figures: docs/costs.md, "Backends"): it goes first
+/// only where clock syscalls are most of the syscalls, under a clocksource
+/// the vDSO cannot read, where every clock read is one.
 /// Elsewhere it is the fallback of kernels without the syscall tracepoints
 /// (CONFIG_FTRACE_SYSCALLS).
 pub fn backend_rank(backend: Backend, clock_syscalls_dominate: bool) -> u8 {

@@ -210,9 +210,8 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The same when stacks are unwound with DWARF: the copies' ring, read on
 /// the same tick (its stacks are unwound while their mappings are known),
-/// holds 2,048 of them, so a tick of 100 ms would lose what comes beyond
-/// ~20,000 stacks a second; at 20 ms, ~100,000 (a loop of 50,000 clock
-/// syscalls a second lost 0.5% of its copies, against 49% at 100 ms).
+/// holds 2,048 of them, so the tick bounds the stacks a second it keeps:
+/// ~20,000 at 100 ms, ~100,000 at 20 ms (docs/costs.md, "DWARF ring").
 const DWARF_DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 
 /// How often `record` drains the count and stack maps: their entries are
