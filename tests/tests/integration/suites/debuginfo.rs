@@ -4,8 +4,6 @@
 //! on loopback (then from clockprof's cache), and, without any, as
 //! `FILE+0xADDR`, two different names.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use clockprof_tests::*;
 use object::{Object, ObjectSymbol};
 
 const CALLS: u64 = 1000;
