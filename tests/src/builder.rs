@@ -12,10 +12,13 @@
 //! ```
 
 use std::ffi::{OsStr, OsString};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crate::{clockprof, parse_folded, read_json};
+use crate::{clockprof, parse_folded, read_json, start_until_ready};
 
 /// `s` as an argument of a command line.
 pub fn os(s: &str) -> &OsStr {
@@ -27,6 +30,10 @@ pub fn os(s: &str) -> &OsStr {
 pub struct Clockprof {
     args: Vec<OsString>,
     output: Option<PathBuf>,
+    /// Variables to set (Some) or remove (None) for clockprof.
+    env: Vec<(OsString, Option<OsString>)>,
+    /// How long `run` lets clockprof take before killing it.
+    deadline: Option<Duration>,
 }
 
 impl Clockprof {
@@ -45,6 +52,8 @@ impl Clockprof {
         Clockprof {
             args: vec![name.into()],
             output: None,
+            env: Vec::new(),
+            deadline: None,
         }
     }
 
@@ -76,6 +85,26 @@ impl Clockprof {
         self
     }
 
+    /// `name=value` in clockprof's environment.
+    pub fn env(mut self, name: &str, value: impl AsRef<OsStr>) -> Clockprof {
+        self.env
+            .push((name.into(), Some(value.as_ref().to_os_string())));
+        self
+    }
+
+    /// `name` removed from clockprof's environment.
+    pub fn env_remove(mut self, name: &str) -> Clockprof {
+        self.env.push((name.into(), None));
+        self
+    }
+
+    /// `run` kills clockprof after `deadline` (its status then is a failure):
+    /// a hang fails the test, not the whole run.
+    pub fn deadline(mut self, deadline: Duration) -> Clockprof {
+        self.deadline = Some(deadline);
+        self
+    }
+
     /// The whole command line for `-- COMMAND...`.
     pub fn argv<I, S>(self, command: I) -> Vec<OsString>
     where
@@ -88,16 +117,76 @@ impl Clockprof {
         argv
     }
 
-    /// Runs `clockprof ARGS -- COMMAND...` to its end.
+    /// clockprof's `Command`: these options, then `-- COMMAND...` if given.
+    fn into_command(self, command: Option<Vec<OsString>>) -> Command {
+        let mut argv = self.args;
+        if let Some(command) = command {
+            argv.push("--".into());
+            argv.extend(command);
+        }
+        let mut clockprof = Command::new(clockprof());
+        clockprof.args(argv);
+        for (name, value) in self.env {
+            match value {
+                Some(value) => clockprof.env(name, value),
+                None => clockprof.env_remove(name),
+            };
+        }
+        clockprof
+    }
+
+    /// Runs `clockprof ARGS -- COMMAND...` to its end (or its deadline).
     pub fn run<I, S>(self, command: I) -> Run
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let output = self.output.clone();
-        let argv = self.argv(command);
-        Run::of(Command::new(clockprof()).args(&argv).output(), output)
+        let (output, deadline) = (self.output.clone(), self.deadline);
+        let command = command
+            .into_iter()
+            .map(|a| a.as_ref().to_os_string())
+            .collect();
+        let mut child = self
+            .into_command(Some(command))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("clockprof runs");
+        let stdout = read_all(child.stdout.take().unwrap());
+        let stderr = read_all(child.stderr.take().unwrap());
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if deadline.is_some_and(|deadline| started.elapsed() > deadline) {
+                let _ = child.kill();
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Run {
+            status,
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
+            output,
+        }
     }
+
+    /// Starts `clockprof ARGS` without a COMMAND (`-p PID`, `-a`) and
+    /// returns once it said READY=1, with the thread collecting its stderr.
+    pub fn start(self) -> (Child, JoinHandle<String>) {
+        start_until_ready(self.into_command(None).stdout(Stdio::null()))
+    }
+}
+
+/// A thread reading `pipe` to its end, so the child never blocks on it.
+fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).to_string()
+    })
 }
 
 /// What a finished clockprof run left: its status, what it said, and the
@@ -111,16 +200,6 @@ pub struct Run {
 }
 
 impl Run {
-    fn of(output: std::io::Result<Output>, path: Option<PathBuf>) -> Run {
-        let output = output.expect("clockprof runs");
-        Run {
-            status: output.status,
-            stdout: String::from_utf8_lossy(&output.stdout).to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).to_string(),
-            output: path,
-        }
-    }
-
     /// The run, once it is asserted to have succeeded.
     #[track_caller]
     pub fn success(self) -> Run {

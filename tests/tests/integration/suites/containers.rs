@@ -139,11 +139,11 @@ fn record_fixture_in(cgroup: &ContainerCgroup, out: &Path) {
     let mut fixture = ready_c_fixture(&["wait", "1234"]);
     cgroup.enter(fixture.id());
     let pid = fixture.id().to_string();
-    let (mut recorder, _stderr) = start_until_ready(
-        Command::new(clockprof())
-            .args(["record", "-p", &pid, "-s", "syscall", "-o"])
-            .arg(out),
-    );
+    let (mut recorder, _stderr) = Clockprof::record()
+        .args(["-p", &pid])
+        .sources("syscall")
+        .output(out)
+        .start();
     unsafe { libc::kill(fixture.id() as i32, libc::SIGUSR1) };
     assert!(fixture.wait().unwrap().success());
     let status = recorder.wait().unwrap();
@@ -236,11 +236,11 @@ wait $fixture
 
     let out = dir.join("l.folded");
     let pid_arg = pid.to_string();
-    let (mut recorder, _stderr) = start_until_ready(
-        Command::new(clockprof())
-            .args(["record", "-s", "libc", "-p", &pid_arg, "-o"])
-            .arg(&out),
-    );
+    let (mut recorder, _stderr) = Clockprof::record()
+        .sources("libc")
+        .args(["-p", &pid_arg])
+        .output(&out)
+        .start();
     unsafe { libc::kill(pid as i32, libc::SIGUSR1) };
     assert!(namespace.wait().unwrap().success());
     assert!(recorder.wait().unwrap().success());

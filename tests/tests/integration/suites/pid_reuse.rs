@@ -44,12 +44,11 @@ fn signal(child: &Child, signal: i32) {
 
 /// Host-wide clockprof writing JSON to `out`, once it records.
 fn record_host(out: &Path) -> (Child, std::thread::JoinHandle<String>) {
-    start_until_ready(
-        Command::new(clockprof())
-            .args([os("record"), os("-a"), os("-s"), os("syscall"), os("-o")])
-            .arg(out)
-            .stdout(Stdio::null()),
-    )
+    Clockprof::record()
+        .args(["-a"])
+        .sources("syscall")
+        .output(out)
+        .start()
 }
 
 fn stop(mut clockprof: Child, stderr: std::thread::JoinHandle<String>) {
