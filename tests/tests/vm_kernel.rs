@@ -4,30 +4,20 @@
 //! `cargo xtask vm-test` (part of `cargo xtask test`), which passes
 //! `--ignored`. Each asserts exact results against the C fixture.
 
-mod common;
-
 use std::ffi::OsStr;
 
-use common::*;
-
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
+use clockprof_tests::*;
 
 /// `clockprof record ARGS -o DIR/p.json -- cfixture MODE N`: the JSON profile.
 fn record_json(dir: &TempDir, args: &[&str], fixture_args: &[&str]) -> serde_json::Value {
-    let out = dir.join("p.json");
-    let mut argv = vec![os("record")];
-    argv.extend(args.iter().map(|a| os(a)));
-    argv.extend([os("-o"), out.as_os_str(), os("--"), c_fixture().as_os_str()]);
-    argv.extend(fixture_args.iter().map(|a| os(a)));
-    let output = run(&argv);
-    assert!(
-        output.status.success(),
-        "clockprof failed: {}",
-        stderr(&output)
-    );
-    let json = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).expect("valid JSON");
+    let mut command = vec![c_fixture().as_os_str()];
+    command.extend(fixture_args.iter().map(|a| os(a)));
+    let json = Clockprof::record()
+        .args(args)
+        .output(&dir.join("p.json"))
+        .run(command)
+        .success()
+        .json();
     assert_start_times(&json);
     json
 }
@@ -516,32 +506,20 @@ fn loopback_up() {
 /// Starts `clockprof serve -s syscall` on loopback, reads /metrics once, and
 /// stops it with SIGTERM (which must succeed).
 fn serve_metrics_once() -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     loopback_up();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut serve = std::process::Command::new(clockprof())
-        .args([
-            "serve",
-            "-s",
-            "syscall",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(serve.stderr.take().unwrap());
-    let mut seen = String::new();
-    while !seen.contains("clockprof: serving") {
-        assert!(
-            stderr.read_line(&mut seen).unwrap() > 0,
-            "serve exited: {seen}"
-        );
-    }
+    let (mut serve, _stderr) = start_until_ready(std::process::Command::new(clockprof()).args([
+        "serve",
+        "-s",
+        "syscall",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]));
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         stream,
@@ -600,16 +578,14 @@ fn record_command_json(
     args: &[&str],
     command: &[&OsStr],
 ) -> (serde_json::Value, String) {
-    let out = dir.join("p.json");
-    let output = record_to(&out, args, command);
-    assert!(
-        output.status.success(),
-        "clockprof failed: {}",
-        stderr(&output)
-    );
-    let json = read_json(&out);
+    let run = Clockprof::record()
+        .args(args)
+        .output(&dir.join("p.json"))
+        .run(command)
+        .success();
+    let json = run.json();
     assert_start_times(&json);
-    (json, stderr(&output))
+    (json, run.stderr)
 }
 
 /// Host-wide, while the fixture makes its exact syscalls and then sleeps
@@ -869,7 +845,6 @@ fn online_cpus() -> Vec<i32> {
 #[test]
 #[ignore = "needs kprobes, fentry or hardware breakpoints: runs in the VM (cargo xtask vm-test)"]
 fn default_recording_takes_one_debug_register_per_cpu() {
-    use std::io::{BufRead, BufReader};
     let (takes, mono_fast_backend) = if ftrace_lists("ktime_get_mono_fast_ns") {
         (0, "fentry")
     } else {
@@ -882,29 +857,19 @@ fn default_recording_takes_one_debug_register_per_cpu() {
     let out = dir.join("p.json");
     // Until SIGINT, not for a duration: a slow guest must not see the
     // recording end while it counts.
-    let mut child = std::process::Command::new(clockprof())
-        .args([os("record"), os("-o"), out.as_os_str()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("clockprof starts");
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("recording") {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "clockprof ended before recording"
-        );
-    }
+    let (mut child, err) = start_until_ready(std::process::Command::new(clockprof()).args([
+        os("record"),
+        os("-o"),
+        out.as_os_str(),
+    ]));
     let free_while_recording: Vec<usize> = online_cpus()
         .into_iter()
         .map(free_debug_registers)
         .collect();
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     let status = child.wait().unwrap();
-    assert!(status.success(), "{line}{rest}");
+    let said = err.join().unwrap();
+    assert!(status.success(), "{said}");
     assert!(
         free_while_recording.iter().all(|&free| free == 4 - takes),
         "free debug registers per CPU while recording: {free_while_recording:?}"

@@ -471,7 +471,7 @@ fn parse_dpkg_statuses(stdout: &str) -> HashMap<String, String> {
 
 /// Where Debian's rustc 1.63 is kept: `rustc`, and `version`, the package
 /// version it was taken from. The DWARF test builds its Rust fixture with
-/// `rustc --sysroot /usr -C prefer-dynamic` (tests/tests/dwarf.rs).
+/// `rustc --sysroot /usr -C prefer-dynamic` (tests/tests/integration/suites/dwarf.rs).
 fn debian_rustc_dir() -> PathBuf {
     workspace::target_dir().join("debian-rustc")
 }

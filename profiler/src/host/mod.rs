@@ -9,6 +9,7 @@ pub mod container;
 pub mod facts;
 pub mod kallsyms;
 pub mod maps;
+pub mod notify;
 pub mod perf_event;
 pub mod printable;
 pub mod safe_open;

@@ -142,8 +142,8 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
         Some(user) => user.to_string(),
         None => credentials::current_user(),
     };
-    say!(
-        "clockprof: recording {} clock reads{}; Ctrl-C stops",
+    let recording = format!(
+        "recording {} clock reads{}",
         sources
             .iter()
             .map(|s| s.name())
@@ -151,6 +151,8 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
             .join(","),
         describe_target(args, &user)
     );
+    say!("clockprof: {recording}; Ctrl-C stops");
+    crate::host::notify::ready(&recording);
 
     // The summary names them; a profile written elsewhere is named here.
     if !matches!(output, Output::Summary) {

@@ -136,6 +136,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             args.listen
         );
     }
+    crate::host::notify::ready(&format!("serving on http://{}", args.listen));
     crate::say::test_panic_point("serve");
 
     let mut kernel = kernel::SinceLastRead::new(&session);

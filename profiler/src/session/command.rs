@@ -166,7 +166,8 @@ pub fn spawn(
         clockprof: std::process::id() as libc::pid_t,
     };
     let mut cmd = Command::new(program);
-    cmd.args(args);
+    cmd.args(args)
+        .env_remove(crate::host::notify::SOCKET_VARIABLE);
     if let Some(user) = run_as {
         cmd.env("HOME", &user.home)
             .env("USER", &user.name)

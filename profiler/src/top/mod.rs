@@ -51,6 +51,7 @@ pub async fn top(args: TopArgs) -> Result<i32> {
     let refresh = check(&args)?;
     terminal::require_terminal()?;
     let mut top = Top::start(args, refresh)?;
+    crate::host::notify::ready("showing the top clock readers");
     let mut screen = FullScreen::enter()?;
     crate::say::test_panic_point("top");
     let stop = top.run(&mut screen.terminal).await;

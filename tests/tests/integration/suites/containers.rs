@@ -2,19 +2,12 @@
 //! namespace, clockprof itself inside a PID namespace, and processes
 //! labelled with the cgroup and container id they ran in.
 
-mod common;
-
-use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
+use clockprof_tests::*;
 
 /// A binary copied onto a tmpfs mounted inside `unshare -m`: on the host its
 /// path is an empty directory. The fixture lives long enough for clockprof
@@ -146,21 +139,11 @@ fn record_fixture_in(cgroup: &ContainerCgroup, out: &Path) {
     let mut fixture = ready_c_fixture(&["wait", "1234"]);
     cgroup.enter(fixture.id());
     let pid = fixture.id().to_string();
-    let mut recorder = Command::new(clockprof())
-        .args(["record", "-p", &pid, "-s", "syscall", "-o"])
-        .arg(out)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(recorder.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("clockprof: recording") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "clockprof exited early"
-        );
-    }
+    let (mut recorder, _stderr) = Clockprof::record()
+        .args(["-p", &pid])
+        .sources("syscall")
+        .output(out)
+        .start();
     unsafe { libc::kill(fixture.id() as i32, libc::SIGUSR1) };
     assert!(fixture.wait().unwrap().success());
     let status = recorder.wait().unwrap();
@@ -253,22 +236,11 @@ wait $fixture
 
     let out = dir.join("l.folded");
     let pid_arg = pid.to_string();
-    let mut recorder = Command::new(clockprof())
-        .args(["record", "-s", "libc", "-p", &pid_arg, "-o"])
-        .arg(&out)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(recorder.stderr.take().unwrap());
-    let mut said = String::new();
-    while !said.contains("clockprof: recording") {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "clockprof exited early: {said}"
-        );
-        said.push_str(&line);
-    }
+    let (mut recorder, _stderr) = Clockprof::record()
+        .sources("libc")
+        .args(["-p", &pid_arg])
+        .output(&out)
+        .start();
     unsafe { libc::kill(pid as i32, libc::SIGUSR1) };
     assert!(namespace.wait().unwrap().success());
     assert!(recorder.wait().unwrap().success());

@@ -3,17 +3,11 @@
 //! fixture_hot N, fixture_warm N/2, fixture_gettimeofday N/4, fixture_time N/5).
 //! Run as root, one at a time (`cargo xtask test` does both).
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::*;
-
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
+use clockprof_tests::*;
 
 /// `clockprof check ARGS -- FIXTURE FIXTURE_ARGS`.
 fn check(args: &[&OsStr], fixture_args: &[&str]) -> Output {

@@ -2,28 +2,20 @@
 //! counts summed per calling function are the exact counts, and the JSON
 //! marks the stacks estimated with N.
 
-mod common;
-
-use std::ffi::OsStr;
-
-use common::*;
-
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
+use clockprof_tests::*;
 
 /// Records `fixture ARGS` with `--stack-every N` (and `extra` options) into
 /// `name` under a fresh directory; returns the file's text.
 fn record(dir: &TempDir, name: &str, every: u32, extra: &[&str], fixture: &[&str]) -> String {
-    let out = dir.join(name);
-    let every = every.to_string();
-    let mut args = vec!["--stack-every", &every];
-    args.extend_from_slice(extra);
     let mut command = vec![c_fixture().as_os_str()];
     command.extend(fixture.iter().map(|a| os(a)));
-    let output = record_to(&out, &args, &command);
-    assert!(output.status.success(), "{}", stderr(&output));
-    std::fs::read_to_string(&out).unwrap()
+    Clockprof::record()
+        .stack_every(every)
+        .args(extra)
+        .output(&dir.join(name))
+        .run(command)
+        .success()
+        .text()
 }
 
 /// `relay 3000`: fixture_relay_read 3000 reads through fixture_relay, from

@@ -1,16 +1,10 @@
 //! Bad input gets one clear sentence on stderr, a non-zero exit, and nothing
 //! left behind: no program loaded, no output file.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::process::Command;
 
-use common::*;
-
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
+use clockprof_tests::*;
 
 /// Asserts a failed run with a one-line message containing `needle`.
 fn assert_clear_error(output: &std::process::Output, needle: &str) {

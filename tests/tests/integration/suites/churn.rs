@@ -2,12 +2,10 @@
 //! drained every second while they churn, and what each process counted is
 //! read exactly once. Run as root, one at a time (`cargo xtask test` does).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 
-use common::*;
+use clockprof_tests::*;
 
 /// Processes started, one after another, by a shell loop.
 const PROCESSES: u64 = 10_000;

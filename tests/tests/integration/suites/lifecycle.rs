@@ -3,8 +3,6 @@
 //! COMMAND's user under sudo, `-s all` on a C program, and tracefs mounted
 //! only privately. Real eBPF, as root, one at a time.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -12,11 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
+use clockprof_tests::*;
 
 /// A running `clockprof record`, once it said it is recording; its stderr
 /// keeps being read (so it never blocks on a full pipe) and is kept.
@@ -26,7 +20,7 @@ struct Recording {
 }
 
 fn start(args: &[&OsStr], env: &[(&str, &str)]) -> Recording {
-    let (child, stderr) = start_until_recording(
+    let (child, stderr) = start_until_ready(
         Command::new(clockprof())
             .args(args)
             .envs(env.iter().copied())
@@ -654,39 +648,6 @@ fn leftover_check_covers_every_program() {
     assert!(names.iter().all(|n| n.len() <= 15), "{names:?}");
 }
 
-/// A COMMAND that counts the SIGINTs delivered to it (each one runs the
-/// handler: no coalescing in a flag), reads the clock by syscall meanwhile,
-/// and a second after the first writes the count to argv[1] and exits 7.
-fn interrupt_counter() -> PathBuf {
-    let source = fixture_dir().join("interrupt_counter.c");
-    std::fs::write(
-        &source,
-        r#"#include <signal.h>
-#include <stdio.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-static volatile sig_atomic_t interrupts;
-static void count(int sig) { (void)sig; interrupts++; }
-int main(int argc, char **argv) {
-    struct sigaction action = {0};
-    action.sa_handler = count;
-    action.sa_flags = SA_NODEFER;
-    sigaction(SIGINT, &action, 0);
-    struct timespec ts;
-    while (!interrupts) syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &ts);
-    for (int i = 0; i < 100; i++) usleep(10000);
-    FILE *out = fopen(argv[1], "w");
-    fprintf(out, "%d\n", (int)interrupts);
-    fclose(out);
-    return 7;
-}
-"#,
-    )
-    .unwrap();
-    compile_c(&source, &["-O1"], "intcounter")
-}
-
 /// Ctrl-C in a terminal reaches COMMAND from the terminal itself: clockprof
 /// stops, writes, does not pass a second SIGINT on, and exits with the
 /// status COMMAND chose. A SIGINT sent to clockprof alone (kill) is passed
@@ -707,31 +668,27 @@ fn sigint_reaches_command_exactly_once() {
         counter.display(),
         seen.display()
     );
-    let mut terminal = Command::new("script")
-        .args(["-qec", &command_line, "/dev/null"])
+    let notify = NotifySocket::new();
+    let mut terminal = notify
+        .pass_to(Command::new("script").args(["-qec", &command_line, "/dev/null"]))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut screen = BufReader::new(terminal.stdout.take().unwrap());
-    let mut shown = String::new();
-    while !shown.contains("clockprof: recording") {
-        let mut line = String::new();
-        assert!(screen.read_line(&mut line).unwrap() > 0, "{shown}");
-        shown.push_str(&line);
-    }
+    let mut screen = terminal.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut shown = String::new();
+        let _ = screen.read_to_string(&mut shown);
+        shown
+    });
+    notify.wait_ready(&mut terminal);
     std::thread::sleep(Duration::from_millis(500));
     // ^C typed on the terminal: the line discipline signals the foreground
     // process group, clockprof and COMMAND alike.
     terminal.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
     terminal.stdin.as_mut().unwrap().flush().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = screen.read_to_string(&mut rest);
-        rest
-    });
     let status = wait_with_timeout(&mut terminal, Duration::from_secs(20));
-    let shown = shown + &reader.join().unwrap();
+    let shown = reader.join().unwrap();
     assert_eq!(status.code(), Some(7), "{shown}");
     assert_eq!(std::fs::read_to_string(&seen).unwrap(), "1\n", "{shown}");
     let text = std::fs::read_to_string(&out).unwrap();

@@ -8,21 +8,14 @@
 //! on counting from there), so there is nothing to restore; another fork on
 //! the host may take the PID first, so each test tries again.
 
-mod common;
-
-use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use clockprof_tests::*;
 
 const NS_LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
 const ATTEMPTS: usize = 50;
-
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
 
 /// Spawns `command` so that it gets `pid`, if no other fork takes it first.
 fn spawn_as(pid: u32, command: &mut Command) -> Child {
@@ -51,12 +44,11 @@ fn signal(child: &Child, signal: i32) {
 
 /// Host-wide clockprof writing JSON to `out`, once it records.
 fn record_host(out: &Path) -> (Child, std::thread::JoinHandle<String>) {
-    start_until_recording(
-        Command::new(clockprof())
-            .args([os("record"), os("-a"), os("-s"), os("syscall"), os("-o")])
-            .arg(out)
-            .stdout(Stdio::null()),
-    )
+    Clockprof::record()
+        .args(["-a"])
+        .sources("syscall")
+        .output(out)
+        .start()
 }
 
 fn stop(mut clockprof: Child, stderr: std::thread::JoinHandle<String>) {
@@ -238,7 +230,7 @@ while not os.path.exists(sys.argv[2]):
 env = dict(os.environ, CLOCKPROF_FIXTURE_COMM="followed")
 subprocess.run([sys.argv[3], "counts", "100"], env=env, check=True)
 "#;
-    let (clockprof, stderr) = start_until_recording(
+    let (clockprof, stderr) = start_until_ready(
         Command::new(clockprof())
             .args(["record", "-s", "syscall", "-o"])
             .arg(&out)

@@ -3,8 +3,6 @@
 //! `go tool pprof` reads /debug/pprof/clock, and a loopback receiver decodes
 //! the Pyroscope pushes (answering well, slowly and with errors).
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -13,7 +11,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::*;
+use clockprof_tests::*;
 
 /// A port nobody listens on now (the kernel's pick, released for the
 /// daemon to take).
@@ -36,12 +34,11 @@ impl Serve {
     fn start(args: &[&str]) -> Serve {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let (child, rest) = start_until(
+        let (child, rest) = start_until_ready(
             Command::new(clockprof())
                 .arg("serve")
                 .args(["--listen", &listen])
                 .args(args),
-            "clockprof: serving",
         );
         Serve {
             child,

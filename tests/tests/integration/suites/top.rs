@@ -4,13 +4,11 @@
 //! every way out gives the terminal back and leaves no program loaded. Run as
 //! root, one at a time.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use common::*;
+use clockprof_tests::*;
 
 /// A tmux server of our own, so the tests neither see nor disturb the user's.
 const SOCKET: &str = "clockprof-tests";

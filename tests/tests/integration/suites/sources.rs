@@ -2,38 +2,21 @@
 //! counts under the calling function) and vDSO sampling (most samples under
 //! the hot function), on real fixtures, as root.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::Path;
 
-use common::*;
-
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
+use clockprof_tests::*;
 
 /// `clockprof record -s SOURCES -o DIR/out.folded -- COMMAND...`, returning
 /// the folded stacks; asserts success.
 fn record(dir: &TempDir, sources: &str, extra: &[&str], command: &[&OsStr]) -> Vec<(String, u64)> {
-    let out = dir.join("out.folded");
-    let mut args = vec![
-        os("record"),
-        os("-s"),
-        os(sources),
-        os("-o"),
-        out.as_os_str(),
-    ];
-    args.extend(extra.iter().map(|a| os(a)));
-    args.push(os("--"));
-    args.extend_from_slice(command);
-    let output = run(&args);
-    assert!(
-        output.status.success(),
-        "clockprof failed: {}",
-        stderr(&output)
-    );
-    parse_folded(&std::fs::read_to_string(&out).unwrap())
+    Clockprof::record()
+        .sources(sources)
+        .output(&dir.join("out.folded"))
+        .args(extra)
+        .run(command)
+        .success()
+        .folded()
 }
 
 fn show(folded: &[(String, u64)]) -> String {
@@ -97,7 +80,7 @@ fn go_source_host_wide_probes_a_go_program_started_after_it() {
     let late = dir.join("golate");
     std::fs::copy(go_fixture(), &late).unwrap();
     let out = dir.join("out.json");
-    let (mut recorder, stderr) = start_until_recording(
+    let (mut recorder, stderr) = start_until_ready(
         std::process::Command::new(clockprof())
             .args(["record", "-a", "-s", "go", "--stack-every", "1", "-o"])
             .arg(&out),

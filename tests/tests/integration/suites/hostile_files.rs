@@ -2,23 +2,17 @@
 //! running as root: a FIFO or a forged perf map planted in /tmp for a traced
 //! process, and a process name with a newline and terminal escapes.
 
-mod common;
-
 use std::ffi::{CString, OsStr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
-
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
+use clockprof_tests::*;
 
 /// Starts `clockprof ARGS` and waits until it says it is recording, with a
 /// thread collecting its stderr.
 fn start_recording(args: &[&OsStr]) -> (Child, std::thread::JoinHandle<String>) {
-    start_until_recording(Command::new(clockprof()).args(args).stdout(Stdio::piped()))
+    start_until_ready(Command::new(clockprof()).args(args).stdout(Stdio::piped()))
 }
 
 /// Removes the planted file however the test ends.

@@ -2,24 +2,23 @@
 //! fixture processes with exact clock-call counts. Run as root, one at a time
 //! (`cargo xtask test` does both).
 
-mod common;
-
 use std::ffi::OsStr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use clockprof_tests::*;
 
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
+use crate::rust_fixture;
 
 /// Runs `clockprof record -s syscall -o OUT -- FIXTURE ARGS` and returns
 /// (exit status, folded stacks).
-fn record_command(out: &std::path::Path, command: &[&OsStr]) -> (std::process::Output, String) {
-    let output = record_to(out, &["-s", "syscall"], command);
-    let text = std::fs::read_to_string(out).unwrap_or_default();
-    (output, text)
+fn record_command(out: &std::path::Path, command: &[&OsStr]) -> (Run, String) {
+    let run = Clockprof::record()
+        .sources("syscall")
+        .output(out)
+        .run(command);
+    let text = run.text();
+    (run, text)
 }
 
 #[test]
@@ -31,7 +30,7 @@ fn c_fixture_exact_counts_per_function_and_clock() {
     assert!(
         output.status.success(),
         "clockprof failed: {}",
-        stderr(&output)
+        output.stderr
     );
     let folded = parse_folded(&text);
     let comm = comm_of(fixture);
@@ -93,7 +92,7 @@ fn rust_fixture_exact_counts_per_function() {
     assert!(
         output.status.success(),
         "clockprof failed: {}",
-        stderr(&output)
+        output.stderr
     );
     let folded = parse_folded(&text);
     assert_eq!(
@@ -122,7 +121,7 @@ fn exits_with_the_status_of_command() {
         &dir.join("s.folded"),
         &[fixture.as_os_str(), os("counts"), os("10"), os("7")],
     );
-    assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(7), "{}", output.stderr);
 }
 
 #[test]
@@ -131,7 +130,7 @@ fn follows_processes_that_command_forks() {
     let out = dir.join("f.folded");
     let fixture = c_fixture();
     let (output, text) = record_command(&out, &[fixture.as_os_str(), os("fork"), os("6000")]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(output.status.success(), "{}", output.stderr);
     let folded = parse_folded(&text);
     assert_eq!(count_under(&folded, "fixture_child"), 6000, "{text}");
     assert_eq!(count_under(&folded, "fixture_parent"), 3000, "{text}");
@@ -140,7 +139,7 @@ fn follows_processes_that_command_forks() {
 /// Starts `clockprof ARGS` and waits until it says it is recording.
 fn start_recording(args: &[&OsStr]) -> Child {
     let (child, _stderr) =
-        start_until_recording(Command::new(clockprof()).args(args).stdout(Stdio::piped()));
+        start_until_ready(Command::new(clockprof()).args(args).stdout(Stdio::piped()));
     child
 }
 
@@ -232,7 +231,7 @@ fn svg_is_well_formed_and_names_the_hot_function() {
     let out = dir.join("flame.svg");
     let fixture = c_fixture();
     let (output, svg) = record_command(&out, &[fixture.as_os_str(), os("counts"), os("2000")]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(output.status.success(), "{}", output.stderr);
     assert!(
         svg.contains("fixture_hot"),
         "the SVG does not name fixture_hot"
@@ -256,7 +255,7 @@ fn json_has_process_totals_by_source_and_stack_counts() {
     let out = dir.join("p.json");
     let fixture = c_fixture();
     let (output, text) = record_command(&out, &[fixture.as_os_str(), os("counts"), os("1000")]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(output.status.success(), "{}", output.stderr);
     let json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     assert_eq!(json["total"], 1950);
     assert_eq!(json["backends"], serde_json::json!(["tracepoint"]));
@@ -394,7 +393,7 @@ fn short_lived_command_is_still_symbolized() {
     let fixture = c_fixture();
     for _ in 0..5 {
         let (output, text) = record_command(&out, &[fixture.as_os_str(), os("counts"), os("20")]);
-        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(output.status.success(), "{}", output.stderr);
         let folded = parse_folded(&text);
         assert_eq!(count_under(&folded, "fixture_hot"), 20, "{text}");
         assert_eq!(count_under(&folded, "fixture_time"), 4, "{text}");
@@ -471,7 +470,7 @@ fn syscall_from_glibc_and_the_vdso_keeps_the_calling_function() {
     let out = dir.join("c.folded");
     let fixture = c_fixture();
     let (output, text) = record_command(&out, &[fixture.as_os_str(), os("cputime"), os("4000")]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(output.status.success(), "{}", output.stderr);
     let folded = parse_folded(&text);
     assert_eq!(
         leaves_under(&folded, "fixture_cputime")
@@ -521,7 +520,7 @@ fn pprof_output_reads_back_in_go_tool_pprof() {
     let out = dir.join("p.pb.gz");
     let fixture = c_fixture();
     let (output, _) = record_command(&out, &[fixture.as_os_str(), os("counts"), os("3000")]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(output.status.success(), "{}", output.stderr);
     let top = std::process::Command::new("go")
         .args(["tool", "pprof", "-top", "-nodecount=100"])
         .arg(&out)

@@ -1,6 +1,12 @@
-//! Shared helpers of the end-to-end tests: find the clockprof binary, build the
-//! fixtures, run recordings and read their output.
-#![allow(dead_code)]
+//! Shared helpers of the end-to-end tests (tests/tests/integration, the suites,
+//! and tests/tests/vm_kernel.rs, the VM tests): find the clockprof binary and
+//! the fixtures (built by build.rs), run recordings and read their output.
+
+mod builder;
+mod ready;
+
+pub use builder::{os, Clockprof, Run};
+pub use ready::{start_until_ready, NotifySocket, READY_TIMEOUT};
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -49,46 +55,47 @@ pub fn fixture_dir() -> PathBuf {
     dir
 }
 
-/// The C fixture, compiled once per test binary with frame pointers (or
-/// prebuilt and named by CLOCKPROF_C_FIXTURE, as in the VM, where compiling
-/// under emulation would be slow).
+/// The C fixture with frame pointers, built by build.rs (or prebuilt and
+/// named by CLOCKPROF_C_FIXTURE, as in the VM, where the build script's path
+/// on the host is not there).
 pub fn c_fixture() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        if let Some(prebuilt) = std::env::var_os("CLOCKPROF_C_FIXTURE") {
-            return PathBuf::from(prebuilt);
-        }
-        compile_c(
-            &workspace_root().join("tests/fixtures/syscall_fixture.c"),
-            &["-O1", "-g", "-fno-omit-frame-pointer"],
-            "cfixture",
-        )
-    })
+    PATH.get_or_init(|| fixture("CLOCKPROF_C_FIXTURE", env!("CLOCKPROF_C_FIXTURE_BIN")))
 }
 
-/// Compiles the C program `source` with gcc and `flags` into the fixture
-/// directory. The binary's name (`name` and a per-run number) is its comm,
-/// the root of every folded stack.
-pub fn compile_c(source: &Path, flags: &[&str], name: &str) -> PathBuf {
-    let out = fixture_dir().join(format!("{name}{}", std::process::id() % 1000));
-    let status = Command::new("gcc")
-        .args(flags)
-        .arg("-o")
-        .arg(&out)
-        .arg(source)
-        .status()
-        .expect("gcc runs");
-    assert!(status.success(), "gcc failed on {}", source.display());
-    out
+/// The Go fixture, built by build.rs (or named by CLOCKPROF_GO_FIXTURE).
+pub fn go_fixture() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| fixture("CLOCKPROF_GO_FIXTURE", env!("CLOCKPROF_GO_FIXTURE_BIN")))
 }
 
-/// The Rust fixture, built by cargo with frame pointers (.cargo/config.toml).
-pub fn rust_fixture() -> PathBuf {
-    let exe = std::env::var_os("CARGO_BIN_EXE_fixture-rust")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_fixture-rust")));
-    assert!(exe.exists(), "{} is missing", exe.display());
-    exe
+/// The cgo fixture, built by build.rs (or named by CLOCKPROF_CGO_FIXTURE).
+pub fn cgo_fixture() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| fixture("CLOCKPROF_CGO_FIXTURE", env!("CLOCKPROF_CGO_FIXTURE_BIN")))
+}
+
+/// The C fixture built as Debian builds its binaries (build.rs): -O2, no
+/// frame pointers, no -g.
+pub fn dwarf_fixture() -> &'static Path {
+    Path::new(env!("CLOCKPROF_DWARF_FIXTURE"))
+}
+
+/// A SIGINT-counting C program (tests/fixtures/interrupt_counter.c, build.rs).
+pub fn interrupt_counter() -> &'static Path {
+    Path::new(env!("CLOCKPROF_INTERRUPT_COUNTER"))
+}
+
+/// The fixture named by the run-time variable `variable`, else the one the
+/// build script made, which must exist.
+fn fixture(variable: &str, built: &str) -> PathBuf {
+    let path = std::env::var_os(variable).map_or_else(|| PathBuf::from(built), PathBuf::from);
+    assert!(
+        path.exists(),
+        "{} is missing: the build script could not build it (is gcc or go installed? `cargo xtask setup`)",
+        path.display()
+    );
+    path
 }
 
 pub fn comm_of(path: &Path) -> String {
@@ -135,14 +142,14 @@ pub fn run(args: &[&std::ffi::OsStr]) -> Output {
         .expect("clockprof runs")
 }
 
-/// `clockprof record ARGS -o OUT -- COMMAND...`.
+/// `clockprof record ARGS -o OUT -- COMMAND...`, for tests that look at
+/// the whole `Output` (see `Clockprof` for the rest).
 pub fn record_to(out: &Path, args: &[&str], command: &[&std::ffi::OsStr]) -> Output {
-    use std::ffi::OsStr;
-    let mut argv: Vec<&OsStr> = vec![OsStr::new("record")];
-    argv.extend(args.iter().map(OsStr::new));
-    argv.extend([OsStr::new("-o"), out.as_os_str(), OsStr::new("--")]);
-    argv.extend_from_slice(command);
-    run(&argv)
+    let argv = Clockprof::record().args(args).output(out).argv(command);
+    Command::new(clockprof())
+        .args(argv)
+        .output()
+        .expect("clockprof runs")
 }
 
 /// Reads a JSON profile that clockprof wrote.
@@ -342,73 +349,6 @@ pub fn assert_no_clockprof_programs_left() {
         extra.is_empty(),
         "tracefs mounts left on the host: {extra:?} (before: {baseline:?})"
     );
-}
-
-/// The Go fixture, built once per test binary with Debian's Go toolchain.
-pub fn go_fixture() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| build_go("go_fixture.go", "gofixture"))
-}
-
-/// Builds tests/fixtures/`source` with Debian's Go toolchain and its
-/// defaults (cgo's C with `-g -O2`) into the fixture directory.
-pub fn build_go(source: &str, name: &str) -> PathBuf {
-    let out = fixture_dir().join(format!("{name}{}", std::process::id() % 1000));
-    let source = workspace_root().join("tests/fixtures").join(source);
-    let status = Command::new("go")
-        .arg("build")
-        .arg("-o")
-        .arg(&out)
-        .arg(&source)
-        .env("GOCACHE", fixture_dir().join("go-cache"))
-        .env("GOPATH", fixture_dir().join("go-path"))
-        .env("GOFLAGS", "-mod=mod")
-        .env("GO111MODULE", "off")
-        .status()
-        .expect("go runs (cargo xtask setup installs golang-go)");
-    assert!(status.success(), "go build failed on {}", source.display());
-    out
-}
-
-/// Starts clockprof as `command` (its stderr piped here) and returns once it
-/// says it is recording, with a thread that keeps reading its stderr (see
-/// `start_until`).
-pub fn start_until_recording(
-    command: &mut Command,
-) -> (std::process::Child, std::thread::JoinHandle<String>) {
-    start_until(command, "clockprof: recording")
-}
-
-/// Starts clockprof as `command` (its stderr piped here) and returns once a
-/// line of its stderr holds `marker`, with a thread that keeps reading its
-/// stderr, so clockprof never blocks on a full pipe, and returns all of it
-/// at the end.
-pub fn start_until(
-    command: &mut Command,
-    marker: &str,
-) -> (std::process::Child, std::thread::JoinHandle<String>) {
-    use std::io::{BufRead, BufReader, Read};
-    let mut child = command
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("clockprof starts");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        let n = stderr.read_line(&mut line).unwrap();
-        seen.push_str(&line);
-        assert!(n > 0, "clockprof exited before saying {marker:?}: {seen}");
-        if line.contains(marker) {
-            break;
-        }
-    }
-    let rest = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-        seen + &rest
-    });
-    (child, rest)
 }
 
 /// Waits for `child`, killing it and failing the test after `timeout`.

@@ -4,19 +4,17 @@
 //! on loopback (then from clockprof's cache), and, without any, as
 //! `FILE+0xADDR`, two different names.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use clockprof_tests::*;
 use object::{Object, ObjectSymbol};
 
 const CALLS: u64 = 1000;
@@ -135,32 +133,21 @@ fn record(
     binary: &Path,
     env: &[(&str, &OsStr)],
 ) -> (Vec<(String, u64)>, String, Duration) {
-    let out = fixture.dir.join("out.folded");
     // A hang (a debug file opened blocking) fails the test, not the suite.
-    let mut command = Command::new("timeout");
-    command
-        .args(["-s", "KILL", "120"])
-        .arg(clockprof())
-        .args([
-            OsStr::new("record"),
-            OsStr::new("-s"),
-            OsStr::new("syscall"),
-        ])
-        .args([OsStr::new("-o"), out.as_os_str(), OsStr::new("--")])
-        .arg(binary)
-        .arg(CALLS.to_string())
+    let mut clockprof = Clockprof::record()
+        .sources("syscall")
+        .output(&fixture.dir.join("out.folded"))
+        .deadline(Duration::from_secs(120))
         .env_remove("DEBUGINFOD_URLS")
         .env("CLOCKPROF_DEBUG_DIRS", &fixture.no_debug_dirs);
     for (name, value) in env {
-        command.env(name, value);
+        clockprof = clockprof.env(name, value);
     }
     let started = Instant::now();
-    let output: Output = command.output().unwrap();
+    let run = clockprof.run([binary.as_os_str(), os(&CALLS.to_string())]);
     let took = started.elapsed();
-    let stderr = stderr(&output);
-    assert!(output.status.success(), "{stderr}");
-    let folded = parse_folded(&std::fs::read_to_string(&out).unwrap());
-    (folded, stderr, took)
+    assert!(run.status.success(), "{}", run.stderr);
+    (run.folded(), run.stderr, took)
 }
 
 /// The user frames of the stack ending in `leaf`, outermost first (the root

@@ -4,28 +4,13 @@
 //! -fomit-frame-pointer` C fixture, a Rust fixture on Debian's shared std,
 //! Debian's python3 and redis-server.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::*;
-
-/// The DWARF fixture, built as Debian builds its binaries: -O2, no frame
-/// pointers (and no -g: only .eh_frame to unwind with).
-fn dwarf_fixture() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        compile_c(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dwarf_fixture.c"),
-            &["-O2", "-fomit-frame-pointer"],
-            "dwfixture",
-        )
-    })
-}
+use clockprof_tests::*;
 
 /// The Rust fixture on Debian's std: built by Debian's rustc 1.63 (which
 /// `cargo xtask setup` keeps in target/debian-rustc, as the package conflicts
@@ -67,16 +52,14 @@ fn debian_std_fixture() -> &'static Path {
     })
 }
 
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
-
 /// Records `command` with `args` into `name` (JSON) and its folded twin.
 fn record(dir: &TempDir, args: &[&str], command: &[&OsStr]) -> (serde_json::Value, String) {
-    let json = dir.join("profile.json");
-    let output = record_to(&json, args, command);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let profile = read_json(&json);
+    let profile = Clockprof::record()
+        .args(args)
+        .output(&dir.join("profile.json"))
+        .run(command)
+        .success()
+        .json();
     let folded = profile["stacks"]
         .as_array()
         .unwrap()
@@ -390,7 +373,7 @@ fn redis_stacks_reach_its_event_loop() {
         os("-o"),
         json.as_os_str(),
     ]);
-    let (mut clockprof, stderr) = start_until_recording(&mut recording);
+    let (mut clockprof, stderr) = start_until_ready(&mut recording);
     // The samples grow with the requests served, not with time: 100000
     // gave 52 to 148 samples on a fast 2-core host, too near the 100 below,
     // and 400000 gave 136 to 891.
@@ -464,8 +447,7 @@ fn cgo_stacks_continue_from_c_into_the_go_callers() {
     // and reuses %rbp. Each of its clock syscalls is made by cgo_inner,
     // called by cgo_outer, called through cgo by main.goCaller.
     let dir = TempDir::new("dwarf-cgo");
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    let fixture = PATH.get_or_init(|| build_go("cgo_fixture.go", "cgofixture"));
+    let fixture = cgo_fixture();
     let comm = comm_of(fixture);
     let (profile, folded) = record(
         &dir,
