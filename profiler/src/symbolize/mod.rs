@@ -26,9 +26,6 @@ pub use frames::LOST_STACK;
 pub use frames::{
     Frame, NormalizedSample, ProcessIdentity, StackState, SymbolizedSample, UserLocation, UNKNOWN,
 };
-// The recorded-profile tests build lost stacks by hand.
-#[cfg(test)]
-pub use frames::LOST_STACK;
 pub use normalize::{process_name, Normalizer};
 pub use perf_map::quiet_perf_map_notes;
 pub use symbolizer::StackSymbolizer;
