@@ -19,9 +19,10 @@ mod resolve;
 mod symbolizer;
 mod vdso;
 
+#[cfg(test)]
+pub use frames::LOST_STACK;
 pub use frames::{
-    Frame, NormalizedSample, ProcessIdentity, StackState, SymbolizedSample, UserLocation,
-    LOST_STACK, UNKNOWN,
+    Frame, NormalizedSample, ProcessIdentity, StackState, SymbolizedSample, UserLocation, UNKNOWN,
 };
 pub use normalize::{process_name, Normalizer};
 pub use perf_map::quiet_perf_map_notes;

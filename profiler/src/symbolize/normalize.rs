@@ -14,7 +14,6 @@ use super::perf_map::PerfMap;
 use super::vdso::VDSO;
 use crate::collect::{RawSample, RawStack};
 use crate::proc_tracker::ProcTracker;
-use crate::sources::ClockRead;
 
 impl NormalizedSample {
     /// The sample as kept once its process is gone: under its name, not
@@ -209,6 +208,7 @@ pub fn process_name(pid: u32, comm: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::ClockRead;
 
     /// Two processes running the same code at different addresses
     /// normalize to one shared stack; a process gone keeps its name.
