@@ -14,6 +14,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::aggregate::{Profile, RecordingInfo};
 use crate::export::{self, Existing, Format, OutputFile};
+use crate::say::{note, say, warning};
 use crate::session::command;
 use crate::session::credentials;
 use crate::session::{self, Drained, Session};
@@ -36,15 +37,6 @@ enum Output {
     /// `-o -`.
     Stdout(Format),
     Summary,
-}
-
-/// Writes to stderr without failing: after SIGHUP the terminal is gone, and
-/// the recording must still be written.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
 }
 
 fn write_stdout(bytes: &[u8]) -> Result<()> {
@@ -140,7 +132,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
         None => credentials::current_user(),
     };
     say!(
-        "clockprof: recording {} clock reads{}; Ctrl-C stops",
+        "recording {} clock reads{}; Ctrl-C stops",
         sources
             .iter()
             .map(|s| s.name())
@@ -152,7 +144,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     // The summary names them; a profile written elsewhere is named here.
     if !matches!(output, Output::Summary) {
         for (source, why) in &session.unavailable {
-            say!("clockprof: the {source} source is skipped: {why}");
+            say!("the {source} source is skipped: {why}");
         }
     }
     crate::say::test_panic_point("record");
@@ -241,7 +233,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
             let path = file.path().display().to_string();
             file.commit(&format.render(&profile)?)?;
             say!(
-                "clockprof: wrote {} clock reads in {} stacks to {path}",
+                "wrote {} clock reads in {} stacks to {path}",
                 profile.total,
                 profile.stacks.len()
             );
@@ -255,8 +247,8 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     }
     let lost = profile.info.lost;
     if lost.dwarf_stacks > 0 {
-        say!(
-            "clockprof: note: {} of the stacks to unwind with DWARF found the ring full (more than ~100,000 a second); their counts are exact, the stacks above the clock-reading function estimated (--stack-every N takes fewer)",
+        note!(
+            "{} of the stacks to unwind with DWARF found the ring full (more than ~100,000 a second); their counts are exact, the stacks above the clock-reading function estimated (--stack-every N takes fewer)",
             lost.dwarf_stacks
         );
     }
@@ -266,8 +258,8 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     })
     .any()
     {
-        say!(
-            "clockprof: warning: the kernel lost {} events and {} stacks; raise --count-entries / --stack-entries",
+        warning!(
+            "the kernel lost {} events and {} stacks; raise --count-entries / --stack-entries",
             profile.info.lost.events,
             profile.info.lost.user_stacks + profile.info.lost.kernel_stacks
         );

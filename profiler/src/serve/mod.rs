@@ -25,6 +25,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::aggregate::RecordingInfo;
 use crate::collect::LostCounts;
+use crate::say::{say, warning};
 use crate::session::Session;
 use crate::symbolize::SymbolizedSample;
 use options::ServeArgs;
@@ -63,13 +64,6 @@ impl Shared {
     }
 }
 
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 pub async fn serve(args: ServeArgs) -> Result<i32> {
     args.probe.check()?;
     if !args.probe.pids.is_empty() {
@@ -91,7 +85,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
 
     let sources = session.recording(&args.probe.sources.sources);
     for (source, why) in &session.unavailable {
-        say!("clockprof: the {source} source is skipped: {why}");
+        say!("the {source} source is skipped: {why}");
     }
     let sampled = sources.iter().any(|s| s.is_sampled());
     let shared = Arc::new(Shared {
@@ -118,7 +112,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         .as_ref()
         .map(|url| push::Pusher::start(url.clone(), push_interval, &args.labels, shared.clone()));
     say!(
-        "clockprof: serving {} clock reads host-wide on http://{} (/metrics, /debug/pprof/clock, /healthz){}; SIGTERM or Ctrl-C stops",
+        "serving {} clock reads host-wide on http://{} (/metrics, /debug/pprof/clock, /healthz){}; SIGTERM or Ctrl-C stops",
         sources.iter().map(|s| s.name()).collect::<Vec<_>>().join(","),
         args.listen,
         args.push
@@ -127,8 +121,8 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             .unwrap_or_default()
     );
     if !args.listen.ip().is_loopback() {
-        say!(
-            "clockprof: warning: listening on {}: the endpoints are open to the network, without authentication",
+        warning!(
+            "listening on {}: the endpoints are open to the network, without authentication",
             args.listen
         );
     }
@@ -144,7 +138,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
-            _ = sighup.recv() => say!("clockprof: SIGHUP ignored; serve stops on SIGTERM or SIGINT"),
+            _ = sighup.recv() => say!("SIGHUP ignored; serve stops on SIGTERM or SIGINT"),
             _ = side_band.tick() => session.drain_side_band(),
             _ = pushes.tick(), if pusher.is_some() => {
                 if let Some(pusher) = &mut pusher {
@@ -178,7 +172,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     drop(server);
     drop(pusher);
     drop(session);
-    say!("clockprof: stopped; every probe detached");
+    say!("stopped; every probe detached");
     Ok(0)
 }
 
