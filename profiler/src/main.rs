@@ -29,6 +29,8 @@ mod top;
 
 use clap::Parser;
 
+use crate::say::say;
+
 use crate::cli::{Cli, Command};
 
 /// Parses the command line. Help and version print as clap has them; a bad
@@ -92,7 +94,7 @@ fn main() {
     let runtime = match { builder }.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("clockprof: could not start the async runtime: {err}");
+            say!("could not start the async runtime: {err}");
             std::process::exit(1);
         }
     };
@@ -109,7 +111,7 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("clockprof: {err:#}.");
+            say!("{err:#}.");
             std::process::exit(1);
         }
     }

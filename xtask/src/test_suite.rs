@@ -46,7 +46,16 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     }
 
     let fixture_dir = fresh_fixture_dir()?;
-    let mut tests = process::cargo(["test", "--release", "--", "--test-threads=1"]);
+    // --no-fail-fast: a failing test binary must not hide the others' results
+    // (the profiler's unit tests ran after the end-to-end ones and were never
+    // reached when one of those failed).
+    let mut tests = process::cargo([
+        "test",
+        "--release",
+        "--no-fail-fast",
+        "--",
+        "--test-threads=1",
+    ]);
     // The end-to-end tests share kernel state (tracepoints, maps), hence one thread.
     tests
         .env(

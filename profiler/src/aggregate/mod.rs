@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::attachment::Attachment;
 use crate::collect::LostCounts;
+use crate::session::Unavailable;
 use crate::sources::{ClockRead, Source};
 use crate::symbolize::{Frame, StackState, SymbolizedSample};
 
@@ -25,7 +26,7 @@ pub struct RecordingInfo {
     /// Sampling frequency of the vdso source (Hz per CPU), when sampled.
     pub sample_frequency: Option<u64>,
     /// Default sources this kernel could not serve, and why.
-    pub unavailable: Vec<(Source, String)>,
+    pub unavailable: Vec<(Source, Unavailable)>,
     /// The kernel functions watched, by slot: they name the kernel
     /// source's events.
     pub kernel_functions: Vec<String>,

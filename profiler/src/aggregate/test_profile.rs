@@ -11,6 +11,7 @@ use profiler_common::{CLOCK_ID_NONE, INTERRUPT_TGID};
 use crate::aggregate::{Profile, RecordingInfo};
 use crate::attachment::{Attachment, Backend};
 use crate::collect::LostCounts;
+use crate::session::Unavailable;
 use crate::sources::{ClockRead, Source};
 use crate::symbolize::{Frame, StackState, SymbolizedSample, LOST_STACK};
 
@@ -182,7 +183,7 @@ pub fn profile() -> Profile {
         sample_frequency: Some(1000),
         unavailable: vec![(
             Source::of(&profiler_common::sources::go::SPEC),
-            "no Go binary is running".to_string(),
+            Unavailable::NothingToProbe("no Go binary is running".to_string()),
         )],
         // The kernel read names slot 0.
         kernel_functions: vec!["ktime_get".to_string(), "ktime_get_ts64".to_string()],

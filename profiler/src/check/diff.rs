@@ -15,6 +15,7 @@ use inferno::{differential, flamegraph};
 
 use crate::check::recorded::Recorded;
 use crate::export::{self, Existing, Format, OutputFile};
+use crate::say::say;
 
 /// What `diff -o` writes: the differential counterpart of `record`'s svg or
 /// folded output, named by that format's extension (export::FORMATS).
@@ -131,7 +132,7 @@ pub fn diff(args: DiffArgs) -> Result<i32> {
         };
         let path = file.path().display().to_string();
         file.commit(&contents)?;
-        eprintln!("clockprof: wrote {path}");
+        say!("wrote {path}");
     }
     Ok(0)
 }

@@ -19,6 +19,7 @@ use anyhow::{bail, Result};
 use crate::check::recorded::Recorded;
 use crate::export::{Existing, OutputFile};
 use crate::record::{self, Summary};
+use crate::say::say;
 use crate::sources::Source;
 use budget::{Budget, BudgetFlags, Limit};
 use judge::{Measures, Unmatched};
@@ -75,7 +76,7 @@ pub async fn check(args: CheckArgs) -> Result<i32> {
     let profile = &recording.profile;
     let command_failure = (recording.exit_code != 0).then_some(recording.exit_code);
     if let Some(status) = command_failure {
-        eprintln!("clockprof: COMMAND exited with status {status}; check exits with it");
+        say!("COMMAND exited with status {status}; check exits with it");
     }
     let recorded = Recorded::from_profile(profile);
     let measures = Measures {
@@ -86,7 +87,7 @@ pub async fn check(args: CheckArgs) -> Result<i32> {
     let mut verdicts = match judge::judge_rules(&budget.rules, &measures) {
         Ok(verdicts) => verdicts,
         Err(unmatched) => {
-            eprintln!("clockprof: {}.", describe_unmatched(&unmatched));
+            say!("{}.", describe_unmatched(&unmatched));
             // No judgement was made: no JUnit file either.
             return Ok(command_failure.unwrap_or(1));
         }
@@ -99,7 +100,7 @@ pub async fn check(args: CheckArgs) -> Result<i32> {
     if let Some(file) = junit {
         let path = file.path().display().to_string();
         file.commit(report::junit(&verdicts, command_failure, profile.info.duration).as_bytes())?;
-        eprintln!("clockprof: wrote JUnit XML to {path}");
+        say!("wrote JUnit XML to {path}");
     }
     let over_budget = verdicts.iter().any(|v| !v.passed);
     Ok(match command_failure {

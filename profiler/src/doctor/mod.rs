@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::attachment::{Backend, DEBUG_REGISTERS};
 use crate::host::clocksource;
 use crate::probes::{
-    backend_rank, free_debug_registers, kernel_context, refusal_reason, KernelFunction,
-    ProbeConfig, Probes, ProgramVariant,
+    backend_rank, free_debug_registers, kernel_context, KernelFunction, ProbeConfig, Probes,
+    ProgramVariant, Refusal,
 };
 use crate::session::privileges;
 use crate::sources::{Attach, Source};
@@ -156,7 +156,7 @@ fn check(name: &'static str, backend: Backend, result: Result<()>) -> Check {
         Err(err) => Check {
             name,
             works: false,
-            detail: refusal_reason(backend, &err),
+            detail: Refusal::of(backend, &err).to_string(),
         },
     }
 }
@@ -231,7 +231,7 @@ fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
             works: result.is_ok(),
             detail: match result {
                 Ok(()) => "loads and attaches".to_string(),
-                Err(reason) => reason,
+                Err(refusal) => refusal.to_string(),
             } + &variant,
         });
     }
@@ -260,7 +260,14 @@ fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
         for ((index, &(name, _, _)), outcome) in group.into_iter().zip(outcomes) {
             let (works, detail) = match outcome {
                 Ok(_) => (true, "loads and attaches".to_string()),
-                Err(reason) => (false, reason),
+                Err(refusals) => (
+                    false,
+                    refusals
+                        .iter()
+                        .map(Refusal::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
             };
             kernel_checks.push((
                 index,

@@ -31,8 +31,9 @@ struct JsonProfile<'a> {
     /// each stack's `exact_frames` innermost user frames, stacks whose state
     /// is `estimated` hold a share of their calling function's exact count.
     stack_every: u32,
-    /// Default sources this kernel could not serve, with the reason.
-    unavailable: BTreeMap<Source, &'a str>,
+    /// Default sources this kernel could not serve, with all that is known
+    /// of why (the kernel source's refusals, function by function).
+    unavailable: BTreeMap<Source, String>,
     processes: Vec<JsonProcess<'a>>,
     stacks: Vec<JsonStack<'a>>,
 }
@@ -127,7 +128,7 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
             .info
             .unavailable
             .iter()
-            .map(|(source, reason)| (*source, reason.as_str()))
+            .map(|(source, reason)| (*source, reason.detail()))
             .collect(),
         processes: profile
             .processes

@@ -5,12 +5,14 @@
 
 use sd_notify::NotifyState;
 
+use crate::say::warning;
+
 /// Says READY=1, with `status` as the STATUS= line; nothing without
 /// NOTIFY_SOCKET. A socket that cannot be reached is a warning, not a failure:
 /// the recording itself is fine.
 pub fn ready(status: &str) {
     if let Err(err) = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(status)]) {
-        eprintln!("clockprof: warning: could not send READY=1 to NOTIFY_SOCKET: {err}");
+        warning!("could not send READY=1 to NOTIFY_SOCKET: {err}");
     }
 }
 

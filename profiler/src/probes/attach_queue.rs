@@ -29,6 +29,7 @@ use crate::host::binaries::{self, Binary, GoBinary};
 use crate::host::safe_open::FileKey;
 use crate::probes::uprobe;
 use crate::proc_tracker::Mapping;
+use crate::say::warning;
 use crate::sources::{Source, UprobeBinary};
 
 /// The late hooks a recording lists at most: a daemon running for weeks
@@ -188,8 +189,8 @@ fn work(wanted: &[Wanted], requests: &mpsc::Receiver<Request>, attached: &Mutex<
                             backend: Backend::Uprobe,
                         });
                     }
-                    Err(err) => eprintln!(
-                        "clockprof: warning: could not put the {} uprobe on {}: {err:#}",
+                    Err(err) => warning!(
+                        "could not put the {} uprobe on {}: {err:#}",
                         wanted.source,
                         binary.shown.display()
                     ),

@@ -56,7 +56,14 @@ pub fn free_debug_registers(cpu: u32) -> Result<usize> {
     match first {
         Ok(event) => reserved.push(event),
         // ENOSPC: the kernel has breakpoints and all of them are taken.
-        Err(err) if format!("{err}").contains("No space left") => return Ok(0),
+        Err(err)
+            if err
+                .chain()
+                .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+                .any(|io| io.raw_os_error() == Some(libc::ENOSPC)) =>
+        {
+            return Ok(0)
+        }
         Err(err) => return Err(err),
     }
     while reserved.len() < DEBUG_REGISTERS {

@@ -2,9 +2,11 @@
 //! the kernel accepts: backends are tried best first and every refusal is
 //! kept, so the error of a source no backend reaches says why each failed.
 
+use std::fmt;
+
 use anyhow::{bail, Result};
 
-use super::refusal::refusal_reason_on;
+use super::refusal::Refusal;
 use super::{Probes, ProgramVariant};
 use crate::attachment::{Attachment, Backend};
 use crate::sources::{Hook, HookPoint, Source};
@@ -30,6 +32,30 @@ pub fn backend_rank(backend: Backend, clock_syscalls_dominate: bool) -> u8 {
         Backend::Uprobe | Backend::PerfEvent => 6,
     }
 }
+
+/// A source whose hook no backend reached: each backend tried, on which
+/// place, and why it was refused.
+#[derive(Debug)]
+pub struct SourceRefused {
+    pub source: Source,
+    pub refusals: Vec<(Backend, &'static str, Refusal)>,
+}
+
+impl fmt::Display for SourceRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "could not attach the {} source (", self.source)?;
+        if self.refusals.is_empty() {
+            f.write_str("it has no hook of the chosen backend")?;
+        }
+        for (i, (backend, place, refusal)) in self.refusals.iter().enumerate() {
+            let separator = if i == 0 { "" } else { "; " };
+            write!(f, "{separator}{backend} on {place}: {refusal}")?;
+        }
+        f.write_str("); run `clockprof doctor` to see what this kernel allows")
+    }
+}
+
+impl std::error::Error for SourceRefused {}
 
 impl Probes {
     /// Loads and attaches one way of a hook. A program the kernel loads but
@@ -73,21 +99,15 @@ impl Probes {
                             attached = Some(point);
                             break;
                         }
-                        Err(err) => refusals.push(format!(
-                            "{} on {}: {}",
+                        Err(err) => refusals.push((
                             point.backend,
                             point.place,
-                            refusal_reason_on(point.backend, point.place, &err)
+                            Refusal::on(point.backend, point.place, &err),
                         )),
                     }
                 }
                 let Some(point) = attached else {
-                    let tried = if refusals.is_empty() {
-                        "it has no hook of the chosen backend".to_string()
-                    } else {
-                        refusals.join("; ")
-                    };
-                    bail!("could not attach the {source} source ({tried}); run `clockprof doctor` to see what this kernel allows");
+                    return Err(SourceRefused { source, refusals }.into());
                 };
                 self.attachments.push(Attachment {
                     source,
@@ -100,12 +120,12 @@ impl Probes {
     }
 
     /// Attaches `hooks` through `backend` only, for `doctor`; the error is
-    /// the short reason of the first refusal.
-    pub fn try_backend(&mut self, hooks: &[Hook], backend: Backend) -> Result<(), String> {
+    /// the first refusal.
+    pub fn try_backend(&mut self, hooks: &[Hook], backend: Backend) -> Result<(), Refusal> {
         for hook in hooks {
             for &point in hook.points.iter().filter(|p| p.backend == backend) {
                 self.attach_point(hook, point)
-                    .map_err(|err| refusal_reason_on(backend, point.place, &err))?;
+                    .map_err(|err| Refusal::on(backend, point.place, &err))?;
             }
         }
         Ok(())

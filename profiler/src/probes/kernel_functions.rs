@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 
-use super::refusal::refusal_reason_on;
+use super::refusal::Refusal;
 use super::Probes;
 use crate::attachment::{Attachment, Backend, DEBUG_REGISTERS};
 use crate::sources::Source;
@@ -62,13 +62,14 @@ impl Probes {
     /// Watches each kernel clock function through the best backend the kernel
     /// accepts for it (fentry, kprobe, then, where the function may take one,
     /// a hardware execute breakpoint while debug registers remain), or only
-    /// `forced`. Returns, per function, the backend used or, in short, why
-    /// none could be; the slot of a function is its index in `functions`.
+    /// `forced`. Returns, per function, the backend used or why none could
+    /// be (each backend's refusal, once); the slot of a function is its index
+    /// in `functions`.
     pub fn attach_kernel_functions(
         &mut self,
         functions: &[KernelFunction],
         forced: Option<Backend>,
-    ) -> Result<Vec<Result<Backend, String>>> {
+    ) -> Result<Vec<Result<Backend, Vec<Refusal>>>> {
         if functions.len() > profiler_common::MAX_KERNEL_FNS as usize {
             bail!(
                 "at most {} kernel functions can be watched at once, not {}",
@@ -96,17 +97,12 @@ impl Probes {
                         // Only said when it is the one backend asked for:
                         // otherwise the refusals above tell why.
                         if forced.is_some() {
-                            refusals.push(
-                                "a breakpoint only for a function named with --kernel-fn"
-                                    .to_string(),
-                            );
+                            refusals.push(Refusal::BreakpointOnlyForNamed);
                         }
                         continue;
                     }
                     _ if self.breakpoints_taken() >= DEBUG_REGISTERS => {
-                        refusals.push(format!(
-                            "all {DEBUG_REGISTERS} debug registers are taken by the functions before it"
-                        ));
+                        refusals.push(Refusal::DebugRegistersTaken);
                         continue;
                     }
                     _ => self.attach_breakpoint(slot, name),
@@ -117,7 +113,7 @@ impl Probes {
                         break;
                     }
                     Err(err) => {
-                        let reason = refusal_reason_on(backend, &function.name, &err);
+                        let reason = Refusal::on(backend, &function.name, &err);
                         if !refusals.contains(&reason) {
                             refusals.push(reason);
                         }
@@ -133,10 +129,8 @@ impl Probes {
                     });
                     outcomes.push(Ok(backend));
                 }
-                None if refusals.is_empty() => {
-                    outcomes.push(Err("no hook of the chosen backend".to_string()))
-                }
-                None => outcomes.push(Err(refusals.join(", "))),
+                None if refusals.is_empty() => outcomes.push(Err(vec![Refusal::NoHookOfBackend])),
+                None => outcomes.push(Err(refusals)),
             }
         }
         Ok(outcomes)

@@ -54,7 +54,9 @@ pub use fallback::backend_rank;
 use kernel_context::KernelContext;
 pub use kernel_functions::{KernelFunction, DEFAULT_BREAKPOINT_FUNCTIONS};
 pub use process_offsets::ProcessOffsets;
-pub use refusal::refusal_reason;
+#[cfg(test)]
+pub use refusal::Errno;
+pub use refusal::Refusal;
 use variant::kernel_stack_globals;
 pub use variant::ProgramVariant;
 use vdso_sampling::vdso_globals;

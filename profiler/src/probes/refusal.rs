@@ -1,65 +1,222 @@
-//! Why the kernel refused a backend, classified from aya's error types and
-//! the errno, with the verifier's verdict when it refused the program.
+//! Why the kernel refused a backend, as data: one `Refusal` built here from
+//! aya's error types and the errno, with the verifier's verdict when it
+//! refused the program, and said in words only by its `Display` (doctor,
+//! the summary, the JSON output and the errors of a source no backend
+//! reaches).
 
+use std::fmt;
 use std::io::ErrorKind;
 
 use aya::programs::{KProbeError, ProgramError};
 use aya::sys::{BpfHelper, SyscallError};
 
-use crate::attachment::Backend;
+use crate::attachment::{Backend, DEBUG_REGISTERS};
 use crate::host::kallsyms::{kernel_symbol_address, KernelLacks};
 use crate::host::tracefs;
 
-/// Why the kernel refused a backend, in a few words, from what the kernel
-/// said: the verifier's last lines when it refused the program, else the
-/// errno of the call that failed. The errors aya reports are long and the
-/// same for every function.
-pub fn refusal_reason(backend: Backend, err: &anyhow::Error) -> String {
-    for cause in err.chain() {
-        match cause.downcast_ref::<ProgramError>() {
-            Some(ProgramError::LoadError {
-                io_error,
-                verifier_log,
-            }) => {
-                return match verifier_tail(&verifier_log.to_string()) {
-                    Some(tail) => format!(
-                        "the verifier refused the {backend} program ({}): {tail}",
-                        errno_name(io_error)
-                    ),
-                    None => format!(
-                        "the kernel refused to load the {backend} program ({}; no verifier output)",
-                        errno_name(io_error)
-                    ),
-                }
+/// An errno, shown by its name in the kernel's sources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    fn of(err: &std::io::Error) -> Option<Errno> {
+        err.raw_os_error().map(Errno)
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const ENOTSUPP: i32 = 524;
+        let name = match self.0 {
+            libc::EPERM => "EPERM",
+            libc::ENOENT => "ENOENT",
+            libc::EACCES => "EACCES",
+            libc::EFAULT => "EFAULT",
+            libc::EBUSY => "EBUSY",
+            libc::EINVAL => "EINVAL",
+            libc::ENOSPC => "ENOSPC",
+            libc::E2BIG => "E2BIG",
+            libc::EPROTO => "EPROTO",
+            libc::EOPNOTSUPP => "EOPNOTSUPP",
+            libc::ESRCH => "ESRCH",
+            libc::ENODEV => "ENODEV",
+            ENOTSUPP => "ENOTSUPP",
+            errno => return write!(f, "errno {errno}"),
+        };
+        f.write_str(name)
+    }
+}
+
+/// Why a backend was not used for a hook: what the kernel said (the
+/// verifier's last lines when it refused the program, else the errno of the
+/// call that failed), or why it was not tried. The errors aya reports are
+/// long and the same for every function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The verifier refused the program; `verdict` is its last lines.
+    VerifierRejected {
+        backend: Backend,
+        errno: Errno,
+        verdict: String,
+    },
+    /// The kernel refused to load the program and the verifier said nothing.
+    KernelRefused { backend: Backend, errno: Errno },
+    /// A system call attaching the program refused it.
+    SyscallRefused {
+        call: &'static str,
+        backend: Backend,
+        errno: Errno,
+    },
+    /// No kprobe PMU in sysfs: the kernel was built without kprobes.
+    NoKprobes,
+    /// `refusal`, because ftrace cannot trace `function`.
+    Notrace {
+        function: String,
+        refusal: Box<Refusal>,
+    },
+    /// What the backend needs and this kernel has not (BTF, the function),
+    /// with the steps that needed it.
+    KernelLacks(String),
+    /// A step that failed with an errno (a hardware breakpoint the CPU
+    /// would not give, say), in the words of the steps that led to it.
+    Failed { steps: String, errno: Errno },
+    /// Any other failure of the backend, in its own words.
+    Other { backend: Backend, text: String },
+    /// Only a function named with --kernel-fn may take a breakpoint.
+    BreakpointOnlyForNamed,
+    /// The functions before this one took every debug register.
+    DebugRegistersTaken,
+    /// The hook has no way through the backend asked for.
+    NoHookOfBackend,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::VerifierRejected {
+                backend,
+                errno,
+                verdict,
+            } => write!(
+                f,
+                "the verifier refused the {backend} program ({errno}): {verdict}"
+            ),
+            Refusal::KernelRefused { backend, errno } => write!(
+                f,
+                "the kernel refused to load the {backend} program ({errno}; no verifier output)"
+            ),
+            Refusal::SyscallRefused {
+                call,
+                backend,
+                errno,
+            } => write!(f, "{call} refused the {backend} ({errno})"),
+            Refusal::NoKprobes => f.write_str("this kernel has no kprobes"),
+            Refusal::Notrace { function, refusal } => write!(
+                f,
+                "{refusal}: {function} is notrace (not in available_filter_functions)"
+            ),
+            Refusal::KernelLacks(what) => f.write_str(what),
+            Refusal::Failed { steps, errno } => write!(f, "{steps} ({errno})"),
+            Refusal::Other { backend, text } => write!(f, "{backend} failed: {text}"),
+            Refusal::BreakpointOnlyForNamed => {
+                f.write_str("a breakpoint only for a function named with --kernel-fn")
             }
-            Some(ProgramError::SyscallError(SyscallError { call, io_error })) => {
-                return format!("{call} refused the {backend} ({})", errno_name(io_error))
-            }
-            // aya finds the kprobe PMU's type in sysfs before anything else.
-            Some(ProgramError::KProbeError(KProbeError::FileError { io_error, .. }))
-                if io_error.kind() == ErrorKind::NotFound =>
-            {
-                return "this kernel has no kprobes".to_string()
-            }
-            _ => {}
-        }
-        if cause.downcast_ref::<KernelLacks>().is_some() {
-            return format!("{err:#}");
+            Refusal::DebugRegistersTaken => write!(
+                f,
+                "all {DEBUG_REGISTERS} debug registers are taken by the functions before it"
+            ),
+            Refusal::NoHookOfBackend => f.write_str("no hook of the chosen backend"),
         }
     }
-    let text = format!("{err:#}");
-    if let Some(io_error) = err
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<std::io::Error>())
-    {
-        let context: Vec<String> = err
+}
+
+impl Refusal {
+    /// Classifies why `backend` failed from the error it returned.
+    pub fn of(backend: Backend, err: &anyhow::Error) -> Refusal {
+        for cause in err.chain() {
+            match cause.downcast_ref::<ProgramError>() {
+                Some(ProgramError::LoadError {
+                    io_error,
+                    verifier_log,
+                }) => {
+                    if let Some(errno) = Errno::of(io_error) {
+                        return match verifier_tail(&verifier_log.to_string()) {
+                            Some(verdict) => Refusal::VerifierRejected {
+                                backend,
+                                errno,
+                                verdict,
+                            },
+                            None => Refusal::KernelRefused { backend, errno },
+                        };
+                    }
+                }
+                Some(ProgramError::SyscallError(SyscallError { call, io_error })) => {
+                    if let Some(errno) = Errno::of(io_error) {
+                        return Refusal::SyscallRefused {
+                            call,
+                            backend,
+                            errno,
+                        };
+                    }
+                }
+                // aya finds the kprobe PMU's type in sysfs before anything else.
+                Some(ProgramError::KProbeError(KProbeError::FileError { io_error, .. }))
+                    if io_error.kind() == ErrorKind::NotFound =>
+                {
+                    return Refusal::NoKprobes
+                }
+                _ => {}
+            }
+            if cause.downcast_ref::<KernelLacks>().is_some() {
+                return Refusal::KernelLacks(format!("{err:#}"));
+            }
+        }
+        let errno = err
             .chain()
-            .filter(|cause| cause.downcast_ref::<std::io::Error>().is_none())
-            .map(|cause| cause.to_string())
-            .collect();
-        format!("{} ({})", context.join(": "), errno_name(io_error))
-    } else {
-        format!("{backend} failed: {text}")
+            .find_map(|cause| cause.downcast_ref::<std::io::Error>())
+            .and_then(Errno::of);
+        match errno {
+            Some(errno) => Refusal::Failed {
+                steps: err
+                    .chain()
+                    .filter(|cause| cause.downcast_ref::<std::io::Error>().is_none())
+                    .map(|cause| cause.to_string())
+                    .collect::<Vec<_>>()
+                    .join(": "),
+                errno,
+            },
+            None => Refusal::Other {
+                backend,
+                text: format!("{err:#}"),
+            },
+        }
+    }
+
+    /// `Refusal::of` for a hook on `function`, with the fact behind an
+    /// EINVAL from a kprobe or fentry attach where tracefs has it.
+    pub fn on(backend: Backend, function: &str, err: &anyhow::Error) -> Refusal {
+        let refusal = Refusal::of(backend, err);
+        // A kprobe on a function ftrace cannot trace is refused with EINVAL;
+        // an fentry trampoline, which patches the call to __fentry__ such a
+        // function lacks, with EBUSY (6.12) or EINVAL.
+        let may_be_notrace = match (&refusal, backend) {
+            (Refusal::SyscallRefused { errno, .. }, Backend::Kprobe) => errno.0 == libc::EINVAL,
+            (Refusal::SyscallRefused { errno, .. }, Backend::Fentry) => {
+                matches!(errno.0, libc::EINVAL | libc::EBUSY)
+            }
+            _ => false,
+        };
+        // Only a function the kernel has can be notrace.
+        if may_be_notrace
+            && ftrace_lists(function) == Some(false)
+            && kernel_symbol_address(function).is_ok()
+        {
+            return Refusal::Notrace {
+                function: function.to_string(),
+                refusal: Box::new(refusal),
+            };
+        }
+        refusal
     }
 }
 
@@ -96,29 +253,6 @@ const NEWER_HELPERS: &[(BpfHelper, &str)] = &[
     (BpfHelper::BPF_FUNC_task_pt_regs, "bpf_task_pt_regs (5.15)"),
 ];
 
-/// The symbolic name of an errno, as the kernel's sources call it.
-fn errno_name(err: &std::io::Error) -> String {
-    const ENOTSUPP: i32 = 524;
-    let name = match err.raw_os_error() {
-        Some(libc::EPERM) => "EPERM",
-        Some(libc::ENOENT) => "ENOENT",
-        Some(libc::EACCES) => "EACCES",
-        Some(libc::EFAULT) => "EFAULT",
-        Some(libc::EBUSY) => "EBUSY",
-        Some(libc::EINVAL) => "EINVAL",
-        Some(libc::ENOSPC) => "ENOSPC",
-        Some(libc::E2BIG) => "E2BIG",
-        Some(libc::EPROTO) => "EPROTO",
-        Some(libc::EOPNOTSUPP) => "EOPNOTSUPP",
-        Some(libc::ESRCH) => "ESRCH",
-        Some(libc::ENODEV) => "ENODEV",
-        Some(ENOTSUPP) => "ENOTSUPP",
-        Some(errno) => return format!("errno {errno}"),
-        None => return err.to_string(),
-    };
-    name.to_string()
-}
-
 /// Whether ftrace may trace `function`, from tracefs: the kernel refuses
 /// kprobes (without CONFIG_KPROBE_EVENTS_ON_NOTRACE) and fentry on functions
 /// it does not list. None when tracefs cannot tell.
@@ -133,34 +267,6 @@ fn ftrace_lists(function: &str) -> Option<bool> {
         list.lines()
             .any(|line| line.split_whitespace().next() == Some(function)),
     )
-}
-
-/// refusal_reason for a hook on `function`, with the fact behind an EINVAL
-/// from a kprobe or fentry attach where tracefs has it.
-pub(super) fn refusal_reason_on(backend: Backend, function: &str, err: &anyhow::Error) -> String {
-    let reason = refusal_reason(backend, err);
-    // A kprobe on a function ftrace cannot trace is refused with EINVAL; an
-    // fentry trampoline, which patches the call to __fentry__ such a
-    // function lacks, with EBUSY (6.12) or EINVAL.
-    let errno = err
-        .chain()
-        .filter_map(|cause| cause.downcast_ref::<ProgramError>())
-        .find_map(|cause| match cause {
-            ProgramError::SyscallError(SyscallError { io_error, .. }) => io_error.raw_os_error(),
-            _ => None,
-        });
-    let may_be_notrace = match backend {
-        Backend::Kprobe => errno == Some(libc::EINVAL),
-        Backend::Fentry => matches!(errno, Some(libc::EINVAL | libc::EBUSY)),
-        _ => false,
-    };
-    if may_be_notrace {
-        // Only a function the kernel has can be notrace.
-        if ftrace_lists(function) == Some(false) && kernel_symbol_address(function).is_ok() {
-            return format!("{reason}: {function} is notrace (not in available_filter_functions)");
-        }
-    }
-    reason
 }
 
 #[cfg(test)]
@@ -188,6 +294,11 @@ mod tests {
         );
         assert_eq!(verifier_tail("processed 0 insns\n\n"), None);
         assert_eq!(verifier_tail(""), None);
+    }
+
+    /// The words a refusal is said in.
+    fn refusal_reason(backend: Backend, err: &anyhow::Error) -> String {
+        Refusal::of(backend, err).to_string()
     }
 
     #[test]
@@ -222,6 +333,10 @@ mod tests {
             refusal_reason(Backend::Kprobe, &no_kprobe_pmu),
             "this kernel has no kprobes"
         );
+        assert_eq!(
+            Refusal::of(Backend::Kprobe, &no_kprobe_pmu),
+            Refusal::NoKprobes
+        );
         let lacks = anyhow::Error::new(KernelLacks("the kernel has no usable BTF (x)".into()))
             .context("fentry on ktime_get");
         assert_eq!(
@@ -230,11 +345,12 @@ mod tests {
         );
         // A function the kernel does not have is not called notrace.
         assert_eq!(
-            refusal_reason_on(
+            Refusal::on(
                 Backend::Kprobe,
                 "no_such_function_here",
                 &attach(libc::EINVAL)
-            ),
+            )
+            .to_string(),
             "perf_event_open refused the kprobe (EINVAL)"
         );
     }

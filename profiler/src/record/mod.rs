@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 
 use crate::aggregate::{Profile, RecordingInfo};
 use crate::export::{self, Existing, Format, OutputFile};
+use crate::say::{note, say, warning};
 use crate::session::command;
 use crate::session::credentials;
 use crate::session::wakeups::{Wakeup, Wakeups};
@@ -36,15 +37,6 @@ enum Output {
     /// `-o -`.
     Stdout(Format),
     Summary,
-}
-
-/// Writes to stderr without failing: after SIGHUP the terminal is gone, and
-/// the recording must still be written.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
 }
 
 fn write_stdout(bytes: &[u8]) -> Result<()> {
@@ -151,13 +143,13 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
             .join(","),
         describe_target(args, &user)
     );
-    say!("clockprof: {recording}; Ctrl-C stops");
+    say!("{recording}; Ctrl-C stops");
     crate::host::notify::ready(&recording);
 
     // The summary names them; a profile written elsewhere is named here.
     if !matches!(output, Output::Summary) {
         for (source, why) in &session.unavailable {
-            say!("clockprof: the {source} source is skipped: {why}");
+            say!("the {source} source is skipped: {why}");
         }
     }
     crate::say::test_panic_point("record");
@@ -240,7 +232,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
             let path = file.path().display().to_string();
             file.commit(&format.render(&profile)?)?;
             say!(
-                "clockprof: wrote {} clock reads in {} stacks to {path}",
+                "wrote {} clock reads in {} stacks to {path}",
                 profile.total,
                 profile.stacks.len()
             );
@@ -254,8 +246,8 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     }
     let lost = profile.info.lost;
     if lost.dwarf_stacks > 0 {
-        say!(
-            "clockprof: note: {} of the stacks to unwind with DWARF found the ring full (more than ~100,000 a second); their counts are exact, the stacks above the clock-reading function estimated (--stack-every N takes fewer)",
+        note!(
+            "{} of the stacks to unwind with DWARF found the ring full (more than ~100,000 a second); their counts are exact, the stacks above the clock-reading function estimated (--stack-every N takes fewer)",
             lost.dwarf_stacks
         );
     }
@@ -265,8 +257,8 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     })
     .any()
     {
-        say!(
-            "clockprof: warning: the kernel lost {} events and {} stacks; raise --count-entries / --stack-entries",
+        warning!(
+            "the kernel lost {} events and {} stacks; raise --count-entries / --stack-entries",
             profile.info.lost.events,
             profile.info.lost.user_stacks + profile.info.lost.kernel_stacks
         );

@@ -24,6 +24,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::aggregate::RecordingInfo;
 use crate::collect::LostCounts;
+use crate::say::{say, warning};
 use crate::session::wakeups::{Wakeup, Wakeups};
 use crate::session::Session;
 use crate::symbolize::SymbolizedSample;
@@ -63,13 +64,6 @@ impl Shared {
     }
 }
 
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 pub async fn serve(args: ServeArgs) -> Result<i32> {
     args.probe.check()?;
     if !args.probe.pids.is_empty() {
@@ -90,7 +84,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
 
     let sources = session.recording(&args.probe.sources.sources);
     for (source, why) in &session.unavailable {
-        say!("clockprof: the {source} source is skipped: {why}");
+        say!("the {source} source is skipped: {why}");
     }
     let sampled = sources.iter().any(|s| s.is_sampled());
     let shared = Arc::new(Shared {
@@ -117,7 +111,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         .as_ref()
         .map(|url| push::Pusher::start(url.clone(), push_interval, &args.labels, shared.clone()));
     say!(
-        "clockprof: serving {} clock reads host-wide on http://{} ({}){}; SIGTERM or Ctrl-C stops",
+        "serving {} clock reads host-wide on http://{} ({}){}; SIGTERM or Ctrl-C stops",
         sources
             .iter()
             .map(|s| s.name())
@@ -131,8 +125,8 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             .unwrap_or_default()
     );
     if !args.listen.ip().is_loopback() {
-        say!(
-            "clockprof: warning: listening on {}: the endpoints are open to the network, without authentication",
+        warning!(
+            "listening on {}: the endpoints are open to the network, without authentication",
             args.listen
         );
     }
@@ -153,7 +147,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             // A profile window asks for the counts up to now.
             _ = shared.read_now.notified() => wakeups.drain_maps_now(),
             wakeup = wakeups.next() => match wakeup {
-                Wakeup::Signal(libc::SIGHUP) => say!("clockprof: SIGHUP ignored; serve stops on SIGTERM or SIGINT"),
+                Wakeup::Signal(libc::SIGHUP) => say!("SIGHUP ignored; serve stops on SIGTERM or SIGINT"),
                 Wakeup::Signal(_) => break,
                 Wakeup::SideBand => session.drain_side_band(),
                 Wakeup::DrainMaps => {
@@ -184,7 +178,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     drop(server);
     drop(pusher);
     drop(session);
-    say!("clockprof: stopped; every probe detached");
+    say!("stopped; every probe detached");
     Ok(0)
 }
 

@@ -24,6 +24,7 @@ use super::limits::{PUSH_QUEUE, PUSH_TIMEOUT};
 use super::metrics::reason;
 use super::{Batch, Shared};
 use crate::aggregate::Profile;
+use crate::say::warning;
 
 /// The API's path, appended to a URL given without one.
 pub const PUSH_PATH: &str = "/push.v1.PusherService/Push";
@@ -138,7 +139,7 @@ impl Pusher {
         let body = match request(&profile, &self.fixed) {
             Ok(request) => request.encode_to_vec(),
             Err(err) => {
-                eprintln!("clockprof: warning: could not render a push: {err:#}");
+                warning!("could not render a push: {err:#}");
                 shared.metrics.lose(reason::PUSH, 1);
                 return;
             }
@@ -220,8 +221,8 @@ async fn send_all(
             shared.metrics.lose(reason::PUSH, 1);
             if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
                 last_warning = Some(Instant::now());
-                eprintln!(
-                    "clockprof: warning: a push to {url} was dropped: {err:#} (counted in clockprof_lost_events_total{{reason=\"push\"}})"
+                warning!(
+                    "a push to {url} was dropped: {err:#} (counted in clockprof_lost_events_total{{reason=\"push\"}})"
                 );
             }
         }

@@ -6,6 +6,7 @@ pub mod command;
 pub mod credentials;
 pub mod options;
 pub mod privileges;
+mod unavailable;
 pub mod wakeups;
 
 use std::time::Duration;
@@ -20,50 +21,48 @@ use crate::collect::generations::Generations;
 use crate::collect::{self, LostCounts};
 use crate::host::binaries::{self, Binary, GoBinary};
 use crate::probes::UnwindMode;
-use crate::probes::{KernelFunction, ProbeConfig, Probes};
+use crate::probes::{KernelFunction, ProbeConfig, Probes, Refusal};
 use crate::proc_tracker::ProcTracker;
+use crate::say::warning;
 use crate::sources::{Attach, Source, SourceSet, UprobeBinary};
 use crate::symbolize::{NormalizedSample, Normalizer};
 use crate::unwind::DwarfStacks;
+pub use unavailable::Unavailable;
 
 /// The kernel source watches each function it can. None at all is an error
 /// when the user asked for the kernel source alone, a warning when named with
 /// others, and, as a default source, a note in the output (returned here), so
-/// a kernel without kprobes, fentry or breakpoints still gets the rest.
+/// a kernel without kprobes, fentry or breakpoints still gets the rest. Each
+/// says it in one sentence that points to `doctor`, which says why.
 /// Only ktime_get_mono_fast_ns of the defaults may take a debug register;
 /// each function named with --kernel-fn may (up to the four there are).
-fn attach_kernel(probes: &mut Probes, config: &SessionConfig) -> Result<Option<String>> {
+fn attach_kernel(probes: &mut Probes, config: &SessionConfig) -> Result<Option<Unavailable>> {
     let functions = KernelFunction::chosen(config.kernel_functions);
-    let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
     let outcomes = probes.attach_kernel_functions(&functions, config.backend)?;
-    let refusals: Vec<String> = names
-        .iter()
-        .zip(&outcomes)
-        .filter_map(|(function, outcome)| Some(format!("{function}: {}", outcome.as_ref().err()?)))
+    let watched = functions.len();
+    let refused: Vec<(String, Vec<Refusal>)> = functions
+        .into_iter()
+        .zip(outcomes)
+        .filter_map(|(function, outcome)| Some((function.name, outcome.err()?)))
         .collect();
-    if refusals.is_empty() {
+    if refused.is_empty() {
         return Ok(None);
     }
-    // Usually every function is refused for the same reasons: say them once.
-    let mut reasons: Vec<&str> = outcomes
-        .iter()
-        .filter_map(|o| o.as_ref().err())
-        .map(String::as_str)
-        .collect();
-    reasons.dedup();
-    let why = if refusals.len() == outcomes.len() && reasons.len() == 1 {
-        reasons[0].to_string()
-    } else {
-        refusals.join("; ")
-    };
-    let none = refusals.len() == outcomes.len();
+    let none = refused.len() == watched;
+    let skipped: Vec<&str> = refused.iter().map(|(f, _)| f.as_str()).collect();
+    let skipped = skipped.join(", ");
+    let unavailable = Unavailable::KernelRefusesAll(refused);
     match (config.sources_explicit, none) {
-        (true, true) if config.sources.len() == 1 => bail!(
-            "the kernel source cannot watch any kernel clock function here ({why}); run `clockprof doctor` to see what this kernel allows"
-        ),
-        (true, true) => eprintln!("clockprof: warning: the kernel source is unavailable here ({why}); recording without it"),
-        (true, false) => eprintln!("clockprof: warning: the kernel source skips {why}"),
-        (false, _) => return Ok(Some(why)),
+        (true, true) if config.sources.len() == 1 => {
+            bail!("the kernel source cannot watch any kernel clock function here: {unavailable}")
+        }
+        (true, true) => {
+            warning!("the kernel source is unavailable here: {unavailable}; recording without it")
+        }
+        (true, false) => {
+            warning!("the kernel source skips {skipped}, which this kernel refuses every hook for (clockprof doctor says why)")
+        }
+        (false, _) => return Ok(Some(unavailable)),
     }
     Ok(None)
 }
@@ -132,23 +131,28 @@ fn attach_host_wide(probes: &mut Probes, source: Source, which: UprobeBinary) {
         UprobeBinary::Libc => {
             binaries::distinct(pids.iter().filter_map(|&pid| binaries::libc_of(pid)))
         }
-        UprobeBinary::GoExecutable => binaries::distinct(pids.iter().filter_map(|&pid| binaries::exe_of(pid)))
-            .into_iter()
-            .filter(|exe| match binaries::go_binary(&exe.fd_path()) {
-                GoBinary::WithSymbols => true,
-                GoBinary::Stripped => {
-                    eprintln!("clockprof: warning: {} is a Go program without symbols; the {source} source skips it", exe.shown.display());
-                    false
-                }
-                GoBinary::NotGo => false,
-            })
-            .collect(),
+        UprobeBinary::GoExecutable => {
+            binaries::distinct(pids.iter().filter_map(|&pid| binaries::exe_of(pid)))
+                .into_iter()
+                .filter(|exe| match binaries::go_binary(&exe.fd_path()) {
+                    GoBinary::WithSymbols => true,
+                    GoBinary::Stripped => {
+                        warning!(
+                            "{} is a Go program without symbols; the {source} source skips it",
+                            exe.shown.display()
+                        );
+                        false
+                    }
+                    GoBinary::NotGo => false,
+                })
+                .collect()
+        }
     };
     for binary in candidates {
         // A process may exit between the scan and the attach; only the
         // remaining binaries matter.
         if let Err(err) = probes.attach_uprobes(source, &binary, None) {
-            eprintln!("clockprof: warning: {err:#}");
+            warning!("{err:#}");
         }
     }
 }
@@ -160,7 +164,7 @@ fn attach_uprobes(
     config: &SessionConfig,
     source: Source,
     which: UprobeBinary,
-) -> Result<Option<String>> {
+) -> Result<Option<Unavailable>> {
     if config.all || (config.pids.is_empty() && !config.command) {
         attach_host_wide(probes, source, which);
         return Ok(None);
@@ -180,17 +184,17 @@ fn attach_uprobes(
         }
     }
     if refusals.len() == config.pids.len() {
-        return Ok(Some(refusals.join("; ")));
+        return Ok(Some(Unavailable::NothingToProbe(refusals.join("; "))));
     }
     for refusal in refusals {
-        eprintln!("clockprof: warning: the {source} source skips {refusal}");
+        warning!("the {source} source skips {refusal}");
     }
     Ok(None)
 }
 
 /// With the defaults or `all`, sources that do not apply are skipped; none
 /// applying at all is an error.
-fn require_some_source(sources: &[Source], unavailable: &[(Source, String)]) -> Result<()> {
+fn require_some_source(sources: &[Source], unavailable: &[(Source, Unavailable)]) -> Result<()> {
     if sources
         .iter()
         .all(|source| unavailable.iter().any(|(skipped, _)| skipped == source))
@@ -247,7 +251,7 @@ pub struct Session {
     pub tracker: ProcTracker,
     /// Default sources this kernel cannot serve, with the reason: skipped,
     /// and named in the output.
-    pub unavailable: Vec<(Source, String)>,
+    pub unavailable: Vec<(Source, Unavailable)>,
     /// The kernel functions watched, by slot: they name the kernel
     /// source's events.
     pub kernel_functions: Vec<String>,
@@ -410,7 +414,8 @@ impl Session {
             let attached = self.attach_one_for_command(source, which, program);
             match attached {
                 Err(err) if !sources.explicit() => {
-                    self.unavailable.push((source, format!("{err:#}")));
+                    self.unavailable
+                        .push((source, Unavailable::NothingToProbe(format!("{err:#}"))));
                 }
                 result => result?,
             }

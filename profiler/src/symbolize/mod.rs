@@ -27,5 +27,4 @@ pub use frames::{
     Frame, NormalizedSample, ProcessIdentity, StackState, SymbolizedSample, UserLocation, UNKNOWN,
 };
 pub use normalize::{process_name, Normalizer};
-pub use perf_map::quiet_perf_map_notes;
 pub use symbolizer::StackSymbolizer;

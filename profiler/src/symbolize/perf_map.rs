@@ -1,8 +1,7 @@
 //! JIT code named by the process's own perf map.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use crate::host::safe_open::{self, PerfMapRefusal};
+use crate::say::note;
 
 /// A JIT runtime's `/tmp/perf-PID.map` (`START SIZE NAME` per line, hex), the
 /// convention perf defined and node --perf-basic-prof, the JVM's agents and
@@ -11,14 +10,6 @@ use crate::host::safe_open::{self, PerfMapRefusal};
 /// perf's rules (safe_open::read_perf_map): anyone can create files in /tmp.
 #[derive(Default)]
 pub(super) struct PerfMap(pub(super) Vec<(u64, u64, String)>);
-
-/// Whether refused perf maps are reported on stderr (not under `top`'s screen).
-pub(super) static PERF_MAP_NOTES: AtomicBool = AtomicBool::new(true);
-
-/// Keeps perf-map notes off stderr (for `top`, which owns the terminal).
-pub fn quiet_perf_map_notes() {
-    PERF_MAP_NOTES.store(false, Ordering::Relaxed);
-}
 
 impl PerfMap {
     pub(super) fn load(pid: u32, owner: Option<u32>) -> PerfMap {
@@ -42,8 +33,8 @@ impl PerfMap {
                         safe_open::MAX_PERF_MAP_SIZE >> 20
                     )),
                 };
-                if let Some(why) = why.filter(|_| PERF_MAP_NOTES.load(Ordering::Relaxed)) {
-                    eprintln!("clockprof: note: ignoring {path}: {why}");
+                if let Some(why) = why {
+                    note!("ignoring {path}: {why}");
                 }
                 String::new()
             }

@@ -23,7 +23,6 @@ mod stacks;
 mod terminal;
 mod view;
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +33,7 @@ use ratatui::backend::Backend;
 
 use crate::aggregate::RecordingInfo;
 use crate::host::clocksource::Clocksource;
+use crate::say::say;
 use crate::session::wakeups::{Wakeup, Wakeups};
 use crate::session::Session;
 use crate::symbolize::{NormalizedSample, StackSymbolizer, SymbolizedSample};
@@ -61,7 +61,7 @@ pub async fn top(args: TopArgs) -> Result<i32> {
         // The terminal is gone with its user: say why where it may still be
         // seen, without failing on a closed stderr.
         Stop::TerminalLost(err) => {
-            let _ = writeln!(std::io::stderr(), "clockprof: lost the terminal: {err}.");
+            say!("lost the terminal: {err}.");
             Ok(1)
         }
     }
@@ -117,9 +117,6 @@ impl Top {
     fn start(args: TopArgs, refresh: Duration) -> Result<Top> {
         let session_config = args.probe.session_config(false, false);
         let session = Session::start(&session_config)?;
-        // The screen is ours: a note on stderr would scribble over it.
-        crate::symbolize::quiet_perf_map_notes();
-        crate::symbolize::debuginfo::quiet_notes();
         let recording = RecordingInfo {
             sources: args.probe.sources.sources.clone(),
             attachments: session.attachments(),

@@ -12,6 +12,8 @@ use crossterm::terminal::{
 };
 use ratatui::backend::CrosstermBackend;
 
+use crate::say;
+
 pub type Terminal = ratatui::Terminal<CrosstermBackend<Stdout>>;
 
 /// The full-screen terminal; dropping it restores the terminal, and a panic
@@ -31,6 +33,7 @@ fn restore() {
     if FULL_SCREEN.swap(false, Ordering::SeqCst) {
         let _ = disable_raw_mode();
         let _ = execute!(io::stdout(), LeaveAlternateScreen, Show);
+        say::screen_is_yours();
     }
 }
 
@@ -54,6 +57,8 @@ impl FullScreen {
             }));
         });
         FULL_SCREEN.store(true, Ordering::SeqCst);
+        // A message on stderr would scribble over the view.
+        say::screen_is_ours();
         let setup = || -> io::Result<Terminal> {
             enable_raw_mode()?;
             execute!(io::stdout(), EnterAlternateScreen)?;

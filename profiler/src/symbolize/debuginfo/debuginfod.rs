@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::cache::{Cache, PutError, MAX_DEBUG_FILE_SIZE};
-use super::{hex, note};
+use super::hex;
 use crate::host::safe_open::Opened;
+use crate::say::note;
 
 const DEFAULT_BUDGET: Duration = Duration::from_secs(10);
 
@@ -76,9 +77,9 @@ impl Debuginfod {
         let urls = std::env::var("DEBUGINFOD_URLS").ok()?;
         let (urls, ignored) = parse_urls(&urls);
         for url in ignored {
-            note(&format!(
+            note!(
                 "ignoring {url:?} in DEBUGINFOD_URLS: only http:// and https:// servers are asked"
-            ));
+            );
         }
         if urls.is_empty() {
             return None;
@@ -92,9 +93,9 @@ impl Debuginfod {
             }) {
             Ok(cache) => cache,
             Err(err) => {
-                note(&format!(
+                note!(
                     "debug files are not fetched from debuginfod: its cache cannot be used: {err}"
-                ));
+                );
                 return None;
             }
         };
@@ -140,10 +141,10 @@ impl Debuginfod {
             else {
                 if !self.budget_said {
                     self.budget_said = true;
-                    note(&format!(
+                    note!(
                         "debuginfod: the {} s of DEBUGINFOD_TIMEOUT are spent; no more debug files are fetched in this run",
                         self.budget.as_secs()
-                    ));
+                    );
                 }
                 return None;
             };
@@ -153,16 +154,16 @@ impl Debuginfod {
             match fetched {
                 Fetched::Found(opened) => return Some(opened),
                 Fetched::NotThere => {}
-                Fetched::Refused(why) => note(&format!(
+                Fetched::Refused(why) => note!(
                     "debuginfod: the debug file {} served for {module} is not used: {why}",
                     self.servers[index].url
-                )),
+                ),
                 Fetched::ServerFailed(why) => {
                     self.servers[index].down = true;
-                    note(&format!(
+                    note!(
                         "debuginfod server {} {why}; it is not asked again in this run",
                         self.servers[index].url
-                    ));
+                    );
                 }
             }
         }

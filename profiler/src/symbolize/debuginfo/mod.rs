@@ -16,7 +16,6 @@ mod debuginfod;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use blazesym::symbolize::source::{Elf, Source as BlazeSource};
 use blazesym::symbolize::{Input, Symbolizer};
@@ -33,20 +32,6 @@ const DEFAULT_DEBUG_DIRS: &[&str] = &["/usr/lib/debug"];
 /// Replaces the debug directories, `:`-separated (for tests, and for hosts
 /// that keep debug files elsewhere).
 const DEBUG_DIRS_VARIABLE: &str = "CLOCKPROF_DEBUG_DIRS";
-
-/// Whether notes go to stderr (not under `top`'s screen).
-static NOTES: AtomicBool = AtomicBool::new(true);
-
-/// Keeps debug-info notes off stderr (for `top`, which owns the terminal).
-pub fn quiet_notes() {
-    NOTES.store(false, Ordering::Relaxed);
-}
-
-fn note(text: &str) {
-    if NOTES.load(Ordering::Relaxed) {
-        eprintln!("clockprof: note: {text}");
-    }
-}
 
 /// The debug directories in force.
 pub fn debug_dirs() -> Vec<PathBuf> {
