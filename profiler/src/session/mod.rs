@@ -33,7 +33,8 @@ pub use unavailable::Unavailable;
 /// when the user asked for the kernel source alone, a warning when named with
 /// others, and, as a default source, a note in the output (returned here), so
 /// a kernel without kprobes, fentry or breakpoints still gets the rest. Each
-/// says it in one sentence that points to `doctor`, which says why.
+/// says it in one sentence that points to `doctor`, which says why; a part
+/// of the functions the user named is skipped with each one's reason.
 /// Only ktime_get_mono_fast_ns of the defaults may take a debug register;
 /// each function named with --kernel-fn may (up to the four there are).
 fn attach_kernel(probes: &mut Probes, config: &SessionConfig) -> Result<Option<Unavailable>> {
@@ -49,8 +50,16 @@ fn attach_kernel(probes: &mut Probes, config: &SessionConfig) -> Result<Option<U
         return Ok(None);
     }
     let none = refused.len() == watched;
-    let skipped: Vec<&str> = refused.iter().map(|(f, _)| f.as_str()).collect();
-    let skipped = skipped.join(", ");
+    // Some of the functions the user chose: each with its own reason (a
+    // debug register short is not the kernel's refusal).
+    let skipped: Vec<String> = refused
+        .iter()
+        .map(|(function, refusals)| {
+            let why: Vec<String> = refusals.iter().map(Refusal::to_string).collect();
+            format!("{function}: {}", why.join(", "))
+        })
+        .collect();
+    let skipped = skipped.join("; ");
     let unavailable = Unavailable::KernelRefusesAll(refused);
     match (config.sources_explicit, none) {
         (true, true) if config.sources.len() == 1 => {
@@ -60,7 +69,7 @@ fn attach_kernel(probes: &mut Probes, config: &SessionConfig) -> Result<Option<U
             warning!("the kernel source is unavailable here: {unavailable}; recording without it")
         }
         (true, false) => {
-            warning!("the kernel source skips {skipped}, which this kernel refuses every hook for (clockprof doctor says why)")
+            warning!("the kernel source skips {skipped}")
         }
         (false, _) => return Ok(Some(unavailable)),
     }
