@@ -260,14 +260,7 @@ fn hook_checks() -> Result<(Vec<Check>, ProgramVariant)> {
         for ((index, &(name, _, _)), outcome) in group.into_iter().zip(outcomes) {
             let (works, detail) = match outcome {
                 Ok(_) => (true, "loads and attaches".to_string()),
-                Err(refusals) => (
-                    false,
-                    refusals
-                        .iter()
-                        .map(Refusal::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                ),
+                Err(refusals) => (false, Refusal::all_said(&refusals)),
             };
             kernel_checks.push((
                 index,

@@ -131,6 +131,15 @@ impl fmt::Display for Refusal {
 }
 
 impl Refusal {
+    /// Every refusal a hook met (one per backend tried), in one line.
+    pub fn all_said(refusals: &[Refusal]) -> String {
+        refusals
+            .iter()
+            .map(Refusal::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Classifies why `backend` failed from the error it returned.
     pub fn of(backend: Backend, err: &anyhow::Error) -> Refusal {
         for cause in err.chain() {

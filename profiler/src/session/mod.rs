@@ -54,10 +54,7 @@ fn attach_kernel(probes: &mut Probes, config: &SessionConfig) -> Result<Option<U
     // debug register short is not the kernel's refusal).
     let skipped: Vec<String> = refused
         .iter()
-        .map(|(function, refusals)| {
-            let why: Vec<String> = refusals.iter().map(Refusal::to_string).collect();
-            format!("{function}: {}", why.join(", "))
-        })
+        .map(|(function, refusals)| format!("{function}: {}", Refusal::all_said(refusals)))
         .collect();
     let skipped = skipped.join("; ");
     let unavailable = Unavailable::KernelRefusesAll(refused);

@@ -44,20 +44,13 @@ impl fmt::Display for Unavailable {
 /// `function: refusal, refusal; function: ...`, or the refusals alone when
 /// every function had the same.
 pub fn refusals_per_function(functions: &[(String, Vec<Refusal>)]) -> String {
-    let said = |refusals: &[Refusal]| {
-        refusals
-            .iter()
-            .map(Refusal::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     match functions {
         [(_, first), rest @ ..] if rest.iter().all(|(_, refusals)| refusals == first) => {
-            said(first)
+            Refusal::all_said(first)
         }
         _ => functions
             .iter()
-            .map(|(function, refusals)| format!("{function}: {}", said(refusals)))
+            .map(|(function, refusals)| format!("{function}: {}", Refusal::all_said(refusals)))
             .collect::<Vec<_>>()
             .join("; "),
     }
