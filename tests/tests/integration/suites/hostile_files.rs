@@ -2,19 +2,15 @@
 //! running as root: a FIFO or a forged perf map planted in /tmp for a traced
 //! process, and a process name with a newline and terminal escapes.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use clockprof_tests::*;
 
 /// Starts `clockprof ARGS` and waits until it says it is recording, with a
 /// thread collecting its stderr.
-fn start_recording(args: &[&OsStr]) -> (Child, std::thread::JoinHandle<String>) {
-    start_until_ready(Command::new(clockprof()).args(args).stdout(Stdio::piped()))
-}
-
 /// Removes the planted file however the test ends.
 struct Planted(String);
 impl Drop for Planted {
@@ -36,15 +32,11 @@ fn record_jit_with_planted_map(
     let planted = Planted(format!("/tmp/perf-{}.map", fixture.id()));
     plant(Path::new(&planted.0));
     let pid = fixture.id().to_string();
-    let (mut recorder, stderr) = start_recording(&[
-        os("record"),
-        os("-p"),
-        os(&pid),
-        os("-s"),
-        os("syscall"),
-        os("-o"),
-        out.as_os_str(),
-    ]);
+    let (mut recorder, stderr) = Clockprof::record()
+        .args(["-p", &pid])
+        .sources("syscall")
+        .output(&out)
+        .start();
     unsafe { libc::kill(fixture.id() as i32, libc::SIGUSR1) };
     assert!(fixture.wait().unwrap().success());
     let status = wait_with_timeout(&mut recorder, Duration::from_secs(20));

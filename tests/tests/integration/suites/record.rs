@@ -137,12 +137,6 @@ fn follows_processes_that_command_forks() {
 }
 
 /// Starts `clockprof ARGS` and waits until it says it is recording.
-fn start_recording(args: &[&OsStr]) -> Child {
-    let (child, _stderr) =
-        start_until_ready(Command::new(clockprof()).args(args).stdout(Stdio::piped()));
-    child
-}
-
 fn spawn_fixture(args: &[&str]) -> Child {
     Command::new(c_fixture())
         .args(args)
@@ -158,15 +152,11 @@ fn pid_filter_counts_only_the_given_process_and_stops_when_it_exits() {
     let mut target = ready_c_fixture(&["wait", "7000"]);
     let mut other = spawn_fixture(&["spin", "3"]);
     let pid = target.id().to_string();
-    let mut recorder = start_recording(&[
-        os("record"),
-        os("-p"),
-        os(&pid),
-        os("-s"),
-        os("syscall"),
-        os("-o"),
-        out.as_os_str(),
-    ]);
+    let (mut recorder, _stderr) = Clockprof::record()
+        .args(["-p", &pid])
+        .sources("syscall")
+        .output(&out)
+        .start();
     unsafe { libc::kill(target.id() as i32, libc::SIGUSR1) };
     assert!(target.wait().unwrap().success());
     let status = wait_with_timeout(&mut recorder, Duration::from_secs(10));
@@ -307,13 +297,7 @@ fn interrupt_and_terminate_stop_cleanly_and_still_write() {
         let dir = TempDir::new("signal");
         let out = dir.join("s.folded");
         let mut spinner = spawn_fixture(&["spin", "3"]);
-        let mut recorder = start_recording(&[
-            os("record"),
-            os("-s"),
-            os("syscall"),
-            os("-o"),
-            out.as_os_str(),
-        ]);
+        let (mut recorder, _stderr) = Clockprof::record().sources("syscall").output(&out).start();
         std::thread::sleep(Duration::from_millis(300));
         unsafe { libc::kill(recorder.id() as i32, signal) };
         let status = wait_with_timeout(&mut recorder, Duration::from_secs(10));
