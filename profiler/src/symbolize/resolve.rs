@@ -51,7 +51,7 @@ pub(super) fn symbolize_files(
         // file's debug information (seen with Debian's libc and its debug
         // link), its ELF symbols still name the functions. A file that is
         // not ELF leaves its frames `[unknown]`, with the module named.
-        let debug_syms = path == VDSO || debuginfo::may_follow_debug_link(&file);
+        let debug_syms = path == VDSO || debuginfo::may_read_dwarf(&file);
         let symbolize = |debug_syms: bool| {
             let mut elf = Elf::new(&file);
             elf.debug_syms = debug_syms;

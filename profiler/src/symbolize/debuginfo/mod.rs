@@ -13,6 +13,7 @@
 
 mod cache;
 mod debuginfod;
+mod links;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,8 +48,8 @@ pub fn debug_dirs() -> Vec<PathBuf> {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct ElfFacts {
     build_id: Option<Vec<u8>>,
-    /// The file names a separate debug file in `.gnu_debuglink`.
-    debug_link: bool,
+    /// The other files it names (debug link, altlink, sup).
+    links: links::Links,
     /// PT_LOAD segments: file offset, size in the file, virtual address.
     loads: Vec<(u64, u64, u64)>,
 }
@@ -75,10 +76,10 @@ impl ElfFacts {
             })
             .collect();
         let build_id = elf.build_id().ok().flatten().map(<[u8]>::to_vec);
-        let debug_link = elf.section_by_name(".gnu_debuglink").is_some();
+        let links = links::Links::read(&object::File::parse(&data).ok()?);
         Some(ElfFacts {
             build_id,
-            debug_link,
+            links,
             loads,
         })
     }
@@ -92,30 +93,11 @@ impl ElfFacts {
     }
 }
 
-/// Whether blazesym may follow `file`'s `.gnu_debuglink` (`file` being the
-/// descriptor path of the mapped file). Besides the debug directories, it
-/// looks for the linked name beside the binary, by path, and opens what it
-/// finds without O_NONBLOCK: a FIFO planted there would hang clockprof for
-/// good (seen). So a link is followed only where no one but root can put a
-/// file beside the binary: every directory from the binary's up to `/` is
-/// root's and writable by no one else. Elsewhere the file's ELF symbols are
-/// still read (not its DWARF, which blazesym reads only with the link: a
-/// file with a debug link has rarely kept it), and its debug file is still
-/// found by build id.
-pub fn may_follow_debug_link(file: &Path) -> bool {
-    let Some(facts) = ElfFacts::read(file) else {
-        return true;
-    };
-    if !facts.debug_link {
-        return true;
-    }
-    let real = std::fs::read_link(file).unwrap_or_else(|_| file.to_path_buf());
-    real.is_absolute()
-        && real.ancestors().skip(1).all(|dir| {
-            use std::os::unix::fs::MetadataExt;
-            std::fs::symlink_metadata(dir)
-                .is_ok_and(|meta| meta.is_dir() && meta.uid() == 0 && meta.mode() & 0o022 == 0)
-        })
+/// Whether blazesym may read `file`'s DWARF (`file` being the descriptor
+/// path of the opened file), which makes it open the files `file` names
+/// (see `links`). A file that is not ELF names nothing.
+pub fn may_read_dwarf(file: &Path) -> bool {
+    ElfFacts::read(file).is_none_or(|facts| links::may_follow(file, &facts.links))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -138,6 +120,12 @@ impl DebugInfo {
             debuginfod: Debuginfod::from_env(),
             debug_files: HashMap::new(),
         }
+    }
+
+    /// Closes the debug files opened so far; they are found again when
+    /// needed.
+    pub fn release_debug_files(&mut self) {
+        self.debug_files.clear();
     }
 
     /// Names for `offsets` of `file` (the descriptor path of the mapped file
@@ -164,7 +152,11 @@ impl DebugInfo {
             .and_then(|id| self.debug_file(id, module))
         {
             let addresses: Vec<u64> = located.iter().map(|&(_, address)| address).collect();
-            let source = BlazeSource::Elf(Elf::new(debug_file));
+            let mut elf = Elf::new(&debug_file);
+            // dwz's common file, named by the debug file: read only where
+            // root put it.
+            elf.debug_syms = may_read_dwarf(&debug_file);
+            let source = BlazeSource::Elf(elf);
             if let Ok(results) = symbolizer.symbolize(&source, Input::VirtOffset(&addresses)) {
                 for (&(offset, _), result) in located.iter().zip(results.iter()) {
                     if let Some(found) = names_of(result) {
@@ -224,7 +216,7 @@ mod tests {
     fn file_offsets_map_to_virtual_addresses_within_loaded_segments() {
         let facts = ElfFacts {
             build_id: None,
-            debug_link: false,
+            links: Default::default(),
             loads: vec![(0, 0x600, 0), (0x1000, 0x200, 0x401000)],
         };
         assert_eq!(facts.virtual_address(0x10), Some(0x10));
