@@ -267,6 +267,21 @@ impl Model {
             .collect()
     }
 
+    /// Closes the opened files that no remembered life maps any more (their
+    /// processes exited and were forgotten); returns how many. What stays
+    /// open is then bounded by the processes that run, not by how many ran.
+    pub(super) fn close_unmapped_files(&mut self) -> usize {
+        let mapped: std::collections::HashSet<FileKey> = self
+            .processes
+            .values()
+            .flat_map(Lives::all)
+            .flat_map(|life| life.process.mappings.values().filter_map(|m| m.file))
+            .collect();
+        let before = self.files.files.len();
+        self.files.files.retain(|key, _| mapped.contains(key));
+        before - self.files.files.len()
+    }
+
     /// A second descriptor of the file `file`, as it was opened while a
     /// process mapped it; `None` if it was not.
     pub(super) fn opened(&self, file: FileKey) -> Option<Opened> {

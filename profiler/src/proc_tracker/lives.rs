@@ -70,6 +70,11 @@ impl Lives {
         self.0.is_empty()
     }
 
+    /// Every life remembered, oldest first.
+    pub(super) fn all(&self) -> impl Iterator<Item = &Life> {
+        self.0.iter()
+    }
+
     /// Drops the lives marked retiring by the previous `mark_retiring`;
     /// returns when each had begun by.
     pub(super) fn forget_retiring(&mut self) -> Vec<u64> {

@@ -89,6 +89,14 @@ impl ProcTracker {
         self.model.forget_exited()
     }
 
+    /// Closes the files that only forgotten processes mapped, and returns how
+    /// many: for a long run (serve) that names each drain's samples at once.
+    /// A recording that names its samples at the end must not call it: the
+    /// samples of exited processes still need their files.
+    pub fn close_unmapped_files(&mut self) -> usize {
+        self.model.close_unmapped_files()
+    }
+
     /// From now on, remember each file mapping the side-band brings, for
     /// `take_new_files`.
     pub fn watch_new_files(&mut self) {

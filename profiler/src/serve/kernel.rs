@@ -51,6 +51,11 @@ impl SinceLastRead {
                 .map(|(sample, count)| (sample, *count)),
             &mut session.tracker,
         );
+        // Named: what only the processes gone and these normalized samples
+        // held is needed no more.
+        drop(drained.samples);
+        let closed = session.release_unreferenced();
+        self.symbolizer.release_closed_files(closed);
         Ok(Read {
             at,
             samples,

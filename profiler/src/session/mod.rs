@@ -536,6 +536,15 @@ impl Session {
         })
     }
 
+    /// For a run that names each drain's samples at once and drops them
+    /// (serve): lets go of the interned paths, stacks and identities no
+    /// sample holds, and closes the files only forgotten processes mapped.
+    /// Returns how many files were closed.
+    pub fn release_unreferenced(&mut self) -> usize {
+        self.normalizer.release_unreferenced();
+        self.tracker.close_unmapped_files()
+    }
+
     /// Processes (PID, start time) whose stacks were unwound with DWARF.
     pub fn unwound_with_dwarf(&self) -> Vec<(u32, u64)> {
         self.dwarf

@@ -56,6 +56,11 @@ impl<T: ?Sized + Eq + std::hash::Hash> Interned<T> {
         self.0.insert(Arc::clone(&value));
         value
     }
+
+    /// Drops the values only this set still holds.
+    fn release_unshared(&mut self) {
+        self.0.retain(|value| Arc::strong_count(value) > 1);
+    }
 }
 
 /// Normalizes drained samples while their processes' mappings are known,
@@ -69,6 +74,16 @@ pub struct Normalizer {
 }
 
 impl Normalizer {
+    /// Lets go of the paths, stacks and identities no sample holds any
+    /// more: a long run that names each drain at once keeps only what its
+    /// windows hold.
+    pub fn release_unreferenced(&mut self) {
+        self.paths.release_unshared();
+        self.user_stacks.release_unshared();
+        self.kernel_stacks.release_unshared();
+        self.processes.release_unshared();
+    }
+
     /// `samples` normalized, with their counts. Call before the tracker
     /// forgets the processes that ran them.
     pub fn normalize(

@@ -3,6 +3,7 @@
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use blazesym::symbolize::Symbolizer;
 
@@ -18,12 +19,22 @@ use super::vdso::VdsoImage;
 use crate::proc_tracker::ProcTracker;
 use crate::sources::ClockRead;
 
+/// How long blazesym may keep files whose processes are gone: it holds a
+/// descriptor, a mapping and the parsed data of every file it read, and
+/// evicts none, so a long run starts it afresh this long after the first
+/// file it holds was closed by the tracker. Releasing sooner would parse the
+/// host's common libraries again at every process exit.
+const RELEASE_AFTER: Duration = Duration::from_secs(20);
+
 /// One per run: blazesym keeps every file it parsed (and checks its device,
 /// inode, size and mtime before reusing it), so the live view's drill-ins and
 /// exports do not parse the same ELF and DWARF again; the vDSO image is
-/// dumped once.
+/// dumped once. A long run lets go of the files of exited processes with
+/// `release_closed_files`.
 pub struct StackSymbolizer {
     blazesym: Symbolizer,
+    /// Since when blazesym has held files the tracker closed.
+    holds_closed_files_since: Option<Instant>,
     vdso: OnceCell<Option<VdsoImage>>,
     /// Separate debug files and debuginfod, for what files leave unnamed.
     debuginfo: RefCell<DebugInfo>,
@@ -35,14 +46,30 @@ pub struct StackSymbolizer {
 impl StackSymbolizer {
     pub fn new(kernel_functions: Vec<String>) -> Self {
         StackSymbolizer {
-            blazesym: Symbolizer::builder()
-                .enable_code_info(false)
-                .enable_inlined_fns(true)
-                .set_debug_dirs(Some(debuginfo::debug_dirs()))
-                .build(),
+            blazesym: new_blazesym(),
+            holds_closed_files_since: None,
             vdso: OnceCell::new(),
             debuginfo: RefCell::new(DebugInfo::from_env()),
             kernel_functions,
+        }
+    }
+
+    /// The tracker closed `closed` files (`ProcTracker::close_unmapped_files`):
+    /// blazesym's copies of them, and the separate debug files, are let go
+    /// once they have been held `RELEASE_AFTER`, so descriptors, mappings
+    /// and parsed debug information follow the processes that run.
+    pub fn release_closed_files(&mut self, closed: usize) {
+        let now = Instant::now();
+        if closed > 0 && self.holds_closed_files_since.is_none() {
+            self.holds_closed_files_since = Some(now);
+        }
+        if self
+            .holds_closed_files_since
+            .is_some_and(|since| now.duration_since(since) >= RELEASE_AFTER)
+        {
+            self.blazesym = new_blazesym();
+            self.debuginfo.get_mut().release_debug_files();
+            self.holds_closed_files_since = None;
         }
     }
 
@@ -104,6 +131,14 @@ impl StackSymbolizer {
             })
             .collect()
     }
+}
+
+fn new_blazesym() -> Symbolizer {
+    Symbolizer::builder()
+        .enable_code_info(false)
+        .enable_inlined_fns(true)
+        .set_debug_dirs(Some(debuginfo::debug_dirs()))
+        .build()
 }
 
 /// The frames of one sample, outermost first, and how many of the innermost

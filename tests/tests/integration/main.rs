@@ -12,6 +12,7 @@ mod suites {
     mod dwarf;
     mod errors;
     mod hostile_files;
+    mod hostile_users;
     mod lifecycle;
     mod pid_reuse;
     mod ready;

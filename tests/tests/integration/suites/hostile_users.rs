@@ -1,0 +1,205 @@
+//! What an unprivileged user (`nobody`) can do to the root profiler on a
+//! shared host, done as that user: binaries whose debug sections name a
+//! FIFO, and many distinct short-lived binaries under a long-running serve.
+//! Each must leave clockprof counting, named and bounded.
+
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clockprof_tests::*;
+
+const NOBODY: u32 = 65534;
+
+/// A directory of `nobody`'s inside `dir`, as a user's home or /tmp
+/// directory is: whatever is in it, nobody put there.
+fn users_directory(dir: &TempDir) -> PathBuf {
+    let users = dir.join("nobody");
+    std::fs::create_dir(&users).unwrap();
+    chown(&users, Some(NOBODY), Some(NOBODY)).unwrap();
+    users
+}
+
+/// A copy of the C fixture at `path`, nobody's.
+fn users_copy_of_fixture(path: &Path) {
+    std::fs::copy(c_fixture(), path).unwrap();
+    chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Runs `program ARGS` as nobody, to its end.
+fn run_as_nobody(program: &Path, args: &[&str]) {
+    let status = Command::new(program)
+        .args(args)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{} failed", program.display());
+}
+
+/// `nobody`'s FIFO at `path`, with no writer: opening it blocks.
+fn users_fifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+    chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+}
+
+/// The C fixture with section `section` added, holding `contents`.
+fn fixture_with_section(dir: &Path, name: &str, section: &str, contents: &[u8]) -> PathBuf {
+    let data = dir.join(format!("{name}.section"));
+    std::fs::write(&data, contents).unwrap();
+    let out = dir.join(name);
+    let status = Command::new("objcopy")
+        .arg(format!("--add-section={section}={}", data.display()))
+        .arg(c_fixture())
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "objcopy failed");
+    chown(&out, Some(NOBODY), Some(NOBODY)).unwrap();
+    out
+}
+
+/// A binary of nobody's whose `.gnu_debugaltlink` (dwz's common debug file,
+/// opened by path) and another whose `.debug_sup` (DWARF 5's supplementary
+/// file) name nobody's FIFO run while a host-wide recording runs. Opening
+/// the FIFO would block clockprof for good, beyond SIGTERM; the recording
+/// must end on time, count both exactly and name their functions from
+/// their ELF symbols.
+#[test]
+fn debug_sections_naming_a_users_fifo_do_not_hang_a_host_wide_recording() {
+    let dir = TempDir::new("altlink-fifo");
+    let users = users_directory(&dir);
+    let fifo = users.join("fifo");
+    users_fifo(&fifo);
+    let mut altlink = fifo.to_str().unwrap().as_bytes().to_vec();
+    altlink.push(0);
+    altlink.extend_from_slice(&[0x5a; 20]); // the build id dwz writes
+    let altlinked = fixture_with_section(&users, "altlinked", ".gnu_debugaltlink", &altlink);
+    // version 5, not supplementary, the name, a zero-length checksum.
+    let mut sup = vec![5, 0, 0];
+    sup.extend_from_slice(fifo.to_str().unwrap().as_bytes());
+    sup.extend_from_slice(&[0, 0]);
+    let supped = fixture_with_section(&users, "supped", ".debug_sup", &sup);
+
+    let out = dir.join("host.json");
+    let (mut recorder, stderr) = Clockprof::record()
+        .args(["-a", "-d", "4"])
+        .sources("syscall")
+        .output(&out)
+        .start();
+    run_as_nobody(&altlinked, &["counts", "400"]);
+    run_as_nobody(&supped, &["counts", "400"]);
+    let status = wait_with_timeout(&mut recorder, Duration::from_secs(30));
+    let stderr = stderr.join().unwrap();
+    assert!(status.success(), "{stderr}");
+    let json = read_json(&out);
+    for comm in ["altlinked", "supped"] {
+        let hot: u64 = json["stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["comm"] == comm)
+            .filter(|s| {
+                s["frames"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f["function"] == "fixture_hot")
+            })
+            .map(|s| s["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(hot, 400, "{comm}: {json}");
+    }
+}
+
+/// Descriptors `pid` holds open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// A port nobody listens on now, for serve to take.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Serve opens every file a process maps, to name its frames after it
+/// exits. Under a serve that runs for months, those of exited processes
+/// must be let go: 100 distinct copies of a binary, run briefly by nobody,
+/// each counted exactly, and within a minute serve holds no more
+/// descriptors than before them (it kept every one, in the tracker and in
+/// blazesym, until EMFILE).
+#[test]
+fn serve_lets_go_of_the_files_of_exited_processes() {
+    const COPIES: usize = 100;
+    let dir = TempDir::new("fd-copies");
+    let users = users_directory(&dir);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (mut serve, stderr) = start_until_ready(
+        Command::new(clockprof())
+            .args(["serve", "-s", "syscall", "--listen", &listen])
+            .stdout(Stdio::null()),
+    );
+    let pid = serve.id();
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = open_fds(pid);
+    for copy in 0..COPIES {
+        let path = users.join(format!("fdcopy{copy}"));
+        users_copy_of_fixture(&path);
+        run_as_nobody(&path, &["counts", "8"]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut held = open_fds(pid);
+    while held > idle + 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+        held = open_fds(pid);
+    }
+    let metrics = http_get(port, "/metrics");
+    let monotonic: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("clockprof_clock_reads_total{process=\"fdcopy"))
+        .filter(|l| l.contains("clock=\"MONOTONIC\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = wait_with_timeout(&mut serve, Duration::from_secs(10));
+    let stderr = stderr.join().unwrap();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(monotonic, (8 * COPIES) as f64, "{metrics}");
+    assert!(
+        held <= idle + 2,
+        "serve held {held} descriptors a minute after {COPIES} binaries ran and exited, {idle} before them"
+    );
+    assert_no_clockprof_programs_left();
+}
+
+/// The body of `GET PATH` on `port`.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
