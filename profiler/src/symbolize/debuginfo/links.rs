@@ -96,12 +96,16 @@ fn named_path_is_roots(naming_file: &Path, name: &[u8]) -> bool {
 }
 
 /// Whether every directory above `path`, up to `/`, is a real directory
-/// (not a symlink) that root owns and only root may write.
+/// (not a symlink) that root owns and only root may write. One that does
+/// not exist is fine: only who may write its parent, checked too, could
+/// make it.
 fn only_root_writes_above(path: &Path) -> bool {
-    path.ancestors().skip(1).all(|dir| {
-        std::fs::symlink_metadata(dir)
-            .is_ok_and(|meta| meta.is_dir() && meta.uid() == 0 && meta.mode() & 0o022 == 0)
-    })
+    path.ancestors()
+        .skip(1)
+        .all(|dir| match std::fs::symlink_metadata(dir) {
+            Ok(meta) => meta.is_dir() && meta.uid() == 0 && meta.mode() & 0o022 == 0,
+            Err(err) => err.kind() == std::io::ErrorKind::NotFound,
+        })
 }
 
 #[cfg(test)]
