@@ -35,11 +35,14 @@ impl FileKey {
 }
 
 /// Whether files on device `dev` may be served by a user-space daemon (FUSE,
-/// which any user can mount): then any access to them, even a stat, may
-/// block for as long as the daemon likes, so they are not touched. Such
-/// filesystems have anonymous devices (major 0); the filesystem type is
-/// read from the mount table of `pid` (the process that mapped the file:
-/// the mount may exist only in its namespace), else from ours.
+/// which any user can mount, also in a user namespace): then any access to
+/// them, even a stat, may block for as long as the daemon likes, so they
+/// are not touched. Such filesystems have anonymous devices (major 0); the
+/// filesystem type is read from the mount table of `pid` (the process that
+/// mapped the file: the mount may exist only in its namespace), else from
+/// ours. A device in neither (its process gone, and the mount not ours)
+/// counts as served by user space: device numbers are global, so our table
+/// is right for the devices it lists, but silent on the others.
 pub fn served_by_user_space(dev: u64, pid: Option<u32>) -> bool {
     if libc::major(dev) != 0 {
         return false;
@@ -53,10 +56,64 @@ pub fn served_by_user_space(dev: u64, pid: Option<u32>) -> bool {
             .ok()
             .and_then(|text| fs_type_of(&text, dev))
         {
-            return fs_type == "fuse" || fs_type.starts_with("fuse.");
+            return is_fuse(&fs_type);
         }
     }
-    false
+    true
+}
+
+fn is_fuse(fs_type: &str) -> bool {
+    fs_type == "fuse" || fs_type.starts_with("fuse.") || fs_type == "fuseblk"
+}
+
+/// Whether the file `handle` (an O_PATH descriptor, which asked its
+/// filesystem nothing) lies on a FUSE mount, or a mount in no table we can
+/// read: its mount is named by the kernel in /proc/self/fdinfo, without a
+/// word to the filesystem, and looked up in our mount table and in that
+/// of the process `path` reaches through (/proc/PID/...). A stat of the
+/// descriptor would already wait on a stopped FUSE daemon.
+fn on_user_space_mount(handle: &File, path: &Path) -> bool {
+    let Some(mount) = mount_id_of(handle) else {
+        return true;
+    };
+    let through = path
+        .strip_prefix("/proc")
+        .ok()
+        .and_then(|rest| rest.components().next())
+        .and_then(|pid| pid.as_os_str().to_str()?.parse::<u32>().ok());
+    let tables = ["/proc/self/mountinfo".to_string()]
+        .into_iter()
+        .chain(through.map(|pid| format!("/proc/{pid}/mountinfo")));
+    for table in tables {
+        if let Some(fs_type) = std::fs::read_to_string(table)
+            .ok()
+            .and_then(|text| fs_type_of_mount(&text, mount))
+        {
+            return is_fuse(&fs_type);
+        }
+    }
+    true
+}
+
+/// The mount id of an open descriptor, from /proc/self/fdinfo.
+fn mount_id_of(file: &File) -> Option<u64> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("mnt_id:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The filesystem type of the mount with id `mount` in a mountinfo table.
+fn fs_type_of_mount(mountinfo: &str, mount: u64) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        if line.split(' ').next()?.parse::<u64>().ok()? != mount {
+            return None;
+        }
+        let (_, fields) = line.split_once(" - ")?;
+        Some(fields.split(' ').next()?.to_string())
+    })
 }
 
 /// Whether looking `path` up, in the view of `pid` (else ours), would walk
@@ -76,7 +133,7 @@ fn fuse_mount_above(mountinfo: &str, path: &str) -> bool {
         let is_fuse = line
             .split_once(" - ")
             .and_then(|(_, fields)| fields.split(' ').next())
-            .is_some_and(|fs_type| fs_type == "fuse" || fs_type.starts_with("fuse."));
+            .is_some_and(is_fuse);
         let Some(mount_point) = line.split(' ').nth(4) else {
             return false;
         };
@@ -128,17 +185,22 @@ impl Opened {
 }
 
 /// Opens `path` for reading if it is a regular file of at most `max_size`
-/// bytes and, when `expect` is given, that very file. Symlinks (including
-/// /proc's magic links such as map_files and exe) are followed; the check is
-/// on what was reached. The first open is O_PATH, which has no side effects
-/// on a device or FIFO; only a checked regular file is then opened for
-/// reading, through the O_PATH descriptor, so nothing can be swapped between
-/// the check and the open.
+/// bytes, not on FUSE, and, when `expect` is given, that very file. Symlinks
+/// (including /proc's magic links such as map_files and exe) are followed;
+/// the check is on what was reached. The first open is O_PATH, which has no
+/// side effects on a device or FIFO and asks a FUSE daemon nothing; only a
+/// checked regular file is then opened for reading, through the O_PATH
+/// descriptor, so nothing can be swapped between the check and the open.
 pub fn open_regular(path: &Path, expect: Option<FileKey>, max_size: u64) -> io::Result<Opened> {
     let handle = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
         .open(path)?;
+    if on_user_space_mount(&handle, path) {
+        return Err(io::Error::other(
+            "on a filesystem a user-space daemon serves (FUSE), or on a mount not known",
+        ));
+    }
     let meta = handle.metadata()?;
     check(&meta, expect, max_size)?;
     let file = OpenOptions::new()
@@ -317,6 +379,12 @@ mod tests {
             Some("tmpfs")
         );
         assert_eq!(fs_type_of(table, libc::makedev(0, 47)), None);
+        assert_eq!(fs_type_of_mount(table, 40).as_deref(), Some("fuse.sshfs"));
+        assert_eq!(fs_type_of_mount(table, 41).as_deref(), Some("tmpfs"));
+        assert_eq!(fs_type_of_mount(table, 42), None);
+        // A device no table lists (a FUSE mount in a user namespace whose
+        // process is gone) is not touched.
+        assert!(served_by_user_space(libc::makedev(0, 4095), None));
         assert!(fuse_mount_above(table, "/home/u/mnt/lib/libx.so"));
         assert!(fuse_mount_above(table, "/home/u/mnt"));
         assert!(!fuse_mount_above(table, "/home/u/mnt2/libx.so"));
@@ -327,6 +395,8 @@ mod tests {
         // Our own executable is on a real disk or a tmpfs, never FUSE here.
         let exe = std::fs::metadata("/proc/self/exe").unwrap();
         assert!(!served_by_user_space(exe.dev(), Some(std::process::id())));
+        let handle = File::open("/proc/self/exe").unwrap();
+        assert!(!on_user_space_mount(&handle, Path::new("/proc/self/exe")));
     }
 
     #[test]

@@ -25,8 +25,6 @@ use crate::host::safe_open::{self, FileKey, Opened};
 #[derive(Default)]
 pub(super) struct OpenFiles {
     files: HashMap<FileKey, Opened>,
-    /// Devices whose files a user-space daemon serves (FUSE): never touched.
-    user_space_devices: HashMap<u64, bool>,
 }
 
 /// Files kept open at most: each holds a descriptor until the end, and half
@@ -56,10 +54,10 @@ impl OpenFiles {
     /// file of the record.
     pub(super) fn open_mapped(&mut self, pid: u32, mapping: &Mapping) {
         let Some(key) = mapping.file else { return };
-        if self.files.contains_key(&key)
-            || self.files.len() >= max_open_files()
-            || self.served_by_user_space(key, Some(pid))
-        {
+        // safe_open refuses files on FUSE by their mount, before it asks
+        // their filesystem anything; no answer is kept, as device numbers
+        // and mounts are given again once unmounted.
+        if self.files.contains_key(&key) || self.files.len() >= max_open_files() {
             return;
         }
         let open =
@@ -81,13 +79,6 @@ impl OpenFiles {
         if let Some(opened) = opened {
             self.files.insert(key, opened);
         }
-    }
-
-    fn served_by_user_space(&mut self, key: FileKey, pid: Option<u32>) -> bool {
-        *self
-            .user_space_devices
-            .entry(key.dev)
-            .or_insert_with(|| safe_open::served_by_user_space(key.dev, pid))
     }
 }
 
@@ -298,9 +289,7 @@ impl Model {
         if let Some(opened) = self.files.files.get(&file) {
             return Some(opened.fd_path());
         }
-        if self.files.served_by_user_space(file, None)
-            || safe_open::path_crosses_user_space(path, None)
-        {
+        if safe_open::path_crosses_user_space(path, None) {
             return None;
         }
         // Not opened at first sight (too many files open): the host's path,
