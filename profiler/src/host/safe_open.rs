@@ -247,15 +247,26 @@ pub enum PerfMapRefusal {
 /// Perf maps larger than this are ignored: JIT runtimes write a few MiB.
 pub const MAX_PERF_MAP_SIZE: u64 = 64 << 20;
 
-/// Reads a JIT perf map (`/tmp/perf-PID.map`) under perf's rule: a regular
+/// What tells two versions of a perf map apart: the file (device, inode)
+/// and its size and modification time. Hard links of one file under many
+/// PIDs are one map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PerfMapVersion {
+    pub file: FileKey,
+    pub size: u64,
+    pub mtime: (i64, i64),
+}
+
+/// Opens a JIT perf map (`/tmp/perf-PID.map`) under perf's rule: a regular
 /// file owned by root or by `owner` (the process's user). Opened with
 /// O_NOFOLLOW and O_NONBLOCK, so a planted symlink or FIFO is refused
-/// without blocking, and checked on the opened descriptor.
-pub fn read_perf_map(
+/// without blocking, and checked on the opened descriptor. The reader
+/// reads at most `max_size` bytes: the file may grow while it is read.
+pub fn open_perf_map(
     path: &Path,
     owner: Option<u32>,
     max_size: u64,
-) -> Result<String, PerfMapRefusal> {
+) -> Result<(impl Read, PerfMapVersion), PerfMapRefusal> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -271,9 +282,20 @@ pub fn read_perf_map(
     if meta.len() > max_size {
         return Err(PerfMapRefusal::TooLarge(meta.len()));
     }
-    // The file may still grow while it is read: read no more than allowed.
+    let version = PerfMapVersion {
+        file: FileKey::of(&meta),
+        size: meta.len(),
+        mtime: (meta.mtime(), meta.mtime_nsec()),
+    };
+    Ok((file.take(max_size), version))
+}
+
+/// The whole text of a perf map opened as `open_perf_map` does.
+#[cfg(test)]
+fn read_perf_map(path: &Path, owner: Option<u32>, max_size: u64) -> Result<String, PerfMapRefusal> {
+    let (mut reader, _) = open_perf_map(path, owner, max_size)?;
     let mut bytes = Vec::new();
-    file.take(max_size)
+    reader
         .read_to_end(&mut bytes)
         .map_err(|_| PerfMapRefusal::Absent)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())

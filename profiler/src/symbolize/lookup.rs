@@ -20,13 +20,30 @@ pub(super) fn lookup_address(ip: u64, depth: usize) -> u64 {
 /// first, keyed by location.
 pub(super) type NameTable<K> = HashMap<K, Vec<String>>;
 
+/// Bytes of a function name kept; longer ones end in `...`. A name comes
+/// from a file its owner wrote, and is copied into every stack that holds
+/// it.
+pub(super) const MAX_NAME_BYTES: usize = 512;
+
+/// `name`, cut at `MAX_NAME_BYTES` (on a character boundary) with `...`.
+pub(super) fn capped_name(name: &str) -> String {
+    if name.len() <= MAX_NAME_BYTES {
+        return name.to_string();
+    }
+    let mut end = MAX_NAME_BYTES - 3;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &name[..end])
+}
+
 /// The function and the inlined functions blazesym found at an address,
-/// outermost first; None where it found none.
+/// outermost first, each name capped; None where it found none.
 pub(crate) fn names_of(symbolized: &Symbolized) -> Option<Vec<String>> {
     match symbolized {
         Symbolized::Sym(sym) => {
-            let mut names = vec![sym.name.to_string()];
-            names.extend(sym.inlined.iter().map(|f| f.name.to_string()));
+            let mut names = vec![capped_name(&sym.name)];
+            names.extend(sym.inlined.iter().map(|f| capped_name(&f.name)));
             Some(names)
         }
         _ => None,
@@ -42,5 +59,12 @@ mod tests {
         assert_eq!(lookup_address(0x1000, 0), 0x1000);
         assert_eq!(lookup_address(0x1000, 1), 0xfff);
         assert_eq!(lookup_address(0, 3), 0);
+    }
+
+    #[test]
+    fn names_are_capped_on_a_character_boundary() {
+        assert_eq!(capped_name("main"), "main");
+        let cut = capped_name(&"é".repeat(MAX_NAME_BYTES));
+        assert!(cut.len() <= MAX_NAME_BYTES && cut.ends_with("..."), "{cut}");
     }
 }

@@ -2,7 +2,7 @@
 //! user addresses become (file, offset), the callers the frame chain skipped
 //! are put back, and every path, stack and process identity is interned.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use profiler_common::INTERRUPT_TGID;
@@ -10,7 +10,7 @@ use profiler_common::INTERRUPT_TGID;
 use super::frames::{NormalizedSample, ProcessIdentity, UserLocation};
 use super::interrupt;
 use super::lookup::lookup_address;
-use super::perf_map::PerfMap;
+use super::perf_map::PerfMaps;
 use super::vdso::VDSO;
 use crate::collect::{RawSample, RawStack};
 use crate::proc_tracker::ProcTracker;
@@ -71,6 +71,7 @@ pub struct Normalizer {
     user_stacks: Interned<[UserLocation]>,
     kernel_stacks: Interned<[u64]>,
     processes: Interned<ProcessIdentity>,
+    perf_maps: PerfMaps,
 }
 
 impl Normalizer {
@@ -91,8 +92,8 @@ impl Normalizer {
         samples: &[RawSample],
         tracker: &mut ProcTracker,
     ) -> Vec<(NormalizedSample, u64)> {
-        // Read at most once per drain, for the addresses no mapping covers.
-        let mut perf_maps = HashMap::new();
+        // Looked at once per drain, for the addresses no mapping covers.
+        self.perf_maps.begin_drain();
         samples
             .iter()
             .map(|sample| {
@@ -102,7 +103,6 @@ impl Normalizer {
                     .map(|(depth, &ip)| {
                         self.locate(
                             tracker,
-                            &mut perf_maps,
                             (sample.tgid, sample.start_time),
                             lookup_address(ip, depth),
                         )
@@ -138,7 +138,6 @@ impl Normalizer {
     pub(super) fn locate(
         &mut self,
         tracker: &mut ProcTracker,
-        perf_maps: &mut HashMap<u32, PerfMap>,
         (pid, start_time): (u32, u64),
         address: u64,
     ) -> UserLocation {
@@ -156,10 +155,9 @@ impl Normalizer {
                     offset,
                 }
             }
-            None => match perf_maps
-                .entry(pid)
-                .or_insert_with(|| PerfMap::load(pid, tracker.owner(pid, start_time)))
-                .name(address)
+            None => match self
+                .perf_maps
+                .name(pid, tracker.owner(pid, start_time), address)
             {
                 Some(name) => UserLocation::Jit(self.paths.get(name, |v| Arc::from(v))),
                 None => UserLocation::Unknown,
