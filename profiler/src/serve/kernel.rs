@@ -31,7 +31,7 @@ pub struct Read {
 impl SinceLastRead {
     pub fn new(session: &Session) -> SinceLastRead {
         SinceLastRead {
-            symbolizer: StackSymbolizer::new(session.kernel_functions.clone()),
+            symbolizer: StackSymbolizer::for_daemon(session.kernel_functions.clone()),
             lost_mapping_records: session.tracker.lost_records(),
         }
     }

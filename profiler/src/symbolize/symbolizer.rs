@@ -44,12 +44,22 @@ pub struct StackSymbolizer {
 }
 
 impl StackSymbolizer {
+    /// For a daemon that names every read's samples and must not wait:
+    /// debuginfod fetches on a worker of its own.
+    pub fn for_daemon(kernel_functions: Vec<String>) -> Self {
+        Self::with_debuginfo(kernel_functions, DebugInfo::from_env_in_background())
+    }
+
     pub fn new(kernel_functions: Vec<String>) -> Self {
+        Self::with_debuginfo(kernel_functions, DebugInfo::from_env())
+    }
+
+    fn with_debuginfo(kernel_functions: Vec<String>, debuginfo: DebugInfo) -> Self {
         StackSymbolizer {
             blazesym: new_blazesym(),
             holds_closed_files_since: None,
             vdso: OnceCell::new(),
-            debuginfo: RefCell::new(DebugInfo::from_env()),
+            debuginfo: RefCell::new(debuginfo),
             kernel_functions,
         }
     }

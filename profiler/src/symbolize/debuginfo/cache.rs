@@ -97,6 +97,14 @@ impl Cache {
         Ok(Cache { dir, path })
     }
 
+    /// Another handle on the same directory (for the fetching worker).
+    pub fn try_clone(&self) -> io::Result<Cache> {
+        Ok(Cache {
+            dir: self.dir.try_clone()?,
+            path: self.path.clone(),
+        })
+    }
+
     fn dir_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))
     }

@@ -1,15 +1,24 @@
 //! A debuginfod client: `GET URL/buildid/HEX/debuginfo` on each server of
 //! `DEBUGINFOD_URLS` (space-separated, as elfutils reads it), into the cache.
 //!
-//! A recording must not wait on a server: all the fetching of a run shares
-//! one budget of `DEBUGINFOD_TIMEOUT` seconds (default 10), a server that
-//! fails (refused, unreachable, too slow, an HTTP error) is not asked again
-//! in the run, and each failure is said once. ureq, blocking and small,
-//! because symbolization is synchronous code; its timeout covers the
-//! connection and the whole body.
+//! A recording must not wait on a server: the fetching of each `WINDOW`
+//! shares one budget of `DEBUGINFOD_TIMEOUT` seconds (default 10), a
+//! server that fails (refused, unreachable, too slow, an HTTP error) is not
+//! asked again in that window, and each failure is said once. The window
+//! is longer than any recording's, so a recording has one budget; a daemon
+//! gets a new one every few minutes, and one transient error does not end
+//! its fetching for months. A redirect is followed only to the same server
+//! (scheme, host and port): DEBUGINFOD_URLS names whom root trusts.
+//!
+//! ureq, blocking and small, because symbolization is synchronous code;
+//! its timeout covers the connection and the whole body. A daemon, whose
+//! read loop must answer /healthz, fetches on a worker thread of its own
+//! (`Background`): a frame waiting for its debug file is named
+//! `FILE+0xADDR` until the file is in the cache.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::cache::{Cache, PutError, MAX_DEBUG_FILE_SIZE};
@@ -18,6 +27,15 @@ use crate::host::safe_open::Opened;
 use crate::say::note;
 
 const DEFAULT_BUDGET: Duration = Duration::from_secs(10);
+/// How long a budget, a server's failure and a build id no server has are
+/// remembered.
+const WINDOW: Duration = Duration::from_secs(5 * 60);
+/// Build ids remembered as missing in a window, at most.
+const MAX_MISSING: usize = 10_000;
+/// Redirects followed on one request (each to the same server).
+const MAX_REDIRECTS: usize = 4;
+/// Build ids waiting for the worker; more are asked again later.
+const WORKER_QUEUE: usize = 64;
 
 struct Server {
     url: String,
@@ -29,9 +47,11 @@ pub struct Debuginfod {
     agent: ureq::Agent,
     cache: Cache,
     budget: Duration,
+    /// When the current window began.
+    window: Instant,
     spent: Duration,
     budget_said: bool,
-    /// Build ids no server has: not asked again in the run.
+    /// Build ids no server has: not asked again in the window.
     missing: HashSet<Vec<u8>>,
 }
 
@@ -107,6 +127,8 @@ impl Debuginfod {
                     .build(),
             )
             .user_agent(concat!("clockprof/", env!("CARGO_PKG_VERSION")))
+            // Redirects are followed by hand, to the same server only.
+            .max_redirects(0)
             .build()
             .new_agent();
         Some(Debuginfod {
@@ -117,10 +139,47 @@ impl Debuginfod {
             agent,
             cache,
             budget: budget_from(std::env::var("DEBUGINFOD_TIMEOUT").ok().as_deref()),
+            window: Instant::now(),
             spent: Duration::ZERO,
             budget_said: false,
             missing: HashSet::new(),
         })
+    }
+
+    /// Fetches on a thread of its own from now on (see `Background`).
+    pub fn in_background(self) -> Option<Background> {
+        let cache = self.cache.try_clone().ok()?;
+        let (requests, received) = mpsc::sync_channel::<(Vec<u8>, String)>(WORKER_QUEUE);
+        let mut client = self;
+        std::thread::Builder::new()
+            .name("debuginfod".to_string())
+            .spawn(move || {
+                // Ends when the symbolizer, and its sender, are dropped.
+                for (id, module) in received {
+                    drop(client.debug_file(&id, &module));
+                }
+            })
+            .ok()?;
+        Some(Background {
+            requests,
+            cache,
+            asked: HashMap::new(),
+        })
+    }
+
+    /// A new window once the last is `WINDOW` old: a fresh budget, and the
+    /// servers and build ids that failed are asked again.
+    fn begin_window_if_due(&mut self) {
+        if self.window.elapsed() < WINDOW {
+            return;
+        }
+        self.window = Instant::now();
+        self.spent = Duration::ZERO;
+        self.budget_said = false;
+        self.missing.clear();
+        for server in &mut self.servers {
+            server.down = false;
+        }
     }
 
     /// The debug file of build id `id` (of the file `module`), from the
@@ -130,6 +189,7 @@ impl Debuginfod {
         if let Some(cached) = self.cache.get(&id_hex) {
             return Some(cached);
         }
+        self.begin_window_if_due();
         if self.missing.contains(id) {
             return None;
         }
@@ -142,8 +202,9 @@ impl Debuginfod {
                 if !self.budget_said {
                     self.budget_said = true;
                     note!(
-                        "debuginfod: the {} s of DEBUGINFOD_TIMEOUT are spent; no more debug files are fetched in this run",
-                        self.budget.as_secs()
+                        "debuginfod: the {} s of DEBUGINFOD_TIMEOUT are spent; no more debug files are fetched for {} min",
+                        self.budget.as_secs(),
+                        WINDOW.as_secs() / 60
                     );
                 }
                 return None;
@@ -161,40 +222,67 @@ impl Debuginfod {
                 Fetched::ServerFailed(why) => {
                     self.servers[index].down = true;
                     note!(
-                        "debuginfod server {} {why}; it is not asked again in this run",
-                        self.servers[index].url
+                        "debuginfod server {} {why}; it is not asked again for {} min",
+                        self.servers[index].url,
+                        WINDOW.as_secs() / 60
                     );
                 }
             }
         }
-        self.missing.insert(id.to_vec());
+        if self.missing.len() < MAX_MISSING {
+            self.missing.insert(id.to_vec());
+        }
         None
     }
 
     fn fetch(&self, index: usize, id: &[u8], id_hex: &str, timeout: Duration) -> Fetched {
-        let url = format!("{}/buildid/{id_hex}/debuginfo", self.servers[index].url);
-        let response = match self
-            .agent
-            .get(&url)
-            .config()
-            .timeout_global(Some(timeout))
-            .build()
-            .call()
-        {
-            Ok(response) => response,
-            Err(ureq::Error::Timeout(_)) => {
-                return Fetched::ServerFailed(format!(
-                    "did not answer within {} ms",
-                    timeout.as_millis()
-                ))
+        let mut url = format!("{}/buildid/{id_hex}/debuginfo", self.servers[index].url);
+        let started = Instant::now();
+        let mut redirects = 0;
+        let response = loop {
+            let left = timeout.saturating_sub(started.elapsed());
+            let response = match self
+                .agent
+                .get(&url)
+                .config()
+                .timeout_global(Some(left))
+                .build()
+                .call()
+            {
+                Ok(response) => response,
+                Err(ureq::Error::Timeout(_)) => {
+                    return Fetched::ServerFailed(format!(
+                        "did not answer within {} ms",
+                        timeout.as_millis()
+                    ))
+                }
+                Err(err) => return Fetched::ServerFailed(format!("failed: {err}")),
+            };
+            match response.status().as_u16() {
+                200 => break response,
+                404 => return Fetched::NotThere,
+                301 | 302 | 303 | 307 | 308 if redirects < MAX_REDIRECTS => {
+                    let location = response
+                        .headers()
+                        .get("location")
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or("");
+                    match same_server_redirect(&url, location) {
+                        Some(next) => {
+                            url = next;
+                            redirects += 1;
+                        }
+                        None => {
+                            return Fetched::ServerFailed(format!(
+                                "redirected to another server ({}), which is not followed",
+                                crate::host::printable::printable(location)
+                            ))
+                        }
+                    }
+                }
+                status => return Fetched::ServerFailed(format!("answered HTTP {status}")),
             }
-            Err(err) => return Fetched::ServerFailed(format!("failed: {err}")),
         };
-        match response.status().as_u16() {
-            200 => {}
-            404 => return Fetched::NotThere,
-            status => return Fetched::ServerFailed(format!("answered HTTP {status}")),
-        }
         let mut body = response
             .into_body()
             .into_with_config()
@@ -214,6 +302,72 @@ impl Debuginfod {
                 timeout.as_millis()
             )),
             Err(PutError::Refused(why)) => Fetched::Refused(why),
+        }
+    }
+}
+
+/// Where a redirect from `from` to `location` leads, if it stays on the
+/// same server: a path, or an absolute URL of the same scheme, host and
+/// port.
+fn same_server_redirect(from: &str, location: &str) -> Option<String> {
+    let origin_end = |url: &str| {
+        let after_scheme = url.find("://")? + 3;
+        Some(
+            url[after_scheme..]
+                .find('/')
+                .map_or(url.len(), |at| after_scheme + at),
+        )
+    };
+    let origin = &from[..origin_end(from)?];
+    if location.starts_with('/') && !location.starts_with("//") {
+        return Some(format!("{origin}{location}"));
+    }
+    let other = &location[..origin_end(location)?];
+    (other.eq_ignore_ascii_case(origin)).then(|| location.to_string())
+}
+
+/// A `Debuginfod` working on a thread of its own: asking never waits.
+pub struct Background {
+    requests: mpsc::SyncSender<(Vec<u8>, String)>,
+    cache: Cache,
+    /// Build ids handed to the worker, and when: asked again after `WINDOW`.
+    asked: HashMap<Vec<u8>, Instant>,
+}
+
+/// What asking for a debug file found.
+pub enum Lookup {
+    Found(Opened),
+    /// No server has it (as far as this window knows).
+    Missing,
+    /// Being fetched: ask again later.
+    Pending,
+}
+
+impl Background {
+    /// The debug file of build id `id`, if the cache has it; else it is
+    /// asked for, once a window.
+    pub fn debug_file(&mut self, id: &[u8], module: &str) -> Lookup {
+        if let Some(cached) = self.cache.get(&hex(id)) {
+            self.asked.remove(id);
+            return Lookup::Found(cached);
+        }
+        let now = Instant::now();
+        self.asked
+            .retain(|_, when| now.duration_since(*when) < WINDOW);
+        if self.asked.contains_key(id) {
+            return Lookup::Pending;
+        }
+        if self.asked.len() >= MAX_MISSING {
+            return Lookup::Missing;
+        }
+        match self.requests.try_send((id.to_vec(), module.to_string())) {
+            Ok(()) => {
+                self.asked.insert(id.to_vec(), now);
+                Lookup::Pending
+            }
+            // Full: asked again at a later read.
+            Err(mpsc::TrySendError::Full(_)) => Lookup::Pending,
+            Err(mpsc::TrySendError::Disconnected(_)) => Lookup::Missing,
         }
     }
 }
@@ -240,6 +394,24 @@ mod tests {
             ["https://debuginfod.example", "http://127.0.0.1:8002"]
         );
         assert_eq!(ignored, ["file:///srv"]);
+    }
+
+    #[test]
+    fn redirects_are_followed_to_the_same_server_only() {
+        let from = "http://127.0.0.1:8002/buildid/ab/debuginfo";
+        assert_eq!(
+            same_server_redirect(from, "/files/ab.debug").as_deref(),
+            Some("http://127.0.0.1:8002/files/ab.debug")
+        );
+        assert_eq!(
+            same_server_redirect(from, "http://127.0.0.1:8002/x").as_deref(),
+            Some("http://127.0.0.1:8002/x")
+        );
+        assert_eq!(same_server_redirect(from, "http://127.0.0.1:8003/x"), None);
+        assert_eq!(same_server_redirect(from, "https://127.0.0.1:8002/x"), None);
+        assert_eq!(same_server_redirect(from, "http://evil.example/x"), None);
+        assert_eq!(same_server_redirect(from, "//evil.example/x"), None);
+        assert_eq!(same_server_redirect(from, "x"), None);
     }
 
     #[test]

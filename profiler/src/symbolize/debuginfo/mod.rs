@@ -24,7 +24,7 @@ use blazesym::symbolize::{Input, Symbolizer};
 use crate::host::safe_open::{self, Opened};
 use crate::symbolize::lookup::names_of;
 
-use debuginfod::Debuginfod;
+use debuginfod::{Background, Debuginfod, Lookup};
 
 /// Where distributions install separate debug files (Debian's `-dbgsym`
 /// packages: `.build-id/xx/rest.debug`), as gdb and blazesym look.
@@ -104,20 +104,41 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// Separate debug files by build id, opened once per run, and the
-/// debuginfod client.
+/// How debug files are fetched from debuginfod.
+enum Fetching {
+    /// Where they are needed, waiting (a recording names its stacks once).
+    Inline(Debuginfod),
+    /// On a worker (a daemon's read loop must not wait).
+    Background(Background),
+}
+
+/// Separate debug files by build id, opened once per run (or until
+/// `release_debug_files`), and the debuginfod client.
 pub struct DebugInfo {
     dirs: Vec<PathBuf>,
-    debuginfod: Option<Debuginfod>,
+    debuginfod: Option<Fetching>,
     /// Per build id: the debug file in use, or `None` when none was found.
     debug_files: HashMap<Vec<u8>, Option<Opened>>,
 }
 
 impl DebugInfo {
+    /// For a recording: debuginfod's fetches are waited for.
     pub fn from_env() -> DebugInfo {
         DebugInfo {
             dirs: debug_dirs(),
-            debuginfod: Debuginfod::from_env(),
+            debuginfod: Debuginfod::from_env().map(Fetching::Inline),
+            debug_files: HashMap::new(),
+        }
+    }
+
+    /// For a daemon: debuginfod fetches on a worker thread, and frames are
+    /// named from a fetched file from the read after it arrives.
+    pub fn from_env_in_background() -> DebugInfo {
+        DebugInfo {
+            dirs: debug_dirs(),
+            debuginfod: Debuginfod::from_env()
+                .and_then(Debuginfod::in_background)
+                .map(Fetching::Background),
             debug_files: HashMap::new(),
         }
     }
@@ -178,9 +199,20 @@ impl DebugInfo {
     /// the debug directories, else cached or fetched from debuginfod.
     fn debug_file(&mut self, id: &[u8], module: &str) -> Option<PathBuf> {
         if !self.debug_files.contains_key(id) {
-            let found = self
-                .installed_debug_file(id)
-                .or_else(|| self.debuginfod.as_mut()?.debug_file(id, module));
+            let found = match (self.installed_debug_file(id), &mut self.debuginfod) {
+                (Some(installed), _) => Some(installed),
+                (None, Some(Fetching::Inline(client))) => client.debug_file(id, module),
+                (None, Some(Fetching::Background(worker))) => {
+                    match worker.debug_file(id, module) {
+                        Lookup::Found(fetched) => Some(fetched),
+                        Lookup::Missing => None,
+                        // Not remembered as missing: looked for again at
+                        // the next read.
+                        Lookup::Pending => return None,
+                    }
+                }
+                (None, None) => None,
+            };
             self.debug_files.insert(id.to_vec(), found);
         }
         Some(self.debug_files.get(id)?.as_ref()?.fd_path())

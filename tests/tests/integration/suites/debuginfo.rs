@@ -494,3 +494,75 @@ fn a_fifo_named_like_the_debug_link_beside_a_users_binary_is_never_opened() {
     );
     assert!(!stderr.contains("note:"), "{stderr}");
 }
+
+/// The status of `GET /healthz` on `port`, or 0 without an answer in 2 s.
+fn healthz(port: u16) -> u16 {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let _ = write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or(0)
+}
+
+/// serve names every read at once, so a debuginfod server that never
+/// answers must not hold its read loop: fetches run on a worker of their
+/// own. With 30 s to spend on the silent server, /healthz stays 200 while
+/// a stripped binary's unnamed frames wait for their debug file (it went
+/// 503 after 5 s, until the budget was spent).
+#[test]
+fn a_silent_debuginfod_server_does_not_hold_serves_read_loop() {
+    let fixture = Fixture::build("debuginfod-serve", "-O1");
+    let server = SilentServer::start();
+    let cache_parent = fixture.dir.join("cache");
+    std::fs::create_dir(&cache_parent).unwrap();
+    let cache = cache_parent.join("debuginfod");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (mut serve, stderr) = start_until_ready(
+        Command::new(clockprof())
+            .args(["serve", "-s", "syscall", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("DEBUGINFOD_URLS", &server.url)
+            .env("DEBUGINFOD_CACHE_PATH", &cache)
+            .env("DEBUGINFOD_TIMEOUT", "30")
+            .env("CLOCKPROF_DEBUG_DIRS", &fixture.no_debug_dirs)
+            .stdout(Stdio::null()),
+    );
+    let status = Command::new(&fixture.stripped)
+        .arg(CALLS.to_string())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut answers = Vec::new();
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        answers.push(healthz(port));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let exit = wait_with_timeout(&mut serve, Duration::from_secs(10));
+    let stderr = stderr.join().unwrap();
+    drop(server);
+    assert!(exit.success(), "{stderr}");
+    assert!(
+        answers.iter().all(|&status| status == 200),
+        "/healthz answered {answers:?}: {stderr}"
+    );
+    assert_no_clockprof_programs_left();
+}
