@@ -8,7 +8,7 @@ use std::sync::Arc;
 use blazesym::symbolize::source::{Elf, Kernel, Source as BlazeSource};
 use blazesym::symbolize::{Input, Symbolizer};
 
-use super::debuginfo::{self, DebugInfo};
+use super::debuginfo::DebugInfo;
 use super::frames::UserLocation;
 use super::lookup::{names_of, NameTable};
 use super::vdso::{VdsoImage, VDSO};
@@ -51,7 +51,10 @@ pub(super) fn symbolize_files(
         // file's debug information (seen with Debian's libc and its debug
         // link), its ELF symbols still name the functions. A file that is
         // not ELF leaves its frames `[unknown]`, with the module named.
-        let debug_syms = path == VDSO || debuginfo::may_read_dwarf(&file);
+        let debug_syms = match key {
+            Some(key) => debuginfo.borrow_mut().may_read_dwarf(key, &file),
+            None => path == VDSO,
+        };
         let symbolize = |debug_syms: bool| {
             let mut elf = Elf::new(&file);
             elf.debug_syms = debug_syms;

@@ -13,19 +13,7 @@ use framehop::ExplicitModuleSectionInfo;
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
 use object::{Object, ObjectSection, ObjectSymbol};
 
-/// A section's bytes, uncompressed, unless its declared size passes `max`:
-/// the file may be anyone's, and a compressed section's header names any
-/// size it likes (what would be allocated before decompressing).
-pub fn bounded_data<'data, S: ObjectSection<'data>>(
-    section: &S,
-    max: u64,
-) -> Option<std::borrow::Cow<'data, [u8]>> {
-    let compressed = section.compressed_data().ok()?;
-    if compressed.uncompressed_size > max {
-        return None;
-    }
-    compressed.decompress().ok()
-}
+use crate::host::binaries::bounded_data;
 
 /// An unwind section larger than this is not read: the largest here
 /// (python3's .eh_frame) is under 1 MB.

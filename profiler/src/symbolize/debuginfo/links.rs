@@ -73,6 +73,16 @@ pub(super) fn may_follow(file: &Path, links: &Links) -> bool {
             .all(|name| named_path_is_roots(&real, name))
 }
 
+/// Whether `file` (a descriptor path) is a file root installed: root's,
+/// writable by no one else, in directories only root writes. Its contents
+/// are root's choice, and trusted as such.
+pub(super) fn installed_by_root(file: &Path) -> bool {
+    let real = std::fs::read_link(file).unwrap_or_else(|_| file.to_path_buf());
+    std::fs::metadata(file).is_ok_and(|meta| meta.uid() == 0 && meta.mode() & 0o022 == 0)
+        && real.is_absolute()
+        && only_root_writes_above(&real)
+}
+
 /// A path named by an altlink or sup section: relative ones are taken from
 /// the naming file's directory. It must not climb (`..`), and every
 /// directory on the way must be root's.

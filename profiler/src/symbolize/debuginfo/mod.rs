@@ -13,6 +13,7 @@
 
 mod cache;
 mod debuginfod;
+mod depth;
 mod links;
 
 use std::collections::HashMap;
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use blazesym::symbolize::source::{Elf, Source as BlazeSource};
 use blazesym::symbolize::{Input, Symbolizer};
 
-use crate::host::safe_open::{self, Opened};
+use crate::host::safe_open::{self, FileKey, Opened};
 use crate::symbolize::lookup::names_of;
 
 use debuginfod::{Background, Debuginfod, Lookup};
@@ -94,10 +95,13 @@ impl ElfFacts {
 }
 
 /// Whether blazesym may read `file`'s DWARF (`file` being the descriptor
-/// path of the opened file), which makes it open the files `file` names
-/// (see `links`). A file that is not ELF names nothing.
+/// path of the opened file): reading it makes blazesym open the files
+/// `file` names (see `links`), and recurse as deep as its inlined
+/// functions nest (see `depth`; measured for files root did not install).
+/// A file that is not ELF names nothing.
 pub fn may_read_dwarf(file: &Path) -> bool {
     ElfFacts::read(file).is_none_or(|facts| links::may_follow(file, &facts.links))
+        && (links::installed_by_root(file) || depth::nesting_is_bounded(file))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -119,6 +123,8 @@ pub struct DebugInfo {
     debuginfod: Option<Fetching>,
     /// Per build id: the debug file in use, or `None` when none was found.
     debug_files: HashMap<Vec<u8>, Option<Opened>>,
+    /// Per mapped file: whether blazesym may read its DWARF (`may_read_dwarf`).
+    dwarf_readable: HashMap<FileKey, bool>,
 }
 
 impl DebugInfo {
@@ -128,6 +134,7 @@ impl DebugInfo {
             dirs: debug_dirs(),
             debuginfod: Debuginfod::from_env().map(Fetching::Inline),
             debug_files: HashMap::new(),
+            dwarf_readable: HashMap::new(),
         }
     }
 
@@ -140,6 +147,7 @@ impl DebugInfo {
                 .and_then(Debuginfod::in_background)
                 .map(Fetching::Background),
             debug_files: HashMap::new(),
+            dwarf_readable: HashMap::new(),
         }
     }
 
@@ -147,6 +155,16 @@ impl DebugInfo {
     /// needed.
     pub fn release_debug_files(&mut self) {
         self.debug_files.clear();
+        self.dwarf_readable.clear();
+    }
+
+    /// `may_read_dwarf` of the mapped file `key`, opened as `file`, once
+    /// per file until `release_debug_files`.
+    pub fn may_read_dwarf(&mut self, key: FileKey, file: &Path) -> bool {
+        *self
+            .dwarf_readable
+            .entry(key)
+            .or_insert_with(|| may_read_dwarf(file))
     }
 
     /// Names for `offsets` of `file` (the descriptor path of the mapped file
