@@ -82,6 +82,10 @@ impl OpenFiles {
     }
 }
 
+/// Executable mappings kept per process: a large JVM or browser has a few
+/// thousand.
+pub(super) const MAX_MAPPINGS: usize = 16_384;
+
 /// Every process seen, each PID with all its lives, and the files they mapped.
 #[derive(Default)]
 pub(super) struct Model {
@@ -144,6 +148,13 @@ impl Model {
                         path,
                         file,
                     };
+                    // A process that maps without end (each mapping a
+                    // path of up to 4 KiB, copied on every fork) is known
+                    // by its first MAX_MAPPINGS; the rest count as lost.
+                    if process.mappings.len() >= MAX_MAPPINGS {
+                        self.lost_records += 1;
+                        return;
+                    }
                     self.files.open_mapped(r.pid as u32, &mapping);
                     if let (Some(new_files), Some(_)) = (&mut self.new_files, mapping.file) {
                         new_files.push((r.pid as u32, mapping.clone()));

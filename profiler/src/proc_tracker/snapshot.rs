@@ -23,6 +23,7 @@ impl Model {
             .flat_map(|maps| maps.lines())
             .filter_map(parse_maps_line)
             .filter(|line| line.executable)
+            .take(super::address_space::MAX_MAPPINGS)
             .map(|line| (line.mapping.start, line.mapping))
             .collect();
         for mapping in mappings.values() {

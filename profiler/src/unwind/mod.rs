@@ -25,6 +25,8 @@ use crate::host::safe_open::FileKey;
 use crate::proc_tracker::ProcTracker;
 use sections::{Bytes, UnwindSections};
 
+/// Files whose unwind tables (or their absence) are remembered at most.
+const SECTION_CACHE_FILES: usize = 4096;
 /// Unwind sections kept at most, over every file: beyond it the cache is
 /// emptied (the processes' unwinders keep what they use).
 const SECTION_CACHE_BYTES: usize = 256 << 20;
@@ -209,12 +211,13 @@ impl DwarfUnwinder {
             .elf_path(file, path)
             .and_then(|opened| UnwindSections::read(&opened))
             .map(Arc::new);
-        if let Some(sections) = &sections {
-            self.section_bytes += sections.size();
-            if self.section_bytes > SECTION_CACHE_BYTES {
-                self.sections.clear();
-                self.section_bytes = sections.size();
-            }
+        let size = sections.as_ref().map_or(0, |sections| sections.size());
+        self.section_bytes += size;
+        // Files without tables are remembered too, and count against the
+        // cap by their number.
+        if self.section_bytes > SECTION_CACHE_BYTES || self.sections.len() >= SECTION_CACHE_FILES {
+            self.sections.clear();
+            self.section_bytes = size;
         }
         self.sections.insert(file, sections.clone());
         sections
