@@ -13,6 +13,7 @@
 mod churn;
 mod counts;
 mod daemon;
+mod hostile;
 mod procfs;
 mod report;
 mod scenario;
@@ -56,6 +57,9 @@ pub struct BenchArgs {
     /// minutes).
     #[arg(long, value_enum, default_value = "record")]
     churn_daemon: churn::ChurnDaemon,
+    /// Minutes the hostile row runs serve beside the hostile user.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    hostile_minutes: u64,
     /// Leave out the clockprof rows and skip building it (e.g. while it does not build).
     #[arg(long, conflicts_with_all = ["clockprof_bin", "compare_bin"])]
     skip_clockprof: bool,
@@ -291,6 +295,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 Err(err) => {
                     println!("\nUnwind memory: did not run: {err:#}");
                     json["unwind_memory"] = serde_json::json!({ "error": format!("{err:#}") });
+                }
+            }
+        }
+    }
+    if rows.contains(&RowId::Hostile) {
+        if let Some(bin) = bins.first() {
+            match hostile::measure(bin, &bench_dir, args.hostile_minutes) {
+                Ok(result) => {
+                    result.print();
+                    json["hostile"] = result.json();
+                }
+                Err(err) => {
+                    println!("\nHostile user: did not run: {err:#}");
+                    json["hostile"] = serde_json::json!({ "error": format!("{err:#}") });
                 }
             }
         }

@@ -38,6 +38,9 @@ pub enum RowId {
     /// The daemon's peak memory recording Debian's python3 and redis-server with `--unwind
     /// dwarf` vs `--unwind fp`: the unwind tables and the stack ring (once).
     UnwindMemory,
+    /// `serve` for --hostile-minutes beside an unprivileged user who tries to
+    /// hang, grow or lock it out (once).
+    Hostile,
 }
 
 /// What `bench_clock_loop` does, and how many calls a run makes.
@@ -648,6 +651,7 @@ mod tests {
             ]
         );
         assert!(selected(&bins(), &[RowId::Churn]).is_empty());
+        assert!(selected(&bins(), &[RowId::Hostile]).is_empty());
     }
 
     #[test]
