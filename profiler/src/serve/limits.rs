@@ -19,10 +19,15 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection is closed after this, whatever it does (kept-alive scrapers
 /// reconnect).
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(MAX_PROFILE_SECONDS + 60);
-/// Distinct label sets per metric family; reads of processes beyond it are
-/// counted under process="[other]", so a host that runs many differently
-/// named programs cannot grow the daemon or the time series database.
+/// Distinct label sets per metric family (and series per push); reads of
+/// processes beyond it are counted under process="[other]", so a host that
+/// runs many differently named programs cannot grow the daemon or the time
+/// series database.
 pub const MAX_SERIES: usize = 5_000;
+/// `--series-ttl`'s default: a label set without reads for this long is
+/// dropped, so MAX_SERIES holds the processes that run now, not every name
+/// ever seen.
+pub const DEFAULT_SERIES_TTL: &str = "10m";
 /// Pushes waiting for the server; one more is dropped and counted (reason
 /// `push`).
 pub const PUSH_QUEUE: usize = 2;
@@ -47,7 +52,8 @@ pub fn help() -> String {
          (default {DEFAULT_PROFILE_SECONDS}); at most {MAX_PROFILE_REQUESTS} profile requests at \
          once (429 beyond); at most {MAX_CONNECTIONS} open connections; request headers within \
          {}s; {MAX_WINDOW_STACKS} distinct stacks per profile; {MAX_SERIES} label sets per metric \
-         (further processes are counted as process=\"[other]\"). Pushes: at most {PUSH_QUEUE} \
+         and series per push (further processes are counted as process=\"[other]\"; a label \
+         set without reads for --series-ttl is dropped). Pushes: at most {PUSH_QUEUE} \
          waiting, each abandoned after {}s; a push that cannot be queued or sent is dropped and \
          counted in clockprof_lost_events_total{{reason=\"push\"}}.",
         HEADER_TIMEOUT.as_secs(),

@@ -15,6 +15,7 @@ mod metrics;
 pub mod options;
 mod pprof_endpoint;
 pub mod push;
+mod series;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -88,7 +89,12 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     }
     let sampled = sources.iter().any(|s| s.is_sampled());
     let shared = Arc::new(Shared {
-        metrics: metrics::Metrics::new(&args.labels, args.probe.frequency),
+        metrics: metrics::Metrics::new(
+            &args.labels,
+            args.probe.frequency,
+            args.max_series as usize,
+            args.series_ttl,
+        ),
         windows: Mutex::default(),
         health: health::Health::new(),
         read_now: Notify::new(),
@@ -106,10 +112,16 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     });
     let server = AbortOnDrop(tokio::spawn(http::run(listener, shared.clone())));
     let push_interval = Duration::from_secs(args.push_interval);
-    let mut pusher = args
-        .push
-        .as_ref()
-        .map(|url| push::Pusher::start(url.clone(), push_interval, &args.labels, shared.clone()));
+    let mut pusher = args.push.as_ref().map(|url| {
+        push::Pusher::start(
+            url.clone(),
+            push_interval,
+            &args.labels,
+            args.max_series as usize,
+            args.series_ttl,
+            shared.clone(),
+        )
+    });
     say!(
         "serving {} clock reads host-wide on http://{} ({}){}; SIGTERM or Ctrl-C stops",
         sources

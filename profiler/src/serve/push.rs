@@ -21,7 +21,8 @@ use tokio::sync::mpsc;
 
 use super::accumulate::Accumulated;
 use super::limits::{PUSH_QUEUE, PUSH_TIMEOUT};
-use super::metrics::reason;
+use super::metrics::{reason, OTHER_PROCESSES};
+use super::series::Series;
 use super::{Batch, Shared};
 use crate::aggregate::Profile;
 use crate::say::warning;
@@ -99,13 +100,20 @@ pub struct Pusher {
     queue: mpsc::Sender<Vec<u8>>,
     sender: tokio::task::JoinHandle<()>,
     fixed: Vec<(String, String)>,
+    /// The series pushed, under the metrics' cap and TTL.
+    series: Series<Service>,
 }
+
+/// A pushed series: process name and container id.
+type Service = (String, Option<String>);
 
 impl Pusher {
     pub fn start(
         url: Uri,
         interval: Duration,
         fixed: &[(String, String)],
+        max_series: usize,
+        series_ttl: Duration,
         shared: Arc<Shared>,
     ) -> Pusher {
         let (queue, bodies) = mpsc::channel(PUSH_QUEUE);
@@ -117,6 +125,7 @@ impl Pusher {
             queue,
             sender,
             fixed: fixed.to_vec(),
+            series: Series::new(max_series, series_ttl),
         }
     }
 
@@ -136,7 +145,7 @@ impl Pusher {
         if profile.stacks.is_empty() {
             return;
         }
-        let body = match request(&profile, &self.fixed) {
+        let body = match request(&profile, &self.fixed, &mut self.series, now) {
             Ok(request) => request.encode_to_vec(),
             Err(err) => {
                 warning!("could not render a push: {err:#}");
@@ -156,19 +165,29 @@ impl Drop for Pusher {
     }
 }
 
-/// One series per process name (and container), each with its own pprof.
-pub fn request(profile: &Profile, fixed: &[(String, String)]) -> Result<PushRequest> {
-    let mut services: BTreeMap<(String, Option<String>), Vec<_>> = BTreeMap::new();
+/// One series per process name (and container), each with its own pprof;
+/// past the series cap, one `[other]` series, as the metrics have (its
+/// samples keep their `comm` label). Read at `now`.
+pub fn request(
+    profile: &Profile,
+    fixed: &[(String, String)],
+    series: &mut Series<Service>,
+    now: Instant,
+) -> Result<PushRequest> {
+    series.expire(now);
+    let mut services: BTreeMap<Service, Vec<_>> = BTreeMap::new();
     for stack in &profile.stacks {
         let container = stack
             .cgroup
             .as_deref()
             .and_then(crate::host::container::container_id)
             .map(str::to_string);
-        services
-            .entry((stack.comm.clone(), container))
-            .or_default()
-            .push(stack.clone());
+        let mut service = (stack.comm.clone(), container);
+        if !series.admit(&service, now) {
+            service = (OTHER_PROCESSES.to_string(), None);
+            series.keep(&service, now);
+        }
+        services.entry(service).or_default().push(stack.clone());
     }
     let mut series = Vec::with_capacity(services.len());
     for ((service, container), stacks) in services {
@@ -286,5 +305,55 @@ mod tests {
         ] {
             assert!(endpoint(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn pushes_keep_to_the_series_cap_and_idle_series_make_room() {
+        use crate::aggregate::RecordingInfo;
+        use crate::sources::ClockRead;
+        use crate::symbolize::{StackState, SymbolizedSample};
+        let stack = |pid: u32, comm: &str| SymbolizedSample {
+            pid,
+            start_time: 0,
+            comm: comm.to_string(),
+            cgroup: None,
+            read: ClockRead {
+                event: profiler_common::sources::syscall::CLOCK_GETTIME,
+                clock_id: 1,
+            },
+            frames: Vec::new(),
+            state: StackState::Complete,
+            exact_frames: 0,
+            count: 1,
+        };
+        let names = |push: &PushRequest| -> Vec<String> {
+            let mut names: Vec<String> = push
+                .series
+                .iter()
+                .flat_map(|s| &s.labels)
+                .filter(|l| l.name == "service_name")
+                .map(|l| l.value.clone())
+                .collect();
+            names.sort();
+            names
+        };
+        let ttl = Duration::from_secs(600);
+        let mut series = Series::new(2, ttl);
+        let start = Instant::now();
+        let profile = |comms: &[&str]| {
+            let stacks = comms
+                .iter()
+                .zip(1..)
+                .map(|(c, pid)| stack(pid, c))
+                .collect();
+            Profile::new(stacks, RecordingInfo::default())
+        };
+        let first = request(&profile(&["a", "b"]), &[], &mut series, start).unwrap();
+        assert_eq!(names(&first), ["a", "b"]);
+        let later = request(&profile(&["a", "c"]), &[], &mut series, start + ttl / 2).unwrap();
+        assert_eq!(names(&later), ["[other]", "a"]);
+        // "b" went quiet for the TTL: "c" gets its own series.
+        let past = request(&profile(&["c"]), &[], &mut series, start + ttl).unwrap();
+        assert_eq!(names(&past), ["c"]);
     }
 }

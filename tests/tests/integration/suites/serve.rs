@@ -971,3 +971,66 @@ fn serve_under_churn_counts_exactly_with_flat_memory() {
     assert!(status.success(), "{stderr}");
     assert_no_clockprof_programs_left();
 }
+
+/// `--series-ttl`: a process's series goes once it made no read for the
+/// TTL, and a process started after the cap was full gets its own name
+/// once the idle ones made room (a cap of 8 here, through the hidden
+/// --max-series, instead of 5,000 processes).
+#[test]
+fn idle_series_expire_and_make_room_for_new_processes() {
+    const READS: u64 = 321;
+    const CAP: usize = 8;
+    let serve = Serve::start(&["-s", "syscall", "--series-ttl", "3s", "--max-series", "8"]);
+    let reads_of = |metrics: &str, comm: &str| {
+        metric_value(
+            metrics,
+            "clockprof_clock_reads_total",
+            &[&format!("process=\"{comm}\"")],
+        )
+    };
+    let run = |comm: &str| {
+        let mut child = waiting_fixture(comm, READS);
+        unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+        assert!(child.wait().unwrap().success());
+    };
+    // Wait for a read of the kernel that shows `until`.
+    let wait_for = |what: &str, until: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = serve.metrics();
+            if until(&metrics) {
+                return metrics;
+            }
+            assert!(Instant::now() < deadline, "{what}: {metrics}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for i in 0..CAP {
+        run(&format!("ttlfill{i}"));
+    }
+    wait_for("the fillers' reads", &|m| {
+        (0..CAP)
+            .map(|i| reads_of(m, &format!("ttlfill{i}")))
+            .sum::<f64>()
+            + reads_of(m, "[other]")
+            >= (CAP as u64 * READS) as f64
+    });
+    // The cap is full: a new process is counted as [other].
+    run("ttllate1");
+    let metrics = wait_for("ttllate1's reads", &|m| {
+        reads_of(m, "[other]") >= READS as f64
+    });
+    assert_eq!(reads_of(&metrics, "ttllate1"), 0.0, "{metrics}");
+    // Three seconds without reads: the fillers' series are gone ...
+    let metrics = wait_for("the fillers' series to go", &|m| {
+        (0..CAP).all(|i| reads_of(m, &format!("ttlfill{i}")) == 0.0)
+    });
+    assert!(!metrics.contains("process=\"ttlfill0\""), "{metrics}");
+    // ... and a new process gets its own name, with every read.
+    run("ttllate2");
+    let metrics = wait_for("ttllate2's series", &|m| reads_of(m, "ttllate2") > 0.0);
+    assert_eq!(reads_of(&metrics, "ttllate2"), READS as f64, "{metrics}");
+    let (status, stderr) = serve.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert_no_clockprof_programs_left();
+}
