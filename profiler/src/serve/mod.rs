@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use crate::aggregate::RecordingInfo;
 use crate::collect::LostCounts;
@@ -47,7 +47,7 @@ pub struct Shared {
     /// A profile window opened or closed: read the kernel now, so the window
     /// starts and ends on a read.
     read_now: Notify,
-    profile_requests: Arc<Semaphore>,
+    profile_slots: pprof_endpoint::Slots,
     /// What every profile says about the recording (sources, hooks, the
     /// sampling frequency), its duration and losses filled in per profile.
     /// Its hooks grow as new processes' binaries get uprobes (`info()`).
@@ -98,7 +98,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         windows: Mutex::default(),
         health: health::Health::new(),
         read_now: Notify::new(),
-        profile_requests: Arc::new(Semaphore::new(limits::MAX_PROFILE_REQUESTS)),
+        profile_slots: pprof_endpoint::Slots::default(),
         info: Mutex::new(RecordingInfo {
             sources: sources.clone(),
             attachments: session.attachments(),
