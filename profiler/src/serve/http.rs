@@ -3,7 +3,6 @@
 //! run low, slow clients cut off (see limits).
 
 use std::convert::Infallible;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -23,6 +22,7 @@ use super::limits::{
 };
 use super::pprof_endpoint::{self, Answer};
 use super::{metrics, Shared};
+use crate::host::peer::Client;
 
 /// Accepts until the task is dropped.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
@@ -37,7 +37,10 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let client = peer.ip().to_canonical();
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let client = Client::of(local, peer);
         let Some(connection) = connections.admit(client, Instant::now()) else {
             continue;
         };
@@ -112,7 +115,7 @@ struct ConnectionsState {
 }
 
 struct Connection {
-    client: IpAddr,
+    client: Client,
     /// Requests being answered, from their headers to their response's end.
     in_flight: AtomicUsize,
     /// When it opened, or last started or finished a request.
@@ -140,7 +143,7 @@ impl Connections {
     /// A slot for a new connection from `client`, made by closing idle
     /// connections where its address, or the server, is short of them; `None`
     /// when every connection it would take the place of is answering.
-    fn admit(&self, client: IpAddr, now: Instant) -> Option<Arc<Connection>> {
+    fn admit(&self, client: Client, now: Instant) -> Option<Arc<Connection>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.open.len() + state.closing >= 2 * MAX_CONNECTIONS {
             return None;
@@ -221,7 +224,7 @@ impl Busy {
         Busy(connection.clone())
     }
 
-    fn client(&self) -> IpAddr {
+    fn client(&self) -> Client {
         self.0.client
     }
 }
@@ -325,7 +328,7 @@ fn index() -> String {
 
 async fn route(
     request: Request<Incoming>,
-    client: IpAddr,
+    client: Client,
     shared: &Arc<Shared>,
 ) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {

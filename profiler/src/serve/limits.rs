@@ -9,7 +9,7 @@ pub const DEFAULT_PROFILE_SECONDS: u64 = 30;
 pub const MAX_PROFILE_SECONDS: u64 = 300;
 /// Profile windows open at once; one more is answered 429.
 pub const MAX_PROFILE_REQUESTS: usize = 4;
-/// Profile windows one client address holds at once, so one client cannot
+/// Profile windows one client holds at once, so one client cannot
 /// take every window (a request beyond it is answered 429).
 pub const MAX_PROFILE_REQUESTS_PER_CLIENT: usize = MAX_PROFILE_REQUESTS / 2;
 /// Distinct stacks one profile window or one push interval keeps; reads on
@@ -17,15 +17,18 @@ pub const MAX_PROFILE_REQUESTS_PER_CLIENT: usize = MAX_PROFILE_REQUESTS / 2;
 pub const MAX_WINDOW_STACKS: usize = 100_000;
 /// Open connections; more are closed on accept.
 pub const MAX_CONNECTIONS: usize = 64;
-/// Connections one client address holds: its next one makes room by closing
+/// Connections one client holds: its next one makes room by closing
 /// its own longest-idle one, or is closed on accept when all of its are
 /// answering a request.
 pub const MAX_CONNECTIONS_PER_CLIENT: usize = MAX_CONNECTIONS / 4;
 /// When fewer slots than this are free, connections without a request in
 /// flight (idle keep-alives, clients that never finished their headers) are
 /// closed, longest idle first, so a new client always gets in: local users
-/// and a local Prometheus share 127.0.0.1, so the cap per address alone would
-/// not let a scrape in.
+/// and a local Prometheus share 127.0.0.1, so the cap per client alone would
+/// not let a scrape in where they were one user.
+///
+/// A client is an address, and over loopback the user owning the connecting
+/// socket too (host::peer), so local users are clients of their own.
 pub const FREE_CONNECTIONS: usize = MAX_CONNECTIONS / 4;
 /// A connection asked to close with no request in flight gets this long to
 /// finish what it writes; one still sending its headers is then cut off.
@@ -66,9 +69,10 @@ pub fn help() -> String {
          /healthz                    200 while the probes are attached and read\n\n\
          Request limits: seconds is a whole number from 1 to {MAX_PROFILE_SECONDS} \
          (default {DEFAULT_PROFILE_SECONDS}); at most {MAX_PROFILE_REQUESTS} profile requests at \
-         once, {MAX_PROFILE_REQUESTS_PER_CLIENT} per client address (429 beyond; /metrics never \
+         once, {MAX_PROFILE_REQUESTS_PER_CLIENT} per client (429 beyond; /metrics never \
          waits for them); at most {MAX_CONNECTIONS} open connections, {MAX_CONNECTIONS_PER_CLIENT} \
-         per client address; when fewer than {FREE_CONNECTIONS} are free, connections without a \
+         per client; a client is an address, over loopback an address and the user owning the \
+         connecting socket; when fewer than {FREE_CONNECTIONS} are free, connections without a \
          request in flight are closed, longest idle first, so a new client gets in; request \
          headers within {}s; {MAX_WINDOW_STACKS} distinct stacks per profile. Series: \
          {MAX_SERIES} label sets per metric and series per push (further processes are counted \

@@ -5,7 +5,6 @@
 //! reads at both ends, so the window is N seconds of kernel counts).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use super::limits::{
 };
 use super::{Batch, Shared};
 use crate::aggregate::Profile;
+use crate::host::peer::Client;
 
 struct Window {
     opened: Instant,
@@ -82,18 +82,18 @@ pub fn seconds(query: Option<&str>) -> Result<u64, String> {
 /// of five minutes leaves room for another's.
 #[derive(Default)]
 pub struct Slots {
-    held: Mutex<HashMap<IpAddr, usize>>,
+    held: Mutex<HashMap<Client, usize>>,
 }
 
 /// One open window's slot, given back on drop.
 pub struct Slot<'a> {
     slots: &'a Slots,
-    client: IpAddr,
+    client: Client,
 }
 
 impl Slots {
     /// A slot for `client`, or the sentence a 429 says.
-    fn take(&self, client: IpAddr) -> Result<Slot<'_>, String> {
+    fn take(&self, client: Client) -> Result<Slot<'_>, String> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let of_client = held.get(&client).copied().unwrap_or(0);
         if of_client >= MAX_PROFILE_REQUESTS_PER_CLIENT {
@@ -132,7 +132,7 @@ pub enum Answer {
     Refused(u16, String),
 }
 
-pub async fn respond(query: Option<&str>, client: IpAddr, shared: &Shared) -> Answer {
+pub async fn respond(query: Option<&str>, client: Client, shared: &Shared) -> Answer {
     let seconds = match seconds(query) {
         Ok(seconds) => seconds,
         Err(why) => return Answer::Refused(400, why),
@@ -203,9 +203,14 @@ mod tests {
     #[test]
     fn profile_slots_are_shared_out_per_client() {
         let slots = Slots::default();
-        let a: IpAddr = "127.0.0.1".parse().unwrap();
-        let b: IpAddr = "127.0.0.2".parse().unwrap();
-        let c: IpAddr = "10.0.0.3".parse().unwrap();
+        let client = |address: &str, user| Client {
+            address: address.parse().unwrap(),
+            user,
+        };
+        // Two local users, and a remote client.
+        let a = client("127.0.0.1", Some(65534));
+        let b = client("127.0.0.1", Some(0));
+        let c = client("10.0.0.3", None);
         let held_by_a: Vec<Slot> = (0..MAX_PROFILE_REQUESTS_PER_CLIENT)
             .map(|_| slots.take(a).unwrap())
             .collect();

@@ -1140,6 +1140,47 @@ fn one_client_holding_profile_windows_leaves_room_for_another() {
     assert_no_clockprof_programs_left();
 }
 
+/// Local users, a local Prometheus and a local Alloy all connect from
+/// 127.0.0.1: there a client is the user that owns the connecting socket,
+/// so `nobody` holding profile windows leaves root's scrape its own.
+#[test]
+fn a_local_user_holding_profile_windows_leaves_room_for_another_local_user() {
+    let serve = Serve::start(&["-s", "syscall"]);
+    let url = serve.url("/debug/pprof/clock?seconds=4");
+    let greedy: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .args(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("setpriv and curl run")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let asked = Instant::now();
+    let (status, body) = http_from(
+        "127.0.0.1",
+        serve.port,
+        "/debug/pprof/clock?seconds=1",
+        LONG,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    let mut statuses: Vec<String> = greedy
+        .into_iter()
+        .map(|curl| String::from_utf8(curl.wait_with_output().unwrap().stdout).unwrap())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, ["200", "200", "429", "429"]);
+    drop(serve);
+    assert_no_clockprof_programs_left();
+}
+
 /// `--series-ttl`: a process's series goes once it made no read for the
 /// TTL, and a process started after the cap was full gets its own name
 /// once the idle ones made room (a cap of 8 here, through the hidden
