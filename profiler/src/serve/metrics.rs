@@ -4,9 +4,9 @@
 //! prometheus-client. Labels name processes (comm) and containers, never
 //! PIDs, so the series stay bounded on a host with churn.
 
-use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use profiler_common::INTERRUPT_TGID;
 use prometheus_client::collector::Collector;
@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::Registry;
 
-use super::limits::MAX_SERIES;
+use super::series::Series;
 use crate::collect::LostCounts;
 use crate::host::clocksource::Clocksource;
 use crate::symbolize::SymbolizedSample;
@@ -44,7 +44,7 @@ pub mod reason {
     ];
 }
 
-/// The process label of reads whose process is past [`MAX_SERIES`].
+/// The process label of reads whose process is past the series cap.
 pub const OTHER_PROCESSES: &str = "[other]";
 
 pub struct Metrics {
@@ -53,15 +53,23 @@ pub struct Metrics {
     vdso_samples: Family<Labels, Counter>,
     vdso_cpu_seconds: Family<Labels, Counter<f64, AtomicU64>>,
     lost: Family<Labels, Counter>,
-    /// Label sets handed out per family, to hold them under MAX_SERIES.
-    series: Mutex<[HashSet<Labels>; 2]>,
+    /// Label sets handed out per family (clock reads; the two vdso
+    /// families), to hold them under MAX_SERIES and drop the idle ones.
+    series: Mutex<[Series<Labels>; 2]>,
     /// Hz of the vdso sampling: one sample stands for 1/Hz s of CPU.
     sample_frequency: u64,
 }
 
 impl Metrics {
-    /// `fixed` (from --label) goes on every series.
-    pub fn new(fixed: &[(String, String)], sample_frequency: u64) -> Metrics {
+    /// `fixed` (from --label) goes on every series; at most `max_series`
+    /// label sets per family, and one without reads for `series_ttl` is
+    /// dropped.
+    pub fn new(
+        fixed: &[(String, String)],
+        sample_frequency: u64,
+        max_series: usize,
+        series_ttl: Duration,
+    ) -> Metrics {
         let mut registry = Registry::with_labels(
             fixed
                 .iter()
@@ -102,13 +110,34 @@ impl Metrics {
             vdso_samples,
             vdso_cpu_seconds,
             lost,
-            series: Mutex::new([HashSet::new(), HashSet::new()]),
+            series: Mutex::new([
+                Series::new(max_series, series_ttl),
+                Series::new(max_series, series_ttl),
+            ]),
             sample_frequency,
         }
     }
 
-    /// Adds one read's samples.
+    /// Adds one read's samples, then drops the label sets idle for the TTL.
     pub fn record(&self, samples: &[SymbolizedSample]) {
+        self.record_at(samples, Instant::now());
+    }
+
+    fn record_at(&self, samples: &[SymbolizedSample], now: Instant) {
+        // First, so the room they leave goes to this read's new processes.
+        // A vanished series is what Prometheus sees of any exporter's
+        // process that went away; a name that comes back starts from 0, a
+        // counter reset rate() handles.
+        {
+            let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+            for labels in series[0].expire(now) {
+                self.clock_reads.remove(&labels);
+            }
+            for labels in series[1].expire(now) {
+                self.vdso_samples.remove(&labels);
+                self.vdso_cpu_seconds.remove(&labels);
+            }
+        }
         // Unwound stacks only weigh their key's count (StackState::Unwound).
         for sample in samples
             .iter()
@@ -116,7 +145,7 @@ impl Metrics {
         {
             let source = sample.read.source();
             if source.is_sampled() {
-                let labels = self.bounded(1, process_labels(sample));
+                let labels = self.bounded(1, process_labels(sample), now);
                 self.vdso_samples
                     .get_or_create(&labels)
                     .inc_by(sample.count);
@@ -129,7 +158,7 @@ impl Metrics {
                 if let Some(clock) = sample.read.clock() {
                     labels.push(("clock".to_string(), clock));
                 }
-                let labels = self.bounded(0, labels);
+                let labels = self.bounded(0, labels, now);
                 self.clock_reads.get_or_create(&labels).inc_by(sample.count);
             }
         }
@@ -156,25 +185,23 @@ impl Metrics {
     }
 
     /// `labels` if its family has room for it (or has it), else the same
-    /// labels for process `[other]`, without a container.
-    fn bounded(&self, family: usize, labels: Labels) -> Labels {
+    /// labels for process `[other]`, without a container; read at `now`.
+    fn bounded(&self, family: usize, labels: Labels, now: Instant) -> Labels {
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let set = &mut series[family];
-        if set.contains(&labels) {
+        if set.admit(&labels, now) {
             return labels;
         }
-        if set.len() < MAX_SERIES {
-            set.insert(labels.clone());
-            return labels;
-        }
-        labels
+        let other: Labels = labels
             .into_iter()
             .filter(|(k, _)| k != "container_id")
             .map(|(k, v)| match k.as_str() {
                 "process" => (k, OTHER_PROCESSES.to_string()),
                 _ => (k, v),
             })
-            .collect()
+            .collect();
+        set.keep(&other, now);
+        other
     }
 
     /// The text Prometheus scrapes.
@@ -271,6 +298,7 @@ impl Collector for OwnProcessCollector {
 mod tests {
 
     use super::*;
+    use crate::serve::limits::MAX_SERIES;
     use crate::sources::ClockRead;
     use crate::symbolize::StackState;
 
@@ -302,7 +330,12 @@ mod tests {
 
     #[test]
     fn reads_add_up_per_process_without_pids_and_with_fixed_labels() {
-        let metrics = Metrics::new(&[("host".to_string(), "web-1".to_string())], 1000);
+        let metrics = Metrics::new(
+            &[("host".to_string(), "web-1".to_string())],
+            1000,
+            MAX_SERIES,
+            Duration::from_secs(600),
+        );
         let docker = Some(format!("/system.slice/docker-{ID}.scope"));
         metrics.record(&[
             sample(
@@ -396,7 +429,7 @@ mod tests {
 
     #[test]
     fn processes_past_the_series_cap_count_as_other() {
-        let metrics = Metrics::new(&[], 1000);
+        let metrics = Metrics::new(&[], 1000, MAX_SERIES, Duration::from_secs(600));
         let samples: Vec<SymbolizedSample> = (0..MAX_SERIES as u32 + 10)
             .map(|i| {
                 sample(
@@ -420,5 +453,62 @@ mod tests {
         assert!(reads.contains(
             &r#"clockprof_clock_reads_total{process="p0",source="syscall",clock="MONOTONIC"} 2"#
         ));
+    }
+
+    #[test]
+    fn idle_label_sets_are_dropped_and_make_room_for_new_processes() {
+        let ttl = Duration::from_secs(600);
+        let metrics = Metrics::new(&[], 1000, MAX_SERIES, ttl);
+        let start = Instant::now();
+        let read = |comm: &str, event| sample(1, comm, event, None, 1);
+        let renamed: Vec<SymbolizedSample> = (0..MAX_SERIES)
+            .map(|i| {
+                read(
+                    &format!("r{i}"),
+                    profiler_common::sources::syscall::CLOCK_GETTIME,
+                )
+            })
+            .collect();
+        metrics.record_at(&renamed, start);
+        metrics.record_at(
+            &[
+                read("late", profiler_common::sources::syscall::CLOCK_GETTIME),
+                read("v", profiler_common::sources::vdso::SAMPLE),
+            ],
+            start,
+        );
+        let text = metrics.encode();
+        assert!(text.contains(r#"process="[other]""#), "{text}");
+        assert!(!text.contains(r#"process="late""#), "{text}");
+        assert!(
+            text.contains(r#"clockprof_vdso_samples_total{process="v"}"#),
+            "{text}"
+        );
+        // "r0" keeps reading; the rest of the renamed go quiet for the TTL.
+        let half = start + ttl / 2;
+        metrics.record_at(&renamed[..1], half);
+        let after = start + ttl;
+        metrics.record_at(
+            &[read(
+                "late",
+                profiler_common::sources::syscall::CLOCK_GETTIME,
+            )],
+            after,
+        );
+        let text = metrics.encode();
+        let mut reads: Vec<&str> = series(&text)
+            .into_iter()
+            .filter(|l| l.starts_with("clockprof_clock_reads_total"))
+            .collect();
+        reads.sort();
+        assert_eq!(
+            reads,
+            vec![
+                r#"clockprof_clock_reads_total{process="late",source="syscall",clock="MONOTONIC"} 1"#,
+                r#"clockprof_clock_reads_total{process="r0",source="syscall",clock="MONOTONIC"} 2"#,
+            ],
+            "{text}"
+        );
+        assert!(!text.contains("clockprof_vdso_samples_total{"), "{text}");
     }
 }

@@ -15,12 +15,13 @@ mod metrics;
 pub mod options;
 mod pprof_endpoint;
 pub mod push;
+mod series;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use crate::aggregate::RecordingInfo;
 use crate::collect::LostCounts;
@@ -46,7 +47,7 @@ pub struct Shared {
     /// A profile window opened or closed: read the kernel now, so the window
     /// starts and ends on a read.
     read_now: Notify,
-    profile_requests: Arc<Semaphore>,
+    profile_slots: pprof_endpoint::Slots,
     /// What every profile says about the recording (sources, hooks, the
     /// sampling frequency), its duration and losses filled in per profile.
     /// Its hooks grow as new processes' binaries get uprobes (`info()`).
@@ -88,11 +89,16 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     }
     let sampled = sources.iter().any(|s| s.is_sampled());
     let shared = Arc::new(Shared {
-        metrics: metrics::Metrics::new(&args.labels, args.probe.frequency),
+        metrics: metrics::Metrics::new(
+            &args.labels,
+            args.probe.frequency,
+            args.max_series as usize,
+            args.series_ttl,
+        ),
         windows: Mutex::default(),
         health: health::Health::new(),
         read_now: Notify::new(),
-        profile_requests: Arc::new(Semaphore::new(limits::MAX_PROFILE_REQUESTS)),
+        profile_slots: pprof_endpoint::Slots::default(),
         info: Mutex::new(RecordingInfo {
             sources: sources.clone(),
             attachments: session.attachments(),
@@ -106,10 +112,16 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     });
     let server = AbortOnDrop(tokio::spawn(http::run(listener, shared.clone())));
     let push_interval = Duration::from_secs(args.push_interval);
-    let mut pusher = args
-        .push
-        .as_ref()
-        .map(|url| push::Pusher::start(url.clone(), push_interval, &args.labels, shared.clone()));
+    let mut pusher = args.push.as_ref().map(|url| {
+        push::Pusher::start(
+            url.clone(),
+            push_interval,
+            &args.labels,
+            args.max_series as usize,
+            args.series_ttl,
+            shared.clone(),
+        )
+    });
     say!(
         "serving {} clock reads host-wide on http://{} ({}){}; SIGTERM or Ctrl-C stops",
         sources

@@ -1,5 +1,7 @@
 //! `clockprof serve`'s options.
 
+use std::time::Duration;
+
 use clap::Args;
 
 use crate::session::options::ProbeArgs;
@@ -29,6 +31,48 @@ pub struct ServeArgs {
     /// repeatable.
     #[arg(long = "label", value_name = "K=V", value_parser = fixed_label)]
     pub labels: Vec<(String, String)>,
+
+    /// Drop a process's series from /metrics (and the pushes' cap) once it
+    /// made no clock read for DUR: seconds, or with a unit, as 90s, 10m, 1h
+    /// (1 s to 366 days). The series cap then holds what runs now.
+    #[arg(long, value_name = "DUR", default_value = crate::serve::limits::DEFAULT_SERIES_TTL,
+          value_parser = series_ttl)]
+    pub series_ttl: Duration,
+
+    /// A series cap below the built-in one, so a test fills it with a few
+    /// processes; not for production, hence hidden.
+    #[arg(long, hide = true, value_name = "N",
+          default_value_t = crate::serve::limits::MAX_SERIES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=crate::serve::limits::MAX_SERIES as u64))]
+    pub max_series: u64,
+}
+
+/// The longest `--series-ttl`: a year, as for `record -d`.
+const MAX_SERIES_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// `--series-ttl`: whole seconds, or a whole number of s, m or h.
+fn series_ttl(text: &str) -> Result<Duration, String> {
+    let (number, scale) = match text.trim().strip_suffix(['s', 'm', 'h']) {
+        Some(number) => (
+            number,
+            match text.trim().chars().last() {
+                Some('m') => 60,
+                Some('h') => 3600,
+                _ => 1,
+            },
+        ),
+        None => (text.trim(), 1),
+    };
+    let secs = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| "not a duration such as 600, 90s, 10m or 1h".to_string())?;
+    let ttl = Duration::from_secs(secs);
+    if ttl.is_zero() || ttl > MAX_SERIES_TTL {
+        return Err("must be at least 1 s and at most 366 days".to_string());
+    }
+    Ok(ttl)
 }
 
 /// Label names clockprof sets itself.
@@ -68,4 +112,38 @@ fn fixed_label(text: &str) -> Result<(String, String), String> {
         );
     }
     Ok((name.to_string(), value.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_ttl_is_seconds_or_a_number_with_a_unit() {
+        for (text, secs) in [
+            ("600", 600),
+            ("90s", 90),
+            ("10m", 600),
+            ("1h", 3600),
+            ("3s", 3),
+            (" 2m ", 120),
+        ] {
+            assert_eq!(series_ttl(text), Ok(Duration::from_secs(secs)), "{text}");
+        }
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "-1",
+            "1.5m",
+            "10 m",
+            "1d",
+            "m",
+            "10ms",
+            "9999999h",
+            "18446744073709551615h",
+        ] {
+            assert!(series_ttl(bad).is_err(), "{bad}");
+        }
+    }
 }

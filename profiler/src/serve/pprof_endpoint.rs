@@ -4,14 +4,20 @@
 //! hands it over at the first read after it closes (the handler asks for
 //! reads at both ends, so the window is N seconds of kernel counts).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::accumulate::Accumulated;
-use super::limits::{DEFAULT_PROFILE_SECONDS, MAX_PROFILE_SECONDS, READ_INTERVAL};
+use super::limits::{
+    DEFAULT_PROFILE_SECONDS, MAX_PROFILE_REQUESTS, MAX_PROFILE_REQUESTS_PER_CLIENT,
+    MAX_PROFILE_SECONDS, READ_INTERVAL,
+};
 use super::{Batch, Shared};
 use crate::aggregate::Profile;
+use crate::host::peer::Client;
 
 struct Window {
     opened: Instant,
@@ -71,25 +77,69 @@ pub fn seconds(query: Option<&str>) -> Result<u64, String> {
     }
 }
 
+/// The profile windows open, per client address: MAX_PROFILE_REQUESTS in
+/// all, MAX_PROFILE_REQUESTS_PER_CLIENT each, so one client holding windows
+/// of five minutes leaves room for another's.
+#[derive(Default)]
+pub struct Slots {
+    held: Mutex<HashMap<Client, usize>>,
+}
+
+/// One open window's slot, given back on drop.
+pub struct Slot<'a> {
+    slots: &'a Slots,
+    client: Client,
+}
+
+impl Slots {
+    /// A slot for `client`, or the sentence a 429 says.
+    fn take(&self, client: Client) -> Result<Slot<'_>, String> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let of_client = held.get(&client).copied().unwrap_or(0);
+        if of_client >= MAX_PROFILE_REQUESTS_PER_CLIENT {
+            return Err(format!(
+                "this client already has {MAX_PROFILE_REQUESTS_PER_CLIENT} profile requests open; try again when one ends.\n"
+            ));
+        }
+        if held.values().sum::<usize>() >= MAX_PROFILE_REQUESTS {
+            return Err(format!(
+                "{MAX_PROFILE_REQUESTS} profile requests are already being served; try again when one ends.\n"
+            ));
+        }
+        *held.entry(client).or_default() += 1;
+        Ok(Slot {
+            slots: self,
+            client,
+        })
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
+
 pub enum Answer {
     Profile(Vec<u8>),
     /// Status and one sentence.
     Refused(u16, String),
 }
 
-pub async fn respond(query: Option<&str>, shared: &Shared) -> Answer {
+pub async fn respond(query: Option<&str>, client: Client, shared: &Shared) -> Answer {
     let seconds = match seconds(query) {
         Ok(seconds) => seconds,
         Err(why) => return Answer::Refused(400, why),
     };
-    let Ok(_permit) = shared.profile_requests.clone().try_acquire_owned() else {
-        return Answer::Refused(
-            429,
-            format!(
-                "{} profile requests are already being served; try again when one ends.\n",
-                super::limits::MAX_PROFILE_REQUESTS
-            ),
-        );
+    let _slot = match shared.profile_slots.take(client) {
+        Ok(slot) => slot,
+        Err(why) => return Answer::Refused(429, why),
     };
     let (reply, answer) = oneshot::channel();
     let opened = Instant::now();
@@ -113,9 +163,12 @@ pub async fn respond(query: Option<&str>, shared: &Shared) -> Answer {
             )
         }
     };
-    match crate::export::pprof::FORMAT.render(&profile) {
-        Ok(bytes) => Answer::Profile(bytes),
-        Err(err) => Answer::Refused(500, format!("could not render the profile: {err:#}.\n")),
+    // gzip and protobuf off the HTTP worker, which keeps answering the
+    // other connections meanwhile.
+    match tokio::task::spawn_blocking(move || crate::export::pprof::FORMAT.render(&profile)).await {
+        Ok(Ok(bytes)) => Answer::Profile(bytes),
+        Ok(Err(err)) => Answer::Refused(500, format!("could not render the profile: {err:#}.\n")),
+        Err(err) => Answer::Refused(500, format!("could not render the profile: {err}.\n")),
     }
 }
 
@@ -145,5 +198,31 @@ mod tests {
         }
         let forged = seconds(Some("seconds=1\nx")).unwrap_err();
         assert_eq!(forged.lines().count(), 1, "{forged}");
+    }
+
+    #[test]
+    fn profile_slots_are_shared_out_per_client() {
+        let slots = Slots::default();
+        let client = |address: &str, user| Client {
+            address: address.parse().unwrap(),
+            user,
+        };
+        // Two local users, and a remote client.
+        let a = client("127.0.0.1", Some(65534));
+        let b = client("127.0.0.1", Some(0));
+        let c = client("10.0.0.3", None);
+        let held_by_a: Vec<Slot> = (0..MAX_PROFILE_REQUESTS_PER_CLIENT)
+            .map(|_| slots.take(a).unwrap())
+            .collect();
+        assert!(slots.take(a).err().unwrap().starts_with("this client"));
+        let held_by_b: Vec<Slot> = (0..MAX_PROFILE_REQUESTS - held_by_a.len())
+            .map(|_| slots.take(b).unwrap())
+            .collect();
+        assert!(slots.take(c).is_err());
+        drop(held_by_b);
+        let _c = slots.take(c).unwrap();
+        drop(held_by_a);
+        assert!(slots.held.lock().unwrap().get(&a).is_none());
+        let _a = slots.take(a).unwrap();
     }
 }

@@ -21,10 +21,12 @@ use tokio::sync::mpsc;
 
 use super::accumulate::Accumulated;
 use super::limits::{PUSH_QUEUE, PUSH_TIMEOUT};
-use super::metrics::reason;
+use super::metrics::{reason, OTHER_PROCESSES};
+use super::series::Series;
 use super::{Batch, Shared};
-use crate::aggregate::Profile;
+use crate::aggregate::{Profile, RecordingInfo};
 use crate::say::warning;
+use crate::symbolize::SymbolizedSample;
 
 /// The API's path, appended to a URL given without one.
 pub const PUSH_PATH: &str = "/push.v1.PusherService/Push";
@@ -96,27 +98,35 @@ pub fn endpoint(url: &str) -> Result<Uri, String> {
 pub struct Pusher {
     stacks: Accumulated,
     since: Instant,
-    queue: mpsc::Sender<Vec<u8>>,
+    queue: mpsc::Sender<Grouped>,
     sender: tokio::task::JoinHandle<()>,
     fixed: Vec<(String, String)>,
+    /// The series pushed, under the metrics' cap and TTL.
+    series: Series<Service>,
 }
+
+/// A pushed series: process name and container id.
+type Service = (String, Option<String>);
 
 impl Pusher {
     pub fn start(
         url: Uri,
         interval: Duration,
         fixed: &[(String, String)],
+        max_series: usize,
+        series_ttl: Duration,
         shared: Arc<Shared>,
     ) -> Pusher {
-        let (queue, bodies) = mpsc::channel(PUSH_QUEUE);
+        let (queue, pushes) = mpsc::channel(PUSH_QUEUE);
         let timeout = PUSH_TIMEOUT.min(interval);
-        let sender = tokio::spawn(send_all(bodies, url, timeout, shared));
+        let sender = tokio::spawn(send_all(pushes, url, timeout, shared));
         Pusher {
             stacks: Accumulated::default(),
             since: Instant::now(),
             queue,
             sender,
             fixed: fixed.to_vec(),
+            series: Series::new(max_series, series_ttl),
         }
     }
 
@@ -136,15 +146,8 @@ impl Pusher {
         if profile.stacks.is_empty() {
             return;
         }
-        let body = match request(&profile, &self.fixed) {
-            Ok(request) => request.encode_to_vec(),
-            Err(err) => {
-                warning!("could not render a push: {err:#}");
-                shared.metrics.lose(reason::PUSH, 1);
-                return;
-            }
-        };
-        if self.queue.try_send(body).is_err() {
+        let push = group(profile, &self.fixed, &mut self.series, now);
+        if self.queue.try_send(push).is_err() {
             shared.metrics.lose(reason::PUSH, 1);
         }
     }
@@ -156,41 +159,75 @@ impl Drop for Pusher {
     }
 }
 
-/// One series per process name (and container), each with its own pprof.
-pub fn request(profile: &Profile, fixed: &[(String, String)]) -> Result<PushRequest> {
-    let mut services: BTreeMap<(String, Option<String>), Vec<_>> = BTreeMap::new();
-    for stack in &profile.stacks {
+/// One push before it is encoded: each series' labels and stacks. The read
+/// loop only groups; the pprofs are built and gzipped by the sender, off
+/// the read loop and the HTTP worker.
+pub struct Grouped {
+    info: RecordingInfo,
+    series: Vec<(Vec<LabelPair>, Vec<SymbolizedSample>)>,
+}
+
+/// One series per process name (and container); past the series cap, one
+/// `[other]` series, as the metrics have (its samples keep their `comm`
+/// label). Read at `now`.
+pub fn group(
+    profile: Profile,
+    fixed: &[(String, String)],
+    series: &mut Series<Service>,
+    now: Instant,
+) -> Grouped {
+    series.expire(now);
+    let mut services: BTreeMap<Service, Vec<_>> = BTreeMap::new();
+    for stack in profile.stacks {
         let container = stack
             .cgroup
             .as_deref()
             .and_then(crate::host::container::container_id)
             .map(str::to_string);
-        services
-            .entry((stack.comm.clone(), container))
-            .or_default()
-            .push(stack.clone());
-    }
-    let mut series = Vec::with_capacity(services.len());
-    for ((service, container), stacks) in services {
-        let one = Profile::new(stacks, profile.info.clone());
-        let raw_profile = crate::export::pprof::FORMAT.render(&one)?;
-        let mut labels = vec![
-            label("__name__", PROFILE_NAME),
-            label("service_name", &service),
-        ];
-        if let Some(id) = container {
-            labels.push(label("container_id", &id));
+        let mut service = (stack.comm.clone(), container);
+        if !series.admit(&service, now) {
+            service = (OTHER_PROCESSES.to_string(), None);
+            series.keep(&service, now);
         }
-        labels.extend(fixed.iter().map(|(k, v)| label(k, v)));
-        series.push(RawProfileSeries {
-            labels,
-            samples: vec![RawSample {
-                raw_profile,
-                id: String::new(),
-            }],
-        });
+        services.entry(service).or_default().push(stack);
     }
-    Ok(PushRequest { series })
+    let series = services
+        .into_iter()
+        .map(|((service, container), stacks)| {
+            let mut labels = vec![
+                label("__name__", PROFILE_NAME),
+                label("service_name", &service),
+            ];
+            if let Some(id) = container {
+                labels.push(label("container_id", &id));
+            }
+            labels.extend(fixed.iter().map(|(k, v)| label(k, v)));
+            (labels, stacks)
+        })
+        .collect();
+    Grouped {
+        info: profile.info,
+        series,
+    }
+}
+
+impl Grouped {
+    /// The push request's body: a gzipped pprof per series.
+    pub fn encode(self) -> Result<Vec<u8>> {
+        let mut series = Vec::with_capacity(self.series.len());
+        for (labels, stacks) in self.series {
+            let one = Profile::new(stacks, self.info.clone());
+            let raw_profile = crate::export::pprof::FORMAT.render(&one)?;
+            series.push(RawProfileSeries {
+                labels,
+                samples: vec![RawSample {
+                    raw_profile,
+                    id: String::new(),
+                }],
+            });
+        }
+        Ok(PushRequest { series }.encode_to_vec())
+    }
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -203,19 +240,23 @@ fn label(name: &str, value: &str) -> LabelPair {
 /// Posts each queued body; failures are counted and said at most once a
 /// minute.
 async fn send_all(
-    mut bodies: mpsc::Receiver<Vec<u8>>,
+    mut pushes: mpsc::Receiver<Grouped>,
     url: Uri,
     timeout: Duration,
     shared: Arc<Shared>,
 ) {
     let mut last_warning: Option<Instant> = None;
-    while let Some(body) = bodies.recv().await {
-        let outcome = match tokio::time::timeout(timeout, post(&url, body)).await {
-            Ok(result) => result,
-            Err(_) => Err(anyhow::anyhow!(
-                "no answer within {:.0} s",
-                timeout.as_secs_f64()
-            )),
+    while let Some(push) = pushes.recv().await {
+        let outcome = match tokio::task::spawn_blocking(move || push.encode()).await {
+            Ok(Ok(body)) => match tokio::time::timeout(timeout, post(&url, body)).await {
+                Ok(result) => result,
+                Err(_) => Err(anyhow::anyhow!(
+                    "no answer within {:.0} s",
+                    timeout.as_secs_f64()
+                )),
+            },
+            Ok(Err(err)) => Err(err.context("could not render it")),
+            Err(err) => Err(anyhow::anyhow!("could not render it: {err}")),
         };
         if let Err(err) = outcome {
             shared.metrics.lose(reason::PUSH, 1);
@@ -286,5 +327,59 @@ mod tests {
         ] {
             assert!(endpoint(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn pushes_keep_to_the_series_cap_and_idle_series_make_room() {
+        use crate::aggregate::RecordingInfo;
+        use crate::sources::ClockRead;
+        use crate::symbolize::{StackState, SymbolizedSample};
+        let stack = |pid: u32, comm: &str| SymbolizedSample {
+            pid,
+            start_time: 0,
+            comm: comm.to_string(),
+            cgroup: None,
+            read: ClockRead {
+                event: profiler_common::sources::syscall::CLOCK_GETTIME,
+                clock_id: 1,
+            },
+            frames: Vec::new(),
+            state: StackState::Complete,
+            exact_frames: 0,
+            count: 1,
+        };
+        let names = |push: &Grouped| -> Vec<String> {
+            let mut names: Vec<String> = push
+                .series
+                .iter()
+                .flat_map(|(labels, _)| labels)
+                .filter(|l| l.name == "service_name")
+                .map(|l| l.value.clone())
+                .collect();
+            names.sort();
+            names
+        };
+        let ttl = Duration::from_secs(600);
+        let mut series = Series::new(2, ttl);
+        let start = Instant::now();
+        let profile = |comms: &[&str]| {
+            let stacks = comms
+                .iter()
+                .zip(1..)
+                .map(|(c, pid)| stack(pid, c))
+                .collect();
+            Profile::new(stacks, RecordingInfo::default())
+        };
+        let first = group(profile(&["a", "b"]), &[], &mut series, start);
+        assert_eq!(names(&first), ["a", "b"]);
+        let later = group(profile(&["a", "c"]), &[], &mut series, start + ttl / 2);
+        assert_eq!(names(&later), ["[other]", "a"]);
+        // "b" went quiet for the TTL: "c" gets its own series.
+        let past = group(profile(&["c"]), &[], &mut series, start + ttl);
+        assert_eq!(names(&past), ["c"]);
+        let body = past.encode().unwrap();
+        let decoded = PushRequest::decode(&body[..]).unwrap();
+        assert_eq!(decoded.series.len(), 1);
+        assert_eq!(decoded.series[0].samples.len(), 1);
     }
 }

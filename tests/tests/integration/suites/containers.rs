@@ -94,26 +94,37 @@ fn cgroup2_root() -> PathBuf {
         .expect("a cgroup2 hierarchy is mounted")
 }
 
-/// A docker-like cgroup, removed (after its processes exited) on drop.
+/// A cgroup at `path` under the cgroup2 root, as a runtime or a user makes
+/// it; on drop (after its processes exited) the directories it made are
+/// removed, innermost first, and those that were there are left.
 struct ContainerCgroup {
-    parent: PathBuf,
+    made: Vec<PathBuf>,
     scope: PathBuf,
     /// The path as /proc/PID/cgroup shows it.
     path: String,
 }
 
 impl ContainerCgroup {
-    fn new() -> ContainerCgroup {
+    /// Where docker's systemd driver puts a container.
+    fn docker() -> ContainerCgroup {
+        ContainerCgroup::at(&format!("/system.slice/docker-{CONTAINER_ID}.scope"))
+    }
+
+    fn at(path: &str) -> ContainerCgroup {
         let root = cgroup2_root();
-        let name = format!("clockprof-test-{}", std::process::id());
-        let parent = root.join(&name);
-        let scope = parent.join(format!("docker-{CONTAINER_ID}.scope"));
-        let _ = std::fs::remove_dir(&scope);
-        std::fs::create_dir_all(&scope).unwrap();
+        let mut made = Vec::new();
+        let mut dir = root.clone();
+        for component in path.split('/').filter(|c| !c.is_empty()) {
+            dir = dir.join(component);
+            if !dir.exists() {
+                std::fs::create_dir(&dir).unwrap();
+                made.push(dir.clone());
+            }
+        }
         ContainerCgroup {
-            path: format!("/{name}/docker-{CONTAINER_ID}.scope"),
-            parent,
-            scope,
+            made,
+            scope: dir,
+            path: path.to_string(),
         }
     }
 
@@ -124,13 +135,13 @@ impl ContainerCgroup {
 
 impl Drop for ContainerCgroup {
     fn drop(&mut self) {
-        // rmdir fails while a process is still inside; they exit quickly.
-        let start = Instant::now();
-        while std::fs::remove_dir(&self.scope).is_err() && start.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::sleep(Duration::from_millis(20));
+        for dir in self.made.iter().rev() {
+            // rmdir fails while a process is still inside; they exit quickly.
+            let start = Instant::now();
+            while std::fs::remove_dir(dir).is_err() && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        let _ = std::fs::remove_dir(&self.parent);
     }
 }
 
@@ -152,7 +163,7 @@ fn record_fixture_in(cgroup: &ContainerCgroup, out: &Path) {
 
 #[test]
 fn processes_are_labelled_with_cgroup_and_container_id() {
-    let cgroup = ContainerCgroup::new();
+    let cgroup = ContainerCgroup::docker();
     let dir = TempDir::new("labels");
 
     let json_path = dir.join("c.json");
@@ -247,4 +258,84 @@ wait $fixture
     let text = std::fs::read_to_string(&out).unwrap();
     let folded = parse_folded(&text);
     assert_eq!(count_under(&folded, "fixture_libc_hot"), 3000, "{text}");
+}
+
+/// A user can make cgroups only where systemd delegates to them, under
+/// user@UID.service; a scope there named as docker names its own
+/// (`systemd-run --user --scope --unit=docker-ID`) claims no container id.
+/// This host runs no systemd, so the test delegates as systemd does (the
+/// user's user@UID.service cgroup is theirs, and root puts their first
+/// process in it), and then `nobody` makes the scope and enters it itself.
+#[test]
+fn a_scope_a_user_makes_named_as_dockers_claims_no_container_id() {
+    let mut delegated = ContainerCgroup::at("/user.slice/user-65534.slice/user@65534.service");
+    for file in [
+        "",
+        "cgroup.procs",
+        "cgroup.threads",
+        "cgroup.subtree_control",
+    ] {
+        let path = delegated.scope.join(file);
+        let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::chown(path.as_ptr(), 65534, 65534) }, 0);
+    }
+    let scope_path = format!("{}/app.slice/docker-{CONTAINER_ID}.scope", delegated.path);
+    let scope = cgroup2_root().join(scope_path.trim_start_matches('/'));
+    let script = r#"set -e
+read -r delegated
+mkdir -p "$1"
+echo $$ > "$1/cgroup.procs"
+exec "$2" wait 2345
+"#;
+    let mut user = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&scope)
+        .arg(c_fixture())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Not yet: the shell is still in root's cgroup, which nobody cannot
+    // leave; root (systemd, on a real host) puts it in the delegated one.
+    delegated.enter(user.id());
+    {
+        use std::io::Write;
+        writeln!(user.stdin.take().unwrap(), "go").unwrap();
+    }
+    wait_until_ready(&mut user);
+    // The user's own cgroups go, before the delegated one, on drop.
+    delegated.made.push(scope.parent().unwrap().to_path_buf());
+    delegated.made.push(scope.clone());
+    let in_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", user.id())).unwrap();
+    assert!(
+        in_cgroup.contains(&format!("0::{scope_path}\n")),
+        "{in_cgroup}"
+    );
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&scope).unwrap());
+    assert_eq!(owner, 65534, "nobody made the scope");
+
+    let dir = TempDir::new("user-scope");
+    let out = dir.join("u.json");
+    let pid = user.id().to_string();
+    let (mut recorder, _stderr) = Clockprof::record()
+        .args(["-p", &pid])
+        .sources("syscall")
+        .output(&out)
+        .start();
+    unsafe { libc::kill(user.id() as i32, libc::SIGUSR1) };
+    assert!(user.wait().unwrap().success());
+    assert!(recorder.wait().unwrap().success());
+    let json = read_json(&out);
+    let process = &json["processes"][0];
+    assert_eq!(process["total"], 2345, "{json}");
+    assert_eq!(process["cgroup"], scope_path.as_str(), "{json}");
+    assert!(process.get("container_id").is_none(), "{json}");
 }

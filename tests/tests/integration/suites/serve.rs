@@ -101,6 +101,88 @@ fn http(port: u16, method: &str, path: &str) -> (u16, Vec<u8>) {
     (status, response[split + 4..].to_vec())
 }
 
+/// The read timeout of requests that may wait for a profile window.
+const LONG: Duration = Duration::from_secs(60);
+
+/// A connection to 127.0.0.1:`port` from the loopback address `from`
+/// (127.0.0.2 ...: the whole of 127/8 is this host), so one test can be
+/// several clients.
+fn connect_from(from: &str, port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let address = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = address(from.parse().unwrap(), 0);
+        let bound = libc::bind(fd, &local as *const _ as *const libc::sockaddr, length);
+        assert_eq!(bound, 0, "bind {from}: {}", std::io::Error::last_os_error());
+        let remote = address(std::net::Ipv4Addr::LOCALHOST, port);
+        let connected = libc::connect(fd, &remote as *const _ as *const libc::sockaddr, length);
+        assert_eq!(connected, 0, "{}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+/// One GET from the loopback address `from` on its own connection, which
+/// must answer within `timeout`: the status and the body.
+fn http_from(from: &str, port: u16, path: &str, timeout: Duration) -> (u16, Vec<u8>) {
+    let mut stream = connect_from(from, port);
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    if let Err(err) = stream.read_to_end(&mut response) {
+        panic!("GET {path} from {from}: no answer within {timeout:?} ({err})");
+    }
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!("GET {path} from {from}: the connection closed without an answer")
+        });
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, response[split + 4..].to_vec())
+}
+
+/// What a local user can do to the daemon's connections: open `count` from
+/// 127.0.0.1 and leave each idle after one kept-alive request, or (`finish`
+/// false) in the middle of its headers.
+fn hold_connections(port: u16, count: usize, finish: bool) -> Vec<TcpStream> {
+    (0..count)
+        .map(|_| {
+            let mut stream = connect_from("127.0.0.1", port);
+            if finish {
+                stream
+                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    .unwrap();
+                // Its answer, or nothing where the daemon closed it.
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .unwrap();
+                let _ = stream.read(&mut [0; 4096]);
+            } else {
+                stream
+                    .write_all(b"GET /metrics HTTP/1.1\r\nHost: 1")
+                    .unwrap();
+            }
+            stream
+        })
+        .collect()
+}
+
 /// The value of the series of `metrics` (Prometheus text) whose name and
 /// labels contain every one of `parts`; 0 where there is none.
 fn metric_value(metrics: &str, name: &str, parts: &[&str]) -> f64 {
@@ -452,14 +534,20 @@ fn bad_requests_get_4xx_and_profile_requests_are_capped() {
     }
     // A client that connects and says nothing holds no request slot.
     let _silent = TcpStream::connect(("127.0.0.1", serve.port)).unwrap();
-    // Four windows at once; the fifth is refused at once.
+    // Four windows at once, two from each of two clients (the most one
+    // client gets); the fifth, from a third client, is refused at once.
     let port = serve.port;
-    let open: Vec<_> = (0..4)
-        .map(|_| std::thread::spawn(move || http(port, "GET", "/debug/pprof/clock?seconds=3").0))
+    let open: Vec<_> = ["127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.2"]
+        .into_iter()
+        .map(|from| {
+            std::thread::spawn(move || {
+                http_from(from, port, "/debug/pprof/clock?seconds=3", LONG).0
+            })
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
-    let (status, body) = serve.get("/debug/pprof/clock?seconds=1");
+    let (status, body) = http_from("127.0.0.3", port, "/debug/pprof/clock?seconds=1", LONG);
     assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
     assert!(started.elapsed() < Duration::from_secs(1));
     // The daemon answers everything else meanwhile.
@@ -967,6 +1055,190 @@ fn serve_under_churn_counts_exactly_with_flat_memory() {
         late <= early * 1.2,
         "serve grew from {early} bytes after 2,000 processes to {late} after {PROCESSES}"
     );
+    let (status, stderr) = serve.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert_no_clockprof_programs_left();
+}
+
+/// Issue 21: 64 idle keep-alive connections took every slot and Prometheus
+/// was refused. Now a local user's connections, all from 127.0.0.1 as a
+/// local Prometheus's are, cannot keep a scrape out: neither idle ones
+/// after a request, nor ones that never finish their headers (which the
+/// header timeout would close only after 10 s).
+#[test]
+fn idle_connections_do_not_lock_a_scrape_out() {
+    let serve = Serve::start(&["-s", "syscall"]);
+    let port = serve.port;
+    for finish in [true, false] {
+        let held = hold_connections(port, 64, finish);
+        for _ in 0..3 {
+            let asked = Instant::now();
+            let (status, body) = http_from("127.0.0.1", port, "/metrics", Duration::from_secs(3));
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            assert!(String::from_utf8_lossy(&body).contains("clockprof_clocksource_info{"));
+            assert!(
+                asked.elapsed() < Duration::from_secs(3),
+                "{:?}",
+                asked.elapsed()
+            );
+        }
+        // The daemon closed some of them to make room (those still sending
+        // their headers after a grace of a second).
+        std::thread::sleep(Duration::from_millis(1500));
+        let closed = held
+            .into_iter()
+            .filter(|mut stream| {
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(20)))
+                    .unwrap();
+                // Closed, or reset where it had sent what was never read.
+                match stream.read(&mut [0; 4096]) {
+                    Ok(n) => n == 0,
+                    Err(err) => !matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                }
+            })
+            .count();
+        assert!(closed >= 1, "finish={finish}: none of the 64 was closed");
+    }
+    assert_eq!(serve.get("/healthz").0, 200);
+    let (status, stderr) = serve.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert_no_clockprof_programs_left();
+}
+
+/// One client holding profile windows of minutes leaves room for another
+/// client's profile, and /metrics never waits for a window.
+#[test]
+fn one_client_holding_profile_windows_leaves_room_for_another() {
+    let serve = Serve::start(&["-s", "syscall"]);
+    let port = serve.port;
+    let greedy: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                http_from("127.0.0.1", port, "/debug/pprof/clock?seconds=4", LONG).0
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    let (status, _) = http_from("127.0.0.1", port, "/metrics", Duration::from_secs(2));
+    assert_eq!(status, 200);
+    let (status, body) = http_from("127.0.0.2", port, "/debug/pprof/clock?seconds=1", LONG);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    let mut statuses: Vec<u16> = greedy.into_iter().map(|t| t.join().unwrap()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 429, 429]);
+    drop(serve);
+    assert_no_clockprof_programs_left();
+}
+
+/// Local users, a local Prometheus and a local Alloy all connect from
+/// 127.0.0.1: there a client is the user that owns the connecting socket,
+/// so `nobody` holding profile windows leaves root's scrape its own.
+#[test]
+fn a_local_user_holding_profile_windows_leaves_room_for_another_local_user() {
+    let serve = Serve::start(&["-s", "syscall"]);
+    let url = serve.url("/debug/pprof/clock?seconds=4");
+    let greedy: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .args(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("setpriv and curl run")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let asked = Instant::now();
+    let (status, body) = http_from(
+        "127.0.0.1",
+        serve.port,
+        "/debug/pprof/clock?seconds=1",
+        LONG,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    let mut statuses: Vec<String> = greedy
+        .into_iter()
+        .map(|curl| String::from_utf8(curl.wait_with_output().unwrap().stdout).unwrap())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, ["200", "200", "429", "429"]);
+    drop(serve);
+    assert_no_clockprof_programs_left();
+}
+
+/// `--series-ttl`: a process's series goes once it made no read for the
+/// TTL, and a process started after the cap was full gets its own name
+/// once the idle ones made room (a cap of 8 here, through the hidden
+/// --max-series, instead of 5,000 processes).
+#[test]
+fn idle_series_expire_and_make_room_for_new_processes() {
+    const READS: u64 = 321;
+    const CAP: usize = 8;
+    let serve = Serve::start(&["-s", "syscall", "--series-ttl", "3s", "--max-series", "8"]);
+    let reads_of = |metrics: &str, comm: &str| {
+        metric_value(
+            metrics,
+            "clockprof_clock_reads_total",
+            &[&format!("process=\"{comm}\"")],
+        )
+    };
+    let run = |comm: &str| {
+        let mut child = waiting_fixture(comm, READS);
+        unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+        assert!(child.wait().unwrap().success());
+    };
+    // Wait for a read of the kernel that shows `until`.
+    let wait_for = |what: &str, until: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = serve.metrics();
+            if until(&metrics) {
+                return metrics;
+            }
+            assert!(Instant::now() < deadline, "{what}: {metrics}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for i in 0..CAP {
+        run(&format!("ttlfill{i}"));
+    }
+    wait_for("the fillers' reads", &|m| {
+        (0..CAP)
+            .map(|i| reads_of(m, &format!("ttlfill{i}")))
+            .sum::<f64>()
+            + reads_of(m, "[other]")
+            >= (CAP as u64 * READS) as f64
+    });
+    // The cap is full: a new process is counted as [other].
+    run("ttllate1");
+    let metrics = wait_for("ttllate1's reads", &|m| {
+        reads_of(m, "[other]") >= READS as f64
+    });
+    assert_eq!(reads_of(&metrics, "ttllate1"), 0.0, "{metrics}");
+    // Three seconds without reads: the fillers' series are gone ...
+    let metrics = wait_for("the fillers' series to go", &|m| {
+        (0..CAP).all(|i| reads_of(m, &format!("ttlfill{i}")) == 0.0)
+    });
+    assert!(!metrics.contains("process=\"ttlfill0\""), "{metrics}");
+    // ... and a new process gets its own name, with every read.
+    run("ttllate2");
+    let metrics = wait_for("ttllate2's series", &|m| reads_of(m, "ttllate2") > 0.0);
+    assert_eq!(reads_of(&metrics, "ttllate2"), READS as f64, "{metrics}");
     let (status, stderr) = serve.stop(libc::SIGTERM);
     assert!(status.success(), "{stderr}");
     assert_no_clockprof_programs_left();
