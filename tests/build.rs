@@ -78,6 +78,26 @@ fn main() {
             .env("GO111MODULE", "off");
         build(variable, &source, &out, go);
     }
+    // A FUSE daemon for the tests of a stalled FUSE mount: go-fuse's
+    // loopback filesystem, a Go module fetched through the module proxy
+    // (its version and hashes pinned in go.mod and go.sum).
+    let module = fixtures.join("fusefs");
+    let out = out_dir.join(format!("fusefs{suffix}"));
+    let mut go = Command::new("go");
+    go.arg("build")
+        .arg("-o")
+        .arg(&out)
+        .arg(".")
+        .current_dir(&module)
+        .env("GOCACHE", out_dir.join("go-cache"))
+        .env("GOPATH", out_dir.join("go-path"))
+        .env("GOFLAGS", "-mod=readonly -modcacherw")
+        .env("GOTOOLCHAIN", "local")
+        .env("GO111MODULE", "on");
+    for file in ["go.mod", "go.sum"] {
+        println!("cargo:rerun-if-changed={}", module.join(file).display());
+    }
+    build("CLOCKPROF_FUSEFS_BIN", &module.join("main.go"), &out, go);
 }
 
 /// Runs `command` to build `out` from `source` and names `out` in `variable`.

@@ -81,6 +81,12 @@ pub fn dwarf_fixture() -> &'static Path {
     Path::new(env!("CLOCKPROF_DWARF_FIXTURE"))
 }
 
+/// go-fuse's loopback filesystem (tests/fixtures/fusefs, build.rs):
+/// `fusefs DIR MOUNTPOINT` serves DIR there, printing "mounted" once it does.
+pub fn fusefs() -> &'static Path {
+    Path::new(env!("CLOCKPROF_FUSEFS_BIN"))
+}
+
 /// A SIGINT-counting C program (tests/fixtures/interrupt_counter.c, build.rs).
 pub fn interrupt_counter() -> &'static Path {
     Path::new(env!("CLOCKPROF_INTERRUPT_COUNTER"))

@@ -305,3 +305,90 @@ fn deeply_nested_dwarf_in_a_users_binary_does_not_abort_clockprof() {
     let folded = run.folded();
     assert_eq!(count_under(&folded, "fixture_hot"), 300, "{folded:?}");
 }
+
+/// A process running a binary from a FUSE mount whose daemon is stopped:
+/// any stat of that file waits on the daemon, for good. `doctor` (and
+/// host-wide `-s go`) open every process's /proc/PID/exe, and took its
+/// stat before any check: they hung. The mount must be recognised from the
+/// opened descriptor's own mount, before the filesystem is asked anything.
+///
+/// A user mounts such a filesystem in a user and mount namespace of their
+/// own. Here /dev/fuse is root's alone (0600), so no user can: root mounts
+/// it in a mount namespace of its own instead, which clockprof's mount
+/// table does not list either, as a user's would not.
+#[test]
+fn a_binary_on_a_stopped_fuse_mount_does_not_hang_doctor() {
+    let dir = TempDir::new("stopped-fuse");
+    let lower = dir.join("lower");
+    std::fs::create_dir(&lower).unwrap();
+    std::fs::copy(c_fixture(), lower.join("onfuse")).unwrap();
+    let mount = dir.join("mnt");
+    std::fs::create_dir(&mount).unwrap();
+    let state = dir.join("state");
+    // In a private mount namespace: mount, start the fixture from the
+    // mount, stop the daemon, say so, and wait.
+    let script = r#"
+        "$FUSEFS" "$LOWER" "$MNT" > "$STATE.fuse" 2>&1 &
+        daemon=$!
+        for _ in $(seq 200); do grep -qs mounted "$STATE.fuse" && break; sleep 0.05; done
+        grep -q mounted "$STATE.fuse" || { cat "$STATE.fuse" >&2; exit 1; }
+        "$MNT/onfuse" wait 1 > /dev/null &
+        fixture=$!
+        sleep 0.5
+        kill -STOP $daemon
+        echo "$daemon $fixture" > "$STATE"
+        wait $fixture
+        kill -CONT $daemon
+        kill $daemon
+    "#;
+    let mut namespace = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .env("FUSEFS", fusefs())
+        .env("LOWER", &lower)
+        .env("MNT", &mount)
+        .env("STATE", &state)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !state.exists() && Instant::now() < deadline {
+        assert!(
+            namespace.try_wait().unwrap().is_none(),
+            "the FUSE mount failed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pids = std::fs::read_to_string(&state).expect("the fixture started from FUSE");
+    let pids: Vec<i32> = pids
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    // The daemon's attributes expire (go-fuse's default: 1 s): from then
+    // on, a stat asks the stopped daemon.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut doctor = Command::new(clockprof())
+        .arg("doctor")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = doctor.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Let the daemon answer (a hung doctor then ends too), the fixture end,
+    // and with it the namespace and its mount.
+    unsafe { libc::kill(pids[0], libc::SIGCONT) };
+    unsafe { libc::kill(pids[1], libc::SIGUSR1) };
+    let _ = doctor.kill();
+    let _ = doctor.wait();
+    let _ = wait_with_timeout(&mut namespace, Duration::from_secs(20));
+    let status =
+        status.expect("doctor did not end within 60 s: it waits on the stopped FUSE daemon");
+    assert!(status.success(), "doctor failed: {status}");
+}
