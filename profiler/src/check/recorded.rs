@@ -379,6 +379,13 @@ mod tests {
     }
 
     #[test]
+    fn deep_json_is_an_error_not_a_stack_overflow() {
+        let depth = 200_000;
+        let json = format!("{{\"stacks\": {}{}}}", "[".repeat(depth), "]".repeat(depth));
+        assert!(Recorded::parse(&json).is_err());
+    }
+
+    #[test]
     fn more_stacks_than_a_recording_holds_are_refused() {
         let text = "a 1\n".repeat(MAX_STACKS + 1);
         let err = Recorded::parse(&text).unwrap_err().to_string();
