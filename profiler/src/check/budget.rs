@@ -237,7 +237,7 @@ fn limit_text(value: &toml::Value) -> Result<String> {
     }
 }
 
-struct FileParts {
+pub(super) struct FileParts {
     rules: Vec<Rule>,
     baseline_file: Option<PathBuf>,
     max_increase: Option<f64>,
@@ -280,7 +280,7 @@ fn load_file(path: &Path) -> Result<FileParts> {
         .map_err(|err| anyhow::anyhow!("the budget file {}: {err:#}", path.display()))
 }
 
-fn parse_file(text: &str, dir: &Path) -> Result<FileParts> {
+pub(super) fn parse_file(text: &str, dir: &Path) -> Result<FileParts> {
     let file: BudgetFile = toml::from_str(text).map_err(|err| {
         // toml's own rendering quotes the source over several lines: keep
         // the message and the line it is about.
@@ -439,6 +439,17 @@ mod tests {
             Some(PathBuf::from("/ci/budgets/main.json"))
         );
         assert_eq!(parts.max_increase, Some(50.0));
+    }
+
+    /// Input can nest as deep as it likes; the parsers must not recurse as
+    /// deep (a stack overflow aborts, no error to report).
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let depth = 200_000;
+        let arrays = format!("[max]\nf = {}{}\n", "[".repeat(depth), "]".repeat(depth));
+        assert!(parse_file(&arrays, Path::new(".")).is_err());
+        let tables = format!("[max]\nf = {}{}\n", "{a=".repeat(depth), "}".repeat(depth));
+        assert!(parse_file(&tables, Path::new(".")).is_err());
     }
 
     #[test]

@@ -19,6 +19,17 @@ mod resolve;
 mod symbolizer;
 mod vdso;
 
+/// The fuzz target of perf maps (fuzz/targets.rs): any text, as a JIT's
+/// `/tmp/perf-PID.map` or a user's file there holds.
+#[cfg(test)]
+pub(crate) fn fuzz_perf_map(text: &str) -> bool {
+    let map = perf_map::PerfMap::parse(text);
+    for address in [0, 0x1000, u64::MAX] {
+        let _ = map.name(address);
+    }
+    !map.0.is_empty()
+}
+
 /// What stands for a user stack the kernel could not capture (the
 /// format tests render one).
 #[cfg(test)]
