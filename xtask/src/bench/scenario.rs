@@ -38,6 +38,9 @@ pub enum RowId {
     /// The daemon's peak memory recording Debian's python3 and redis-server with `--unwind
     /// dwarf` vs `--unwind fp`: the unwind tables and the stack ring (once).
     UnwindMemory,
+    /// The parsers' fuzz targets, each for --fuzz-seconds (not in the default
+    /// rows: it measures robustness, not cost, and takes minutes).
+    Fuzz,
 }
 
 /// What `bench_clock_loop` does, and how many calls a run makes.
