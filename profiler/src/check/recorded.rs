@@ -22,6 +22,12 @@ const MAX_INPUT_BYTES: u64 = 256 << 20;
 /// its line, so 256 MiB of `a 1` lines would otherwise take gigabytes.
 pub const MAX_STACKS: usize = 1 << 22;
 
+/// Frames of one stack, the process name and the leaf included: clockprof
+/// writes at most 127 user and 127 kernel frames, each of which inlining can
+/// make a few. Past this a line is refused: diff's flamegraph and judge's
+/// per-frame sets would otherwise grow with a line of a million `;`.
+pub const MAX_FRAMES: usize = 4096;
+
 /// One stack: the process name, the frames outermost first, and the clock
 /// read as its leaf, as in the folded output.
 #[derive(Clone, Debug, PartialEq)]
@@ -184,6 +190,12 @@ fn parse_folded(text: &str) -> Result<Recorded> {
         if stacks.len() == MAX_STACKS {
             return Err(too_many_stacks());
         }
+        if stack.matches(';').count() >= MAX_FRAMES {
+            bail!(
+                "line {} has more than {MAX_FRAMES} frames, more than clockprof writes",
+                number + 1
+            );
+        }
         let sampled = leaf_is_sampled(stack.rsplit(';').next().unwrap_or(""));
         // clockprof's folded output is printable already; a hand-made or
         // hostile file's control characters are escaped here, once, so
@@ -224,6 +236,16 @@ fn parse_json(text: &str) -> Result<Recorded> {
         .map_err(|err| anyhow::anyhow!("its JSON does not hold clockprof's stacks ({err})"))?;
     if recording.stacks.len() > MAX_STACKS {
         return Err(too_many_stacks());
+    }
+    if let Some(index) = recording
+        .stacks
+        .iter()
+        .position(|s| s.frames.len() + 2 > MAX_FRAMES)
+    {
+        bail!(
+            "stack {} has more than {MAX_FRAMES} frames, more than clockprof writes",
+            index + 1
+        );
     }
     let stacks = recording
         .stacks
@@ -367,15 +389,33 @@ mod tests {
 
     #[test]
     fn frames_cost_no_allocation_each() {
-        // A line of a million `;` is a million and one empty frames: kept as
-        // the line itself, not as a String per frame (24x the line).
-        let line = format!("{} 1\n", ";".repeat(1_000_000));
+        // Empty frames are kept as the line itself, not as a String per
+        // frame (24x the line).
+        let line = format!("{} 1\n", ";".repeat(MAX_FRAMES - 1));
         let recorded = Recorded::parse(&line).unwrap();
         let stack = &recorded.stacks[0];
-        assert_eq!(stack.frames().count(), 1_000_001);
+        assert_eq!(stack.frames().count(), MAX_FRAMES);
         assert_eq!(std::mem::size_of_val(stack), 40);
         assert_eq!(stack.reader(), "");
         assert_eq!(Recorded::parse("a 1\n").unwrap().stacks[0].reader(), "a");
+    }
+
+    #[test]
+    fn more_frames_than_clockprof_writes_are_refused() {
+        let line = format!("a 1\n{} 1\n", ";".repeat(1_000_000));
+        let err = Recorded::parse(&line).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "line 2 has more than 4096 frames, more than clockprof writes"
+        );
+        let frames = vec![r#"{"function": "f"}"#; MAX_FRAMES - 1].join(",");
+        let json = format!(
+            r#"{{"stacks": [{{"comm": "a", "source": "syscall", "leaf": "l", "frames": [{frames}], "count": 1}}]}}"#
+        );
+        assert!(Recorded::parse(&json)
+            .unwrap_err()
+            .to_string()
+            .starts_with("stack 1 has more than 4096 frames"));
     }
 
     #[test]
