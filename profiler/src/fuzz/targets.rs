@@ -224,3 +224,18 @@ fn fuzz_long() {
     }
     assert!(failed.is_empty(), "fuzz targets with failures: {failed:?}");
 }
+
+/// Runs one saved input with the panic hook in place, for its message and
+/// backtrace: CLOCKPROF_FUZZ_REPLAY=TARGET:PATH.
+#[test]
+#[ignore]
+fn fuzz_replay() {
+    let spec = std::env::var("CLOCKPROF_FUZZ_REPLAY").expect("CLOCKPROF_FUZZ_REPLAY=TARGET:PATH");
+    let (name, path) = spec.split_once(':').expect("TARGET:PATH");
+    let target = TARGETS
+        .iter()
+        .find(|t| t.name == name)
+        .expect("a target's name");
+    let accepted = (target.run)(&std::fs::read(path).unwrap());
+    println!("fuzz {name}: {path} accepted: {accepted}");
+}
