@@ -1,15 +1,34 @@
-//! The test binary's allocator: the system's, counting the bytes live and
-//! their peak, so a fuzz target's exec that allocates out of proportion to
-//! its input is caught (a "balloon"). Only in `cargo test` builds: the
-//! fuzz module is `#[cfg(test)]`.
+//! The test binary's allocator: the system's, counting the bytes each thread
+//! has live and their peak, so a fuzz target's exec that allocates out of
+//! proportion to its input is caught (a "balloon"). Per thread, because the
+//! unit tests run in parallel and one test's large allocation must not be
+//! charged to a fuzz exec on another thread. Only in `cargo test` builds:
+//! the fuzz module is `#[cfg(test)]`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    // const-initialised Cells: reading them never allocates, so the
+    // allocator may use them. Bytes freed on another thread than the one
+    // that allocated them make LIVE drift; the fuzz targets run on one.
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn grew(size: usize) {
+    let _ = LIVE.try_with(|live| {
+        let now = live.get().saturating_add(size as isize);
+        live.set(now);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+    });
+}
+
+fn shrank(size: usize) {
+    let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(size as isize)));
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -30,35 +49,30 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        shrank(layout.size());
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            shrank(layout.size());
             grew(new_size);
         }
         new
     }
 }
 
-fn grew(size: usize) {
-    let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
-    PEAK.fetch_max(live, Ordering::Relaxed);
-}
-
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// Starts a new peak from the bytes live now; returns them.
+/// Starts a new peak for this thread from its bytes live now; returns them.
 pub fn reset_peak() -> usize {
-    let live = LIVE.load(Ordering::Relaxed);
-    PEAK.store(live, Ordering::Relaxed);
-    live
+    let live = LIVE.with(Cell::get);
+    PEAK.with(|peak| peak.set(live));
+    live.max(0) as usize
 }
 
-/// The most bytes live since reset_peak.
+/// The most bytes this thread had live since reset_peak.
 pub fn peak() -> usize {
-    PEAK.load(Ordering::Relaxed)
+    PEAK.with(Cell::get).max(0) as usize
 }
