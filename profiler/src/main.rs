@@ -11,6 +11,8 @@ mod aggregate;
 mod attachment;
 mod collect;
 mod export;
+#[cfg(test)]
+mod fuzz;
 mod host;
 mod probes;
 mod proc_tracker;

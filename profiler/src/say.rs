@@ -86,12 +86,17 @@ fn panic_line(payload: &(dyn std::any::Any + Send), place: Option<String>) -> St
 
 /// Fault injection for the end-to-end tests of the panic path (one line, a
 /// restored terminal, nothing left behind): `CLOCKPROF_TEST_PANIC=STAGE`
-/// panics at that stage as a bug would there. No argument reaches it.
+/// panics at that stage as a bug would there. No argument reaches it, and
+/// only a build with the `test-panic` feature (the tests' own) has it.
+#[cfg(feature = "test-panic")]
 pub fn test_panic_point(stage: &str) {
     if std::env::var_os("CLOCKPROF_TEST_PANIC").is_some_and(|v| v == stage) {
         panic!("deliberate panic at {stage} (CLOCKPROF_TEST_PANIC)");
     }
 }
+
+#[cfg(not(feature = "test-panic"))]
+pub fn test_panic_point(_stage: &str) {}
 
 /// A panic is a bug: say so in one line a user can paste into an issue,
 /// without the backtrace, unless RUST_BACKTRACE asks for it. (top wraps this

@@ -47,6 +47,23 @@ pub fn clockprof() -> PathBuf {
     path
 }
 
+/// The `test-panic` build of clockprof (CLOCKPROF_TEST_PANIC=STAGE panics at
+/// STAGE), which `cargo xtask test` builds beside the shipped one, or
+/// CLOCKPROF_TEST_PANIC_BIN.
+pub fn clockprof_test_panic() -> PathBuf {
+    require_root();
+    let _ = tracefs_baseline();
+    let path = std::env::var_os("CLOCKPROF_TEST_PANIC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/clockprof-test-panic"));
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo xtask test` builds it (cargo build --release -p profiler --features test-panic, copied there)",
+        path.display()
+    );
+    path
+}
+
 pub fn fixture_dir() -> PathBuf {
     let dir = std::env::var_os("CLOCKPROF_FIXTURE_DIR")
         .map(PathBuf::from)

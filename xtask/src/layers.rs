@@ -111,8 +111,8 @@ pub const LAYERS: &[Layer] = &[
         what: "check and diff (reuse record)",
     },
     Layer {
-        holds: &["cli.rs"],
-        what: "parses and hands a config down",
+        holds: &["cli.rs", "fuzz/"],
+        what: "parses and hands a config down; the parsers' fuzz targets (tests only)",
     },
     Layer {
         holds: &["main.rs"],

@@ -36,7 +36,7 @@ const VM_KERNELS: vm::KernelChoice = vm::KernelChoice::All;
 
 pub fn run(args: &TestArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    if let Err(err) = build::run() {
+    if let Err(err) = build::run().and_then(|()| build::build_test_panic_profiler()) {
         eprintln!("xtask: error: {err:#}");
         println!("xtask test: FAILED: build (nothing was tested)");
         return Ok(ExitCode::FAILURE);
@@ -61,6 +61,10 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         .env(
             "CLOCKPROF_BIN",
             workspace::release_bin(build::CLOCKPROF_BIN),
+        )
+        .env(
+            "CLOCKPROF_TEST_PANIC_BIN",
+            workspace::release_bin(build::TEST_PANIC_BIN),
         )
         .env("CLOCKPROF_FIXTURE_DIR", &fixture_dir);
 

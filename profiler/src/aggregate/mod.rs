@@ -131,9 +131,12 @@ impl Profile {
                     total: 0,
                     by_source: BTreeMap::new(),
                 });
-            process.total += sample.count;
-            *process.by_source.entry(sample.read.source()).or_default() += sample.count;
-            stacks
+            add_count(&mut process.total, sample.count);
+            add_count(
+                process.by_source.entry(sample.read.source()).or_default(),
+                sample.count,
+            );
+            let stack = stacks
                 .entry((
                     process_key,
                     sample.read,
@@ -143,8 +146,8 @@ impl Profile {
                 .or_insert_with(|| SymbolizedSample {
                     count: 0,
                     ..sample.clone()
-                })
-                .count += sample.count;
+                });
+            add_count(&mut stack.count, sample.count);
         }
         let mut stacks: Vec<SymbolizedSample> = stacks.into_values().collect();
         stacks.sort_by(|a, b| {
@@ -165,7 +168,7 @@ impl Profile {
                 .then(a.start_time.cmp(&b.start_time))
                 .then_with(|| a.comm.cmp(&b.comm))
         });
-        let total = processes.iter().map(|p| p.total).sum();
+        let total = sum_counts(processes.iter().map(|p| p.total));
         Profile {
             info,
             stacks,
@@ -185,12 +188,24 @@ impl Profile {
     }
 }
 
+/// Adds `count` to `total`, stopping at u64::MAX. Counts come from the
+/// kernel's maps over a run of months, or from files a user wrote: a sum that
+/// wraps in a release build would report a tiny number for the largest one.
+pub fn add_count(total: &mut u64, count: u64) {
+    *total = total.saturating_add(count);
+}
+
+/// The sum of `counts`, stopping at u64::MAX (see add_count).
+pub fn sum_counts(counts: impl IntoIterator<Item = u64>) -> u64 {
+    counts.into_iter().fold(0, u64::saturating_add)
+}
+
 /// Folded lines (`STACK COUNT`) from stack texts and counts: identical texts
 /// merged, sorted by stack, as every flamegraph tool expects.
 pub fn merged_folded_lines(stacks: impl Iterator<Item = (String, u64)>) -> Vec<String> {
     let mut merged: BTreeMap<String, u64> = BTreeMap::new();
     for (stack, count) in stacks {
-        *merged.entry(stack).or_default() += count;
+        add_count(merged.entry(stack).or_default(), count);
     }
     merged
         .into_iter()
@@ -263,6 +278,25 @@ mod tests {
 
     /// Processes gone before the end share pid 0: each name stays its own
     /// process, and equal frames of two names stay two stacks.
+    /// A release build wrapped these sums: u64::MAX + 2 reads were 1.
+    #[test]
+    fn count_sums_saturate() {
+        let event = profiler_common::sources::syscall::TIME;
+        let samples = vec![
+            sample(10, "fx", &["main"], event, CLOCK_ID_NONE, u64::MAX),
+            sample(10, "fx", &["main"], event, CLOCK_ID_NONE, 2),
+            sample(11, "fy", &["main"], event, CLOCK_ID_NONE, 2),
+        ];
+        let profile = Profile::new(samples, RecordingInfo::default());
+        assert_eq!(profile.stacks[0].count, u64::MAX);
+        assert_eq!(profile.processes[0].total, u64::MAX);
+        assert_eq!(profile.total, u64::MAX);
+        assert_eq!(
+            merged_folded_lines([("a".to_string(), u64::MAX), ("a".to_string(), 1)].into_iter()),
+            [format!("a {}", u64::MAX)]
+        );
+    }
+
     #[test]
     fn gone_processes_stay_apart_by_name() {
         let samples = vec![

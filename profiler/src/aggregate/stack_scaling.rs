@@ -82,7 +82,7 @@ pub fn scale_sampled_stacks(samples: Vec<SymbolizedSample>) -> Vec<SymbolizedSam
         };
         match sample.state {
             StackState::Unsampled => {
-                group.sampled_out_count += sample.count;
+                super::add_count(&mut group.sampled_out_count, sample.count);
                 group.sampled_out.get_or_insert(sample);
             }
             StackState::Unwound => group.unwound.push(sample),
@@ -110,10 +110,11 @@ pub fn scale_sampled_stacks(samples: Vec<SymbolizedSample>) -> Vec<SymbolizedSam
             out.push(sample);
             continue;
         }
-        let unwound_weight: u64 = group.unwound.iter().map(|s| s.count).sum();
+        let unwound_weight = super::sum_counts(group.unwound.iter().map(|s| s.count));
         let every_event_unwound =
             group.sampled.is_empty() && unwound_weight == group.sampled_out_count;
-        let total = group.sampled.iter().map(|s| s.count).sum::<u64>() + group.sampled_out_count;
+        let total = super::sum_counts(group.sampled.iter().map(|s| s.count))
+            .saturating_add(group.sampled_out_count);
         let mut sampled = group.sampled;
         sampled.extend(group.unwound);
         // Ties in rounding go to the first stack in a fixed order.

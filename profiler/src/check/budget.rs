@@ -170,7 +170,7 @@ pub fn parse_max_limit(value: &str) -> Result<Limit> {
         return Ok(Limit::Count(count));
     }
     if let Some(time) = parse_cpu_time(value) {
-        return Ok(Limit::CpuTime(time));
+        return time.map(Limit::CpuTime);
     }
     bail!("`{value}` is neither a count of clock reads nor a CPU time such as 10ms")
 }
@@ -179,14 +179,16 @@ pub fn parse_max_limit(value: &str) -> Result<Limit> {
 pub fn parse_rate_limit(value: &str) -> Result<Limit> {
     match value.parse::<f64>() {
         Ok(rate) if rate >= 0.0 && rate.is_finite() => Ok(Limit::Rate(rate)),
-        _ if parse_cpu_time(value).is_some() => {
+        _ if parse_cpu_time(value).is_some_and(|time| time.is_ok()) => {
             bail!("a rate is clock reads per second; a CPU time budget goes in --max 'PATTERN={value}'")
         }
         _ => bail!("`{value}` is not a number of clock reads per second"),
     }
 }
 
-fn parse_cpu_time(value: &str) -> Option<Duration> {
+/// None when `value` is not a number with a time unit; an error when it is
+/// one but no `Duration` holds it (`Duration::from_secs_f64` would panic).
+fn parse_cpu_time(value: &str) -> Option<Result<Duration>> {
     let split = value.find(|c: char| c.is_ascii_alphabetic() || c == 'µ')?;
     let (number, unit) = value.split_at(split);
     let scale = match unit {
@@ -197,7 +199,13 @@ fn parse_cpu_time(value: &str) -> Option<Duration> {
         _ => return None,
     };
     let number: f64 = number.trim().parse().ok()?;
-    (number >= 0.0 && number.is_finite()).then(|| Duration::from_secs_f64(number * scale))
+    if !(number >= 0.0 && number.is_finite()) {
+        return None;
+    }
+    Some(
+        Duration::try_from_secs_f64(number * scale)
+            .map_err(|_| anyhow::anyhow!("the CPU time `{value}` is too long to hold")),
+    )
 }
 
 /// Tables keep the file's order (toml's preserve_order), so the report lists
@@ -229,7 +237,7 @@ fn limit_text(value: &toml::Value) -> Result<String> {
     }
 }
 
-struct FileParts {
+pub(super) struct FileParts {
     rules: Vec<Rule>,
     baseline_file: Option<PathBuf>,
     max_increase: Option<f64>,
@@ -272,7 +280,7 @@ fn load_file(path: &Path) -> Result<FileParts> {
         .map_err(|err| anyhow::anyhow!("the budget file {}: {err:#}", path.display()))
 }
 
-fn parse_file(text: &str, dir: &Path) -> Result<FileParts> {
+pub(super) fn parse_file(text: &str, dir: &Path) -> Result<FileParts> {
     let file: BudgetFile = toml::from_str(text).map_err(|err| {
         // toml's own rendering quotes the source over several lines: keep
         // the message and the line it is about.
@@ -359,6 +367,11 @@ mod tests {
         assert!(err(&[], &["f=10ms"]).contains("--max 'PATTERN=10ms'"));
         assert!(err(&[], &["f=-1"]).contains("not a number of clock reads per second"));
         assert!(err(&[], &[]).starts_with("check needs a budget"));
+        assert_eq!(
+            err(&["main=100000000000000000000s"], &[]),
+            "--max `main=100000000000000000000s`: the CPU time `100000000000000000000s` is too long to hold"
+        );
+        assert!(err(&["f=100000000000000000000000ms"], &[]).contains("too long"));
         for message in [err(&["f=lots"], &[]), err(&[], &["f=x"])] {
             assert!(!message.contains('\n'), "{message}");
         }
@@ -426,6 +439,17 @@ mod tests {
             Some(PathBuf::from("/ci/budgets/main.json"))
         );
         assert_eq!(parts.max_increase, Some(50.0));
+    }
+
+    /// Input can nest as deep as it likes; the parsers must not recurse as
+    /// deep (a stack overflow aborts, no error to report).
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let depth = 200_000;
+        let arrays = format!("[max]\nf = {}{}\n", "[".repeat(depth), "]".repeat(depth));
+        assert!(parse_file(&arrays, Path::new(".")).is_err());
+        let tables = format!("[max]\nf = {}{}\n", "{a=".repeat(depth), "}".repeat(depth));
+        assert!(parse_file(&tables, Path::new(".")).is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use inferno::{differential, flamegraph};
 
 use crate::check::recorded::Recorded;
 use crate::export::{self, Existing, Format, OutputFile};
+use crate::host::printable::printable;
 use crate::say::say;
 
 /// What `diff -o` writes: the differential counterpart of `record`'s svg or
@@ -161,7 +162,8 @@ impl Change {
 fn reads_by_reader(recorded: &Recorded) -> BTreeMap<&str, u64> {
     let mut reads = BTreeMap::new();
     for stack in &recorded.stacks {
-        *reads.entry(stack.reader()).or_default() += stack.count;
+        let reads: &mut u64 = reads.entry(stack.reader()).or_default();
+        *reads = reads.saturating_add(stack.count);
     }
     reads
 }
@@ -191,19 +193,18 @@ fn changes(base: &Recorded, new: &Recorded) -> (Vec<Change>, Vec<Change>) {
 }
 
 fn report(base: &Recorded, new: &Recorded, names: (&str, &str), top: usize) -> String {
-    let total = |r: &Recorded| r.stacks.iter().map(|s| s.count).sum::<u64>();
     let totals = Change {
         function: String::new(),
-        base: total(base),
-        new: total(new),
+        base: base.total(),
+        new: new.total(),
     };
     let mut out = String::new();
     let _ = writeln!(
         out,
         "BASE {}: {} clock reads; NEW {}: {} clock reads ({:+}, {})",
-        names.0,
+        printable(names.0),
         totals.base,
-        names.1,
+        printable(names.1),
         totals.new,
         totals.delta(),
         totals.percent()
@@ -340,6 +341,18 @@ mod tests {
             lines[9].split_whitespace().collect::<Vec<_>>(),
             ["50", "40", "-10", "-20.0%", "warm"]
         );
+    }
+
+    #[test]
+    fn report_prints_no_control_character_it_read() {
+        let evil = recorded("fx;\x1b]0;pwned\x07;[syscall time] 5\n");
+        let text = report(&base(), &evil, ("a\x1b[2J.folded", "b"), 10);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("\\x1b[2J.folded"), "{text}");
+        assert!(text.contains("\\x07"), "{text}");
     }
 
     #[test]

@@ -44,9 +44,10 @@ impl Measures<'_> {
         let mut matched = false;
         let mut total = 0;
         for stack in self.recorded.stacks.iter().filter(|s| s.sampled == sampled) {
-            if stack.frames.iter().any(|frame| pattern.matches(frame)) {
+            if stack.frames().any(|frame| pattern.matches(frame)) {
                 matched = true;
-                total += stack.count;
+                // Parsing refused input whose counts overflow; saturate anyway.
+                total = u64::saturating_add(total, stack.count);
             }
         }
         matched.then_some(total)
@@ -100,7 +101,10 @@ fn judge_rule(rule: &Rule, reads: u64, measures: &Measures) -> Verdict {
         Limit::CpuTime(max) => {
             // check refuses a CPU-time budget unless vdso is sampling.
             let hz = measures.sample_frequency.unwrap_or(1).max(1);
-            let time = Duration::from_secs_f64(reads as f64 / hz as f64);
+            // u64::MAX samples at 1 Hz is past Duration's range, where
+            // from_secs_f64 panics; such a time is over any budget anyway.
+            let time =
+                Duration::try_from_secs_f64(reads as f64 / hz as f64).unwrap_or(Duration::MAX);
             let measured = format_cpu_time(time);
             let what =
                 format!("{measured} of CPU in vDSO clock reads ({reads} samples at {hz} Hz)");
@@ -127,9 +131,10 @@ fn judge_rule(rule: &Rule, reads: u64, measures: &Measures) -> Verdict {
 pub fn reads_per_frame(recorded: &Recorded) -> BTreeMap<&str, u64> {
     let mut reads = BTreeMap::new();
     for stack in recorded.stacks.iter().filter(|s| !s.sampled) {
-        let frames: BTreeSet<&str> = stack.frames.iter().map(String::as_str).collect();
+        let frames: BTreeSet<&str> = stack.frames().collect();
         for frame in frames {
-            *reads.entry(frame).or_default() += stack.count;
+            let reads: &mut u64 = reads.entry(frame).or_default();
+            *reads = reads.saturating_add(stack.count);
         }
     }
     reads
@@ -262,10 +267,8 @@ mod tests {
         Recorded {
             stacks: lines
                 .iter()
-                .map(|(stack, count)| RecordedStack {
-                    frames: stack.split(';').map(String::from).collect(),
-                    count: *count,
-                    sampled: stack.ends_with("[vdso sample]"),
+                .map(|(stack, count)| {
+                    RecordedStack::new(stack.split(';'), *count, stack.ends_with("[vdso sample]"))
                 })
                 .collect(),
         }

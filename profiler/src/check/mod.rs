@@ -14,6 +14,17 @@ mod pattern;
 pub mod recorded;
 mod report;
 
+/// The fuzz target of budget files (fuzz/targets.rs): any text as TOML, and
+/// each line as a --max and a --max-rate value.
+#[cfg(test)]
+pub(crate) fn fuzz_budget(text: &str) -> bool {
+    for line in text.lines().take(64) {
+        let _ = budget::parse_max_limit(line).map(|limit| limit.to_string());
+        let _ = budget::parse_rate_limit(line).map(|limit| limit.to_string());
+    }
+    budget::parse_file(text, std::path::Path::new("/budgets")).is_ok()
+}
+
 use anyhow::{bail, Result};
 
 use crate::check::recorded::Recorded;

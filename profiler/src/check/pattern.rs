@@ -21,10 +21,18 @@ const OPTIONS: MatchOptions = MatchOptions {
     require_literal_leading_dot: false,
 };
 
+/// glob's matcher recurses once per `*`, and backtracks over them: a
+/// budget file's pattern of thousands could exhaust the stack or the time.
+/// No frame needs more than a few.
+const MAX_STARS: usize = 64;
+
 impl FramePattern {
     pub fn new(text: &str) -> Result<FramePattern> {
         if text.is_empty() {
             bail!("a budget has an empty pattern; name a frame or a glob before `=`");
+        }
+        if text.matches('*').count() > MAX_STARS {
+            bail!("a pattern may hold at most {MAX_STARS} `*`");
         }
         Ok(FramePattern {
             text: text.to_string(),
@@ -53,6 +61,16 @@ impl FramePattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stars_are_bounded() {
+        let many = "*a".repeat(MAX_STARS + 1);
+        let err = FramePattern::new(&many).unwrap_err().to_string();
+        assert_eq!(err, "a pattern may hold at most 64 `*`");
+        let most = FramePattern::new(&"*a".repeat(MAX_STARS)).unwrap();
+        assert!(!most.matches(&"a".repeat(63)));
+        assert!(most.matches(&"a".repeat(64)));
+    }
 
     fn matches(pattern: &str, frame: &str) -> bool {
         FramePattern::new(pattern).unwrap().matches(frame)

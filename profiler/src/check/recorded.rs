@@ -17,27 +17,73 @@ use crate::sources::Source;
 /// host stays far below it.
 const MAX_INPUT_BYTES: u64 = 256 << 20;
 
+/// More stacks than a recording can hold (`--count-entries` allows at most
+/// 2^22 counted stacks) are refused: each costs about 60 bytes however short
+/// its line, so 256 MiB of `a 1` lines would otherwise take gigabytes.
+pub const MAX_STACKS: usize = 1 << 22;
+
+/// Frames of one stack, the process name and the leaf included: clockprof
+/// writes at most 127 user and 127 kernel frames, each of which inlining can
+/// make a few. Past this a line is refused: diff's flamegraph and judge's
+/// per-frame sets would otherwise grow with a line of a million `;`.
+pub const MAX_FRAMES: usize = 4096;
+
 /// One stack: the process name, the frames outermost first, and the clock
 /// read as its leaf, as in the folded output.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecordedStack {
-    pub frames: Vec<String>,
+    /// The frames joined by `;`, as one string: a `String` per frame would
+    /// cost 24 bytes and an allocation for each, so a line of 1 MB of `;`
+    /// would grow to 24 MB and more.
+    folded: String,
     pub count: u64,
     /// Samples of a sampling source (`vdso`), not counted events.
     pub sampled: bool,
 }
 
 impl RecordedStack {
+    /// `frames` as folded stacks write them: printable, without `;`.
+    pub fn new<'a>(frames: impl IntoIterator<Item = &'a str>, count: u64, sampled: bool) -> Self {
+        let mut folded = String::new();
+        for (index, frame) in frames.into_iter().enumerate() {
+            if index > 0 {
+                folded.push(';');
+            }
+            folded.push_str(&printable::folded(frame));
+        }
+        RecordedStack {
+            folded,
+            count,
+            sampled,
+        }
+    }
+
+    /// The process name, the frames outermost first, then the leaf.
+    pub fn frames(&self) -> std::str::Split<'_, char> {
+        self.folded.split(';')
+    }
+
     /// The function that read the clock: the frame just above the leaf (the
     /// process name when no frame was resolved).
     pub fn reader(&self) -> &str {
-        let below_leaf = self.frames.len().saturating_sub(2);
-        self.frames.get(below_leaf).map_or("", String::as_str)
+        let mut from_leaf = self.folded.rsplit(';');
+        let leaf = from_leaf.next().unwrap_or("");
+        from_leaf.next().unwrap_or(leaf)
     }
+}
 
-    pub fn folded(&self) -> String {
-        self.frames.join(";")
-    }
+/// The sum of the stacks' counts; bad input when it passes u64 (a recording
+/// of clockprof's never comes near: 2^64 reads are 580 years at a billion a
+/// second).
+fn checked_total(stacks: &[RecordedStack]) -> Result<u64> {
+    stacks.iter().try_fold(0u64, |total, stack| {
+        total.checked_add(stack.count).ok_or_else(|| {
+            anyhow::anyhow!(
+                "its counts add up to more than {}, which no recording holds",
+                u64::MAX
+            )
+        })
+    })
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -52,11 +98,7 @@ impl Recorded {
                 .stacks
                 .iter()
                 .map(|stack| RecordedStack {
-                    frames: stack
-                        .folded_stack(&profile.info.kernel_functions)
-                        .split(';')
-                        .map(String::from)
-                        .collect(),
+                    folded: stack.folded_stack(&profile.info.kernel_functions),
                     count: stack.count,
                     sampled: stack.read.source().is_sampled(),
                 })
@@ -77,16 +119,27 @@ impl Recorded {
     }
 
     pub fn parse(text: &str) -> Result<Recorded> {
-        if text.trim_start().starts_with('{') {
-            parse_json(text)
+        let recorded = if text.trim_start().starts_with('{') {
+            parse_json(text)?
         } else {
-            parse_folded(text)
-        }
+            parse_folded(text)?
+        };
+        checked_total(&recorded.stacks)?;
+        Ok(recorded)
+    }
+
+    /// The sum of every stack's count; parse has checked that it fits.
+    pub fn total(&self) -> u64 {
+        self.stacks
+            .iter()
+            .fold(0u64, |total, s| total.saturating_add(s.count))
     }
 
     /// Folded lines (`STACK COUNT`), identical stacks merged, sorted.
     pub fn folded_lines(&self) -> Vec<String> {
-        crate::aggregate::merged_folded_lines(self.stacks.iter().map(|s| (s.folded(), s.count)))
+        crate::aggregate::merged_folded_lines(
+            self.stacks.iter().map(|s| (s.folded.clone(), s.count)),
+        )
     }
 }
 
@@ -117,6 +170,10 @@ fn leaf_is_sampled(leaf: &str) -> bool {
         .any(|s| leaf.starts_with(&format!("[{} ", s.name())))
 }
 
+fn too_many_stacks() -> anyhow::Error {
+    anyhow::anyhow!("it holds more than {MAX_STACKS} stacks, more than a recording can")
+}
+
 fn parse_folded(text: &str) -> Result<Recorded> {
     let mut stacks = Vec::new();
     for (number, line) in text.lines().enumerate() {
@@ -130,10 +187,21 @@ fn parse_folded(text: &str) -> Result<Recorded> {
         let Some((stack, count)) = parsed else {
             bail!("line {} is not `STACK COUNT`", number + 1);
         };
-        let frames: Vec<String> = stack.split(';').map(String::from).collect();
-        let sampled = leaf_is_sampled(frames.last().map_or("", String::as_str));
+        if stacks.len() == MAX_STACKS {
+            return Err(too_many_stacks());
+        }
+        if stack.matches(';').count() >= MAX_FRAMES {
+            bail!(
+                "line {} has more than {MAX_FRAMES} frames, more than clockprof writes",
+                number + 1
+            );
+        }
+        let sampled = leaf_is_sampled(stack.rsplit(';').next().unwrap_or(""));
+        // clockprof's folded output is printable already; a hand-made or
+        // hostile file's control characters are escaped here, once, so
+        // that diff and check print no ESC or CR they read.
         stacks.push(RecordedStack {
-            frames,
+            folded: printable::printable(stack).into_owned(),
             count,
             sampled,
         });
@@ -166,30 +234,45 @@ struct JsonFrame {
 fn parse_json(text: &str) -> Result<Recorded> {
     let recording: JsonRecording = serde_json::from_str(text)
         .map_err(|err| anyhow::anyhow!("its JSON does not hold clockprof's stacks ({err})"))?;
+    if recording.stacks.len() > MAX_STACKS {
+        return Err(too_many_stacks());
+    }
+    if let Some(index) = recording
+        .stacks
+        .iter()
+        .position(|s| s.frames.len() + 2 > MAX_FRAMES)
+    {
+        bail!(
+            "stack {} has more than {MAX_FRAMES} frames, more than clockprof writes",
+            index + 1
+        );
+    }
     let stacks = recording
         .stacks
         .into_iter()
         .map(|stack| {
             // As SymbolizedSample::folded_stack names them: printable, no `;`.
-            let mut frames = Vec::with_capacity(stack.frames.len() + 2);
-            frames.push(stack.comm);
-            frames.extend(stack.frames.into_iter().map(|f| {
-                if f.kernel {
-                    format!("{}_[k]", f.function)
-                } else {
-                    f.function
-                }
-            }));
-            frames.push(stack.leaf);
-            let frames = frames.iter().map(|f| printable::folded(f)).collect();
+            let frames: Vec<std::borrow::Cow<str>> = stack
+                .frames
+                .iter()
+                .map(|f| {
+                    if f.kernel {
+                        format!("{}_[k]", f.function).into()
+                    } else {
+                        f.function.as_str().into()
+                    }
+                })
+                .collect();
             let sampled = Source::ALL
                 .iter()
                 .any(|s| s.name() == stack.source && s.is_sampled());
-            RecordedStack {
-                frames,
-                count: stack.count,
+            RecordedStack::new(
+                std::iter::once(stack.comm.as_str())
+                    .chain(frames.iter().map(|f| f.as_ref()))
+                    .chain(std::iter::once(stack.leaf.as_str())),
+                stack.count,
                 sampled,
-            }
+            )
         })
         .collect();
     Ok(Recorded { stacks })
@@ -302,6 +385,90 @@ mod tests {
         let err = Recorded::parse("a;b 1\n\na;c x\n").unwrap_err();
         assert_eq!(err.to_string(), "line 3 is not `STACK COUNT`");
         assert!(Recorded::parse("{\"stacks\": 3}").is_err());
+    }
+
+    #[test]
+    fn frames_cost_no_allocation_each() {
+        // Empty frames are kept as the line itself, not as a String per
+        // frame (24x the line).
+        let line = format!("{} 1\n", ";".repeat(MAX_FRAMES - 1));
+        let recorded = Recorded::parse(&line).unwrap();
+        let stack = &recorded.stacks[0];
+        assert_eq!(stack.frames().count(), MAX_FRAMES);
+        assert_eq!(std::mem::size_of_val(stack), 40);
+        assert_eq!(stack.reader(), "");
+        assert_eq!(Recorded::parse("a 1\n").unwrap().stacks[0].reader(), "a");
+    }
+
+    #[test]
+    fn more_frames_than_clockprof_writes_are_refused() {
+        let line = format!("a 1\n{} 1\n", ";".repeat(1_000_000));
+        let err = Recorded::parse(&line).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "line 2 has more than 4096 frames, more than clockprof writes"
+        );
+        let frames = vec![r#"{"function": "f"}"#; MAX_FRAMES - 1].join(",");
+        let json = format!(
+            r#"{{"stacks": [{{"comm": "a", "source": "syscall", "leaf": "l", "frames": [{frames}], "count": 1}}]}}"#
+        );
+        assert!(Recorded::parse(&json)
+            .unwrap_err()
+            .to_string()
+            .starts_with("stack 1 has more than 4096 frames"));
+    }
+
+    #[test]
+    fn deep_json_is_an_error_not_a_stack_overflow() {
+        let depth = 200_000;
+        let json = format!("{{\"stacks\": {}{}}}", "[".repeat(depth), "]".repeat(depth));
+        assert!(Recorded::parse(&json).is_err());
+    }
+
+    #[test]
+    fn more_stacks_than_a_recording_holds_are_refused() {
+        let text = "a 1\n".repeat(MAX_STACKS + 1);
+        let err = Recorded::parse(&text).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "it holds more than 4194304 stacks, more than a recording can"
+        );
+        assert_eq!(
+            Recorded::parse(&"a 1\n".repeat(1000)).unwrap().stacks.len(),
+            1000
+        );
+    }
+
+    #[test]
+    fn counts_that_overflow_are_one_sentence() {
+        let text = format!("a;b 1\na;c {}\n", u64::MAX);
+        let err = Recorded::parse(&text).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "its counts add up to more than 18446744073709551615, which no recording holds"
+        );
+        let json = format!(
+            r#"{{"stacks": [
+            {{"comm": "a", "source": "syscall", "leaf": "l", "frames": [], "count": {}}},
+            {{"comm": "a", "source": "syscall", "leaf": "l", "frames": [], "count": 1}}]}}"#,
+            u64::MAX
+        );
+        assert!(Recorded::parse(&json)
+            .unwrap_err()
+            .to_string()
+            .contains("add up"));
+        let fits = Recorded::parse(&format!("a {}\n", u64::MAX)).unwrap();
+        assert_eq!(fits.total(), u64::MAX);
+    }
+
+    #[test]
+    fn control_characters_of_folded_input_are_escaped() {
+        let recorded = Recorded::parse("fx;\x1b[2Jevil\r;[syscall time] 3\n").unwrap();
+        assert_eq!(
+            recorded.folded_lines(),
+            ["fx;\\x1b[2Jevil\\r;[syscall time] 3"]
+        );
+        assert_eq!(recorded.stacks[0].reader(), "\\x1b[2Jevil\\r");
     }
 
     #[test]

@@ -89,11 +89,14 @@ impl LostCounts {
     }
 
     pub fn add(&mut self, more: &LostCounts) {
-        self.events += more.events;
-        self.user_stacks += more.user_stacks;
-        self.kernel_stacks += more.kernel_stacks;
-        self.followed_processes += more.followed_processes;
-        self.dwarf_stacks += more.dwarf_stacks;
+        // Saturating: a serve of months adds these up without end.
+        self.events = self.events.saturating_add(more.events);
+        self.user_stacks = self.user_stacks.saturating_add(more.user_stacks);
+        self.kernel_stacks = self.kernel_stacks.saturating_add(more.kernel_stacks);
+        self.followed_processes = self
+            .followed_processes
+            .saturating_add(more.followed_processes);
+        self.dwarf_stacks = self.dwarf_stacks.saturating_add(more.dwarf_stacks);
     }
 }
 
@@ -239,7 +242,12 @@ impl Stacks<'_> {
 
 fn lost_counts(ebpf: &Ebpf) -> Result<LostCounts> {
     let lost_map: PerCpuArray<_, u64> = PerCpuArray::try_from(map(ebpf, names::LOST)?)?;
-    let lost_slot = |slot: u32| -> Result<u64> { Ok(lost_map.get(&slot, 0)?.iter().sum()) };
+    let lost_slot = |slot: u32| -> Result<u64> {
+        Ok(lost_map
+            .get(&slot, 0)?
+            .iter()
+            .fold(0, |a, &b| u64::saturating_add(a, b)))
+    };
     Ok(LostCounts {
         events: lost_slot(lost::COUNT_MAP_FULL)?,
         user_stacks: lost_slot(lost::USER_STACK)?,
@@ -264,7 +272,7 @@ fn read_counts(ebpf: &Ebpf, generation: usize) -> Result<Vec<(CountKey, u64)>> {
                 key.event
             );
         }
-        let count: u64 = per_cpu.iter().sum();
+        let count = per_cpu.iter().fold(0, |a, &b| u64::saturating_add(a, b));
         if count > 0 {
             counts.push((key, count));
         }

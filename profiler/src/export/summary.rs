@@ -95,11 +95,12 @@ pub fn summary(profile: &Profile) -> String {
             info.lost_mapping_records
         );
     }
-    let vdso_samples: u64 = profile
-        .processes
-        .iter()
-        .flat_map(|p| sampled_counts(&p.by_source))
-        .sum();
+    let vdso_samples = crate::aggregate::sum_counts(
+        profile
+            .processes
+            .iter()
+            .flat_map(|p| sampled_counts(&p.by_source)),
+    );
     if let Some(cpu_ms) = info.sampled_cpu_ms(vdso_samples) {
         let _ = writeln!(
             out,

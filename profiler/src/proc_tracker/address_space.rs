@@ -213,7 +213,7 @@ impl Model {
                     life.process.exited = true;
                 }
             }
-            EventRecord::Lost(r) => self.lost_records += r.count,
+            EventRecord::Lost(r) => self.lost_records = self.lost_records.saturating_add(r.count),
             _ => {}
         }
     }

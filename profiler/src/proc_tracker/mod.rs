@@ -74,7 +74,7 @@ impl ProcTracker {
             applied += 1;
             model.apply(record)
         });
-        model.lost_records += lost;
+        model.lost_records = model.lost_records.saturating_add(lost);
         applied
     }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::aggregate::{Profile, RecordingInfo};
+use crate::aggregate::{add_count, Profile, RecordingInfo};
 use crate::export::{self, Existing, Format, OutputFile};
 use crate::say::{note, say, warning};
 use crate::session::command;
@@ -294,12 +294,14 @@ struct Totals {
 impl Totals {
     fn add(&mut self, drained: Drained) {
         for (sample, count) in drained.samples {
-            *self
-                .live
-                .entry(sample.pid)
-                .or_default()
-                .entry(sample)
-                .or_default() += count;
+            add_count(
+                self.live
+                    .entry(sample.pid)
+                    .or_default()
+                    .entry(sample)
+                    .or_default(),
+                count,
+            );
         }
         for (pid, started_by) in drained.gone {
             let Some(samples) = self.live.get_mut(&pid) else {
@@ -320,7 +322,10 @@ impl Totals {
             self.exited.push_back(ended);
             if self.exited.len() > EXITED_KEPT_APART {
                 for (sample, count) in self.exited.pop_front().into_iter().flatten() {
-                    *self.gone.entry(sample.of_gone_process()).or_default() += count;
+                    add_count(
+                        self.gone.entry(sample.of_gone_process()).or_default(),
+                        count,
+                    );
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::limits::MAX_WINDOW_STACKS;
 use super::Batch;
-use crate::aggregate::{Profile, RecordingInfo};
+use crate::aggregate::{add_count, Profile, RecordingInfo};
 use crate::collect::LostCounts;
 use crate::sources::ClockRead;
 use crate::symbolize::{Frame, StackState, SymbolizedSample};
@@ -35,19 +35,14 @@ impl Accumulated {
             );
             let full = self.stacks.len() >= MAX_WINDOW_STACKS;
             match self.stacks.get_mut(&key) {
-                Some(stack) => stack.count += sample.count,
-                None if full => dropped += sample.count,
+                Some(stack) => add_count(&mut stack.count, sample.count),
+                None if full => add_count(&mut dropped, sample.count),
                 None => {
                     self.stacks.insert(key, sample.clone());
                 }
             }
         }
-        let lost = &mut self.lost;
-        lost.events += batch.lost.events;
-        lost.user_stacks += batch.lost.user_stacks;
-        lost.dwarf_stacks += batch.lost.dwarf_stacks;
-        lost.kernel_stacks += batch.lost.kernel_stacks;
-        lost.followed_processes += batch.lost.followed_processes;
+        self.lost.add(&batch.lost);
         dropped
     }
 

@@ -177,7 +177,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
                     shared.metrics.record(&batch.samples);
                     let mut dropped = shared.lock_windows().feed(&batch, &shared);
                     if let Some(pusher) = &mut pusher {
-                        dropped += pusher.feed(&batch);
+                        dropped = dropped.saturating_add(pusher.feed(&batch));
                     }
                     shared.metrics.lose(metrics::reason::PROFILE_STACKS, dropped);
                     shared.health.read_done();

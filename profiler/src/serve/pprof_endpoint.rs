@@ -40,7 +40,7 @@ impl Windows {
         let mut dropped = 0;
         for window in &mut self.open {
             if batch.since >= window.opened {
-                dropped += window.stacks.add(batch);
+                dropped = u64::saturating_add(dropped, window.stacks.add(batch));
             }
         }
         let (done, open) = std::mem::take(&mut self.open)

@@ -566,7 +566,9 @@ fn merge(samples: Vec<(NormalizedSample, u64)>) -> Vec<(NormalizedSample, u64)> 
     let mut merged: std::collections::HashMap<NormalizedSample, u64> =
         std::collections::HashMap::with_capacity(samples.len());
     for (sample, count) in samples {
-        *merged.entry(sample).or_default() += count;
+        // Saturating, as aggregate::add_count (a layer above) sums counts.
+        let total: &mut u64 = merged.entry(sample).or_default();
+        *total = total.saturating_add(count);
     }
     merged.into_iter().collect()
 }

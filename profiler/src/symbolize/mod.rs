@@ -19,6 +19,13 @@ mod resolve;
 mod symbolizer;
 mod vdso;
 
+/// The fuzz target of perf maps (fuzz/targets.rs): any text, as a JIT's
+/// `/tmp/perf-PID.map` or a user's file there holds.
+#[cfg(test)]
+pub(crate) fn fuzz_perf_map(text: &str) -> bool {
+    perf_map::fuzz(text.as_bytes())
+}
+
 /// What stands for a user stack the kernel could not capture (the
 /// format tests render one).
 #[cfg(test)]

@@ -211,6 +211,19 @@ impl PerfMaps {
     }
 }
 
+/// The fuzz target's body: any bytes, as a user's file in /tmp holds.
+#[cfg(test)]
+pub(super) fn fuzz(data: &[u8]) -> bool {
+    let (map, _) = PerfMap::parse(data);
+    assert!(map.cost <= MAX_MAP_COST);
+    for address in [0, 0x1000, u64::MAX] {
+        if let Some(name) = map.name(address) {
+            assert!(name.len() <= MAX_NAME_BYTES);
+        }
+    }
+    !map.entries.is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

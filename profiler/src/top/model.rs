@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::aggregate::{add_count, sum_counts};
 use crate::collect::LostCounts;
 use crate::sources::Source;
 use crate::symbolize::{NormalizedSample, ProcessIdentity, SymbolizedSample};
@@ -158,8 +159,8 @@ impl RateModel {
         self.lost.add(&lost);
         let mut deltas: HashMap<NormalizedSample, u64> = HashMap::with_capacity(drained.len());
         for (key, count) in drained {
-            *self.totals.entry(key.clone()).or_default() += count;
-            *deltas.entry(key).or_default() += count;
+            add_count(self.totals.entry(key.clone()).or_default(), count);
+            add_count(deltas.entry(key).or_default(), count);
         }
 
         let mut host = Reads::default();
@@ -170,19 +171,20 @@ impl RateModel {
             let source = key.read.source();
             let process = per_process.entry(key.pid).or_default();
             for reads in [&mut host, process] {
-                reads.delta += delta;
-                reads.total += total;
+                add_count(&mut reads.delta, delta);
+                add_count(&mut reads.total, total);
                 if delta > 0 {
-                    *reads.by_source.entry(source).or_default() += delta;
+                    add_count(reads.by_source.entry(source).or_default(), delta);
                 }
             }
         }
-        host.total += self
-            .retired
-            .iter()
-            .filter(|(key, _)| !key.unwound)
-            .map(|(_, total)| total)
-            .sum::<u64>();
+        let retired = sum_counts(
+            self.retired
+                .iter()
+                .filter(|(key, _)| !key.unwound)
+                .map(|(_, &total)| total),
+        );
+        add_count(&mut host.total, retired);
 
         push_bounded(&mut self.host_history, host.delta, self.history_len);
         host.history = self.host_history.iter().copied().collect();
@@ -276,7 +278,10 @@ impl RateModel {
         }
         for key in leaving {
             let total = self.totals.remove(&key).unwrap_or(0);
-            *self.retired.entry(key.of_gone_process()).or_default() += total;
+            add_count(
+                self.retired.entry(key.of_gone_process()).or_default(),
+                total,
+            );
         }
         self.retired_shown = Arc::new(
             self.retired

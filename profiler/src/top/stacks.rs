@@ -172,8 +172,8 @@ pub fn process_stacks(keys: &[KeyCount], cache: &StackCache) -> Vec<StackRow> {
             });
             rows.len() - 1
         });
-        rows[row].delta += count.delta;
-        rows[row].total += count.total;
+        crate::aggregate::add_count(&mut rows[row].delta, count.delta);
+        crate::aggregate::add_count(&mut rows[row].total, count.total);
     }
     rows.sort_by(|a, b| {
         b.delta

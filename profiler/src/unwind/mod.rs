@@ -13,6 +13,70 @@ mod sections;
 
 pub use ring::DwarfStacks;
 
+/// The fuzz target of the unwind tables (fuzz/targets.rs): `data` as an ELF
+/// file's image, its sections handed to framehop as clockprof does, then
+/// frames unwound through them with `data` itself as the copied stack, so
+/// framehop parses .eh_frame, .eh_frame_hdr and .debug_frame as it would a
+/// user's file.
+#[cfg(test)]
+pub(crate) fn fuzz_unwind_sections(data: &[u8]) -> bool {
+    let Some(sections) = sections::UnwindSections::from_image(data) else {
+        return false;
+    };
+    let _ = sections.size();
+    let _ = sections.cgo_returns();
+    let start = 0x40_0000u64;
+    let base = sections.base_avma(start, 0).unwrap_or(start);
+    let mut unwinder = UnwinderX86_64::new();
+    unwinder.add_module(Module::new(
+        "fuzz".to_string(),
+        start..start + 0x100_0000,
+        base,
+        sections.module_info(),
+    ));
+    let mut cache = CacheX86_64::new();
+    let sp = 0x7fff_0000u64;
+    let mut read_stack = |address: u64| -> Result<u64, ()> {
+        let offset = usize::try_from(address.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
+        let bytes = data
+            .get(offset..offset.checked_add(8).ok_or(())?)
+            .ok_or(())?;
+        Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
+    };
+    // Addresses from the data too, so mutations reach every FDE.
+    let words = data.chunks_exact(8).take(16).map(|w| {
+        let word = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        start + word % 0x100_0000
+    });
+    for ip in [start + 0x1000, start].into_iter().chain(words) {
+        let mut regs = UnwindRegsX86_64::new(ip, sp, sp + 16);
+        let mut address = FrameAddress::InstructionPointer(ip);
+        for _ in 0..MAX_STACK_DEPTH {
+            let Ok(Some(return_address)) =
+                unwinder.unwind_frame(address, &mut regs, &mut cache, &mut read_stack)
+            else {
+                break;
+            };
+            let Some(next) = FrameAddress::from_return_address(return_address) else {
+                break;
+            };
+            address = next;
+        }
+    }
+    true
+}
+
+/// The fuzz target of the Go layout reader: `data` as an executable's image
+/// (accepted: it parsed as an object file; no seed is a Go program).
+#[cfg(test)]
+pub(crate) fn fuzz_go_layout(data: &[u8]) -> bool {
+    let Ok(file) = object::File::parse(data) else {
+        return false;
+    };
+    let _ = go_layout::go_layout(&file);
+    true
+}
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;

@@ -75,23 +75,31 @@ impl UnwindSections {
             let section = elf.section_by_name(name)?;
             let data = bounded_data(&section, MAX_SECTION_BYTES)?;
             let start = section.address();
-            Some((start..start + section.size(), Arc::from(&*data)))
+            // Saturating: a crafted size must not wrap the range (release)
+            // or panic (debug); framehop only looks addresses up in it.
+            Some((
+                start..start.saturating_add(section.size()),
+                Arc::from(&*data),
+            ))
         };
+        let eh_frame = section(".eh_frame");
+        let eh_frame_hdr =
+            section(".eh_frame_hdr").filter(|hdr| hdr_table_is_sound(hdr, eh_frame.as_ref()));
         let sections = UnwindSections {
             loads,
             text: elf
                 .section_by_name(".text")
-                .map(|s| s.address()..s.address() + s.size()),
-            eh_frame: section(".eh_frame"),
-            eh_frame_hdr: section(".eh_frame_hdr"),
+                .map(|s| s.address()..s.address().saturating_add(s.size())),
+            eh_frame,
+            eh_frame_hdr,
             debug_frame: section(".debug_frame").map(|(_, data)| data),
             got: elf
                 .section_by_name(".got")
-                .map(|s| s.address()..s.address() + s.size()),
+                .map(|s| s.address()..s.address().saturating_add(s.size())),
             cgo_returns: if elf.section_by_name(".gopclntab").is_some() {
                 elf.symbols()
                     .filter(|s| s.name().is_ok_and(|name| ASMCGOCALL.contains(&name)))
-                    .map(|s| s.address()..s.address() + s.size())
+                    .map(|s| s.address()..s.address().saturating_add(s.size()))
                     .collect()
             } else {
                 Vec::new()
@@ -113,10 +121,9 @@ impl UnwindSections {
     /// of it at `start` from file offset `file_offset`: the load segment
     /// holding that offset tells how file offsets and addresses differ.
     pub fn base_avma(&self, start: u64, file_offset: u64) -> Option<u64> {
-        let &(offset, vaddr, _) = self
-            .loads
-            .iter()
-            .find(|&&(offset, _, size)| (offset..offset + size.max(1)).contains(&file_offset))?;
+        let &(offset, vaddr, _) = self.loads.iter().find(|&&(offset, _, size)| {
+            (offset..offset.saturating_add(size.max(1))).contains(&file_offset)
+        })?;
         Some(
             start
                 .wrapping_sub(file_offset)
@@ -142,6 +149,45 @@ impl UnwindSections {
             eh_frame_hdr: self.eh_frame_hdr.as_ref().map(|(_, data)| data.clone()),
             debug_frame: self.debug_frame.clone(),
             ..Default::default()
+        }
+    }
+}
+
+/// Whether every entry of `.eh_frame_hdr`'s search table points into
+/// `.eh_frame`. gimli turns an entry into an offset by subtracting the
+/// table's `eh_frame_ptr`, unchecked (EhHdrTable::pointer_to_offset): an
+/// entry below it panics where overflow is checked (found by the
+/// unwind_sections fuzz target in a debug build) and wraps to a bogus offset
+/// where not. A file whose table fails this gets no table, so framehop finds
+/// no unwind info in it: a crafted file is not unwound, a real one always
+/// passes. One pass over the table when the file is first read.
+fn hdr_table_is_sound(hdr: &(Range<u64>, Bytes), eh_frame: Option<&(Range<u64>, Bytes)>) -> bool {
+    use gimli::{BaseAddresses, EhFrameHdr, LittleEndian};
+    let Some((eh_frame_range, eh_frame_data)) = eh_frame else {
+        return false;
+    };
+    let bases = BaseAddresses::default()
+        .set_eh_frame_hdr(hdr.0.start)
+        .set_eh_frame(eh_frame_range.start);
+    let Ok(parsed) = EhFrameHdr::new(&hdr.1, LittleEndian).parse(&bases, 8) else {
+        return false;
+    };
+    let Ok(eh_frame_ptr) = parsed.eh_frame_ptr().direct() else {
+        return false;
+    };
+    let Some(table) = parsed.table() else {
+        return true;
+    };
+    let end = eh_frame_ptr.saturating_add(eh_frame_data.len() as u64);
+    let mut entries = table.iter(&bases);
+    loop {
+        match entries.next() {
+            Ok(Some((_, fde))) => match fde.direct() {
+                Ok(fde) if (eh_frame_ptr..end).contains(&fde) => {}
+                _ => return false,
+            },
+            Ok(None) => return true,
+            Err(_) => return false,
         }
     }
 }
@@ -185,5 +231,24 @@ mod tests {
         let sections = UnwindSections::read(libc).expect("libc has .eh_frame");
         assert!(sections.eh_frame_hdr.is_some());
         assert!(sections.size() > 0);
+        let vdso = crate::host::facts::own_vdso_image().expect("a vDSO");
+        let sections = UnwindSections::from_image(&vdso).expect("the vDSO has .eh_frame");
+        assert!(sections.eh_frame_hdr.is_some());
+    }
+
+    /// Found by the unwind_sections fuzz target (a mutated vDSO): an
+    /// .eh_frame_hdr entry pointing below .eh_frame. Handed to framehop, gimli
+    /// subtracted with overflow (a panic where checked, a bogus offset not).
+    #[test]
+    fn a_search_table_pointing_outside_eh_frame_is_dropped() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz-corpus/unwind_sections/eh-frame-hdr-entry-below-eh-frame.elf");
+        let image = std::fs::read(path).unwrap();
+        let sections = UnwindSections::from_image(&image).expect("it still has .eh_frame");
+        assert!(sections.eh_frame.is_some());
+        assert!(sections.eh_frame_hdr.is_none());
+        // And unwinding through what is left does not panic, overflow
+        // checks or not.
+        assert!(super::super::fuzz_unwind_sections(&image));
     }
 }

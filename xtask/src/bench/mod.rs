@@ -13,6 +13,7 @@
 mod churn;
 mod counts;
 mod daemon;
+mod fuzz;
 mod hostile;
 mod procfs;
 mod report;
@@ -51,6 +52,9 @@ pub struct BenchArgs {
     /// Short processes the churn row runs (memory is also read after 1/10 of them).
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(20..))]
     churn_processes: u64,
+    /// Seconds each fuzz target runs in the fuzz row.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    fuzz_seconds: u64,
     /// The daemon the churn row runs: `record`, or `serve` for a soak of the
     /// daemon left running (counts read from its /metrics); with a large
     /// --churn-processes (about 1,350 processes a second here: 400000 is five
@@ -71,6 +75,13 @@ pub struct BenchArgs {
     /// rounds, its rows named LABEL (e.g. `before=/path/to/old/clockprof`).
     #[arg(long, value_name = "LABEL=PATH", value_parser = parse_compare_bin)]
     compare_bin: Option<Clockprof>,
+}
+
+impl BenchArgs {
+    /// Only the fuzz row: no eBPF, no root, no tracers.
+    pub fn fuzz_only(&self) -> bool {
+        self.rows == [RowId::Fuzz]
+    }
 }
 
 fn parse_compare_bin(text: &str) -> Result<Clockprof, String> {
@@ -140,6 +151,26 @@ const LOOP_SOURCE: &str = "tests/fixtures/bench_clock_loop.c";
 const LOOP_NAME: &str = "bench_clock_loop";
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    // The fuzz row loads no eBPF and needs neither root nor the tracers: alone,
+    // it runs before (and instead of) all that.
+    if args.fuzz_only() {
+        let (results, json) = fuzz::run(args.fuzz_seconds)?;
+        let dir = workspace::target_dir().join("bench");
+        fs::create_dir_all(&dir)?;
+        let json_path = dir.join("results.json");
+        fs::write(
+            &json_path,
+            serde_json::to_string_pretty(&serde_json::json!({ "fuzz": json }))? + "\n",
+        )
+        .with_context(|| format!("could not write {}", json_path.display()))?;
+        println!("JSON: {}", json_path.display());
+        let failures: u64 = results.iter().map(|r| r.failures).sum();
+        ensure!(
+            failures == 0,
+            "the fuzz targets found {failures} failing inputs"
+        );
+        return Ok(());
+    }
     ensure!(
         workspace::is_root(),
         "the bench loads eBPF programs (clockprof, bpftrace) and must run as root; \
@@ -147,7 +178,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     setup::run(&SetupArgs::default())?;
     let rows: Vec<RowId> = if args.rows.is_empty() {
-        RowId::value_variants().to_vec()
+        RowId::value_variants()
+            .iter()
+            .copied()
+            .filter(|row| !matches!(row, RowId::Fuzz | RowId::Hostile))
+            .collect()
     } else {
         args.rows.clone()
     };
@@ -313,10 +348,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             }
         }
     }
+    let mut fuzz_failures = 0;
+    if rows.contains(&RowId::Fuzz) {
+        let (results, fuzz_json) = fuzz::run(args.fuzz_seconds)?;
+        fuzz_failures = results.iter().map(|r| r.failures).sum();
+        json["fuzz"] = fuzz_json;
+    }
     let json_path = bench_dir.join("results.json");
     fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
         .with_context(|| format!("could not write {}", json_path.display()))?;
     println!("JSON: {}", json_path.display());
+    ensure!(
+        fuzz_failures == 0,
+        "the fuzz targets found {fuzz_failures} failing inputs"
+    );
     Ok(())
 }
 

@@ -39,8 +39,12 @@ pub enum RowId {
     /// dwarf` vs `--unwind fp`: the unwind tables and the stack ring (once).
     UnwindMemory,
     /// `serve` for --hostile-minutes beside an unprivileged user who tries to
-    /// hang, grow or lock it out (once).
+    /// hang, grow or lock it out (once; not in the default rows: it measures
+    /// robustness, not cost, and takes over ten minutes).
     Hostile,
+    /// The parsers' fuzz targets, each for --fuzz-seconds (not in the default
+    /// rows: it measures robustness, not cost, and takes minutes).
+    Fuzz,
 }
 
 /// What `bench_clock_loop` does, and how many calls a run makes.

@@ -84,10 +84,14 @@ fn parse_urls(urls: &str) -> (Vec<String>, Vec<String>) {
         .partition(|url| url.starts_with("http://") || url.starts_with("https://"))
 }
 
+const MAX_BUDGET_SECS: u64 = 24 * 3600;
+
 fn budget_from(value: Option<&str>) -> Duration {
     value
         .and_then(|secs| secs.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+        // Capped at a day: a deadline of now + u64::MAX seconds overflows
+        // Instant, and no run waits a day for debug files.
+        .map(|secs| Duration::from_secs(secs.min(MAX_BUDGET_SECS)))
         .unwrap_or(DEFAULT_BUDGET)
 }
 
@@ -419,5 +423,9 @@ mod tests {
         assert_eq!(budget_from(None), DEFAULT_BUDGET);
         assert_eq!(budget_from(Some("3")), Duration::from_secs(3));
         assert_eq!(budget_from(Some("soon")), DEFAULT_BUDGET);
+        assert_eq!(
+            budget_from(Some("18446744073709551615")),
+            Duration::from_secs(MAX_BUDGET_SECS)
+        );
     }
 }

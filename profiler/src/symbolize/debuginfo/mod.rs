@@ -57,14 +57,19 @@ struct ElfFacts {
 
 impl ElfFacts {
     fn read(path: &Path) -> Option<ElfFacts> {
+        let data = object::ReadCache::new(std::fs::File::open(path).ok()?);
+        ElfFacts::parse(&data)
+    }
+
+    /// The facts of an ELF image, from a file's cache or (fuzzing) memory.
+    fn parse<'data, R: object::ReadRef<'data>>(data: R) -> Option<ElfFacts> {
         use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
         use object::Object;
-        let data = object::ReadCache::new(std::fs::File::open(path).ok()?);
-        let elf = ElfFile64::<object::Endianness, _>::parse(&data).ok()?;
+        let elf = ElfFile64::<object::Endianness, R>::parse(data).ok()?;
         let endian = elf.endian();
         let loads = elf
             .elf_header()
-            .program_headers(endian, &data)
+            .program_headers(endian, data)
             .ok()?
             .iter()
             .filter(|header| header.p_type(endian) == object::elf::PT_LOAD)
@@ -77,7 +82,7 @@ impl ElfFacts {
             })
             .collect();
         let build_id = elf.build_id().ok().flatten().map(<[u8]>::to_vec);
-        let links = links::Links::read(&object::File::parse(&data).ok()?);
+        let links = links::Links::read(&object::File::parse(data).ok()?);
         Some(ElfFacts {
             build_id,
             links,
@@ -92,6 +97,19 @@ impl ElfFacts {
             vaddr.checked_add(within)
         })
     }
+}
+
+/// The fuzz target of ElfFacts (fuzz/targets.rs): any bytes, as a file a
+/// user mapped would hold.
+#[cfg(test)]
+pub(crate) fn fuzz_elf_facts(data: &[u8]) -> bool {
+    let Some(facts) = ElfFacts::parse(data) else {
+        return false;
+    };
+    for offset in [0, 0x1000, u64::MAX] {
+        let _ = facts.virtual_address(offset);
+    }
+    true
 }
 
 /// Whether blazesym may read `file`'s DWARF (`file` being the descriptor

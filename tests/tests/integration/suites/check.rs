@@ -243,6 +243,14 @@ fn a_pattern_that_matches_no_frame_is_an_error() {
     assert_eq!(bad.status.code(), Some(1));
     assert_one_line_error(&bad, "`lots` is neither a count");
     assert!(!stderr(&bad).contains("recording"), "{}", stderr(&bad));
+    // A CPU time past Duration's range panicked ("cannot convert float
+    // seconds to Duration").
+    let long = check(
+        &[os("--max"), os("main=100000000000000000000s")],
+        &["counts", "100"],
+    );
+    assert_eq!(long.status.code(), Some(1), "{}", stderr(&long));
+    assert_one_line_error(&long, "`100000000000000000000s` is too long to hold");
 }
 
 /// The JUnit file is written as -o is: never through a link planted at its
@@ -588,10 +596,17 @@ fn diff_of_bad_input_is_one_sentence() {
     let good = dir.join("good.folded");
     std::fs::write(&good, "fx;main;hot;[syscall time] 3\n").unwrap();
     let missing = dir.join("missing.json");
-    let cases: [(&Path, &Path, &str); 3] = [
+    let overflow = dir.join("overflow.folded");
+    std::fs::write(&overflow, format!("a;b 1\na;c {}\n", u64::MAX)).unwrap();
+    let cases: [(&Path, &Path, &str); 4] = [
         (&missing, &good, "cannot read BASE"),
         (&good, &garbage, "line 2 is not `STACK COUNT`"),
         (&good, dir.path(), "not a regular file"),
+        (
+            &good,
+            &overflow,
+            "its counts add up to more than 18446744073709551615",
+        ),
     ];
     for (base, new, needle) in cases {
         let output = run(&[os("diff"), base.as_os_str(), new.as_os_str()]);

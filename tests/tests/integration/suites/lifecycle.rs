@@ -736,6 +736,21 @@ fn processes_running(argv: &[&OsStr]) -> Vec<u32> {
 /// A bug (a deliberate panic, as no argument reaches one) is one line with
 /// the hint, unless RUST_BACKTRACE asks for more; it still leaves nothing:
 /// no program, no file, no COMMAND.
+/// The panic above is the test-panic build's: the shipped binary has no
+/// way to be made to panic on purpose, not even the variable's name.
+#[test]
+fn the_shipped_binary_has_no_deliberate_panic() {
+    let shipped = std::fs::read(clockprof()).unwrap();
+    let needle = b"CLOCKPROF_TEST_PANIC";
+    assert!(
+        !shipped.windows(needle.len()).any(|w| w == needle),
+        "{} honours CLOCKPROF_TEST_PANIC",
+        clockprof().display()
+    );
+    let variant = std::fs::read(clockprof_test_panic()).unwrap();
+    assert!(variant.windows(needle.len()).any(|w| w == needle));
+}
+
 #[test]
 fn a_panic_is_one_line_and_leaves_nothing() {
     let fixture = c_fixture();
@@ -751,7 +766,7 @@ fn a_panic_is_one_line_and_leaves_nothing() {
         os("--"),
     ];
     args.extend(command);
-    let output = Command::new(clockprof())
+    let output = Command::new(clockprof_test_panic())
         .args(&args)
         .env("CLOCKPROF_TEST_PANIC", "record")
         .env_remove("RUST_BACKTRACE")
@@ -778,7 +793,7 @@ fn a_panic_is_one_line_and_leaves_nothing() {
     assert!(dir.entries().is_empty(), "{:?}", dir.entries());
     assert_no_clockprof_programs_left();
 
-    let output = Command::new(clockprof())
+    let output = Command::new(clockprof_test_panic())
         .args(&args)
         .env("CLOCKPROF_TEST_PANIC", "record")
         .env("RUST_BACKTRACE", "1")

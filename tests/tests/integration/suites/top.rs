@@ -428,7 +428,7 @@ fn a_panic_restores_the_terminal_then_says_one_line() {
     let session = format!("top-panic-{}", std::process::id());
     let command = format!(
         "env -u RUST_BACKTRACE CLOCKPROF_TEST_PANIC=top {} top -s syscall; echo \"exit=$?\"; stty -a; echo settings-shown; sleep 600",
-        clockprof().display()
+        clockprof_test_panic().display()
     );
     let out = tmux(&[
         "new-session",
