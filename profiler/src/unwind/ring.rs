@@ -85,13 +85,29 @@ impl DwarfStacks {
             // next tick, and its stack would end at its first frame. Apply
             // them first, at most once a tick for each process whose ip
             // lies outside what is known of it.
-            if !tracker.maps(record.tgid, record.start_time, record.ip)
-                && drained_again.insert(record.tgid)
-                && tracker.drain() > 0
-            {
-                self.unwinder.mappings_changed();
+            //
+            // The same holds for its callers: a stack that ends at a return
+            // address outside what is known (into a libc whose mapping
+            // record waits) is unwound again once those records are applied.
+            let mut drain_again = |tracker: &mut ProcTracker, unwinder: &mut DwarfUnwinder| {
+                if drained_again.insert(record.tgid) && tracker.drain() > 0 {
+                    unwinder.mappings_changed();
+                    return true;
+                }
+                false
+            };
+            if !tracker.maps(record.tgid, record.start_time, record.ip) {
+                drain_again(tracker, &mut self.unwinder);
             }
-            let ips = self.unwinder.unwind(tracker, &record);
+            let mut ips = self.unwinder.unwind(tracker, &record);
+            let ends_outside = |ips: &[u64], tracker: &ProcTracker| {
+                ips.last().is_some_and(|&outermost| {
+                    outermost != 0 && !tracker.maps(record.tgid, record.start_time, outermost)
+                })
+            };
+            if ends_outside(&ips, tracker) && drain_again(tracker, &mut self.unwinder) {
+                ips = self.unwinder.unwind(tracker, &record);
+            }
             *self
                 .pending
                 .entry((
