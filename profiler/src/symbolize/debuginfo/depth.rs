@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use gimli::RunTimeEndian;
-use object::Object;
+use object::{Object, ObjectSection};
 
 use crate::host::binaries::bounded_data;
 
@@ -22,8 +22,10 @@ use crate::host::binaries::bounded_data;
 pub const MAX_DIE_DEPTH: isize = 1_000;
 
 /// `.debug_info` larger than this is not scanned, and the file's DWARF not
-/// read: the scan holds the section in memory.
-const MAX_SCANNED_BYTES: u64 = 512 << 20;
+/// read (its ELF symbols still name its functions): the scan reads the
+/// whole section, where blazesym reads only the units it needs, and a
+/// test runner's hundreds of MiB took minutes in a TCG guest over 9p.
+const MAX_SCANNED_BYTES: u64 = 64 << 20;
 
 /// Whether every debugging entry of `file` (an ELF file's path) nests at
 /// most `MAX_DIE_DEPTH` deep; a file without DWARF passes, one whose
@@ -39,6 +41,11 @@ pub fn nesting_is_bounded(file: &Path) -> bool {
     let Some(info) = elf.section_by_name(".debug_info") else {
         return true;
     };
+    // Before any of it is read: an uncompressed section is read whole to
+    // be looked at.
+    if info.size() > MAX_SCANNED_BYTES {
+        return false;
+    }
     let Some(info) = bounded_data(&info, MAX_SCANNED_BYTES) else {
         return false;
     };
