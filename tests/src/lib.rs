@@ -126,6 +126,16 @@ pub fn comm_of(path: &Path) -> String {
     name.chars().take(15).collect()
 }
 
+/// A loopback port nobody listens on now (the kernel's pick, released for
+/// the daemon to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A fresh directory under the fixture directory, removed on drop (by
 /// tempfile, which picks an unused name).
 pub struct TempDir {

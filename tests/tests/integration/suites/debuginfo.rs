@@ -266,11 +266,7 @@ struct DebuginfodServer {
 
 impl DebuginfodServer {
     fn start(served: &Path, database: &Path, build_id: &[u8]) -> DebuginfodServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new("debuginfod")
             .args(["-F", "-p", &port.to_string(), "-d"])
             .arg(database)
@@ -528,11 +524,7 @@ fn a_silent_debuginfod_server_does_not_hold_serves_read_loop() {
     let cache_parent = fixture.dir.join("cache");
     std::fs::create_dir(&cache_parent).unwrap();
     let cache = cache_parent.join("debuginfod");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let (mut serve, stderr) = start_until_ready(
         Command::new(clockprof())
             .args(["serve", "-s", "syscall", "--listen"])

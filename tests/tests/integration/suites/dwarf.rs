@@ -309,15 +309,6 @@ fn python_stacks_reach_the_interpreter_loop() {
     assert_eq!(unwinder_of(&profile, "python3"), "dwarf");
 }
 
-/// A free TCP port on loopback.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Frames that name a function: not `[unknown]`, not `FILE+0xADDR`.
 fn named(frame: &str) -> bool {
     !frame.starts_with('[') && !frame.contains("+0x")

@@ -124,15 +124,6 @@ fn open_fds(pid: u32) -> usize {
         .count()
 }
 
-/// A port nobody listens on now, for serve to take.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Serve opens every file a process maps, to name its frames after it
 /// exits. Under a serve that runs for months, those of exited processes
 /// must be let go: 100 distinct copies of a binary, run briefly by nobody,

@@ -13,16 +13,6 @@ use std::time::{Duration, Instant};
 
 use clockprof_tests::*;
 
-/// A port nobody listens on now (the kernel's pick, released for the
-/// daemon to take).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running `clockprof serve`; SIGTERM and a wait on drop.
 struct Serve {
     child: Child,
