@@ -8,6 +8,10 @@ use super::initramfs::GUEST_OUT_DIR;
 /// Where the tests write: a tmpfs in the guest (the host root is read-only there).
 pub const GUEST_FIXTURE_DIR: &str = "/tmp/fixtures";
 
+/// No test runs one clockprof this long, even under TCG (the longest take
+/// about a minute); the guest's watchdog reports and kills one that does.
+const CLOCKPROF_HUNG_AFTER_SECS: u32 = 240;
+
 pub struct GuestCommand<'a> {
     pub clockprof: &'a Path,
     pub c_fixture: &'a Path,
@@ -48,9 +52,33 @@ if "$CLOCKPROF_BIN" --help 2>/dev/null | grep -q '^ *doctor'; then
     "$CLOCKPROF_BIN" doctor 2>&1
     echo "xtask-vm: clockprof doctor exited $?"
 fi
+# A clockprof that runs far longer than any test needs is hung: print where
+# each of its threads is (kernel stack, and user stack where gdb exists) and
+# kill it, so the test fails with that instead of QEMU being killed silently.
+watchdog() {{
+    while sleep 20; do
+        for pid in $(pgrep -x clockprof); do
+            age=$(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ')
+            [ -n "$age" ] && [ "$age" -ge {hung_after} ] || continue
+            echo "xtask-vm: clockprof $pid still running after $age s: $(tr '\0' ' ' < /proc/$pid/cmdline)"
+            for task in /proc/$pid/task/*; do
+                echo "xtask-vm:   thread $(cat $task/comm) state $(cut -d' ' -f3 $task/stat) wchan $(cat $task/wchan) syscall $(cut -d' ' -f1 $task/syscall)"
+                sed 's/^/xtask-vm:     /' $task/stack
+            done
+            if command -v gdb >/dev/null; then
+                timeout 120 gdb -p "$pid" -batch -nx -ex 'thread apply all bt 40' 2>&1 \
+                    | grep -E '^(#|Thread)' | sed 's/^/xtask-vm:   /'
+            fi
+            kill -9 "$pid"
+        done
+    done
+}}
+watchdog &
+watchdog_pid=$!
 echo "xtask-vm: tests start, uptime $(secs_up) s"
 {test_cmd}
 rc=$?
+kill $watchdog_pid 2>/dev/null
 echo "xtask-vm: tests exited $rc, uptime $(secs_up) s"
 if [ $rc -ne 0 ]; then
     echo "xtask-vm: kernel messages since /init started (last 30):"
@@ -66,6 +94,7 @@ exit $rc
         go_fixture = sh_quote(&c.go_fixture.to_string_lossy()),
         cgo_fixture = sh_quote(&c.cgo_fixture.to_string_lossy()),
         test_cmd = test_cmd.join(" "),
+        hung_after = CLOCKPROF_HUNG_AFTER_SECS,
     )
 }
 
