@@ -3,6 +3,7 @@
 //! the fixtures (built by build.rs), run recordings and read their output.
 
 mod builder;
+pub mod crafted_dwarf;
 mod ready;
 
 pub use builder::{os, Clockprof, Run};
@@ -429,4 +430,27 @@ pub fn wait_until_ready(fixture: &mut std::process::Child) {
     .read_line(&mut ready)
     .unwrap();
     assert_eq!(ready.trim(), "ready");
+}
+
+/// One HTTP/1.1 request on its own connection: the status and the body.
+pub fn http(port: u16, method: &str, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, response[split + 4..].to_vec())
 }

@@ -60,11 +60,7 @@ struct SockId {
 /// struct nlmsghdr, then struct inet_diag_req_v2.
 #[repr(C)]
 struct Request {
-    len: u32,
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    pid: u32,
+    header: libc::nlmsghdr,
     family: u8,
     protocol: u8,
     ext: u8,
@@ -75,13 +71,9 @@ struct Request {
 
 /// struct nlmsghdr, then struct inet_diag_msg.
 #[repr(C)]
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Answer {
-    len: u32,
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    pid: u32,
+    header: libc::nlmsghdr,
     family: u8,
     state: u8,
     timer: u8,
@@ -108,11 +100,13 @@ fn socket_owner(source: SocketAddr, destination: SocketAddr) -> Option<u32> {
         _ => return None,
     };
     let request = Request {
-        len: std::mem::size_of::<Request>() as u32,
-        kind: SOCK_DIAG_BY_FAMILY,
-        flags: NLM_F_REQUEST,
-        seq: 1,
-        pid: 0,
+        header: libc::nlmsghdr {
+            nlmsg_len: std::mem::size_of::<Request>() as u32,
+            nlmsg_type: SOCK_DIAG_BY_FAMILY,
+            nlmsg_flags: NLM_F_REQUEST,
+            nlmsg_seq: 1,
+            nlmsg_pid: 0,
+        },
         family: family as u8,
         protocol: libc::IPPROTO_TCP as u8,
         ext: 0,
@@ -127,7 +121,8 @@ fn socket_owner(source: SocketAddr, destination: SocketAddr) -> Option<u32> {
             cookie: [INET_DIAG_NOCOOKIE; 2],
         },
     };
-    let mut answer = Answer::default();
+    // SAFETY: Answer is plain integers, for which all zeroes is a value.
+    let mut answer: Answer = unsafe { std::mem::zeroed() };
     // SAFETY: plain syscalls on a socket this function owns, with buffers
     // of the sizes given.
     unsafe {
@@ -170,8 +165,8 @@ fn socket_owner(source: SocketAddr, destination: SocketAddr) -> Option<u32> {
             0,
         );
         if received < std::mem::size_of::<Answer>() as isize
-            || answer.kind == NLMSG_ERROR
-            || answer.kind != SOCK_DIAG_BY_FAMILY
+            || answer.header.nlmsg_type == NLMSG_ERROR
+            || answer.header.nlmsg_type != SOCK_DIAG_BY_FAMILY
         {
             return None;
         }

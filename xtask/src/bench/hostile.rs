@@ -35,8 +35,12 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::daemon::{Daemon, ReadyWhen, Stream};
+// One writer of the crafted DWARF for the suite and this soak (see its header).
+#[path = "../../../tests/src/crafted_dwarf.rs"]
+mod crafted_dwarf;
 use super::scenario::Clockprof;
 use crate::{process, workspace};
+use crafted_dwarf::deeply_inlined_dwarf;
 
 const NOBODY: u32 = 65534;
 const LISTEN: &str = "127.0.0.1:19744";
@@ -104,36 +108,6 @@ fn objcopy(args: &[String], input: &Path, output: &Path) -> Result<()> {
         bail!("objcopy {args:?} failed");
     }
     nobodys(output)
-}
-
-/// DWARF no compiler writes: a function over `[low, low + size)` whose
-/// inlined calls nest `depth` deep (`.debug_info`, `.debug_abbrev`).
-fn deeply_inlined_dwarf(low: u64, size: u64, depth: usize) -> (Vec<u8>, Vec<u8>) {
-    let abbrev = vec![
-        1, 0x11, 1, 0x11, 0x01, 0x12, 0x07, 0, 0, 2, 0x2e, 1, 0x03, 0x08, 0x11, 0x01, 0x12, 0x07,
-        0, 0, 3, 0x1d, 1, 0x11, 0x01, 0x12, 0x07, 0, 0, 0,
-    ];
-    let mut entries = vec![1];
-    let range = |entries: &mut Vec<u8>| {
-        entries.extend_from_slice(&low.to_le_bytes());
-        entries.extend_from_slice(&size.to_le_bytes());
-    };
-    range(&mut entries);
-    entries.push(2);
-    entries.extend_from_slice(b"deep\0");
-    range(&mut entries);
-    for _ in 0..depth {
-        entries.push(3);
-        range(&mut entries);
-    }
-    entries.extend(std::iter::repeat_n(0u8, depth + 2));
-    let mut info = Vec::new();
-    info.extend_from_slice(&((2 + 4 + 1 + entries.len()) as u32).to_le_bytes());
-    info.extend_from_slice(&4u16.to_le_bytes());
-    info.extend_from_slice(&0u32.to_le_bytes());
-    info.push(8);
-    info.extend_from_slice(&entries);
-    (info, abbrev)
 }
 
 fn symbol_range(path: &Path, name: &str) -> Result<(u64, u64)> {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clockprof_tests::crafted_dwarf::deeply_inlined_dwarf;
 use clockprof_tests::*;
 
 const NOBODY: u32 = 65534;
@@ -175,59 +176,9 @@ fn serve_lets_go_of_the_files_of_exited_processes() {
     assert_no_clockprof_programs_left();
 }
 
-/// The body of `GET PATH` on `port`.
+/// The body of `GET PATH` on `port`, as text.
 fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
-}
-
-/// DWARF as a hostile user writes it: one compile unit holding a function
-/// over `[low, low + size)` whose inlined calls nest `depth` deep, each
-/// covering the same range. (`.debug_info`, `.debug_abbrev`.)
-fn deeply_inlined_dwarf(low: u64, size: u64, depth: usize) -> (Vec<u8>, Vec<u8>) {
-    // DW_AT_low_pc (0x11) as DW_FORM_addr (0x01), DW_AT_high_pc (0x12) as
-    // DW_FORM_data8 (0x07), DW_AT_name (0x03) as DW_FORM_string (0x08).
-    let abbrev = vec![
-        1, 0x11, 1, 0x11, 0x01, 0x12, 0x07, 0, 0, // compile unit
-        2, 0x2e, 1, 0x03, 0x08, 0x11, 0x01, 0x12, 0x07, 0, 0, // subprogram
-        3, 0x1d, 1, 0x11, 0x01, 0x12, 0x07, 0, 0, // inlined subroutine
-        0,
-    ];
-    let range = |entries: &mut Vec<u8>| {
-        entries.extend_from_slice(&low.to_le_bytes());
-        entries.extend_from_slice(&size.to_le_bytes());
-    };
-    let mut entries = vec![1];
-    range(&mut entries);
-    entries.push(2);
-    entries.extend_from_slice(b"deep\0");
-    range(&mut entries);
-    for _ in 0..depth {
-        entries.push(3);
-        range(&mut entries);
-    }
-    entries.extend(std::iter::repeat_n(0u8, depth + 2));
-    let mut info = Vec::new();
-    info.extend_from_slice(&((2 + 4 + 1 + entries.len()) as u32).to_le_bytes());
-    info.extend_from_slice(&4u16.to_le_bytes());
-    info.extend_from_slice(&0u32.to_le_bytes());
-    info.push(8);
-    info.extend_from_slice(&entries);
-    (info, abbrev)
+    String::from_utf8_lossy(&http(port, "GET", path).1).into_owned()
 }
 
 /// The address and size of function `name` in the ELF file `path`.

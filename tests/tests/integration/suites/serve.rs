@@ -69,28 +69,6 @@ impl Drop for Serve {
     }
 }
 
-/// One HTTP/1.1 request on its own connection: the status and the body.
-fn http(port: u16, method: &str, path: &str) -> (u16, Vec<u8>) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response head");
-    let head = String::from_utf8_lossy(&response[..split]).to_string();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, response[split + 4..].to_vec())
-}
-
 /// The read timeout of requests that may wait for a profile window.
 const LONG: Duration = Duration::from_secs(60);
 
