@@ -10,6 +10,7 @@ pub mod facts;
 pub mod kallsyms;
 pub mod maps;
 pub mod notify;
+pub mod overlay;
 pub mod peer;
 pub mod perf_event;
 pub mod printable;

@@ -66,15 +66,27 @@ fn is_fuse(fs_type: &str) -> bool {
     fs_type == "fuse" || fs_type.starts_with("fuse.") || fs_type == "fuseblk"
 }
 
-/// Whether the file `handle` (an O_PATH descriptor, which asked its
-/// filesystem nothing) lies on a FUSE mount, or a mount in no table we can
-/// read: its mount is named by the kernel in /proc/self/fdinfo, without a
+/// What the mount tables say of the mount an O_PATH descriptor lies on.
+struct MountOf {
+    /// FUSE, an overlay with a FUSE layer, or a mount in no table we can
+    /// read: not to be asked anything, not even a stat.
+    user_space: bool,
+    /// The device of the overlay's own superblock, when the mount is one.
+    overlay_dev: Option<u64>,
+}
+
+/// The mount of the file `handle` (an O_PATH descriptor, which asked its
+/// filesystem nothing): named by the kernel in /proc/self/fdinfo, without a
 /// word to the filesystem, and looked up in our mount table and in that
 /// of the process `path` reaches through (/proc/PID/...). A stat of the
 /// descriptor would already wait on a stopped FUSE daemon.
-fn on_user_space_mount(handle: &File, path: &Path) -> bool {
+fn mount_of(handle: &File, path: &Path) -> MountOf {
+    let unknown = MountOf {
+        user_space: true,
+        overlay_dev: None,
+    };
     let Some(mount) = mount_id_of(handle) else {
-        return true;
+        return unknown;
     };
     let through = path
         .strip_prefix("/proc")
@@ -85,14 +97,21 @@ fn on_user_space_mount(handle: &File, path: &Path) -> bool {
         .into_iter()
         .chain(through.map(|pid| format!("/proc/{pid}/mountinfo")));
     for table in tables {
-        if let Some(fs_type) = std::fs::read_to_string(table)
-            .ok()
-            .and_then(|text| fs_type_of_mount(&text, mount))
-        {
-            return is_fuse(&fs_type);
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        if let Some((fs_type, dev)) = fs_type_of_mount(&text, mount) {
+            let layers = super::overlay::layers_of_mount(&text, mount);
+            return MountOf {
+                // A stat of an overlay's file is answered by its layer: one
+                // on FUSE counts as FUSE.
+                user_space: is_fuse(&fs_type)
+                    || layers.iter().any(|layer| fuse_mount_above(&text, layer)),
+                overlay_dev: (fs_type == "overlay").then_some(dev),
+            };
         }
     }
-    true
+    unknown
 }
 
 /// The mount id of an open descriptor, from /proc/self/fdinfo.
@@ -105,14 +124,18 @@ fn mount_id_of(file: &File) -> Option<u64> {
         .ok()
 }
 
-/// The filesystem type of the mount with id `mount` in a mountinfo table.
-fn fs_type_of_mount(mountinfo: &str, mount: u64) -> Option<String> {
+/// The filesystem type and device of the mount with id `mount` in a
+/// mountinfo table.
+fn fs_type_of_mount(mountinfo: &str, mount: u64) -> Option<(String, u64)> {
     mountinfo.lines().find_map(|line| {
-        if line.split(' ').next()?.parse::<u64>().ok()? != mount {
+        let mut fields = line.split(' ');
+        if fields.next()?.parse::<u64>().ok()? != mount {
             return None;
         }
-        let (_, fields) = line.split_once(" - ")?;
-        Some(fields.split(' ').next()?.to_string())
+        let (major, minor) = fields.nth(1)?.split_once(':')?;
+        let dev = libc::makedev(major.parse().ok()?, minor.parse().ok()?);
+        let (_, fs_fields) = line.split_once(" - ")?;
+        Some((fs_fields.split(' ').next()?.to_string(), dev))
     })
 }
 
@@ -196,12 +219,28 @@ pub fn open_regular(path: &Path, expect: Option<FileKey>, max_size: u64) -> io::
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
         .open(path)?;
-    if on_user_space_mount(&handle, path) {
+    let mount = mount_of(&handle, path);
+    if mount.user_space {
         return Err(io::Error::other(
             "on a filesystem a user-space daemon serves (FUSE), or on a mount not known",
         ));
     }
     let meta = handle.metadata()?;
+    // Newer kernels name a file mapped through an overlay by the overlay's
+    // own device and the inode number, where a stat gives a device per
+    // layer (overlays over several filesystems): that is the same file.
+    let expect = match (expect, mount.overlay_dev) {
+        (Some(key), Some(overlay_dev))
+            if key
+                == (FileKey {
+                    dev: overlay_dev,
+                    ino: meta.ino(),
+                }) =>
+        {
+            Some(FileKey::of(&meta))
+        }
+        _ => expect,
+    };
     check(&meta, expect, max_size)?;
     let file = OpenOptions::new()
         .read(true)
@@ -401,9 +440,11 @@ mod tests {
             Some("tmpfs")
         );
         assert_eq!(fs_type_of(table, libc::makedev(0, 47)), None);
-        assert_eq!(fs_type_of_mount(table, 40).as_deref(), Some("fuse.sshfs"));
-        assert_eq!(fs_type_of_mount(table, 41).as_deref(), Some("tmpfs"));
-        assert_eq!(fs_type_of_mount(table, 42), None);
+        let fs_type = |mount| fs_type_of_mount(table, mount).map(|(fs_type, _)| fs_type);
+        assert_eq!(fs_type(40).as_deref(), Some("fuse.sshfs"));
+        assert_eq!(fs_type(41).as_deref(), Some("tmpfs"));
+        assert_eq!(fs_type(42), None);
+        assert_eq!(fs_type_of_mount(table, 41).unwrap().1, libc::makedev(0, 46));
         // A device no table lists (a FUSE mount in a user namespace whose
         // process is gone) is not touched.
         assert!(served_by_user_space(libc::makedev(0, 4095), None));
@@ -418,7 +459,7 @@ mod tests {
         let exe = std::fs::metadata("/proc/self/exe").unwrap();
         assert!(!served_by_user_space(exe.dev(), Some(std::process::id())));
         let handle = File::open("/proc/self/exe").unwrap();
-        assert!(!on_user_space_mount(&handle, Path::new("/proc/self/exe")));
+        assert!(!mount_of(&handle, Path::new("/proc/self/exe")).user_space);
     }
 
     #[test]

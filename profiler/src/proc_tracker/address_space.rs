@@ -19,12 +19,17 @@ use linux_perf_event_reader::{EventRecord, Mmap2FileId, RawEventRecord, RecordTy
 use super::lives::Lives;
 pub(super) use super::process::Process;
 pub use crate::host::maps::Mapping;
+use crate::host::overlay;
 use crate::host::safe_open::{self, FileKey, Opened};
 
 /// The mapped files opened so far, by identity.
 #[derive(Default)]
 pub(super) struct OpenFiles {
     files: HashMap<FileKey, Opened>,
+    /// Files mapped through an overlay that no layer's directory showed
+    /// (bounded: one entry per distinct file, kept to say why they are
+    /// unnamed).
+    pub(super) not_in_overlay_layers: std::collections::HashSet<FileKey>,
 }
 
 /// Files kept open at most: each holds a descriptor until the end, and half
@@ -75,11 +80,59 @@ impl OpenFiles {
         let in_root = format!("/proc/{pid}/root{}", mapping.path);
         let opened = open(Path::new(&map_files))
             .or_else(|| by_path(Path::new(&in_root), Some(pid)))
-            .or_else(|| by_path(Path::new(&mapping.path), None));
+            .or_else(|| by_path(Path::new(&mapping.path), None))
+            .or_else(|| {
+                through_overlay_layers(pid, mapping, open, || {
+                    self.not_in_overlay_layers.insert(key);
+                })
+            });
         if let Some(opened) = opened {
+            self.not_in_overlay_layers.remove(&key);
             self.files.insert(key, opened);
         }
     }
+}
+
+/// A file the process mapped through an overlay: the record names the
+/// layer's inode, every path the overlay's (host/overlay.rs), so it is looked
+/// for in each layer's directory: in the process's view while it runs, then
+/// in ours (also where a container's table names its layers by the host's
+/// paths). `open` checks each candidate against the record's device and
+/// inode. `not_found` is told when the path is on an overlay but no layer
+/// had the file.
+fn through_overlay_layers(
+    pid: u32,
+    mapping: &Mapping,
+    open: impl Fn(&Path) -> Option<Opened>,
+    mut not_found: impl FnMut(),
+) -> Option<Opened> {
+    let views = [
+        (
+            format!("/proc/{pid}/mountinfo"),
+            format!("/proc/{pid}/root"),
+            Some(pid),
+        ),
+        ("/proc/self/mountinfo".to_string(), String::new(), None),
+    ];
+    let mut on_overlay = false;
+    for (table, root, view) in views {
+        let Ok(table) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for layer_path in overlay::layer_paths(&table, &mapping.path) {
+            on_overlay = true;
+            if safe_open::path_crosses_user_space(&layer_path, view) {
+                continue;
+            }
+            if let Some(opened) = open(Path::new(&format!("{root}{layer_path}"))) {
+                return Some(opened);
+            }
+        }
+    }
+    if on_overlay {
+        not_found();
+    }
+    None
 }
 
 /// Executable mappings kept per process: a large JVM or browser has a few
@@ -281,6 +334,9 @@ impl Model {
             .collect();
         let before = self.files.files.len();
         self.files.files.retain(|key, _| mapped.contains(key));
+        self.files
+            .not_in_overlay_layers
+            .retain(|key| mapped.contains(key));
         before - self.files.files.len()
     }
 

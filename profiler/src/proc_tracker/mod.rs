@@ -127,6 +127,12 @@ impl ProcTracker {
         })
     }
 
+    /// How many files mapped through an overlay were found in none of its
+    /// layers' directories: their frames stay unnamed (host/overlay.rs).
+    pub fn files_not_in_overlay_layers(&self) -> usize {
+        self.model.files.not_in_overlay_layers.len()
+    }
+
     /// Records the kernel dropped (ring full) plus records skipped as unparsable: either
     /// way, mappings or names we may be missing.
     pub fn lost_records(&self) -> u64 {

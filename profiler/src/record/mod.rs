@@ -204,6 +204,14 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
     drop(probes);
     let samples = symbolize::StackSymbolizer::new(kernel_functions.clone())
         .name(totals.samples(), &mut tracker);
+    let unmatched = tracker.files_not_in_overlay_layers();
+    if unmatched > 0 {
+        say!(
+            "{unmatched} file(s) mapped through an overlay were found in none of its layers' \
+             directories (not visible from here, or renamed within the overlay): their frames \
+             are unnamed, as the overlay's own file cannot be told to be the one mapped"
+        );
+    }
     let lost = totals.lost;
     drop(totals);
     let profile = Profile::new(

@@ -62,6 +62,57 @@ wait $fixture
     );
 }
 
+/// A binary run from an overlay whose lower layer is a filesystem of its
+/// own (a container's root over several filesystems, or a kernel CI guest's
+/// overlay over its 9p share), mounted inside `unshare -m`. The kernel names
+/// the mapped file by the overlay's device (this host's kernel) or by the
+/// layer's (older ones; the VM test covers those), and a stat of the
+/// overlay's file gives neither: the fixture's functions are still named,
+/// with the exact counts.
+#[test]
+fn binary_run_from_an_overlay_over_another_filesystem_is_named() {
+    let dir = TempDir::new("overlay");
+    let scratch = dir.join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let out = dir.join("o.folded");
+    let script = r#"set -e
+mount -t tmpfs none "$1"
+mkdir "$1/lower" "$1/upper" "$1/work" "$1/merged"
+mount -t tmpfs none "$1/lower"
+cp "$2" "$1/lower/ovfixture"
+mount -t overlay overlay -o "lowerdir=$1/lower,upperdir=$1/upper,workdir=$1/work" "$1/merged"
+"$1/merged/ovfixture" wait 2345 > "$1/ready" &
+fixture=$!
+while [ ! -s "$1/ready" ]; do sleep 0.02; done
+sleep 0.5
+kill -USR1 $fixture
+wait $fixture
+"#;
+    let output = record_to(
+        &out,
+        &["-s", "syscall"],
+        &[
+            os("unshare"),
+            os("-m"),
+            os("--propagation"),
+            os("private"),
+            os("sh"),
+            os("-c"),
+            os(script),
+            os("sh"),
+            scratch.as_os_str(),
+            c_fixture().as_os_str(),
+        ],
+    );
+    let said = stderr(&output);
+    assert!(output.status.success(), "{said}");
+    assert!(!said.contains("through an overlay"), "{said}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let folded = parse_folded(&text);
+    assert_eq!(count_under(&folded, "ovfixture"), 2345, "{text}");
+    assert_eq!(count_under(&folded, "fixture_triggered"), 2345, "{text}");
+}
+
 /// Inside a PID namespace the eBPF side sees host PIDs: clockprof refuses
 /// with one sentence instead of recording 0 reads.
 #[test]
