@@ -124,8 +124,9 @@ pub const LINES: &[KernelLine] = &[
 
 /// Modules the guest loads, with their dependencies. virtio_pci is built into
 /// 6.12 but a module on 6.1 and 5.10; a wanted module that the package does not ship is
-/// fine as long as modules.builtin lists it.
-const WANTED_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p"];
+/// fine as long as modules.builtin lists it. overlay: for the test of
+/// binaries reached through an overlay over the 9p root.
+const WANTED_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay"];
 
 /// What to extract from the image package: vmlinuz, modules.builtin and the
 /// module directories the 9p stack and its dependencies live in (~13 MB of the
@@ -139,6 +140,7 @@ const EXTRACT_PATTERNS: &[&str] = &[
     "./lib/modules/*/kernel/fs/9p/*",
     "./lib/modules/*/kernel/fs/netfs/*",
     "./lib/modules/*/kernel/fs/fscache/*",
+    "./lib/modules/*/kernel/fs/overlayfs/*",
 ];
 
 /// A kernel ready to boot.
@@ -152,8 +154,9 @@ pub struct Kernel {
     pub modules: Vec<PathBuf>,
 }
 
-/// Marks a complete extraction; written last.
-const COMPLETE: &str = ".complete";
+/// Marks a complete extraction; written last. Its name changes with what
+/// is extracted, so entries cached before are fetched again (2: overlay).
+const COMPLETE: &str = ".complete-2";
 /// The module load order, one file name of `modules/` per line.
 const LOAD_ORDER: &str = "modules.load";
 
