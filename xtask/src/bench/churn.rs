@@ -87,6 +87,12 @@ pub struct ChurnResult {
     names: Vec<NameCount>,
     lost_user_stacks: u64,
     lost_events: u64,
+    /// Side-band records the kernel dropped: where a read may lose its
+    /// process's name without a stack or event lost.
+    lost_mapping_records: u64,
+    /// Reads under no process name (`[pid N]`), or under serve's `[other]`
+    /// (its series cap): where reads missing from a name went.
+    unnamed_reads: u64,
     daemon: ChurnDaemon,
     peak_kib_at_checkpoint: u64,
     peak_kib_at_end: u64,
@@ -190,18 +196,22 @@ pub fn measure(
         paths.run_dir.join(format!("churn-{}.log", bin.label)),
         finished.stderr.join("\n"),
     )?;
-    let (counts, lost_user_stacks, lost_events) = match &metrics {
-        Some(metrics) => (
-            None,
-            metrics.lost("user_stack"),
-            metrics.lost("count_map_full"),
-        ),
-        None => {
-            let counts = ClockprofCounts::read(&out)?;
-            let lost = (counts.lost_user_stacks, counts.lost_events);
-            (Some(counts), lost.0, lost.1)
-        }
-    };
+    let (counts, lost_user_stacks, lost_events, lost_mapping_records, unnamed_reads) =
+        match &metrics {
+            Some(metrics) => (
+                None,
+                metrics.lost("user_stack"),
+                metrics.lost("count_map_full"),
+                metrics.lost("mapping_record"),
+                metrics.unnamed_reads(),
+            ),
+            None => {
+                let counts = ClockprofCounts::read(&out)?;
+                let (user, events) = (counts.lost_user_stacks, counts.lost_events);
+                let (records, unnamed) = (counts.lost_mapping_records, counts.unnamed());
+                (Some(counts), user, events, records, unnamed)
+            }
+        };
     let per_name = processes / PROGRAMS.len() as u64;
     let names = PROGRAMS
         .iter()
@@ -243,6 +253,8 @@ pub fn measure(
         names,
         lost_user_stacks,
         lost_events,
+        lost_mapping_records,
+        unnamed_reads,
         daemon: kind,
         peak_kib_at_checkpoint: at_checkpoint.peak_rss_kib,
         peak_kib_at_end: at_end.peak_rss_kib,
@@ -331,8 +343,9 @@ impl ChurnResult {
             );
         }
         println!(
-            "  lost: {} user stacks, {} events",
-            self.lost_user_stacks, self.lost_events
+            "  lost: {} user stacks, {} events, {} mapping records; {} reads under no \
+             process name ([pid N], [other]: any host process's)",
+            self.lost_user_stacks, self.lost_events, self.lost_mapping_records, self.unnamed_reads
         );
         println!(
             "  daemon peak memory (VmHWM): {:.1} MiB after {} processes, {:.1} MiB after {}: \
@@ -365,6 +378,8 @@ impl ChurnResult {
             })).collect::<Vec<_>>(),
             "lost_user_stacks": self.lost_user_stacks,
             "lost_events": self.lost_events,
+            "lost_mapping_records": self.lost_mapping_records,
+            "unnamed_reads": self.unnamed_reads,
             "vm_hwm_kib_at_checkpoint": self.peak_kib_at_checkpoint,
             "checkpoint_processes": self.checkpoint,
             "vm_hwm_kib_at_end": self.peak_kib_at_end,
@@ -416,6 +431,20 @@ impl ServeMetrics {
             "clockprof_clock_reads_total",
             &format!("process=\"{comm}\""),
         )
+    }
+
+    /// Reads under `[pid N]` (no name known) or `[other]` (the series cap).
+    fn unnamed_reads(&self) -> u64 {
+        self.0
+            .lines()
+            .filter_map(|line| line.strip_prefix("clockprof_clock_reads_total{"))
+            .filter_map(|rest| rest.split_once("} "))
+            .filter(|(labels, _)| {
+                labels.contains("process=\"[pid ") || labels.contains("process=\"[other]\"")
+            })
+            .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+            .map(|value| value as u64)
+            .sum()
     }
 
     fn lost(&self, reason: &str) -> u64 {

@@ -21,6 +21,9 @@ pub struct ClockprofCounts {
     pub lost_user_stacks: u64,
     /// Stack copies the DWARF ring had no room for (counts stay exact).
     pub lost_dwarf_stacks: u64,
+    /// Side-band records (forks, execs, mappings) the kernel dropped: names
+    /// and mappings clockprof may be missing.
+    pub lost_mapping_records: u64,
 }
 
 impl ClockprofCounts {
@@ -54,6 +57,7 @@ impl ClockprofCounts {
             lost_events: lost("events"),
             lost_user_stacks: lost("user_stacks"),
             lost_dwarf_stacks: lost("dwarf_stacks"),
+            lost_mapping_records: json["lost_mapping_records"].as_u64().unwrap_or(0),
         })
     }
 
@@ -76,6 +80,11 @@ impl ClockprofCounts {
 
     pub fn of_comm(&self, comm: &str) -> u64 {
         self.sum(|s| s.comm == comm)
+    }
+
+    /// Events of processes named for want of a name (`[pid N]`).
+    pub fn unnamed(&self) -> u64 {
+        self.sum(|s| s.comm.starts_with("[pid "))
     }
 
     /// Events of processes named `comm` whose stack goes through `function`.
