@@ -19,33 +19,12 @@ fn binary_only_in_another_mount_namespace_is_named() {
     let mount_point = dir.join("only-in-the-namespace");
     std::fs::create_dir(&mount_point).unwrap();
     let out = dir.join("m.folded");
-    let script = r#"set -e
-mount -t tmpfs none "$1"
-cp "$2" "$1/nsfixture"
-"$1/nsfixture" wait 4321 > "$1/ready" &
-fixture=$!
-while [ ! -s "$1/ready" ]; do sleep 0.02; done
-# Long enough for clockprof to see the fixture's mappings (it drains them
-# every 100 ms) before the fixture reads the clock and exits.
-sleep 0.5
-kill -USR1 $fixture
-wait $fixture
-"#;
-    let output = record_to(
+    let output = record_fixture_in_mount_namespace(
         &out,
-        &["-s", "syscall"],
-        &[
-            os("unshare"),
-            os("-m"),
-            os("--propagation"),
-            os("private"),
-            os("sh"),
-            os("-c"),
-            os(script),
-            os("sh"),
-            mount_point.as_os_str(),
-            c_fixture().as_os_str(),
-        ],
+        &mount_point,
+        r#"cp "$2" "$1/nsfixture""#,
+        "nsfixture",
+        4321,
     );
     assert!(output.status.success(), "{}", stderr(&output));
     // The host never saw the file.
@@ -75,21 +54,46 @@ fn binary_run_from_an_overlay_over_another_filesystem_is_named() {
     let scratch = dir.join("scratch");
     std::fs::create_dir(&scratch).unwrap();
     let out = dir.join("o.folded");
-    let script = r#"set -e
-mount -t tmpfs none "$1"
-mkdir "$1/lower" "$1/upper" "$1/work" "$1/merged"
+    let setup = r#"mkdir "$1/lower" "$1/upper" "$1/work" "$1/merged"
 mount -t tmpfs none "$1/lower"
 cp "$2" "$1/lower/ovfixture"
-mount -t overlay overlay -o "lowerdir=$1/lower,upperdir=$1/upper,workdir=$1/work" "$1/merged"
-"$1/merged/ovfixture" wait 2345 > "$1/ready" &
+mount -t overlay overlay -o "lowerdir=$1/lower,upperdir=$1/upper,workdir=$1/work" "$1/merged""#;
+    let output = record_fixture_in_mount_namespace(&out, &scratch, setup, "merged/ovfixture", 2345);
+    let said = stderr(&output);
+    assert!(output.status.success(), "{said}");
+    assert!(!said.contains("through an overlay"), "{said}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let folded = parse_folded(&text);
+    assert_eq!(count_under(&folded, "ovfixture"), 2345, "{text}");
+    assert_eq!(count_under(&folded, "fixture_triggered"), 2345, "{text}");
+}
+
+/// `record -s syscall` of `unshare -m`: a tmpfs on `mount_point` seen only
+/// in that namespace, `setup` (sh; `$1` the mount point, `$2` the C
+/// fixture), then the fixture at `$1/FIXTURE` waiting for SIGUSR1 and making
+/// `reads` reads. It lives long enough for clockprof to see its mappings (it
+/// drains them every 100 ms) before it reads the clock and exits.
+fn record_fixture_in_mount_namespace(
+    out: &Path,
+    mount_point: &Path,
+    setup: &str,
+    fixture: &str,
+    reads: u32,
+) -> std::process::Output {
+    let script = format!(
+        r#"set -e
+mount -t tmpfs none "$1"
+{setup}
+"$1/{fixture}" wait {reads} > "$1/ready" &
 fixture=$!
 while [ ! -s "$1/ready" ]; do sleep 0.02; done
 sleep 0.5
 kill -USR1 $fixture
 wait $fixture
-"#;
-    let output = record_to(
-        &out,
+"#
+    );
+    record_to(
+        out,
         &["-s", "syscall"],
         &[
             os("unshare"),
@@ -98,19 +102,12 @@ wait $fixture
             os("private"),
             os("sh"),
             os("-c"),
-            os(script),
+            os(&script),
             os("sh"),
-            scratch.as_os_str(),
+            mount_point.as_os_str(),
             c_fixture().as_os_str(),
         ],
-    );
-    let said = stderr(&output);
-    assert!(output.status.success(), "{said}");
-    assert!(!said.contains("through an overlay"), "{said}");
-    let text = std::fs::read_to_string(&out).unwrap();
-    let folded = parse_folded(&text);
-    assert_eq!(count_under(&folded, "ovfixture"), 2345, "{text}");
-    assert_eq!(count_under(&folded, "fixture_triggered"), 2345, "{text}");
+    )
 }
 
 /// Inside a PID namespace the eBPF side sees host PIDs: clockprof refuses
