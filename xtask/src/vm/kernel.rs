@@ -638,13 +638,14 @@ mod tests {
             ("9pnet_virtio", b"depends=9pnet\0"),
             ("9pnet", b"depends=\0"),
             ("netfs", b"depends=\0"),
+            ("overlay", b"depends=\0"),
         ] {
             let path = dir.join(format!("{name}.ko"));
             fs::write(&path, fake_module(info)).unwrap();
             modules.insert(name.to_string(), path);
         }
         let order = load_order(&modules, "kernel/drivers/virtio/virtio_pci.ko\n").unwrap();
-        assert_eq!(order, ["9pnet", "9pnet_virtio", "netfs", "9p"]);
+        assert_eq!(order, ["9pnet", "9pnet_virtio", "netfs", "9p", "overlay"]);
         // virtio_pci neither shipped nor built in: a clear error, not a guest hang.
         assert!(load_order(&modules, "").is_err());
         fs::remove_dir_all(&dir).unwrap();
