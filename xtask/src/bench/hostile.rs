@@ -292,38 +292,50 @@ fn hostile_user(files: &UserFiles, until: Instant, stop: &AtomicBool) -> UserAct
     done
 }
 
-/// A connection that sent one request, kept alive, and then says nothing.
-fn idle_connection() -> Option<TcpStream> {
-    let mut stream = TcpStream::connect(LISTEN).ok()?;
-    write!(stream, "GET /healthz HTTP/1.1\r\nHost: {LISTEN}\r\n\r\n").ok()?;
-    stream.set_nonblocking(true).ok()?;
-    Some(stream)
-}
+/// Holds IDLE_CONNECTIONS idle connections, opening a new one for each that
+/// serve closes, as a user bent on taking every slot would: a process of
+/// the unprivileged user (serve tells loopback clients apart by the socket's
+/// owner, so connections of the bench's own, root, would share the probes'
+/// slots). Python, Debian's: the bench has no other program to run as them.
+const HOLD_IDLE_CONNECTIONS: &str = r#"
+import socket, sys, time
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def idle():
+    try:
+        s = socket.create_connection((host, port))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.setblocking(False)
+        return s
+    except OSError:
+        return None
+held = [idle() for _ in range(count)]
+while True:
+    for i, s in enumerate(held):
+        closed = s is None
+        while s is not None:
+            try:
+                if not s.recv(4096):
+                    closed = True
+                    break
+            except BlockingIOError:
+                break
+            except OSError:
+                closed = True
+                break
+        if closed:
+            if s is not None:
+                s.close()
+            held[i] = idle()
+    time.sleep(0.5)
+"#;
 
-/// Holds IDLE_CONNECTIONS idle connections until `stop`, opening a new one
-/// for each that serve closes, as a user bent on taking every slot would.
-fn hold_idle_connections(stop: &AtomicBool) {
-    let mut held: Vec<Option<TcpStream>> =
-        (0..IDLE_CONNECTIONS).map(|_| idle_connection()).collect();
-    let mut buffer = [0u8; 4096];
-    while !stop.load(Ordering::Relaxed) {
-        for slot in &mut held {
-            let closed = match slot {
-                Some(stream) => loop {
-                    match stream.read(&mut buffer) {
-                        Ok(0) => break true,
-                        Ok(_) => continue,
-                        Err(err) => break err.kind() != std::io::ErrorKind::WouldBlock,
-                    }
-                },
-                None => true,
-            };
-            if closed {
-                *slot = idle_connection();
-            }
-        }
-        thread::sleep(Duration::from_millis(500));
-    }
+fn hold_idle_connections() -> Result<Child> {
+    let (host, port) = LISTEN.split_once(':').context("LISTEN is host:port")?;
+    as_nobody(Path::new("/usr/bin/python3"))
+        .args(["-c", HOLD_IDLE_CONNECTIONS, host, port])
+        .arg(IDLE_CONNECTIONS.to_string())
+        .spawn()
+        .context("could not start /usr/bin/python3 as nobody")
 }
 
 /// The status of `GET PATH`, if serve answered within ANSWER_WITHIN.
@@ -399,10 +411,7 @@ pub fn measure(bin: &Clockprof, bench_dir: &Path, minutes: u64) -> Result<Hostil
 
     let until = Instant::now() + Duration::from_secs(minutes * 60);
     let stop = Arc::new(AtomicBool::new(false));
-    let idle_connections = {
-        let stop = Arc::clone(&stop);
-        thread::spawn(move || hold_idle_connections(&stop))
-    };
+    let mut idle_connections = hold_idle_connections()?;
     let user = {
         let stop = Arc::clone(&stop);
         let files = files.clone();
@@ -455,7 +464,8 @@ pub fn measure(bin: &Clockprof, bench_dir: &Path, minutes: u64) -> Result<Hostil
     }
     stop.store(true, Ordering::Relaxed);
     result.user_actions = user.join().unwrap_or_default();
-    let _ = idle_connections.join();
+    let _ = idle_connections.kill();
+    let _ = idle_connections.wait();
     thread::sleep(SETTLE);
     result.settled_fds = fds(pid);
     result.settled_rss_kib = rss_kib(pid);
