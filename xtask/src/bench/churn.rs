@@ -416,11 +416,16 @@ impl ServeMetrics {
 
     /// The sum of the samples of `metric` whose labels include `label`.
     fn sum(&self, metric: &str, label: &str) -> u64 {
+        self.sum_where(metric, |labels| labels.split(',').any(|l| l == label))
+    }
+
+    /// The sum of the samples of `metric` whose labels `keep` accepts.
+    fn sum_where(&self, metric: &str, keep: impl Fn(&str) -> bool) -> u64 {
         self.0
             .lines()
             .filter_map(|line| line.strip_prefix(metric)?.strip_prefix('{'))
             .filter_map(|rest| rest.split_once("} "))
-            .filter(|(labels, _)| labels.split(',').any(|l| l == label))
+            .filter(|(labels, _)| keep(labels))
             .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
             .map(|value| value as u64)
             .sum()
@@ -435,16 +440,9 @@ impl ServeMetrics {
 
     /// Reads under `[pid N]` (no name known) or `[other]` (the series cap).
     fn unnamed_reads(&self) -> u64 {
-        self.0
-            .lines()
-            .filter_map(|line| line.strip_prefix("clockprof_clock_reads_total{"))
-            .filter_map(|rest| rest.split_once("} "))
-            .filter(|(labels, _)| {
-                labels.contains("process=\"[pid ") || labels.contains("process=\"[other]\"")
-            })
-            .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
-            .map(|value| value as u64)
-            .sum()
+        self.sum_where("clockprof_clock_reads_total", |labels| {
+            labels.contains("process=\"[pid ") || labels.contains("process=\"[other]\"")
+        })
     }
 
     fn lost(&self, reason: &str) -> u64 {
