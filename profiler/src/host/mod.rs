@@ -9,6 +9,7 @@ pub mod container;
 pub mod facts;
 pub mod kallsyms;
 pub mod maps;
+pub mod mountinfo;
 pub mod notify;
 pub mod overlay;
 pub mod peer;

@@ -9,6 +9,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use super::{mountinfo, overlay};
+
 /// A file's identity: device and inode, as mmap records and /proc/PID/maps
 /// give them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,14 +102,17 @@ fn mount_of(handle: &File, path: &Path) -> MountOf {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
         };
-        if let Some((fs_type, dev)) = fs_type_of_mount(&text, mount) {
-            let layers = super::overlay::layers_of_mount(&text, mount);
+        let found = mountinfo::mounts(&text).find(|m| m.id == mount);
+        if let Some(found) = found {
             return MountOf {
                 // A stat of an overlay's file is answered by its layer: one
                 // on FUSE counts as FUSE.
-                user_space: is_fuse(&fs_type)
-                    || layers.iter().any(|layer| fuse_mount_above(&text, layer)),
-                overlay_dev: (fs_type == "overlay").then_some(dev),
+                user_space: is_fuse(found.fs_type)
+                    || (found.fs_type == "overlay"
+                        && overlay::layers(found.super_options)
+                            .iter()
+                            .any(|layer| fuse_mount_above(&text, layer))),
+                overlay_dev: (found.fs_type == "overlay").then_some(found.dev),
             };
         }
     }
@@ -124,21 +129,6 @@ fn mount_id_of(file: &File) -> Option<u64> {
         .ok()
 }
 
-/// The filesystem type and device of the mount with id `mount` in a
-/// mountinfo table.
-fn fs_type_of_mount(mountinfo: &str, mount: u64) -> Option<(String, u64)> {
-    mountinfo.lines().find_map(|line| {
-        let mut fields = line.split(' ');
-        if fields.next()?.parse::<u64>().ok()? != mount {
-            return None;
-        }
-        let (major, minor) = fields.nth(1)?.split_once(':')?;
-        let dev = libc::makedev(major.parse().ok()?, minor.parse().ok()?);
-        let (_, fs_fields) = line.split_once(" - ")?;
-        Some((fs_fields.split(' ').next()?.to_string(), dev))
-    })
-}
-
 /// Whether looking `path` up, in the view of `pid` (else ours), would walk
 /// into a FUSE mount, whose daemon could block the lookup.
 pub fn path_crosses_user_space(path: &str, pid: Option<u32>) -> bool {
@@ -152,39 +142,15 @@ pub fn path_crosses_user_space(path: &str, pid: Option<u32>) -> bool {
 }
 
 fn fuse_mount_above(mountinfo: &str, path: &str) -> bool {
-    mountinfo.lines().any(|line| {
-        let is_fuse = line
-            .split_once(" - ")
-            .and_then(|(_, fields)| fields.split(' ').next())
-            .is_some_and(is_fuse);
-        let Some(mount_point) = line.split(' ').nth(4) else {
-            return false;
-        };
-        // mountinfo writes space, tab, newline and backslash in octal.
-        let mount_point = mount_point
-            .replace("\\040", " ")
-            .replace("\\011", "\t")
-            .replace("\\012", "\n")
-            .replace("\\134", "\\");
-        is_fuse
-            && (mount_point == "/"
-                || path == mount_point
-                || path
-                    .strip_prefix(mount_point.as_str())
-                    .is_some_and(|rest| rest.starts_with('/')))
-    })
+    mountinfo::mounts(mountinfo)
+        .any(|m| is_fuse(m.fs_type) && mountinfo::is_under(path, &m.mount_point))
 }
 
 /// The filesystem type of device `dev` in a mountinfo table.
 fn fs_type_of(mountinfo: &str, dev: u64) -> Option<String> {
-    mountinfo.lines().find_map(|line| {
-        let (major, minor) = line.split(' ').nth(2)?.split_once(':')?;
-        if libc::makedev(major.parse().ok()?, minor.parse().ok()?) != dev {
-            return None;
-        }
-        let (_, fields) = line.split_once(" - ")?;
-        Some(fields.split(' ').next()?.to_string())
-    })
+    mountinfo::mounts(mountinfo)
+        .find(|m| m.dev == dev)
+        .map(|m| m.fs_type.to_string())
 }
 
 /// Executables and libraries larger than this are not symbolized (blazesym
@@ -440,11 +406,6 @@ mod tests {
             Some("tmpfs")
         );
         assert_eq!(fs_type_of(table, libc::makedev(0, 47)), None);
-        let fs_type = |mount| fs_type_of_mount(table, mount).map(|(fs_type, _)| fs_type);
-        assert_eq!(fs_type(40).as_deref(), Some("fuse.sshfs"));
-        assert_eq!(fs_type(41).as_deref(), Some("tmpfs"));
-        assert_eq!(fs_type(42), None);
-        assert_eq!(fs_type_of_mount(table, 41).unwrap().1, libc::makedev(0, 46));
         // A device no table lists (a FUSE mount in a user namespace whose
         // process is gone) is not touched.
         assert!(served_by_user_space(libc::makedev(0, 4095), None));
