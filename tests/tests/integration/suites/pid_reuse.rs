@@ -8,7 +8,7 @@
 //! on counting from there), so there is nothing to restore; another fork on
 //! the host may take the PID first, so each test tries again.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -301,4 +301,155 @@ subprocess.run([sys.argv[3], "counts", "100"], env=env, check=True)
         .map(|p| p.2)
         .collect();
     assert_eq!(followed, [195], "{processes:?}");
+}
+
+/// A static program without libc whose `clock_fn` makes the clock_gettime
+/// syscall at the same address in both variants: `framed` keeps 8 bytes
+/// of frame around the syscall (`sub $8,%rsp` ... `add $8,%rsp; ret`),
+/// the other returns right after it. `caller` calls clock_fn `reads` times
+/// (through a frameless `caller`, so the eBPF decoding names it) once a
+/// byte or end of file is read from stdin.
+fn decode_program(dir: &Path, name: &str, framed: bool, caller: &str, reads: u32) -> PathBuf {
+    // Both prologues are 4 bytes (sub $8,%rsp | a 4-byte nop), so the
+    // instruction after `syscall` is at one address in both programs.
+    let (prologue, epilogue) = if framed {
+        ("sub $8, %rsp", "add $8, %rsp\n    ret")
+    } else {
+        // nopl 0x0(%rax), spelled out: `as` drops a zero displacement.
+        (".byte 0x0f, 0x1f, 0x40, 0x00", "ret")
+    };
+    let source = format!(
+        r#"
+    .text
+    .globl clock_fn
+    .type clock_fn, @function
+clock_fn:
+    {prologue}
+    mov $228, %eax
+    xor %edi, %edi
+    lea ts(%rip), %rsi
+    syscall
+    {epilogue}
+    .size clock_fn, .-clock_fn
+    .globl {caller}
+    .type {caller}, @function
+{caller}:
+    call clock_fn
+    ret
+    .size {caller}, .-{caller}
+    .globl _start
+    .type _start, @function
+_start:
+    xor %eax, %eax
+    xor %edi, %edi
+    lea ts(%rip), %rsi
+    mov $1, %edx
+    syscall
+    mov ${reads}, %ebx
+1:  call {caller}
+    dec %ebx
+    jnz 1b
+    mov $60, %eax
+    xor %edi, %edi
+    syscall
+    .size _start, .-_start
+    .bss
+ts: .zero 16
+"#
+    );
+    let source_path = dir.join(format!("{name}.S"));
+    std::fs::write(&source_path, source).unwrap();
+    let binary = dir.join(name);
+    let built = Command::new("cc")
+        .args(["-nostdlib", "-static", "-no-pie", "-o"])
+        .arg(&binary)
+        .arg(&source_path)
+        .status()
+        .expect("cc runs");
+    assert!(built.success(), "{name} builds");
+    binary
+}
+
+/// The functions between `_start` and `clock_fn` of the stacks of `pid`,
+/// root first, with their counts.
+fn decode_stacks(json: &serde_json::Value, pid: u32) -> Vec<(Vec<String>, u64)> {
+    json["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|stack| stack["pid"] == pid)
+        .map(|stack| {
+            let names: Vec<String> = stack["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["function"].as_str().unwrap().to_string())
+                .filter(|name| {
+                    ["_start", "first_caller", "second_caller", "clock_fn"].contains(&name.as_str())
+                })
+                .collect();
+            (names, stack["count"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+/// The eBPF decoding of the code around a clock syscall is cached per CPU,
+/// and addresses only mean one code within one life of a PID: process B,
+/// which got process A's PID on A's CPU, runs other code at the very
+/// address where A's syscall returned. Its reads are under its own caller,
+/// not under the frame A's decoding would have found in B's stack.
+#[test]
+fn a_reused_pid_decodes_its_own_code_at_the_same_address() {
+    let dir = TempDir::new("pid_reuse_decode");
+    let out = dir.join("decode.json");
+    let first = decode_program(dir.path(), "decode_first", true, "first_caller", 1000);
+    let second = decode_program(dir.path(), "decode_second", false, "second_caller", 700);
+    // Both on the last CPU, where nothing else of this test runs.
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let cpu = (cpus - 1).to_string();
+    let pinned = |binary: &Path| {
+        let mut command = Command::new("taskset");
+        command.args(["-c", &cpu]).arg(binary);
+        command
+    };
+    let (clockprof, stderr) = record_host(&out);
+
+    let mut first_pids = Vec::new();
+    let mut reused = None;
+    for _ in 0..ATTEMPTS {
+        let mut first_run = pinned(&first).stdin(Stdio::null()).spawn().unwrap();
+        let pid = first_run.id();
+        assert!(first_run.wait().unwrap().success());
+        first_pids.push(pid);
+        let mut second_run = spawn_as(pid, pinned(&second).stdin(Stdio::piped()));
+        if second_run.id() == pid {
+            reused = Some((pid, second_run));
+            break;
+        }
+        // Another fork took the PID: this B never read the clock.
+        second_run.kill().unwrap();
+        second_run.wait().unwrap();
+    }
+    let (pid, mut second_run) = reused.expect("no attempt got the same PID twice");
+    // End of file on stdin starts B's reads.
+    drop(second_run.stdin.take());
+    assert!(second_run.wait().unwrap().success());
+    stop(clockprof, stderr);
+
+    let json = read_json(&out);
+    let summary = format!("PID {pid}: {}", json["stacks"]);
+    // The A that ran last under the PID (every attempt's A read 1000
+    // times, each under its own PID), then B. With A's decoding, B's reads
+    // would be under `_start;clock_fn`: A's frame skipped second_caller.
+    let stack = |names: [&str; 3]| names.map(String::from).to_vec();
+    let mut found = decode_stacks(&json, pid);
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (stack(["_start", "first_caller", "clock_fn"]), 1000),
+            (stack(["_start", "second_caller", "clock_fn"]), 700)
+        ],
+        "{summary}"
+    );
 }
