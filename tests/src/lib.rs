@@ -4,6 +4,7 @@
 
 mod builder;
 pub mod crafted_dwarf;
+pub mod hidden_overlay;
 mod ready;
 
 pub use builder::{os, Clockprof, Run};

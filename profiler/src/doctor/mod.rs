@@ -112,6 +112,24 @@ struct Report {
     sources: Vec<SourcePlan>,
     /// None without the privileges to read other processes' executables.
     unwinding: Option<Unwinding>,
+    /// Running processes (`comm (PID)`) that map a file through an overlay
+    /// whose layers' directories do not show it: their frames in it would
+    /// be unnamed. None without the privileges to look.
+    unnamed_through_overlays: Option<Vec<String>>,
+}
+
+/// The processes whose frames a recording would leave unnamed because a
+/// file they map came through an overlay and no layer's directory has it:
+/// clockprof names a file only once it has checked that it opened the very
+/// file mapped (proc_tracker::address_space), as a recording would.
+fn unnamed_through_overlays() -> Result<Vec<String>> {
+    let mut tracker = crate::proc_tracker::ProcTracker::start_with_ring_pages(1)?;
+    tracker.snapshot_all();
+    Ok(tracker
+        .processes_mapping_files_not_in_overlay_layers()
+        .into_iter()
+        .map(|(pid, comm)| format!("{comm} ({pid})"))
+        .collect())
 }
 
 fn read_trimmed(path: &str) -> String {
@@ -491,6 +509,25 @@ fn render_text(report: &Report) -> String {
             }
         );
     }
+    match report.unnamed_through_overlays.as_deref() {
+        Some([]) => {
+            let _ = writeln!(
+                out,
+                "overlays     no file mapped through an overlay would be unnamed"
+            );
+        }
+        Some(unnamed) => {
+            let _ = writeln!(
+                out,
+                "overlays     {} process(es) map files through an overlay that none of its layers' \
+                 directories shows (not visible from here, or renamed within the overlay): \
+                 their frames will be unnamed: {}",
+                unnamed.len(),
+                unnamed.join(", ")
+            );
+        }
+        None => {}
+    }
     out
 }
 
@@ -530,6 +567,11 @@ pub fn doctor(args: DoctorArgs) -> Result<i32> {
         interrupt_context: interrupt_context(),
         debug_registers: debug_registers(&hooks),
         unwinding: privileges.works.then(unwinding),
+        unnamed_through_overlays: if privileges.works {
+            Some(unnamed_through_overlays()?)
+        } else {
+            None
+        },
         privileges,
         hooks,
         tracepoint_variant,

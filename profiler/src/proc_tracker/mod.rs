@@ -133,6 +133,28 @@ impl ProcTracker {
         self.model.files.not_in_overlay_layers.len()
     }
 
+    /// The running processes (PID, name) that map a file found in none of
+    /// its overlay's layers' directories, by PID: their frames in it stay
+    /// unnamed.
+    pub fn processes_mapping_files_not_in_overlay_layers(&self) -> Vec<(u32, String)> {
+        let hidden = &self.model.files.not_in_overlay_layers;
+        let mut found: Vec<(u32, String)> = self
+            .model
+            .processes
+            .keys()
+            .filter_map(|&pid| {
+                let process = self.model.latest(pid)?;
+                let maps_hidden = process
+                    .mappings
+                    .values()
+                    .any(|m| m.file.is_some_and(|key| hidden.contains(&key)));
+                (!process.exited && maps_hidden).then(|| (pid, process.comm.clone()))
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
     /// Records the kernel dropped (ring full) plus records skipped as unparsable: either
     /// way, mappings or names we may be missing.
     pub fn lost_records(&self) -> u64 {

@@ -68,6 +68,20 @@ mount -t overlay overlay -o "lowerdir=$1/lower,upperdir=$1/upper,workdir=$1/work
     assert_eq!(count_under(&folded, "fixture_triggered"), 2345, "{text}");
 }
 
+/// The same overlay with its lower layer then detached, so that no
+/// directory shows the mapped file: this kernel names the overlay's own
+/// device in the mapping, so the file is still proven and named
+/// (tests/src/hidden_overlay.rs; the VM test covers kernels that name the
+/// layer's, where it stays unnamed and clockprof says why).
+#[test]
+fn binary_through_an_overlay_whose_layers_are_hidden_is_named_or_said_why() {
+    let names_the_layer = hidden_overlay::record_and_judge(&TempDir::new("overlay_hidden"), true);
+    assert!(
+        !names_the_layer,
+        "this kernel was expected to name the overlay's device"
+    );
+}
+
 /// `record -s syscall` of `unshare -m`: a tmpfs on `mount_point` seen only
 /// in that namespace, `setup` (sh; `$1` the mount point, `$2` the C
 /// fixture), then the fixture at `$1/FIXTURE` waiting for SIGUSR1 and making
