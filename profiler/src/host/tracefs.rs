@@ -54,17 +54,15 @@ fn present() -> bool {
     // thread-self: the namespace of this thread, which may be the only one
     // that moved (see prepare).
     std::fs::read_to_string("/proc/thread-self/mountinfo")
-        .map(|mountinfo| mountinfo.lines().any(is_tracefs_mount))
+        .map(|mountinfo| has_tracefs_mount(&mountinfo))
         .unwrap_or(false)
 }
 
-fn is_tracefs_mount(line: &str) -> bool {
-    let Some((mount, filesystem)) = line.split_once(" - ") else {
-        return false;
-    };
-    let point = mount.split_whitespace().nth(4);
-    filesystem.split_whitespace().next() == Some("tracefs")
-        && matches!(point, Some(TRACEFS) | Some(DEBUGFS_TRACING))
+fn has_tracefs_mount(mountinfo: &str) -> bool {
+    super::mountinfo::mounts(mountinfo).any(|mount| {
+        mount.fs_type == "tracefs"
+            && matches!(mount.mount_point.as_str(), TRACEFS | DEBUGFS_TRACING)
+    })
 }
 
 fn check(ret: libc::c_int, what: &str) -> Result<libc::c_int> {
@@ -177,15 +175,15 @@ mod tests {
 
     #[test]
     fn reads_tracefs_mounts_from_mountinfo() {
-        assert!(is_tracefs_mount(
+        assert!(has_tracefs_mount(
             "42 23 0:13 / /sys/kernel/tracing rw,relatime - tracefs nodev rw"
         ));
-        assert!(is_tracefs_mount(
+        assert!(has_tracefs_mount(
             "50 30 0:13 / /sys/kernel/debug/tracing rw shared:7 - tracefs tracefs rw"
         ));
-        assert!(!is_tracefs_mount(
+        assert!(!has_tracefs_mount(
             "42 23 0:13 / /mnt/elsewhere rw,relatime - tracefs nodev rw"
         ));
-        assert!(!is_tracefs_mount("24 1 0:22 / /sys rw - sysfs sysfs rw"));
+        assert!(!has_tracefs_mount("24 1 0:22 / /sys rw - sysfs sysfs rw"));
     }
 }

@@ -8,11 +8,15 @@
 //! - runs 2,000 distinct short-lived binaries (copies of one);
 //! - runs 6,000 processes, each under a name of its own;
 //! - holds 64 idle keep-alive connections to serve;
-//! - runs a binary whose DWARF nests 100,000 inlined calls deep.
-//!
-//! (A FUSE mount whose daemon the user stops is not part of it: this
-//! machine has no FUSE daemon to run; the FUSE guard is tested in
-//! host::safe_open's unit tests.)
+//! - runs a binary whose DWARF nests 100,000 inlined calls deep;
+//! - keeps a process running from a FUSE mount whose daemon is stopped
+//!   (go-fuse's loopback, tests/fixtures/fusefs), in a mount namespace
+//!   serve's table does not list. /dev/fuse is root's alone here, so root
+//!   mounts it and runs that process, as a user would in a user namespace
+//!   of their own. At the end it makes its reads (MONOTONIC, from
+//!   anonymous code, `jitwait`) under the beside fixture's name, whose
+//!   series is live: a new label set then would be `[other]`, the user's
+//!   6,000 names filling the label cap for --series-ttl.
 //!
 //! Every 5 s: /healthz and /metrics must answer 200 within 3 s, and serve's
 //! resident memory and descriptors are read. A fixture beside the user
@@ -51,6 +55,7 @@ const PERF_MAP_LINKS: usize = 20;
 const PERF_MAP_BYTES: usize = 64 << 20;
 const DWARF_DEPTH: usize = 100_000;
 const BESIDE_READS: u64 = 100;
+const ON_FUSE_READS: u64 = 100;
 const BESIDE_EVERY: Duration = Duration::from_secs(30);
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 const ANSWER_WITHIN: Duration = Duration::from_secs(3);
@@ -70,6 +75,9 @@ pub struct Hostile {
     settled_rss_kib: u64,
     beside_expected: u64,
     beside_counted: f64,
+    /// Whether the process on the stopped FUSE mount made its reads and
+    /// exited (they are then among the beside reads expected).
+    on_fuse_finished: bool,
     user_actions: UserActions,
 }
 
@@ -339,6 +347,69 @@ fn hold_idle_connections() -> Result<Child> {
 }
 
 /// The status of `GET PATH`, if serve answered within ANSWER_WITHIN.
+/// A process running from a FUSE mount whose daemon is then stopped (see
+/// the module's comment), in a private mount namespace; its PID is written
+/// to `dir/state` once the daemon is stopped. SIGUSR1 makes it read the
+/// clock ON_FUSE_READS times and exit; the namespace's script then lets the
+/// daemon go on and ends it.
+fn stopped_fuse_mount(bench_dir: &Path, fixture: &Path) -> Result<(Child, u32)> {
+    let fusefs = bench_dir.join("fusefs");
+    process::run(
+        Command::new("go")
+            .args(["build", "-o"])
+            .arg(&fusefs)
+            .arg(".")
+            .current_dir(workspace::root().join("tests/fixtures/fusefs"))
+            .env("GOFLAGS", "-mod=readonly")
+            .env("GOTOOLCHAIN", "local"),
+    )?;
+    let dir = bench_dir.join("stopped-fuse");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (lower, mount) = (dir.join("lower"), dir.join("mnt"));
+    std::fs::create_dir_all(&lower)?;
+    std::fs::create_dir_all(&mount)?;
+    std::fs::copy(fixture, lower.join("onfuse"))?;
+    let state = dir.join("state");
+    let script = r#"
+        "$FUSEFS" "$LOWER" "$MNT" > "$STATE.fuse" 2>&1 &
+        daemon=$!
+        for _ in $(seq 200); do grep -qs mounted "$STATE.fuse" && break; sleep 0.05; done
+        grep -q mounted "$STATE.fuse" || { cat "$STATE.fuse" >&2; exit 1; }
+        CLOCKPROF_FIXTURE_COMM=beside "$MNT/onfuse" jitwait "$READS" > "$STATE.ready" &
+        fixture=$!
+        while [ ! -s "$STATE.ready" ]; do sleep 0.05; done
+        kill -STOP $daemon
+        echo $fixture > "$STATE.tmp" && mv "$STATE.tmp" "$STATE"
+        wait $fixture
+        status=$?
+        kill -CONT $daemon
+        kill $daemon
+        wait $daemon
+        exit $status
+    "#;
+    let mut namespace = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .env("FUSEFS", &fusefs)
+        .env("LOWER", &lower)
+        .env("MNT", &mount)
+        .env("STATE", &state)
+        .env("READS", ON_FUSE_READS.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("could not start the FUSE mount's namespace")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(pid) = std::fs::read_to_string(&state) {
+            return Ok((namespace, pid.trim().parse()?));
+        }
+        if namespace.try_wait()?.is_some() || Instant::now() > deadline {
+            let _ = namespace.kill();
+            bail!("the FUSE mount did not come up");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn get(path: &str) -> Result<u16> {
     let mut stream = TcpStream::connect(LISTEN)?;
     stream.set_read_timeout(Some(ANSWER_WITHIN))?;
@@ -409,6 +480,7 @@ pub fn measure(bin: &Clockprof, bench_dir: &Path, minutes: u64) -> Result<Hostil
     thread::sleep(Duration::from_secs(10));
     let (idle_rss_kib, idle_fds) = (rss_kib(pid), fds(pid));
 
+    let (mut fuse_namespace, on_fuse) = stopped_fuse_mount(bench_dir, &fixture)?;
     let until = Instant::now() + Duration::from_secs(minutes * 60);
     let stop = Arc::new(AtomicBool::new(false));
     let mut idle_connections = hold_idle_connections()?;
@@ -430,6 +502,7 @@ pub fn measure(bin: &Clockprof, bench_dir: &Path, minutes: u64) -> Result<Hostil
         settled_rss_kib: 0,
         beside_expected: 0,
         beside_counted: 0.0,
+        on_fuse_finished: false,
         user_actions: UserActions::default(),
     };
     let started = Instant::now();
@@ -466,6 +539,12 @@ pub fn measure(bin: &Clockprof, bench_dir: &Path, minutes: u64) -> Result<Hostil
     result.user_actions = user.join().unwrap_or_default();
     let _ = idle_connections.kill();
     let _ = idle_connections.wait();
+    // SAFETY: signalling the process the namespace's script started.
+    unsafe { libc::kill(on_fuse as i32, libc::SIGUSR1) };
+    result.on_fuse_finished = fuse_namespace.wait()?.success();
+    if result.on_fuse_finished {
+        result.beside_expected += ON_FUSE_READS;
+    }
     thread::sleep(SETTLE);
     result.settled_fds = fds(pid);
     result.settled_rss_kib = rss_kib(pid);
@@ -476,6 +555,7 @@ pub fn measure(bin: &Clockprof, bench_dir: &Path, minutes: u64) -> Result<Hostil
         .filter(|l| l.contains("clock=\"MONOTONIC\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
+
     let finished = daemon.stop()?;
     if !finished.status.success() {
         bail!(
@@ -500,7 +580,11 @@ impl Hostile {
                 self.scrape_failures.is_empty(),
             ),
             (
-                "the fixture beside counted exactly",
+                "the process on the stopped FUSE mount ran to its end",
+                self.on_fuse_finished,
+            ),
+            (
+                "the fixtures beside counted exactly",
                 self.beside_counted == self.beside_expected as f64,
             ),
             (
@@ -525,7 +609,8 @@ impl Hostile {
         println!(
             "  the user ran {} distinct binaries, {} renamed processes, {} JIT processes \
              with linked {} MiB perf maps, {} altlink-FIFO runs, {} deep-DWARF runs, \
-             and held {IDLE_CONNECTIONS} idle connections",
+             held {IDLE_CONNECTIONS} idle connections, and kept a process running from a FUSE mount \
+             whose daemon was stopped",
             done.distinct_binaries,
             done.renamed,
             done.jit_processes,
@@ -544,7 +629,7 @@ impl Hostile {
             self.settled_fds
         );
         println!(
-            "  beside: {} of {} reads counted",
+            "  beside: {} of {} reads counted ({ON_FUSE_READS} of them from the stopped FUSE mount)",
             self.beside_counted, self.beside_expected
         );
         for (what, held) in self.verdicts() {
@@ -573,6 +658,8 @@ impl Hostile {
             "settled_fds": self.settled_fds,
             "beside_expected": self.beside_expected,
             "beside_counted": self.beside_counted,
+            "on_fuse_reads": ON_FUSE_READS,
+            "on_fuse_finished": self.on_fuse_finished,
             "user": {
                 "distinct_binaries": done.distinct_binaries,
                 "renamed": done.renamed,
