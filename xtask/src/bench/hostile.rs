@@ -370,37 +370,25 @@ fn stopped_fuse_mount(bench_dir: &Path, fixture: &Path) -> Result<(Child, u32)> 
     std::fs::create_dir_all(&mount)?;
     std::fs::copy(fixture, lower.join("onfuse"))?;
     let state = dir.join("state");
-    let script = r#"
-        "$FUSEFS" "$LOWER" "$MNT" > "$STATE.fuse" 2>&1 &
-        daemon=$!
-        for _ in $(seq 200); do grep -qs mounted "$STATE.fuse" && break; sleep 0.05; done
-        grep -q mounted "$STATE.fuse" || { cat "$STATE.fuse" >&2; exit 1; }
-        CLOCKPROF_FIXTURE_COMM=beside "$MNT/onfuse" jitwait "$READS" > "$STATE.ready" &
-        fixture=$!
-        while [ ! -s "$STATE.ready" ]; do sleep 0.05; done
-        kill -STOP $daemon
-        echo $fixture > "$STATE.tmp" && mv "$STATE.tmp" "$STATE"
-        wait $fixture
-        status=$?
-        kill -CONT $daemon
-        kill $daemon
-        wait $daemon
-        exit $status
-    "#;
+    let script = workspace::root().join("tests/fixtures/stopped_fuse.sh");
     let mut namespace = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .args(["--mount", "--propagation", "private", "sh"])
+        .arg(&script)
+        .args(["jitwait", &ON_FUSE_READS.to_string()])
+        .env("CLOCKPROF_FIXTURE_COMM", "beside")
         .env("FUSEFS", &fusefs)
         .env("LOWER", &lower)
         .env("MNT", &mount)
         .env("STATE", &state)
-        .env("READS", ON_FUSE_READS.to_string())
         .stdout(Stdio::null())
         .spawn()
         .context("could not start the FUSE mount's namespace")?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(pid) = std::fs::read_to_string(&state) {
-            return Ok((namespace, pid.trim().parse()?));
+        // "DAEMON_PID FIXTURE_PID", once the daemon is stopped.
+        if let Ok(pids) = std::fs::read_to_string(&state) {
+            let fixture = pids.split_whitespace().nth(1).context("no fixture PID")?;
+            return Ok((namespace, fixture.parse()?));
         }
         if namespace.try_wait()?.is_some() || Instant::now() > deadline {
             let _ = namespace.kill();

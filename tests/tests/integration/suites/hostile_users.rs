@@ -269,22 +269,11 @@ fn a_binary_on_a_stopped_fuse_mount_does_not_hang_doctor() {
     let state = dir.join("state");
     // In a private mount namespace: mount, start the fixture from the
     // mount, stop the daemon, say so, and wait.
-    let script = r#"
-        "$FUSEFS" "$LOWER" "$MNT" > "$STATE.fuse" 2>&1 &
-        daemon=$!
-        for _ in $(seq 200); do grep -qs mounted "$STATE.fuse" && break; sleep 0.05; done
-        grep -q mounted "$STATE.fuse" || { cat "$STATE.fuse" >&2; exit 1; }
-        "$MNT/onfuse" wait 1 > /dev/null &
-        fixture=$!
-        sleep 0.5
-        kill -STOP $daemon
-        echo "$daemon $fixture" > "$STATE"
-        wait $fixture
-        kill -CONT $daemon
-        kill $daemon
-    "#;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/stopped_fuse.sh");
     let mut namespace = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .args(["--mount", "--propagation", "private", "sh"])
+        .arg(&script)
+        .args(["wait", "1"])
         .env("FUSEFS", fusefs())
         .env("LOWER", &lower)
         .env("MNT", &mount)
