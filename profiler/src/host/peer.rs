@@ -27,6 +27,15 @@ impl Client {
         };
         Client { address, user }
     }
+
+    /// A client of a Unix socket, known by its user (SO_PEERCRED): one
+    /// client with that user's loopback connections.
+    pub fn local_user(uid: u32) -> Client {
+        Client {
+            address: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            user: Some(uid),
+        }
+    }
 }
 
 impl fmt::Display for Client {

@@ -10,25 +10,31 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use super::limits::{
     CLOSE_GRACE, CONNECTION_LIFETIME, FREE_CONNECTIONS, HEADER_TIMEOUT, MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_CLIENT,
 };
+use super::listen::{Accepted, Listener};
 use super::pprof_endpoint::{self, Answer};
+use super::web_config::WebConfig;
 use super::{metrics, Shared};
 use crate::host::peer::Client;
 
-/// Accepts until the task is dropped.
-pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts until the task is dropped; with `web`, over TLS and with the
+/// basic auth and headers it configures.
+pub async fn run(listener: Listener, shared: Arc<Shared>, web: Option<Arc<WebConfig>>) {
     let connections = Arc::new(Connections::default());
+    let acceptor = web
+        .as_ref()
+        .and_then(|web| web.tls.clone())
+        .map(tokio_rustls::TlsAcceptor::from);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (stream, client) = match listener.accept().await {
             Ok(accepted) => accepted,
             // Out of file descriptors, or a connection reset before accept:
             // wait, rather than spin.
@@ -37,33 +43,65 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let Ok(local) = stream.local_addr() else {
-            continue;
-        };
-        let client = Client::of(local, peer);
         let Some(connection) = connections.admit(client, Instant::now()) else {
             continue;
         };
         let shared = shared.clone();
         let connections = connections.clone();
+        let (acceptor, web) = (acceptor.clone(), web.clone());
         tokio::spawn(async move {
-            serve_connection(stream, &connection, shared).await;
+            match stream {
+                Accepted::Tcp(stream) => {
+                    serve_stream(stream, acceptor, &connection, shared, web).await
+                }
+                Accepted::Unix(stream) => {
+                    serve_stream(stream, acceptor, &connection, shared, web).await
+                }
+            }
             connections.closed(&connection);
         });
     }
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+/// Serves one connection, over TLS if `acceptor`.
+async fn serve_stream<S>(
+    stream: S,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     connection: &Arc<Connection>,
     shared: Arc<Shared>,
-) {
+    web: Option<Arc<WebConfig>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match acceptor {
+        // A client that does not finish its handshake in the time allowed
+        // for headers is cut off, as a slow one is; plain HTTP on a TLS
+        // port fails the handshake and is closed.
+        Some(acceptor) => {
+            if let Ok(Ok(tls)) = tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await
+            {
+                serve_connection(tls, connection, shared, web).await;
+            }
+        }
+        None => serve_connection(stream, connection, shared, web).await,
+    }
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    connection: &Arc<Connection>,
+    shared: Arc<Shared>,
+    web: Option<Arc<WebConfig>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let in_service = connection.clone();
     let service = hyper::service::service_fn(move |request| {
         let shared = shared.clone();
+        let web = web.clone();
         let busy = Busy::new(&in_service);
         async move {
-            let response = route(request, busy.client(), &shared).await;
+            let response = authorized_route(request, busy.client(), &shared, web.as_deref()).await;
             // The response's body holds the connection busy until hyper has
             // written it out.
             Ok::<_, Infallible>(response.map(|body| BusyBody { body, _busy: busy }))
@@ -324,6 +362,39 @@ fn index() -> String {
         page += &format!("  GET {:<30} {}\n", route.shown, route.what);
     }
     page
+}
+
+/// `route`, behind the web config's basic auth, with its headers added.
+async fn authorized_route(
+    request: Request<Incoming>,
+    client: Client,
+    shared: &Arc<Shared>,
+    web: Option<&WebConfig>,
+) -> Response<Full<Bytes>> {
+    let Some(web) = web else {
+        return route(request, client, shared).await;
+    };
+    let allowed = match &web.auth {
+        Some(auth) => auth.allows(request.headers().get(AUTHORIZATION)).await,
+        None => true,
+    };
+    let mut response = if allowed {
+        route(request, client, shared).await
+    } else {
+        let mut response = text(
+            401,
+            "unauthorized: this serve asks for basic auth.\n".to_string(),
+        );
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"clockprof\""),
+        );
+        response
+    };
+    for (name, value) in &web.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
 }
 
 async fn route(

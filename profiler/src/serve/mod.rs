@@ -11,16 +11,20 @@ mod health;
 mod http;
 mod kernel;
 pub mod limits;
+pub mod listen;
 mod metrics;
 pub mod options;
 mod pprof_endpoint;
 pub mod push;
+pub mod push_auth;
+mod push_tls;
 mod series;
+pub mod web_config;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use tokio::sync::Notify;
 
 use crate::aggregate::RecordingInfo;
@@ -70,12 +74,17 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     if !args.probe.pids.is_empty() {
         bail!("serve watches the whole host; -p is not offered (use `record -p` for one process)");
     }
+    // Read before anything is attached, as the port is bound: a mistake in
+    // it is one sentence, and nothing to undo.
+    let web = args
+        .web_config
+        .as_deref()
+        .map(web_config::WebConfig::load)
+        .transpose()?
+        .map(Arc::new);
     // Bound before anything is attached: a taken port is one sentence, and
     // nothing to undo.
-    let listener = std::net::TcpListener::bind(args.listen)
-        .with_context(|| format!("could not listen on {}", args.listen))?;
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let listener = listen::Listener::bind(&args.listen, args.listen_group.as_deref())?;
 
     let session_config = args.probe.session_config(true, false);
     let stack_every = session_config.stack_every;
@@ -110,11 +119,35 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             ..RecordingInfo::default()
         }),
     });
-    let server = AbortOnDrop(tokio::spawn(http::run(listener, shared.clone())));
+    let server = AbortOnDrop(tokio::spawn(http::run(
+        listener,
+        shared.clone(),
+        web.clone(),
+    )));
     let push_interval = Duration::from_secs(args.push_interval);
+    let push_headers = match &args.push {
+        Some(_) => push_auth::push_headers(
+            args.push_user.as_deref(),
+            args.push_password_file.as_deref(),
+            args.push_bearer_token_file.as_deref(),
+            args.push_tenant.as_deref(),
+            &args.push_headers,
+        )?,
+        None => Vec::new(),
+    };
+    let push_tls = match &args.push {
+        Some(url) if url.scheme_str() == Some("https") => {
+            Some(push_tls::client_config(args.push_ca_file.as_deref())?)
+        }
+        _ => None,
+    };
     let mut pusher = args.push.as_ref().map(|url| {
         push::Pusher::start(
-            url.clone(),
+            push::Target {
+                url: url.clone(),
+                headers: push_headers,
+                tls: push_tls,
+            },
             push_interval,
             &args.labels,
             args.max_series as usize,
@@ -122,27 +155,53 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             shared.clone(),
         )
     });
+    let scheme = if web.as_ref().is_some_and(|w| w.tls.is_some()) {
+        "https"
+    } else {
+        "http"
+    };
+    let address = match &args.listen {
+        listen::Listen::Tcp(address) => format!("{scheme}://{address}"),
+        unix => unix.to_string(),
+    };
     say!(
-        "serving {} clock reads host-wide on http://{} ({}){}; SIGTERM or Ctrl-C stops",
+        "serving {} clock reads host-wide on {address} ({}){}; SIGTERM or Ctrl-C stops",
         sources
             .iter()
             .map(|s| s.name())
             .collect::<Vec<_>>()
             .join(","),
-        args.listen,
         http::paths(),
         args.push
             .as_ref()
-            .map(|url| format!(", pushing every {} s to {url}", args.push_interval))
+            .map(|url| format!(
+                ", pushing every {} s to {url}{}",
+                args.push_interval,
+                push_auth::described(
+                    args.push_user.as_deref(),
+                    args.push_bearer_token_file.is_some(),
+                    args.push_tenant.as_deref()
+                )
+            ))
             .unwrap_or_default()
     );
-    if !args.listen.ip().is_loopback() {
-        warning!(
-            "listening on {}: the endpoints are open to the network, without authentication",
-            args.listen
-        );
+    let authenticated = web
+        .as_ref()
+        .is_some_and(|w| w.auth.is_some() || w.tls.is_some());
+    if !authenticated {
+        if args.listen.is_local() {
+            say!(
+                "without --web-config (TLS, basic auth), anyone on this host can read every \
+                 process's clock reads and stacks from it"
+            );
+        } else {
+            warning!(
+                "listening on {}: the endpoints are open to the network, without authentication",
+                args.listen
+            );
+        }
     }
-    crate::host::notify::ready(&format!("serving on http://{}", args.listen));
+    crate::host::notify::ready(&format!("serving on {address}"));
     crate::say::test_panic_point("serve");
 
     let mut kernel = kernel::SinceLastRead::new(&session);

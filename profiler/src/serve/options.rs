@@ -12,15 +12,60 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub probe: ProbeArgs,
 
-    /// Serve HTTP on this address. Anything but loopback exposes the
-    /// endpoints to the network: choose it on purpose.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9742")]
-    pub listen: std::net::SocketAddr,
+    /// Serve HTTP on this address, or on a Unix socket (unix:PATH, mode
+    /// 0660). Anything but loopback exposes the endpoints to the network:
+    /// choose it on purpose, with --web-config.
+    #[arg(long, value_name = "ADDR|unix:PATH", default_value = "127.0.0.1:9742",
+          value_parser = crate::serve::listen::parse)]
+    pub listen: crate::serve::listen::Listen,
 
-    /// Push each interval's profile to this Pyroscope server (plain http,
-    /// e.g. http://pyroscope:4040; the push API's path is added).
+    /// The group of a unix:PATH socket, whose members may connect.
+    #[arg(long, value_name = "GROUP")]
+    pub listen_group: Option<String>,
+
+    /// Serve over TLS, with basic auth and response headers, as Prometheus
+    /// exporter-toolkit's web configuration file (YAML) says.
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<std::path::PathBuf>,
+
+    /// Push each interval's profile to this Pyroscope server (http or
+    /// https, e.g. https://pyroscope:4040; the push API's path is added).
     #[arg(long, value_name = "URL", value_parser = crate::serve::push::endpoint)]
     pub push: Option<hyper::Uri>,
+
+    /// The user of the pushes' basic auth; the password is read from
+    /// --push-password-file (never from the command line or environment).
+    #[arg(long, value_name = "NAME", requires_all = ["push", "push_password_file"],
+          value_parser = crate::serve::push_auth::user_name)]
+    pub push_user: Option<String>,
+
+    /// A file holding the pushes' basic-auth password (its first line).
+    #[arg(long, value_name = "FILE", requires = "push_user")]
+    pub push_password_file: Option<std::path::PathBuf>,
+
+    /// A file holding a bearer token sent with every push (its first line),
+    /// as Grafana Cloud and token-guarded gateways take.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "push",
+        conflicts_with = "push_user"
+    )]
+    pub push_bearer_token_file: Option<std::path::PathBuf>,
+
+    /// The tenant of the pushes (X-Scope-OrgID), for multi-tenant Pyroscope.
+    #[arg(long, value_name = "ID", requires = "push",
+          value_parser = crate::serve::push_auth::tenant)]
+    pub push_tenant: Option<String>,
+
+    /// A header sent with every push, as 'Name: value'; repeatable.
+    #[arg(long = "push-header", value_name = "'NAME: VALUE'", requires = "push",
+          value_parser = crate::serve::push_auth::header)]
+    pub push_headers: Vec<crate::serve::push_auth::Header>,
+
+    /// PEM CA certificates trusted for https pushes, besides the system's.
+    #[arg(long, value_name = "FILE", requires = "push")]
+    pub push_ca_file: Option<std::path::PathBuf>,
 
     /// Seconds between pushes (1 to 3600).
     #[arg(long, value_name = "SECS", default_value_t = 15,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
 use prost::Message;
@@ -67,20 +67,27 @@ pub struct RawSample {
     pub id: String,
 }
 
-/// `--push`'s URL: plain HTTP, with the API's path added if it has none.
+/// `--push`'s URL: http or https (verified against the system's roots and
+/// `--push-ca-file`), with the API's path added if it has none.
 pub fn endpoint(url: &str) -> Result<Uri, String> {
     let uri: Uri = url
         .parse()
-        .map_err(|_| "not a URL such as http://pyroscope:4040".to_string())?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err("https is not supported; push over http to a local Grafana Alloy or Pyroscope, or let them scrape /debug/pprof/clock".to_string())
-        }
-        _ => return Err("not a URL such as http://pyroscope:4040".to_string()),
-    }
+        .map_err(|_| "not a URL such as https://pyroscope:4040".to_string())?;
+    let scheme = match uri.scheme_str() {
+        Some(scheme @ ("http" | "https")) => scheme.to_string(),
+        _ => return Err("not a URL such as https://pyroscope:4040".to_string()),
+    };
     if uri.host().is_none_or(str::is_empty) {
         return Err("the URL names no host".to_string());
+    }
+    // A password in the URL would be seen in `ps` and printed in serve's
+    // start-up line and warnings.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(
+            "the URL holds a user or password, which anyone can read in ps and logs: give \
+             --push-user with --push-password-file, or --push-bearer-token-file"
+                .to_string(),
+        );
     }
     if uri.query().is_some() {
         return Err("the URL may not have a query".to_string());
@@ -90,9 +97,17 @@ pub fn endpoint(url: &str) -> Result<Uri, String> {
         path => path.to_string(),
     };
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-    format!("http://{authority}{path}")
+    format!("{scheme}://{authority}{path}")
         .parse()
-        .map_err(|_| "not a URL such as http://pyroscope:4040".to_string())
+        .map_err(|_| "not a URL such as https://pyroscope:4040".to_string())
+}
+
+/// Where and how each push goes: the URL, the headers every push carries
+/// (push_auth) and, for https, the TLS client's configuration (push_tls).
+pub struct Target {
+    pub url: Uri,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 pub struct Pusher {
@@ -110,7 +125,7 @@ type Service = (String, Option<String>);
 
 impl Pusher {
     pub fn start(
-        url: Uri,
+        target: Target,
         interval: Duration,
         fixed: &[(String, String)],
         max_series: usize,
@@ -119,7 +134,7 @@ impl Pusher {
     ) -> Pusher {
         let (queue, pushes) = mpsc::channel(PUSH_QUEUE);
         let timeout = PUSH_TIMEOUT.min(interval);
-        let sender = tokio::spawn(send_all(pushes, url, timeout, shared));
+        let sender = tokio::spawn(send_all(pushes, target, timeout, shared));
         Pusher {
             stacks: Accumulated::default(),
             since: Instant::now(),
@@ -241,14 +256,14 @@ fn label(name: &str, value: &str) -> LabelPair {
 /// minute.
 async fn send_all(
     mut pushes: mpsc::Receiver<Grouped>,
-    url: Uri,
+    target: Target,
     timeout: Duration,
     shared: Arc<Shared>,
 ) {
     let mut last_warning: Option<Instant> = None;
     while let Some(push) = pushes.recv().await {
         let outcome = match tokio::task::spawn_blocking(move || push.encode()).await {
-            Ok(Ok(body)) => match tokio::time::timeout(timeout, post(&url, body)).await {
+            Ok(Ok(body)) => match tokio::time::timeout(timeout, post(&target, body)).await {
                 Ok(result) => result,
                 Err(_) => Err(anyhow::anyhow!(
                     "no answer within {:.0} s",
@@ -263,35 +278,45 @@ async fn send_all(
             if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
                 last_warning = Some(Instant::now());
                 warning!(
-                    "a push to {url} was dropped: {err:#} (counted in clockprof_lost_events_total{{reason=\"push\"}})"
+                    "a push to {} was dropped: {err:#} (counted in clockprof_lost_events_total{{reason=\"push\"}})",
+                    target.url
                 );
             }
         }
     }
 }
 
-/// One POST on its own connection (a push every interval needs no pool);
-/// dropping this future closes the connection.
-async fn post(url: &Uri, body: Vec<u8>) -> Result<()> {
-    let host = url.host().unwrap_or_default();
-    let port = url.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+/// One POST on its own connection (a push every interval needs no pool),
+/// over TLS for https; dropping this future closes the connection.
+async fn post(target: &Target, body: Vec<u8>) -> Result<()> {
+    let url = &target.url;
+    let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
+    let https = url.scheme_str() == Some("https");
+    let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let stream = tokio::net::TcpStream::connect((host, port))
         .await
         .context("could not connect")?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
     let authority = url.authority().map(|a| a.as_str()).unwrap_or(host);
-    let request = Request::post(url.path())
+    let mut request = Request::post(url.path())
         .header(HOST, authority)
         .header(CONTENT_TYPE, "application/proto")
-        .header("connect-protocol-version", "1")
-        .body(Full::new(Bytes::from(body)))?;
-    let status = tokio::select! {
-        response = sender.send_request(request) => response.context("the server did not answer")?.status(),
-        closed = connection => {
-            closed.context("the connection failed")?;
-            bail!("the server closed the connection");
+        .header("connect-protocol-version", "1");
+    for (name, value) in &target.headers {
+        request = request.header(name, value);
+    }
+    let request = request.body(Full::new(Bytes::from(body)))?;
+    let status = match (&target.tls, https) {
+        (Some(tls), true) => {
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .context("the URL's host is not a TLS server name")?;
+            let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, stream)
+                .await
+                .context("the TLS handshake failed")?;
+            exchange(stream, request).await?
         }
+        (None, true) => bail!("https without a TLS configuration"),
+        (_, false) => exchange(stream, request).await?,
     };
     if !status.is_success() {
         bail!("the server answered {status}");
@@ -299,12 +324,28 @@ async fn post(url: &Uri, body: Vec<u8>) -> Result<()> {
     Ok(())
 }
 
+/// Sends `request` on `stream` and waits for the answer's status.
+async fn exchange<S>(stream: S, request: Request<Full<Bytes>>) -> Result<hyper::StatusCode>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
+    tokio::select! {
+        response = sender.send_request(request) => Ok(response.context("the server did not answer")?.status()),
+        closed = connection => {
+            closed.context("the connection failed")?;
+            bail!("the server closed the connection");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn push_urls_are_plain_http_with_the_api_path() {
+    fn push_urls_are_http_or_https_with_the_api_path_and_no_password() {
         assert_eq!(
             endpoint("http://127.0.0.1:4040").unwrap().to_string(),
             "http://127.0.0.1:4040/push.v1.PusherService/Push"
@@ -317,10 +358,17 @@ mod tests {
             endpoint("http://pyro/custom/Push").unwrap().to_string(),
             "http://pyro/custom/Push"
         );
+        assert_eq!(
+            endpoint("https://profiles.example:443")
+                .unwrap()
+                .to_string(),
+            "https://profiles.example:443/push.v1.PusherService/Push"
+        );
         for bad in [
             "pyro:4040",
             "ftp://x",
-            "https://x",
+            "https://user:secret@x",
+            "http://token@x",
             "http://",
             "http://x/?a=1",
             "",

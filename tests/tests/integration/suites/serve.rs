@@ -566,13 +566,24 @@ fn a_taken_port_and_bad_flags_are_one_sentence_before_anything_attaches() {
     for (args, says) in [
         (vec!["--listen", listen.as_str()], "could not listen on"),
         (vec!["-p", "1"], "-p is not offered"),
-        (
-            vec!["--push", "https://pyroscope:4040"],
-            "https is not supported",
-        ),
+        (vec!["--push", "ftp://pyroscope:4040"], "not a URL such as"),
         (
             vec!["--label", "process=x"],
             "a label clockprof sets itself",
+        ),
+        // Today's serve printed such a password in its start-up line.
+        (
+            vec!["--push", "http://u:PASSWORD@127.0.0.1:4049"],
+            "holds a user or password",
+        ),
+        (
+            vec![
+                "--push",
+                "http://127.0.0.1:4049",
+                "--push-header",
+                "Authorization: x",
+            ],
+            "set by clockprof",
         ),
     ] {
         let output = Command::new(clockprof())
@@ -583,15 +594,18 @@ fn a_taken_port_and_bad_flags_are_one_sentence_before_anything_attaches() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("PASSWORD"), "{args:?}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     }
     assert_no_clockprof_programs_left();
 }
 
-/// One request a loopback push receiver took: path, content type, body.
+/// One request a loopback push receiver took: path, content type, the
+/// headers (names in lower case), body.
 struct Received {
     path: String,
     content_type: String,
+    headers: std::collections::BTreeMap<String, String>,
     body: Vec<u8>,
 }
 
@@ -642,9 +656,17 @@ fn push_receiver(answer: fn(usize) -> Answer) -> (u16, mpsc::Receiver<Received>)
                 }
                 let path = head[0].split_whitespace().nth(1).unwrap_or("").to_string();
                 let content_type = header("content-type");
+                let headers = head[1..]
+                    .iter()
+                    .filter_map(|h| {
+                        let (k, v) = h.split_once(':')?;
+                        Some((k.to_ascii_lowercase(), v.trim().to_string()))
+                    })
+                    .collect();
                 let _ = sent.send(Received {
                     path,
                     content_type,
+                    headers,
                     body,
                 });
                 let mut stream = reader.into_inner();
@@ -696,12 +718,20 @@ mod push_proto {
     }
 }
 
+/// Pushes carry the exact stacks under the service_name label, with the
+/// credentials a multi-tenant receiver checks: basic auth whose password
+/// came from a file, the tenant header and a header of the user's. The
+/// password is in no line serve writes.
 #[test]
 fn pushes_carry_the_service_name_labels_and_the_exact_stacks() {
     use prost::Message;
     const READS: u64 = 4_321;
+    const PASSWORD: &str = "pa55-in-a-file-only";
     let (port, received) = push_receiver(|_| Answer::Ok);
     let url = format!("http://127.0.0.1:{port}");
+    let dir = TempDir::new("serve-push");
+    let password_file = dir.join("push-password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
     let serve = Serve::start(&[
         "-s",
         "syscall",
@@ -711,12 +741,19 @@ fn pushes_carry_the_service_name_labels_and_the_exact_stacks() {
         "1",
         "--label",
         "cluster=test-eu",
+        "--push-user",
+        "alice",
+        "--push-password-file",
+        password_file.to_str().unwrap(),
+        "--push-tenant",
+        "team-a",
+        "--push-header",
+        "X-Team: clocks",
     ]);
     let mut waiting = waiting_fixture("pushfix", READS);
     unsafe { libc::kill(waiting.id() as i32, libc::SIGUSR1) };
     assert!(waiting.wait().unwrap().success());
 
-    let dir = TempDir::new("serve-push");
     let mut pushed = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
     while pushed < READS {
@@ -726,6 +763,12 @@ fn pushes_carry_the_service_name_labels_and_the_exact_stacks() {
         };
         assert_eq!(request.path, "/push.v1.PusherService/Push");
         assert_eq!(request.content_type, "application/proto");
+        // base64("alice:pa55-in-a-file-only")
+        let expected_auth = "Basic YWxpY2U6cGE1NS1pbi1hLWZpbGUtb25seQ==";
+        let header = |name: &str| request.headers.get(name).map(String::as_str);
+        assert_eq!(header("authorization"), Some(expected_auth));
+        assert_eq!(header("x-scope-orgid"), Some("team-a"));
+        assert_eq!(header("x-team"), Some("clocks"));
         let push = push_proto::PushRequest::decode(&request.body[..]).unwrap();
         for series in push.series {
             let labels: std::collections::BTreeMap<String, String> = series
@@ -747,7 +790,13 @@ fn pushes_carry_the_service_name_labels_and_the_exact_stacks() {
         }
     }
     assert_eq!(pushed, READS);
-    drop(serve);
+    let (status, stderr) = serve.stop(libc::SIGINT);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("basic auth as alice, tenant team-a"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
     assert_no_clockprof_programs_left();
 }
 
@@ -1209,5 +1258,222 @@ fn idle_series_expire_and_make_room_for_new_processes() {
     assert_eq!(reads_of(&metrics, "ttllate2"), READS as f64, "{metrics}");
     let (status, stderr) = serve.stop(libc::SIGTERM);
     assert!(status.success(), "{stderr}");
+    assert_no_clockprof_programs_left();
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signed, made with the
+/// openssl command: (CA PEM, server certificate PEM, server key PEM).
+fn test_certificates(dir: &TempDir) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (ca, ca_key) = (path("ca.pem"), path("ca.key"));
+    let (cert, key, csr, ext) = (
+        path("server.pem"),
+        path("server.key"),
+        path("server.csr"),
+        path("server.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    for args in [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", &ca_key, "-out", &ca, "-days", "2"],
+            &["-subj", "/CN=clockprof test CA"],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    ] {
+        let output = Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    (ca, cert, key)
+}
+
+/// A loopback https receiver (Python's http.server under its ssl module):
+/// each POST's headers go to `dir/push-N.json` and its body to
+/// `dir/push-N.bin`, answered 200. Returns it and its port.
+fn https_push_receiver(cert: &str, key: &str, dir: &Path) -> (Child, u16) {
+    let script = r#"
+import http.server, json, ssl, sys
+cert, key, out = sys.argv[1:4]
+count = 0
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        global count
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        with open(f"{out}/push-{count}.bin", "wb") as f:
+            f.write(body)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        with open(f"{out}/push-{count}.tmp", "w") as f:
+            json.dump({"path": self.path, "headers": headers}, f)
+        import os
+        os.rename(f"{out}/push-{count}.tmp", f"{out}/push-{count}.json")
+        count += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script, cert, key])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().parse().expect("the receiver's port"))
+}
+
+/// Pushes over https with a bearer token and a tenant: to a server whose CA
+/// is not trusted, each push is dropped and counted and the warning says
+/// why; with that CA in --push-ca-file, the receiver gets the exact reads
+/// with the token and tenant headers. The token is in no line serve writes.
+#[test]
+fn https_pushes_verify_the_server_and_carry_a_bearer_token() {
+    use prost::Message;
+    const READS: u64 = 2_345;
+    const TOKEN: &str = "tok-only-in-a-file";
+    let dir = TempDir::new("serve-https-push");
+    let (ca, cert, key) = test_certificates(&dir);
+    let bodies = dir.join("received");
+    std::fs::create_dir(&bodies).unwrap();
+    let (mut receiver, port) = https_push_receiver(&cert, &key, &bodies);
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let mut args = vec![
+        "-s",
+        "syscall",
+        "--push",
+        &url,
+        "--push-interval",
+        "1",
+        "--push-bearer-token-file",
+        token_file.to_str().unwrap(),
+        "--push-tenant",
+        "team-b",
+    ];
+
+    // Not trusted: the CA is in no root store.
+    let untrusted = Serve::start(&args);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric_value(
+        &untrusted.metrics(),
+        "clockprof_lost_events_total",
+        &["reason=\"push\""],
+    ) < 1.0
+    {
+        assert!(Instant::now() < deadline, "no push was dropped");
+        assert!(fixture("untrusted", &["counts", "10"])
+            .status()
+            .unwrap()
+            .success());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (status, stderr) = untrusted.stop(libc::SIGINT);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("the TLS handshake failed"), "{stderr}");
+    assert!(!stderr.contains(TOKEN), "{stderr}");
+    assert_eq!(std::fs::read_dir(&bodies).unwrap().count(), 0);
+
+    args.extend(["--push-ca-file", &ca]);
+    let serve = Serve::start(&args);
+    let mut waiting = waiting_fixture("httpsfix", READS);
+    unsafe { libc::kill(waiting.id() as i32, libc::SIGUSR1) };
+    assert!(waiting.wait().unwrap().success());
+    let mut pushed = 0;
+    let mut next = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pushed < READS {
+        let meta = bodies.join(format!("push-{next}.json"));
+        if !meta.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "pushes held {pushed} of {READS} reads"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let request: serde_json::Value = read_json(&meta);
+        assert_eq!(request["path"], "/push.v1.PusherService/Push");
+        assert_eq!(
+            request["headers"]["authorization"],
+            format!("Bearer {TOKEN}")
+        );
+        assert_eq!(request["headers"]["x-scope-orgid"], "team-b");
+        let body = std::fs::read(bodies.join(format!("push-{next}.bin"))).unwrap();
+        let push = push_proto::PushRequest::decode(&body[..]).unwrap();
+        for series in push.series {
+            let named = series
+                .labels
+                .iter()
+                .any(|l| l.name == "service_name" && l.value == "httpsfix");
+            if !named {
+                continue;
+            }
+            let file = dir.join(&format!("push-{next}.pb.gz"));
+            std::fs::write(&file, &series.samples[0].raw_profile).unwrap();
+            let counts = pprof_function_counts(file.to_str().unwrap());
+            pushed += counts.get("fixture_triggered").copied().unwrap_or(0);
+        }
+        next += 1;
+    }
+    assert_eq!(pushed, READS);
+    let (status, stderr) = serve.stop(libc::SIGINT);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("a bearer token, tenant team-b"), "{stderr}");
+    assert!(!stderr.contains(TOKEN), "{stderr}");
+    let _ = receiver.kill();
+    let _ = receiver.wait();
     assert_no_clockprof_programs_left();
 }
