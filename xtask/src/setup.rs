@@ -58,7 +58,9 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
               tests run their own on a temporary port, the package's service is stopped \
               and disabled), libstd-rust-dev (Debian's Rust 1.63 std as a shared library \
               built without frame pointers, for the DWARF test of a Rust program linked \
-              against it; its compiler is set up beside it, see ensure_debian_rustc)",
+              against it; its compiler is set up beside it, see ensure_debian_rustc), \
+              openssl and curl to make the TLS tests' certificates and to scrape serve \
+              over https",
         default: true,
         packages: &[
             "bpftrace",
@@ -71,6 +73,8 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
             "redis-tools",
             "linux-perf", // the bench's `perf record --call-graph dwarf` row
             "libstd-rust-dev",
+            "openssl",
+            "curl",
         ],
         backports: &[],
     },

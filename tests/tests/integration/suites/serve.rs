@@ -1477,3 +1477,341 @@ fn https_pushes_verify_the_server_and_carry_a_bearer_token() {
     let _ = receiver.wait();
     assert_no_clockprof_programs_left();
 }
+
+/// bcrypt of "scrape-pass" (cost 10), as `htpasswd -nbBC 10` writes.
+const SCRAPE_HASH: &str = "$2b$10$Bxa48SC38RKcnBH/u1.8SeBPPBpZA1SP0rI8QMjJxrOE4luA0pjwC";
+
+/// `curl` over https with `ca`, and `extra` options: the status it got
+/// ("000" when there was no HTTP answer).
+fn curl_status(ca: &str, url: &str, extra: &[&str]) -> String {
+    let output = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+            "--cacert",
+            ca,
+        ])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+/// The serial of the certificate serve presents on `port`.
+fn served_serial(port: u16) -> String {
+    let output = Command::new("sh")
+        .args(["-c", &format!(
+            "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        )])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// A real Prometheus scrapes serve over https with basic auth, as
+/// exporter-toolkit's web config sets them up: `up` is 1 and the fixture's
+/// rate is seen. Without credentials the answer is 401, with a wrong
+/// password too, and plain HTTP on the port gets no metrics. A certificate
+/// renewed in place is served without a restart.
+#[test]
+fn prometheus_scrapes_over_https_with_basic_auth_and_plain_http_gets_nothing() {
+    let dir = TempDir::new("serve-web-config");
+    let (ca, cert, key) = test_certificates(&dir);
+    let web_config = dir.join("web.yml");
+    std::fs::write(
+        &web_config,
+        format!(
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  min_version: TLS12\n\
+             http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n\
+             basic_auth_users:\n  prom: '{SCRAPE_HASH}'\n"
+        ),
+    )
+    .unwrap();
+    let serve = Serve::start(&[
+        "-s",
+        "syscall",
+        "--web-config",
+        web_config.to_str().unwrap(),
+    ]);
+    let url = format!("https://127.0.0.1:{}/metrics", serve.port);
+    assert_eq!(curl_status(&ca, &url, &["-u", "prom:scrape-pass"]), "200");
+    assert_eq!(curl_status(&ca, &url, &[]), "401");
+    assert_eq!(curl_status(&ca, &url, &["-u", "prom:wrong"]), "401");
+    assert_eq!(curl_status(&ca, &url, &["-u", "nobody:scrape-pass"]), "401");
+    let headers = Command::new("curl")
+        .args([
+            "-s",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "--cacert",
+            &ca,
+            "-u",
+            "prom:scrape-pass",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&headers.stdout).to_ascii_lowercase();
+    assert!(
+        headers.contains("x-content-type-options: nosniff"),
+        "{headers}"
+    );
+    // Plain HTTP on the TLS port: the handshake fails and nothing is served.
+    let mut plain = TcpStream::connect(("127.0.0.1", serve.port)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    plain
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.contains("clockprof_clock_reads_total"), "{answer}");
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let prometheus_port = free_port();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: clockprof\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n\
+             \x20   basic_auth:\n      username: prom\n      password: scrape-pass\n\
+             \x20   static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            serve.port
+        ),
+    )
+    .unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Debian's prometheus runs (cargo xtask setup installs it)");
+    let mut spinner = fixture("tlspromfix", &["spin", "60"]).spawn().unwrap();
+    let query = |expression: &str| -> Option<f64> {
+        let (status, body) = http(
+            prometheus_port,
+            "GET",
+            &format!("/api/v1/query?query={expression}"),
+        );
+        if status != 200 {
+            return None;
+        }
+        let answer: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        answer["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
+    };
+    let rate_query = "rate(clockprof_clock_reads_total%7Bprocess%3D%22tlspromfix%22%7D%5B5s%5D)";
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let (up, rate) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never saw tlspromfix over https"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        if TcpStream::connect(("127.0.0.1", prometheus_port)).is_err() {
+            continue;
+        }
+        let up = query("up%7Bjob%3D%22clockprof%22%7D");
+        let rate = query(rate_query).filter(|&r| r > 0.0);
+        if let (Some(up), Some(rate)) = (up, rate) {
+            break (up, rate);
+        }
+    };
+    let _ = spinner.kill();
+    let _ = spinner.wait();
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert_eq!(up, 1.0);
+    assert!(rate > 1000.0, "rate {rate}");
+
+    // Renewal in place: a new certificate (another serial) for the same
+    // key, written over the old one, is served on the next handshakes.
+    let before = served_serial(serve.port);
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let renewed = Command::new("openssl")
+        .args([
+            "x509",
+            "-req",
+            "-in",
+            &path("server.csr"),
+            "-CA",
+            &ca,
+            "-CAkey",
+            &path("ca.key"),
+        ])
+        .args([
+            "-CAcreateserial",
+            "-out",
+            &path("renewed.pem"),
+            "-days",
+            "3",
+            "-extfile",
+        ])
+        .arg(path("server.ext"))
+        .output()
+        .unwrap();
+    assert!(
+        renewed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&renewed.stderr)
+    );
+    std::fs::rename(path("renewed.pem"), &cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let serial = served_serial(serve.port);
+        if serial != before || Instant::now() > deadline {
+            break serial;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(before.starts_with("serial="), "{before}");
+    assert_ne!(after, before, "the renewed certificate was not served");
+    assert_eq!(curl_status(&ca, &url, &["-u", "prom:scrape-pass"]), "200");
+    let (status, stderr) = serve.stop(libc::SIGINT);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("on https://127.0.0.1"), "{stderr}");
+    let _ = key;
+    assert_no_clockprof_programs_left();
+}
+
+/// mTLS (`client_auth_type: RequireAndVerifyClientCert`): a client without
+/// a certificate is refused; one with a certificate the client CA signed
+/// is served.
+#[test]
+fn mutual_tls_refuses_a_client_without_a_certificate() {
+    let dir = TempDir::new("serve-mtls");
+    let (ca, _cert, _key) = test_certificates(&dir);
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    std::fs::write(path("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for args in [
+        vec![
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &path("client.key"),
+            "-out",
+            &path("client.csr"),
+            "-subj",
+            "/CN=scraper",
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &path("client.csr"),
+            "-CA",
+            &ca,
+            "-CAkey",
+            &path("ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &path("client.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &path("client.ext"),
+        ],
+    ] {
+        let output = Command::new("openssl").args(&args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let web_config = dir.join("web.yml");
+    std::fs::write(
+        &web_config,
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  \
+         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n",
+    )
+    .unwrap();
+    let serve = Serve::start(&[
+        "-s",
+        "syscall",
+        "--web-config",
+        web_config.to_str().unwrap(),
+    ]);
+    let url = format!("https://127.0.0.1:{}/healthz", serve.port);
+    assert_eq!(curl_status(&ca, &url, &[]), "000");
+    assert_eq!(
+        curl_status(
+            &ca,
+            &url,
+            &["--cert", &path("client.pem"), "--key", &path("client.key")]
+        ),
+        "200"
+    );
+    drop(serve);
+    assert_no_clockprof_programs_left();
+}
+
+/// `--listen unix:PATH`: a socket of mode 0660 in the group given, served
+/// over it, and gone once serve stops.
+#[test]
+fn a_unix_socket_listener_is_0660_and_removed_at_the_end() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = TempDir::new("serve-unix");
+    let socket = dir.join("serve.sock");
+    let listen = format!("unix:{}", socket.display());
+    let (child, rest) = start_until_ready(Command::new(clockprof()).args([
+        "serve",
+        "-s",
+        "syscall",
+        "--listen",
+        &listen,
+        "--listen-group",
+        "root",
+    ]));
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), 0);
+    let output = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--unix-socket",
+        ])
+        .arg(&socket)
+        .arg("http://localhost/metrics")
+        .output()
+        .unwrap();
+    let mut serve = Serve {
+        child,
+        port: 0,
+        stderr: Some(rest),
+    };
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "200");
+    unsafe { libc::kill(serve.child.id() as i32, libc::SIGINT) };
+    let status = wait_with_timeout(&mut serve.child, Duration::from_secs(10));
+    let stderr = serve.stderr.take().unwrap().join().unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("on {listen}")), "{stderr}");
+    assert!(!socket.exists(), "the socket was left behind");
+    assert_no_clockprof_programs_left();
+}
