@@ -117,17 +117,23 @@ fn bind_unix(path: &Path, group: Option<&str>) -> Result<Listener> {
     let meta = std::fs::metadata(directory)
         .with_context(|| format!("could not listen on unix:{}", path.display()))?;
     // A user who can write the directory could put their own socket or a
-    // link where serve's goes, between its checks and its bind.
-    if meta.uid() != 0 || meta.permissions().mode() & 0o022 != 0 {
+    // link where serve's goes, between its checks and its bind. Root's, or
+    // serve's own user's under the unit (RuntimeDirectory=clockprof).
+    // SAFETY: geteuid has no preconditions.
+    let serves_as = unsafe { libc::geteuid() };
+    let owner_ok = meta.uid() == 0 || meta.uid() == serves_as;
+    if !owner_ok || meta.permissions().mode() & 0o022 != 0 {
         bail!(
-            "could not listen on unix:{}: its directory must be root's and writable by root alone (as /run is)",
+            "could not listen on unix:{}: its directory must be root's (or serve's user's) and writable by its owner alone, as /run is",
             path.display()
         );
     }
     let gid = group.map(group_id).transpose()?;
     match std::fs::symlink_metadata(path) {
         // A socket left by an earlier serve that was killed.
-        Ok(old) if old.file_type().is_socket() && old.uid() == 0 => std::fs::remove_file(path)?,
+        Ok(old) if old.file_type().is_socket() && (old.uid() == 0 || old.uid() == serves_as) => {
+            std::fs::remove_file(path)?
+        }
         Ok(_) => bail!(
             "could not listen on unix:{}: something else is there",
             path.display()
