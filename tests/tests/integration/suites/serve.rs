@@ -1579,14 +1579,17 @@ fn prometheus_scrapes_over_https_with_basic_auth_and_plain_http_gets_nothing() {
     assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     let prometheus_port = free_port();
+    let password_file = dir.join("scrape-password");
+    std::fs::write(&password_file, "scrape-pass").unwrap();
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              scrape_configs:\n  - job_name: clockprof\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n\
-             \x20   basic_auth:\n      username: prom\n      password: scrape-pass\n\
+             \x20   basic_auth:\n      username: prom\n      password_file: {}\n\
              \x20   static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            password_file.display(),
             serve.port
         ),
     )
