@@ -181,18 +181,24 @@ fn waiting_fixture(comm: &str, reads: u64) -> Child {
     child
 }
 
+/// Runs `program ARGS`, which must succeed: its output.
+fn succeeded(program: &str, args: &[&str]) -> std::process::Output {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("{program} does not run: {err}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// Counts per function in a pprof profile, summed over the samples that
 /// hold it (read with `go tool pprof -raw`, the reference reader).
 fn pprof_function_counts(source: &str) -> std::collections::BTreeMap<String, u64> {
-    let output = Command::new("go")
-        .args(["tool", "pprof", "-raw", source])
-        .output()
-        .expect("go tool pprof runs");
-    assert!(
-        output.status.success(),
-        "go tool pprof -raw {source}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = succeeded("go", &["tool", "pprof", "-raw", source]);
     parse_pprof_raw(&String::from_utf8_lossy(&output.stdout))
 }
 
@@ -246,67 +252,98 @@ fn parse_pprof_raw(text: &str) -> std::collections::BTreeMap<String, u64> {
     counts
 }
 
-#[test]
-fn prometheus_scrapes_a_non_zero_clock_read_rate_for_a_fixture() {
-    let serve = Serve::start(&["-s", "syscall", "--label", "host=testhost"]);
-    let dir = TempDir::new("serve-prometheus");
-    let prometheus_port = free_port();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: clockprof\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-            serve.port
-        ),
-    )
-    .unwrap();
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
+/// Debian's Prometheus on a free loopback port, with `config` (YAML) as
+/// its configuration and its data under `dir`: (it, its port).
+fn start_prometheus(dir: &TempDir, config: &str) -> (Child, u16) {
+    let port = free_port();
+    let config_file = dir.join("prometheus.yml");
+    std::fs::write(&config_file, config).unwrap();
+    let prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config_file.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
             dir.join("data").display()
         ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("Debian's prometheus runs (cargo xtask setup installs it)");
-    let mut spinner = fixture("promfix", &["spin", "60"]).spawn().unwrap();
+    (prometheus, port)
+}
 
-    let query = "rate(clockprof_clock_reads_total%7Bprocess%3D%22promfix%22%2Csource%3D%22syscall%22%2Chost%3D%22testhost%22%7D%5B5s%5D)";
+/// The first value Prometheus on `port` answers to `query` (URL-encoded),
+/// with its whole answer; None while it is not up or has no value.
+fn prometheus_value(port: u16, query: &str) -> (Option<f64>, String) {
+    if TcpStream::connect(("127.0.0.1", port)).is_err() {
+        return (None, String::new());
+    }
+    let (status, body) = http(port, "GET", &format!("/api/v1/query?query={query}"));
+    let text = String::from_utf8_lossy(&body).to_string();
+    if status != 200 {
+        return (None, text);
+    }
+    let value = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|answer| {
+            answer["data"]["result"][0]["value"][1]
+                .as_str()?
+                .parse()
+                .ok()
+        });
+    (value, text)
+}
+
+/// What Prometheus got scraping with `job` (a scrape_configs entry named
+/// clockprof) while a fixture named `comm` spins: the job's `up` and the
+/// rate of that fixture's clock reads, filtered also by `labels` (a
+/// URL-encoded `,name="value"` list, or nothing).
+fn scraped_rate(dir: &TempDir, job: &str, comm: &str, labels: &str) -> (f64, f64) {
+    let (mut prometheus, port) = start_prometheus(
+        dir,
+        &format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{job}"
+        ),
+    );
+    let mut spinner = fixture(comm, &["spin", "60"]).spawn().unwrap();
+    let rate_query =
+        format!("rate(clockprof_clock_reads_total%7Bprocess%3D%22{comm}%22{labels}%7D%5B5s%5D)");
     let deadline = Instant::now() + Duration::from_secs(45);
-    let mut last = String::new();
-    let rate = loop {
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus never returned a rate for promfix; last answer: {last}"
-        );
+    let found = loop {
         std::thread::sleep(Duration::from_millis(500));
-        let Ok(_) = TcpStream::connect(("127.0.0.1", prometheus_port)) else {
-            continue;
-        };
-        let (status, body) = http(
-            prometheus_port,
-            "GET",
-            &format!("/api/v1/query?query={query}"),
-        );
-        last = String::from_utf8_lossy(&body).to_string();
-        if status != 200 {
-            continue;
+        let (up, _) = prometheus_value(port, "up%7Bjob%3D%22clockprof%22%7D");
+        let (rate, last) = prometheus_value(port, &rate_query);
+        if let (Some(up), Some(rate)) = (up, rate.filter(|&r| r > 0.0)) {
+            break Ok((up, rate));
         }
-        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        let rate = answer["data"]["result"][0]["value"][1]
-            .as_str()
-            .and_then(|v| v.parse::<f64>().ok());
-        if let Some(rate) = rate.filter(|&r| r > 0.0) {
-            break rate;
+        if Instant::now() > deadline {
+            break Err(last);
         }
     };
     let _ = spinner.kill();
     let _ = spinner.wait();
     let _ = prometheus.kill();
     let _ = prometheus.wait();
+    found.unwrap_or_else(|last| {
+        panic!("Prometheus never returned a rate for {comm}; last answer: {last}")
+    })
+}
+
+#[test]
+fn prometheus_scrapes_a_non_zero_clock_read_rate_for_a_fixture() {
+    let serve = Serve::start(&["-s", "syscall", "--label", "host=testhost"]);
+    let dir = TempDir::new("serve-prometheus");
+    let job = format!(
+        "  - job_name: clockprof\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+        serve.port
+    );
+    let (up, rate) = scraped_rate(
+        &dir,
+        &job,
+        "promfix",
+        "%2Csource%3D%22syscall%22%2Chost%3D%22testhost%22",
+    );
+    assert_eq!(up, 1.0);
     // A clock_gettime syscall loop under the probe makes far more than a
     // thousand a second on any machine that runs these tests.
     assert!(rate > 1000.0, "rate {rate}");
@@ -1261,72 +1298,87 @@ fn idle_series_expire_and_make_room_for_new_processes() {
     assert_no_clockprof_programs_left();
 }
 
+/// Runs `openssl ARGS`, which must succeed.
+fn openssl(args: &[&str]) {
+    succeeded("openssl", args);
+}
+
+/// openssl's arguments for a new P-256 key, unencrypted.
+const NEW_EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+];
+
 /// A CA and a server certificate for 127.0.0.1 it signed, made with the
-/// openssl command: (CA PEM, server certificate PEM, server key PEM).
+/// openssl command in `dir` (ca.pem, ca.key; server.pem, server.key):
+/// (CA PEM, server certificate PEM, server key PEM).
 fn test_certificates(dir: &TempDir) -> (String, String, String) {
     let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let (ca, ca_key) = (path("ca.pem"), path("ca.key"));
-    let (cert, key, csr, ext) = (
-        path("server.pem"),
-        path("server.key"),
-        path("server.csr"),
-        path("server.ext"),
-    );
-    std::fs::write(
-        &ext,
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    for args in [
-        [
+    openssl(
+        &[
             &["req", "-x509"][..],
-            &ec,
+            &NEW_EC_KEY,
             &["-keyout", &ca_key, "-out", &ca, "-days", "2"],
             &["-subj", "/CN=clockprof test CA"],
         ]
         .concat(),
-        [
+    );
+    issue(
+        dir,
+        "server",
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    );
+    (ca, path("server.pem"), path("server.key"))
+}
+
+/// A key NAME.key and a certificate NAME.pem for it, signed by the test CA
+/// in `dir` with the extensions `extensions` (kept in NAME.ext).
+fn issue(dir: &TempDir, name: &str, extensions: &str) {
+    let path = |suffix: &str| {
+        dir.join(&format!("{name}.{suffix}"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let (key, csr, ext) = (path("key"), path("csr"), path("ext"));
+    std::fs::write(&ext, extensions).unwrap();
+    let subject = format!("/CN={name}");
+    openssl(
+        &[
             &["req"][..],
-            &ec,
-            &["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"],
+            &NEW_EC_KEY,
+            &["-keyout", &key, "-out", &csr, "-subj", &subject],
         ]
         .concat(),
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &cert,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ],
-    ] {
-        let output = Command::new("openssl")
-            .args(&args)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    (ca, cert, key)
+    );
+    sign(dir, name, &path("pem"));
+}
+
+/// NAME.csr signed again by the test CA in `dir` (a new serial), with the
+/// extensions of NAME.ext, into `out`.
+fn sign(dir: &TempDir, name: &str, out: &str) {
+    let path = |file: &str| dir.join(file).to_str().unwrap().to_string();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path(&format!("{name}.csr")),
+        "-CA",
+        &path("ca.pem"),
+        "-CAkey",
+        &path("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        out,
+        "-days",
+        "2",
+        "-extfile",
+        &path(&format!("{name}.ext")),
+    ]);
 }
 
 /// A loopback https receiver (Python's http.server under its ssl module):
@@ -1478,12 +1530,24 @@ fn https_pushes_verify_the_server_and_carry_a_bearer_token() {
     assert_no_clockprof_programs_left();
 }
 
+/// `serve -s syscall --web-config` with `yaml` written into `dir` (where
+/// test_certificates put the server's files).
+fn serve_with_web_config(dir: &TempDir, yaml: &str) -> Serve {
+    let web_config = dir.join("web.yml");
+    std::fs::write(&web_config, yaml).unwrap();
+    Serve::start(&[
+        "-s",
+        "syscall",
+        "--web-config",
+        web_config.to_str().unwrap(),
+    ])
+}
+
 /// bcrypt of "scrape-pass" (cost 10), as `htpasswd -nbBC 10` writes.
 const SCRAPE_HASH: &str = "$2b$10$Bxa48SC38RKcnBH/u1.8SeBPPBpZA1SP0rI8QMjJxrOE4luA0pjwC";
 
-/// `curl` over https with `ca`, and `extra` options: the status it got
-/// ("000" when there was no HTTP answer).
-fn curl_status(ca: &str, url: &str, extra: &[&str]) -> String {
+/// The HTTP status `curl ARGS` got ("000" when there was no HTTP answer).
+fn curl_status(args: &[&str]) -> String {
     let output = Command::new("curl")
         .args([
             "-s",
@@ -1493,11 +1557,8 @@ fn curl_status(ca: &str, url: &str, extra: &[&str]) -> String {
             "%{http_code}",
             "--max-time",
             "10",
-            "--cacert",
-            ca,
         ])
-        .args(extra)
-        .arg(url)
+        .args(args)
         .output()
         .expect("curl runs");
     String::from_utf8_lossy(&output.stdout).to_string()
@@ -1523,27 +1584,28 @@ fn served_serial(port: u16) -> String {
 fn prometheus_scrapes_over_https_with_basic_auth_and_plain_http_gets_nothing() {
     let dir = TempDir::new("serve-web-config");
     let (ca, cert, key) = test_certificates(&dir);
-    let web_config = dir.join("web.yml");
-    std::fs::write(
-        &web_config,
-        format!(
+    let serve = serve_with_web_config(
+        &dir,
+        &format!(
             "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  min_version: TLS12\n\
              http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n\
              basic_auth_users:\n  prom: '{SCRAPE_HASH}'\n"
         ),
-    )
-    .unwrap();
-    let serve = Serve::start(&[
-        "-s",
-        "syscall",
-        "--web-config",
-        web_config.to_str().unwrap(),
-    ]);
+    );
     let url = format!("https://127.0.0.1:{}/metrics", serve.port);
-    assert_eq!(curl_status(&ca, &url, &["-u", "prom:scrape-pass"]), "200");
-    assert_eq!(curl_status(&ca, &url, &[]), "401");
-    assert_eq!(curl_status(&ca, &url, &["-u", "prom:wrong"]), "401");
-    assert_eq!(curl_status(&ca, &url, &["-u", "nobody:scrape-pass"]), "401");
+    assert_eq!(
+        curl_status(&["--cacert", &ca, "-u", "prom:scrape-pass", &url]),
+        "200"
+    );
+    assert_eq!(curl_status(&["--cacert", &ca, &url]), "401");
+    assert_eq!(
+        curl_status(&["--cacert", &ca, "-u", "prom:wrong", &url]),
+        "401"
+    );
+    assert_eq!(
+        curl_status(&["--cacert", &ca, "-u", "nobody:scrape-pass", &url]),
+        "401"
+    );
     let headers = Command::new("curl")
         .args([
             "-s",
@@ -1578,70 +1640,16 @@ fn prometheus_scrapes_over_https_with_basic_auth_and_plain_http_gets_nothing() {
     assert!(!answer.contains("clockprof_clock_reads_total"), "{answer}");
     assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
 
-    let prometheus_port = free_port();
     let password_file = dir.join("scrape-password");
     std::fs::write(&password_file, "scrape-pass").unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: clockprof\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n\
-             \x20   basic_auth:\n      username: prom\n      password_file: {}\n\
-             \x20   static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-            password_file.display(),
-            serve.port
-        ),
-    )
-    .unwrap();
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Debian's prometheus runs (cargo xtask setup installs it)");
-    let mut spinner = fixture("tlspromfix", &["spin", "60"]).spawn().unwrap();
-    let query = |expression: &str| -> Option<f64> {
-        let (status, body) = http(
-            prometheus_port,
-            "GET",
-            &format!("/api/v1/query?query={expression}"),
-        );
-        if status != 200 {
-            return None;
-        }
-        let answer: serde_json::Value = serde_json::from_slice(&body).ok()?;
-        answer["data"]["result"][0]["value"][1]
-            .as_str()?
-            .parse()
-            .ok()
-    };
-    let rate_query = "rate(clockprof_clock_reads_total%7Bprocess%3D%22tlspromfix%22%7D%5B5s%5D)";
-    let deadline = Instant::now() + Duration::from_secs(45);
-    let (up, rate) = loop {
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus never saw tlspromfix over https"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-        if TcpStream::connect(("127.0.0.1", prometheus_port)).is_err() {
-            continue;
-        }
-        let up = query("up%7Bjob%3D%22clockprof%22%7D");
-        let rate = query(rate_query).filter(|&r| r > 0.0);
-        if let (Some(up), Some(rate)) = (up, rate) {
-            break (up, rate);
-        }
-    };
-    let _ = spinner.kill();
-    let _ = spinner.wait();
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
+    let job = format!(
+        "  - job_name: clockprof\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n\
+         \x20   basic_auth:\n      username: prom\n      password_file: {}\n\
+         \x20   static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+        password_file.display(),
+        serve.port
+    );
+    let (up, rate) = scraped_rate(&dir, &job, "tlspromfix", "");
     assert_eq!(up, 1.0);
     assert!(rate > 1000.0, "rate {rate}");
 
@@ -1649,34 +1657,9 @@ fn prometheus_scrapes_over_https_with_basic_auth_and_plain_http_gets_nothing() {
     // key, written over the old one, is served on the next handshakes.
     let before = served_serial(serve.port);
     let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let renewed = Command::new("openssl")
-        .args([
-            "x509",
-            "-req",
-            "-in",
-            &path("server.csr"),
-            "-CA",
-            &ca,
-            "-CAkey",
-            &path("ca.key"),
-        ])
-        .args([
-            "-CAcreateserial",
-            "-out",
-            &path("renewed.pem"),
-            "-days",
-            "3",
-            "-extfile",
-        ])
-        .arg(path("server.ext"))
-        .output()
-        .unwrap();
-    assert!(
-        renewed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&renewed.stderr)
-    );
-    std::fs::rename(path("renewed.pem"), &cert).unwrap();
+    let renewed = path("renewed.pem");
+    sign(&dir, "server", &renewed);
+    std::fs::rename(&renewed, &cert).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let after = loop {
         let serial = served_serial(serve.port);
@@ -1687,7 +1670,10 @@ fn prometheus_scrapes_over_https_with_basic_auth_and_plain_http_gets_nothing() {
     };
     assert!(before.starts_with("serial="), "{before}");
     assert_ne!(after, before, "the renewed certificate was not served");
-    assert_eq!(curl_status(&ca, &url, &["-u", "prom:scrape-pass"]), "200");
+    assert_eq!(
+        curl_status(&["--cacert", &ca, "-u", "prom:scrape-pass", &url]),
+        "200"
+    );
     let (status, stderr) = serve.stop(libc::SIGINT);
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("on https://127.0.0.1"), "{stderr}");
@@ -1703,68 +1689,24 @@ fn mutual_tls_refuses_a_client_without_a_certificate() {
     let dir = TempDir::new("serve-mtls");
     let (ca, _cert, _key) = test_certificates(&dir);
     let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    std::fs::write(path("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    for args in [
-        vec![
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &path("client.key"),
-            "-out",
-            &path("client.csr"),
-            "-subj",
-            "/CN=scraper",
-        ],
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            &path("client.csr"),
-            "-CA",
-            &ca,
-            "-CAkey",
-            &path("ca.key"),
-            "-CAcreateserial",
-            "-out",
-            &path("client.pem"),
-            "-days",
-            "2",
-            "-extfile",
-            &path("client.ext"),
-        ],
-    ] {
-        let output = Command::new("openssl").args(&args).output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let web_config = dir.join("web.yml");
-    std::fs::write(
-        &web_config,
+    issue(&dir, "client", "extendedKeyUsage=clientAuth\n");
+    let serve = serve_with_web_config(
+        &dir,
         "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  \
          client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n",
-    )
-    .unwrap();
-    let serve = Serve::start(&[
-        "-s",
-        "syscall",
-        "--web-config",
-        web_config.to_str().unwrap(),
-    ]);
+    );
     let url = format!("https://127.0.0.1:{}/healthz", serve.port);
-    assert_eq!(curl_status(&ca, &url, &[]), "000");
+    assert_eq!(curl_status(&["--cacert", &ca, &url]), "000");
     assert_eq!(
-        curl_status(
+        curl_status(&[
+            "--cacert",
             &ca,
-            &url,
-            &["--cert", &path("client.pem"), "--key", &path("client.key")]
-        ),
+            "--cert",
+            &path("client.pem"),
+            "--key",
+            &path("client.key"),
+            &url
+        ]),
         "200"
     );
     drop(serve);
@@ -1791,25 +1733,17 @@ fn a_unix_socket_listener_is_0660_and_removed_at_the_end() {
     let meta = std::fs::metadata(&socket).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(meta.gid(), 0);
-    let output = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--unix-socket",
-        ])
-        .arg(&socket)
-        .arg("http://localhost/metrics")
-        .output()
-        .unwrap();
+    let status = curl_status(&[
+        "--unix-socket",
+        socket.to_str().unwrap(),
+        "http://localhost/metrics",
+    ]);
     let mut serve = Serve {
         child,
         port: 0,
         stderr: Some(rest),
     };
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "200");
+    assert_eq!(status, "200");
     unsafe { libc::kill(serve.child.id() as i32, libc::SIGINT) };
     let status = wait_with_timeout(&mut serve.child, Duration::from_secs(10));
     let stderr = serve.stderr.take().unwrap().join().unwrap();
