@@ -74,8 +74,30 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     if !args.probe.pids.is_empty() {
         bail!("serve watches the whole host; -p is not offered (use `record -p` for one process)");
     }
-    // Read before anything is attached, as the port is bound: a mistake in
-    // it is one sentence, and nothing to undo.
+    // The web config and the push's URL, credentials and roots are read
+    // before anything is attached, as the port is bound: a mistake in them
+    // is one sentence, and nothing to undo.
+    let push_url = match &args.push {
+        Some(push::PushUrl::WithCredentials) => bail!("{}", push::CREDENTIALS_IN_URL),
+        Some(push::PushUrl::Endpoint(url)) => Some(url.clone()),
+        None => None,
+    };
+    let push_headers = match &push_url {
+        Some(_) => push_auth::push_headers(
+            args.push_user.as_deref(),
+            args.push_password_file.as_deref(),
+            args.push_bearer_token_file.as_deref(),
+            args.push_tenant.as_deref(),
+            &args.push_headers,
+        )?,
+        None => Vec::new(),
+    };
+    let push_tls = match &push_url {
+        Some(url) if url.scheme_str() == Some("https") => {
+            Some(push_tls::client_config(args.push_ca_file.as_deref())?)
+        }
+        _ => None,
+    };
     let web = args
         .web_config
         .as_deref()
@@ -125,23 +147,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         web.clone(),
     )));
     let push_interval = Duration::from_secs(args.push_interval);
-    let push_headers = match &args.push {
-        Some(_) => push_auth::push_headers(
-            args.push_user.as_deref(),
-            args.push_password_file.as_deref(),
-            args.push_bearer_token_file.as_deref(),
-            args.push_tenant.as_deref(),
-            &args.push_headers,
-        )?,
-        None => Vec::new(),
-    };
-    let push_tls = match &args.push {
-        Some(url) if url.scheme_str() == Some("https") => {
-            Some(push_tls::client_config(args.push_ca_file.as_deref())?)
-        }
-        _ => None,
-    };
-    let mut pusher = args.push.as_ref().map(|url| {
+    let mut pusher = push_url.as_ref().map(|url| {
         push::Pusher::start(
             push::Target {
                 url: url.clone(),
@@ -172,7 +178,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             .collect::<Vec<_>>()
             .join(","),
         http::paths(),
-        args.push
+        push_url
             .as_ref()
             .map(|url| format!(
                 ", pushing every {} s to {url}{}",

@@ -30,8 +30,8 @@ pub struct ServeArgs {
 
     /// Push each interval's profile to this Pyroscope server (http or
     /// https, e.g. https://pyroscope:4040; the push API's path is added).
-    #[arg(long, value_name = "URL", value_parser = crate::serve::push::endpoint)]
-    pub push: Option<hyper::Uri>,
+    #[arg(long, value_name = "URL", value_parser = crate::serve::push::push_url)]
+    pub push: Option<crate::serve::push::PushUrl>,
 
     /// The user of the pushes' basic auth; the password is read from
     /// --push-password-file (never from the command line or environment).

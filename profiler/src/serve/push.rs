@@ -67,6 +67,30 @@ pub struct RawSample {
     pub id: String,
 }
 
+/// `--push URL`, as parsed: a URL holding credentials is let through here
+/// and refused by serve with a sentence of its own, as clap's error would
+/// repeat the value, password included.
+#[derive(Clone, Debug)]
+pub enum PushUrl {
+    Endpoint(Uri),
+    WithCredentials,
+}
+
+/// Why a URL with `user:password@` is refused.
+pub const CREDENTIALS_IN_URL: &str = "--push: the URL holds a user or password, which anyone \
+    can read in ps and logs: give --push-user with --push-password-file, or \
+    --push-bearer-token-file";
+
+/// `--push`'s value: see `endpoint`, and PushUrl.
+pub fn push_url(url: &str) -> Result<PushUrl, String> {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = authority.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Ok(PushUrl::WithCredentials);
+    }
+    endpoint(url).map(PushUrl::Endpoint)
+}
+
 /// `--push`'s URL: http or https (verified against the system's roots and
 /// `--push-ca-file`), with the API's path added if it has none.
 pub fn endpoint(url: &str) -> Result<Uri, String> {
@@ -83,11 +107,7 @@ pub fn endpoint(url: &str) -> Result<Uri, String> {
     // A password in the URL would be seen in `ps` and printed in serve's
     // start-up line and warnings.
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(
-            "the URL holds a user or password, which anyone can read in ps and logs: give \
-             --push-user with --push-password-file, or --push-bearer-token-file"
-                .to_string(),
-        );
+        return Err(CREDENTIALS_IN_URL.to_string());
     }
     if uri.query().is_some() {
         return Err("the URL may not have a query".to_string());
@@ -429,6 +449,13 @@ mod tests {
                 .to_string(),
             "https://profiles.example:443/push.v1.PusherService/Push"
         );
+        for with_credentials in ["https://user:secret@x", "http://token@x/path", "u:p@x"] {
+            assert!(
+                matches!(push_url(with_credentials), Ok(PushUrl::WithCredentials)),
+                "{with_credentials}"
+            );
+        }
+        assert!(matches!(push_url("http://x/a@b"), Ok(PushUrl::Endpoint(_))));
         for bad in [
             "pyro:4040",
             "ftp://x",
