@@ -173,6 +173,15 @@ impl Opened {
     }
 }
 
+/// The whole of `path`, opened by `open_regular` (a root-given file: a web
+/// config, a certificate, a secret).
+pub fn read_regular(path: &Path, max_size: u64) -> io::Result<Vec<u8>> {
+    let mut opened = open_regular(path, None, max_size)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut opened.file, &mut bytes)?;
+    Ok(bytes)
+}
+
 /// Opens `path` for reading if it is a regular file of at most `max_size`
 /// bytes, not on FUSE, and, when `expect` is given, that very file. Symlinks
 /// (including /proc's magic links such as map_files and exe) are followed;

@@ -3,7 +3,6 @@
 //! /proc/PID/environ of any process root starts), the tenant header and
 //! any other header. The secrets are marked sensitive and never printed.
 
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -79,12 +78,9 @@ pub fn user_name(text: &str) -> Result<String, String> {
 /// The first line of a secret file, opened as every file root reads
 /// (a regular file, without blocking); an empty secret is refused.
 pub fn read_secret(path: &Path, what: &str) -> Result<String> {
-    let mut opened = safe_open::open_regular(path, None, MAX_SECRET_FILE)
+    let bytes = safe_open::read_regular(path, MAX_SECRET_FILE)
         .with_context(|| format!("could not read the {what} from {}", path.display()))?;
-    let mut text = String::new();
-    opened
-        .file
-        .read_to_string(&mut text)
+    let text = String::from_utf8(bytes)
         .with_context(|| format!("the {what} in {} is not text", path.display()))?;
     let secret = text.lines().next().unwrap_or("").trim_end_matches('\r');
     if secret.is_empty() {

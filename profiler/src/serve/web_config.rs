@@ -24,7 +24,6 @@
 //! HTTP/2) are refused by name rather than ignored.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -99,7 +98,7 @@ impl WebConfig {
     /// Reads and checks `path`; every certificate and key it names is
     /// loaded now, so a mistake stops serve before it attaches anything.
     pub fn load(path: &Path) -> Result<WebConfig> {
-        let text = read_file(path, MAX_CONFIG_FILE)
+        let text = safe_open::read_regular(path, MAX_CONFIG_FILE)
             .with_context(|| format!("could not read the web config {}", path.display()))?;
         let file: File = serde_yaml_ng::from_slice(&text)
             .map_err(|err| anyhow!("{} is not a web config: {err}", path.display()))?;
@@ -118,15 +117,6 @@ impl WebConfig {
             .transpose()?;
         Ok(WebConfig { tls, auth, headers })
     }
-}
-
-/// A root-given file, opened as every file root reads (a regular file,
-/// without blocking).
-fn read_file(path: &Path, max: u64) -> Result<Vec<u8>> {
-    let mut opened = safe_open::open_regular(path, None, max)?;
-    let mut bytes = Vec::new();
-    opened.file.read_to_end(&mut bytes)?;
-    Ok(bytes)
 }
 
 fn tls_config(tls: TlsFile, base: &Path) -> Result<Arc<rustls::ServerConfig>> {
@@ -160,7 +150,7 @@ fn tls_config(tls: TlsFile, base: &Path) -> Result<Arc<rustls::ServerConfig>> {
         }
         (kind @ ("RequireAndVerifyClientCert" | "VerifyClientCertIfGiven"), Some(ca)) => {
             let mut roots = rustls::RootCertStore::empty();
-            let (added, _) = roots.add_parsable_certificates(certificates(&ca)?);
+            let (added, _) = roots.add_parsable_certificates(pem_certificates(&ca)?);
             if added == 0 {
                 bail!("{} holds no CA certificate rustls can use", ca.display());
             }
@@ -225,8 +215,10 @@ fn versions(
     Ok(versions)
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let pem = read_file(path, MAX_PEM_FILE)
+/// The PEM certificates of `path` (a certificate chain or a CA bundle,
+/// Debian's whole bundle is about 200 KiB): also the CA file of https pushes.
+pub(super) fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let pem = safe_open::read_regular(path, MAX_PEM_FILE)
         .with_context(|| format!("could not read {}", path.display()))?;
     let certificates: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
@@ -334,8 +326,8 @@ fn load_pair(
     key_file: &Path,
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<Arc<CertifiedKey>> {
-    let chain = certificates(cert_file)?;
-    let key_pem = read_file(key_file, MAX_PEM_FILE)
+    let chain = pem_certificates(cert_file)?;
+    let key_pem = safe_open::read_regular(key_file, MAX_PEM_FILE)
         .with_context(|| format!("could not read {}", key_file.display()))?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|err| anyhow!("{} holds no PEM private key: {err:?}", key_file.display()))?;
