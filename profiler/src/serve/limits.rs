@@ -77,10 +77,8 @@ pub fn help() -> String {
          headers within {}s; {MAX_WINDOW_STACKS} distinct stacks per profile. Series: \
          {MAX_SERIES} label sets per metric and series per push (further processes are counted \
          as process=\"[other]\"); a label set without reads for --series-ttl is dropped. \
-         Pushes: at most {PUSH_QUEUE} waiting, each try abandoned after {}s, a push tried 3 \
-         times (after no answer, 429 or 5xx; backoff from 0.5 s, doubled, with jitter); a push \
-         that cannot be queued or sent is dropped and counted in \
-         clockprof_lost_events_total{{reason=\"push\"}}.",
+         Pushes: at most {PUSH_QUEUE} waiting, each abandoned after {}s; a push that cannot be \
+         queued or sent is dropped and counted in clockprof_lost_events_total{{reason=\"push\"}}.",
         HEADER_TIMEOUT.as_secs(),
         PUSH_TIMEOUT.as_secs()
     )

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
@@ -268,12 +268,7 @@ fn label(name: &str, value: &str) -> LabelPair {
     }
 }
 
-/// Posts each queued body, trying again after a failure the server may
-/// get over (no connection, no answer in time, 429 or 5xx) up to
-/// PUSH_ATTEMPTS times, with exponential backoff and jitter (RETRY_BASE,
-/// doubled per attempt, between half and all of it, and never past the
-/// push interval). Pushes queued meanwhile wait in the bounded queue or
-/// are dropped there. A push given up is counted, and said at most once a
+/// Posts each queued body; failures are counted and said at most once a
 /// minute.
 async fn send_all(
     mut pushes: mpsc::Receiver<Grouped>,
@@ -284,7 +279,13 @@ async fn send_all(
     let mut last_warning: Option<Instant> = None;
     while let Some(push) = pushes.recv().await {
         let outcome = match tokio::task::spawn_blocking(move || push.encode()).await {
-            Ok(Ok(body)) => post_with_retries(&target, Bytes::from(body), timeout).await,
+            Ok(Ok(body)) => match tokio::time::timeout(timeout, post(&target, body)).await {
+                Ok(result) => result,
+                Err(_) => Err(anyhow::anyhow!(
+                    "no answer within {:.0} s",
+                    timeout.as_secs_f64()
+                )),
+            },
             Ok(Err(err)) => Err(err.context("could not render it")),
             Err(err) => Err(anyhow::anyhow!("could not render it: {err}")),
         };
@@ -301,69 +302,9 @@ async fn send_all(
     }
 }
 
-async fn post_with_retries(target: &Target, body: Bytes, timeout: Duration) -> Result<()> {
-    let mut attempt = 0;
-    loop {
-        let outcome = match tokio::time::timeout(timeout, post(target, body.clone())).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(Failure::Retryable(anyhow::anyhow!(
-                "no answer within {:.0} s",
-                timeout.as_secs_f64()
-            ))),
-        };
-        attempt += 1;
-        match outcome {
-            Ok(()) => return Ok(()),
-            Err(Failure::Retryable(_)) if attempt < PUSH_ATTEMPTS => {
-                tokio::time::sleep(backoff(attempt, timeout, jitter())).await;
-            }
-            Err(Failure::Retryable(err)) => {
-                return Err(err.context(format!("{attempt} attempts")));
-            }
-            Err(Failure::Final(err)) => return Err(err),
-        }
-    }
-}
-
-/// How many times one push is tried.
-const PUSH_ATTEMPTS: u32 = 3;
-/// The wait before the first retry; it doubles for each next one.
-const RETRY_BASE: Duration = Duration::from_millis(500);
-
-/// The wait before try `attempt + 1`: RETRY_BASE doubled per attempt made,
-/// scaled by `jitter` in [0.5, 1], and at most `limit` (the interval).
-fn backoff(attempt: u32, limit: Duration, jitter: f64) -> Duration {
-    let doubled = RETRY_BASE.saturating_mul(1 << (attempt - 1).min(16));
-    doubled.mul_f64(jitter.clamp(0.5, 1.0)).min(limit)
-}
-
-/// A factor in [0.5, 1] that differs from host to host and push to push,
-/// so that a fleet whose server came back does not retry in step: from the
-/// clock's nanoseconds, which is spread enough for this.
-fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    0.5 + f64::from(nanos % 1000) / 2000.0
-}
-
-/// Why a push failed: worth another try or not (the server refused it as
-/// it is: 4xx but 429).
-enum Failure {
-    Retryable(anyhow::Error),
-    Final(anyhow::Error),
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(err: E) -> Failure {
-        Failure::Retryable(err.into())
-    }
-}
-
 /// One POST on its own connection (a push every interval needs no pool),
 /// over TLS for https; dropping this future closes the connection.
-async fn post(target: &Target, body: Bytes) -> Result<(), Failure> {
+async fn post(target: &Target, body: Vec<u8>) -> Result<()> {
     let url = &target.url;
     let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
     let https = url.scheme_str() == Some("https");
@@ -379,7 +320,7 @@ async fn post(target: &Target, body: Bytes) -> Result<(), Failure> {
     for (name, value) in &target.headers {
         request = request.header(name, value);
     }
-    let request = request.body(Full::new(body))?;
+    let request = request.body(Full::new(Bytes::from(body)))?;
     let status = match (&target.tls, https) {
         (Some(tls), true) => {
             let name = rustls::pki_types::ServerName::try_from(host.to_string())
@@ -390,19 +331,13 @@ async fn post(target: &Target, body: Bytes) -> Result<(), Failure> {
                 .context("the TLS handshake failed")?;
             exchange(stream, request).await?
         }
-        (None, true) => {
-            return Err(Failure::Final(anyhow::anyhow!(
-                "https without a TLS configuration"
-            )))
-        }
+        (None, true) => bail!("https without a TLS configuration"),
         (_, false) => exchange(stream, request).await?,
     };
-    let answered = anyhow::anyhow!("the server answered {status}");
-    match status.as_u16() {
-        200..=299 => Ok(()),
-        429 | 500..=599 => Err(Failure::Retryable(answered)),
-        _ => Err(Failure::Final(answered)),
+    if !status.is_success() {
+        bail!("the server answered {status}");
     }
+    Ok(())
 }
 
 /// Sends `request` on `stream` and waits for the answer's status. The
@@ -457,22 +392,6 @@ mod tests {
         assert!(matches!(push_url("http://x/a@b"), Ok(PushUrl::Endpoint(_))));
         for bad in ["pyro:4040", "ftp://x", "http://", "http://x/?a=1", ""] {
             assert!(endpoint(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn retries_back_off_exponentially_with_jitter_within_the_interval() {
-        let minute = Duration::from_secs(60);
-        assert_eq!(backoff(1, minute, 1.0), Duration::from_millis(500));
-        assert_eq!(backoff(2, minute, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff(3, minute, 0.5), Duration::from_secs(1));
-        assert_eq!(
-            backoff(2, Duration::from_millis(700), 1.0),
-            Duration::from_millis(700)
-        );
-        assert_eq!(backoff(40, minute, 1.0), minute);
-        for _ in 0..100 {
-            assert!((0.5..=1.0).contains(&jitter()));
         }
     }
 
