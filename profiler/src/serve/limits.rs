@@ -47,11 +47,11 @@ pub const MAX_SERIES: usize = 5_000;
 /// dropped, so MAX_SERIES holds the processes that run now, not every name
 /// ever seen.
 pub const DEFAULT_SERIES_TTL: &str = "10m";
-/// Pushes waiting for the server; one more is dropped and counted (reason
-/// `push`).
+/// Pushes waiting for the server, per target; one more is dropped and
+/// counted (clockprof_push_failures_total{cause="queue_full"}).
 pub const PUSH_QUEUE: usize = 2;
-/// A push that takes longer than this (or the push interval, if shorter) is
-/// abandoned and counted as lost.
+/// A try of a push that takes longer than this (or the push interval, if
+/// shorter) is abandoned; after its last try the push is counted as lost.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often serve reads the kernel's counts and feeds the metrics, the open
 /// profile windows and the next push.
@@ -77,8 +77,11 @@ pub fn help() -> String {
          headers within {}s; {MAX_WINDOW_STACKS} distinct stacks per profile. Series: \
          {MAX_SERIES} label sets per metric and series per push (further processes are counted \
          as process=\"[other]\"); a label set without reads for --series-ttl is dropped. \
-         Pushes: at most {PUSH_QUEUE} waiting, each abandoned after {}s; a push that cannot be \
-         queued or sent is dropped and counted in clockprof_lost_events_total{{reason=\"push\"}}.",
+         Pushes (--push, --otlp): at most {PUSH_QUEUE} waiting per target, each try abandoned \
+         after {}s (or the interval); a push that got no answer, 429 or 5xx is tried 3 times, \
+         after 0.5 s then 1 s, each between half and all of it at random; a push that cannot \
+         be queued or sent is dropped and counted in clockprof_push_failures_total{{endpoint,cause}} \
+         and clockprof_lost_events_total{{reason=\"push\"}}.",
         HEADER_TIMEOUT.as_secs(),
         PUSH_TIMEOUT.as_secs()
     )

@@ -53,6 +53,7 @@ pub struct Metrics {
     vdso_samples: Family<Labels, Counter>,
     vdso_cpu_seconds: Family<Labels, Counter<f64, AtomicU64>>,
     lost: Family<Labels, Counter>,
+    push_failures: Family<Labels, Counter>,
     /// Label sets handed out per family (clock reads; the two vdso
     /// families), to hold them under MAX_SERIES and drop the idle ones.
     series: Mutex<[Series<Labels>; 2]>,
@@ -102,6 +103,13 @@ impl Metrics {
         for why in reason::ALL {
             let _ = lost.get_or_create(&vec![("reason".to_string(), why.to_string())]);
         }
+        let push_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "clockprof_push_failures",
+            "Pushes dropped, per endpoint (pyroscope, otlp) and cause: queue_full, connect, \
+             tls, timeout, closed, render, or http_ and the status the server answered",
+            push_failures.clone(),
+        );
         registry.register_collector(Box::new(ClocksourceCollector));
         registry.register_collector(Box::new(OwnProcessCollector));
         Metrics {
@@ -110,6 +118,7 @@ impl Metrics {
             vdso_samples,
             vdso_cpu_seconds,
             lost,
+            push_failures,
             series: Mutex::new([
                 Series::new(max_series, series_ttl),
                 Series::new(max_series, series_ttl),
@@ -174,6 +183,18 @@ impl Metrics {
         ] {
             self.lose(why, count);
         }
+    }
+
+    /// A push to `endpoint` was dropped: counted as lost (reason `push`)
+    /// and by its cause.
+    pub fn push_failed(&self, endpoint: &str, cause: &str) {
+        self.lose(reason::PUSH, 1);
+        self.push_failures
+            .get_or_create(&vec![
+                ("endpoint".to_string(), endpoint.to_string()),
+                ("cause".to_string(), cause.to_string()),
+            ])
+            .inc();
     }
 
     pub fn lose(&self, why: &'static str, count: u64) {

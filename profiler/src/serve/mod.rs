@@ -16,8 +16,6 @@ mod metrics;
 pub mod options;
 mod pprof_endpoint;
 pub mod push;
-pub mod push_auth;
-mod push_tls;
 mod series;
 pub mod web_config;
 
@@ -78,12 +76,27 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     // before anything is attached, as the port is bound: a mistake in them
     // is one sentence, and nothing to undo.
     let push_url = match &args.push {
-        Some(push::PushUrl::WithCredentials) => bail!("{}", push::CREDENTIALS_IN_URL),
-        Some(push::PushUrl::Endpoint(url)) => Some(url.clone()),
+        Some(push::url::PushUrl::WithCredentials) => {
+            bail!("--push: {}", push::url::CREDENTIALS_IN_URL)
+        }
+        Some(push::url::PushUrl::Endpoint(url)) => Some(push::url::with_default_path(
+            url,
+            args.push_api.default_path(),
+        )),
+        None => None,
+    };
+    let otlp_url = match &args.otlp {
+        Some(push::url::PushUrl::WithCredentials) => {
+            bail!("--otlp: {}", push::url::CREDENTIALS_IN_URL)
+        }
+        Some(push::url::PushUrl::Endpoint(url)) => Some(push::url::with_default_path(
+            url,
+            push::url::OTLP_PROFILES_PATH,
+        )),
         None => None,
     };
     let push_headers = match &push_url {
-        Some(_) => push_auth::push_headers(
+        Some(_) => push::auth::push_headers(
             args.push_user.as_deref(),
             args.push_password_file.as_deref(),
             args.push_bearer_token_file.as_deref(),
@@ -92,11 +105,13 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         )?,
         None => Vec::new(),
     };
-    let push_tls = match &push_url {
-        Some(url) if url.scheme_str() == Some("https") => {
-            Some(push_tls::client_config(args.push_ca_file.as_deref())?)
-        }
-        _ => None,
+    let tls_needed = [&push_url, &otlp_url].iter().any(|url| {
+        url.as_ref()
+            .is_some_and(|u| u.scheme_str() == Some("https"))
+    });
+    let push_tls = match tls_needed {
+        true => Some(push::tls::client_config(args.push_ca_file.as_deref())?),
+        false => None,
     };
     let web = args
         .web_config
@@ -147,20 +162,40 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         web.clone(),
     )));
     let push_interval = Duration::from_secs(args.push_interval);
-    let mut pusher = push_url.as_ref().map(|url| {
+    let start_pusher = |url: &hyper::Uri, protocol, headers, name| {
         push::Pusher::start(
             push::Target {
                 url: url.clone(),
-                headers: push_headers,
-                tls: push_tls,
+                headers,
+                tls: push_tls.clone(),
+                name,
             },
+            protocol,
             push_interval,
             &args.labels,
             args.max_series as usize,
             args.series_ttl,
             shared.clone(),
         )
-    });
+    };
+    // The credentials and headers are the Pyroscope server's: an OTLP
+    // receiver (a node-local Collector, as a rule) gets none of them.
+    let mut pushers: Vec<push::Pusher> = push_url
+        .iter()
+        .map(|url| {
+            start_pusher(
+                url,
+                push::Protocol::Pyroscope(args.push_api),
+                push_headers.clone(),
+                "pyroscope",
+            )
+        })
+        .chain(
+            otlp_url
+                .iter()
+                .map(|url| start_pusher(url, push::Protocol::Otlp, Vec::new(), "otlp")),
+        )
+        .collect();
     let scheme = if web.as_ref().is_some_and(|w| w.tls.is_some()) {
         "https"
     } else {
@@ -183,13 +218,18 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
             .map(|url| format!(
                 ", pushing every {} s to {url}{}",
                 args.push_interval,
-                push_auth::described(
+                push::auth::described(
                     args.push_user.as_deref(),
                     args.push_bearer_token_file.is_some(),
                     args.push_tenant.as_deref()
                 )
             ))
-            .unwrap_or_default()
+            .into_iter()
+            .chain(otlp_url.as_ref().map(|url| format!(
+                ", sending OTLP profiles every {} s to {url}",
+                args.push_interval
+            )))
+            .collect::<String>()
     );
     let authenticated = web
         .as_ref()
@@ -216,8 +256,8 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         tokio::time::interval_at(tokio::time::Instant::now() + push_interval, push_interval);
     loop {
         tokio::select! {
-            _ = pushes.tick(), if pusher.is_some() => {
-                if let Some(pusher) = &mut pusher {
+            _ = pushes.tick(), if !pushers.is_empty() => {
+                for pusher in &mut pushers {
                     pusher.flush(&shared);
                 }
             }
@@ -241,7 +281,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
                     last_read = until;
                     shared.metrics.record(&batch.samples);
                     let mut dropped = shared.lock_windows().feed(&batch, &shared);
-                    if let Some(pusher) = &mut pusher {
+                    for pusher in &mut pushers {
                         dropped = dropped.saturating_add(pusher.feed(&batch));
                     }
                     shared.metrics.lose(metrics::reason::PROFILE_STACKS, dropped);
@@ -253,7 +293,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     // The server goes first, so no request sees the probes go; then the
     // probes, with the session.
     drop(server);
-    drop(pusher);
+    drop(pushers);
     drop(session);
     say!("stopped; every probe detached");
     Ok(0)

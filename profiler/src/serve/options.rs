@@ -8,6 +8,7 @@ use crate::session::options::ProbeArgs;
 
 /// `clockprof serve`.
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("pushes").multiple(true).args(["push", "otlp"])))]
 pub struct ServeArgs {
     #[command(flatten)]
     pub probe: ProbeArgs,
@@ -30,13 +31,31 @@ pub struct ServeArgs {
 
     /// Push each interval's profile to this Pyroscope server (http or
     /// https, e.g. https://pyroscope:4040; the push API's path is added).
-    #[arg(long, value_name = "URL", value_parser = crate::serve::push::push_url)]
-    pub push: Option<crate::serve::push::PushUrl>,
+    #[arg(long, value_name = "URL", value_parser = crate::serve::push::url::push_url)]
+    pub push: Option<crate::serve::push::url::PushUrl>,
+
+    /// Which of Pyroscope's APIs --push speaks: `connect`
+    /// (push.v1.PusherService/Push, one request a push) or `ingest`
+    /// (/ingest, one request per series, for gateways that allow only it).
+    #[arg(
+        long,
+        value_name = "API",
+        value_enum,
+        default_value = "connect",
+        requires = "push"
+    )]
+    pub push_api: crate::serve::push::IngestApi,
+
+    /// Send each interval's profile as OTLP profiles (v1development, over
+    /// HTTP/protobuf) to this receiver, e.g. an OpenTelemetry Collector's
+    /// http://127.0.0.1:4318 (/v1development/profiles is added).
+    #[arg(long, value_name = "URL", value_parser = crate::serve::push::url::otlp_url)]
+    pub otlp: Option<crate::serve::push::url::PushUrl>,
 
     /// The user of the pushes' basic auth; the password is read from
     /// --push-password-file (never from the command line or environment).
     #[arg(long, value_name = "NAME", requires_all = ["push", "push_password_file"],
-          value_parser = crate::serve::push_auth::user_name)]
+          value_parser = crate::serve::push::auth::user_name)]
     pub push_user: Option<String>,
 
     /// A file holding the pushes' basic-auth password (its first line).
@@ -55,19 +74,20 @@ pub struct ServeArgs {
 
     /// The tenant of the pushes (X-Scope-OrgID), for multi-tenant Pyroscope.
     #[arg(long, value_name = "ID", requires = "push",
-          value_parser = crate::serve::push_auth::tenant)]
+          value_parser = crate::serve::push::auth::tenant)]
     pub push_tenant: Option<String>,
 
     /// A header sent with every push, as 'Name: value'; repeatable.
     #[arg(long = "push-header", value_name = "'NAME: VALUE'", requires = "push",
-          value_parser = crate::serve::push_auth::header)]
-    pub push_headers: Vec<crate::serve::push_auth::Header>,
+          value_parser = crate::serve::push::auth::header)]
+    pub push_headers: Vec<crate::serve::push::auth::Header>,
 
-    /// PEM CA certificates trusted for https pushes, besides the system's.
-    #[arg(long, value_name = "FILE", requires = "push")]
+    /// PEM CA certificates trusted for https pushes (--push and --otlp),
+    /// besides the system's.
+    #[arg(long, value_name = "FILE", requires = "pushes")]
     pub push_ca_file: Option<std::path::PathBuf>,
 
-    /// Seconds between pushes (1 to 3600).
+    /// Seconds between pushes, to --push and --otlp (1 to 3600).
     #[arg(long, value_name = "SECS", default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub push_interval: u64,

@@ -637,9 +637,10 @@ fn a_taken_port_and_bad_flags_are_one_sentence_before_anything_attaches() {
     assert_no_clockprof_programs_left();
 }
 
-/// One request a loopback push receiver took: path, content type, the
-/// headers (names in lower case), body.
+/// One request a loopback push receiver took: when, path (with its
+/// query), content type, the headers (names in lower case), body.
 struct Received {
+    at: Instant,
     path: String,
     content_type: String,
     headers: std::collections::BTreeMap<String, String>,
@@ -651,6 +652,8 @@ struct Received {
 enum Answer {
     Ok,
     Error,
+    /// Reads the request, then closes the connection without an answer.
+    Close,
     /// Reads the request, then says nothing for this long.
     Stall(Duration),
 }
@@ -701,6 +704,7 @@ fn push_receiver(answer: fn(usize) -> Answer) -> (u16, mpsc::Receiver<Received>)
                     })
                     .collect();
                 let _ = sent.send(Received {
+                    at: Instant::now(),
                     path,
                     content_type,
                     headers,
@@ -710,6 +714,7 @@ fn push_receiver(answer: fn(usize) -> Answer) -> (u16, mpsc::Receiver<Received>)
                 let status = match answer(n) {
                     Answer::Ok => "200 OK",
                     Answer::Error => "503 Service Unavailable",
+                    Answer::Close => return,
                     Answer::Stall(time) => {
                         std::thread::sleep(time);
                         return;
@@ -837,11 +842,70 @@ fn pushes_carry_the_service_name_labels_and_the_exact_stacks() {
     assert_no_clockprof_programs_left();
 }
 
+/// `--push-api ingest` posts each series to /ingest, its labels in the
+/// `name` parameter and the gzipped pprof as the body, for gateways that
+/// let only that API through; the stacks are as exact as over Connect.
+#[test]
+fn ingest_pushes_post_each_series_to_the_ingest_api() {
+    const READS: u64 = 2_345;
+    let (port, received) = push_receiver(|_| Answer::Ok);
+    let url = format!("http://127.0.0.1:{port}");
+    let serve = Serve::start(&[
+        "-s",
+        "syscall",
+        "--push",
+        &url,
+        "--push-api",
+        "ingest",
+        "--push-interval",
+        "1",
+        "--label",
+        "cluster=test-eu",
+    ]);
+    let mut waiting = waiting_fixture("ingestfix", READS);
+    unsafe { libc::kill(waiting.id() as i32, libc::SIGUSR1) };
+    assert!(waiting.wait().unwrap().success());
+    let dir = TempDir::new("serve-ingest");
+    let mut pushed = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pushed < READS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(request) = received.recv_timeout(left) else {
+            panic!("pushes held {pushed} of ingestfix's {READS} reads when they stopped coming");
+        };
+        let (path, query) = request.path.split_once('?').unwrap();
+        assert_eq!(path, "/ingest");
+        assert_eq!(request.content_type, "application/octet-stream");
+        let params: std::collections::BTreeMap<&str, &str> =
+            query.split('&').filter_map(|p| p.split_once('=')).collect();
+        assert_eq!(params["format"], "pprof", "{query}");
+        let (from, until): (u64, u64) = (
+            params["from"].parse().unwrap(),
+            params["until"].parse().unwrap(),
+        );
+        assert!(until > from && until - from <= 2, "{query}");
+        if !params["name"].starts_with("ingestfix%7B") {
+            continue;
+        }
+        assert_eq!(params["name"], "ingestfix%7Bcluster%3Dtest-eu%7D");
+        let file = dir.join("ingest.pb.gz");
+        std::fs::write(&file, &request.body).unwrap();
+        let counts = pprof_function_counts(file.to_str().unwrap());
+        pushed += counts.get("fixture_triggered").copied().unwrap_or(0);
+    }
+    assert_eq!(pushed, READS);
+    let (status, stderr) = serve.stop(libc::SIGINT);
+    assert!(status.success(), "{stderr}");
+    assert_no_clockprof_programs_left();
+}
+
 #[test]
 fn a_failing_or_stalled_push_server_is_counted_and_blocks_nothing() {
-    // Two errors, then a server that reads each push and never answers.
+    // Three 503s, three connections closed unanswered, then a server that
+    // reads each push and never answers.
     let (port, received) = push_receiver(|n| match n {
-        0 | 1 => Answer::Error,
+        0..=2 => Answer::Error,
+        3..=5 => Answer::Close,
         _ => Answer::Stall(Duration::from_secs(120)),
     });
     let url = format!("http://127.0.0.1:{port}");
@@ -861,16 +925,57 @@ fn a_failing_or_stalled_push_server_is_counted_and_blocks_nothing() {
     let metrics = serve.metrics();
     let _ = spinner.kill();
     let _ = spinner.wait();
-    let requests = received.try_iter().count();
+    let requests: Vec<Received> = received.try_iter().collect();
+    let failures = |cause: &str| {
+        metric_value(
+            &metrics,
+            "clockprof_push_failures_total",
+            &["endpoint=\"pyroscope\"", &format!("cause=\"{cause}\"")],
+        )
+    };
+    // Each push is tried 3 times, after 0.25 to 0.5 s and then 0.5 to 1 s
+    // (the backoff, with jitter), with the same body; a 503 or a closed
+    // connection is worth another try.
+    assert!(
+        requests.len() >= 9,
+        "{} requests reached the server",
+        requests.len()
+    );
+    for tries in [&requests[0..3], &requests[3..6]] {
+        assert!(tries.iter().all(|r| r.body == tries[0].body));
+        let (first_wait, second_wait) = (tries[1].at - tries[0].at, tries[2].at - tries[1].at);
+        assert!(
+            (Duration::from_millis(240)..Duration::from_millis(900)).contains(&first_wait),
+            "{first_wait:?} before the first retry"
+        );
+        assert!(
+            (Duration::from_millis(490)..Duration::from_millis(1400)).contains(&second_wait),
+            "{second_wait:?} before the second retry"
+        );
+    }
+    assert_ne!(
+        requests[0].body, requests[3].body,
+        "the second push is the next window"
+    );
+    // Every window is pushed, waits in the queue (two), or is counted with
+    // why it was dropped: the 503s' push, the closed one's, each stalled one
+    // (3 tries of the 1 s timeout, and the backoff), and the windows that
+    // found the queue full meanwhile.
+    assert_eq!(failures("http_503"), 1.0, "{metrics}");
+    assert_eq!(failures("closed"), 1.0, "{metrics}");
+    assert!(failures("timeout") >= 2.0, "{metrics}");
+    assert!(failures("queue_full") >= 5.0, "{metrics}");
     let lost = metric_value(
         &metrics,
         "clockprof_lost_events_total",
         &["reason=\"push\""],
     );
-    // 16 intervals: the two errors, then stalls each held for the timeout
-    // (1 s, the interval) while the queue takes two and drops the rest.
-    assert!(requests >= 4, "{requests} pushes reached the server");
-    assert!(lost >= 10.0, "{lost} pushes counted lost: {metrics}");
+    let causes = ["http_503", "closed", "timeout", "queue_full"];
+    assert_eq!(
+        lost,
+        causes.iter().map(|c| failures(c)).sum::<f64>(),
+        "{metrics}"
+    );
     assert!(
         slowest < Duration::from_millis(500),
         "/metrics took {slowest:?} while the push server stalled"
@@ -882,7 +987,12 @@ fn a_failing_or_stalled_push_server_is_counted_and_blocks_nothing() {
     );
     let (status, stderr) = serve.stop(libc::SIGTERM);
     assert!(status.success(), "{stderr}");
-    assert!(stderr.contains("a push to http://127.0.0.1"), "{stderr}");
+    assert!(
+        stderr.contains("a push to http://127.0.0.1")
+            && stderr.contains("the server answered 503 Service Unavailable")
+            && stderr.contains("3 attempts"),
+        "{stderr}"
+    );
     assert_no_clockprof_programs_left();
 }
 

@@ -13,7 +13,7 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
     if let Some(ca_file) = ca_file {
-        let certificates = super::web_config::pem_certificates(ca_file)?;
+        let certificates = crate::serve::web_config::pem_certificates(ca_file)?;
         let (added, _ignored) = roots.add_parsable_certificates(certificates);
         if added == 0 {
             bail!(
