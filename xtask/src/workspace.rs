@@ -23,6 +23,26 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
+/// Where downloads and builds that outlive a clone are kept (VM kernels, the
+/// OpenTelemetry Collector built from its Go modules): CI runs in a fresh clone,
+/// and refetching them there would cost minutes of every run. Override with
+/// `CLOCKPROF_DEV_CACHE`; as root it is `/var/cache/clockprof-dev`, otherwise
+/// `$XDG_CACHE_HOME/clockprof-dev` (or `~/.cache/clockprof-dev`).
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = env::var_os("CLOCKPROF_DEV_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if is_root() {
+        return PathBuf::from("/var/cache/clockprof-dev");
+    }
+    env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| target_dir().join("cache"))
+        .join("clockprof-dev")
+}
+
 pub fn release_bin(name: &str) -> PathBuf {
     target_dir().join("release").join(name)
 }
