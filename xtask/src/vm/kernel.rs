@@ -1,7 +1,14 @@
 //! The guest kernels: stock Debian kernels from bookworm(-security), and
 //! bullseye(-security) through an apt sources overlay, fetched with
 //! `apt-get download` and cut down to vmlinuz plus the modules the guest needs
-//! to reach the host over 9p, in `target/vm/<kernel release>/`.
+//! to reach the host over 9p.
+//!
+//! They are kept in the dev cache, `workspace::cache_dir()/vm-kernels/`, not in
+//! the target dir: CI runs in a fresh clone and would otherwise download them
+//! on every run. Clones may share the cache, even at once: an entry appears
+//! by a rename of a complete extraction and is never rewritten, and the one
+//! per-clone thing derived from it, the initramfs (it holds this clone's
+//! /init), is written under `target/vm/initramfs/<release>/`.
 //!
 //! The cache is keyed by the exact release the archive currently offers, so a
 //! security update brings a new directory, and a second run with the same
@@ -9,8 +16,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 
@@ -38,16 +48,18 @@ enum Archive {
     System,
     /// An older Debian release and its security suite, read through a sources
     /// overlay of our own (sources list, package lists and cache under
-    /// `target/vm/apt-<codename>/`), so neither /etc/apt nor the host's package
-    /// lists change and the host's `linux-image-amd64` is not confused with it.
+    /// `<cache>/vm-kernels/apt-<codename>/`), so neither /etc/apt nor the host's
+    /// package lists change and the host's `linux-image-amd64` is not confused
+    /// with it.
     Release { codename: &'static str },
 }
 
+/// The kernel cache's directory in `workspace::cache_dir()`.
+const CACHE_NAME: &str = "vm-kernels";
+
 impl Archive {
     fn dir(codename: &str) -> PathBuf {
-        workspace::target_dir()
-            .join("vm")
-            .join(format!("apt-{codename}"))
+        super::cache_path(CACHE_NAME).join(format!("apt-{codename}"))
     }
 
     /// The `-o` options that point apt-get and apt-cache at this archive.
@@ -71,8 +83,12 @@ impl Archive {
     }
 
     /// `apt-get update` for this archive: the system's lists (needs root), or
-    /// the overlay's own, written first.
+    /// the overlay's own, written first. One run at a time among the clones
+    /// sharing the cache: two `apt-get update`s of the same lists would clash
+    /// on apt's lock, which apt-get does not wait for.
     fn update(self) -> Result<()> {
+        let cache = super::create_cache_dir(CACHE_NAME)?;
+        let _lock = lock_exclusive(&cache.join(".apt-update.lock"))?;
         let mut cmd = Command::new("apt-get");
         if let Archive::Release { codename } = self {
             let dir = Archive::dir(codename);
@@ -80,10 +96,39 @@ impl Archive {
                 fs::create_dir_all(dir.join(sub))
                     .with_context(|| format!("could not create {}", dir.join(sub).display()))?;
             }
-            fs::write(dir.join("sources.list"), overlay_sources(codename))
-                .context("could not write the overlay's sources.list")?;
+            let sources = dir.join("sources.list");
+            let wanted = overlay_sources(codename);
+            // Replaced, not rewritten in place: another clone's apt-cache may be
+            // reading it (the lock keeps out only other updates).
+            if fs::read_to_string(&sources).ok().as_deref() != Some(wanted.as_str()) {
+                let tmp = dir.join("sources.list.tmp");
+                fs::write(&tmp, &wanted)
+                    .and_then(|()| fs::rename(&tmp, &sources))
+                    .context("could not write the overlay's sources.list")?;
+            }
         }
         process::run(cmd.args(self.apt_options()).arg("update"))
+    }
+}
+
+/// An exclusive `flock` on `path` (created if missing), held until the file is
+/// dropped; waits for the holder.
+fn lock_exclusive(path: &Path) -> Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("could not open {}", path.display()))?;
+    loop {
+        // SAFETY: flock on a descriptor this function owns; no memory involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(file);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err).with_context(|| format!("could not lock {}", path.display()));
+        }
     }
 }
 
@@ -147,18 +192,34 @@ const EXTRACT_PATTERNS: &[&str] = &[
 pub struct Kernel {
     /// e.g. `6.12.117+deb12-amd64`, what `uname -r` says in the guest.
     pub release: String,
-    /// `target/vm/<release>/`, also where initramfs.rs puts the initramfs.
+    /// This clone's directory for the kernel, `target/vm/initramfs/<release>/`,
+    /// where initramfs.rs puts the initramfs: it holds this clone's /init, so
+    /// it is not shared through the cache as vmlinuz and the modules are.
     pub dir: PathBuf,
+    /// In the cache entry.
     pub vmlinuz: PathBuf,
-    /// Decompressed modules, in load order.
+    /// Decompressed modules, in load order, in the cache entry.
     pub modules: Vec<PathBuf>,
 }
 
-/// Marks a complete extraction; written last. Its name changes with what
-/// is extracted, so entries cached before are fetched again (2: overlay).
-const COMPLETE: &str = ".complete-2";
+/// What fetch_into() makes of a package, in the cache entry's name
+/// (`<release>-x<LAYOUT>`): it changes with what is extracted (2: overlay), so
+/// a clone whose xtask extracts otherwise keeps entries of its own instead of
+/// replacing the ones another clone is using. Entries no clone uses any more
+/// are pruned (prune_superseded).
+const LAYOUT: u32 = 2;
+/// Marks a complete extraction; written last, before the entry is renamed into
+/// place. Its mtime is the entry's last use (mark_used).
+const COMPLETE: &str = ".complete";
 /// The module load order, one file name of `modules/` per line.
 const LOAD_ORDER: &str = "modules.load";
+/// How long a superseded cache entry, or a fetch's leftover scratch directory,
+/// is kept after its last use. Clones sharing the cache may disagree for a
+/// while about a line's newest release (their package lists were updated at
+/// different times); removing a superseded kernel at once could pull it from
+/// under a run about to boot it, and have the two clones fetch it back and
+/// forth.
+const PRUNE_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 pub fn ensure(line: KernelLine) -> Result<Kernel> {
     match ensure_with_current_lists(line) {
@@ -182,32 +243,144 @@ fn ensure_with_current_lists(line: KernelLine) -> Result<Kernel> {
         .strip_prefix("linux-image-")
         .unwrap_or(&package)
         .to_string();
-    let vm_dir = workspace::target_dir().join("vm");
-    let dir = vm_dir.join(&release);
+    let cache = super::create_cache_dir(CACHE_NAME)?;
+    let entry = entry_name(&release);
+    let dir = cache.join(&entry);
     if !dir.join(COMPLETE).exists() {
-        eprintln!("xtask: vm: fetching kernel {release} ({package})");
-        fetch(line, &package, &vm_dir, &dir)?;
-        prune_superseded(line, &vm_dir, &release);
+        eprintln!(
+            "xtask: vm: fetching kernel {release} ({package}) into {}",
+            cache.display()
+        );
+        fetch(line, &package, &cache, &dir)?;
     }
-    load(release, dir)
+    mark_used(&dir);
+    prune_superseded(line, &cache, &entry);
+
+    let initramfs_dirs = workspace::target_dir().join("vm").join("initramfs");
+    let own = initramfs_dirs.join(&release);
+    fs::create_dir_all(&own).with_context(|| format!("could not create {}", own.display()))?;
+    prune_own_superseded(line, &initramfs_dirs, &release);
+    load(release, dir, own)
 }
 
-/// Removes cached releases of the same line that a security update replaced,
-/// so the cache stays at one kernel per line (~15 MB each).
-fn prune_superseded(line: KernelLine, vm_dir: &Path, current: &str) {
-    let Ok(entries) = fs::read_dir(vm_dir) else {
+/// The cache entry of a release.
+fn entry_name(release: &str) -> String {
+    format!("{release}-x{LAYOUT}")
+}
+
+/// Whether a cache or initramfs directory entry belongs to this line: named
+/// after one of its releases.
+fn of_line(line: KernelLine, name: &str) -> bool {
+    format!("linux-image-{name}").starts_with(line.image_prefix)
+}
+
+/// Records that a run uses this cache entry, by its marker's mtime, which
+/// prune_superseded() reads. Best effort: a cache this user cannot write has
+/// failed earlier.
+fn mark_used(dir: &Path) {
+    if let Ok(marker) = fs::OpenOptions::new().append(true).open(dir.join(COMPLETE)) {
+        let _ = marker.set_modified(SystemTime::now());
+    }
+}
+
+/// The time since `path` was last modified (zero if in the future), or None
+/// when it cannot be read.
+fn age(path: &Path) -> Option<Duration> {
+    let modified = fs::symlink_metadata(path).ok()?.modified().ok()?;
+    Some(
+        SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default(),
+    )
+}
+
+/// Removes cache entries of the same line that a security update replaced (or
+/// that an xtask extracting otherwise made) once no run has used them for
+/// PRUNE_AFTER, so the cache stays at about one kernel per line (~15 MB each),
+/// and scratch directories of fetches killed before they could clean up.
+fn prune_superseded(line: KernelLine, cache: &Path, current: &str) {
+    let Ok(entries) = fs::read_dir(cache) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name != current
-            && format!("linux-image-{name}").starts_with(line.image_prefix)
-            && entry.path().join(COMPLETE).exists()
-        {
-            eprintln!("xtask: vm: removing superseded kernel {name}");
+        let path = entry.path();
+        if name != current && of_line(line, &name) {
+            if age(&path.join(COMPLETE)).is_some_and(|a| a > PRUNE_AFTER) {
+                eprintln!("xtask: vm: removing superseded kernel {name} from the cache");
+                remove_entry(cache, &path);
+            }
+        } else if name.starts_with(".fetch-") && age(&path).is_some_and(|a| a > PRUNE_AFTER) {
+            remove_entry(cache, &path);
+        } else if name.starts_with(".remove-") {
+            // A removal that was interrupted (or is under way in another run:
+            // both then remove what is left).
+            let _ = fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// Removes a directory from the cache: first renamed out of the way, so no run
+/// ever sees it half removed.
+fn remove_entry(cache: &Path, path: &Path) {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let Ok(aside) = unique_name(cache, &format!(".remove-{name}")) else {
+        return;
+    };
+    if fs::rename(path, &aside).is_ok() {
+        let _ = fs::remove_dir_all(&aside);
+    }
+}
+
+/// This clone's initramfs directories of the line's superseded releases. Only
+/// this clone uses them (and vm-test runs hold the e2e lock), so at once.
+fn prune_own_superseded(line: KernelLine, dirs: &Path, current: &str) {
+    let Ok(entries) = fs::read_dir(dirs) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != current && of_line(line, &name) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// A path `<parent>/<prefix>-<pid>-<nanoseconds>[-n]` that does not exist yet.
+/// The process id alone is not unique in a shared cache: clones in other PID
+/// namespaces (containers) may use it too.
+fn unique_name(parent: &Path, prefix: &str) -> Result<PathBuf> {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let base = format!("{prefix}-{}-{nanos}", std::process::id());
+    (0..100)
+        .map(|n| match n {
+            0 => parent.join(&base),
+            n => parent.join(format!("{base}-{n}")),
+        })
+        .find(|p| fs::symlink_metadata(p).is_err())
+        .with_context(|| format!("no free name {base}* in {}", parent.display()))
+}
+
+/// Creates a new, empty directory `<parent>/<prefix>-...` of this run's own:
+/// create_dir fails rather than share one another run has just created.
+fn unique_dir(parent: &Path, prefix: &str) -> Result<PathBuf> {
+    for _ in 0..100 {
+        let dir = unique_name(parent, prefix)?;
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(err) => {
+                return Err(err).with_context(|| format!("could not create {}", dir.display()))
+            }
+        }
+    }
+    bail!(
+        "could not create a directory {prefix}-* in {}",
+        parent.display()
+    )
 }
 
 /// The image package the line's metapackage currently depends on, or None when
@@ -240,23 +413,46 @@ fn pick_image(depends: &str, line: KernelLine) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Downloads the package, extracts what the guest needs into a scratch dir,
-/// decompresses and orders the modules, then renames the scratch dir into place,
-/// so an interrupted run never leaves a half-filled cache entry.
-fn fetch(line: KernelLine, package: &str, vm_dir: &Path, dir: &Path) -> Result<()> {
-    let scratch = vm_dir.join(format!(".fetch-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&scratch);
-    fs::create_dir_all(&scratch)
-        .with_context(|| format!("could not create {}", scratch.display()))?;
-    let result = fetch_into(line, package, &scratch).and_then(|()| {
-        let _ = fs::remove_dir_all(dir);
-        fs::rename(&scratch, dir)
-            .with_context(|| format!("could not move {} into place", dir.display()))
-    });
+/// Downloads the package, extracts what the guest needs into a scratch dir of
+/// this run's own in the cache (the same filesystem as `dir`), decompresses and
+/// orders the modules, then renames the scratch dir into place, so an
+/// interrupted run never leaves a half-filled cache entry.
+fn fetch(line: KernelLine, package: &str, cache: &Path, dir: &Path) -> Result<()> {
+    let entry = dir.file_name().unwrap_or_default().to_string_lossy();
+    let scratch = unique_dir(cache, &format!(".fetch-{entry}"))?;
+    let result = fetch_into(line, package, &scratch).and_then(|()| install(cache, &scratch, dir));
     if result.is_err() {
         let _ = fs::remove_dir_all(&scratch);
     }
     result
+}
+
+/// Renames a complete scratch dir to `dir`. When another run (a clone sharing
+/// the cache) got there first, its entry is as good as this one, which is
+/// dropped: an entry in use is never replaced. A `dir` without its marker
+/// cannot come from fetch(); it is moved aside and replaced.
+fn install(cache: &Path, scratch: &Path, dir: &Path) -> Result<()> {
+    for _ in 0..3 {
+        // rename(2) replaces only an empty directory; a full one fails it.
+        let err = match fs::rename(scratch, dir) {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        if dir.join(COMPLETE).exists() {
+            eprintln!(
+                "xtask: vm: another run cached {} first; using its copy",
+                dir.display()
+            );
+            let _ = fs::remove_dir_all(scratch);
+            return Ok(());
+        }
+        if fs::symlink_metadata(dir).is_err() {
+            return Err(err)
+                .with_context(|| format!("could not move {} into place", dir.display()));
+        }
+        remove_entry(cache, dir);
+    }
+    bail!("could not move {} into place", dir.display())
 }
 
 fn fetch_into(line: KernelLine, package: &str, scratch: &Path) -> Result<()> {
@@ -500,18 +696,18 @@ fn elf_section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>> {
     parse().context("truncated or malformed ELF section headers")
 }
 
-/// A cache entry made by fetch().
-fn load(release: String, dir: PathBuf) -> Result<Kernel> {
-    let order = fs::read_to_string(dir.join(LOAD_ORDER))
-        .with_context(|| format!("{} is incomplete: delete it", dir.display()))?;
+/// A cache entry made by fetch(), with this clone's directory for the kernel.
+fn load(release: String, entry: PathBuf, own: PathBuf) -> Result<Kernel> {
+    let order = fs::read_to_string(entry.join(LOAD_ORDER))
+        .with_context(|| format!("{} is incomplete: delete it", entry.display()))?;
     let modules = order
         .lines()
-        .map(|name| dir.join("modules").join(name))
+        .map(|name| entry.join("modules").join(name))
         .collect();
     Ok(Kernel {
         release,
-        vmlinuz: dir.join("vmlinuz"),
-        dir,
+        vmlinuz: entry.join("vmlinuz"),
+        dir: own,
         modules,
     })
 }
@@ -626,6 +822,89 @@ mod tests {
         assert!(module_depends(&elf).unwrap().is_empty());
         assert!(module_depends(b"not an elf").is_err());
         assert!(module_depends(&fake_module(b"")[..70]).is_err());
+    }
+
+    fn scratch_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A complete fetch() result holding `tag`.
+    fn complete_entry(cache: &Path, tag: &str) -> PathBuf {
+        let dir = unique_dir(cache, ".fetch-test").unwrap();
+        fs::write(dir.join("vmlinuz"), tag).unwrap();
+        fs::write(dir.join(COMPLETE), "linux-image-test").unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_first_complete_entry_stays_and_a_later_one_is_dropped() {
+        let cache = scratch_dir("kernel-install");
+        let dir = cache.join(entry_name("6.12.118+deb12-amd64"));
+        let (first, second) = (
+            complete_entry(&cache, "first"),
+            complete_entry(&cache, "second"),
+        );
+        assert_ne!(first, second);
+        install(&cache, &first, &dir).unwrap();
+        install(&cache, &second, &dir).unwrap();
+        assert_eq!(fs::read_to_string(dir.join("vmlinuz")).unwrap(), "first");
+        assert!(!first.exists() && !second.exists());
+        // An entry without its marker is replaced.
+        fs::remove_file(dir.join(COMPLETE)).unwrap();
+        install(&cache, &complete_entry(&cache, "third"), &dir).unwrap();
+        assert_eq!(fs::read_to_string(dir.join("vmlinuz")).unwrap(), "third");
+        let left: Vec<_> = fs::read_dir(&cache).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        fs::remove_dir_all(&cache).unwrap();
+    }
+
+    #[test]
+    fn prunes_superseded_entries_only_when_unused_for_a_while() {
+        let cache = scratch_dir("kernel-prune");
+        let long_ago = SystemTime::now() - PRUNE_AFTER - Duration::from_secs(60);
+        let entry = |release: &str, last_use: Option<SystemTime>| {
+            let dir = cache.join(entry_name(release));
+            fs::create_dir(&dir).unwrap();
+            let marker = fs::File::create(dir.join(COMPLETE)).unwrap();
+            if let Some(t) = last_use {
+                marker.set_modified(t).unwrap();
+            }
+            dir
+        };
+        let current = entry("6.12.118+deb12-amd64", Some(long_ago));
+        let stale = entry("6.12.117+deb12-amd64", Some(long_ago));
+        let recent = entry("6.12.119+deb12-amd64", None);
+        let other_line = entry("6.1.0-56-amd64", Some(long_ago));
+        let older_layout = cache.join("6.12.118+deb12-amd64-x1");
+        fs::rename(entry("older layout", Some(long_ago)), &older_layout).unwrap();
+        let interrupted = cache.join(".remove-6.12.100+deb12-amd64-x2-1-2");
+        fs::create_dir(&interrupted).unwrap();
+        let fetching = unique_dir(&cache, ".fetch-6.12.119+deb12-amd64-x2").unwrap();
+        let apt = cache.join("apt-bullseye");
+        fs::create_dir(&apt).unwrap();
+
+        mark_used(&current);
+        assert!(age(&current.join(COMPLETE)).unwrap() < PRUNE_AFTER);
+        prune_superseded(LINES[0], &cache, &entry_name("6.12.118+deb12-amd64"));
+        for kept in [&current, &recent, &other_line, &fetching, &apt] {
+            assert!(kept.exists(), "{} was removed", kept.display());
+        }
+        for gone in [&stale, &older_layout, &interrupted] {
+            assert!(!gone.exists(), "{} was kept", gone.display());
+        }
+        let names: Vec<String> = fs::read_dir(&cache)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with(".remove-")),
+            "{names:?}"
+        );
+        fs::remove_dir_all(&cache).unwrap();
     }
 
     #[test]

@@ -4,6 +4,12 @@
 //!
 //! kernel.rs fetches and caches the kernel, initramfs.rs writes the initramfs,
 //! guest.rs the per-boot script, qemu.rs boots and reports.
+//!
+//! What only depends on downloads (the kernels, the overlay's package lists)
+//! and the Go build cache are kept in the dev cache (`workspace::cache_dir()`),
+//! which outlives a clone: CI's fresh clone would fetch them again on every run.
+//! What this clone's sources make (the fixtures, the initramfs with its /init,
+//! the runs' directories and console logs) stays in `target/vm/`.
 
 mod guest;
 mod initramfs;
@@ -11,6 +17,8 @@ mod kernel;
 mod qemu;
 
 use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -273,7 +281,9 @@ fn build_host(vm_dir: &Path) -> Result<HostBuild> {
     )?;
 
     // `go build` under TCG would compile the runtime from scratch (minutes).
-    let go_cache = vm_dir.join("go-cache");
+    // Go's cache is content-addressed and safe for concurrent use, so clones
+    // share it; go trims what it has not used for days.
+    let go_cache = create_cache_dir("go-cache-vm")?;
     let go_build = |source: &str, name: &str| -> Result<PathBuf> {
         let out = vm_dir.join(name);
         process::run(
@@ -320,6 +330,53 @@ fn build_host(vm_dir: &Path) -> Result<HostBuild> {
         cgo_fixture,
         test_exe,
     })
+}
+
+/// `<workspace::cache_dir()>/<name>`, made absolute: apt and go run in other
+/// directories than this one (a relative CLOCKPROF_DEV_CACHE).
+fn cache_path(name: &str) -> PathBuf {
+    let dir = workspace::cache_dir().join(name);
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+/// cache_path(name), created if missing: the dev cache and `name` with mode
+/// 0755 (whatever the umask), any missing parents above the cache as usual.
+/// Refused unless it belongs to this user: as root, xtask would otherwise boot
+/// kernels and load modules another user could have put there, and remove
+/// directories in it.
+fn create_cache_dir(name: &str) -> Result<PathBuf> {
+    let dir = cache_path(name);
+    create_owned_dir(&dir)?;
+    Ok(dir)
+}
+
+/// create_cache_dir()'s work on `dir`: it and its parent (the cache) 0755.
+fn create_owned_dir(dir: &Path) -> Result<()> {
+    let root = dir.parent().context("the dev cache has no parent")?;
+    if let Some(above) = root.parent() {
+        fs::create_dir_all(above)
+            .with_context(|| format!("could not create {}", above.display()))?;
+    }
+    for d in [root, dir] {
+        match fs::DirBuilder::new().mode(0o755).create(d) {
+            Ok(()) => fs::set_permissions(d, fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("could not set the mode of {}", d.display()))?,
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => {
+                return Err(err).with_context(|| format!("could not create {}", d.display()))
+            }
+        }
+    }
+    let meta = fs::metadata(dir).with_context(|| format!("could not stat {}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    ensure!(
+        meta.is_dir() && meta.uid() == euid,
+        "{} is not a directory of this user (uid {euid}); remove it, or point \
+         CLOCKPROF_DEV_CACHE at a directory of your own",
+        dir.display()
+    );
+    Ok(())
 }
 
 /// The executable of test target `name` from cargo's JSON messages.
@@ -542,6 +599,26 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn the_cache_dirs_are_0755_whatever_the_umask() {
+        let base = std::env::temp_dir().join(format!("xtask-cache-test-{}", std::process::id()));
+        let dir = base.join("a/clockprof-dev/vm-kernels");
+        create_owned_dir(&dir).unwrap();
+        for d in [&dir, &base.join("a/clockprof-dev")] {
+            assert_eq!(
+                fs::metadata(d).unwrap().mode() & 0o7777,
+                0o755,
+                "{}",
+                d.display()
+            );
+        }
+        // A second call finds it in place.
+        create_owned_dir(&dir).unwrap();
+        fs::write(base.join("file"), "").unwrap();
+        assert!(create_owned_dir(&base.join("file")).is_err());
+        fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn finds_the_test_executable_in_cargo_json() {
