@@ -22,7 +22,8 @@ pub const GUEST_OUT_DIR: &str = "/run/xtask";
 /// The exit status /init reports when it fails before the tests could start.
 pub const INIT_FAILED: u8 = 125;
 
-/// Writes `<cache>/initramfs.cpio` unless it already holds exactly these bytes.
+/// Writes `target/vm/initramfs/<release>/initramfs.cpio` (it holds this
+/// clone's /init, so it is not kept with the shared kernels) unless it already holds exactly these bytes.
 /// Building it takes milliseconds, so it is regenerated every run and compared,
 /// rather than versioned: a changed /init script can never leave a stale image.
 pub fn ensure(kernel: &Kernel) -> Result<std::path::PathBuf> {
