@@ -1,6 +1,8 @@
 //! `cargo xtask setup`: installs the Debian packages and the bpf-linker the build
-//! needs. Every other task calls it first, so its no-op path must stay fast: two
-//! dpkg-queries, a file read and one `bpf-linker --version`.
+//! needs, and builds the OpenTelemetry Collector the OTLP tests send profiles to
+//! (ensure_collector). Every other task calls it first, so its no-op path must
+//! stay fast: two dpkg-queries, a few small file reads and one
+//! `bpf-linker --version`.
 
 use std::collections::HashMap;
 use std::fs;
@@ -134,7 +136,8 @@ pub fn packages(with: &[String]) -> Vec<&'static str> {
 pub fn run(args: &SetupArgs) -> Result<()> {
     ensure_packages(&packages(&args.with))?;
     ensure_debian_rustc()?;
-    ensure_bpf_linker()
+    ensure_bpf_linker()?;
+    ensure_collector()
 }
 
 fn ensure_packages(wanted: &[&'static str]) -> Result<()> {
@@ -626,6 +629,266 @@ fn reports_version(output: &str, version: &str) -> bool {
     output.split_whitespace().nth(1) == Some(version)
 }
 
+/// The Go module of the OpenTelemetry Collector the OTLP tests run
+/// (tests/collector/main.go says what it holds and why).
+const COLLECTOR_MODULE: &str = "tests/collector";
+/// The module's files that decide what is built: a change to any of them
+/// builds anew (config.yaml is read by the tests at run time, not built in).
+const COLLECTOR_SOURCES: [&str; 3] = ["go.mod", "go.sum", "main.go"];
+const COLLECTOR_BIN: &str = "otelcol-clockprof";
+/// `go build`'s arguments, part of the cache key so changing them rebuilds.
+/// -buildvcs=false: the clone's git state is no input (and a clone owned by
+/// another user would make go's git call fail).
+const COLLECTOR_BUILD_ARGS: [&str; 4] = ["build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w"];
+/// Where a Go toolchain is looked for when the `go` on PATH is too old (Debian
+/// 12's golang-go, installed by the fixtures group, is 1.19; sudo's PATH often
+/// lacks /usr/local/go/bin): the usual manual install, then Debian's versioned
+/// golang-1.NN packages.
+const GO_FALLBACKS: [&str; 1] = ["/usr/local/go/bin/go"];
+const DEBIAN_GO_DIRS: &str = "/usr/lib";
+
+/// `<cache>/otelcol`: one directory per build, named by collector_key, beside
+/// the Go build and module caches that every build shares (`go-build`,
+/// `go-mod`), so a fresh clone, such as CI's, neither downloads the modules
+/// again nor rebuilds the Collector.
+fn collector_cache_root() -> PathBuf {
+    workspace::cache_dir().join("otelcol")
+}
+
+/// The Collector binary `cargo xtask setup` builds for the current
+/// tests/collector sources; `cargo xtask test` passes it to the tests as
+/// `CLOCKPROF_OTELCOL`.
+pub fn collector_binary() -> PathBuf {
+    match collector_key() {
+        Ok(key) => collector_cache_root().join(key).join(COLLECTOR_BIN),
+        Err(err) => panic!("{err:#}"),
+    }
+}
+
+/// A short hash of go.mod, go.sum, main.go and the build's arguments.
+fn collector_key() -> Result<String> {
+    let module = workspace::root().join(COLLECTOR_MODULE);
+    let mut files = Vec::new();
+    for name in COLLECTOR_SOURCES {
+        let path = module.join(name);
+        let content =
+            fs::read(&path).with_context(|| format!("could not read {}", path.display()))?;
+        files.push((name, content));
+    }
+    Ok(cache_key(&files, &COLLECTOR_BUILD_ARGS))
+}
+
+/// FNV-1a (64 bits) over each file's name, length and content, then the build
+/// arguments, as 16 hex digits. Not a defence against anyone: it only tells
+/// one checked-in version of the sources from another, stably across Rust
+/// releases (std's DefaultHasher is not).
+fn cache_key(files: &[(&str, Vec<u8>)], build_args: &[&str]) -> String {
+    let mut hash = Fnv1a::default();
+    for (name, content) in files {
+        hash.write(name.as_bytes());
+        hash.write(&[0]);
+        hash.write(&(content.len() as u64).to_le_bytes());
+        hash.write(content);
+    }
+    for arg in build_args {
+        hash.write(arg.as_bytes());
+        hash.write(&[0]);
+    }
+    format!("{:016x}", hash.0)
+}
+
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// Builds the OpenTelemetry Collector of the OTLP tests (tests/collector: the
+/// OTLP receiver and contrib's file exporter) from its Go modules into
+/// collector_binary(), unless it is there already (the no-op path: three small
+/// files hashed, one stat). The machine's Go builds it, offline once the module
+/// cache holds the modules: -mod=readonly (go.sum is checked in, nothing is
+/// resolved anew), GOTOOLCHAIN=local (no toolchain download), CGO_ENABLED=0.
+/// It is built under a temporary name and renamed, so an interrupted build
+/// leaves no binary behind, and the builds of earlier sources are removed.
+fn ensure_collector() -> Result<()> {
+    let key = collector_key()?;
+    let root = collector_cache_root();
+    let dir = root.join(&key);
+    let binary = dir.join(COLLECTOR_BIN);
+    if binary.is_file() {
+        return Ok(());
+    }
+    let module = workspace::root().join(COLLECTOR_MODULE);
+    let go_mod = module.join("go.mod");
+    let required = fs::read_to_string(&go_mod)
+        .ok()
+        .as_deref()
+        .and_then(go_mod_version)
+        .with_context(|| format!("{} has no readable `go` line", go_mod.display()))?;
+    let go = find_go(required)?;
+    eprintln!(
+        "xtask: building the OpenTelemetry Collector for the OTLP tests into {} with {} \
+         (go{}; takes a few minutes once)",
+        binary.display(),
+        go.0.display(),
+        go.1
+    );
+    fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    // Left by a build that was killed.
+    for entry in fs::read_dir(&dir)?.flatten() {
+        if entry.file_name().to_string_lossy().contains(".partial-") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    let partial = dir.join(format!("{COLLECTOR_BIN}.partial-{}", std::process::id()));
+    let mut build = Command::new(&go.0);
+    build
+        .args(COLLECTOR_BUILD_ARGS)
+        .arg("-o")
+        .arg(&partial)
+        .arg(".")
+        .current_dir(&module)
+        .env("GOCACHE", root.join("go-build"))
+        .env("GOMODCACHE", root.join("go-mod"))
+        .env("GOFLAGS", "-mod=readonly")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOWORK", "off")
+        .env("CGO_ENABLED", "0");
+    let result = process::run(&mut build).and_then(|()| {
+        fs::rename(&partial, &binary)
+            .with_context(|| format!("could not move {} into place", binary.display()))
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    result?;
+    let names: Vec<String> = fs::read_dir(&root)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for old in superseded_builds(&names, &key) {
+        let _ = fs::remove_dir_all(root.join(old));
+    }
+    Ok(())
+}
+
+/// The build directories of other sources than `key`'s (named like a key; the
+/// shared Go caches beside them are not).
+fn superseded_builds<'a>(names: &'a [String], key: &str) -> Vec<&'a str> {
+    names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != key && n.len() == 16 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect()
+}
+
+/// A Go release as (major, minor, patch); `go1.26` and `go1.26rc1` count as
+/// 1.26.0.
+type GoVersion = (u32, u32, u32);
+
+/// The version of a `go` line (`go 1.26.0`, `go 1.26`) of a go.mod.
+fn go_mod_version(go_mod: &str) -> Option<GoVersion> {
+    go_mod
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("go "))
+        .and_then(|v| parse_go_version(v.trim()))
+}
+
+/// `1.26.8`, `1.26`, `1.27rc1` (without the `go` of `go env GOVERSION`).
+fn parse_go_version(version: &str) -> Option<GoVersion> {
+    let mut parts = version.split('.').map(|p| {
+        let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u32>().ok()
+    });
+    let major = parts.next()??;
+    let minor = parts.next()??;
+    let patch = parts.next().flatten().unwrap_or(0);
+    Some((major, minor, patch))
+}
+
+/// What `go env GOVERSION` says, e.g. `go1.26.8` (an experiment build adds
+/// ` X:...`).
+fn goversion_of(output: &str) -> Option<GoVersion> {
+    parse_go_version(output.split_whitespace().next()?.strip_prefix("go")?)
+}
+
+fn show_version(v: GoVersion) -> String {
+    format!("{}.{}.{}", v.0, v.1, v.2)
+}
+
+/// The `go` on PATH if it is at least `required`, else the first that is of
+/// GO_FALLBACKS, then Debian's /usr/lib/go-1.NN (newest first).
+fn find_go(required: GoVersion) -> Result<(PathBuf, String)> {
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("go"))
+        .filter(|go| go.is_file())
+        .take(1)
+        .collect();
+    candidates.extend(GO_FALLBACKS.iter().map(PathBuf::from));
+    let mut debian: Vec<(GoVersion, PathBuf)> = fs::read_dir(DEBIAN_GO_DIRS)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let version = parse_go_version(name.strip_prefix("go-")?)?;
+            Some((version, e.path().join("bin/go")))
+        })
+        .collect();
+    debian.sort();
+    candidates.extend(debian.into_iter().rev().map(|(_, go)| go));
+
+    let mut seen = Vec::new();
+    let mut found = Vec::new();
+    for go in candidates {
+        let Ok(real) = fs::canonicalize(&go) else {
+            continue;
+        };
+        if seen.contains(&real) {
+            continue;
+        }
+        seen.push(real);
+        let out = Command::new(&go)
+            .args(["env", "GOVERSION"])
+            .env("GOTOOLCHAIN", "local")
+            .current_dir(std::env::temp_dir())
+            .output();
+        let said = out
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        match goversion_of(&said) {
+            Some(v) if v >= required => return Ok((go, show_version(v))),
+            _ => found.push(format!("{} says {:?}", go.display(), said)),
+        }
+    }
+    bail!(
+        "building the OpenTelemetry Collector of the OTLP tests ({COLLECTOR_MODULE}) needs Go \
+         {} or newer, and none was found ({}): put a newer `go` first on PATH or install one \
+         at /usr/local/go (Debian 12's golang-go, 1.19, is too old)",
+        show_version(required),
+        if found.is_empty() {
+            "no go at all".to_string()
+        } else {
+            found.join("; ")
+        }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -732,5 +995,78 @@ mod tests {
         assert!(reports_version("bpf-linker 0.13.0\n", "0.13.0"));
         assert!(!reports_version("bpf-linker 0.13.1\n", "0.13.0"));
         assert!(!reports_version("", "0.13.0"));
+    }
+
+    #[test]
+    fn collector_cache_key_is_stable_and_covers_everything() {
+        // FNV-1a's published vectors.
+        let mut h = Fnv1a::default();
+        assert_eq!(h.0, 0xcbf29ce484222325);
+        h.write(b"a");
+        assert_eq!(h.0, 0xaf63dc4c8601ec8c);
+
+        let files = |main: &str| {
+            vec![
+                ("go.mod", b"module m\n".to_vec()),
+                ("main.go", main.as_bytes().to_vec()),
+            ]
+        };
+        let key = cache_key(&files("package main\n"), &["build"]);
+        assert_eq!(key.len(), 16);
+        assert_eq!(key, cache_key(&files("package main\n"), &["build"]));
+        assert_ne!(key, cache_key(&files("package main \n"), &["build"]));
+        assert_ne!(
+            key,
+            cache_key(&files("package main\n"), &["build", "-race"])
+        );
+        // Bytes moving from one file to the next change the key too.
+        let a = vec![("a", b"xy".to_vec()), ("b", b"z".to_vec())];
+        let b = vec![("a", b"x".to_vec()), ("b", b"yz".to_vec())];
+        assert_ne!(cache_key(&a, &[]), cache_key(&b, &[]));
+    }
+
+    #[test]
+    fn superseded_collector_builds_spare_the_go_caches() {
+        let names: Vec<String> = [
+            "0123456789abcdef",
+            "fedcba9876543210",
+            "go-build",
+            "go-mod",
+            "x.tmp",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            superseded_builds(&names, "0123456789abcdef"),
+            ["fedcba9876543210"]
+        );
+    }
+
+    #[test]
+    fn go_versions_parse_and_compare() {
+        assert_eq!(
+            go_mod_version("module m\n\ngo 1.26.0\n\nrequire x v1\n"),
+            Some((1, 26, 0))
+        );
+        assert_eq!(go_mod_version("module m\ngo 1.24\n"), Some((1, 24, 0)));
+        assert_eq!(go_mod_version("module m\n"), None);
+        // A `toolchain` line is not the go line.
+        assert_eq!(
+            go_mod_version("toolchain go1.27.1\ngo 1.26.0\n"),
+            Some((1, 26, 0))
+        );
+        assert_eq!(goversion_of("go1.26.8\n"), Some((1, 26, 8)));
+        assert_eq!(goversion_of("go1.19.8"), Some((1, 19, 8)));
+        assert_eq!(goversion_of("go1.27rc1"), Some((1, 27, 0)));
+        assert_eq!(
+            goversion_of("go1.26.8 X:nocoverageredesign"),
+            Some((1, 26, 8))
+        );
+        assert_eq!(goversion_of("devel +abc"), None);
+        assert_eq!(goversion_of(""), None);
+        assert!((1, 26, 8) >= (1, 26, 0));
+        assert!((1, 19, 8) < (1, 26, 0));
+        assert!((1, 100, 0) > (1, 26, 9));
+        assert_eq!(parse_go_version("1.22"), Some((1, 22, 0)));
     }
 }

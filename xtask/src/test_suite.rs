@@ -66,7 +66,8 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
             "CLOCKPROF_TEST_PANIC_BIN",
             workspace::release_bin(build::TEST_PANIC_BIN),
         )
-        .env("CLOCKPROF_FIXTURE_DIR", &fixture_dir);
+        .env("CLOCKPROF_FIXTURE_DIR", &fixture_dir)
+        .env("CLOCKPROF_OTELCOL", crate::setup::collector_binary());
 
     let steps: [(&str, Command); 2] = [
         ("fmt", process::cargo(["fmt", "--all", "--", "--check"])),
