@@ -27,10 +27,11 @@
 // so no flag is needed; `--feature-gates=service.profilesSupport` on the
 // command line is equivalent and harmless.
 //
-// Run it as the tests do (config.yaml beside this file):
+// The tests run it with the configuration README's Fleet section shows (the
+// block under "# clockprof's OTLP profiles into a Collector"), on a free port
+// and a file of their own, so what users are shown is what is tested:
 //
-//	OTLP_HTTP_PORT=4318 OTLP_OUT_FILE=/tmp/profiles.jsonl \
-//	    otelcol-clockprof --config tests/collector/config.yaml
+//	otelcol-clockprof --config collector.yaml
 package main
 
 import (

@@ -633,7 +633,8 @@ fn reports_version(output: &str, version: &str) -> bool {
 /// (tests/collector/main.go says what it holds and why).
 const COLLECTOR_MODULE: &str = "tests/collector";
 /// The module's files that decide what is built: a change to any of them
-/// builds anew (config.yaml is read by the tests at run time, not built in).
+/// builds anew (the configuration, README's, is read by the tests at run
+/// time, not built in).
 const COLLECTOR_SOURCES: [&str; 3] = ["go.mod", "go.sum", "main.go"];
 const COLLECTOR_BIN: &str = "otelcol-clockprof";
 /// `go build`'s arguments, part of the cache key so changing them rebuilds.

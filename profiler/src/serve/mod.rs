@@ -190,11 +190,14 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
                 "pyroscope",
             )
         })
-        .chain(
-            otlp_url
-                .iter()
-                .map(|url| start_pusher(url, push::Protocol::Otlp, Vec::new(), "otlp")),
-        )
+        .chain(otlp_url.iter().map(|url| {
+            start_pusher(
+                url,
+                push::Protocol::Otlp(args.otlp_profiles_version),
+                Vec::new(),
+                "otlp",
+            )
+        }))
         .collect();
     let scheme = if web.as_ref().is_some_and(|w| w.tls.is_some()) {
         "https"

@@ -52,6 +52,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL", value_parser = crate::serve::push::url::otlp_url)]
     pub otlp: Option<crate::serve::push::url::PushUrl>,
 
+    /// The OTLP-Profiles-Development-Version header --otlp sends: the
+    /// version-skew test sends another to see the Collector's refusal
+    /// reach the log and the metrics; not for production, hence hidden.
+    #[arg(long, hide = true, value_name = "N", requires = "otlp",
+          default_value_t = crate::serve::push::otlp::VERSION)]
+    pub otlp_profiles_version: u32,
+
     /// The user of the pushes' basic auth; the password is read from
     /// --push-password-file (never from the command line or environment).
     #[arg(long, value_name = "NAME", requires_all = ["push", "push_password_file"],

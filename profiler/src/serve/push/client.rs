@@ -37,10 +37,16 @@ pub struct Outgoing {
     /// `?...` after the target URL's path, or nothing.
     pub query: String,
     pub content_type: &'static str,
-    /// Headers the protocol needs (Connect's version).
-    pub protocol_headers: &'static [(&'static str, &'static str)],
+    /// Headers the protocol needs (Connect's version, OTLP profiles').
+    pub protocol_headers: Vec<(&'static str, String)>,
     pub body: Bytes,
+    /// What a 2xx answer's body may still say went wrong (OTLP's partial
+    /// success): the server took the request, but not all of it.
+    pub partial_failure: Option<PartialFailure>,
 }
+
+/// Reads a 2xx answer's body: what the server did not take, if anything.
+pub type PartialFailure = fn(&[u8]) -> Option<String>;
 
 /// How many times one request is tried.
 const ATTEMPTS: u32 = 3;
@@ -189,8 +195,8 @@ async fn post(target: &Target, outgoing: &Outgoing) -> Result<(), Failure> {
     let mut request = Request::post(path.as_str())
         .header(HOST, authority)
         .header(CONTENT_TYPE, outgoing.content_type);
-    for (name, value) in outgoing.protocol_headers {
-        request = request.header(*name, *value);
+    for (name, value) in &outgoing.protocol_headers {
+        request = request.header(*name, value.as_str());
     }
     for (name, value) in &target.headers {
         request = request.header(name, value);
@@ -220,7 +226,16 @@ async fn post(target: &Target, outgoing: &Outgoing) -> Result<(), Failure> {
     };
     let status = response.status;
     if status.is_success() {
-        return Ok(());
+        let said = outgoing
+            .partial_failure
+            .and_then(|check| check(&response.body));
+        return match said {
+            Some(said) => Err(Failure::fin(
+                "partial",
+                anyhow!("the server took part of it: {said}"),
+            )),
+            None => Ok(()),
+        };
     }
     let mut said = format!("the server answered {status}");
     if let Some(message) = response.message {
@@ -233,11 +248,13 @@ async fn post(target: &Target, outgoing: &Outgoing) -> Result<(), Failure> {
     }
 }
 
-/// What came back: the status, and for an error what the server said
-/// (its first line of text, or an OTLP google.rpc.Status's message).
+/// What came back: the status, for an error what the server said (its
+/// first line of text, or an OTLP google.rpc.Status's message), and the
+/// body (at most MAX_ERROR_BODY) of a success.
 struct Answer {
     status: hyper::StatusCode,
     message: Option<String>,
+    body: Bytes,
 }
 
 /// Sends `request` on `stream` and waits for the answer. The connection is
@@ -260,12 +277,6 @@ where
         .context("the server closed the connection or did not answer")
         .map_err(|e| Failure::retryable("closed", e))?;
     let status = response.status();
-    if status.is_success() {
-        return Ok(Answer {
-            status,
-            message: None,
-        });
-    }
     let protobuf = response
         .headers()
         .get(CONTENT_TYPE)
@@ -278,7 +289,10 @@ where
         .unwrap_or_default();
     Ok(Answer {
         status,
-        message: error_message(&body, protobuf),
+        message: (!status.is_success())
+            .then(|| error_message(&body, protobuf))
+            .flatten(),
+        body,
     })
 }
 
@@ -292,8 +306,7 @@ struct RpcStatus {
 }
 
 /// What an error answer says, fit for one log line: the Status message of
-/// a protobuf answer, else the body's first line; at most 300 characters,
-/// without control characters (a hostile server writes into our log).
+/// a protobuf answer, else the body's first line.
 fn error_message(body: &[u8], protobuf: bool) -> Option<String> {
     let text = match protobuf {
         true => RpcStatus::decode(body).ok()?.message,
@@ -303,6 +316,12 @@ fn error_message(body: &[u8], protobuf: bool) -> Option<String> {
             .unwrap_or("")
             .to_string(),
     };
+    one_line(&text)
+}
+
+/// `text` fit for one log line: at most 300 characters, without control
+/// characters (a hostile server writes into our log); None when empty.
+pub fn one_line(text: &str) -> Option<String> {
     let clean: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

@@ -9,7 +9,7 @@
 
 pub mod auth;
 mod client;
-mod otlp;
+pub mod otlp;
 mod pyroscope;
 pub mod tls;
 pub mod url;
@@ -31,7 +31,8 @@ pub use pyroscope::IngestApi;
 #[derive(Clone, Copy, Debug)]
 pub enum Protocol {
     Pyroscope(IngestApi),
-    Otlp,
+    /// With the profiles version header to send (otlp::VERSION).
+    Otlp(u32),
 }
 
 pub struct Pusher {
@@ -97,10 +98,11 @@ impl Pusher {
                 now,
                 end,
             )),
-            Protocol::Otlp => Window::Otlp(otlp::Window {
+            Protocol::Otlp(version) => Window::Otlp(otlp::Window {
                 profile,
                 fixed: self.fixed.clone(),
                 end,
+                version,
             }),
         };
         if self.queue.try_send(window).is_err() {

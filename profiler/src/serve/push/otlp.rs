@@ -18,7 +18,9 @@ use std::time::SystemTime;
 
 use anyhow::Result;
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
+use opentelemetry_proto::tonic::collector::profiles::v1development::{
+    ExportProfilesServiceRequest, ExportProfilesServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::profiles::v1development as otlp;
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -31,6 +33,12 @@ use crate::symbolize::SymbolizedSample;
 
 /// The protobuf media type OTLP/HTTP takes.
 pub const CONTENT_TYPE: &str = "application/x-protobuf";
+/// The header the Collector's OTLP receiver checks the profiles' wire
+/// version against while profiles are in development: the Collector since
+/// v0.148.0 (pdata v1.54.0, protos v1.10.0) takes version 1, this
+/// encoding, and answers 400 to any other.
+pub const VERSION_HEADER: &str = "OTLP-Profiles-Development-Version";
+pub const VERSION: u32 = 1;
 
 /// One interval's reads, as the read loop hands them over.
 pub struct Window {
@@ -39,16 +47,20 @@ pub struct Window {
     pub fixed: Vec<(String, String)>,
     /// The window's wall-clock end.
     pub end: SystemTime,
+    /// The VERSION_HEADER sent (VERSION, but in the version-skew test).
+    pub version: u32,
 }
 
 impl Window {
     pub fn encode(self) -> Result<Outgoing> {
+        let version = self.version;
         let request = self.request(&host_name());
         Ok(Outgoing {
             query: String::new(),
             content_type: CONTENT_TYPE,
-            protocol_headers: &[],
+            protocol_headers: vec![(VERSION_HEADER, version.to_string())],
             body: Bytes::from(request.encode_to_vec()),
+            partial_failure: Some(partial_failure),
         })
     }
 
@@ -145,6 +157,22 @@ impl Window {
             dictionary: Some(tables.finish()),
         }
     }
+}
+
+/// What an ExportProfilesServiceResponse says the receiver rejected.
+fn partial_failure(body: &[u8]) -> Option<String> {
+    let response = ExportProfilesServiceResponse::decode(body).ok()?;
+    let partial = response.partial_success?;
+    if partial.rejected_profiles == 0 && partial.error_message.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} profile(s) rejected{}",
+        partial.rejected_profiles,
+        super::client::one_line(&partial.error_message)
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default()
+    ))
 }
 
 /// A process as a resource: reads of one PID (and start time: a reused
@@ -439,6 +467,7 @@ mod tests {
             profile,
             fixed: vec![("cluster".to_string(), "eu-1".to_string())],
             end: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+            version: VERSION,
         };
         let request = window.request("web-1");
         let bytes = request.encode_to_vec();

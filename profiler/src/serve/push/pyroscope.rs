@@ -164,8 +164,9 @@ impl Grouped {
                 vec![Outgoing {
                     query: String::new(),
                     content_type: "application/proto",
-                    protocol_headers: &[("connect-protocol-version", "1")],
+                    protocol_headers: vec![("connect-protocol-version", "1".to_string())],
                     body: Bytes::from(request.encode_to_vec()),
+                    partial_failure: None,
                 }]
             }
             IngestApi::Ingest => {
@@ -179,8 +180,9 @@ impl Grouped {
                             percent_encode(&ingest_name(&labels))
                         ),
                         content_type: "application/octet-stream",
-                        protocol_headers: &[],
+                        protocol_headers: Vec::new(),
                         body: Bytes::from(raw_profile),
+                        partial_failure: None,
                     })
                     .collect()
             }

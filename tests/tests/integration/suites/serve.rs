@@ -1862,3 +1862,329 @@ fn a_unix_socket_listener_is_0660_and_removed_at_the_end() {
     assert!(!socket.exists(), "the socket was left behind");
     assert_no_clockprof_programs_left();
 }
+
+/// The OpenTelemetry Collector `cargo xtask setup` builds from its Go
+/// modules (tests/collector), as `cargo xtask test` hands it over.
+fn collector_binary() -> std::path::PathBuf {
+    let path = std::env::var_os("CLOCKPROF_OTELCOL").expect(
+        "CLOCKPROF_OTELCOL names the Collector `cargo xtask setup` builds: run the tests \
+         through `cargo xtask test`, or set it",
+    );
+    std::path::PathBuf::from(path)
+}
+
+/// The Collector configuration README's Fleet section shows, from its
+/// marker line to the end of the indented block.
+fn readme_collector_config() -> String {
+    let readme = std::fs::read_to_string(packaging("../README.md")).unwrap();
+    let block: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| l.trim() != "# clockprof's OTLP profiles into a Collector")
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect();
+    assert!(block.len() > 10, "README shows no Collector configuration");
+    block.join("\n")
+}
+
+/// A real Collector, run with README's configuration on a free port,
+/// writing what it receives to `out`; stopped (and its file flushed) on
+/// drop.
+struct Collector {
+    child: Child,
+    port: u16,
+}
+
+impl Collector {
+    fn start(dir: &TempDir, out: &Path) -> Collector {
+        let port = free_port();
+        let config = readme_collector_config()
+            .replace("127.0.0.1:4318", &format!("127.0.0.1:{port}"))
+            .replace(
+                "/var/lib/otelcol/clock-profiles.jsonl",
+                out.to_str().unwrap(),
+            );
+        let config_file = dir.join("collector.yaml");
+        std::fs::write(&config_file, config).unwrap();
+        let child = Command::new(collector_binary())
+            .arg("--config")
+            .arg(&config_file)
+            .arg("--feature-gates=service.profilesSupport")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the Collector did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Collector { child, port }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// An OTLP JSON integer: the Collector writes 64-bit ones as strings.
+fn json_int(value: &serde_json::Value) -> i64 {
+    match value {
+        serde_json::Value::String(s) => s.parse().unwrap(),
+        other => other.as_i64().unwrap_or(0),
+    }
+}
+
+/// One sample of an ExportProfilesServiceRequest the Collector wrote, its
+/// indices resolved: the resource's attributes, the profile's sample type,
+/// the sample's attributes, its stack from root to leaf, and its value.
+#[derive(Debug)]
+struct OtlpSample {
+    resource: std::collections::BTreeMap<String, String>,
+    sample_type: String,
+    attributes: std::collections::BTreeMap<String, String>,
+    stack: Vec<String>,
+    value: i64,
+}
+
+/// The samples of one line of the Collector's file exporter (OTLP JSON).
+/// The Collector moves resource attributes into the dictionary too
+/// (`keyStrindex`, `stringValueStrindex`), so both forms are read.
+fn otlp_samples(line: &str) -> Vec<OtlpSample> {
+    let request: serde_json::Value = serde_json::from_str(line).unwrap();
+    let dictionary = &request["dictionary"];
+    let table = |name: &str| dictionary[name].as_array().cloned().unwrap_or_default();
+    let strings: Vec<String> = table("stringTable")
+        .iter()
+        .map(|s| s.as_str().unwrap_or("").to_string())
+        .collect();
+    let string = |index: &serde_json::Value| strings[json_int(index) as usize].clone();
+    let any_value = |value: &serde_json::Value| -> String {
+        if let Some(s) = value.get("stringValue") {
+            s.as_str().unwrap().to_string()
+        } else if let Some(i) = value.get("stringValueStrindex") {
+            string(i)
+        } else if let Some(i) = value.get("intValue") {
+            json_int(i).to_string()
+        } else {
+            String::new()
+        }
+    };
+    let key_value = |kv: &serde_json::Value| -> (String, String) {
+        let key = match kv.get("key") {
+            Some(k) => k.as_str().unwrap().to_string(),
+            None => string(&kv["keyStrindex"]),
+        };
+        (key, any_value(&kv["value"]))
+    };
+    let (attributes, stacks, locations, functions) = (
+        table("attributeTable"),
+        table("stackTable"),
+        table("locationTable"),
+        table("functionTable"),
+    );
+    let mut samples = Vec::new();
+    for resource in request["resourceProfiles"].as_array().unwrap() {
+        let resource_attributes: std::collections::BTreeMap<String, String> = resource["resource"]
+            ["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(key_value)
+            .collect();
+        for scope in resource["scopeProfiles"].as_array().unwrap() {
+            for profile in scope["profiles"].as_array().unwrap() {
+                let sample_type = format!(
+                    "{}/{}",
+                    string(&profile["sampleType"]["typeStrindex"]),
+                    string(&profile["sampleType"]["unitStrindex"])
+                );
+                for sample in profile["samples"].as_array().unwrap() {
+                    let stack = &stacks[json_int(&sample["stackIndex"]) as usize];
+                    let mut frames: Vec<String> = stack["locationIndices"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|l| {
+                            let location = &locations[json_int(l) as usize];
+                            let function = &functions
+                                [json_int(&location["lines"][0]["functionIndex"]) as usize];
+                            string(&function["nameStrindex"])
+                        })
+                        .collect();
+                    frames.reverse();
+                    let sample_attributes = sample["attributeIndices"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .map(|i| key_value(&attributes[json_int(i) as usize]))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    samples.push(OtlpSample {
+                        resource: resource_attributes.clone(),
+                        sample_type: sample_type.clone(),
+                        attributes: sample_attributes,
+                        stack: frames,
+                        value: json_int(&sample["values"][0]),
+                    });
+                }
+            }
+        }
+    }
+    samples
+}
+
+/// `--otlp` into a real OpenTelemetry Collector, configured as README
+/// shows: what the Collector wrote holds the fixture's reads exactly, under
+/// a resource that names its process and host, on stacks that name its
+/// function.
+#[test]
+fn otlp_profiles_reach_a_real_collector_with_exact_counts() {
+    const READS: u64 = 3_141;
+    let dir = TempDir::new("serve-otlp");
+    let out = dir.join("profiles.jsonl");
+    let collector = Collector::start(&dir, &out);
+    let url = format!("http://127.0.0.1:{}", collector.port);
+    let serve = Serve::start(&[
+        "-s",
+        "syscall",
+        "--otlp",
+        &url,
+        "--push-interval",
+        "1",
+        "--label",
+        "cluster=test-eu",
+    ]);
+    let mut waiting = waiting_fixture("otlpfix", READS);
+    let pid = waiting.id().to_string();
+    unsafe { libc::kill(waiting.id() as i32, libc::SIGUSR1) };
+    assert!(waiting.wait().unwrap().success());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let mut counted = 0;
+    let mut lines_read = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counted < READS {
+        assert!(
+            Instant::now() < deadline,
+            "the Collector wrote {counted} of otlpfix's {READS} reads"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let written = std::fs::read_to_string(&out).unwrap_or_default();
+        // Whole lines only: the exporter flushes at line ends.
+        let lines: Vec<&str> = written.lines().collect();
+        for line in &lines[lines_read..] {
+            for sample in otlp_samples(line) {
+                if sample.resource.get("service.name").map(String::as_str) != Some("otlpfix") {
+                    continue;
+                }
+                assert_eq!(sample.resource["process.pid"], pid, "{sample:?}");
+                assert_eq!(sample.resource["process.executable.name"], "otlpfix");
+                assert_eq!(sample.resource["host.name"], host.trim());
+                assert_eq!(sample.resource["cluster"], "test-eu");
+                assert_eq!(sample.sample_type, "clock_reads/count");
+                assert_eq!(sample.attributes["clock"], "BOOTTIME", "{sample:?}");
+                assert_eq!(
+                    sample.stack.last().map(String::as_str),
+                    Some("[syscall clock_gettime BOOTTIME]"),
+                    "{sample:?}"
+                );
+                assert!(
+                    sample.stack.iter().any(|f| f == "fixture_triggered"),
+                    "{sample:?}"
+                );
+                counted += sample.value as u64;
+            }
+        }
+        lines_read = lines.len();
+    }
+    assert_eq!(counted, READS);
+    let metrics = serve.metrics();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "clockprof_push_failures_total",
+            &["endpoint=\"otlp\""]
+        ),
+        0.0,
+        "{metrics}"
+    );
+    let (status, stderr) = serve.stop(libc::SIGINT);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("sending OTLP profiles every 1 s to"),
+        "{stderr}"
+    );
+    drop(collector);
+    assert_no_clockprof_programs_left();
+}
+
+/// A payload of a profiles version the Collector does not speak is
+/// refused with a 400: the Collector's own sentence reaches serve's log,
+/// and the metrics count the push under its status, without a retry.
+#[test]
+fn a_collector_refusing_the_profiles_version_is_said_and_counted() {
+    let dir = TempDir::new("serve-otlp-version");
+    let out = dir.join("profiles.jsonl");
+    let collector = Collector::start(&dir, &out);
+    let url = format!("http://127.0.0.1:{}", collector.port);
+    let serve = Serve::start(&[
+        "-s",
+        "syscall",
+        "--otlp",
+        &url,
+        "--push-interval",
+        "1",
+        "--otlp-profiles-version",
+        "2",
+    ]);
+    let mut spinner = fixture("skewfix", &["spin", "4"]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let metrics = serve.metrics();
+        let refused = metric_value(
+            &metrics,
+            "clockprof_push_failures_total",
+            &["endpoint=\"otlp\"", "cause=\"http_400\""],
+        );
+        if refused >= 2.0 {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no refused push counted: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(spinner.wait().unwrap().success());
+    assert_eq!(
+        metric_value(
+            &refused,
+            "clockprof_lost_events_total",
+            &["reason=\"push\""]
+        ),
+        metric_value(
+            &refused,
+            "clockprof_push_failures_total",
+            &["endpoint=\"otlp\""]
+        ),
+        "{refused}"
+    );
+    let (status, stderr) = serve.stop(libc::SIGINT);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("a push to {url}/v1development/profiles was dropped: the server answered 400 Bad Request: invalid or unsupported otlp-profiles-development-version: supported version is 1")),
+        "{stderr}"
+    );
+    // A 400 is final: no retries ("attempts") in the sentence.
+    assert!(!stderr.contains("attempts"), "{stderr}");
+    drop(collector);
+    assert!(std::fs::read_to_string(&out).unwrap_or_default().is_empty());
+    assert_no_clockprof_programs_left();
+}
