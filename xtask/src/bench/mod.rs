@@ -19,6 +19,7 @@ mod procfs;
 mod report;
 mod scenario;
 mod top_cost;
+mod transport;
 mod unwind_memory;
 
 use std::fs;
@@ -318,6 +319,21 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             let cost = top_cost::measure(&bin.path, &fixture).context("measuring clockprof top")?;
             cost.print();
             json["clockprof_top"] = cost.json();
+        }
+    }
+    if rows.contains(&RowId::Transport) {
+        if let Some(bin) = bins.first() {
+            let fixture = compile_fixture(&bench_dir)?;
+            match transport::measure(&bin.path, &fixture) {
+                Ok(result) => {
+                    result.print();
+                    json["transport"] = result.json();
+                }
+                Err(err) => {
+                    println!("\nTransport: did not run: {err:#}");
+                    json["transport"] = serde_json::json!({ "error": format!("{err:#}") });
+                }
+            }
         }
     }
     if rows.contains(&RowId::UnwindMemory) {

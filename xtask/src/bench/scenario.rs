@@ -35,6 +35,10 @@ pub enum RowId {
     Churn,
     /// `clockprof top`'s own CPU and memory (once, not per round).
     Top,
+    /// `serve`'s CPU and memory scraped every second over plain HTTP vs
+    /// TLS with basic auth, and a 1-minute window's size as a Connect push
+    /// and as OTLP (once).
+    Transport,
     /// The daemon's peak memory recording Debian's python3 and redis-server with `--unwind
     /// dwarf` vs `--unwind fp`: the unwind tables and the stack ring (once).
     UnwindMemory,
