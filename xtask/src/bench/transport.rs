@@ -68,9 +68,11 @@ impl Drop for Reaped {
     }
 }
 
-/// A loopback receiver answering 200 to every POST: each request's path
-/// and body go over the channel.
-fn sink() -> Result<(u16, mpsc::Receiver<(String, Vec<u8>)>)> {
+/// What a sink received: each request's path and body.
+type Received = mpsc::Receiver<(String, Vec<u8>)>;
+
+/// A loopback receiver answering 200 to every POST.
+fn sink() -> Result<(u16, Received)> {
     let listener = TcpListener::bind("127.0.0.1:0").context("could not bind a push sink")?;
     let port = listener.local_addr()?.port();
     let (sent, received) = mpsc::channel();
@@ -209,7 +211,7 @@ fn cost(
     clockprof: &Path,
     serve_args: &[&str],
     scrape: &[&str],
-    pushes: &mpsc::Receiver<(String, Vec<u8>)>,
+    pushes: &Received,
 ) -> Result<Cost> {
     let serve = start_serve(clockprof, serve_args)?;
     sleep(WARM_UP);
