@@ -43,10 +43,15 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
     },
     PackageGroup {
         name: "fixtures",
-        why: "compile the C and Go busy-loop fixtures and the bench loop",
+        why: "compile the C and Go busy-loop fixtures and the bench loop; the Go tests \
+              run on Debian's Go 1.19 (golang-go), bookworm-backports' Go 1.23 \
+              (golang-1.23-go, in /usr/lib/go-1.23) and the current release \
+              (/usr/local/go, not installed here), each fixture built by each",
         default: true,
-        packages: &["gcc", "libc6-dev", "golang-go"],
-        backports: &[],
+        packages: &["gcc", "libc6-dev", "golang-go", "golang-1.23-go"],
+        // Bookworm has no golang-1.23-go: only backports does (its
+        // dependencies, golang-1.23-src, come along with -t).
+        backports: &["golang-1.23-go"],
     },
     PackageGroup {
         name: "test-tools",
@@ -285,24 +290,32 @@ enum Route {
 }
 
 /// Setup never removes a package to install another (a developer's machine is
-/// not ours to trim). In order:
-/// 1. apt already offers them from backports: take them from there.
-/// 2. A plain install removes nothing: do that.
-/// 3. Otherwise take them from backports through a sources overlay that adds
-///    the backports suite for this apt run only (nothing under /etc/apt changes).
-/// 4. No backports suite known: stop and say what would go.
-fn choose_route(offered_by_backports: bool, main_removes: bool, suite_known: bool) -> Route {
-    match (suite_known, offered_by_backports, main_removes) {
-        (true, true, _) => Route::Backports { overlay: false },
-        (_, _, false) => Route::Main,
-        (true, false, true) => Route::Backports { overlay: true },
-        (false, _, true) => Route::Refuse,
+/// not ours to trim). For each package a group allows from backports, in order:
+/// 1. apt already offers it from backports: take it from there.
+/// 2. The main suite has it and installing it removes nothing: do that.
+/// 3. Otherwise (the main suite lacks it, as bookworm lacks golang-1.23-go, or
+///    would remove a package to install it) take it from backports through a
+///    sources overlay that adds the backports suite for this apt run only
+///    (nothing under /etc/apt changes).
+/// 4. No backports suite known: stop and say why.
+fn choose_route(
+    offered_by_backports: bool,
+    main_offers: bool,
+    main_removes: bool,
+    suite_known: bool,
+) -> Route {
+    match (suite_known, offered_by_backports, main_offers, main_removes) {
+        (true, true, _, _) => Route::Backports { overlay: false },
+        (_, _, true, false) => Route::Main,
+        (true, false, _, _) => Route::Backports { overlay: true },
+        (false, _, _, _) => Route::Refuse,
     }
 }
 
 /// The apt runs that install `missing`: the packages no group allows from
-/// backports in one plain run, the others routed by choose_route. Every plan is
-/// simulated first: none may remove an installed package.
+/// backports in one plain run, the others routed one by one by choose_route
+/// and installed together by route. Every plan is simulated first: none may
+/// remove an installed package.
 fn plan_install(missing: &[&str]) -> Result<Vec<InstallPlan>> {
     let (eligible, main_only): (Vec<&str>, Vec<&str>) = missing
         .iter()
@@ -315,36 +328,59 @@ fn plan_install(missing: &[&str]) -> Result<Vec<InstallPlan>> {
         return Ok(plans);
     }
     let suite = backports_suite();
-    let offered = suite
-        .as_deref()
-        .is_some_and(|s| eligible.iter().all(|p| apt_offers_from(p, s)));
-    let main = InstallPlan::plain(&eligible);
-    let removals = if offered {
-        Vec::new()
-    } else {
-        simulated_removals(&main)?
-    };
-    let plan = match (
-        choose_route(offered, !removals.is_empty(), suite.is_some()),
-        suite.as_deref(),
-    ) {
-        (Route::Backports { overlay: false }, Some(suite)) => {
-            InstallPlan::from_suite(&eligible, suite, Vec::new())
+    let (mut main, mut from_suite, mut via_overlay) = (Vec::new(), Vec::new(), Vec::new());
+    for package in eligible {
+        let offered = suite
+            .as_deref()
+            .is_some_and(|s| apt_offers_from(package, s));
+        let main_offers = !offered && apt_has_candidate(package);
+        let removals = if main_offers {
+            simulated_removals(&InstallPlan::plain(&[package]))?
+        } else {
+            Vec::new()
+        };
+        match (
+            choose_route(offered, main_offers, !removals.is_empty(), suite.is_some()),
+            suite.as_deref(),
+        ) {
+            (Route::Backports { overlay: false }, Some(_)) => from_suite.push(package),
+            (Route::Backports { overlay: true }, Some(suite)) => {
+                let main_suite = suite.trim_end_matches("-backports");
+                if main_offers {
+                    eprintln!(
+                        "xtask: installing {package} from {main_suite} would remove {}; \
+                         taking {package} and its dependencies from {suite} instead",
+                        removals.join(" ")
+                    );
+                } else {
+                    eprintln!("xtask: {main_suite} has no {package}; taking it from {suite}");
+                }
+                via_overlay.push(package);
+            }
+            // Refused: the plain run's simulation says why it cannot be.
+            _ => main.push(package),
         }
-        (Route::Backports { overlay: true }, Some(suite)) => {
-            eprintln!(
-                "xtask: installing {} from {} would remove {}; taking {} and its \
-                 dependencies from {suite} instead",
-                eligible.join(" "),
-                suite.trim_end_matches("-backports"),
-                removals.join(" "),
-                eligible.join(" ")
-            );
-            InstallPlan::from_suite(&eligible, suite, backports_overlay(suite)?)
+    }
+    if !main.is_empty() {
+        plans.push(checked(InstallPlan::plain(&main))?);
+    }
+    if let Some(suite) = suite.as_deref() {
+        if !from_suite.is_empty() {
+            plans.push(checked(InstallPlan::from_suite(
+                &from_suite,
+                suite,
+                Vec::new(),
+            ))?);
         }
-        _ => main,
-    };
-    plans.push(checked(plan)?);
+        if !via_overlay.is_empty() {
+            let overlay = backports_overlay(suite)?;
+            plans.push(checked(InstallPlan::from_suite(
+                &via_overlay,
+                suite,
+                overlay,
+            ))?);
+        }
+    }
     Ok(plans)
 }
 
@@ -403,6 +439,23 @@ fn apt_offers_from(package: &str, suite: &str) -> bool {
         .args(["policy", package])
         .output()
         .is_ok_and(|o| policy_lists_suite(&String::from_utf8_lossy(&o.stdout), suite))
+}
+
+/// Whether apt has a version of `package` to install from the sources it
+/// reads (`Candidate:` is `(none)`, or absent for a name no source lists,
+/// otherwise).
+fn apt_has_candidate(package: &str) -> bool {
+    Command::new("apt-cache")
+        .args(["policy", package])
+        .output()
+        .is_ok_and(|o| policy_has_candidate(&String::from_utf8_lossy(&o.stdout)))
+}
+
+fn policy_has_candidate(policy: &str) -> bool {
+    policy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:"))
+        .is_some_and(|candidate| candidate.trim() != "(none)")
 }
 
 /// Version-table lines look like `500 http://deb.debian.org/debian
@@ -946,22 +999,39 @@ mod tests {
 
     #[test]
     fn routes_never_remove_a_package() {
+        // (offered by backports, main offers, main removes, suite known)
         // A fresh image: qemu-utils from backports, no backports in the sources.
         assert_eq!(
-            choose_route(false, true, true),
+            choose_route(false, true, true, true),
             Route::Backports { overlay: true }
         );
-        assert_eq!(choose_route(false, false, true), Route::Main);
+        assert_eq!(choose_route(false, true, false, true), Route::Main);
         assert_eq!(
-            choose_route(true, true, true),
+            choose_route(true, false, false, true),
             Route::Backports { overlay: false }
         );
+        assert_eq!(choose_route(false, true, true, false), Route::Refuse);
+        assert_eq!(choose_route(false, true, false, false), Route::Main);
+        // golang-1.23-go: bookworm has none, backports is not in the sources.
         assert_eq!(
-            choose_route(true, false, true),
-            Route::Backports { overlay: false }
+            choose_route(false, false, false, true),
+            Route::Backports { overlay: true }
         );
-        assert_eq!(choose_route(false, true, false), Route::Refuse);
-        assert_eq!(choose_route(false, false, false), Route::Main);
+        assert_eq!(choose_route(false, false, false, false), Route::Refuse);
+    }
+
+    #[test]
+    fn reads_whether_apt_has_a_candidate() {
+        let main = "golang-go:\n  Installed: 2:1.19~1\n  Candidate: 2:1.19~1\n  Version table:\n";
+        assert!(policy_has_candidate(main));
+        assert!(!policy_has_candidate(
+            "golang-1.23-go:\n  Installed: (none)\n  Candidate: (none)\n  Version table:\n"
+        ));
+        // A name no source lists: apt-cache policy prints nothing.
+        assert!(!policy_has_candidate(""));
+        assert!(PACKAGE_GROUPS
+            .iter()
+            .any(|g| g.backports.contains(&"golang-1.23-go") && g.default));
     }
 
     #[test]
