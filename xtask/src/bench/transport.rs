@@ -207,12 +207,7 @@ fn start_serve(clockprof: &Path, args: &[&str]) -> Result<Reaped> {
 }
 
 /// serve's cost over MEASURE with a scrape (curl `scrape`) every second.
-fn cost(
-    clockprof: &Path,
-    serve_args: &[&str],
-    scrape: &[&str],
-    pushes: &Received,
-) -> Result<Cost> {
+fn cost(clockprof: &Path, serve_args: &[&str], scrape: &[&str], pushes: &Received) -> Result<Cost> {
     let serve = start_serve(clockprof, serve_args)?;
     sleep(WARM_UP);
     let pid = serve.0.id();
