@@ -15,7 +15,10 @@ use crate::top::options::TopArgs;
 #[derive(Parser, Debug)]
 #[command(
     name = "clockprof",
-    version,
+    // `-V` and `--version` alike: the commit and date are what a bug report
+    // needs.
+    version = crate::version::FULL,
+    long_version = crate::version::FULL,
     about = "Find which processes and call stacks read the clock most (eBPF).",
     long_about = None
 )]

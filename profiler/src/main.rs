@@ -21,6 +21,7 @@ mod session;
 mod sources;
 mod symbolize;
 mod unwind;
+mod version;
 // The commands, and the command line that dispatches to them.
 mod check;
 mod cli;

@@ -15,6 +15,8 @@ use crate::symbolize::{Frame, StackState};
 
 #[derive(Serialize)]
 struct JsonProfile<'a> {
+    /// Which clockprof wrote it, as `clockprof --version` names it.
+    clockprof: JsonVersion,
     duration_secs: f64,
     sources: &'a [Source],
     backends: Vec<String>,
@@ -37,6 +39,19 @@ struct JsonProfile<'a> {
     processes: Vec<JsonProcess<'a>>,
     stacks: Vec<JsonStack<'a>>,
 }
+
+#[derive(Serialize)]
+struct JsonVersion {
+    version: &'static str,
+    commit: &'static str,
+    built: &'static str,
+}
+
+const CLOCKPROF: JsonVersion = JsonVersion {
+    version: crate::version::VERSION,
+    commit: crate::version::COMMIT,
+    built: crate::version::BUILD_DATE,
+};
 
 #[derive(Serialize)]
 struct JsonProcess<'a> {
@@ -114,6 +129,7 @@ pub const FORMAT: Format = Format {
 
 fn render(profile: &Profile) -> Result<Vec<u8>> {
     let json = JsonProfile {
+        clockprof: CLOCKPROF,
         duration_secs: profile.info.duration.as_secs_f64(),
         sources: &profile.info.sources,
         backends: profile.info.backends(),
@@ -233,6 +249,11 @@ mod tests {
         // one sample is 1 ms); interrupt-context reads have a null pid.
         let expected = format!(
             r#"{{
+  "clockprof": {{
+    "version": "{version}",
+    "commit": "{commit}",
+    "built": "{built}"
+  }},
   "duration_secs": 2.5,
   "sources": [
     "syscall",
@@ -423,6 +444,9 @@ mod tests {
             irq_entry = frame("asm_sysvec_apic_timer_interrupt", "kernel", true),
             hrtimer = frame("hrtimer_interrupt", "kernel", true),
             poll = frame("poll", "/usr/lib/x86_64-linux-gnu/libc.so.6", false),
+            version = crate::version::VERSION,
+            commit = crate::version::COMMIT,
+            built = crate::version::BUILD_DATE,
         );
         let json = String::from_utf8(json).unwrap();
         if json != expected {

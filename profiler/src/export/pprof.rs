@@ -206,7 +206,12 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
             label,
         });
     }
-    let comment = vec![tables.string(&super::svg::title(profile))];
+    // What was recorded, then which clockprof recorded it (pprof has no
+    // field for the producer; `go tool pprof -comments` prints both).
+    let comment = vec![
+        tables.string(&super::svg::title(profile)),
+        tables.string(&crate::version::line()),
+    ];
     let message = PprofProfile {
         sample_type,
         sample: samples,
@@ -320,7 +325,10 @@ mod tests {
             .collect();
         assert_eq!(
             comments,
-            ["clockprof: 61 clock reads over 2.5 s (syscall, kernel, libc, vdso; backend breakpoint, perf_event, tracepoint, uprobe)"]
+            [
+                "clockprof: 61 clock reads over 2.5 s (syscall, kernel, libc, vdso; backend breakpoint, perf_event, tracepoint, uprobe)",
+                &crate::version::line(),
+            ]
         );
         // One location and one function per distinct (name, file), ids 1..=n.
         let ids: Vec<u64> = profile.location.iter().map(|l| l.id).collect();

@@ -153,7 +153,7 @@ impl Window {
                     scope_profiles: vec![otlp::ScopeProfiles {
                         scope: Some(InstrumentationScope {
                             name: "clockprof".to_string(),
-                            version: env!("CARGO_PKG_VERSION").to_string(),
+                            version: crate::version::FULL.to_string(),
                             ..Default::default()
                         }),
                         profiles,

@@ -533,3 +533,78 @@ fn pprof_output_reads_back_in_go_tool_pprof() {
     );
     assert!(text.contains("Total samples = 5850"), "{text}");
 }
+
+/// `clockprof --version`'s line, checked: `clockprof VERSION (commit HASH,
+/// built YYYY-MM-DD)`, VERSION the workspace's, HASH 12 hex digits (with
+/// `-dirty` for a tree with changes) or `unknown` outside a git checkout.
+fn version_line() -> String {
+    let output = Command::new(clockprof()).arg("--version").output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let line = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(line.lines().count(), 1, "{line:?}");
+    let line = line.trim_end().to_string();
+    let rest = line
+        .strip_prefix(&format!("clockprof {} (commit ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{line:?}"));
+    let (commit, rest) = rest
+        .split_once(", built ")
+        .unwrap_or_else(|| panic!("{line:?}"));
+    let hash = commit.strip_suffix("-dirty").unwrap_or(commit);
+    assert!(
+        hash == "unknown" || (hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{line:?}"
+    );
+    let date = rest.strip_suffix(')').unwrap_or_else(|| panic!("{line:?}"));
+    let parts: Vec<&str> = date.split('-').collect();
+    assert!(
+        parts.len() == 3
+            && [4, 2, 2] == [parts[0].len(), parts[1].len(), parts[2].len()]
+            && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+            && parts[0] >= "2024"
+            && ("01".."13").contains(&parts[1])
+            && ("01".."32").contains(&parts[2]),
+        "{line:?}"
+    );
+    line
+}
+
+#[test]
+fn version_names_version_commit_and_build_date() {
+    let line = version_line();
+    let short = Command::new(clockprof()).arg("-V").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&short.stdout).trim_end(), line);
+}
+
+/// The JSON and pprof outputs of a real recording name the clockprof that
+/// wrote them exactly as `--version` does.
+#[test]
+fn json_and_pprof_outputs_name_the_version() {
+    let line = version_line();
+    let dir = TempDir::new("version");
+    let fixture = c_fixture();
+
+    let json_out = dir.join("v.json");
+    let (output, text) = record_command(&json_out, &[fixture.as_os_str(), os("counts"), os("10")]);
+    assert!(output.status.success(), "{}", output.stderr);
+    let json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let named = &json["clockprof"];
+    let from_json = format!(
+        "clockprof {} (commit {}, built {})",
+        named["version"].as_str().unwrap(),
+        named["commit"].as_str().unwrap(),
+        named["built"].as_str().unwrap()
+    );
+    assert_eq!(from_json, line, "{named}");
+
+    let pprof_out = dir.join("v.pb.gz");
+    let (output, _) = record_command(&pprof_out, &[fixture.as_os_str(), os("counts"), os("10")]);
+    assert!(output.status.success(), "{}", output.stderr);
+    let comments = Command::new("go")
+        .args(["tool", "pprof", "-comments"])
+        .arg(&pprof_out)
+        .output()
+        .expect("go tool pprof runs (cargo xtask setup installs golang-go)");
+    assert!(comments.status.success(), "{}", stderr(&comments));
+    let comments = String::from_utf8_lossy(&comments.stdout);
+    assert!(comments.lines().any(|l| l == line), "{comments}");
+}
