@@ -33,7 +33,9 @@ fn kernel(function: &str) -> Frame {
     }
 }
 
-fn sample(
+/// A sample of `comm` (PID `pid`) reading the clock `read` (event, clock
+/// id) `count` times under `frames`.
+pub fn sample(
     pid: u32,
     comm: &str,
     read: (u32, i32),

@@ -242,22 +242,8 @@ mod tests {
     use std::time::Duration;
 
     fn stack(pid: u32, comm: &str) -> SymbolizedSample {
-        use crate::sources::ClockRead;
-        use crate::symbolize::StackState;
-        SymbolizedSample {
-            pid,
-            start_time: 0,
-            comm: comm.to_string(),
-            cgroup: None,
-            read: ClockRead {
-                event: profiler_common::sources::syscall::CLOCK_GETTIME,
-                clock_id: 1,
-            },
-            frames: Vec::new(),
-            state: StackState::Complete,
-            exact_frames: 0,
-            count: 1,
-        }
+        let read = (profiler_common::sources::syscall::CLOCK_GETTIME, 1);
+        crate::aggregate::test_profile::sample(pid, comm, read, Vec::new(), 1)
     }
 
     fn profile(comms: &[&str]) -> Profile {

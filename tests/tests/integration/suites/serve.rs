@@ -1933,6 +1933,18 @@ impl Drop for Collector {
     }
 }
 
+/// serve sending OTLP profiles every second to `collector`, with `extra`
+/// flags.
+fn serve_sending_otlp(collector: &Collector, extra: &[&str]) -> Serve {
+    let url = format!("http://127.0.0.1:{}", collector.port);
+    let args = [
+        &["-s", "syscall", "--otlp", &url, "--push-interval", "1"][..],
+        extra,
+    ]
+    .concat();
+    Serve::start(&args)
+}
+
 /// An OTLP JSON integer: the Collector writes 64-bit ones as strings.
 fn json_int(value: &serde_json::Value) -> i64 {
     match value {
@@ -2051,17 +2063,7 @@ fn otlp_profiles_reach_a_real_collector_with_exact_counts() {
     let dir = TempDir::new("serve-otlp");
     let out = dir.join("profiles.jsonl");
     let collector = Collector::start(&dir, &out);
-    let url = format!("http://127.0.0.1:{}", collector.port);
-    let serve = Serve::start(&[
-        "-s",
-        "syscall",
-        "--otlp",
-        &url,
-        "--push-interval",
-        "1",
-        "--label",
-        "cluster=test-eu",
-    ]);
+    let serve = serve_sending_otlp(&collector, &["--label", "cluster=test-eu"]);
     let mut waiting = waiting_fixture("otlpfix", READS);
     let pid = waiting.id().to_string();
     unsafe { libc::kill(waiting.id() as i32, libc::SIGUSR1) };
@@ -2134,16 +2136,7 @@ fn a_collector_refusing_the_profiles_version_is_said_and_counted() {
     let out = dir.join("profiles.jsonl");
     let collector = Collector::start(&dir, &out);
     let url = format!("http://127.0.0.1:{}", collector.port);
-    let serve = Serve::start(&[
-        "-s",
-        "syscall",
-        "--otlp",
-        &url,
-        "--push-interval",
-        "1",
-        "--otlp-profiles-version",
-        "2",
-    ]);
+    let serve = serve_sending_otlp(&collector, &["--otlp-profiles-version", "2"]);
     let mut spinner = fixture("skewfix", &["spin", "4"]).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let refused = loop {
