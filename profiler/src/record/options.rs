@@ -51,9 +51,10 @@ fn output_help() -> String {
     format!(
         "Write the profile here (format from -f, else from the extension: \
          {}), replacing a regular file atomically. Never through a symlink, \
-         FIFO or device: those are refused (/dev/null too). `-o -` writes to \
-         standard output ({} unless -f says otherwise). Without -o, print a \
-         summary",
+         FIFO or device: those are refused (/dev/null too). Under sudo the \
+         file is the user's who ran sudo, unless in a directory that user \
+         cannot write. `-o -` writes to standard output ({} unless -f says \
+         otherwise). Without -o, print a summary",
         Format::extensions(),
         STDOUT_FORMAT
     )

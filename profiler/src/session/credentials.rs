@@ -1,7 +1,8 @@
 //! Whom COMMAND runs as: under sudo, the user who ran sudo (SUDO_UID,
 //! SUDO_GID, SUDO_USER's groups and home), or the one `--user` names. The
 //! user is resolved here, before the fork, so the child only makes the
-//! async-signal-safe setgroups/setgid/setuid calls.
+//! async-signal-safe setgroups/setgid/setuid calls. The user who ran sudo
+//! is also whose the output files are (export/output_file.rs).
 
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -127,14 +128,12 @@ fn sudo_user(vars: &dyn Fn(&str) -> Option<String>) -> Result<Option<RunAs>> {
         return Ok(None);
     };
     let Ok(uid) = uid.trim().parse::<libc::uid_t>() else {
-        bail!("SUDO_UID={uid:?} is not a user id; pass --user USER to say whom COMMAND runs as");
+        bail!("SUDO_UID={uid:?} is not a user id");
     };
     let gid = match vars("SUDO_GID") {
         Some(gid) => match gid.trim().parse::<libc::gid_t>() {
             Ok(gid) => Some(gid),
-            Err(_) => bail!(
-                "SUDO_GID={gid:?} is not a group id; pass --user USER to say whom COMMAND runs as"
-            ),
+            Err(_) => bail!("SUDO_GID={gid:?} is not a group id"),
         },
         None => None,
     };
@@ -168,6 +167,14 @@ pub fn command_user(user: Option<&str>) -> Result<Option<RunAs>> {
     if let Some(user) = user {
         return named_user(user).map(Some);
     }
+    sudo_invoker()
+        .map_err(|err| anyhow::anyhow!("{err}; pass --user USER to say whom COMMAND runs as"))
+}
+
+/// The user who ran sudo, when clockprof runs as root under sudo: COMMAND
+/// runs as them by default, and the files they asked for are theirs
+/// (export's OutputFile). None as root without sudo and as any other user.
+pub fn sudo_invoker() -> Result<Option<RunAs>> {
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
     }

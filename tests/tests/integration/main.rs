@@ -14,6 +14,7 @@ mod suites {
     mod hostile_files;
     mod hostile_users;
     mod lifecycle;
+    mod output_owner;
     mod pid_reuse;
     mod ready;
     mod record;
