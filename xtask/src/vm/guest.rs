@@ -12,6 +12,12 @@ pub const GUEST_FIXTURE_DIR: &str = "/tmp/fixtures";
 /// about a minute); the guest's watchdog reports and kills one that does.
 const CLOCKPROF_HUNG_AFTER_SECS: u32 = 240;
 
+/// The file in the run directory that the guest rewrites with its uptime
+/// every HEARTBEAT_SECS while guest.sh runs: the host's proof that the guest
+/// kernel still schedules (qemu.rs).
+pub const HEARTBEAT_FILE: &str = "heartbeat";
+const HEARTBEAT_SECS: u32 = 10;
+
 pub struct GuestCommand<'a> {
     pub clockprof: &'a Path,
     pub c_fixture: &'a Path,
@@ -44,6 +50,13 @@ export CLOCKPROF_GO_FIXTURE={go_fixture}
 export CLOCKPROF_CGO_FIXTURE={cgo_fixture}
 mkdir -p "$CLOCKPROF_FIXTURE_DIR"
 secs_up() {{ cut -d' ' -f1 /proc/uptime; }}
+# The host reads this file to tell a slow test from a guest kernel that stopped
+# scheduling altogether (seen under TCG: console, tests and watchdog all silent).
+heartbeat() {{
+    while :; do secs_up > {out_dir}/{heartbeat_file}; sleep {heartbeat_secs}; done
+}}
+heartbeat >/dev/null 2>&1 &
+heartbeat_pid=$!
 cs=/sys/devices/system/clocksource/clocksource0
 echo "xtask-vm: kernel $(uname -r), clocksource $(cat $cs/current_clocksource) (available: $(cat $cs/available_clocksource))"
 # doctor is newer than this script may be: run it only where it exists.
@@ -78,7 +91,7 @@ watchdog_pid=$!
 echo "xtask-vm: tests start, uptime $(secs_up) s"
 {test_cmd}
 rc=$?
-kill $watchdog_pid 2>/dev/null
+kill $watchdog_pid $heartbeat_pid 2>/dev/null
 echo "xtask-vm: tests exited $rc, uptime $(secs_up) s"
 if [ $rc -ne 0 ]; then
     echo "xtask-vm: kernel messages since /init started (last 30):"
@@ -95,6 +108,9 @@ exit $rc
         cgo_fixture = sh_quote(&c.cgo_fixture.to_string_lossy()),
         test_cmd = test_cmd.join(" "),
         hung_after = CLOCKPROF_HUNG_AFTER_SECS,
+        out_dir = GUEST_OUT_DIR,
+        heartbeat_file = HEARTBEAT_FILE,
+        heartbeat_secs = HEARTBEAT_SECS,
     )
 }
 
@@ -239,6 +255,9 @@ mod tests {
         assert!(s.contains("export CLOCKPROF_BIN='/w/target/release/clockprof'\n"));
         assert!(s.contains("export CLOCKPROF_FIXTURE_DIR='/tmp/fixtures'\n"));
         assert!(s.contains("export CLOCKPROF_GO_FIXTURE='/w/target/vm/gofixture'\n"));
+        // The heartbeat the host watches for a stopped guest, stopped with the tests.
+        assert!(s.contains("secs_up > /run/xtask/heartbeat; sleep 10;"));
+        assert!(s.contains("kill $watchdog_pid $heartbeat_pid"));
     }
 
     /// The oops VM.md describes (6.12 under TCG, no clockprof involved), as

@@ -444,7 +444,7 @@ impl KernelResult {
         }
         if let Some(earlier) = &self.rerun_after {
             println!(
-                "  rerun because the first boot's kernel crashed: {}",
+                "  rerun because the first boot's kernel crashed or stopped: {}",
                 earlier.first().map_or("", String::as_str)
             );
         }
@@ -473,6 +473,7 @@ fn verdict(outcome: &Outcome) -> String {
             "FAILED (the guest kernel panicked: QEMU exited 0 without an rc file)".to_string()
         }
         Outcome::TimedOut => "FAILED (timed out: QEMU was killed)".to_string(),
+        Outcome::Stopped(_) => "FAILED (the guest stopped: QEMU was killed)".to_string(),
         Outcome::QemuFailed(code) => format!("FAILED (QEMU failed with status {code})"),
     }
 }
@@ -499,7 +500,7 @@ fn run_with_reruns(
             return Ok(result);
         };
         println!(
-            "\nxtask vm-test: kernel {}: the guest kernel crashed (console log {}):",
+            "\nxtask vm-test: kernel {}: the guest kernel crashed or stopped (console log {}):",
             run.name,
             result.console_log.display()
         );
@@ -507,7 +508,7 @@ fn run_with_reruns(
             println!("  | {line}");
         }
         println!(
-            "xtask vm-test: kernel {}: rerunning its tests ({rerun} of {CRASH_RERUNS}; a kernel crash is not a test failure)",
+            "xtask vm-test: kernel {}: rerunning its tests ({rerun} of {CRASH_RERUNS}; a kernel that crashed or stopped is not a test failure)",
             run.name
         );
         let suffix = if rerun == 1 {
@@ -569,10 +570,21 @@ fn run_kernel(
     let console = fs::read(&console_log)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
-    let crash = guest::crash_report(&console).or_else(|| {
-        (report.outcome == Outcome::Panicked).then(|| {
-            vec!["the guest rebooted (a panic) without a kernel message on the console".to_string()]
-        })
+    let crash = guest::crash_report(&console).or_else(|| match &report.outcome {
+        Outcome::Panicked => Some(vec![
+            "the guest rebooted (a panic) without a kernel message on the console".to_string(),
+        ]),
+        // A guest that stopped running anything is the emulated kernel's
+        // failure, not a test's: rerun as for a crash, with where the CPUs were.
+        Outcome::Stopped(cpus) => Some(
+            std::iter::once(format!(
+                "the guest stopped: no heartbeat for {} s, nothing on the console; its CPUs then:",
+                qemu::HEARTBEAT_STOPPED_AFTER.as_secs()
+            ))
+            .chain(cpus.iter().cloned())
+            .collect(),
+        ),
+        _ => None,
     });
     Ok(KernelResult {
         line: run.name,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::guest::HEARTBEAT_FILE;
 use super::initramfs::{HOST_ROOT_TAG, INIT_FAILED, OUT_TAG};
 use super::kernel::Kernel;
 
@@ -26,8 +27,19 @@ const INIT_MARKER: &str = "xtask-vm: init started";
 /// - quiet: the serial console is slow under TCG; the log needs only /init's
 ///   lines and the kernel's errors.
 ///
+/// - nokaslr: the instruction pointers a hang report reads from QEMU's monitor
+///   are then the addresses in the kernel package's System.map.
+///
 /// The clocksource parameter comes from the run (GuestClock).
-const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 oops=panic quiet rdinit=/init";
+const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 oops=panic quiet nokaslr rdinit=/init";
+
+/// A guest whose heartbeat (guest.rs) has not changed for this long has
+/// stopped: the heartbeat is a shell loop writing every 10 s, which any guest
+/// that still schedules runs, however slow the test. Seen under TCG four times
+/// in about forty boots (5.10 and 6.1, each in a host-wide kernel-source test):
+/// console, tests and the guest's own watchdog all fell silent until the
+/// 900 s timeout. Waiting that long for nothing cost a quarter of an hour.
+pub const HEARTBEAT_STOPPED_AFTER: Duration = Duration::from_secs(150);
 
 pub struct Boot<'a> {
     pub kernel: &'a Kernel,
@@ -50,6 +62,10 @@ pub enum Outcome {
     Panicked,
     /// Killed after the timeout.
     TimedOut,
+    /// Killed because the guest's heartbeat stopped: the guest kernel (or
+    /// QEMU's emulation of it) no longer runs anything. What QEMU's monitor
+    /// said of the CPUs then, or why it said nothing.
+    Stopped(Vec<String>),
     /// Anything else: QEMU's own failure (bad option, missing firmware...).
     QemuFailed(i32),
 }
@@ -64,12 +80,21 @@ pub struct Report {
 
 pub fn boot(b: &Boot) -> Result<Report> {
     let (accel, cpu) = accelerator();
+    // The monitor, asked for the CPUs' registers when the guest stops. Its socket
+    // lives in a private temporary directory: a unix socket path must be short,
+    // and no one else may talk to the monitor.
+    let monitor_dir = tempfile::Builder::new()
+        .prefix("xtask-qemu-monitor-")
+        .tempdir()
+        .context("could not create a directory for QEMU's monitor socket")?;
+    let monitor = monitor_dir.path().join("monitor.sock");
     let mut cmd = Command::new(QEMU);
     cmd.args(["-accel", accel, "-cpu", cpu, "-smp", "2", "-m", "2G"])
         // What -nographic does (serial console on stdio, no window) without its
         // SeaBIOS serial console, which sends ESC c and ESC[?7l: they reset the
         // developer's terminal and leave line wrapping off after the run.
-        .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+        .args(["-display", "none", "-serial", "stdio", "-monitor"])
+        .arg(format!("unix:{},server=on,wait=off", monitor.display()))
         .args(["-no-reboot", "-nic", "none"])
         .arg("-kernel")
         .arg(&b.kernel.vmlinuz)
@@ -114,9 +139,28 @@ pub fn boot(b: &Boot) -> Result<Report> {
     let (booted_tx, booted_rx) = mpsc::channel();
     let pump = thread::spawn(move || stream_console(stdout, &mut log, started, booted_tx));
 
+    let mut heartbeat = Heartbeat::new(b.run_dir.join(HEARTBEAT_FILE));
+    let mut stopped = None;
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break Some(status);
+        }
+        if let Some(silent) = heartbeat.silent_for(Instant::now()) {
+            if silent > HEARTBEAT_STOPPED_AFTER {
+                eprintln!(
+                    "\nxtask: vm: the guest's heartbeat stopped {} s ago: asking QEMU's monitor \
+                     where the CPUs are, then killing QEMU",
+                    silent.as_secs()
+                );
+                let cpus = cpu_states(&monitor);
+                for line in &cpus {
+                    eprintln!("xtask: vm:   {line}");
+                }
+                stopped = Some(cpus);
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
         }
         if started.elapsed() > b.timeout {
             eprintln!(
@@ -136,9 +180,10 @@ pub fn boot(b: &Boot) -> Result<Report> {
     let boot = booted_rx.try_recv().ok();
 
     let rc = read_rc(b.run_dir);
-    let outcome = match status {
-        None => Outcome::TimedOut,
-        Some(status) => classify(status.code(), rc),
+    let outcome = match (status, stopped) {
+        (None, Some(cpus)) => Outcome::Stopped(cpus),
+        (None, None) => Outcome::TimedOut,
+        (Some(status), _) => classify(status.code(), rc),
     };
     Ok(Report {
         outcome,
@@ -163,6 +208,96 @@ fn classify(qemu_code: Option<i32>, rc: Option<i32>) -> Outcome {
         // Killed by a signal: not by us (that is TimedOut), so someone else.
         (None, _) => Outcome::QemuFailed(-1),
     }
+}
+
+/// The guest's heartbeat file, watched from the host: when its content last
+/// changed. Silence counts only once the guest has written it at least once
+/// (boot and /init are the timeout's business).
+struct Heartbeat {
+    path: PathBuf,
+    last: Option<(String, Instant)>,
+}
+
+impl Heartbeat {
+    fn new(path: PathBuf) -> Self {
+        Heartbeat { path, last: None }
+    }
+
+    /// How long the content has stood unchanged, as of `now`.
+    fn silent_for(&mut self, now: Instant) -> Option<Duration> {
+        if let Ok(beat) = fs::read_to_string(&self.path) {
+            // A write caught half-way reads empty: not a beat.
+            if !beat.trim().is_empty() && self.last.as_ref().is_none_or(|(last, _)| *last != beat) {
+                self.last = Some((beat, now));
+            }
+        }
+        self.last
+            .as_ref()
+            .map(|(_, since)| now.saturating_duration_since(*since))
+    }
+}
+
+/// Asks QEMU's human monitor for each CPU's registers, and keeps the lines
+/// that say where a CPU is (RIP, flags, halted). A monitor that does not
+/// answer in a few seconds means QEMU itself is stuck, which is said instead.
+fn cpu_states(monitor: &Path) -> Vec<String> {
+    use std::os::unix::net::UnixStream;
+    let ask = || -> io::Result<String> {
+        let mut stream = UnixStream::connect(monitor)?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        stream.write_all(b"info registers -a\n")?;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 16384];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The monitor never closes the stream: read until it falls quiet.
+        while Instant::now() < deadline {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    };
+    match ask() {
+        Ok(answer) => {
+            let lines = where_the_cpus_are(&answer);
+            if lines.is_empty() {
+                vec![format!(
+                    "QEMU's monitor gave no CPU state (QEMU itself may be stuck): {:?}",
+                    answer.chars().take(200).collect::<String>()
+                )]
+            } else {
+                lines
+            }
+        }
+        Err(e) => vec![format!(
+            "QEMU's monitor did not answer ({e}): QEMU itself may be stuck"
+        )],
+    }
+}
+
+/// From `info registers -a`: each CPU's RIP line with its halted flag (HLT=1
+/// is an idle CPU, HLT=0 one that spins), named by the `CPU#N` line before it.
+fn where_the_cpus_are(answer: &str) -> Vec<String> {
+    let mut cpu = None;
+    let mut lines = Vec::new();
+    for line in answer.lines().map(str::trim) {
+        if line.starts_with("CPU#") {
+            cpu = Some(line);
+        } else if line.starts_with("RIP=") {
+            lines.push(format!("{} {line}", cpu.unwrap_or("CPU#?")));
+        }
+    }
+    lines
 }
 
 fn read_rc(run_dir: &Path) -> Option<i32> {
@@ -247,6 +382,45 @@ pub fn fresh_run_dir(vm_dir: &Path, kernel_line: &str) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_heartbeat_is_silent_only_after_it_started_and_stood_still() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("heartbeat");
+        let mut beat = Heartbeat::new(path.clone());
+        let t0 = Instant::now();
+        assert_eq!(
+            beat.silent_for(t0),
+            None,
+            "no beat yet: the boot is the timeout's"
+        );
+        fs::write(&path, "12.5\n").unwrap();
+        assert_eq!(beat.silent_for(t0), Some(Duration::ZERO));
+        let t1 = t0 + Duration::from_secs(100);
+        assert_eq!(beat.silent_for(t1), Some(Duration::from_secs(100)));
+        // A write caught half-way is not a beat.
+        fs::write(&path, "").unwrap();
+        assert_eq!(beat.silent_for(t1), Some(Duration::from_secs(100)));
+        fs::write(&path, "22.5\n").unwrap();
+        assert_eq!(beat.silent_for(t1), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn keeps_where_each_cpu_is_from_the_monitor() {
+        let answer = "QEMU 7.2.15 monitor - type 'help' for more information\r\n\
+            (qemu) info cpus\r\n\
+            * CPU #0: thread_id=1234\r\n\
+              CPU #1: thread_id=1235\r\n\
+            (qemu) info registers -a\r\n\
+            \r\n\
+            CPU#0\r\n\
+            RAX=0000000000000000 RBX=ffffffff82613940 RCX=0000000000000001 RDX=0000000000000000\r\n\
+            RIP=ffffffff81b2a0ae RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\r\n";
+        assert_eq!(
+            where_the_cpus_are(answer),
+            ["CPU#0 RIP=ffffffff81b2a0ae RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1"]
+        );
+    }
 
     #[test]
     fn classifies_qemu_exits() {
