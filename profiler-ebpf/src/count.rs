@@ -380,9 +380,9 @@ const PAGE: usize = 4096;
 /// during a cgo call the thread's current `g` (in TLS) is its `g0`, whose
 /// `m.curg` is that goroutine, and Go saved the goroutine's stack and frame
 /// pointers in its `sched` as it switched stacks (`runtime.asmcgocall`).
-/// The word at the saved stack pointer is the return address into Go's
-/// switch, and Go keeps frame pointers, so the chain from the saved one
-/// leads to its callers. Outside a cgo call the `sched` read is stale;
+/// At the saved stack pointer is the return address into the switch's
+/// caller, `runtime.cgocall` (or the frame record holding it), and Go keeps
+/// frame pointers, so the chain from the saved one leads to its callers. Outside a cgo call the `sched` read is stale;
 /// user space splices these frames in only where the unwind of the copied
 /// stack reaches `runtime.asmcgocall` with `%rbp` equal to `goroutine_bp`.
 #[inline(always)]
@@ -409,16 +409,29 @@ fn walk_goroutine(out: &mut DwarfStack, layout: &GoLayout) {
     if curg == 0 || curg == g {
         return;
     }
-    let (Some(sp), Some(mut fp)) = (
+    let (Some(sp), Some(bp)) = (
         read(curg.wrapping_add(layout.g_sched_sp as u64)),
         read(curg.wrapping_add(layout.g_sched_bp as u64)),
     ) else {
         return;
     };
-    let Some(first) = read(sp) else {
-        return;
+    // Where asmcgocall has a frame record of its own (its assembler adds one
+    // in Go 1.23 and 1.26, not in 1.19), the stack pointer Go saved is that
+    // record: [sp] is the caller's frame pointer, not a return address, and
+    // the return address into cgocall is the record's. Where it has none,
+    // [sp] is that return address and `bp` cgocall's frame.
+    let (first, mut fp) = if sp == bp {
+        let Some((next, return_address)) = caller_frame(bp) else {
+            return;
+        };
+        (return_address, next)
+    } else {
+        let Some(first) = read(sp) else {
+            return;
+        };
+        (first, bp)
     };
-    out.goroutine_bp = fp;
+    out.goroutine_bp = bp;
     out.goroutine[0] = first;
     let mut len = 1;
     for slot in out.goroutine.iter_mut().skip(1) {

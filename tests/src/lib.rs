@@ -82,16 +82,104 @@ pub fn c_fixture() -> &'static Path {
     PATH.get_or_init(|| fixture("CLOCKPROF_C_FIXTURE", env!("CLOCKPROF_C_FIXTURE_BIN")))
 }
 
-/// The Go fixture, built by build.rs (or named by CLOCKPROF_GO_FIXTURE).
+/// The Go fixture built by the current Go (build.rs), or the one named by
+/// CLOCKPROF_GO_FIXTURE.
 pub fn go_fixture() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| fixture("CLOCKPROF_GO_FIXTURE", env!("CLOCKPROF_GO_FIXTURE_BIN")))
+    PATH.get_or_init(|| match std::env::var_os("CLOCKPROF_GO_FIXTURE") {
+        Some(path) => fixture("CLOCKPROF_GO_FIXTURE", &path.to_string_lossy()),
+        None => Go::Current.go_fixture().to_path_buf(),
+    })
 }
 
-/// The cgo fixture, built by build.rs (or named by CLOCKPROF_CGO_FIXTURE).
+/// The cgo fixture built by the current Go (build.rs), or the one named by
+/// CLOCKPROF_CGO_FIXTURE.
 pub fn cgo_fixture() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| fixture("CLOCKPROF_CGO_FIXTURE", env!("CLOCKPROF_CGO_FIXTURE_BIN")))
+    PATH.get_or_init(|| match std::env::var_os("CLOCKPROF_CGO_FIXTURE") {
+        Some(path) => fixture("CLOCKPROF_CGO_FIXTURE", &path.to_string_lossy()),
+        None => Go::Current.cgo_fixture().to_path_buf(),
+    })
+}
+
+/// A Go release the Go tests run on; build.rs builds each Go fixture with
+/// each, by the `go` at an explicit path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Go {
+    /// Debian 12's golang-go.
+    V1_19,
+    /// bookworm-backports' golang-1.23-go.
+    V1_23,
+    /// The current release: /usr/local/go, or a `go` 1.24 or newer on PATH.
+    Current,
+}
+
+impl Go {
+    pub const ALL: [Go; 3] = [Go::V1_19, Go::V1_23, Go::Current];
+
+    /// The version that built the fixtures (`go1.23.5`), empty when none did.
+    pub fn version(self) -> &'static str {
+        match self {
+            Go::V1_19 => env!("CLOCKPROF_GO_1_19_VERSION"),
+            Go::V1_23 => env!("CLOCKPROF_GO_1_23_VERSION"),
+            Go::Current => env!("CLOCKPROF_GO_CURRENT_VERSION"),
+        }
+    }
+
+    /// How assertions name it: `Go 1.23 (go1.23.5)`, `current Go (go1.26.8)`.
+    pub fn name(self) -> String {
+        let release = match self {
+            Go::V1_19 => "Go 1.19",
+            Go::V1_23 => "Go 1.23",
+            Go::Current => "current Go",
+        };
+        format!("{release} ({})", self.about())
+    }
+
+    /// The version and path of its `go`, or why there is none.
+    fn about(self) -> &'static str {
+        match self {
+            Go::V1_19 => env!("CLOCKPROF_GO_1_19_ABOUT"),
+            Go::V1_23 => env!("CLOCKPROF_GO_1_23_ABOUT"),
+            Go::Current => env!("CLOCKPROF_GO_CURRENT_ABOUT"),
+        }
+    }
+
+    /// tests/fixtures/go_fixture.go as this Go built it.
+    pub fn go_fixture(self) -> &'static Path {
+        self.built(match self {
+            Go::V1_19 => env!("CLOCKPROF_GO_FIXTURE_1_19"),
+            Go::V1_23 => env!("CLOCKPROF_GO_FIXTURE_1_23"),
+            Go::Current => env!("CLOCKPROF_GO_FIXTURE_CURRENT"),
+        })
+    }
+
+    /// tests/fixtures/cgo_fixture.go as this Go built it.
+    pub fn cgo_fixture(self) -> &'static Path {
+        self.built(match self {
+            Go::V1_19 => env!("CLOCKPROF_CGO_FIXTURE_1_19"),
+            Go::V1_23 => env!("CLOCKPROF_CGO_FIXTURE_1_23"),
+            Go::Current => env!("CLOCKPROF_CGO_FIXTURE_CURRENT"),
+        })
+    }
+
+    /// `path`, which must exist: a Go that was missing when the tests were
+    /// built fails the test that needs it, naming that Go.
+    fn built(self, path: &'static str) -> &'static Path {
+        assert!(
+            !self.version().is_empty(),
+            "no fixture of {}: install it, and the next build of the tests builds its fixtures",
+            self.name()
+        );
+        let path = Path::new(path);
+        assert!(
+            path.exists(),
+            "{} is missing, though {} built it: rebuild the tests",
+            path.display(),
+            self.name()
+        );
+        path
+    }
 }
 
 /// The C fixture built as Debian builds its binaries (build.rs): -O2, no

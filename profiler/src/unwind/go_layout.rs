@@ -160,13 +160,74 @@ fn entry_name<R: gimli::Reader>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object::ObjectSection;
 
-    /// A cgo program built here with Debian's Go, its layout read back and
-    /// checked against what its own `runtime.asmcgocall` reads: `g` at
-    /// %fs:-8 and `g.m` at 0x30 in Go 1.19's code (`mov %fs:0xfffffffffffffff8,%rdi;
-    /// mov 0x30(%rdi),%r8`).
+    /// The Go releases the tests run on, by the path of their `go`, and
+    /// what installs each.
+    const GO_RELEASES: [(&str, &str); 3] = [
+        ("/usr/lib/go-1.19/bin/go", "cargo xtask setup (golang-go)"),
+        (
+            "/usr/lib/go-1.23/bin/go",
+            "cargo xtask setup (golang-1.23-go from bookworm-backports)",
+        ),
+        (
+            "/usr/local/go/bin/go",
+            "the current Go release at /usr/local/go",
+        ),
+    ];
+
+    /// The bytes of the function `name` of `elf`.
+    fn code<'a>(elf: &object::File<'a>, name: &str) -> &'a [u8] {
+        let symbol = elf
+            .symbols()
+            .find(|s| s.name() == Ok(name))
+            .unwrap_or_else(|| panic!("no {name}"));
+        elf.sections()
+            .find_map(|section| {
+                section
+                    .data_range(symbol.address(), symbol.size())
+                    .ok()
+                    .flatten()
+            })
+            .unwrap_or_else(|| panic!("no code of {name}"))
+    }
+
+    /// The byte after the first `pattern` in `code`.
+    fn after(code: &[u8], pattern: &[u8]) -> Option<u8> {
+        code.windows(pattern.len() + 1)
+            .find(|window| window.starts_with(pattern))
+            .map(|window| window[pattern.len()])
+    }
+
+    /// The offsets a Go program's own code uses, for the layout read from its
+    /// DWARF to be checked against, whatever the release:
+    /// `gosave_systemstack_switch` saves the stack pointer into `g.sched.sp`
+    /// (`lea 0x8(%rsp),%r9; mov %r9,SP(%r14)`) and %rbp into `g.sched.bp`
+    /// (`mov %rbp,BP(%r14)`), %r14 holding `g`; `runtime.asmcgocall` loads
+    /// `g` from TLS (`mov %fs:TLS,%rdi`) and `g.m` (`mov M(%rdi),%r8`).
+    /// (tls_g, g_m, g_sched_sp, g_sched_bp).
+    fn offsets_in_code(elf: &object::File) -> (i64, u32, u32, u32) {
+        let save = code(elf, "gosave_systemstack_switch");
+        let sp = after(save, &[0x4c, 0x8d, 0x4c, 0x24, 0x08, 0x4d, 0x89, 0x4e])
+            .expect("lea 0x8(%rsp),%r9; mov %r9,SP(%r14)");
+        let bp = after(save, &[0x49, 0x89, 0x6e]).expect("mov %rbp,BP(%r14)");
+        let switch = code(elf, "runtime.asmcgocall.abi0");
+        let at = switch
+            .windows(9)
+            .position(|w| w.starts_with(&[0x64, 0x48, 0x8b, 0x3c, 0x25]))
+            .expect("mov %fs:TLS,%rdi");
+        let tls = i32::from_le_bytes(switch[at + 5..at + 9].try_into().unwrap());
+        let m = after(&switch[at..], &[0x4c, 0x8b, 0x47]).expect("mov M(%rdi),%r8");
+        (tls.into(), m.into(), sp.into(), bp.into())
+    }
+
+    /// A cgo program built here by each Go release of the test matrix, its
+    /// layout read back from its DWARF and TLS segment, and checked against
+    /// the offsets its own runtime code uses. Go 1.26's `gobuf.bp` is 8 bytes
+    /// lower than 1.19's and 1.23's (its gobuf has no `ret`): only each
+    /// program's DWARF says where it is.
     #[test]
-    fn reads_the_layout_of_a_cgo_program() {
+    fn reads_the_layout_of_a_cgo_program_of_each_go_release() {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("main.go");
         std::fs::write(
@@ -174,27 +235,44 @@ mod tests {
             "package main\n// int twice(int x) { return 2 * x; }\nimport \"C\"\nfunc main() { println(C.twice(2)) }\n",
         )
         .unwrap();
-        let program = dir.path().join("cgo");
-        // Debian's Go, not whichever `go` is first on PATH (a newer Go
-        // moved gobuf.bp): the offsets below are Go 1.19's.
-        let status = std::process::Command::new("/usr/bin/go")
-            .args(["build", "-o"])
-            .arg(&program)
-            .arg(&source)
-            .env("GOCACHE", dir.path().join("cache"))
-            .env("GO111MODULE", "off")
-            .status()
-            .expect("Debian's go runs (cargo xtask setup installs golang-go)");
-        assert!(status.success());
-        let data = std::fs::read(&program).unwrap();
-        let elf = object::File::parse(&*data).unwrap();
-        let layout = go_layout(&elf).expect("a cgo program has a layout");
-        assert_eq!(layout.tls_g, -8);
-        assert_eq!(layout.g_m, 0x30);
-        // g.sched is right after g.m; gobuf's sp is its first field, bp
-        // its seventh.
-        assert_eq!(layout.g_sched_sp, 0x38);
-        assert_eq!(layout.g_sched_bp, 0x38 + 6 * 8);
-        assert!(layout.m_curg > 0);
+        let mut bps = Vec::new();
+        for (index, (go, installer)) in GO_RELEASES.iter().enumerate() {
+            assert!(
+                std::path::Path::new(go).exists(),
+                "{go} is missing: {installer} installs it"
+            );
+            let program = dir.path().join(format!("cgo{index}"));
+            let mut build = std::process::Command::new(go);
+            build
+                .args(["build", "-o"])
+                .arg(&program)
+                .arg(&source)
+                .env("GO111MODULE", "off")
+                .env("GOTOOLCHAIN", "local");
+            // Go's own build cache where it has one (a fresh one builds 1.23's
+            // and 1.26's runtime/cgo again, ~30 s); else one of the test's.
+            if ["GOCACHE", "XDG_CACHE_HOME", "HOME"]
+                .iter()
+                .all(|variable| std::env::var_os(variable).is_none())
+            {
+                build.env("GOCACHE", dir.path().join("cache"));
+            }
+            let status = build
+                .status()
+                .unwrap_or_else(|err| panic!("{go} does not run: {err}"));
+            assert!(status.success(), "{go} build failed");
+            let data = std::fs::read(&program).unwrap();
+            let elf = object::File::parse(&*data).unwrap();
+            let layout = go_layout(&elf).unwrap_or_else(|| panic!("{go}: no layout"));
+            let (tls_g, g_m, g_sched_sp, g_sched_bp) = offsets_in_code(&elf);
+            assert_eq!(layout.tls_g, tls_g, "{go}");
+            assert_eq!(layout.g_m, g_m, "{go}");
+            assert_eq!(layout.g_sched_sp, g_sched_sp, "{go}");
+            assert_eq!(layout.g_sched_bp, g_sched_bp, "{go}");
+            assert!(layout.m_curg > 0, "{go}");
+            bps.push(layout.g_sched_bp);
+        }
+        // 1.19 and 1.23: gobuf {sp, pc, g, ctxt, ret, lr, bp} at g+0x38.
+        assert_eq!(bps[..2], [0x38 + 6 * 8, 0x38 + 6 * 8]);
     }
 }

@@ -126,26 +126,100 @@ fn go_source_host_wide_probes_a_go_program_started_after_it() {
     assert_no_clockprof_programs_left();
 }
 
-#[test]
-fn go_source_counts_time_now_exactly_under_the_go_function() {
+/// The profile's stacks of `comm`, folded with their leaves:
+/// `COMM;ROOT;...;FUNCTION;[LEAF] COUNT`.
+fn folded_with_leaves(profile: &serde_json::Value, comm: &str) -> Vec<(String, u64)> {
+    profile["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|stack| stack["comm"] == comm)
+        .map(|stack| {
+            let mut frames = vec![comm];
+            frames.extend(
+                stack["frames"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|frame| frame["function"].as_str().unwrap()),
+            );
+            frames.push(stack["leaf"].as_str().unwrap());
+            (frames.join(";"), stack["count"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+/// Whether the ELF file `path` has a symbol `name`.
+fn has_symbol(path: &Path, name: &str) -> bool {
+    use object::{Object, ObjectSymbol};
+    let data = std::fs::read(path).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let found = file.symbols().any(|symbol| symbol.name() == Ok(name));
+    found
+}
+
+/// The go source on one Go release of the matrix: each of the fixture's
+/// time.Now calls is counted once, under its caller, on the frame-pointer
+/// stack Go keeps (what `--unwind auto` picks for a Go program), every frame
+/// named from the goroutine's root down to time.now.
+fn assert_go_source_counts_time_now_exactly(go: Go) {
+    let name = go.name();
+    let fixture = go.go_fixture();
+    let comm = comm_of(fixture);
     let dir = TempDir::new("go");
-    let fixture = go_fixture();
-    let folded = record(&dir, "go", &[], &[fixture.as_os_str(), os("40000")]);
+    let profile = Clockprof::record()
+        .sources("go")
+        .output(&dir.join("out.json"))
+        .run([fixture.as_os_str(), os("40000")])
+        .success()
+        .json();
+    let folded = folded_with_leaves(&profile, &comm);
     let text = show(&folded);
-    let now_under = |function: &str| -> u64 {
-        leaves_under(&folded, function)
-            .get("[go time.now]")
-            .copied()
-            .unwrap_or(0)
+    let unwinder = profile["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|process| process["comm"] == comm.as_str())
+        .unwrap_or_else(|| panic!("{name}: no process {comm}:\n{profile}"))["unwinder"]
+        .clone();
+    assert_eq!(unwinder, "frame_pointers", "{name}");
+    // From Go 1.24 or 1.25 on (1.26 here), time.Now reads the clock through
+    // time.runtimeNow (synctest's fake clock hooks in there).
+    let now = if has_symbol(fixture, "time.runtimeNow") {
+        "time.Now;time.runtimeNow;time.now"
+    } else {
+        "time.Now;time.now"
     };
-    assert_eq!(now_under("main.hotLoop"), 40000, "{text}");
-    assert_eq!(now_under("main.warmLoop"), 20000, "{text}");
-    assert!(
-        folded.iter().any(|(s, c)| *c == 40000
-            && s.contains(";main.main;main.hotLoop;")
-            && s.ends_with(";time.now;[go time.now]")),
-        "the Go frames main.main -> main.hotLoop -> ... -> time.now are missing:\n{text}"
-    );
+    for (caller, calls) in [("main.hotLoop", 40000), ("main.warmLoop", 20000)] {
+        let under: Vec<(String, u64)> = folded
+            .iter()
+            .filter(|(stack, _)| stack.split(';').any(|frame| frame == caller))
+            .cloned()
+            .collect();
+        let expected = format!(
+            "{comm};runtime.goexit.abi0;runtime.main;main.main;{caller};{now};[go time.now]"
+        );
+        assert_eq!(
+            under,
+            [(expected, calls)],
+            "{name}: {caller}'s time.Now calls, exactly, on one stack:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn go_source_counts_time_now_exactly_on_go_1_19() {
+    assert_go_source_counts_time_now_exactly(Go::V1_19);
+}
+
+#[test]
+fn go_source_counts_time_now_exactly_on_go_1_23() {
+    assert_go_source_counts_time_now_exactly(Go::V1_23);
+}
+
+#[test]
+fn go_source_counts_time_now_exactly_on_the_current_go() {
+    assert_go_source_counts_time_now_exactly(Go::Current);
 }
 
 #[test]
