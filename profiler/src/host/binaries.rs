@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSection, ObjectSymbol, ReadCache};
 
+use crate::host::gopclntab;
 use crate::host::maps::parse_maps_line;
 use crate::host::safe_open::{self, FileKey, Opened};
 
@@ -97,13 +98,17 @@ pub fn distinct(binaries: impl IntoIterator<Item = Binary>) -> Vec<Binary> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum GoBinary {
     NotGo,
-    /// A Go executable with its symbol table: the uprobes can be placed.
-    WithSymbols,
-    /// A Go executable stripped of its symbols (`-ldflags=-s`).
-    Stripped,
+    /// A Go executable whose functions can be found by name, in its symbol
+    /// table or, stripped (`-ldflags=-s -w`), in its `.gopclntab`: the
+    /// uprobes can be placed.
+    Named,
+    /// A Go executable with neither: stripped, and a function table of a Go
+    /// release before 1.18 (another layout) or one that does not read.
+    Unnamed,
 }
 
-/// Reads only the ELF headers and symbol table, not the whole file.
+/// Reads only the ELF headers and symbol table (and the function table when
+/// there is no symbol table), not the whole file.
 pub fn go_binary(path: &Path) -> GoBinary {
     let Ok(file) = File::open(path) else {
         return GoBinary::NotGo;
@@ -118,11 +123,13 @@ pub fn go_binary(path: &Path) -> GoBinary {
     if !is_go {
         return GoBinary::NotGo;
     }
-    // Every Go program has runtime.main; without it the symbol table is gone.
-    if elf.symbols().any(|s| s.name() == Ok("runtime.main")) {
-        GoBinary::WithSymbols
+    // Every Go program has runtime.main.
+    let named = elf.symbols().any(|s| s.name() == Ok("runtime.main"))
+        || gopclntab::with_table(&elf, |table| table.entry_of("runtime.main")).is_some();
+    if named {
+        GoBinary::Named
     } else {
-        GoBinary::Stripped
+        GoBinary::Unnamed
     }
 }
 

@@ -7,6 +7,7 @@ pub mod binaries;
 pub mod clocksource;
 pub mod container;
 pub mod facts;
+pub mod gopclntab;
 pub mod kallsyms;
 pub mod maps;
 pub mod mountinfo;

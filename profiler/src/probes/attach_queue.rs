@@ -156,9 +156,7 @@ impl Drop for AttachQueue {
 fn wants(which: UprobeBinary, binary: &Binary) -> bool {
     match which {
         UprobeBinary::Libc => binaries::is_libc(&binary.shown.to_string_lossy()),
-        UprobeBinary::GoExecutable => {
-            binaries::go_binary(&binary.fd_path()) == GoBinary::WithSymbols
-        }
+        UprobeBinary::GoExecutable => binaries::go_binary(&binary.fd_path()) == GoBinary::Named,
     }
 }
 

@@ -19,7 +19,7 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 use object::{Object, ObjectSection, ObjectSymbol, ReadCache};
 
-use crate::host::perf_event;
+use crate::host::{gopclntab, perf_event};
 
 /// The uprobe PMU's perf type, as the kernel numbers it.
 fn uprobe_pmu_type() -> Result<u32> {
@@ -36,7 +36,7 @@ pub fn symbol_offset(path: &Path, symbols: &[&'static str]) -> Option<(&'static 
     let file = std::fs::File::open(path).ok()?;
     let data = ReadCache::new(file);
     let elf = object::File::parse(&data).ok()?;
-    symbols.iter().find_map(|&wanted| {
+    let by_symbol = symbols.iter().find_map(|&wanted| {
         let symbol = elf
             .dynamic_symbols()
             .chain(elf.symbols())
@@ -45,6 +45,15 @@ pub fn symbol_offset(path: &Path, symbols: &[&'static str]) -> Option<(&'static 
         let (start, _) = section.file_range()?;
         let offset = symbol.address().checked_sub(section.address())? + start;
         Some((wanted, offset))
+    });
+    // A stripped Go executable: its runtime's function table has the entries.
+    by_symbol.or_else(|| {
+        gopclntab::with_table(&elf, |table| {
+            symbols.iter().find_map(|&wanted| {
+                let entry = table.entry_of(wanted)?;
+                Some((wanted, gopclntab::file_offset_of(&elf, entry)?))
+            })
+        })
     })
 }
 

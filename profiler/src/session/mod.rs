@@ -75,10 +75,10 @@ fn attach_kernel(probes: &mut Probes, config: &SessionConfig) -> Result<Option<U
 
 fn check_go(path: &std::path::Path, what: &str) -> Result<()> {
     match binaries::go_binary(path) {
-        GoBinary::WithSymbols => Ok(()),
+        GoBinary::Named => Ok(()),
         GoBinary::NotGo => bail!("{what} is not a Go program, so the go source has nothing to probe in it"),
-        GoBinary::Stripped => bail!(
-            "{what} is a Go program without its symbol table (built with -ldflags=-s), which the go source needs; -s vdso samples it without symbols"
+        GoBinary::Unnamed => bail!(
+            "{what} is a Go program whose functions cannot be found: it has no symbol table (built with -ldflags=-s) and no Go function table clockprof reads (Go 1.18 or later); -s vdso samples it without names"
         ),
     }
 }
@@ -141,10 +141,10 @@ fn attach_host_wide(probes: &mut Probes, source: Source, which: UprobeBinary) {
             binaries::distinct(pids.iter().filter_map(|&pid| binaries::exe_of(pid)))
                 .into_iter()
                 .filter(|exe| match binaries::go_binary(&exe.fd_path()) {
-                    GoBinary::WithSymbols => true,
-                    GoBinary::Stripped => {
+                    GoBinary::Named => true,
+                    GoBinary::Unnamed => {
                         warning!(
-                            "{} is a Go program without symbols; the {source} source skips it",
+                            "{} is a Go program whose functions cannot be found (no symbol table, no Go 1.18+ function table); the {source} source skips it",
                             exe.shown.display()
                         );
                         false

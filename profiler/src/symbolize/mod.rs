@@ -11,6 +11,7 @@
 
 pub mod debuginfo;
 mod frames;
+mod go_table;
 pub mod interrupt;
 mod lookup;
 mod normalize;

@@ -10,6 +10,7 @@ use blazesym::symbolize::{Input, Symbolizer};
 
 use super::debuginfo::DebugInfo;
 use super::frames::UserLocation;
+use super::go_table;
 use super::lookup::{names_of, NameTable};
 use super::vdso::{VdsoImage, VDSO};
 use crate::host::safe_open::FileKey;
@@ -70,9 +71,19 @@ pub(super) fn symbolize_files(
             .map(|(offset, _)| *offset)
             .collect();
         if path != VDSO && !unnamed.is_empty() {
-            let named = debuginfo
+            let mut named = debuginfo
                 .borrow_mut()
                 .name_unnamed(symbolizer, &file, path, &unnamed);
+            // A stripped Go binary has neither symbols nor a debug file, but
+            // its runtime's own function table still names its functions.
+            let still_unnamed: Vec<u64> = unnamed
+                .iter()
+                .copied()
+                .filter(|offset| !named.contains_key(offset))
+                .collect();
+            if !still_unnamed.is_empty() {
+                named.extend(go_table::name_offsets(&file, &still_unnamed));
+            }
             for (offset, names) in named {
                 let location = UserLocation::File {
                     path: Arc::clone(path_arc),
