@@ -162,13 +162,12 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         web.clone(),
     )));
     let push_interval = Duration::from_secs(args.push_interval);
-    let start_pusher = |url: &hyper::Uri, protocol, headers, name| {
+    let start_pusher = |url: &hyper::Uri, protocol, headers| {
         push::Pusher::start(
             push::Target {
                 url: url.clone(),
                 headers,
                 tls: push_tls.clone(),
-                name,
             },
             protocol,
             push_interval,
@@ -180,25 +179,25 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     };
     // The credentials and headers are the Pyroscope server's: an OTLP
     // receiver (a node-local Collector, as a rule) gets none of them.
-    let mut pushers: Vec<push::Pusher> = push_url
-        .iter()
-        .map(|url| {
-            start_pusher(
-                url,
-                push::Protocol::Pyroscope(args.push_api),
-                push_headers.clone(),
-                "pyroscope",
-            )
-        })
-        .chain(otlp_url.iter().map(|url| {
-            start_pusher(
-                url,
-                push::Protocol::Otlp(args.otlp_profiles_version),
-                Vec::new(),
-                "otlp",
-            )
-        }))
-        .collect();
+    let mut pushes = push::Pushes::new(
+        push_url
+            .iter()
+            .map(|url| {
+                start_pusher(
+                    url,
+                    push::Protocol::Pyroscope(args.push_api),
+                    push_headers.clone(),
+                )
+            })
+            .chain(otlp_url.iter().map(|url| {
+                start_pusher(
+                    url,
+                    push::Protocol::Otlp(args.otlp_profiles_version),
+                    Vec::new(),
+                )
+            }))
+            .collect(),
+    );
     let scheme = if web.as_ref().is_some_and(|w| w.tls.is_some()) {
         "https"
     } else {
@@ -255,15 +254,11 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
 
     let mut kernel = kernel::SinceLastRead::new(&session);
     let mut last_read = Instant::now();
-    let mut pushes =
+    let mut push_ticks =
         tokio::time::interval_at(tokio::time::Instant::now() + push_interval, push_interval);
     loop {
         tokio::select! {
-            _ = pushes.tick(), if !pushers.is_empty() => {
-                for pusher in &mut pushers {
-                    pusher.flush(&shared);
-                }
-            }
+            _ = push_ticks.tick(), if !pushes.is_empty() => pushes.flush(&shared),
             // A profile window asks for the counts up to now.
             _ = shared.read_now.notified() => wakeups.drain_maps_now(),
             wakeup = wakeups.next() => match wakeup {
@@ -283,10 +278,10 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
                     };
                     last_read = until;
                     shared.metrics.record(&batch.samples);
-                    let mut dropped = shared.lock_windows().feed(&batch, &shared);
-                    for pusher in &mut pushers {
-                        dropped = dropped.saturating_add(pusher.feed(&batch));
-                    }
+                    let dropped = shared
+                        .lock_windows()
+                        .feed(&batch, &shared)
+                        .saturating_add(pushes.feed(&batch));
                     shared.metrics.lose(metrics::reason::PROFILE_STACKS, dropped);
                     shared.health.read_done();
                 }
@@ -296,7 +291,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
     // The server goes first, so no request sees the probes go; then the
     // probes, with the session.
     drop(server);
-    drop(pushers);
+    drop(pushes);
     drop(session);
     say!("stopped; every probe detached");
     Ok(0)

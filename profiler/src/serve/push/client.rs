@@ -27,8 +27,6 @@ pub struct Target {
     pub url: Uri,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// How it is named in metrics and warnings: `pyroscope` or `otlp`.
-    pub name: &'static str,
 }
 
 /// One HTTP request of a push: a Connect or OTLP push is one, an /ingest
@@ -59,6 +57,7 @@ const MAX_ERROR_BODY: usize = 4096;
 pub async fn send_all(
     mut pushes: mpsc::Receiver<Window>,
     target: Target,
+    endpoint: &'static str,
     timeout: Duration,
     shared: Arc<Shared>,
 ) {
@@ -66,24 +65,22 @@ pub async fn send_all(
     while let Some(push) = pushes.recv().await {
         let outcome = match tokio::task::spawn_blocking(move || push.encode()).await {
             Ok(Ok(requests)) => send_push(&target, requests, timeout).await,
-            Ok(Err(err)) => Err(Failure::retryable(
-                "render",
-                err.context("could not render it"),
-            )),
-            Err(err) => Err(Failure::retryable(
+            // Rendering the same window again would fail the same way.
+            Ok(Err(err)) => Err(Failure::fin("render", err.context("could not render it"))),
+            Err(err) => Err(Failure::fin(
                 "render",
                 anyhow!("could not render it: {err}"),
             )),
         };
         if let Err(failure) = outcome {
-            shared.metrics.push_failed(target.name, &failure.cause);
+            shared.metrics.push_failed(endpoint, &failure.cause);
             if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
                 last_warning = Some(Instant::now());
                 warning!(
                     "a push to {} was dropped: {:#} (counted in clockprof_push_failures_total{{endpoint=\"{}\",cause=\"{}\"}})",
                     target.url,
                     failure.error,
-                    target.name,
+                    endpoint,
                     failure.cause
                 );
             }

@@ -24,6 +24,7 @@ use super::accumulate::Accumulated;
 use super::limits::{PUSH_QUEUE, PUSH_TIMEOUT};
 use super::series::Series;
 use super::{Batch, Shared};
+use crate::aggregate::Profile;
 pub use client::Target;
 pub use pyroscope::IngestApi;
 
@@ -35,16 +36,89 @@ pub enum Protocol {
     Otlp(u32),
 }
 
-pub struct Pusher {
-    protocol: Protocol,
+impl Protocol {
+    /// How the target is named in metrics and warnings.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            Protocol::Pyroscope(_) => "pyroscope",
+            Protocol::Otlp(_) => "otlp",
+        }
+    }
+}
+
+/// What a window is grouped with before it is queued.
+enum Form {
+    /// The series pushed so far, under the metrics' cap and TTL.
+    Pyroscope(IngestApi, Series<pyroscope::Service>),
+    Otlp(u32),
+}
+
+/// Every push target, fed from one accumulation of the interval's stacks:
+/// with `--push` and `--otlp` both, the reads are merged once, not once per
+/// target.
+pub struct Pushes {
     stacks: Accumulated,
     since: Instant,
+    pushers: Vec<Pusher>,
+}
+
+impl Pushes {
+    pub fn new(pushers: Vec<Pusher>) -> Pushes {
+        Pushes {
+            stacks: Accumulated::default(),
+            since: Instant::now(),
+            pushers,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pushers.is_empty()
+    }
+
+    /// Returns reads dropped past the stack cap.
+    pub fn feed(&mut self, batch: &Batch) -> u64 {
+        if self.pushers.is_empty() {
+            return 0;
+        }
+        self.stacks.add(batch)
+    }
+
+    /// Hands the interval's profile to each target. An interval without
+    /// reads pushes nothing.
+    pub fn flush(&mut self, shared: &Shared) {
+        let now = Instant::now();
+        let duration = now.duration_since(self.since);
+        let profile = self.stacks.take_profile(&shared.info(), duration);
+        self.since = now;
+        if profile.stacks.is_empty() {
+            return;
+        }
+        let end = SystemTime::now();
+        // Each target groups the profile its own way; all but the last get
+        // a copy.
+        let mut profile = Some(profile);
+        let last = self.pushers.len().saturating_sub(1);
+        for (index, pusher) in self.pushers.iter_mut().enumerate() {
+            let this = if index == last {
+                profile.take()
+            } else {
+                profile.clone()
+            };
+            if let Some(this) = this {
+                pusher.queue_window(this, now, end, shared);
+            }
+        }
+    }
+}
+
+/// One target: the read loop queues its windows, the sender task (client)
+/// encodes and posts them.
+pub struct Pusher {
+    form: Form,
     queue: mpsc::Sender<Window>,
     sender: tokio::task::JoinHandle<()>,
-    name: &'static str,
+    endpoint: &'static str,
     fixed: Vec<(String, String)>,
-    /// The Pyroscope series pushed, under the metrics' cap and TTL.
-    series: Series<pyroscope::Service>,
 }
 
 impl Pusher {
@@ -59,54 +133,41 @@ impl Pusher {
     ) -> Pusher {
         let (queue, pushes) = mpsc::channel(PUSH_QUEUE);
         let timeout = PUSH_TIMEOUT.min(interval);
-        let name = target.name;
-        let sender = tokio::spawn(client::send_all(pushes, target, timeout, shared));
+        let endpoint = protocol.endpoint();
+        let sender = tokio::spawn(client::send_all(pushes, target, endpoint, timeout, shared));
+        let form = match protocol {
+            Protocol::Pyroscope(api) => Form::Pyroscope(api, Series::new(max_series, series_ttl)),
+            Protocol::Otlp(version) => Form::Otlp(version),
+        };
         Pusher {
-            protocol,
-            stacks: Accumulated::default(),
-            since: Instant::now(),
+            form,
             queue,
             sender,
-            name,
+            endpoint,
             fixed: fixed.to_vec(),
-            series: Series::new(max_series, series_ttl),
         }
     }
 
-    /// Returns reads dropped past the stack cap.
-    pub fn feed(&mut self, batch: &Batch) -> u64 {
-        self.stacks.add(batch)
-    }
-
-    /// Queues the interval's window, or counts it lost when the queue is
-    /// full. An interval without reads pushes nothing.
-    pub fn flush(&mut self, shared: &Shared) {
-        let now = Instant::now();
-        let duration = now.duration_since(self.since);
-        let profile = self.stacks.take_profile(&shared.info(), duration);
-        self.since = now;
-        if profile.stacks.is_empty() {
-            return;
-        }
-        let end = SystemTime::now();
-        let window = match self.protocol {
-            Protocol::Pyroscope(api) => Window::Pyroscope(pyroscope::group(
+    /// Queues a window, or counts it lost when the queue is full.
+    fn queue_window(&mut self, profile: Profile, now: Instant, end: SystemTime, shared: &Shared) {
+        let window = match &mut self.form {
+            Form::Pyroscope(api, series) => Window::Pyroscope(pyroscope::group(
                 profile,
-                api,
+                *api,
                 &self.fixed,
-                &mut self.series,
+                series,
                 now,
                 end,
             )),
-            Protocol::Otlp(version) => Window::Otlp(otlp::Window {
+            Form::Otlp(version) => Window::Otlp(otlp::Window {
                 profile,
                 fixed: self.fixed.clone(),
                 end,
-                version,
+                version: *version,
             }),
         };
         if self.queue.try_send(window).is_err() {
-            shared.metrics.push_failed(self.name, "queue_full");
+            shared.metrics.push_failed(self.endpoint, "queue_full");
         }
     }
 }
