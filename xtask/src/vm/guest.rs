@@ -17,6 +17,10 @@ const CLOCKPROF_HUNG_AFTER_SECS: u32 = 240;
 /// kernel still schedules (qemu.rs).
 pub const HEARTBEAT_FILE: &str = "heartbeat";
 const HEARTBEAT_SECS: u32 = 10;
+/// A test silent this long is stuck: the guest says where its tasks are,
+/// ahead of the host's CONSOLE_SILENT_AFTER (qemu.rs). The longest VM test
+/// takes about two minutes under TCG.
+const QUIET_AFTER_SECS: u32 = 300;
 
 pub struct GuestCommand<'a> {
     pub clockprof: &'a Path,
@@ -51,11 +55,34 @@ export CLOCKPROF_CGO_FIXTURE={cgo_fixture}
 mkdir -p "$CLOCKPROF_FIXTURE_DIR"
 secs_up() {{ cut -d' ' -f1 /proc/uptime; }}
 # The host reads this file to tell a slow test from a guest kernel that stopped
-# scheduling altogether (seen under TCG: console, tests and watchdog all silent).
+# scheduling altogether. And a test that has printed nothing for
+# {quiet_after} s is stuck in a way the clockprof watchdog does not see (seen
+# under TCG: the console silent, the heartbeat going on): say where every task
+# is, once, before the host gives up on the boot (qemu.rs). Only stat, wchan and
+# stack are read: cmdline would wait on a stuck process's memory lock.
 heartbeat() {{
-    while :; do secs_up > {out_dir}/{heartbeat_file}; sleep {heartbeat_secs}; done
+    last_size=-1; quiet=0; told=0
+    while :; do
+        secs_up > {out_dir}/{heartbeat_file}
+        size=$(stat -c %s {out_dir}/guest.log 2>/dev/null || echo 0)
+        if [ "$size" = "$last_size" ]; then quiet=$((quiet + {heartbeat_secs})); else quiet=0; told=0; fi
+        last_size=$size
+        if [ $quiet -ge {quiet_after} ] && [ $told -eq 0 ]; then
+            told=1
+            echo "xtask-vm: no test output for $quiet s; every task now (pid comm state wchan):"
+            for task in /proc/[0-9]*/task/[0-9]*; do
+                state=$(cut -d' ' -f3 $task/stat 2>/dev/null)
+                echo "xtask-vm:   ${{task#/proc/}} $(cat $task/comm 2>/dev/null) $state $(cat $task/wchan 2>/dev/null)"
+                case $state in D|T|t) sed 's/^/xtask-vm:     /' $task/stack 2>/dev/null ;; esac
+            done
+            echo "xtask-vm: the kernel's list of blocked tasks (sysrq w):"
+            echo w > /proc/sysrq-trigger
+        fi
+        # Not on the tests' pipe: a last sleep would hold /init's tee open.
+        sleep {heartbeat_secs} >/dev/null 2>&1
+    done
 }}
-heartbeat >/dev/null 2>&1 &
+heartbeat 2>/dev/null &
 heartbeat_pid=$!
 cs=/sys/devices/system/clocksource/clocksource0
 echo "xtask-vm: kernel $(uname -r), clocksource $(cat $cs/current_clocksource) (available: $(cat $cs/available_clocksource))"
@@ -111,6 +138,7 @@ exit $rc
         out_dir = GUEST_OUT_DIR,
         heartbeat_file = HEARTBEAT_FILE,
         heartbeat_secs = HEARTBEAT_SECS,
+        quiet_after = QUIET_AFTER_SECS,
     )
 }
 
@@ -256,7 +284,8 @@ mod tests {
         assert!(s.contains("export CLOCKPROF_FIXTURE_DIR='/tmp/fixtures'\n"));
         assert!(s.contains("export CLOCKPROF_GO_FIXTURE='/w/target/vm/gofixture'\n"));
         // The heartbeat the host watches for a stopped guest, stopped with the tests.
-        assert!(s.contains("secs_up > /run/xtask/heartbeat; sleep 10;"));
+        assert!(s.contains("        secs_up > /run/xtask/heartbeat\n"));
+        assert!(s.contains("if [ $quiet -ge 300 ] && [ $told -eq 0 ]; then"));
         assert!(s.contains("kill $watchdog_pid $heartbeat_pid"));
     }
 

@@ -576,12 +576,12 @@ fn run_kernel(
         ]),
         // A guest that stopped running anything is the emulated kernel's
         // failure, not a test's: rerun as for a crash, with where the CPUs were.
-        Outcome::Stopped(cpus) => Some(
+        Outcome::Stopped(why) => Some(
             std::iter::once(format!(
-                "the guest stopped: no heartbeat for {} s, nothing on the console; its CPUs then:",
-                qemu::HEARTBEAT_STOPPED_AFTER.as_secs()
+                "the guest stopped: {}; its CPUs then:",
+                why.first().map_or("", String::as_str)
             ))
-            .chain(cpus.iter().cloned())
+            .chain(why.iter().skip(1).cloned())
             .collect(),
         ),
         _ => None,

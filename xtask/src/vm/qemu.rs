@@ -41,6 +41,13 @@ const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 oops=panic quiet nokaslr rd
 /// 900 s timeout. Waiting that long for nothing cost a quarter of an hour.
 pub const HEARTBEAT_STOPPED_AFTER: Duration = Duration::from_secs(150);
 
+/// A console silent this long, the heartbeat going on, is a guest stuck in
+/// a test (a task blocked in the kernel, seen on 6.1 under TCG in an overlay
+/// test): the guest printed where its tasks were at 300 s (guest.rs), and the
+/// boot is given up as a stopped one. The longest test takes about two
+/// minutes, and the guest's watchdog kills a clockprof after four.
+pub const CONSOLE_SILENT_AFTER: Duration = Duration::from_secs(420);
+
 pub struct Boot<'a> {
     pub kernel: &'a Kernel,
     /// Appended to KERNEL_CMDLINE, e.g. `clocksource=hpet`.
@@ -62,9 +69,10 @@ pub enum Outcome {
     Panicked,
     /// Killed after the timeout.
     TimedOut,
-    /// Killed because the guest's heartbeat stopped: the guest kernel (or
-    /// QEMU's emulation of it) no longer runs anything. What QEMU's monitor
-    /// said of the CPUs then, or why it said nothing.
+    /// Killed because the guest's heartbeat stopped (the guest kernel, or
+    /// QEMU's emulation of it, no longer runs anything) or its console fell
+    /// silent (a test stuck): why, then what QEMU's monitor said of the
+    /// CPUs, or why it said nothing.
     Stopped(Vec<String>),
     /// Anything else: QEMU's own failure (bad option, missing firmware...).
     QemuFailed(i32),
@@ -140,27 +148,40 @@ pub fn boot(b: &Boot) -> Result<Report> {
     let pump = thread::spawn(move || stream_console(stdout, &mut log, started, booted_tx));
 
     let mut heartbeat = Heartbeat::new(b.run_dir.join(HEARTBEAT_FILE));
+    let mut console = ConsoleSilence::new(b.console_log.to_path_buf());
     let mut stopped = None;
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break Some(status);
         }
-        if let Some(silent) = heartbeat.silent_for(Instant::now()) {
-            if silent > HEARTBEAT_STOPPED_AFTER {
-                eprintln!(
-                    "\nxtask: vm: the guest's heartbeat stopped {} s ago: asking QEMU's monitor \
-                     where the CPUs are, then killing QEMU",
-                    silent.as_secs()
-                );
-                let cpus = cpu_states(&monitor);
-                for line in &cpus {
-                    eprintln!("xtask: vm:   {line}");
-                }
-                stopped = Some(cpus);
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
+        let now = Instant::now();
+        let heartbeat_silent = heartbeat.silent_for(now);
+        let why = match (heartbeat_silent, console.silent_for(now)) {
+            (Some(silent), _) if silent > HEARTBEAT_STOPPED_AFTER => Some(format!(
+                "the guest's heartbeat stopped {} s ago",
+                silent.as_secs()
+            )),
+            // Only once guest.sh runs (the heartbeat started): boot and /init
+            // are the timeout's business.
+            (Some(_), Some(silent)) if silent > CONSOLE_SILENT_AFTER => Some(format!(
+                "the console has been silent for {} s, the heartbeat going on",
+                silent.as_secs()
+            )),
+            _ => None,
+        };
+        if let Some(why) = why {
+            eprintln!(
+                "\nxtask: vm: {why}: asking QEMU's monitor where the CPUs are, then killing QEMU"
+            );
+            let mut report = vec![why];
+            report.extend(cpu_states(&monitor));
+            for line in &report {
+                eprintln!("xtask: vm:   {line}");
             }
+            stopped = Some(report);
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
         }
         if started.elapsed() > b.timeout {
             eprintln!(
@@ -207,6 +228,27 @@ fn classify(qemu_code: Option<i32>, rc: Option<i32>) -> Outcome {
         (Some(code), _) => Outcome::QemuFailed(code),
         // Killed by a signal: not by us (that is TimedOut), so someone else.
         (None, _) => Outcome::QemuFailed(-1),
+    }
+}
+
+/// The console log, watched from the host: when it last grew.
+struct ConsoleSilence {
+    path: PathBuf,
+    last: Option<(u64, Instant)>,
+}
+
+impl ConsoleSilence {
+    fn new(path: PathBuf) -> Self {
+        ConsoleSilence { path, last: None }
+    }
+
+    fn silent_for(&mut self, now: Instant) -> Option<Duration> {
+        let size = fs::metadata(&self.path).ok()?.len();
+        if self.last.is_none_or(|(last, _)| last != size) {
+            self.last = Some((size, now));
+        }
+        self.last
+            .map(|(_, since)| now.saturating_duration_since(since))
     }
 }
 
@@ -403,6 +445,21 @@ mod tests {
         assert_eq!(beat.silent_for(t1), Some(Duration::from_secs(100)));
         fs::write(&path, "22.5\n").unwrap();
         assert_eq!(beat.silent_for(t1), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_console_is_silent_from_its_last_growth() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let mut console = ConsoleSilence::new(path.clone());
+        let t0 = Instant::now();
+        assert_eq!(console.silent_for(t0), None, "no log yet");
+        fs::write(&path, "booting\n").unwrap();
+        assert_eq!(console.silent_for(t0), Some(Duration::ZERO));
+        let t1 = t0 + Duration::from_secs(400);
+        assert_eq!(console.silent_for(t1), Some(Duration::from_secs(400)));
+        fs::write(&path, "booting\ntest x ... ok\n").unwrap();
+        assert_eq!(console.silent_for(t1), Some(Duration::ZERO));
     }
 
     #[test]
