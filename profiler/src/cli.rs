@@ -1,7 +1,7 @@
 //! The command line, as ../shared/DESIGN.md fixes it (tests outside the project
 //! rely on these names). Each command owns its options (`record/options.rs`,
 //! ...); this file only puts them under one `clockprof` and is imported by
-//! nothing but `main.rs`.
+//! nothing but `lib.rs`.
 
 use clap::{Parser, Subcommand};
 

@@ -11,7 +11,8 @@
 //!   from the module it is written in: A's own module, or a module inline in A
 //!   (the `super::*` of A's `mod tests { .. }` is A itself);
 //! - such a path names the file of its LONGEST module prefix that is a file: module
-//!   `a::b` is `a/b.rs` or `a/b/mod.rs`, the crate root `main.rs`; so
+//!   `a::b` is `a/b.rs` or `a/b/mod.rs`, the crate root `lib.rs` (or
+//!   `main.rs`, the binary's root, which only calls the library); so
 //!   `crate::symbolize::frames::Frame` is `symbolize/frames.rs` when that file
 //!   exists, else `symbolize.rs` or `symbolize/mod.rs`.
 //!
@@ -23,7 +24,7 @@
 //! `crate::a::child::` or (from its `mod tests`) `super::child::` path of `a`'s
 //! file into a module below `a`, are no edge, so a mod.rs that declares its
 //! children and re-exports or tests them is no circle, while a child's `super::` or
-//! `crate::` path up to its parent is an edge. (So main.rs, the parent of every
+//! `crate::` path up to its parent is an edge. (So lib.rs, the parent of every
 //! module, has no edges; being the top layer it needs none.) Code under
 //! `#[cfg(test)]` counts like the rest: tests keep to the layers too. Not seen:
 //! `#[path]` attributes and paths a macro pastes together.
@@ -62,7 +63,8 @@ pub struct Layer {
 /// collection of the kernel's maps, unwinding and naming the stacks, a session
 /// tying one run together, the profiles counted from it and the exporters that
 /// write them; the commands drive all of that, check builds on record, the CLI
-/// hands each command its config, and main.rs only starts the CLI. Each stage
+/// hands each command its config, and lib.rs only starts the CLI (main.rs,
+/// the binary, calls it). Each stage
 /// knows what feeds it and nothing of what it feeds, so a file that needs a
 /// higher layer is in the wrong place (or the thing it needs is).
 pub const LAYERS: &[Layer] = &[
@@ -115,10 +117,15 @@ pub const LAYERS: &[Layer] = &[
         what: "parses and hands a config down; the parsers' fuzz targets (tests only)",
     },
     Layer {
-        holds: &["main.rs"],
-        what: "the crate root",
+        holds: &["lib.rs", "main.rs"],
+        what: "the crate roots: the library, and the binary that calls it",
     },
 ];
+
+/// The files that are the crate's root module: the library's, where every
+/// module is declared, and the binary's (which declares none). A path that
+/// names no file names the first of them present.
+const CRATE_ROOTS: &[&str] = &["lib.rs", "main.rs"];
 
 /// What one check of a tree found.
 #[derive(Debug)]
@@ -316,9 +323,10 @@ fn graph(tree: &BTreeMap<String, String>) -> BTreeMap<(String, String), Vec<Site
     edges
 }
 
-/// The module a file is: `a/b.rs` and `a/b/mod.rs` are `a::b`, `main.rs` the root.
+/// The module a file is: `a/b.rs` and `a/b/mod.rs` are `a::b`, `lib.rs` (and
+/// `main.rs`) the root.
 fn module_of(file: &str) -> Vec<String> {
-    if file == "main.rs" {
+    if CRATE_ROOTS.contains(&file) {
         return Vec::new();
     }
     let stem = file.strip_suffix(".rs").unwrap_or(file);
@@ -331,12 +339,15 @@ fn file_of(files: &BTreeSet<&str>, module: &[String]) -> Option<String> {
     for len in (1..=module.len()).rev() {
         let stem = module[..len].join("/");
         for candidate in [format!("{stem}.rs"), format!("{stem}/mod.rs")] {
-            if candidate != "main.rs" && files.contains(candidate.as_str()) {
+            if !CRATE_ROOTS.contains(&candidate.as_str()) && files.contains(candidate.as_str()) {
                 return Some(candidate);
             }
         }
     }
-    files.contains("main.rs").then(|| "main.rs".to_owned())
+    CRATE_ROOTS
+        .iter()
+        .find(|root| files.contains(**root))
+        .map(|root| root.to_string())
 }
 
 /// The strongly connected components of more than one file (Tarjan), each sorted,
@@ -833,6 +844,23 @@ mod tests {
                 "session/mod.rs:3 crate::host::open::open_file -> host/open.rs",
                 "session/mod.rs:2 crate::words::Word -> words.rs",
             ]
+        );
+    }
+
+    #[test]
+    fn with_a_library_lib_rs_is_the_root_and_main_rs_imports_nothing() {
+        let files = [
+            (
+                "lib.rs",
+                "mod export;\npub fn main() { crate::export::run(); }\n",
+            ),
+            ("main.rs", "fn main() {\n    clockprof::main()\n}\n"),
+            ("export.rs", "fn f() { crate::main(); }"),
+        ];
+        assert_eq!(imports(&files), ["export.rs:1 crate::main -> lib.rs"]);
+        assert_eq!(
+            layer_of("lib.rs", LAYERS),
+            Some((LAYERS.len() - 1, "lib.rs"))
         );
     }
 

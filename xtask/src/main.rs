@@ -1,4 +1,5 @@
-//! Developer and CI tasks for clockprof: `cargo xtask <setup|build|run|test|lint|bench>`.
+//! Developer and CI tasks for clockprof:
+//! `cargo xtask <setup|build|run|test|lint|bench|dist>`.
 //!
 //! Everything a fresh Debian machine needs is installed by `setup`, and every other
 //! task that builds runs it first, so `cargo xtask test` alone is enough in CI.
@@ -6,6 +7,7 @@
 
 mod bench;
 mod build;
+mod dist;
 mod e2e_lock;
 mod layers;
 mod process;
@@ -22,7 +24,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
-    about = "Setup, build, run, test and benchmark clockprof"
+    about = "Setup, build, run, test, benchmark and package clockprof"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,6 +54,10 @@ enum Task {
     Lint,
     /// Measure the added cost per traced clock_gettime syscall, vs bpftrace.
     Bench(bench::BenchArgs),
+    /// Build the packages for production hosts into target/dist/: the .deb,
+    /// its -dbgsym .deb, and a tarball of the same files with a .debug file
+    /// beside it; checked with lintian and systemd-analyze verify.
+    Dist,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +81,8 @@ fn main() -> ExitCode {
         Task::Bench(args) => {
             e2e_lock::take().and_then(|_lock| bench::run(&args).map(|()| ExitCode::SUCCESS))
         }
+        // Builds and packs; loads no eBPF.
+        Task::Dist => dist::run().map(|()| ExitCode::SUCCESS),
     };
     match outcome {
         Ok(code) => code,

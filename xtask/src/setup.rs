@@ -86,6 +86,17 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
         backports: &[],
     },
     PackageGroup {
+        name: "dist",
+        why: "build and check the .deb and tarball (cargo xtask dist, which asks for this \
+              group): objcopy, objdump and readelf split and read the binary, dpkg-shlibdeps \
+              cross-checks its Depends, lintian checks both packages, systemd-analyze \
+              verifies the packaged unit (man, for its Documentation= check, and \
+              systemd-sysusers come along)",
+        default: false,
+        packages: &["binutils", "dpkg-dev", "lintian", "systemd", "man-db"],
+        backports: &[],
+    },
+    PackageGroup {
         name: "vm",
         why: "boot stock Debian kernels under QEMU for the kprobe, fentry and breakpoint \
               tests (cargo xtask vm-test, VM.md); xz unpacks the kernel's modules",
