@@ -47,7 +47,13 @@ impl Probes {
             }
             let found = symbols
                 .iter()
-                .find(|&&symbol| uprobe.attach(symbol, &path, scope).is_ok());
+                .find(|&&symbol| uprobe.attach(symbol, &path, scope).is_ok())
+                .copied()
+                // A stripped Go executable: the entry from its .gopclntab.
+                .or_else(|| {
+                    let (symbol, offset) = super::uprobe::symbol_offset(&path, symbols)?;
+                    uprobe.attach(offset, &path, scope).ok().map(|_| symbol)
+                });
             match found {
                 Some(symbol) => {
                     attached += 1;

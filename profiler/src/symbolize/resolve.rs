@@ -61,28 +61,34 @@ pub(super) fn symbolize_files(
             elf.debug_syms = debug_syms;
             symbolizer.symbolize(&BlazeSource::Elf(elf), Input::FileOffset(&offsets))
         };
-        let Ok(results) = symbolize(debug_syms).or_else(|_| symbolize(false)) else {
-            continue;
-        };
+        // A file blazesym cannot read at all (a stripped Go executable has
+        // no symbol table for it) still goes to the fallbacks below.
+        let results = symbolize(debug_syms)
+            .or_else(|_| symbolize(false))
+            .unwrap_or_default();
         let unnamed: Vec<u64> = offsets
             .iter()
-            .zip(results.iter())
-            .filter(|(_, result)| names_of(result).is_none())
-            .map(|(offset, _)| *offset)
+            .enumerate()
+            .filter(|&(index, _)| results.get(index).and_then(names_of).is_none())
+            .map(|(_, offset)| *offset)
             .collect();
         if path != VDSO && !unnamed.is_empty() {
-            let mut named = debuginfo
-                .borrow_mut()
-                .name_unnamed(symbolizer, &file, path, &unnamed);
-            // A stripped Go binary has neither symbols nor a debug file, but
-            // its runtime's own function table still names its functions.
+            // A stripped Go executable: its runtime's own function table
+            // names its functions (no debug file is looked for then); what
+            // is left goes to the debug files, and else is FILE+0xADDR.
+            let mut named = go_table::name_offsets(&file, &unnamed);
             let still_unnamed: Vec<u64> = unnamed
                 .iter()
                 .copied()
                 .filter(|offset| !named.contains_key(offset))
                 .collect();
             if !still_unnamed.is_empty() {
-                named.extend(go_table::name_offsets(&file, &still_unnamed));
+                named.extend(debuginfo.borrow_mut().name_unnamed(
+                    symbolizer,
+                    &file,
+                    path,
+                    &still_unnamed,
+                ));
             }
             for (offset, names) in named {
                 let location = UserLocation::File {
