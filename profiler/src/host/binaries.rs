@@ -13,7 +13,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use object::{Object, ObjectSection, ObjectSymbol, ReadCache};
+use object::{Object, ObjectSymbol, ReadCache};
 
 use crate::host::gopclntab;
 use crate::host::maps::parse_maps_line;
@@ -138,20 +138,6 @@ pub fn exe_of(pid: u32) -> Option<Binary> {
     let link = PathBuf::from(format!("/proc/{pid}/exe"));
     let shown = std::fs::read_link(&link).unwrap_or_else(|_| link.clone());
     Binary::open(&link, shown, None)
-}
-
-/// A section's bytes, uncompressed, unless its declared size passes `max`:
-/// the file may be anyone's, and a compressed section's header names any
-/// size it likes (what would be allocated before decompressing).
-pub fn bounded_data<'data, S: ObjectSection<'data>>(
-    section: &S,
-    max: u64,
-) -> Option<std::borrow::Cow<'data, [u8]>> {
-    let compressed = section.compressed_data().ok()?;
-    if compressed.uncompressed_size > max {
-        return None;
-    }
-    compressed.decompress().ok()
 }
 
 /// The file COMMAND names, searched in PATH as execvp does.

@@ -30,7 +30,7 @@
 
 use object::{Object, ObjectSection, ObjectSegment};
 
-use super::binaries::bounded_data;
+use super::elf_section::bounded_data;
 
 /// The largest `.gopclntab` read: a big Go service's is tens of MiB (the
 /// Collector's, ~200 MiB of code, has one of about 40 MiB).

@@ -6,6 +6,7 @@
 pub mod binaries;
 pub mod clocksource;
 pub mod container;
+pub mod elf_section;
 pub mod facts;
 pub mod gopclntab;
 pub mod kallsyms;

@@ -10,7 +10,7 @@ use gimli::{AttributeValue, EndianSlice, RunTimeEndian};
 use object::{Object, ObjectSymbol};
 use profiler_common::GoLayout;
 
-use crate::host::binaries::bounded_data;
+use crate::host::elf_section::bounded_data;
 
 /// A DWARF section larger than this is not read (Go 1.19's cgo fixture's
 /// .debug_info is 0.8 MB uncompressed; a large service's some tens of MB):

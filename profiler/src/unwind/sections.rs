@@ -13,7 +13,7 @@ use framehop::ExplicitModuleSectionInfo;
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
 use object::{Object, ObjectSection, ObjectSymbol};
 
-use crate::host::binaries::bounded_data;
+use crate::host::elf_section::bounded_data;
 
 /// An unwind section larger than this is not read: the largest here
 /// (python3's .eh_frame) is under 1 MB.

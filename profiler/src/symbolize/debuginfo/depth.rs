@@ -14,7 +14,7 @@ use std::path::Path;
 use gimli::RunTimeEndian;
 use object::{Object, ObjectSection};
 
-use crate::host::binaries::bounded_data;
+use crate::host::elf_section::bounded_data;
 
 /// Deepest nesting of debugging entries read. Compilers nest a few dozen
 /// levels (deep inlining in Rust and C++ included); blazesym recurses
