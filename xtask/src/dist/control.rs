@@ -162,47 +162,31 @@ can be found in \"/usr/share/common-licenses/Apache-2.0\".";
 
 /// `Mon, 07 Dec 2026 18:14:45 +0000`: the date form of Debian changelogs.
 pub fn rfc2822(epoch: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = epoch.div_euclid(86_400);
-    let seconds = epoch.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{}, {day:02} {} {year:04} {:02}:{:02}:{:02} +0000",
-        DAYS[days.rem_euclid(7) as usize],
-        MONTHS[month as usize - 1],
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
+    utc(epoch, "%a, %d %b %Y %H:%M:%S +0000")
 }
 
 /// The year of a time since 1970, UTC.
 pub fn year(epoch: i64) -> i64 {
-    civil_from_days(epoch.div_euclid(86_400)).0
+    utc(epoch, "%Y").parse().unwrap_or(1970)
 }
 
 /// `YYYY-MM-DD` of a time since 1970, UTC.
 pub fn date(epoch: i64) -> String {
-    let (year, month, day) = civil_from_days(epoch.div_euclid(86_400));
-    format!("{year:04}-{month:02}-{day:02}")
+    utc(epoch, "%Y-%m-%d")
 }
 
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`, as profiler/build.rs stamps the build date).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// A time since 1970 in `format`, UTC, in the C locale, by GNU date (which
+/// every Debian has), rather than a second copy of profiler/build.rs's
+/// calendar arithmetic. A date that cannot be run leaves the seconds.
+fn utc(epoch: i64, format: &str) -> String {
+    std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{epoch}"), &format!("+{format}")])
+        .env("LC_ALL", "C")
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map_or_else(|| epoch.to_string(), |text| text.trim_end().to_string())
 }
 
 /// Installed-Size as dpkg-gencontrol counts it: KiB, each regular file and
