@@ -1,10 +1,12 @@
 //! `cargo xtask dist`: clockprof packaged for production hosts, in
 //! target/dist/:
 //!
-//! - `clockprof_VERSION-1_amd64.deb`: the stripped binary, man pages, shell
+//! - `clockprof_VERSION_amd64.deb` (the name DESIGN.md's contract gives; the
+//!   package inside is version VERSION-1, a Debian revision, so lintian
+//!   takes its changelog.Debian.gz): the stripped binary, man pages, shell
 //!   completions, the systemd unit (not enabled) and its system user, the
 //!   docs and examples;
-//! - `clockprof-dbgsym_VERSION-1_amd64.deb`: its debug information, under
+//! - `clockprof-dbgsym_VERSION_amd64.deb`: its debug information, under
 //!   /usr/lib/debug/.build-id/ as Debian ships it;
 //! - `clockprof-VERSION-x86_64-linux.tar.gz`: the same tree as the .deb
 //!   under clockprof-VERSION/, and `clockprof-VERSION-x86_64-linux.debug`.
@@ -126,8 +128,10 @@ pub fn run() -> Result<()> {
     archive::write_md5sums(&dbgsym_root)?;
 
     // The artifacts.
-    let deb = dist.join(format!("clockprof_{deb_version}_amd64.deb"));
-    let dbgsym_deb = dist.join(format!("clockprof-dbgsym_{deb_version}_amd64.deb"));
+    // Named by the upstream version, as the CLI contract has it; dpkg and
+    // apt read the version from the control file, not the name.
+    let deb = dist.join(format!("clockprof_{}_amd64.deb", version.upstream));
+    let dbgsym_deb = dist.join(format!("clockprof-dbgsym_{}_amd64.deb", version.upstream));
     let stem = format!("clockprof-{}-x86_64-linux", version.upstream);
     let tarball = dist.join(format!("{stem}.tar.gz"));
     let debug_copy = dist.join(format!("{stem}.debug"));
