@@ -964,7 +964,11 @@ fn a_failing_or_stalled_push_server_is_counted_and_blocks_nothing() {
     assert_eq!(failures("http_503"), 1.0, "{metrics}");
     assert_eq!(failures("closed"), 1.0, "{metrics}");
     assert!(failures("timeout") >= 2.0, "{metrics}");
-    assert!(failures("queue_full") >= 5.0, "{metrics}");
+    // About seven windows find the queue full in the 16 s; how many depends
+    // on how the push ticks fall against the map drains (an interval that
+    // got no batch pushes nothing) and on the machine's load: 4 were seen
+    // on a loaded CI machine. Three prove the drops; the sum below is exact.
+    assert!(failures("queue_full") >= 3.0, "{metrics}");
     let lost = metric_value(
         &metrics,
         "clockprof_lost_events_total",
