@@ -86,6 +86,9 @@ heartbeat 2>/dev/null &
 heartbeat_pid=$!
 cs=/sys/devices/system/clocksource/clocksource0
 echo "xtask-vm: kernel $(uname -r), clocksource $(cat $cs/current_clocksource) (available: $(cat $cs/available_clocksource))"
+# Where KASLR put the kernel text: a stop report's RIPs minus this, plus
+# 0xffffffff81000000, are the kernel's own addresses (developing.md).
+echo "xtask-vm: kernel text at $(grep -m1 ' _text$' /proc/kallsyms | cut -d' ' -f1)"
 # doctor is newer than this script may be: run it only where it exists.
 if "$CLOCKPROF_BIN" --help 2>/dev/null | grep -q '^ *doctor'; then
     echo "xtask-vm: clockprof doctor:"
