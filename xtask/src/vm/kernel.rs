@@ -909,8 +909,9 @@ mod tests {
 
     #[test]
     fn orders_dependencies_first_and_skips_builtins() {
-        let dir = std::env::temp_dir().join(format!("xtask-kernel-test-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        // Removed on drop, a failed assertion included.
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let mut modules = HashMap::new();
         for (name, info) in [
             ("9p", &b"depends=netfs,9pnet\0"[..]),
@@ -927,6 +928,5 @@ mod tests {
         assert_eq!(order, ["9pnet", "9pnet_virtio", "netfs", "9p", "overlay"]);
         // virtio_pci neither shipped nor built in: a clear error, not a guest hang.
         assert!(load_order(&modules, "").is_err());
-        fs::remove_dir_all(&dir).unwrap();
     }
 }
