@@ -59,3 +59,29 @@ pub fn exit_code(status: ExitStatus) -> u8 {
         (None, None) => 1,
     }
 }
+
+/// Runs `cmd` as a filter: `input` on its stdin (from a thread, so a large
+/// input cannot deadlock against its stdout), its stdout returned; fails
+/// unless it exits 0.
+pub fn filter(cmd: &mut Command, input: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not run `{}`", describe(cmd)))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child
+        .wait_with_output()
+        .with_context(|| format!("`{}` failed", describe(cmd)))?;
+    writer
+        .join()
+        .expect("the writer thread does not panic")
+        .with_context(|| format!("could not feed `{}`", describe(cmd)))?;
+    if !output.status.success() {
+        bail!("`{}` failed ({})", describe(cmd), output.status);
+    }
+    Ok(output.stdout)
+}

@@ -248,18 +248,7 @@ fn cost(clockprof: &Path, serve_args: &[&str], scrape: &[&str], pushes: &Receive
 }
 
 fn gunzipped_len(bytes: &[u8]) -> Result<usize> {
-    let mut child = Command::new("gzip")
-        .arg("-dc")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("could not run gzip")?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let input = bytes.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output()?;
-    let _ = writer.join();
-    Ok(out.stdout.len())
+    Ok(crate::process::filter(Command::new("gzip").arg("-dc"), bytes)?.len())
 }
 
 pub fn measure(clockprof: &Path, fixture: &Path) -> Result<Transport> {

@@ -5,7 +5,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
@@ -260,25 +260,7 @@ pub fn make_dirs(root: &Path, dir: &Path) -> Result<()> {
 /// `gzip -9n`: no name or time stamp in the header, as Debian compresses
 /// (reproducible, and what lintian expects of man pages and changelogs).
 pub fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
-    use std::io::Write;
-    let mut child = Command::new("gzip")
-        .arg("-9n")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("could not run gzip")?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let input = bytes.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let output = child.wait_with_output().context("gzip failed")?;
-    writer
-        .join()
-        .expect("the writer thread does not panic")
-        .context("could not feed gzip")?;
-    if !output.status.success() {
-        bail!("gzip -9n failed ({})", output.status);
-    }
-    Ok(output.stdout)
+    crate::process::filter(Command::new("gzip").arg("-9n"), bytes)
 }
 
 #[cfg(test)]
