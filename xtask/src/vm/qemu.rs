@@ -150,8 +150,8 @@ pub fn boot(b: &Boot) -> Result<Report> {
     let (booted_tx, booted_rx) = mpsc::channel();
     let pump = thread::spawn(move || stream_console(stdout, &mut log, started, booted_tx));
 
-    let mut heartbeat = Heartbeat::new(b.run_dir.join(HEARTBEAT_FILE));
-    let mut console = ConsoleSilence::new(b.console_log.to_path_buf());
+    let mut heartbeat = StandingStill::heartbeat(b.run_dir.join(HEARTBEAT_FILE));
+    let mut console = StandingStill::console(b.console_log.to_path_buf());
     let mut stopped = None;
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -234,46 +234,48 @@ fn classify(qemu_code: Option<i32>, rc: Option<i32>) -> Outcome {
     }
 }
 
-/// The console log, watched from the host: when it last grew.
-struct ConsoleSilence {
+/// A file watched from the host: how long what `stamp` reads of it has
+/// stood unchanged. Nothing until a first stamp is read (boot and /init are
+/// the timeout's business).
+struct StandingStill<S> {
     path: PathBuf,
-    last: Option<(u64, Instant)>,
+    stamp: fn(&Path) -> Option<S>,
+    last: Option<(S, Instant)>,
 }
 
-impl ConsoleSilence {
-    fn new(path: PathBuf) -> Self {
-        ConsoleSilence { path, last: None }
-    }
-
-    fn silent_for(&mut self, now: Instant) -> Option<Duration> {
-        let size = fs::metadata(&self.path).ok()?.len();
-        if self.last.is_none_or(|(last, _)| last != size) {
-            self.last = Some((size, now));
+impl StandingStill<String> {
+    /// The guest's heartbeat file: its content, where a write caught
+    /// half-way (empty) is not a beat.
+    fn heartbeat(path: PathBuf) -> Self {
+        StandingStill {
+            path,
+            stamp: |path| {
+                fs::read_to_string(path)
+                    .ok()
+                    .filter(|beat| !beat.trim().is_empty())
+            },
+            last: None,
         }
-        self.last
-            .map(|(_, since)| now.saturating_duration_since(since))
     }
 }
 
-/// The guest's heartbeat file, watched from the host: when its content last
-/// changed. Silence counts only once the guest has written it at least once
-/// (boot and /init are the timeout's business).
-struct Heartbeat {
-    path: PathBuf,
-    last: Option<(String, Instant)>,
+impl StandingStill<u64> {
+    /// The console log: its size, which only grows.
+    fn console(path: PathBuf) -> Self {
+        StandingStill {
+            path,
+            stamp: |path| fs::metadata(path).ok().map(|meta| meta.len()),
+            last: None,
+        }
+    }
 }
 
-impl Heartbeat {
-    fn new(path: PathBuf) -> Self {
-        Heartbeat { path, last: None }
-    }
-
-    /// How long the content has stood unchanged, as of `now`.
+impl<S: PartialEq> StandingStill<S> {
+    /// How long the stamp has stood unchanged, as of `now`.
     fn silent_for(&mut self, now: Instant) -> Option<Duration> {
-        if let Ok(beat) = fs::read_to_string(&self.path) {
-            // A write caught half-way reads empty: not a beat.
-            if !beat.trim().is_empty() && self.last.as_ref().is_none_or(|(last, _)| *last != beat) {
-                self.last = Some((beat, now));
+        if let Some(stamp) = (self.stamp)(&self.path) {
+            if self.last.as_ref().is_none_or(|(last, _)| *last != stamp) {
+                self.last = Some((stamp, now));
             }
         }
         self.last
@@ -432,7 +434,7 @@ mod tests {
     fn a_heartbeat_is_silent_only_after_it_started_and_stood_still() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("heartbeat");
-        let mut beat = Heartbeat::new(path.clone());
+        let mut beat = StandingStill::heartbeat(path.clone());
         let t0 = Instant::now();
         assert_eq!(
             beat.silent_for(t0),
@@ -454,7 +456,7 @@ mod tests {
     fn a_console_is_silent_from_its_last_growth() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.log");
-        let mut console = ConsoleSilence::new(path.clone());
+        let mut console = StandingStill::console(path.clone());
         let t0 = Instant::now();
         assert_eq!(console.silent_for(t0), None, "no log yet");
         fs::write(&path, "booting\n").unwrap();
