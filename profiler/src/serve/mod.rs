@@ -278,10 +278,10 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
                     };
                     last_read = until;
                     shared.metrics.record(&batch.samples);
-                    let dropped = shared
-                        .lock_windows()
-                        .feed(&batch, &shared)
-                        .saturating_add(pushes.feed(&batch));
+                    // The windows' lock is released before the pushes merge
+                    // the batch: a profile request waits for one, not both.
+                    let windows_dropped = shared.lock_windows().feed(&batch, &shared);
+                    let dropped = windows_dropped.saturating_add(pushes.feed(&batch));
                     shared.metrics.lose(metrics::reason::PROFILE_STACKS, dropped);
                     shared.health.read_done();
                 }
