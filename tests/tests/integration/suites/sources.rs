@@ -183,28 +183,39 @@ fn assert_go_source_counts_time_now_exactly(go: Go) {
         .unwrap_or_else(|| panic!("{name}: no process {comm}:\n{profile}"))["unwinder"]
         .clone();
     assert_eq!(unwinder, "frame_pointers", "{name}");
-    // From Go 1.24 or 1.25 on (1.26 here), time.Now reads the clock through
-    // time.runtimeNow (synctest's fake clock hooks in there).
-    let now = if has_symbol(fixture, "time.runtimeNow") {
-        "time.Now;time.runtimeNow;time.now"
-    } else {
-        "time.Now;time.now"
-    };
+    let now = time_now_frames(fixture);
     for (caller, calls) in [("main.hotLoop", 40000), ("main.warmLoop", 20000)] {
-        let under: Vec<(String, u64)> = folded
-            .iter()
-            .filter(|(stack, _)| stack.split(';').any(|frame| frame == caller))
-            .cloned()
-            .collect();
-        let expected = format!(
-            "{comm};runtime.goexit.abi0;runtime.main;main.main;{caller};{now};[go time.now]"
-        );
         assert_eq!(
-            under,
-            [(expected, calls)],
+            stacks_through(&folded, caller),
+            [(
+                format!(
+                    "{comm};runtime.goexit.abi0;runtime.main;main.main;{caller};{now};[go time.now]"
+                ),
+                calls
+            )],
             "{name}: {caller}'s time.Now calls, exactly, on one stack:\n{text}"
         );
     }
+}
+
+/// The frames from time.Now down to time.now in a fixture's stacks: from Go
+/// 1.24 or 1.25 on (1.26 here), time.Now reads the clock through
+/// time.runtimeNow (synctest's fake clock hooks in there).
+fn time_now_frames(fixture: &Path) -> &'static str {
+    if has_symbol(fixture, "time.runtimeNow") {
+        "time.Now;time.runtimeNow;time.now"
+    } else {
+        "time.Now;time.now"
+    }
+}
+
+/// The folded stacks that pass through `caller`, with their counts.
+fn stacks_through(folded: &[(String, u64)], caller: &str) -> Vec<(String, u64)> {
+    folded
+        .iter()
+        .filter(|(stack, _)| stack.split(';').any(|frame| frame == caller))
+        .cloned()
+        .collect()
 }
 
 #[test]
@@ -304,22 +315,16 @@ fn assert_stripped_go_is_counted_and_named_from_its_function_table(go: Go) {
         .json();
     let folded = folded_with_leaves(&profile, &comm);
     let text = show(&folded);
-    let now = if has_symbol(go.go_fixture(), "time.runtimeNow") {
-        "time.Now;time.runtimeNow;time.now"
-    } else {
-        "time.Now;time.now"
-    };
+    let now = time_now_frames(go.go_fixture());
     for (caller, calls) in [("main.hotLoop", 30000), ("main.warmLoop", 15000)] {
-        let under: Vec<(String, u64)> = folded
-            .iter()
-            .filter(|(stack, _)| stack.split(';').any(|frame| frame == caller))
-            .cloned()
-            .collect();
-        let expected =
-            format!("{comm};runtime.goexit;runtime.main;main.main;{caller};{now};[go time.now]");
         assert_eq!(
-            under,
-            [(expected, calls)],
+            stacks_through(&folded, caller),
+            [(
+                format!(
+                    "{comm};runtime.goexit;runtime.main;main.main;{caller};{now};[go time.now]"
+                ),
+                calls
+            )],
             "{name}: {caller}'s time.Now calls in the stripped build, exactly, named:\n{text}"
         );
     }
