@@ -143,14 +143,17 @@ impl<'data> GoFuncTable<'data> {
         if entry > offset {
             return None;
         }
-        Some((self.name(func)?, self.text_start + u64::from(entry)))
+        Some((
+            self.name(func)?,
+            self.text_start.checked_add(u64::from(entry))?,
+        ))
     }
 
     /// The entry address of the function named `wanted`.
     pub fn entry_of(&self, wanted: &str) -> Option<u64> {
         (0..self.nfunc).find_map(|index| {
             let (entry, func) = self.functab(index)?;
-            (self.name(func)? == wanted).then(|| self.text_start + u64::from(entry))
+            (self.name(func)? == wanted).then(|| self.text_start.checked_add(u64::from(entry)))?
         })
     }
 }
@@ -178,7 +181,10 @@ pub fn file_offset_of<'data, R: object::ReadRef<'data>>(
     elf.segments().find_map(|segment| {
         let (file_start, file_size) = segment.file_range();
         let within = address.checked_sub(segment.address())?;
-        (within < file_size).then_some(file_start + within)
+        // The headers are the file owner's: no sum may overflow.
+        file_start
+            .checked_add(within)
+            .filter(|_| within < file_size)
     })
 }
 
@@ -191,7 +197,10 @@ pub fn address_of<'data, R: object::ReadRef<'data>>(
     elf.segments().find_map(|segment| {
         let (file_start, file_size) = segment.file_range();
         let within = offset.checked_sub(file_start)?;
-        (within < file_size).then_some(segment.address() + within)
+        segment
+            .address()
+            .checked_add(within)
+            .filter(|_| within < file_size)
     })
 }
 
@@ -248,6 +257,16 @@ mod tests {
         t[8 + 16..8 + 24].copy_from_slice(&0u64.to_le_bytes());
         let go = GoFuncTable::parse(&t, 0x9000).unwrap();
         assert_eq!(go.function_at(0x9040), Some(("main.b", 0x9040)));
+    }
+
+    #[test]
+    fn a_text_start_at_the_top_of_the_address_space_overflows_nothing() {
+        let mut t = table();
+        t[8 + 16..8 + 24].copy_from_slice(&(u64::MAX - 0x20).to_le_bytes());
+        let go = GoFuncTable::parse(&t, 0).unwrap();
+        // main.b's entry (textStart + 0x40) is past the top: not found.
+        assert_eq!(go.entry_of("main.b"), None);
+        assert_eq!(go.function_at(u64::MAX), Some(("main.a", u64::MAX - 0x10)));
     }
 
     #[test]
