@@ -58,6 +58,13 @@ enum Task {
     /// its -dbgsym .deb, and a tarball of the same files with a .debug file
     /// beside it; checked with lintian and systemd-analyze verify.
     Dist,
+    /// Install target/dist's .deb into a clean `debootstrap --variant=minbase`
+    /// root (cached outside the clone) and run doctor, record and serve there.
+    CleanRoot {
+        /// The Debian suite of the root.
+        #[arg(long, default_value = "bookworm")]
+        suite: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,6 +90,8 @@ fn main() -> ExitCode {
         }
         // Builds and packs; loads no eBPF.
         Task::Dist => dist::run().map(|()| ExitCode::SUCCESS),
+        Task::CleanRoot { suite } => e2e_lock::take()
+            .and_then(|_lock| dist::clean_root::run(&suite).map(|()| ExitCode::SUCCESS)),
     };
     match outcome {
         Ok(code) => code,

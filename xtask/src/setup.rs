@@ -91,9 +91,17 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
               group): objcopy, objdump and readelf split and read the binary, dpkg-shlibdeps \
               cross-checks its Depends, lintian checks both packages, systemd-analyze \
               verifies the packaged unit (man, for its Documentation= check, and \
-              systemd-sysusers come along)",
+              systemd-sysusers come along); debootstrap makes the clean root \
+              cargo xtask clean-root installs the .deb into",
         default: false,
-        packages: &["binutils", "dpkg-dev", "lintian", "systemd", "man-db"],
+        packages: &[
+            "binutils",
+            "dpkg-dev",
+            "lintian",
+            "systemd",
+            "man-db",
+            "debootstrap",
+        ],
         backports: &[],
     },
     PackageGroup {

@@ -22,6 +22,7 @@
 mod archive;
 mod binary;
 mod checks;
+pub mod clean_root;
 mod control;
 mod layout;
 mod shlibs;

@@ -1,0 +1,169 @@
+//! `cargo xtask clean-root`: the .deb `dist` built, installed into a clean
+//! Debian root as a production host would have it (`debootstrap
+//! --variant=minbase`: no compiler, no tools of ours), and run there:
+//! `dpkg -i` succeeds, `clockprof doctor` runs, `record -s syscall -- sh -c
+//! 'date; date'` writes a profile, and `serve` answers `/healthz`.
+//!
+//! The root is made once and kept in the dev cache
+//! (`/var/cache/clockprof-dev/roots/`, outside the clone, as the VM kernels
+//! are); each run lays a fresh overlay over it, in a private mount
+//! namespace (`unshare -m`) whose mounts (the overlay, /proc, /sys, /dev
+//! bound in) end with the namespace, so nothing is left behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::setup::{self, SetupArgs};
+use crate::{process, workspace};
+
+/// Where the minbase roots are kept, one per suite.
+fn roots_dir() -> PathBuf {
+    workspace::cache_dir().join("roots")
+}
+
+/// What a finished debootstrap leaves, so a root cut short is made again.
+const COMPLETE: &str = ".clockprof-root-complete";
+
+/// The suite's minbase root, made with debootstrap the first time.
+fn ensure_root(suite: &str) -> Result<PathBuf> {
+    let root = roots_dir().join(format!("{suite}-minbase"));
+    if root.join(COMPLETE).exists() {
+        return Ok(root);
+    }
+    if root.exists() {
+        fs::remove_dir_all(&root)
+            .with_context(|| format!("could not remove the unfinished {}", root.display()))?;
+    }
+    fs::create_dir_all(roots_dir())?;
+    let started = Instant::now();
+    process::run(
+        Command::new("debootstrap")
+            .args(["--variant=minbase", suite])
+            .arg(&root)
+            .arg("http://deb.debian.org/debian"),
+    )
+    .with_context(|| format!("debootstrap of {suite} failed"))?;
+    fs::write(root.join(COMPLETE), "")?;
+    eprintln!(
+        "xtask: clean-root: made the {suite} root in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(root)
+}
+
+/// Run in the private mount namespace with: $1 the cached root, $2 the
+/// .deb, $3 a scratch directory, $4 a free port. Every command inside the
+/// root is the package's; the /healthz request is bash's /dev/tcp, from
+/// outside (minbase has no HTTP client, and the network is shared).
+const SCRIPT: &str = r#"set -eu
+root=$1 deb=$2 scratch=$3 port=$4
+mkdir -p "$scratch/upper" "$scratch/work" "$scratch/merged"
+r=$scratch/merged
+mount -t overlay overlay -o "lowerdir=$root,upperdir=$scratch/upper,workdir=$scratch/work" "$r"
+mount --rbind /proc "$r/proc"
+mount --rbind /sys "$r/sys"
+mount --rbind /dev "$r/dev"
+mount -t tmpfs tmpfs "$r/tmp"
+cp "$deb" "$r/tmp/clockprof.deb"
+echo "clean-root: dpkg -i"
+chroot "$r" dpkg -i /tmp/clockprof.deb
+echo "clean-root: clockprof --version"
+chroot "$r" clockprof --version
+echo "clean-root: clockprof doctor"
+chroot "$r" clockprof doctor
+echo "clean-root: clockprof record -s syscall -o /tmp/out.folded -- sh -c 'date; date'"
+chroot "$r" clockprof record -s syscall -o /tmp/out.folded -- sh -c 'date; date'
+test -f "$r/tmp/out.folded" || { echo "clean-root: no profile written"; exit 1; }
+echo "clean-root: clockprof serve --listen 127.0.0.1:$port"
+chroot "$r" clockprof serve --listen "127.0.0.1:$port" &
+serve=$!
+answered=
+for _ in $(seq 1 300); do
+    if exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+        printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3
+        status=$(head -n 1 <&3 || true)
+        exec 3<&- 3>&-
+        case $status in *" 200 "*) answered=$status; break ;; esac
+    fi
+    sleep 0.1
+done
+kill -TERM $serve
+wait $serve || { echo "clean-root: serve exited $? after SIGTERM"; exit 1; }
+[ -n "$answered" ] || { echo "clean-root: /healthz never answered 200"; exit 1; }
+echo "clean-root: /healthz: $answered"
+"#;
+
+/// `cargo xtask clean-root`: needs `cargo xtask dist` first.
+pub fn run(suite: &str) -> Result<()> {
+    let started = Instant::now();
+    setup::run(&SetupArgs {
+        with: vec!["dist".to_string()],
+    })?;
+    let dist = workspace::target_dir().join("dist");
+    let deb = single_deb(&dist)?;
+    let root = ensure_root(suite)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("xtask-clean-root-")
+        .tempdir()
+        .context("could not make a scratch directory")?;
+    let port = free_port()?;
+    process::run(
+        Command::new("unshare")
+            .args([
+                "-m",
+                "--propagation",
+                "private",
+                "bash",
+                "-c",
+                SCRIPT,
+                "clean-root",
+            ])
+            .arg(&root)
+            .arg(&deb)
+            .arg(scratch.path())
+            .arg(port.to_string()),
+    )
+    .with_context(|| {
+        format!(
+            "{} in a clean {suite} root failed (its output is above)",
+            deb.display()
+        )
+    })?;
+    eprintln!(
+        "xtask clean-root: {} installs and runs in a clean {suite} root ({:.0} s)",
+        deb.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The one `clockprof_*_amd64.deb` dist left (not the -dbgsym one).
+fn single_deb(dist: &Path) -> Result<PathBuf> {
+    let debs: Vec<PathBuf> = fs::read_dir(dist)
+        .with_context(|| format!("no {}: run `cargo xtask dist` first", dist.display()))?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("clockprof_") && n.ends_with("_amd64.deb"))
+        })
+        .collect();
+    match debs.as_slice() {
+        [deb] => Ok(deb.clone()),
+        [] => bail!(
+            "no clockprof_*_amd64.deb in {}: run `cargo xtask dist` first",
+            dist.display()
+        ),
+        _ => bail!("more than one clockprof_*_amd64.deb in {}", dist.display()),
+    }
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
