@@ -615,3 +615,91 @@ fn diff_of_bad_input_is_one_sentence() {
         assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
     }
 }
+
+/// The commands of README's "In CI" jobs (GitHub Actions' `run:` block and
+/// GitLab's `script:` item, each continued on a second line), as words.
+fn readme_ci_commands(readme: &str, starts: &str) -> Vec<Vec<String>> {
+    let section: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| l.trim() != "### In CI")
+        .take_while(|l| !l.starts_with("## "))
+        .collect();
+    let mut commands = Vec::new();
+    let mut lines = section.iter().map(|l| l.trim());
+    while let Some(line) = lines.next() {
+        let Some(at) = line.find(starts) else {
+            continue;
+        };
+        let mut words: Vec<String> = line[at..]
+            .split_whitespace()
+            .filter(|w| *w != "\\")
+            .map(String::from)
+            .collect();
+        // A shell line ending in `\`, or a YAML plain scalar folded onto the
+        // next, more indented line: both continue there.
+        if !words.iter().any(|w| w == "--") {
+            let next = lines.next().expect("a continued command");
+            words.extend(next.split_whitespace().map(String::from));
+        }
+        commands.push(words);
+    }
+    commands
+}
+
+/// README's CI jobs, run as written: the test binary built by the jobs'
+/// own gcc line from the fixture's source, and the jobs' `clockprof check`
+/// line with the budget file the project ships, in a directory laid out as
+/// the job's checkout (only `sudo` dropped: the tests run as root). Both jobs
+/// run the same command; it passes, and its JUnit report says so.
+#[test]
+fn the_readme_ci_jobs_budget_check_passes_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let builds = readme_ci_commands(&readme, "gcc ");
+    let checks = readme_ci_commands(&readme, "sudo clockprof check ");
+    assert_eq!(builds.len(), 2, "a gcc line in each job: {builds:?}");
+    assert_eq!(checks.len(), 2, "a check in each job: {checks:?}");
+    assert_eq!(builds[0], builds[1], "both jobs build the same way");
+    assert_eq!(checks[0], checks[1], "both jobs check the same way");
+
+    let dir = TempDir::new("readme-ci");
+    let checkout = dir.join("checkout");
+    for file in [
+        "tests/fixtures/syscall_fixture.c",
+        "packaging/ci-budget.toml",
+    ] {
+        let to = checkout.join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(root.join(file), &to).unwrap();
+    }
+    let built = Command::new(&builds[0][0])
+        .args(&builds[0][1..])
+        .current_dir(&checkout)
+        .status()
+        .unwrap();
+    assert!(built.success(), "{:?}", builds[0]);
+
+    let check = &checks[0];
+    assert_eq!(&check[..2], ["sudo", "clockprof"], "{check:?}");
+    let output = Command::new(clockprof())
+        .args(&check[2..])
+        .current_dir(&checkout)
+        .output()
+        .unwrap();
+    let table = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{table}{}", stderr(&output));
+    assert_eq!(
+        row(&table, "fixture_hot")[..2],
+        ["20000", "20000"],
+        "{table}"
+    );
+    assert_eq!(
+        row(&table, "fixture_warm")[..2],
+        ["10000", "10000"],
+        "{table}"
+    );
+    let junit = checkout.join("clock-junit.xml");
+    let (tests, failures, _) = read_junit(&junit);
+    assert_eq!((tests, failures), (4, 0), "{table}");
+    assert_no_clockprof_programs_left();
+}
