@@ -18,6 +18,7 @@ mod hostile;
 mod procfs;
 mod report;
 mod scenario;
+mod startup;
 mod top_cost;
 mod transport;
 mod unwind_memory;
@@ -332,6 +333,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 Err(err) => {
                     println!("\nTransport: did not run: {err:#}");
                     json["transport"] = serde_json::json!({ "error": format!("{err:#}") });
+                }
+            }
+        }
+    }
+    if rows.contains(&RowId::Startup) {
+        if let Some(bin) = bins.first() {
+            match startup::measure(&bin.path, &bench_dir) {
+                Ok(result) => {
+                    result.print();
+                    json["startup"] = result.json();
+                }
+                Err(err) => {
+                    println!("\nStart-up: did not run: {err:#}");
+                    json["startup"] = serde_json::json!({ "error": format!("{err:#}") });
                 }
             }
         }

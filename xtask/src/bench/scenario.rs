@@ -39,6 +39,10 @@ pub enum RowId {
     /// TLS with basic auth, and a 1-minute window's size as a Connect push
     /// and as OTLP (once).
     Transport,
+    /// Start-up: `record -s syscall -- PROBE` vs bpftrace's one-liner `-c
+    /// PROBE`, to COMMAND's first instruction and to exit, CPU and peak RSS;
+    /// and `serve` to its first /healthz 200 (once, 5 interleaved rounds).
+    Startup,
     /// The daemon's peak memory recording Debian's python3 and redis-server with `--unwind
     /// dwarf` vs `--unwind fp`: the unwind tables and the stack ring (once).
     UnwindMemory,
