@@ -2,7 +2,9 @@
 //! namespace of clockprof's own, so it goes away with the process however it
 //! ends (SIGKILL included), never shows on the host, and two clockprofs never
 //! race to mount or unmount it. COMMAND is sent back to the host's namespace
-//! (see session/command.rs), so it sees the host's mounts, not ours.
+//! (see session/command.rs), so it sees the host's mounts, not ours, from
+//! clockprof's own root: setns() resets the root to the namespace's, which
+//! would let a COMMAND started inside a chroot out of it.
 
 use std::ffi::CString;
 use std::io;
@@ -15,19 +17,31 @@ use anyhow::{anyhow, bail, Context, Result};
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 
-/// The host's mount namespace and working directory, kept from before the
-/// unshare, for COMMAND to return to.
+/// The host's mount namespace, root and working directory, kept from before
+/// the unshare, for COMMAND to return to.
 pub struct HostNamespace {
     mount_namespace: OwnedFd,
+    root: OwnedFd,
     cwd: OwnedFd,
 }
 
+/// The raw descriptors of a `HostNamespace`, for a child between fork and
+/// exec.
+#[derive(Clone, Copy)]
+pub struct HostPlace {
+    pub mount_namespace: RawFd,
+    /// clockprof's root directory, which is not the namespace's under chroot.
+    pub root: RawFd,
+    pub cwd: RawFd,
+}
+
 impl HostNamespace {
-    pub fn mount_namespace_fd(&self) -> RawFd {
-        self.mount_namespace.as_raw_fd()
-    }
-    pub fn cwd_fd(&self) -> RawFd {
-        self.cwd.as_raw_fd()
+    pub fn place(&self) -> HostPlace {
+        HostPlace {
+            mount_namespace: self.mount_namespace.as_raw_fd(),
+            root: self.root.as_raw_fd(),
+            cwd: self.cwd.as_raw_fd(),
+        }
     }
 }
 
@@ -84,6 +98,7 @@ fn open(path: &str, flags: libc::c_int) -> Result<OwnedFd> {
 fn mount_privately() -> Result<HostNamespace> {
     let host = HostNamespace {
         mount_namespace: open("/proc/thread-self/ns/mnt", libc::O_RDONLY)?,
+        root: open("/", libc::O_PATH | libc::O_DIRECTORY)?,
         cwd: open(".", libc::O_PATH | libc::O_DIRECTORY)?,
     };
     check(

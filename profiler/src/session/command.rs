@@ -18,7 +18,7 @@ use anyhow::{anyhow, bail, Result};
 use profiler_common::target;
 use tokio::sync::oneshot;
 
-use crate::host::tracefs;
+use crate::host::tracefs::{self, HostPlace};
 use crate::session::credentials::RunAs;
 
 /// `union bpf_attr` as BPF_MAP_UPDATE_ELEM reads it.
@@ -84,7 +84,7 @@ fn start_error(program: &OsString, err: impl std::fmt::Display) -> anyhow::Error
 
 /// What the child does between fork and exec, in this order: join the
 /// filter map (needs our privileges), report its PID, wait for the probes,
-/// go back to the host's mount namespace and working directory, drop to
+/// go back to the host's mount namespace, root and working directory, drop to
 /// `run_as`, then ask for SIGTERM when clockprof dies. The last comes after
 /// setuid, which clears it, and is checked against a clockprof that died
 /// before it was set. Only async-signal-safe calls: plain system calls on
@@ -95,8 +95,9 @@ struct ChildSetup {
     pid_write: RawFd,
     go_read: RawFd,
     go_write: RawFd,
-    /// (mount namespace, working directory) of the host, when we left them.
-    host: Option<(RawFd, RawFd)>,
+    /// The host's mount namespace, root and working directory, when we left
+    /// its namespace.
+    host: Option<HostPlace>,
     run_as: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
     clockprof: libc::pid_t,
 }
@@ -123,9 +124,14 @@ impl ChildSetup {
             if libc::read(self.go_read, (&mut go as *mut u8).cast(), 1) != 1 {
                 return Err(io::Error::other("clockprof could not attach its probes"));
             }
-            if let Some((namespace, cwd)) = self.host {
-                check(libc::setns(namespace, libc::CLONE_NEWNS))?;
-                check(libc::fchdir(cwd))?;
+            if let Some(host) = self.host {
+                check(libc::setns(host.mount_namespace, libc::CLONE_NEWNS))?;
+                // setns set the root to the namespace's own: a clockprof run
+                // in a chroot (a container's root, a build root) would start
+                // COMMAND outside it. Back to clockprof's root, then its cwd.
+                check(libc::fchdir(host.root))?;
+                check(libc::chroot(c".".as_ptr()))?;
+                check(libc::fchdir(host.cwd))?;
             }
             if let Some((uid, gid, groups)) = &self.run_as {
                 check(libc::setgroups(groups.len(), groups.as_ptr()))?;
@@ -161,7 +167,7 @@ pub fn spawn(
         pid_write: pid_write.as_raw_fd(),
         go_read: go_read.as_raw_fd(),
         go_write: go_write.as_raw_fd(),
-        host: tracefs::host_namespace().map(|host| (host.mount_namespace_fd(), host.cwd_fd())),
+        host: tracefs::host_namespace().map(|host| host.place()),
         run_as: run_as.map(|user| (user.uid, user.gid, user.groups.clone())),
         clockprof: std::process::id() as libc::pid_t,
     };
