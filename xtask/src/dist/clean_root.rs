@@ -2,7 +2,9 @@
 //! Debian root as a production host would have it (`debootstrap
 //! --variant=minbase`: no compiler, no tools of ours), and run there:
 //! `dpkg -i` succeeds, `clockprof doctor` runs, `record -s syscall -- sh -c
-//! 'date; date'` writes a profile, and `serve` answers `/healthz`.
+//! 'date; date'` writes a profile, and `serve` answers `/healthz`, as root
+//! and then as an unprivileged user holding only the packaged unit's
+//! capabilities (issue 24, item 5).
 //!
 //! The root is made once and kept in the dev cache
 //! (`/var/cache/clockprof-dev/roots/`, outside the clone, as the VM kernels
@@ -56,11 +58,13 @@ fn ensure_root(suite: &str) -> Result<PathBuf> {
 }
 
 /// Run in the private mount namespace with: $1 the cached root, $2 the
-/// .deb, $3 a scratch directory, $4 a free port. Every command inside the
+/// .deb, $3 a scratch directory, $4 a free port, $5 the syscall fixture
+/// built static (minbase has no compiler, and a static binary needs nothing
+/// of the root's). Every command inside the
 /// root is the package's; the /healthz request is bash's /dev/tcp, from
 /// outside (minbase has no HTTP client, and the network is shared).
 const SCRIPT: &str = r#"set -eu
-root=$1 deb=$2 scratch=$3 port=$4
+root=$1 deb=$2 scratch=$3 port=$4 fixture=$5
 mkdir -p "$scratch/upper" "$scratch/work" "$scratch/merged"
 r=$scratch/merged
 mount -t overlay overlay -o "lowerdir=$root,upperdir=$scratch/upper,workdir=$scratch/work" "$r"
@@ -68,6 +72,10 @@ mount --rbind /proc "$r/proc"
 mount --rbind /sys "$r/sys"
 mount --rbind /dev "$r/dev"
 mount -t tmpfs tmpfs "$r/tmp"
+# A fresh host has no tracefs mounted (nor had this root's debootstrap):
+# clockprof then mounts its own in a namespace of its own and must still
+# start COMMAND in this root, not in the namespace's (setns resets it).
+if mountpoint -q "$r/sys/kernel/tracing"; then umount -l "$r/sys/kernel/tracing"; fi
 cp "$deb" "$r/tmp/clockprof.deb"
 echo "clean-root: dpkg -i"
 chroot "$r" dpkg -i /tmp/clockprof.deb
@@ -75,26 +83,68 @@ echo "clean-root: clockprof --version"
 chroot "$r" clockprof --version
 echo "clean-root: clockprof doctor"
 chroot "$r" clockprof doctor
-echo "clean-root: clockprof record -s syscall -o /tmp/out.folded -- sh -c 'date; date'"
-chroot "$r" clockprof record -s syscall -o /tmp/out.folded -- sh -c 'date; date'
+cp "$fixture" "$r/tmp/syscall_fixture"
+command="date; date; /tmp/syscall_fixture counts 1000"
+echo "clean-root: clockprof record -s syscall -o /tmp/out.folded -- sh -c '$command'"
+chroot "$r" clockprof record -s syscall -o /tmp/out.folded -- sh -c "$command"
 test -f "$r/tmp/out.folded" || { echo "clean-root: no profile written"; exit 1; }
-echo "clean-root: clockprof serve --listen 127.0.0.1:$port"
-chroot "$r" clockprof serve --listen "127.0.0.1:$port" &
-serve=$!
-answered=
-for _ in $(seq 1 300); do
-    if exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
-        printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3
-        status=$(head -n 1 <&3 || true)
-        exec 3<&- 3>&-
-        case $status in *" 200 "*) answered=$status; break ;; esac
-    fi
-    sleep 0.1
+# date reads the clock through the vDSO (no syscall); the fixture makes
+# exactly 1000 CLOCK_MONOTONIC syscalls in fixture_hot and 500 REALTIME in
+# fixture_warm, and the profile must say so, named.
+reads_in() { awk -v f=";$1;" 'index($0, f) { n += $NF } END { print n + 0 }' "$r/tmp/out.folded"; }
+hot=$(reads_in fixture_hot) warm=$(reads_in fixture_warm)
+[ "$hot" = 1000 ] && [ "$warm" = 500 ] || {
+    echo "clean-root: the profile has $hot reads under fixture_hot and $warm under fixture_warm, not 1000 and 500:"
+    cat "$r/tmp/out.folded"
+    exit 1
+}
+echo "clean-root: the profile has 1000 reads under fixture_hot and 500 under fixture_warm"
+# serve_until_healthy LABEL CMD...: starts CMD (a serve on $port) in the
+# background, waits for its /healthz 200, then stops it with SIGTERM, which
+# must end it with status 0.
+serve_until_healthy() {
+    label=$1; shift
+    echo "clean-root: $label"
+    "$@" &
+    serve=$!
+    answered=
+    for _ in $(seq 1 300); do
+        if { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null; then
+            printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3
+            status=$(head -n 1 <&3 || true)
+            exec 3<&- 3>&-
+            case $status in *" 200 "*) answered=$status; break ;; esac
+        fi
+        sleep 0.1
+    done
+    kill -TERM $serve
+    wait $serve || { echo "clean-root: $label exited $? after SIGTERM"; exit 1; }
+    [ -n "$answered" ] || { echo "clean-root: $label: /healthz never answered 200"; exit 1; }
+    echo "clean-root: $label: /healthz: $answered"
+}
+serve_until_healthy "clockprof serve as root" \
+    chroot "$r" clockprof serve --listen "127.0.0.1:$port"
+
+# The packaged unit's capability set, and nothing else: serve started as an
+# unprivileged user (the unit's User= is made by systemd-sysusers, which a
+# minbase root lacks; nobody stands in) with exactly the unit's
+# AmbientCapabilities as its inheritable, ambient and bounding sets. setpriv
+# (util-linux, in every Debian root) does what capsh would; the unit's
+# RequiresMountsFor=/sys/kernel/tracing is done here, as systemd would.
+unit=$r/usr/lib/systemd/system/clockprof.service
+ambient=$(sed -n 's/^AmbientCapabilities=//p' "$unit")
+bounding=$(sed -n 's/^CapabilityBoundingSet=//p' "$unit")
+[ -n "$ambient" ] || { echo "clean-root: the packaged unit grants no AmbientCapabilities"; exit 1; }
+[ "$ambient" = "$bounding" ] || { echo "clean-root: the unit's ambient ($ambient) and bounding ($bounding) sets differ"; exit 1; }
+caps=-all
+for cap in $ambient; do
+    caps="$caps,+$(echo "${cap#CAP_}" | tr 'A-Z' 'a-z')"
 done
-kill -TERM $serve
-wait $serve || { echo "clean-root: serve exited $? after SIGTERM"; exit 1; }
-[ -n "$answered" ] || { echo "clean-root: /healthz never answered 200"; exit 1; }
-echo "clean-root: /healthz: $answered"
+mountpoint -q "$r/sys/kernel/tracing" || mount -t tracefs nodev "$r/sys/kernel/tracing"
+serve_until_healthy "clockprof serve as nobody with only $ambient" \
+    chroot "$r" setpriv --reuid=nobody --regid=nogroup --clear-groups \
+        --inh-caps="$caps" --ambient-caps="$caps" --bounding-set="$caps" \
+        clockprof serve --listen "127.0.0.1:$port"
 "#;
 
 /// `cargo xtask clean-root`: needs `cargo xtask dist` first.
@@ -111,6 +161,14 @@ pub fn run(suite: &str) -> Result<()> {
         .tempdir()
         .context("could not make a scratch directory")?;
     let port = free_port()?;
+    let fixture = scratch.path().join("syscall_fixture");
+    process::run(
+        Command::new("gcc")
+            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-static", "-o"])
+            .arg(&fixture)
+            .arg(workspace::root().join("tests/fixtures/syscall_fixture.c")),
+    )
+    .context("could not build the static syscall fixture")?;
     process::run(
         Command::new("unshare")
             .args([
@@ -125,7 +183,8 @@ pub fn run(suite: &str) -> Result<()> {
             .arg(&root)
             .arg(&deb)
             .arg(scratch.path())
-            .arg(port.to_string()),
+            .arg(port.to_string())
+            .arg(&fixture),
     )
     .with_context(|| {
         format!(
