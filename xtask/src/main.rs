@@ -61,9 +61,10 @@ enum Task {
     /// Install target/dist's .deb into a clean `debootstrap --variant=minbase`
     /// root (cached outside the clone) and run doctor, record and serve there.
     CleanRoot {
-        /// The Debian suite of the root.
-        #[arg(long, default_value = "bookworm")]
-        suite: String,
+        /// The Debian suite of the root (bookworm or bullseye); every one
+        /// without it.
+        #[arg(long)]
+        suite: Option<String>,
     },
 }
 
@@ -91,7 +92,7 @@ fn main() -> ExitCode {
         // Builds and packs; loads no eBPF.
         Task::Dist => dist::run().map(|()| ExitCode::SUCCESS),
         Task::CleanRoot { suite } => e2e_lock::take()
-            .and_then(|_lock| dist::clean_root::run(&suite).map(|()| ExitCode::SUCCESS)),
+            .and_then(|_lock| dist::clean_root::run(suite.as_deref()).map(|()| ExitCode::SUCCESS)),
     };
     match outcome {
         Ok(code) => code,

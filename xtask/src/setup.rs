@@ -92,7 +92,9 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
               cross-checks its Depends, lintian checks both packages, systemd-analyze \
               verifies the packaged unit (man, for its Documentation= check, and \
               systemd-sysusers come along); debootstrap makes the clean root \
-              cargo xtask clean-root installs the .deb into",
+              cargo xtask clean-root installs the .deb into; python3-pip installs \
+              cargo-zigbuild and Zig (pinned, from PyPI, into the dev cache), which link \
+              the shipped binary against glibc 2.26",
         default: false,
         packages: &[
             "binutils",
@@ -101,6 +103,7 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
             "systemd",
             "man-db",
             "debootstrap",
+            "python3-pip",
         ],
         backports: &[],
     },
@@ -161,7 +164,64 @@ pub fn run(args: &SetupArgs) -> Result<()> {
     ensure_packages(&packages(&args.with))?;
     ensure_debian_rustc()?;
     ensure_bpf_linker()?;
-    ensure_collector()
+    ensure_collector()?;
+    if args.with.iter().any(|g| g == "dist") {
+        ensure_zigbuild()?;
+    }
+    Ok(())
+}
+
+/// cargo-zigbuild and the Zig it drives, pinned, from PyPI (both ship as
+/// wheels with their binaries: 7 s to install here, 417 MB). dist links the
+/// shipped binary with them against glibc 2.26 (dist/binary.rs says why).
+const ZIGBUILD_WHEELS: &[&str] = &["ziglang==0.17.1", "cargo-zigbuild==0.24.1"];
+
+/// Where ZIGBUILD_WHEELS are installed (`pip install --target`), one
+/// directory per pinned set, in the dev cache outside the clone.
+pub fn zigbuild_dir() -> PathBuf {
+    let key = ZIGBUILD_WHEELS.join("+").replace("==", "-");
+    workspace::cache_dir().join("zigbuild").join(key)
+}
+
+/// Installs ZIGBUILD_WHEELS with Debian's pip (python3-pip, in the dist
+/// group) into zigbuild_dir(), under a temporary name renamed when complete,
+/// unless they are there.
+fn ensure_zigbuild() -> Result<()> {
+    let dir = zigbuild_dir();
+    if dir.join("bin/cargo-zigbuild").is_file() {
+        return Ok(());
+    }
+    let parent = dir.parent().expect("zigbuild_dir has a parent");
+    fs::create_dir_all(parent)?;
+    let partial = parent.join(format!(".partial-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&partial);
+    eprintln!(
+        "xtask: installing {} into {}",
+        ZIGBUILD_WHEELS.join(" "),
+        dir.display()
+    );
+    let result = process::run(
+        Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-cache-dir",
+                "--target",
+            ])
+            .arg(&partial)
+            .args(ZIGBUILD_WHEELS)
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
+    )
+    .and_then(|()| {
+        fs::rename(&partial, &dir)
+            .with_context(|| format!("could not move {} into place", dir.display()))
+    });
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&partial);
+    }
+    result
 }
 
 fn ensure_packages(wanted: &[&'static str]) -> Result<()> {

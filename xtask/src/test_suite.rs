@@ -1,6 +1,6 @@
 //! `cargo xtask test`: what CI runs. Build, then rustfmt, clippy, the layer check
-//! (layers.rs) and the test suite, then the VM tests (vm.rs) that the host kernel
-//! cannot run. Every check runs even when one fails, so one CI run shows every
+//! (layers.rs) and the test suite, then the package (`dist`, installed into
+//! clean roots), then the VM tests (vm.rs) that the host kernel cannot run. Every check runs even when one fails, so one CI run shows every
 //! problem, except that a failed layer check stops the run before the tests.
 
 use std::fs;
@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::tally::{self, Tally};
-use crate::{build, layers, process, vm, workspace};
+use crate::{build, dist, layers, process, vm, workspace};
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
@@ -109,6 +109,18 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     // Host runs list the VM tests as ignored; the VM runs them.
     let host_ignored = tally.ignored;
 
+    // The package, as production hosts get it: built and checked (lintian,
+    // systemd-analyze, dpkg-shlibdeps), then installed into clean Debian 12
+    // and 11 roots and run there (dist/clean_root.rs). About 3 min with the
+    // dev cache warm (the shipped build and the roots are kept there).
+    match dist::run().and_then(|()| dist::clean_root::run(None)) {
+        Ok(()) => {}
+        Err(err) => {
+            eprintln!("xtask: error: dist: {err:#}");
+            failed.push("dist");
+        }
+    }
+
     // The kprobe, fentry and breakpoint tests are #[ignore]d on the host: without
     // this step they would not run at all, so skipping it is always said loudly.
     let vm_note = if args.no_vm {
@@ -141,7 +153,10 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     if failed.is_empty() {
         // Fixture output is only worth keeping when something needs explaining.
         let _ = fs::remove_dir_all(&fixture_dir);
-        println!("xtask test: OK: build, fmt, clippy and tests all passed{vm_note} ({secs:.0} s)");
+        println!(
+            "xtask test: OK: build, fmt, clippy, tests and the package all passed{vm_note} \
+             ({secs:.0} s)"
+        );
         print_tally(tally);
         Ok(ExitCode::SUCCESS)
     } else {

@@ -160,8 +160,17 @@ fn rename_over(dir: &File, from: &CStr, to: &CStr) -> io::Result<()> {
 /// Renames `from` to `to` in `dir`, failing if `to` exists.
 fn rename_to_new(dir: &File, from: &CStr, to: &CStr) -> io::Result<()> {
     let fd = dir.as_raw_fd();
+    // The system call, not glibc's renameat2 (2.28): the shipped binary needs
+    // only glibc 2.26 (docs/packaging.md).
     let renamed = check(unsafe {
-        libc::renameat2(fd, from.as_ptr(), fd, to.as_ptr(), libc::RENAME_NOREPLACE)
+        libc::syscall(
+            libc::SYS_renameat2,
+            fd,
+            from.as_ptr(),
+            fd,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        ) as libc::c_int
     });
     match renamed {
         // A filesystem without RENAME_NOREPLACE: link(2) never replaces.

@@ -12,11 +12,18 @@ pub(super) struct VdsoImage(std::fs::File);
 impl VdsoImage {
     pub(super) fn dump() -> Option<VdsoImage> {
         let image = crate::host::facts::own_vdso_image()?;
+        // The system call, not glibc's memfd_create (2.27): the shipped binary
+        // needs only glibc 2.26 (docs/packaging.md), and every kernel clockprof
+        // runs on (5.10 up) has the call.
         // SAFETY: a valid NUL-terminated name; the flags are known to memfd_create.
-        let fd = unsafe { libc::memfd_create(c"clockprof-vdso".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return None;
-        }
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_memfd_create,
+                c"clockprof-vdso".as_ptr(),
+                libc::MFD_CLOEXEC,
+            )
+        };
+        let fd = libc::c_int::try_from(fd).ok().filter(|fd| *fd >= 0)?;
         // SAFETY: memfd_create just returned this descriptor, owned by nobody else.
         let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         std::io::Write::write_all(&mut file, &image).ok()?;

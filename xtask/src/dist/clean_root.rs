@@ -60,11 +60,12 @@ fn ensure_root(suite: &str) -> Result<PathBuf> {
 /// Run in the private mount namespace with: $1 the cached root, $2 the
 /// .deb, $3 a scratch directory, $4 a free port, $5 the syscall fixture
 /// built static (minbase has no compiler, and a static binary needs nothing
-/// of the root's). Every command inside the
+/// of the root's), $6 `yes` to run serve with only the unit's capabilities
+/// (else why not). Every command inside the
 /// root is the package's; the /healthz request is bash's /dev/tcp, from
 /// outside (minbase has no HTTP client, and the network is shared).
 const SCRIPT: &str = r#"set -eu
-root=$1 deb=$2 scratch=$3 port=$4 fixture=$5
+root=$1 deb=$2 scratch=$3 port=$4 fixture=$5 unit_capabilities=$6
 mkdir -p "$scratch/upper" "$scratch/work" "$scratch/merged"
 r=$scratch/merged
 mount -t overlay overlay -o "lowerdir=$root,upperdir=$scratch/upper,workdir=$scratch/work" "$r"
@@ -131,6 +132,10 @@ serve_until_healthy "clockprof serve as root" \
 # AmbientCapabilities as its inheritable, ambient and bounding sets. setpriv
 # (util-linux, in every Debian root) does what capsh would; the unit's
 # RequiresMountsFor=/sys/kernel/tracing is done here, as systemd would.
+if [ "$unit_capabilities" != yes ]; then
+    echo "clean-root: serve with only the unit's capabilities is not run here: $unit_capabilities"
+    exit 0
+fi
 unit=$r/usr/lib/systemd/system/clockprof.service
 ambient=$(sed -n 's/^AmbientCapabilities=//p' "$unit")
 bounding=$(sed -n 's/^CapabilityBoundingSet=//p' "$unit")
@@ -147,21 +152,53 @@ serve_until_healthy "clockprof serve as nobody with only $ambient" \
         clockprof serve --listen "127.0.0.1:$port"
 "#;
 
-/// `cargo xtask clean-root`: needs `cargo xtask dist` first.
-pub fn run(suite: &str) -> Result<()> {
-    let started = Instant::now();
+/// A Debian release the package is installed into.
+pub struct Suite {
+    pub name: &'static str,
+    /// Why serve with only the unit's capabilities is not run in this root,
+    /// if it is not.
+    no_capability_run: Option<&'static str>,
+}
+
+/// The roots `cargo xtask test` tries the package in: Debian 12, whose
+/// package it is, and Debian 11, the oldest the shipped binary's glibc 2.26
+/// link (dist/binary.rs) is tried on (its glibc is 2.31).
+pub const SUITES: &[Suite] = &[
+    Suite {
+        name: "bookworm",
+        no_capability_run: None,
+    },
+    Suite {
+        name: "bullseye",
+        no_capability_run: Some(
+            "bullseye's setpriv (util-linux 2.36 on libcap-ng 0.7.9) knows neither CAP_BPF \
+             nor CAP_PERFMON; the bookworm root runs it",
+        ),
+    },
+];
+
+/// `cargo xtask clean-root`: needs `cargo xtask dist` first. `suite`
+/// chooses one of SUITES; without it, every one runs.
+pub fn run(suite: Option<&str>) -> Result<()> {
+    let suites: Vec<&Suite> = match suite {
+        None => SUITES.iter().collect(),
+        Some(name) => vec![SUITES.iter().find(|s| s.name == name).with_context(|| {
+            format!(
+                "no clean root for {name}; known: {}",
+                SUITES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+            )
+        })?],
+    };
     setup::run(&SetupArgs {
         with: vec!["dist".to_string()],
     })?;
     let dist = workspace::target_dir().join("dist");
     let deb = single_deb(&dist)?;
-    let root = ensure_root(suite)?;
-    let scratch = tempfile::Builder::new()
+    let build = tempfile::Builder::new()
         .prefix("xtask-clean-root-")
         .tempdir()
         .context("could not make a scratch directory")?;
-    let port = free_port()?;
-    let fixture = scratch.path().join("syscall_fixture");
+    let fixture = build.path().join("syscall_fixture");
     process::run(
         Command::new("gcc")
             .args(["-O1", "-g", "-fno-omit-frame-pointer", "-static", "-o"])
@@ -169,6 +206,21 @@ pub fn run(suite: &str) -> Result<()> {
             .arg(workspace::root().join("tests/fixtures/syscall_fixture.c")),
     )
     .context("could not build the static syscall fixture")?;
+    for suite in suites {
+        run_in(suite, &deb, &fixture)?;
+    }
+    Ok(())
+}
+
+fn run_in(suite: &Suite, deb: &Path, fixture: &Path) -> Result<()> {
+    let started = Instant::now();
+    let name = suite.name;
+    let root = ensure_root(name)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("xtask-clean-root-")
+        .tempdir()
+        .context("could not make a scratch directory")?;
+    let port = free_port()?;
     process::run(
         Command::new("unshare")
             .args([
@@ -181,19 +233,20 @@ pub fn run(suite: &str) -> Result<()> {
                 "clean-root",
             ])
             .arg(&root)
-            .arg(&deb)
+            .arg(deb)
             .arg(scratch.path())
             .arg(port.to_string())
-            .arg(&fixture),
+            .arg(fixture)
+            .arg(suite.no_capability_run.unwrap_or("yes")),
     )
     .with_context(|| {
         format!(
-            "{} in a clean {suite} root failed (its output is above)",
+            "{} in a clean {name} root failed (its output is above)",
             deb.display()
         )
     })?;
     eprintln!(
-        "xtask clean-root: {} installs and runs in a clean {suite} root ({:.0} s)",
+        "xtask clean-root: {} installs and runs in a clean {name} root ({:.0} s)",
         deb.display(),
         started.elapsed().as_secs_f64()
     );
