@@ -617,16 +617,16 @@ fn diff_of_bad_input_is_one_sentence() {
 }
 
 /// The commands of README's "In CI" jobs (GitHub Actions' `run:` block and
-/// GitLab's `script:` item, each continued on a second line), as words.
+/// GitLab's `script:` items, with their continuation lines), as words.
 fn readme_ci_commands(readme: &str, starts: &str) -> Vec<Vec<String>> {
     let section: Vec<&str> = readme
         .lines()
         .skip_while(|l| l.trim() != "### In CI")
         .take_while(|l| !l.starts_with("## "))
         .collect();
+    let indent = |line: &str| line.len() - line.trim_start().len();
     let mut commands = Vec::new();
-    let mut lines = section.iter().map(|l| l.trim());
-    while let Some(line) = lines.next() {
+    for (i, line) in section.iter().enumerate() {
         let Some(at) = line.find(starts) else {
             continue;
         };
@@ -636,10 +636,12 @@ fn readme_ci_commands(readme: &str, starts: &str) -> Vec<Vec<String>> {
             .map(String::from)
             .collect();
         // A shell line ending in `\`, or a YAML plain scalar folded onto the
-        // next, more indented line: both continue there.
-        if !words.iter().any(|w| w == "--") {
-            let next = lines.next().expect("a continued command");
-            words.extend(next.split_whitespace().map(String::from));
+        // next, more indented line that is no list item: both continue there.
+        if let Some(next) = section.get(i + 1) {
+            let folded = indent(next) > indent(line) && !next.trim_start().starts_with("- ");
+            if line.trim_end().ends_with('\\') || folded {
+                words.extend(next.split_whitespace().map(String::from));
+            }
         }
         commands.push(words);
     }
@@ -689,12 +691,12 @@ fn the_readme_ci_jobs_budget_check_passes_as_written() {
     let table = stdout(&output);
     assert_eq!(output.status.code(), Some(0), "{table}{}", stderr(&output));
     assert_eq!(
-        row(&table, "fixture_hot")[..2],
+        row(&table, "max fixture_hot=20000")[..2],
         ["20000", "20000"],
         "{table}"
     );
     assert_eq!(
-        row(&table, "fixture_warm")[..2],
+        row(&table, "max fixture_warm=10000")[..2],
         ["10000", "10000"],
         "{table}"
     );
