@@ -339,7 +339,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if rows.contains(&RowId::Startup) {
         if let Some(bin) = bins.first() {
-            match startup::measure(&bin.path, &bench_dir) {
+            match startup::measure(&bin.path, &bench_dir, tracefs) {
                 Ok(result) => {
                     result.print();
                     json["startup"] = result.json();

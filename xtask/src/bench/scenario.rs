@@ -491,7 +491,7 @@ pub fn host_tracefs() -> bool {
 /// Runs the command in a mount namespace of its own with tracefs mounted in
 /// it: the mount exists for that process only and ends with it, so the bench
 /// never leaves a mount on the host, even when it is killed.
-fn with_private_tracefs(cmd: &mut Command) {
+pub fn with_private_tracefs(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: between fork and exec the closure makes only async-signal-safe
     // system calls (unshare, mount) on static C strings, and allocates nothing.

@@ -168,7 +168,9 @@ fn healthy(port: u16) -> bool {
     answer[..read].starts_with(b"HTTP/1.1 200") || answer[..read].starts_with(b"HTTP/1.0 200")
 }
 
-pub fn measure(clockprof: &Path, bench_dir: &Path) -> Result<Startup> {
+/// `host_tracefs`: whether the host has tracefs mounted; if not, bpftrace
+/// gets one in a mount namespace of its own, as clockprof makes for itself.
+pub fn measure(clockprof: &Path, bench_dir: &Path, host_tracefs: bool) -> Result<Startup> {
     let probe = bench_dir.join("startup_probe");
     process::run(
         Command::new("gcc")
@@ -201,6 +203,9 @@ pub fn measure(clockprof: &Path, bench_dir: &Path) -> Result<Startup> {
             .args(["-e", BPFTRACE_PROGRAM, "-c"])
             .arg(format!("{} {}", probe.display(), probe_out.display()))
             .stdout(Stdio::null());
+        if !host_tracefs {
+            super::scenario::with_private_tracefs(&mut bpftrace_cmd);
+        }
         result.bpftrace.push(measure_one(bpftrace_cmd, &probe_out)?);
         result.serve.push(measure_serve(clockprof)?);
     }
