@@ -25,15 +25,12 @@ pub struct KernelContext {
 
 impl KernelContext {
     /// Finds what this kernel offers; each part is independent.
-    pub fn find() -> KernelContext {
-        let btf = KernelBtf::load().ok();
+    pub fn find(btf: Option<&KernelBtf>) -> KernelContext {
         let task_offset = |member| {
-            btf.as_ref()
-                .and_then(|btf| btf.member_offset("task_struct", &[member]).ok())
+            btf.and_then(|btf| btf.member_offset("task_struct", &[member]).ok())
                 .unwrap_or(0)
         };
-        let (per_cpu_offsets, preempt_count) =
-            preempt_count_addresses(btf.as_ref()).unwrap_or((0, 0));
+        let (per_cpu_offsets, preempt_count) = preempt_count_addresses(btf).unwrap_or((0, 0));
         KernelContext {
             per_cpu_offsets,
             preempt_count,
@@ -73,7 +70,7 @@ mod tests {
 
     #[test]
     fn task_offsets_come_from_btf() {
-        let context = KernelContext::find();
+        let context = KernelContext::find(KernelBtf::load().ok().as_ref());
         if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
             assert!(context.task_flags_offset > 0, "{context:?}");
             assert!(

@@ -50,6 +50,7 @@ use crate::host::safe_open::FileKey;
 use crate::host::tracefs;
 use crate::probes::attach_queue::AttachQueue;
 pub use breakpoint::free_debug_registers;
+use btf::KernelBtf;
 pub use fallback::backend_rank;
 use kernel_context::KernelContext;
 pub use kernel_functions::{KernelFunction, DEFAULT_BREAKPOINT_FUNCTIONS};
@@ -162,15 +163,19 @@ impl Probes {
         } else {
             (0, 0)
         };
-        let process = ProcessOffsets::find();
+        // Parsed once for every offset the programs need (each parse of
+        // vmlinux's BTF costs 10-25 ms and tens of MB), and dropped with
+        // this function.
+        let kernel_btf = KernelBtf::load();
+        let process = ProcessOffsets::find(kernel_btf.as_ref().ok());
         let filter = u32::from(config.filter_by_pid);
         let (task_mm, mm_vdso, vdso_size) = if config.vdso {
-            vdso_globals().context("the vdso source cannot find the vDSO of a task")?
+            vdso_globals(&kernel_btf).context("the vdso source cannot find the vDSO of a task")?
         } else {
             (0, 0, 0)
         };
         let kernel_context = if config.kernel {
-            KernelContext::find()
+            KernelContext::find(kernel_btf.as_ref().ok())
         } else {
             KernelContext::default()
         };
@@ -182,10 +187,15 @@ impl Probes {
         let daemon = std::process::id();
         let variant = ProgramVariant::probe();
         let (task_stack, thread_size) = match variant {
-            ProgramVariant::KernelStack => kernel_stack_globals(),
+            ProgramVariant::KernelStack => kernel_stack_globals(kernel_btf.as_ref().ok()),
             ProgramVariant::TaskPtRegs => (0, 0),
         };
+        drop(kernel_btf);
+        // aya's own parse of the same BTF, made once: EbpfLoader would
+        // otherwise parse it for itself, and each fentry attach again.
+        let aya_btf = Btf::from_sys_fs();
         let ebpf = EbpfLoader::new()
+            .btf(aya_btf.as_ref().ok())
             .override_global(names::FILTER_BY_PID, &filter, true)
             .override_global(names::DAEMON_TGID, &daemon, true)
             .override_global(names::STACK_EVERY, &config.stack_every, true)
@@ -236,7 +246,7 @@ impl Probes {
             breakpoint_functions: 0,
             ebpf,
             attachments: Vec::new(),
-            btf: None,
+            btf: Some(aya_btf.map_err(|err| format!("the kernel has no usable BTF ({err})"))),
             loaded: HashSet::new(),
             variant,
             clock_syscalls_dominate: Clocksource::read().forces_syscalls(),

@@ -20,8 +20,8 @@ pub struct ProcessOffsets {
 }
 
 impl ProcessOffsets {
-    pub fn find() -> ProcessOffsets {
-        let Ok(btf) = btf::KernelBtf::load() else {
+    pub fn find(btf: Option<&btf::KernelBtf>) -> ProcessOffsets {
+        let Some(btf) = btf else {
             return ProcessOffsets::default();
         };
         let both = |first: Result<u32>, second: Result<u32>| match (first, second) {

@@ -80,9 +80,9 @@ fn thread_size() -> u32 {
 /// Globals of the kernel-stack variant: task_struct.stack's offset and the
 /// stack size. Without BTF the offset stays 0 and the programs count syscalls
 /// without recovering skipped callers.
-pub(super) fn kernel_stack_globals() -> (u32, u32) {
-    let offset = btf::KernelBtf::load()
-        .and_then(|btf| btf.member_offset("task_struct", &["stack"]))
+pub(super) fn kernel_stack_globals(btf: Option<&btf::KernelBtf>) -> (u32, u32) {
+    let offset = btf
+        .and_then(|btf| btf.member_offset("task_struct", &["stack"]).ok())
         .unwrap_or(0);
     (offset, thread_size())
 }

@@ -13,8 +13,8 @@ use crate::sources::Source;
 /// Where the current task's vDSO lives, for the sampling program: offsets of
 /// task_struct.mm and mm_struct.context.vdso from BTF, and the vDSO's text
 /// size (the same for every process of this kernel: read from our own).
-pub(super) fn vdso_globals() -> Result<(u32, u32, u64)> {
-    let btf = btf::KernelBtf::load()?;
+pub(super) fn vdso_globals(btf: &Result<btf::KernelBtf>) -> Result<(u32, u32, u64)> {
+    let btf = btf.as_ref().map_err(|err| anyhow::anyhow!("{err:#}"))?;
     let mm = btf.member_offset("task_struct", &["mm"])?;
     let vdso = btf.member_offset("mm_struct", &["context", "vdso"])?;
     let own = facts::own_vdso().context("the kernel has no vDSO to sample")?;
