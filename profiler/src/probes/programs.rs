@@ -3,11 +3,15 @@
 //! again, so a failed try leaves nothing behind.
 
 use anyhow::{anyhow, Result};
-use aya::programs::{FEntry, KProbe, RawTracePoint, TracePoint};
+use aya::programs::kprobe::KProbeError;
+use aya::programs::{FEntry, KProbe, ProgramError, RawTracePoint, TracePoint};
 use aya::Btf;
 
 use super::Probes;
 use crate::host::kallsyms::KernelLacks;
+
+/// Where aya reads the kprobe PMU's perf type; absent without kprobes.
+const KPROBE_PMU_TYPE: &str = "/sys/bus/event_source/devices/kprobe/type";
 
 impl Probes {
     pub(super) fn attach_tracepoint(&mut self, program: &str, tracepoint: &str) -> Result<()> {
@@ -46,6 +50,18 @@ impl Probes {
     }
 
     pub(super) fn attach_kprobe(&mut self, program: &str, function: &str) -> Result<()> {
+        // aya's attach reads the kprobe PMU's type before anything else. Read
+        // it first here: without kprobes, loading the program would have the
+        // verifier walk it for nothing (40-80 ms of start-up per hook, on a
+        // kernel that refuses kprobes), and the refusal is the same.
+        let pmu_type = std::path::Path::new(KPROBE_PMU_TYPE);
+        if let Err(io_error) = std::fs::metadata(pmu_type) {
+            return Err(ProgramError::KProbeError(KProbeError::FileError {
+                filename: pmu_type.to_path_buf(),
+                io_error,
+            })
+            .into());
+        }
         let kprobe: &mut KProbe = self.program(program)?.try_into()?;
         kprobe.load()?;
         if let Err(err) = kprobe.attach(function, 0) {
