@@ -141,13 +141,26 @@ fn kernel_walked_entries(stack_entries: u32) -> u32 {
 /// The DWARF stack ring: 2,048 records of 16 KiB, what 20 ms between two
 /// reads of it (session::DWARF_DRAIN_INTERVAL) hold at ~100,000 stacks a
 /// second (beyond that, stacks are lost and the counts stay exact); a page
-/// when nothing is unwound with DWARF.
-fn dwarf_ring_bytes(unwind: UnwindMode) -> u32 {
+/// when nothing is unwound with DWARF. With `--stack-every N` one read in N
+/// (on average) copies its stack, so the ring is N times smaller with 4x to
+/// spare for bursts, and at least MIN_DWARF_RING_BYTES: 2 MiB at N = 64,
+/// where its pages (mapped twice, so counted twice in the resident set) had
+/// cost 64 MiB.
+fn dwarf_ring_bytes(unwind: UnwindMode, stack_every: u32) -> u32 {
     match unwind {
         UnwindMode::FramePointers => 4096,
-        _ => DWARF_RING_BYTES,
+        _ => {
+            let spare = u64::from(DWARF_RING_BYTES) * 4 / u64::from(stack_every.max(1));
+            let bytes =
+                spare.clamp(u64::from(MIN_DWARF_RING_BYTES), u64::from(DWARF_RING_BYTES)) as u32;
+            // A ring buffer's size is a power of two (of pages).
+            bytes.next_power_of_two().min(DWARF_RING_BYTES)
+        }
     }
 }
+
+/// The smallest DWARF ring, 64 records.
+const MIN_DWARF_RING_BYTES: u32 = 1 << 20;
 
 /// The DWARF stack ring's size when anything is unwound with DWARF.
 pub const DWARF_RING_BYTES: u32 = 32 << 20;
@@ -233,7 +246,7 @@ impl Probes {
             .map_max_entries(names::STACKS[1], kernel_walked_entries(config.stack_entries))
             .map_max_entries(names::SPILLED_STACKS[0], config.stack_entries)
             .map_max_entries(names::SPILLED_STACKS[1], config.stack_entries)
-            .map_max_entries(names::DWARF_STACKS, dwarf_ring_bytes(config.unwind))
+            .map_max_entries(names::DWARF_STACKS, dwarf_ring_bytes(config.unwind, config.stack_every))
             .load(EBPF_OBJECT)
             .map_err(|err| {
                 anyhow!("the kernel refused clockprof's eBPF maps or programs ({err}); run `clockprof doctor` to see what this kernel allows")
@@ -292,5 +305,33 @@ impl Probes {
             .map_mut(name)
             .ok_or_else(|| anyhow!("the eBPF object has no {name} map"))?;
         Ok(aya::maps::HashMap::try_from(map)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dwarf_ring_shrinks_with_stack_every_to_a_power_of_two() {
+        assert_eq!(dwarf_ring_bytes(UnwindMode::FramePointers, 1), 4096);
+        for every in [0, 1, 2, 4] {
+            assert_eq!(dwarf_ring_bytes(UnwindMode::Auto, every), DWARF_RING_BYTES);
+        }
+        assert_eq!(dwarf_ring_bytes(UnwindMode::Dwarf, 8), 16 << 20);
+        assert_eq!(dwarf_ring_bytes(UnwindMode::Auto, 64), 2 << 20);
+        // 128 MiB / 100 is 1.28 MiB: rounded up to the next power of two.
+        assert_eq!(dwarf_ring_bytes(UnwindMode::Auto, 100), 2 << 20);
+        assert_eq!(
+            dwarf_ring_bytes(UnwindMode::Auto, 65_536),
+            MIN_DWARF_RING_BYTES
+        );
+        for every in 1..=2048 {
+            let bytes = dwarf_ring_bytes(UnwindMode::Dwarf, every);
+            assert!(
+                bytes.is_power_of_two() && bytes.is_multiple_of(4096),
+                "{every}: {bytes}"
+            );
+        }
     }
 }
