@@ -11,6 +11,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use super::layout;
+use super::shlibs::DottedVersion;
 use crate::process;
 
 /// Runs lintian on `debs`, prints what it says, fails on an error (`E:`;
@@ -257,26 +258,38 @@ fn symbols_raised_past(work: &Path, version: &str) -> Result<Vec<(String, String
         .output()
         .context("could not run dpkg-shlibdeps")?;
     // -O prints both the result and the debug lines on stdout.
-    let debug = String::from_utf8_lossy(&output.stdout);
+    Ok(raised_past(
+        &String::from_utf8_lossy(&output.stdout),
+        version,
+    ))
+}
+
+/// From dpkg-shlibdeps' `-v -v` lines (`Looking up symbol sysconf@GLIBC_2.2.5`,
+/// then `Found in symbols file of libc.so.6 (minver: 2.34, ...)`), the
+/// symbols whose minimum version is newer than `version`, compared as
+/// shlibs.rs compares symbol versions. A minimum version that is not dotted
+/// numbers counts as newer: it must then be explained like any other.
+fn raised_past(debug: &str, version: &str) -> Vec<(String, String)> {
+    let ours = DottedVersion::parse(version);
     let mut raised = Vec::new();
     let mut symbol = None;
     for line in debug.lines() {
-        if let Some(rest) = line.split_once("Looking up symbol ").map(|(_, r)| r) {
+        if let Some((_, rest)) = line.split_once("Looking up symbol ") {
             symbol = rest.split('@').next().map(str::to_string);
-        } else if let Some(rest) = line.split_once("(minver: ").map(|(_, r)| r) {
-            let minver = rest.split(',').next().unwrap_or("").trim().to_string();
-            let newer = Command::new("dpkg")
-                .args(["--compare-versions", &minver, "gt", version])
-                .status()
-                .context("could not run dpkg --compare-versions")?;
-            if let (true, Some(symbol)) = (newer.success(), symbol.take()) {
-                raised.push((symbol, minver));
+        } else if let Some((_, rest)) = line.split_once("(minver: ") {
+            let minver = rest.split(',').next().unwrap_or("").trim();
+            let newer = match (DottedVersion::parse(minver), &ours) {
+                (Some(theirs), Some(ours)) => theirs > *ours,
+                _ => true,
+            };
+            if let (true, Some(symbol)) = (newer, symbol.take()) {
+                raised.push((symbol, minver.to_string()));
             }
         }
     }
     raised.sort();
     raised.dedup();
-    Ok(raised)
+    raised
 }
 
 /// `libc6 (>= 2.34), libgcc-s1 (>= 4.2)` as (package, version) pairs; a
@@ -319,6 +332,31 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_symbols_dated_past_our_version_are_raised() {
+        let debug = "\
+dpkg-shlibdeps: debug:  Looking up symbol read@GLIBC_2.2.5
+dpkg-shlibdeps: debug:  Found in symbols file of libc.so.6 (minver: 2.2.5, dep: libc6 #MINVER#)
+dpkg-shlibdeps: debug:  Looking up symbol sysconf@GLIBC_2.2.5
+dpkg-shlibdeps: debug:  Found in symbols file of libc.so.6 (minver: 2.34, dep: libc6 #MINVER#)
+dpkg-shlibdeps: debug:  Looking up symbol posix_spawn_file_actions_addchdir@Base
+dpkg-shlibdeps: debug:  Looking up symbol getrandom@GLIBC_2.25
+dpkg-shlibdeps: debug:  Found in symbols file of libc.so.6 (minver: 2.25, dep: libc6 #MINVER#)
+dpkg-shlibdeps: debug:  Looking up symbol odd@GLIBC_2.2.5
+dpkg-shlibdeps: debug:  Found in symbols file of libc.so.6 (minver: 2.30~rc1, dep: libc6 #MINVER#)
+";
+        assert_eq!(
+            raised_past(debug, "2.25"),
+            [
+                ("odd".to_string(), "2.30~rc1".to_string()),
+                ("sysconf".to_string(), "2.34".to_string())
+            ]
+        );
+        assert!(raised_past(debug, "2.34")
+            .iter()
+            .all(|(symbol, _)| symbol == "odd"));
+    }
 
     #[test]
     fn lintian_errors_are_its_e_lines() {
