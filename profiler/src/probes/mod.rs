@@ -153,8 +153,9 @@ fn dwarf_ring_bytes(unwind: UnwindMode, stack_every: u32) -> u32 {
             let spare = u64::from(DWARF_RING_BYTES) * 4 / u64::from(stack_every.max(1));
             let bytes =
                 spare.clamp(u64::from(MIN_DWARF_RING_BYTES), u64::from(DWARF_RING_BYTES)) as u32;
-            // A ring buffer's size is a power of two (of pages).
-            bytes.next_power_of_two().min(DWARF_RING_BYTES)
+            // A ring buffer's size is a power of two (of pages); DWARF_RING_BYTES
+            // is one, so rounding up never passes it.
+            bytes.next_power_of_two()
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The shipped binary: the release build linked against glibc 2.26
-//! (stamped with SOURCE_DATE_EPOCH's date), the man pages and completions rendered from its command line, and
-//! its debug information split off as Debian's dh_strip does.
+//! (stamped with SOURCE_DATE_EPOCH's date), the man pages and completions
+//! rendered from its command line, and its debug information split off as
+//! Debian's dh_strip does.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
