@@ -260,14 +260,133 @@ impl SourceSet {
     }
 }
 
-/// One kind of counted event: which hook fired and, where known, which clock.
+/// One kind of counted event: which hook fired, where known which clock,
+/// and for a clock system call, why it was one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClockRead {
     pub event: u32,
     pub clock_id: i32,
+    /// Set while naming (symbolize::cause), from where the call was made:
+    /// the eBPF key has no room for it and needs none.
+    pub cause: Option<SyscallCause>,
+}
+
+/// Why a clock read cost a system call, when the vDSO serves most clocks in
+/// user space for a few nanoseconds. Decided from the clock and the mapping
+/// that holds the instruction that made the call (symbolize::cause).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyscallCause {
+    /// Made by the vDSO itself: it cannot read this host's clocksource from
+    /// user space (hpet, acpi_pm, a tsc the kernel marked unstable, a
+    /// kvm-clock without its stable bit).
+    VdsoFallback,
+    /// A clock the vDSO never serves: the CPU-time clocks (their value lives
+    /// in the kernel's task accounting) and the alarm clocks.
+    UnservedClock,
+    /// Made by the program, or a library, without going through the vDSO:
+    /// `syscall(SYS_clock_gettime, ...)`, inline assembly, a static binary
+    /// or a runtime that bypasses it.
+    Direct,
+    /// Made from a library that replaces the clock functions (LD_PRELOAD,
+    /// /etc/ld.so.preload), such as libfaketime.
+    Interposer,
+}
+
+impl SyscallCause {
+    pub const ALL: [SyscallCause; 4] = [
+        SyscallCause::VdsoFallback,
+        SyscallCause::UnservedClock,
+        SyscallCause::Direct,
+        SyscallCause::Interposer,
+    ];
+
+    /// The name in leaves, labels and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyscallCause::VdsoFallback => "vdso-fallback",
+            SyscallCause::UnservedClock => "unserved-clock",
+            SyscallCause::Direct => "direct",
+            SyscallCause::Interposer => "interposer",
+        }
+    }
+
+    /// What to do about it, in one sentence (the fallback's sentence names
+    /// the clocksource, see export::summary).
+    pub fn fix(self) -> &'static str {
+        match self {
+            SyscallCause::VdsoFallback => {
+                "the vDSO could not read the clocksource: switch to one it reads (tsc, or kvm-clock with its stable bit) through /sys/devices/system/clocksource/clocksource0/current_clocksource or the clocksource= boot option, and on a VM check that the hypervisor exposes an invariant, stable TSC"
+            }
+            SyscallCause::UnservedClock => {
+                "CPU-time and alarm clocks always cost a system call: read them less often, or read CLOCK_MONOTONIC where wall or elapsed time will do"
+            }
+            SyscallCause::Direct => {
+                "the code that makes the system call bypasses the vDSO: call clock_gettime through libc (or your runtime's clock) from the frame the stack names"
+            }
+            SyscallCause::Interposer => {
+                "a preloaded library replaces the clock functions: remove it from LD_PRELOAD (or /etc/ld.so.preload) where it is not wanted"
+            }
+        }
+    }
+}
+
+impl fmt::Display for SyscallCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `leaf` without the cause it names last (`[syscall time direct]` gives
+/// `[syscall time]`); `None` for a leaf without one.
+pub fn leaf_without_cause(leaf: &str) -> Option<String> {
+    let inner = leaf.strip_prefix('[')?.strip_suffix(']')?;
+    let (rest, last) = inner.rsplit_once(' ')?;
+    SyscallCause::ALL
+        .iter()
+        .any(|cause| cause.name() == last)
+        .then(|| format!("[{rest}]"))
+}
+
+/// Whether this kernel's vDSO answers `clock_id` in user space when the
+/// clocksource allows it (x86-64 since 5.3: the high-resolution, raw and
+/// coarse clocks). `CLOCK_ID_NONE` (gettimeofday, time) counts as served.
+pub fn vdso_serves(clock_id: i32) -> bool {
+    const REALTIME: i32 = 0;
+    const MONOTONIC: i32 = 1;
+    const MONOTONIC_RAW: i32 = 4;
+    const REALTIME_COARSE: i32 = 5;
+    const MONOTONIC_COARSE: i32 = 6;
+    const BOOTTIME: i32 = 7;
+    const TAI: i32 = 11;
+    clock_id == CLOCK_ID_NONE
+        || matches!(
+            clock_id,
+            REALTIME
+                | MONOTONIC
+                | MONOTONIC_RAW
+                | REALTIME_COARSE
+                | MONOTONIC_COARSE
+                | BOOTTIME
+                | TAI
+        )
 }
 
 impl ClockRead {
+    /// A read as the eBPF key has it: no cause yet.
+    pub const fn new(event: u32, clock_id: i32) -> ClockRead {
+        ClockRead {
+            event,
+            clock_id,
+            cause: None,
+        }
+    }
+
+    /// Whether the syscall source counted it.
+    pub fn is_syscall(self) -> bool {
+        self.source() == Source::of(&table::syscall::SPEC)
+    }
+
     fn event(self) -> Option<(Source, &'static Event)> {
         Source::ALL.iter().find_map(|&source| {
             let event = source.spec().events.iter().find(|e| e.id == self.event)?;
@@ -318,13 +437,20 @@ impl ClockRead {
         clock_name(self.clock_id)
     }
 
-    /// The leaf frame of folded stacks: `[syscall clock_gettime MONOTONIC]`.
+    /// The leaf frame of folded stacks: `[syscall clock_gettime MONOTONIC]`,
+    /// and the cause where it is known: `[syscall clock_gettime MONOTONIC
+    /// vdso-fallback]`.
     pub fn leaf(self, kernel_functions: &[String]) -> String {
-        let call = self.call(kernel_functions);
-        match self.clock() {
-            Some(clock) => format!("[{} {call} {clock}]", self.source()),
-            None => format!("[{} {call}]", self.source()),
+        let mut leaf = format!("[{} {}", self.source(), self.call(kernel_functions));
+        for word in [self.clock(), self.cause.map(|c| c.name().to_string())]
+            .into_iter()
+            .flatten()
+        {
+            leaf.push(' ');
+            leaf.push_str(&word);
         }
+        leaf.push(']');
+        leaf
     }
 }
 
@@ -433,7 +559,7 @@ mod tests {
     #[test]
     fn names_leaves() {
         let kernel_functions = ["ktime_get".to_string(), "ktime_get_ts64".to_string()];
-        let read = |event, clock_id| ClockRead { event, clock_id }.leaf(&kernel_functions);
+        let read = |event, clock_id| ClockRead::new(event, clock_id).leaf(&kernel_functions);
         assert_eq!(
             read(table::syscall::CLOCK_GETTIME, 1),
             "[syscall clock_gettime MONOTONIC]"

@@ -6,12 +6,14 @@ pub mod stack_scaling;
 pub mod test_profile;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::attachment::Attachment;
 use crate::collect::LostCounts;
+use crate::host::interposer::Interposer;
 use crate::session::Unavailable;
-use crate::sources::{ClockRead, Source};
+use crate::sources::{ClockRead, Source, SyscallCause};
 use crate::symbolize::{Frame, StackState, SymbolizedSample};
 
 /// How the recording was made; every output names it.
@@ -36,6 +38,9 @@ pub struct RecordingInfo {
     /// Processes (PID, start time) whose user stacks were unwound with
     /// DWARF (`--unwind`); the others' with frame pointers.
     pub dwarf_processes: std::collections::BTreeSet<(u32, u64)>,
+    /// The clocksource while recording and what is known of it (record
+    /// gathers it; a profile read back from a file has none).
+    pub clock: Option<crate::host::clocksource::ClockFacts>,
 }
 
 impl RecordingInfo {
@@ -95,6 +100,10 @@ pub struct ProcessTotal {
     pub cgroup: Option<String>,
     pub total: u64,
     pub by_source: BTreeMap<Source, u64>,
+    /// Its clock system calls by why each was one.
+    pub syscalls_by_cause: BTreeMap<SyscallCause, u64>,
+    /// The libraries that take its clock calls over.
+    pub interposers: Arc<[Interposer]>,
 }
 
 #[derive(Clone, Debug)]
@@ -130,7 +139,15 @@ impl Profile {
                     cgroup: sample.cgroup.clone(),
                     total: 0,
                     by_source: BTreeMap::new(),
+                    syscalls_by_cause: BTreeMap::new(),
+                    interposers: sample.interposers.clone(),
                 });
+            if let Some(cause) = sample.read.cause {
+                add_count(
+                    process.syscalls_by_cause.entry(cause).or_default(),
+                    sample.count,
+                );
+            }
             add_count(&mut process.total, sample.count);
             add_count(
                 process.by_source.entry(sample.read.source()).or_default(),

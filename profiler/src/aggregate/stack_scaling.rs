@@ -213,10 +213,8 @@ mod tests {
             start_time: 0,
             comm: "fixture".into(),
             cgroup: None,
-            read: ClockRead {
-                event: profiler_common::sources::syscall::CLOCK_GETTIME,
-                clock_id: 1,
-            },
+            interposers: Default::default(),
+            read: ClockRead::new(profiler_common::sources::syscall::CLOCK_GETTIME, 1),
             frames: frames.iter().map(|f| frame(f)).collect(),
             state,
             exact_frames: exact,

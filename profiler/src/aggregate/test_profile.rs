@@ -47,10 +47,8 @@ pub fn sample(
         start_time: 0,
         comm: comm.to_string(),
         cgroup: None,
-        read: ClockRead {
-            event: read.0,
-            clock_id: read.1,
-        },
+        interposers: Default::default(),
+        read: ClockRead::new(read.0, read.1),
         frames,
         state: StackState::Complete,
         exact_frames: 0,
@@ -65,6 +63,7 @@ pub fn profile() -> Profile {
     let samples = vec![
         SymbolizedSample {
             cgroup: Some(cgroup.clone()),
+            interposers: Default::default(),
             ..sample(
                 100,
                 "server",
@@ -82,6 +81,7 @@ pub fn profile() -> Profile {
         },
         SymbolizedSample {
             cgroup: Some(cgroup),
+            interposers: Default::default(),
             ..sample(
                 100,
                 "server",
@@ -143,6 +143,7 @@ pub fn profile() -> Profile {
     };
     let info = RecordingInfo {
         stack_every: 1,
+        clock: None,
         // The second server's stacks were unwound with DWARF.
         dwarf_processes: [(101, 0)].into(),
         sources: vec![
@@ -215,7 +216,8 @@ pub fn symbolized(
         start_time: 0,
         comm: comm.into(),
         cgroup: None,
-        read: ClockRead { event, clock_id },
+        interposers: Default::default(),
+        read: ClockRead::new(event, clock_id),
         frames: frames
             .iter()
             .map(|f| frame_named(f, f.starts_with("k:")))

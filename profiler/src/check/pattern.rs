@@ -46,15 +46,22 @@ impl FramePattern {
 
     /// Kernel frames carry `_[k]` in folded stacks; the bare function name
     /// names them as well.
+    /// A clock system call's leaf names its cause last
+    /// (`[syscall time direct]`); the leaf without it (`[syscall time]`, as
+    /// budgets written before causes name it) names it as well.
     pub fn matches(&self, frame: &str) -> bool {
         let bare = frame.strip_suffix("_[k]");
-        std::iter::once(frame).chain(bare).any(|name| {
-            name == self.text
-                || self
-                    .glob
-                    .as_ref()
-                    .is_some_and(|glob| glob.matches_with(name, OPTIONS))
-        })
+        let without_cause = crate::sources::leaf_without_cause(frame);
+        std::iter::once(frame)
+            .chain(bare)
+            .chain(without_cause.as_deref())
+            .any(|name| {
+                name == self.text
+                    || self
+                        .glob
+                        .as_ref()
+                        .is_some_and(|glob| glob.matches_with(name, OPTIONS))
+            })
     }
 }
 
@@ -74,6 +81,24 @@ mod tests {
 
     fn matches(pattern: &str, frame: &str) -> bool {
         FramePattern::new(pattern).unwrap().matches(frame)
+    }
+
+    #[test]
+    fn a_leaf_is_named_with_or_without_its_cause() {
+        assert!(matches("[syscall time]", "[syscall time direct]"));
+        assert!(matches(
+            "[syscall clock_gettime MONOTONIC]",
+            "[syscall clock_gettime MONOTONIC vdso-fallback]"
+        ));
+        assert!(matches(
+            "[syscall clock_gettime MONOTONIC vdso-fallback]",
+            "[syscall clock_gettime MONOTONIC vdso-fallback]"
+        ));
+        assert!(!matches(
+            "[syscall clock_gettime MONOTONIC direct]",
+            "[syscall clock_gettime MONOTONIC vdso-fallback]"
+        ));
+        assert!(!matches("[syscall time]", "[syscall time nonsense]"));
     }
 
     #[test]

@@ -282,10 +282,7 @@ fn read_counts(ebpf: &Ebpf, generation: usize) -> Result<Vec<(CountKey, u64)>> {
 
 /// Which clock read a key counts.
 pub fn clock_read(key: &CountKey) -> ClockRead {
-    ClockRead {
-        event: key.event,
-        clock_id: key.clock_id,
-    }
+    ClockRead::new(key.event, key.clock_id)
 }
 
 #[cfg(test)]

@@ -29,8 +29,16 @@ struct Check {
 struct Clocksource {
     current: String,
     available: Vec<String>,
-    /// Whether the vDSO can read this clocksource without a syscall.
+    /// Whether the vDSO can read this clocksource without a syscall, by
+    /// its name.
     vdso_capable: bool,
+    /// Whether it did, measured here: clock_gettime calls through the
+    /// vDSO, watched for becoming system calls. None where it could not be
+    /// measured (no tracefs, no privileges).
+    vdso_works: Option<bool>,
+    /// What the kernel log says of clocksource changes (the watchdog's
+    /// verdicts, switches), oldest first, as dmesg shows them.
+    kernel_log: Vec<String>,
     advice: Option<String>,
 }
 
@@ -116,20 +124,42 @@ struct Report {
     /// whose layers' directories do not show it: their frames in it would
     /// be unnamed. None without the privileges to look.
     unnamed_through_overlays: Option<Vec<String>>,
+    /// Running processes whose clock calls a library other than the C
+    /// library takes over. None without the privileges to look.
+    interposers: Option<Vec<InterposedProcess>>,
+}
+
+#[derive(Serialize)]
+struct InterposedProcess {
+    pid: u32,
+    comm: String,
+    interposers: Vec<crate::host::interposer::Interposer>,
 }
 
 /// The processes whose frames a recording would leave unnamed because a
 /// file they map came through an overlay and no layer's directory has it:
 /// clockprof names a file only once it has checked that it opened the very
 /// file mapped (proc_tracker::address_space), as a recording would.
-fn unnamed_through_overlays() -> Result<Vec<String>> {
-    let mut tracker = crate::proc_tracker::ProcTracker::start_with_ring_pages(1)?;
-    tracker.snapshot_all();
-    Ok(tracker
+fn unnamed_through_overlays(tracker: &crate::proc_tracker::ProcTracker) -> Vec<String> {
+    tracker
         .processes_mapping_files_not_in_overlay_layers()
         .into_iter()
         .map(|(pid, comm)| format!("{comm} ({pid})"))
-        .collect())
+        .collect()
+}
+
+/// The running processes whose clock calls an interposer takes over, as a
+/// recording would name them.
+fn interposed(tracker: &crate::proc_tracker::ProcTracker) -> Vec<InterposedProcess> {
+    tracker
+        .processes_with_interposers()
+        .into_iter()
+        .map(|(pid, comm, interposers)| InterposedProcess {
+            pid,
+            comm,
+            interposers: interposers.to_vec(),
+        })
+        .collect()
 }
 
 fn read_trimmed(path: &str) -> String {
@@ -143,7 +173,19 @@ fn clocksource() -> Clocksource {
     let current = clocksource::Clocksource::read();
     let available = clocksource::available();
     let vdso_capable = current.vdso_capable();
-    let advice = current.name.as_ref().filter(|_| !vdso_capable).map(|current| {
+    let vdso_works = clocksource::measure_vdso_reads().ok();
+    let kernel_log: Vec<String> = crate::host::kernel_log::clocksource_lines()
+        .iter()
+        .filter(|line| line.is_a_change())
+        .map(|line| line.quoted())
+        .collect();
+    let falls_back_anyway = vdso_capable && vdso_works == Some(false);
+    let advice = current.name.as_ref().filter(|_| !vdso_capable || falls_back_anyway).map(|current| {
+        if falls_back_anyway {
+            return format!(
+                "every clock read through the vDSO here became a system call, although the clocksource {current} is one the vDSO reads: on a VM, kvm-clock without its stable bit (check the hypervisor's invariant TSC and kvmclock stable flag); see the kernel log lines below"
+            );
+        }
         let better = available
             .iter()
             .find(|c| clocksource::VDSO_CAPABLE.contains(&c.as_str()));
@@ -160,6 +202,8 @@ fn clocksource() -> Clocksource {
         current: current.name.unwrap_or_default(),
         available,
         vdso_capable,
+        vdso_works,
+        kernel_log,
         advice,
     }
 }
@@ -444,6 +488,18 @@ fn render_text(report: &Report) -> String {
         mark(cs.vdso_capable).trim(),
         cs.available.join(" ")
     );
+    let _ = writeln!(
+        out,
+        "  measured     {}",
+        match cs.vdso_works {
+            Some(true) => "clock_gettime through the vDSO made no system call: the vDSO reads the clock here",
+            Some(false) => "clock_gettime through the vDSO became a system call: every clock read here falls back (vdso-fallback)",
+            None => "could not be measured (needs tracefs and the privileges to count this thread's system calls)",
+        }
+    );
+    for line in &cs.kernel_log {
+        let _ = writeln!(out, "  kernel log   {line}");
+    }
     if let Some(advice) = &cs.advice {
         let _ = writeln!(out, "  WARNING: {advice}");
     }
@@ -528,6 +584,31 @@ fn render_text(report: &Report) -> String {
         }
         None => {}
     }
+    match report.interposers.as_deref() {
+        Some([]) => {
+            let _ = writeln!(
+                out,
+                "interposers  no process's clock calls go through a library other than libc"
+            );
+        }
+        Some(processes) => {
+            for process in processes {
+                let libraries: Vec<String> = process
+                    .interposers
+                    .iter()
+                    .map(|i| crate::host::printable::printable(&i.describe()).into_owned())
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "interposers  {} ({}) makes its clock calls through {}",
+                    crate::host::printable::printable(&process.comm),
+                    process.pid,
+                    libraries.join(", ")
+                );
+            }
+        }
+        None => {}
+    }
     out
 }
 
@@ -556,6 +637,15 @@ pub fn doctor(args: DoctorArgs) -> Result<i32> {
     } else {
         (Vec::new(), None)
     };
+    // One /proc snapshot, as a recording starts with, for what it would
+    // say of the processes running now.
+    let tracker = if privileges.works {
+        let mut tracker = crate::proc_tracker::ProcTracker::start_with_ring_pages(1)?;
+        tracker.snapshot_all();
+        Some(tracker)
+    } else {
+        None
+    };
     let report = Report {
         kernel: read_trimmed("/proc/sys/kernel/osrelease"),
         btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
@@ -567,11 +657,8 @@ pub fn doctor(args: DoctorArgs) -> Result<i32> {
         interrupt_context: interrupt_context(),
         debug_registers: debug_registers(&hooks),
         unwinding: privileges.works.then(unwinding),
-        unnamed_through_overlays: if privileges.works {
-            Some(unnamed_through_overlays()?)
-        } else {
-            None
-        },
+        unnamed_through_overlays: tracker.as_ref().map(unnamed_through_overlays),
+        interposers: tracker.as_ref().map(interposed),
         privileges,
         hooks,
         tracepoint_variant,

@@ -10,7 +10,8 @@ use super::Format;
 use crate::aggregate::Profile;
 use crate::attachment::{debug_registers_taken, Attachment};
 use crate::collect::LostCounts;
-use crate::sources::Source;
+use crate::host::interposer::Interposer;
+use crate::sources::{Source, SyscallCause};
 use crate::symbolize::{Frame, StackState};
 
 #[derive(Serialize)]
@@ -68,6 +69,13 @@ struct JsonProcess<'a> {
     container_id: Option<&'a str>,
     total: u64,
     by_source: &'a BTreeMap<Source, u64>,
+    /// Its clock system calls by why each was one (sources::SyscallCause).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    syscalls_by_cause: &'a BTreeMap<SyscallCause, u64>,
+    /// The libraries that take its clock calls over, and how they were
+    /// loaded where known.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    interposers: &'a [Interposer],
     /// What walked its user stacks: `frame_pointers` (in the kernel) or
     /// `dwarf` (its stacks copied and unwound with its binaries' unwind
     /// tables, `--unwind`).
@@ -89,6 +97,10 @@ struct JsonStack<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     clock: Option<String>,
     leaf: String,
+    /// Why a clock system call was one: `vdso-fallback`, `unserved-clock`,
+    /// `direct` or `interposer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<SyscallCause>,
     /// `estimated` (frames above `exact_frames` sampled, count a share of
     /// the exact count, see stack_every) or `unsampled` (no event with these
     /// exact frames took its stack) under `--stack-every`.
@@ -160,6 +172,8 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
                     .and_then(crate::host::container::container_id),
                 total: p.total,
                 by_source: &p.by_source,
+                syscalls_by_cause: &p.syscalls_by_cause,
+                interposers: &p.interposers,
                 unwinder: profile.info.unwinder(p.pid, p.start_time),
                 vdso_cpu_ms: crate::sources::sampled_counts(&p.by_source)
                     .reduce(|a, b| a + b)
@@ -177,6 +191,7 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
                 call: s.read.call(&profile.info.kernel_functions),
                 clock: s.read.clock(),
                 leaf: s.read.leaf(&profile.info.kernel_functions),
+                cause: s.read.cause,
                 state: s.state,
                 frames: &s.frames,
                 exact_frames: matches!(s.state, StackState::Estimated | StackState::Unsampled)

@@ -7,7 +7,7 @@ use profiler_common::INTERRUPT_TGID;
 use crate::aggregate::Profile;
 use crate::attachment::{debug_registers_taken, Backend, DEBUG_REGISTERS};
 use crate::host::printable::printable;
-use crate::sources::{sampled_counts, Attach};
+use crate::sources::{sampled_counts, Attach, SyscallCause};
 
 const TOP_PROCESSES: usize = 10;
 const TOP_STACKS: usize = 10;
@@ -127,6 +127,7 @@ pub fn summary(profile: &Profile) -> String {
             printable(&process.comm)
         );
     }
+    write_causes(&mut out, profile);
     let _ = writeln!(out, "\nTop stacks:");
     for stack in profile.stacks.iter().take(TOP_STACKS) {
         let _ = writeln!(
@@ -144,6 +145,114 @@ pub fn summary(profile: &Profile) -> String {
         }
     }
     out
+}
+
+/// Processes shown per cause.
+const PROCESSES_PER_CAUSE: usize = 3;
+
+/// Why the clock system calls were system calls, each cause with the
+/// processes that paid most for it and what to do; then the interposers.
+fn write_causes(out: &mut String, profile: &Profile) {
+    let mut any = false;
+    for cause in SyscallCause::ALL {
+        let mut paying: Vec<(u64, &crate::aggregate::ProcessTotal)> = profile
+            .processes
+            .iter()
+            .filter_map(|p| Some((*p.syscalls_by_cause.get(&cause)?, p)))
+            .collect();
+        if paying.is_empty() {
+            continue;
+        }
+        if !any {
+            let _ = writeln!(out, "\nClock system calls by cause:");
+            any = true;
+        }
+        paying.sort_by(|a, b| b.0.cmp(&a.0));
+        let total = crate::aggregate::sum_counts(paying.iter().map(|(n, _)| *n));
+        let shown: Vec<String> = paying
+            .iter()
+            .take(PROCESSES_PER_CAUSE)
+            .map(|(n, p)| format!("{} ({}) {n}", printable(&p.comm), shown_pid(p.pid, &p.comm)))
+            .collect();
+        let more = paying.len().saturating_sub(PROCESSES_PER_CAUSE);
+        let _ = writeln!(
+            out,
+            "{total:>12}  {cause}: {}{}",
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+        let fix = match (cause, &profile.info.clock) {
+            (SyscallCause::VdsoFallback, Some(clock)) => {
+                format!("{} ({})", cause.fix(), clock.why())
+            }
+            (SyscallCause::Direct, _) => {
+                format!("made in {}: {}", calling_sites(profile, cause), cause.fix())
+            }
+            _ => cause.fix().to_string(),
+        };
+        let _ = writeln!(out, "{:>14}{fix}", "");
+    }
+    let interposed: Vec<&crate::aggregate::ProcessTotal> = profile
+        .processes
+        .iter()
+        .filter(|p| !p.interposers.is_empty())
+        .collect();
+    for process in &interposed {
+        let libraries: Vec<String> = process
+            .interposers
+            .iter()
+            .map(|i| printable(&i.describe()).into_owned())
+            .collect();
+        let _ = writeln!(
+            out,
+            "interposer: {} ({}) makes its clock calls through {}",
+            printable(&process.comm),
+            shown_pid(process.pid, &process.comm),
+            libraries.join(", ")
+        );
+    }
+    if !interposed.is_empty() {
+        let _ = writeln!(out, "{:>14}{}", "", SyscallCause::Interposer.fix());
+    }
+}
+
+/// The functions that made the most system calls of `cause` (each stack's
+/// innermost user frame, with its process), most first.
+fn calling_sites(profile: &Profile, cause: SyscallCause) -> String {
+    let mut sites: Vec<(String, u64)> = Vec::new();
+    for stack in profile
+        .stacks
+        .iter()
+        .filter(|s| s.read.cause == Some(cause))
+    {
+        let Some(frame) = stack.frames.iter().rev().find(|f| !f.kernel) else {
+            continue;
+        };
+        let site = format!(
+            "{} ({})",
+            printable(&frame.function),
+            printable(&stack.comm)
+        );
+        match sites.iter_mut().find(|(s, _)| *s == site) {
+            Some((_, n)) => *n = n.saturating_add(stack.count),
+            None => sites.push((site, stack.count)),
+        }
+    }
+    sites.sort_by(|a, b| b.1.cmp(&a.1));
+    let shown: Vec<String> = sites
+        .iter()
+        .take(PROCESSES_PER_CAUSE)
+        .map(|(s, _)| s.clone())
+        .collect();
+    if shown.is_empty() {
+        "frames not captured".to_string()
+    } else {
+        shown.join(", ")
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,9 @@ pub(super) struct OpenFiles {
     /// (bounded: one entry per distinct file, kept to say why they are
     /// unnamed).
     pub(super) not_in_overlay_layers: std::collections::HashSet<FileKey>,
+    /// The clock functions each file exports (host/interposer.rs), read
+    /// once per file and dropped with it.
+    pub(super) clock_exports: HashMap<FileKey, std::sync::Arc<[&'static str]>>,
 }
 
 /// Files kept open at most: each holds a descriptor until the end, and half
@@ -212,7 +215,8 @@ impl Model {
                     if let (Some(new_files), Some(_)) = (&mut self.new_files, mapping.file) {
                         new_files.push((r.pid as u32, mapping.clone()));
                     }
-                    process.mappings.insert(r.address, mapping);
+                    process.mappings.insert(r.address, mapping.clone());
+                    self.files.note_interposer(r.pid as u32, process, &mapping);
                 }
             }
             // A thread's name is not the process's name.
@@ -226,6 +230,7 @@ impl Model {
                 // Exec keeps the life (and its start time), also when a
                 // thread execs after its leader's exit record.
                 if r.is_execve {
+                    process.interposers = Default::default();
                     // The new image's mappings follow this record.
                     process.mappings.clear();
                     process.exited = false;
@@ -337,6 +342,9 @@ impl Model {
         self.files
             .not_in_overlay_layers
             .retain(|key| mapped.contains(key));
+        self.files
+            .clock_exports
+            .retain(|key, _| mapped.contains(key));
         before - self.files.files.len()
     }
 
@@ -353,7 +361,14 @@ impl Model {
     /// A path that opens exactly the file `file` named `path` (see
     /// `ProcTracker::elf_path`).
     pub(super) fn elf_path(&mut self, file: FileKey, path: &str) -> Option<PathBuf> {
-        if let Some(opened) = self.files.files.get(&file) {
+        self.files.elf_path(file, path)
+    }
+}
+
+impl OpenFiles {
+    /// See `Model::elf_path`.
+    fn elf_path(&mut self, file: FileKey, path: &str) -> Option<PathBuf> {
+        if let Some(opened) = self.files.get(&file) {
             return Some(opened.fd_path());
         }
         if safe_open::path_crosses_user_space(path, None) {
@@ -364,8 +379,57 @@ impl Model {
         let opened =
             safe_open::open_regular(Path::new(path), Some(file), safe_open::MAX_ELF_SIZE).ok()?;
         let fd_path = opened.fd_path();
-        self.files.files.insert(file, opened);
+        self.files.insert(file, opened);
         Some(fd_path)
+    }
+
+    /// The clock functions the file `file` (named `path`) exports, read once
+    /// through the descriptor opened while a process mapped it.
+    fn clock_exports(&mut self, file: FileKey, path: &str) -> std::sync::Arc<[&'static str]> {
+        if let Some(found) = self.clock_exports.get(&file) {
+            return found.clone();
+        }
+        let found: std::sync::Arc<[&'static str]> = match self.elf_path(file, path) {
+            Some(elf) => crate::host::interposer::exported_clock_functions(&elf).into(),
+            None => std::sync::Arc::from([]),
+        };
+        self.clock_exports.insert(file, found.clone());
+        found
+    }
+
+    /// Whether the file `file`, named `path`, exports a clock function and
+    /// is not the C library's own.
+    pub(super) fn is_interposer(&mut self, file: FileKey, path: &str) -> bool {
+        !crate::host::interposer::is_c_library(path) && !self.clock_exports(file, path).is_empty()
+    }
+
+    /// Notes `mapping`, just added to `process` (PID `pid`, running), as an
+    /// interposer of its clock calls if its file is one and not the
+    /// process's executable (its lowest file mapping). Done as the mapping
+    /// arrives, while the process runs, so that how the library was loaded
+    /// (its environment's LD_PRELOAD) can still be read.
+    pub(super) fn note_interposer(&mut self, pid: u32, process: &mut Process, mapping: &Mapping) {
+        let Some(file) = mapping.file else {
+            return;
+        };
+        let executable = process.mappings.values().find_map(|m| m.file);
+        if executable == Some(file)
+            || process
+                .interposers
+                .iter()
+                .any(|i| i.library == mapping.path)
+            || !self.is_interposer(file, &mapping.path)
+        {
+            return;
+        }
+        let functions = self.clock_exports(file, &mapping.path).to_vec();
+        let mut interposers = process.interposers.to_vec();
+        interposers.push(crate::host::interposer::Interposer {
+            library: mapping.path.clone(),
+            functions,
+            preload: crate::host::interposer::how_preloaded(pid, &mapping.path),
+        });
+        process.interposers = interposers.into();
     }
 }
 

@@ -22,6 +22,7 @@ mod snapshot;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Result;
 
@@ -29,6 +30,7 @@ pub use address_space::Mapping;
 use address_space::Model;
 use ring::{Rings, DEFAULT_DATA_PAGES};
 
+use crate::host::interposer::Interposer;
 use crate::host::safe_open::FileKey;
 
 /// Host-wide model of process address spaces, fed by perf side-band events.
@@ -219,6 +221,40 @@ impl ProcTracker {
     /// then its frames stay `[unknown]` rather than be named from another file.
     pub fn elf_path(&mut self, file: FileKey, path: &str) -> Option<PathBuf> {
         self.model.elf_path(file, path)
+    }
+
+    /// The libraries that take the clock calls of the life of `pid` started
+    /// at `start_time` over (host/interposer.rs): every mapped library but
+    /// the executable and the C library's own that exports a clock
+    /// function, noted as it was mapped.
+    pub fn interposers(&self, pid: u32, start_time: u64) -> Arc<[Interposer]> {
+        self.model
+            .life(pid, start_time)
+            .map(|process| process.interposers.clone())
+            .unwrap_or_default()
+    }
+
+    /// The running processes (PID, name, interposers) whose clock calls a
+    /// library takes over, by PID.
+    pub fn processes_with_interposers(&self) -> Vec<(u32, String, Arc<[Interposer]>)> {
+        let mut found: Vec<(u32, String, Arc<[Interposer]>)> = self
+            .model
+            .processes
+            .keys()
+            .filter_map(|&pid| {
+                let process = self.model.latest(pid)?;
+                (!process.exited && !process.interposers.is_empty())
+                    .then(|| (pid, process.comm.clone(), process.interposers.clone()))
+            })
+            .collect();
+        found.sort_by_key(|(pid, _, _)| *pid);
+        found
+    }
+
+    /// Whether the file `file`, named `path`, exports a clock function and
+    /// is not the C library's own: calls made from it are an interposer's.
+    pub fn is_interposer_file(&mut self, file: FileKey, path: &str) -> bool {
+        self.model.files.is_interposer(file, path)
     }
 
     /// The user the life of `pid` started at `start_time` runs (or ran) as, if known.

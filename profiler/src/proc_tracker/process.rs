@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::host::interposer::Interposer;
 use crate::host::maps::Mapping;
 
 #[derive(Debug, Clone, Default)]
@@ -18,4 +19,7 @@ pub(super) struct Process {
     pub(super) owner: Option<u32>,
     /// Its cgroup path (`/system.slice/x.service`), read while it lived.
     pub(super) cgroup: Option<String>,
+    /// The libraries it maps that take its clock calls over, noted as
+    /// they were mapped (OpenFiles::note_interposer).
+    pub(super) interposers: std::sync::Arc<[Interposer]>,
 }

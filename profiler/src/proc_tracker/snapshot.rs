@@ -47,9 +47,19 @@ impl Model {
         // Empty maps mean a kernel thread or a zombie; for a zombie the events already
         // told us more than /proc still can.
         if !mappings.is_empty() {
+            // Libraries that may interpose, looked at once the executable
+            // (the lowest mapping) is known.
+            let libraries: Vec<Mapping> = mappings
+                .values()
+                .filter(|m| m.file.is_some() && !crate::host::interposer::is_c_library(&m.path))
+                .cloned()
+                .collect();
             process.mappings = mappings;
             process.exited = false;
             process.read_identity(pid);
+            for library in &libraries {
+                self.files.note_interposer(pid, process, library);
+            }
         }
     }
 

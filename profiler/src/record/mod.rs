@@ -233,6 +233,7 @@ pub async fn record_profile(args: &RecordArgs, summary: Summary) -> Result<Recor
             kernel_functions,
             stack_every,
             dwarf_processes,
+            clock: Some(crate::host::clocksource::ClockFacts::gather()),
         },
     );
     match output {
@@ -380,10 +381,10 @@ mod tests {
             pid,
             start_time: 0,
             process: Arc::clone(comm),
-            read: crate::sources::ClockRead {
-                event: profiler_common::sources::syscall::TIME,
-                clock_id: profiler_common::CLOCK_ID_NONE,
-            },
+            read: crate::sources::ClockRead::new(
+                profiler_common::sources::syscall::TIME,
+                profiler_common::CLOCK_ID_NONE,
+            ),
             user: Arc::from(vec![UserLocation::Unknown]),
             user_lost: false,
             sampled_out: false,
@@ -401,6 +402,7 @@ mod tests {
         let short = Arc::new(ProcessIdentity {
             comm: Some("short".into()),
             cgroup: None,
+            interposers: Default::default(),
         });
         let mut totals = Totals::default();
         let runs = EXITED_KEPT_APART as u32 + 100;
@@ -439,6 +441,7 @@ mod tests {
             Arc::new(ProcessIdentity {
                 comm: Some(comm.into()),
                 cgroup: None,
+                interposers: Default::default(),
             })
         };
         let life = |start_time, comm| NormalizedSample {

@@ -54,9 +54,15 @@ pub struct Metrics {
     vdso_cpu_seconds: Family<Labels, Counter<f64, AtomicU64>>,
     lost: Family<Labels, Counter>,
     push_failures: Family<Labels, Counter>,
+    clock_syscalls: Family<Labels, Counter>,
+    interposers: Family<Labels, prometheus_client::metrics::gauge::Gauge>,
+    clocksource_changes: Family<Labels, Counter>,
+    /// The clocksource at the last drain, to count its changes.
+    clocksource: Mutex<Option<String>>,
     /// Label sets handed out per family (clock reads; the two vdso
-    /// families), to hold them under MAX_SERIES and drop the idle ones.
-    series: Mutex<[Series<Labels>; 2]>,
+    /// families; clock system calls by cause; interposers), to hold them
+    /// under MAX_SERIES and drop the idle ones.
+    series: Mutex<[Series<Labels>; 4]>,
     /// Hz of the vdso sampling: one sample stands for 1/Hz s of CPU.
     sample_frequency: u64,
 }
@@ -110,7 +116,29 @@ impl Metrics {
              tls, timeout, closed, render, or http_ and the status the server answered",
             push_failures.clone(),
         );
-        registry.register_collector(Box::new(ClocksourceCollector));
+        let clock_syscalls = Family::<Labels, Counter>::default();
+        registry.register(
+            "clockprof_clock_syscalls",
+            "Clock system calls, per process name, clock and cause: vdso-fallback (the vDSO \
+             cannot read the clocksource), unserved-clock (a CPU-time or alarm clock), direct \
+             (made without the vDSO), interposer (made by a library that replaces the clock \
+             functions)",
+            clock_syscalls.clone(),
+        );
+        let interposers = Family::<Labels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "clockprof_clock_interposer",
+            "A library, other than the C library, that takes a process's clock calls over \
+             (LD_PRELOAD, /etc/ld.so.preload), with how it was preloaded where known",
+            interposers.clone(),
+        );
+        let clocksource_changes = Family::<Labels, Counter>::default();
+        registry.register(
+            "clockprof_clocksource_changes",
+            "Changes of the kernel's clocksource seen while serving, from and to",
+            clocksource_changes.clone(),
+        );
+        registry.register_collector(Box::new(ClocksourceCollector::new()));
         registry.register_collector(Box::new(OwnProcessCollector));
         Metrics {
             registry,
@@ -119,7 +147,13 @@ impl Metrics {
             vdso_cpu_seconds,
             lost,
             push_failures,
+            clock_syscalls,
+            interposers,
+            clocksource_changes,
+            clocksource: Mutex::new(Clocksource::read().name),
             series: Mutex::new([
+                Series::new(max_series, series_ttl),
+                Series::new(max_series, series_ttl),
                 Series::new(max_series, series_ttl),
                 Series::new(max_series, series_ttl),
             ]),
@@ -146,7 +180,14 @@ impl Metrics {
                 self.vdso_samples.remove(&labels);
                 self.vdso_cpu_seconds.remove(&labels);
             }
+            for labels in series[2].expire(now) {
+                self.clock_syscalls.remove(&labels);
+            }
+            for labels in series[3].expire(now) {
+                self.interposers.remove(&labels);
+            }
         }
+        self.count_clocksource_change();
         // Unwound stacks only weigh their key's count (StackState::Unwound).
         for sample in samples
             .iter()
@@ -170,7 +211,58 @@ impl Metrics {
                 let labels = self.bounded(0, labels, now);
                 self.clock_reads.get_or_create(&labels).inc_by(sample.count);
             }
+            if let Some(cause) = sample.read.cause {
+                let mut labels = process_labels(sample);
+                labels.push((
+                    "clock".to_string(),
+                    sample
+                        .read
+                        .clock()
+                        .unwrap_or_else(|| sample.read.call(&[]).to_string()),
+                ));
+                labels.push(("cause".to_string(), cause.name().to_string()));
+                let labels = self.bounded(2, labels, now);
+                self.clock_syscalls
+                    .get_or_create(&labels)
+                    .inc_by(sample.count);
+            }
+            for interposer in sample.interposers.iter() {
+                let mut labels = process_labels(sample);
+                labels.push(("library".to_string(), interposer.library.clone()));
+                labels.push((
+                    "preload".to_string(),
+                    interposer.preload.clone().unwrap_or_default(),
+                ));
+                let labels = self.bounded(3, labels, now);
+                self.interposers.get_or_create(&labels).set(1);
+            }
         }
+    }
+
+    /// Counts a change of the clocksource since the last drain (the kernel
+    /// switches away from a TSC its watchdog marked unstable), and says it
+    /// with what the kernel log said.
+    fn count_clocksource_change(&self) {
+        let now = Clocksource::read().name;
+        let mut last = self.clocksource.lock().unwrap_or_else(|e| e.into_inner());
+        if now == *last {
+            return;
+        }
+        let from = last.clone().unwrap_or_default();
+        let to = now.clone().unwrap_or_default();
+        self.clocksource_changes
+            .get_or_create(&vec![
+                ("from".to_string(), from.clone()),
+                ("to".to_string(), to.clone()),
+            ])
+            .inc();
+        let why = crate::host::kernel_log::clocksource_lines()
+            .into_iter()
+            .rfind(|line| line.is_a_change())
+            .map(|line| format!("; kernel log: {}", line.quoted()))
+            .unwrap_or_default();
+        crate::say!("the clocksource changed from {from} to {to}{why}");
+        *last = now;
     }
 
     pub fn record_lost(&self, lost: &LostCounts, mapping_records: u64) {
@@ -258,13 +350,32 @@ fn process_labels(sample: &SymbolizedSample) -> Labels {
 
 /// `clockprof_clocksource_info`, read at each scrape: the kernel can switch
 /// clocksource at run time (an unstable TSC), and that is what fleets alert
-/// on.
+/// on. `vdso_capable` is the answer of the clocksource's name;
+/// `vdso_works` is measured at each scrape (clocksource::VdsoProbe): a
+/// kvm-clock without its stable bit has a capable name and yet makes every
+/// read a system call.
 #[derive(Debug)]
-struct ClocksourceCollector;
+struct ClocksourceCollector {
+    vdso: Option<crate::host::clocksource::VdsoProbe>,
+}
+
+impl ClocksourceCollector {
+    /// Made at start-up, where tracefs is mounted: the probe keeps the
+    /// tracepoint's id, so later scrapes need no tracefs.
+    fn new() -> ClocksourceCollector {
+        ClocksourceCollector {
+            vdso: crate::host::clocksource::VdsoProbe::new().ok(),
+        }
+    }
+}
 
 impl Collector for ClocksourceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let clocksource = Clocksource::read();
+        let vdso_works = match self.vdso.as_ref().map(|probe| probe.vdso_reads()) {
+            Some(Ok(works)) => works.to_string(),
+            _ => "unknown".to_string(),
+        };
         let labels: Labels = vec![
             (
                 "clocksource".to_string(),
@@ -274,11 +385,12 @@ impl Collector for ClocksourceCollector {
                 "vdso_capable".to_string(),
                 clocksource.vdso_capable().to_string(),
             ),
+            ("vdso_works".to_string(), vdso_works),
         ];
         let info = ConstGauge::new(1i64);
         let mut metric = encoder.encode_descriptor(
             "clockprof_clocksource_info",
-            "The kernel's clocksource; vdso_capable=\"false\" means every clock read is a system call",
+            "The kernel's clocksource; vdso_capable=\"false\" (by its name) or vdso_works=\"false\" (measured) means every clock read is a system call",
             None,
             ConstGauge::<i64>::TYPE,
         )?;
@@ -337,7 +449,8 @@ mod tests {
             start_time: 0,
             comm: comm.to_string(),
             cgroup,
-            read: ClockRead { event, clock_id: 1 },
+            interposers: Default::default(),
+            read: ClockRead::new(event, 1),
             frames: Vec::new(),
             state: StackState::Complete,
             exact_frames: 0,

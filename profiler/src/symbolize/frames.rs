@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::host::interposer::Interposer;
 use crate::host::safe_open::FileKey;
 use crate::sources::ClockRead;
 
@@ -72,6 +73,8 @@ pub struct SymbolizedSample {
     pub comm: String,
     /// The process's cgroup path, where it is not the root cgroup.
     pub cgroup: Option<String>,
+    /// The libraries that take the process's clock calls over.
+    pub interposers: Arc<[Interposer]>,
     pub read: ClockRead,
     /// Outermost first: user frames, then kernel frames.
     pub frames: Vec<Frame>,
@@ -105,6 +108,8 @@ pub struct ProcessIdentity {
     pub comm: Option<String>,
     /// The cgroup path, where it is not the root cgroup.
     pub cgroup: Option<String>,
+    /// The libraries that take its clock calls over (host/interposer.rs).
+    pub interposers: Arc<[Interposer]>,
 }
 
 /// A drained sample with its stacks made independent of the process's

@@ -80,7 +80,8 @@ mod tests {
             start_time: 1234,
             comm: "task".into(),
             cgroup: Some("/system.slice/task.service".into()),
-            read: ClockRead { event, clock_id: 0 },
+            interposers: Default::default(),
+            read: ClockRead::new(event, 0),
             frames: frames
                 .iter()
                 .map(|&(function, kernel)| Frame {

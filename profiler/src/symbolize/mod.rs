@@ -9,6 +9,7 @@
 //! interned stack. Then, at the end or when someone looks, `StackSymbolizer`
 //! names each distinct location once.
 
+mod cause;
 pub mod debuginfo;
 mod frames;
 mod go_table;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use profiler_common::INTERRUPT_TGID;
 
+use super::cause::syscall_cause;
 use super::frames::{NormalizedSample, ProcessIdentity, UserLocation};
 use super::interrupt;
 use super::lookup::lookup_address;
@@ -14,6 +15,7 @@ use super::perf_map::PerfMaps;
 use super::vdso::VDSO;
 use crate::collect::{RawSample, RawStack};
 use crate::proc_tracker::ProcTracker;
+use crate::sources::ClockRead;
 
 impl NormalizedSample {
     /// The sample as kept once its process is gone: under its name, not
@@ -29,6 +31,7 @@ impl NormalizedSample {
             self.process = Arc::new(ProcessIdentity {
                 comm: Some(process_name(self.pid, None)),
                 cgroup: self.process.cgroup.clone(),
+                interposers: self.process.interposers.clone(),
             });
         }
         self.pid = 0;
@@ -115,12 +118,17 @@ impl Normalizer {
                     cgroup: tracker
                         .cgroup(sample.tgid, sample.start_time)
                         .map(str::to_string),
+                    interposers: tracker.interposers(sample.tgid, sample.start_time),
+                };
+                let read = ClockRead {
+                    cause: syscall_cause(sample.read, user.first(), tracker),
+                    ..sample.read
                 };
                 let normalized = NormalizedSample {
                     pid: sample.tgid,
                     start_time: sample.start_time,
                     process: self.processes.get(&identity, |p| Arc::new(p.clone())),
-                    read: sample.read,
+                    read,
                     user: self.user_stacks.get(&user, |v| Arc::from(v)),
                     user_lost: matches!(sample.user_stack, RawStack::Lost(_)),
                     sampled_out: matches!(sample.user_stack, RawStack::SampledOut(_)),
@@ -235,10 +243,10 @@ mod tests {
         let raw = |tgid, count| RawSample {
             tgid,
             start_time: 0,
-            read: ClockRead {
-                event: profiler_common::sources::syscall::TIME,
-                clock_id: profiler_common::CLOCK_ID_NONE,
-            },
+            read: ClockRead::new(
+                profiler_common::sources::syscall::TIME,
+                profiler_common::CLOCK_ID_NONE,
+            ),
             user_stack: RawStack::Ips(vec![here, here + 1]),
             kernel_stack: RawStack::NotCaptured,
             caller_ip: 0,
@@ -276,10 +284,7 @@ mod tests {
         let sample = |stack: Vec<u64>, caller_ip, wrapper_caller_ip| RawSample {
             tgid: 1,
             start_time: 0,
-            read: ClockRead {
-                event: 0,
-                clock_id: 0,
-            },
+            read: ClockRead::new(0, 0),
             user_stack: RawStack::Ips(stack),
             kernel_stack: RawStack::NotCaptured,
             caller_ip,

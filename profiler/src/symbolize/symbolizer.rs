@@ -122,6 +122,7 @@ impl StackSymbolizer {
                     start_time: sample.start_time,
                     comm: process_name(sample.pid, sample.process.comm.as_deref()),
                     cgroup: sample.process.cgroup.clone(),
+                    interposers: sample.process.interposers.clone(),
                     read: sample.read,
                     frames,
                     state: if sample.user_lost {
@@ -237,10 +238,7 @@ mod tests {
             module: None,
             kernel,
         };
-        let read = ClockRead {
-            event: profiler_common::sources::kernel::FUNCTION,
-            clock_id: 0,
-        };
+        let read = ClockRead::new(profiler_common::sources::kernel::FUNCTION, 0);
         let mut frames = vec![
             frame("main", false),
             frame("do_syscall_64", true),

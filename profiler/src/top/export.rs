@@ -58,6 +58,7 @@ pub fn export(
                 start_time: count.key.start_time,
                 comm: crate::symbolize::process_name(pid, count.key.process.comm.as_deref()),
                 cgroup: count.key.process.cgroup.clone(),
+                interposers: Default::default(),
                 read: count.key.read,
                 frames: stack.frames.clone(),
                 state: stack.state,

@@ -464,7 +464,7 @@ mod tests {
         let folded = std::fs::read_to_string(&folded_path).unwrap();
         assert!(
             folded.lines().any(|line| line.starts_with(FIXTURE_COMM)
-                && line.contains(";main;fixture_spin;[syscall clock_gettime MONOTONIC] ")),
+                && line.contains(";main;fixture_spin;[syscall clock_gettime MONOTONIC direct] ")),
             "{folded}"
         );
 

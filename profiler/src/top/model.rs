@@ -314,8 +314,9 @@ pub fn test_key(pid: u32, user: u64, clock_id: i32, event: u32) -> NormalizedSam
         process: Arc::new(ProcessIdentity {
             comm: Some(format!("p{pid}")),
             cgroup: None,
+            interposers: Default::default(),
         }),
-        read: crate::sources::ClockRead { event, clock_id },
+        read: crate::sources::ClockRead::new(event, clock_id),
         user: Arc::from(vec![UserLocation::File {
             path: Arc::from("/bin/app"),
             file: None,
@@ -451,6 +452,7 @@ mod tests {
         let program = Arc::new(ProcessIdentity {
             comm: Some("short".into()),
             cgroup: None,
+            interposers: Default::default(),
         });
         for pid in 100..400 {
             let key = NormalizedSample {

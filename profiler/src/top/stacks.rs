@@ -58,10 +58,7 @@ type StackIdentity = (ClockRead, Arc<[UserLocation]>, bool, Arc<[u64]>, bool);
 fn identity(key: &NormalizedSample) -> StackIdentity {
     let cut_at = match key.read.event {
         profiler_common::sources::kernel::FUNCTION => key.read,
-        _ => ClockRead {
-            event: 0,
-            clock_id: 0,
-        },
+        _ => ClockRead::new(0, 0),
     };
     (
         cut_at,

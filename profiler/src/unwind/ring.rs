@@ -166,7 +166,7 @@ impl DwarfStacks {
                 |((tgid, start_time, event, clock_id, ips), count)| RawSample {
                     tgid,
                     start_time,
-                    read: ClockRead { event, clock_id },
+                    read: ClockRead::new(event, clock_id),
                     user_stack: RawStack::Unwound(ips),
                     kernel_stack: RawStack::NotCaptured,
                     caller_ip: 0,

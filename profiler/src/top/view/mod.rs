@@ -416,10 +416,10 @@ mod tests {
         };
         vec![StackRow {
             id: 1,
-            read: crate::sources::ClockRead {
-                event: profiler_common::sources::syscall::CLOCK_GETTIME,
-                clock_id: 1,
-            },
+            read: crate::sources::ClockRead::new(
+                profiler_common::sources::syscall::CLOCK_GETTIME,
+                1,
+            ),
             stack: Arc::new(SymbolizedStack {
                 frames: vec![
                     frame("main", false),
