@@ -64,18 +64,30 @@ fn assert_exact_syscall_counts(backend: &str) {
     );
     assert_eq!(json["backends"], serde_json::json!([backend]), "{json}");
     assert_eq!(
-        count(&json, "fixture_hot", "[syscall clock_gettime MONOTONIC]"),
+        count(
+            &json,
+            "fixture_hot",
+            "[syscall clock_gettime MONOTONIC direct]"
+        ),
         2000
     );
     assert_eq!(
-        count(&json, "fixture_warm", "[syscall clock_gettime REALTIME]"),
+        count(
+            &json,
+            "fixture_warm",
+            "[syscall clock_gettime REALTIME direct]"
+        ),
         1000
     );
     assert_eq!(
-        count(&json, "fixture_gettimeofday", "[syscall gettimeofday]"),
+        count(
+            &json,
+            "fixture_gettimeofday",
+            "[syscall gettimeofday direct]"
+        ),
         500
     );
-    assert_eq!(count(&json, "fixture_time", "[syscall time]"), 400);
+    assert_eq!(count(&json, "fixture_time", "[syscall time direct]"), 400);
     assert_eq!(json["total"], 3900, "{json}");
 }
 
@@ -111,11 +123,15 @@ fn dwarf_unwinding_counts_exactly_and_reaches_cgos_go_callers() {
         &["counts", "2000"],
     );
     assert_eq!(
-        count(&json, "fixture_hot", "[syscall clock_gettime MONOTONIC]"),
+        count(
+            &json,
+            "fixture_hot",
+            "[syscall clock_gettime MONOTONIC direct]"
+        ),
         2000,
         "{json}"
     );
-    assert_eq!(count(&json, "fixture_time", "[syscall time]"), 400);
+    assert_eq!(count(&json, "fixture_time", "[syscall time direct]"), 400);
     assert_eq!(json["total"], 3900, "{json}");
     assert!(
         json["processes"]
@@ -150,7 +166,7 @@ fn dwarf_unwinding_counts_exactly_and_reaches_cgos_go_callers() {
     // cgo_inner).
     let under_both: u64 = stacks(&json)
         .iter()
-        .filter(|s| s["leaf"] == "[syscall clock_gettime MONOTONIC]")
+        .filter(|s| s["leaf"] == "[syscall clock_gettime MONOTONIC direct]")
         .filter(|s| {
             let frames = frame_names(s);
             frames.contains(&"cgo_inner") && frames.contains(&"main.goCaller")
@@ -159,7 +175,11 @@ fn dwarf_unwinding_counts_exactly_and_reaches_cgos_go_callers() {
         .sum();
     assert_eq!(under_both, 3000, "{json}");
     assert_eq!(
-        count(&json, "cgo_inner", "[syscall clock_gettime MONOTONIC]"),
+        count(
+            &json,
+            "cgo_inner",
+            "[syscall clock_gettime MONOTONIC direct]"
+        ),
         3000,
         "{json}"
     );
@@ -243,7 +263,7 @@ fn tracepoint_program_variants_follow_the_kernels_helpers() {
             count(
                 &json,
                 "fixture_cputime",
-                "[syscall clock_gettime PROCESS_CPUTIME_ID]"
+                "[syscall clock_gettime PROCESS_CPUTIME_ID unserved-clock]"
             ),
             2000,
             "{variant}: {json}"
@@ -438,6 +458,43 @@ fn hpet_clocksource_go_time_now_counts_as_syscalls_under_the_caller() {
         ),
         "doctor does not say that hpet forces syscalls:\n{doctor}"
     );
+    // Measured, not told from the name: the vDSO's own call became one.
+    assert!(
+        doctor.contains("measured     clock_gettime through the vDSO became a system call"),
+        "doctor did not measure the fallback:\n{doctor}"
+    );
+    assert!(
+        doctor.contains("kernel log   [") && doctor.contains("Switched to clocksource hpet"),
+        "doctor does not quote the kernel's switch to hpet:\n{doctor}"
+    );
+
+    // C through glibc falls back too, each read under its caller; the raw
+    // system calls beside them are direct, and each cause is exact.
+    let dir = TempDir::new("hpet-c");
+    let c = record_json(&dir, &["-s", "syscall"], &["libc", "2000"]);
+    assert_eq!(
+        count(
+            &c,
+            "fixture_libc_hot",
+            "[syscall clock_gettime MONOTONIC vdso-fallback]"
+        ),
+        2000,
+        "{c}"
+    );
+    assert_eq!(
+        count(
+            &c,
+            "fixture_libc_warm",
+            "[syscall clock_gettime REALTIME vdso-fallback]"
+        ),
+        1000,
+        "{c}"
+    );
+    assert_eq!(
+        c["processes"][0]["syscalls_by_cause"],
+        serde_json::json!({"vdso-fallback": 3000}),
+        "{c}"
+    );
 
     let go_fixture = std::env::var_os("CLOCKPROF_GO_FIXTURE").expect(
         "CLOCKPROF_GO_FIXTURE names the Go fixture built on the host (cargo xtask vm-test sets it)",
@@ -463,8 +520,8 @@ fn hpet_clocksource_go_time_now_counts_as_syscalls_under_the_caller() {
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).expect("valid JSON");
     for (caller, calls) in [("main.hotLoop", 3000), ("main.warmLoop", 1500)] {
         for leaf in [
-            "[syscall clock_gettime REALTIME]",
-            "[syscall clock_gettime MONOTONIC]",
+            "[syscall clock_gettime REALTIME vdso-fallback]",
+            "[syscall clock_gettime MONOTONIC vdso-fallback]",
         ] {
             assert_eq!(count(&json, caller, leaf), calls, "{caller} {leaf}: {json}");
         }
@@ -475,7 +532,7 @@ fn hpet_clocksource_go_time_now_counts_as_syscalls_under_the_caller() {
     let metrics = serve_metrics_once();
     assert!(
         metrics.lines().any(
-            |l| l == r#"clockprof_clocksource_info{clocksource="hpet",vdso_capable="false"} 1"#
+            |l| l == r#"clockprof_clocksource_info{clocksource="hpet",vdso_capable="false",vdso_works="false"} 1"#
         ),
         "serve does not report the hpet fallback:\n{metrics}"
     );
@@ -1161,7 +1218,11 @@ fn binaries_through_an_overlay_over_9p_are_named() {
             .success()
             .json();
         assert_eq!(
-            count(&json, "fixture_hot", "[syscall clock_gettime MONOTONIC]"),
+            count(
+                &json,
+                "fixture_hot",
+                "[syscall clock_gettime MONOTONIC direct]"
+            ),
             2000,
             "through an overlay over {kind}: {json}"
         );

@@ -67,7 +67,8 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
               built without frame pointers, for the DWARF test of a Rust program linked \
               against it; its compiler is set up beside it, see ensure_debian_rustc), \
               openssl and curl to make the TLS tests' certificates and to scrape serve \
-              over https",
+              over https, libfaketime as the real LD_PRELOAD interposer of the clock-cause \
+              tests",
         default: true,
         packages: &[
             "bpftrace",
@@ -82,6 +83,7 @@ pub const PACKAGE_GROUPS: &[PackageGroup] = &[
             "libstd-rust-dev",
             "openssl",
             "curl",
+            "libfaketime",
         ],
         backports: &[],
     },

@@ -146,6 +146,7 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
         r#type: tables.string("clock_reads"),
         unit: tables.string("count"),
     }];
+    let cause_key = tables.string("cause");
     let keys = [
         tables.string("pid"),
         tables.string("comm"),
@@ -183,6 +184,15 @@ fn render(profile: &Profile) -> Result<Vec<u8>> {
                 num: 0,
             },
         ]);
+        // Why a clock system call was one (`go tool pprof -tagfocus
+        // cause=vdso-fallback`).
+        if let Some(cause) = stack.read.cause {
+            label.push(Label {
+                key: cause_key,
+                str: tables.string(cause.name()),
+                num: 0,
+            });
+        }
         // Labels only where there is something to say: a process in the
         // root cgroup has neither.
         if let Some(cgroup) = &stack.cgroup {

@@ -167,7 +167,7 @@ fn write_causes(out: &mut String, profile: &Profile) {
             let _ = writeln!(out, "\nClock system calls by cause:");
             any = true;
         }
-        paying.sort_by(|a, b| b.0.cmp(&a.0));
+        paying.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
         let total = crate::aggregate::sum_counts(paying.iter().map(|(n, _)| *n));
         let shown: Vec<String> = paying
             .iter()
@@ -242,7 +242,7 @@ fn calling_sites(profile: &Profile, cause: SyscallCause) -> String {
             None => sites.push((site, stack.count)),
         }
     }
-    sites.sort_by(|a, b| b.1.cmp(&a.1));
+    sites.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     let shown: Vec<String> = sites
         .iter()
         .take(PROCESSES_PER_CAUSE)

@@ -73,20 +73,20 @@ fn ten_thousand_short_processes_are_counted_exactly_across_drains() {
         BTreeMap::from([
             expected(
                 "fixture_hot",
-                "[syscall clock_gettime MONOTONIC]",
+                "[syscall clock_gettime MONOTONIC direct]",
                 PER_PROCESS
             ),
             expected(
                 "fixture_warm",
-                "[syscall clock_gettime REALTIME]",
+                "[syscall clock_gettime REALTIME direct]",
                 PER_PROCESS / 2
             ),
             expected(
                 "fixture_gettimeofday",
-                "[syscall gettimeofday]",
+                "[syscall gettimeofday direct]",
                 PER_PROCESS / 4
             ),
-            expected("fixture_time", "[syscall time]", PER_PROCESS / 5),
+            expected("fixture_time", "[syscall time direct]", PER_PROCESS / 5),
         ])
     );
     assert_eq!(

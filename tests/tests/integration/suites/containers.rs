@@ -37,7 +37,7 @@ fn binary_only_in_another_mount_namespace_is_named() {
         leaves_under(&folded, "fixture_triggered")
             .keys()
             .collect::<Vec<_>>(),
-        vec!["[syscall clock_gettime BOOTTIME]"]
+        vec!["[syscall clock_gettime BOOTTIME direct]"]
     );
 }
 

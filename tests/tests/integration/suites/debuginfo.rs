@@ -18,8 +18,8 @@ use clockprof_tests::*;
 use object::{Object, ObjectSymbol};
 
 const CALLS: u64 = 1000;
-const MONOTONIC: &str = "[syscall clock_gettime MONOTONIC]";
-const REALTIME: &str = "[syscall clock_gettime REALTIME]";
+const MONOTONIC: &str = "[syscall clock_gettime MONOTONIC direct]";
+const REALTIME: &str = "[syscall clock_gettime REALTIME direct]";
 
 /// The debuginfo fixture, built with -g and split as distributions do:
 /// `full` (with its symbols), `debug/fixture.debug` (objcopy

@@ -48,29 +48,32 @@ fn c_fixture_exact_counts_per_function_and_clock() {
         leaves_under(&folded, "fixture_hot")
             .into_iter()
             .collect::<Vec<_>>(),
-        vec![("[syscall clock_gettime MONOTONIC]".to_string(), 20000)]
+        vec![(
+            "[syscall clock_gettime MONOTONIC direct]".to_string(),
+            20000
+        )]
     );
     assert_eq!(
         leaves_under(&folded, "fixture_warm")
             .into_iter()
             .collect::<Vec<_>>(),
-        vec![("[syscall clock_gettime REALTIME]".to_string(), 10000)]
+        vec![("[syscall clock_gettime REALTIME direct]".to_string(), 10000)]
     );
     assert_eq!(
         leaves_under(&folded, "fixture_gettimeofday")
             .into_iter()
             .collect::<Vec<_>>(),
-        vec![("[syscall gettimeofday]".to_string(), 5000)]
+        vec![("[syscall gettimeofday direct]".to_string(), 5000)]
     );
     assert_eq!(
         leaves_under(&folded, "fixture_time")
             .into_iter()
             .collect::<Vec<_>>(),
-        vec![("[syscall time]".to_string(), 4000)]
+        vec![("[syscall time direct]".to_string(), 4000)]
     );
     // The caller chain is intact: main calls each hot function.
     assert!(
-        text.contains(";main;fixture_hot;[syscall clock_gettime MONOTONIC] "),
+        text.contains(";main;fixture_hot;[syscall clock_gettime MONOTONIC direct] "),
         "{text}"
     );
     // Nothing else is in the output: the fixture made no other clock syscall.
@@ -107,7 +110,7 @@ fn rust_fixture_exact_counts_per_function() {
     );
     assert!(
         text.contains(
-            "fixture_rust::main;fixture_rust::rust_hot;[syscall clock_gettime MONOTONIC] 30000"
+            "fixture_rust::main;fixture_rust::rust_hot;[syscall clock_gettime MONOTONIC direct] 30000"
         ),
         "{text}"
     );
@@ -170,7 +173,7 @@ fn pid_filter_counts_only_the_given_process_and_stops_when_it_exits() {
         leaves_under(&folded, "fixture_triggered")
             .keys()
             .collect::<Vec<_>>(),
-        vec!["[syscall clock_gettime BOOTTIME]"]
+        vec!["[syscall clock_gettime BOOTTIME direct]"]
     );
     assert_eq!(
         count_under(&folded, "fixture_spin"),
@@ -461,13 +464,13 @@ fn syscall_from_glibc_and_the_vdso_keeps_the_calling_function() {
             .into_iter()
             .collect::<Vec<_>>(),
         vec![(
-            "[syscall clock_gettime PROCESS_CPUTIME_ID]".to_string(),
+            "[syscall clock_gettime PROCESS_CPUTIME_ID unserved-clock]".to_string(),
             4000
         )],
         "{text}"
     );
     assert!(
-        text.contains(";main;fixture_cputime;clock_gettime;__vdso_clock_gettime;[syscall clock_gettime PROCESS_CPUTIME_ID] 4000"),
+        text.contains(";main;fixture_cputime;clock_gettime;__vdso_clock_gettime;[syscall clock_gettime PROCESS_CPUTIME_ID unserved-clock] 4000"),
         "{text}"
     );
 }
@@ -491,7 +494,7 @@ fn the_kernel_stack_variant_keeps_the_calling_function_too() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(
-        text.contains(";main;fixture_cputime;clock_gettime;__vdso_clock_gettime;[syscall clock_gettime PROCESS_CPUTIME_ID] 4000"),
+        text.contains(";main;fixture_cputime;clock_gettime;__vdso_clock_gettime;[syscall clock_gettime PROCESS_CPUTIME_ID unserved-clock] 4000"),
         "{text}"
     );
 }
@@ -527,7 +530,7 @@ fn pprof_output_reads_back_in_go_tool_pprof() {
     assert_eq!(cumulative("fixture_hot"), Some(3000), "{text}");
     assert_eq!(cumulative("fixture_warm"), Some(1500), "{text}");
     assert_eq!(
-        cumulative("[syscall clock_gettime MONOTONIC]"),
+        cumulative("[syscall clock_gettime MONOTONIC direct]"),
         Some(3000),
         "{text}"
     );
@@ -607,4 +610,221 @@ fn json_and_pprof_outputs_name_the_version() {
     assert!(comments.status.success(), "{}", stderr(&comments));
     let comments = String::from_utf8_lossy(&comments.stdout);
     assert!(comments.lines().any(|l| l == line), "{comments}");
+}
+
+/// Debian's libfaketime, the interposer the issue measured.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Records `-s syscall` of `command` into JSON.
+fn record_causes(dir: &TempDir, name: &str, command: &[&OsStr]) -> serde_json::Value {
+    Clockprof::record()
+        .sources("syscall")
+        .output(&dir.join(&format!("{name}.json")))
+        .run(command)
+        .success()
+        .json()
+}
+
+/// Each cause of a clock system call is exact: a CPU-time clock always
+/// costs one (unserved-clock, though glibc sends it through the vDSO), and
+/// `syscall(SYS_clock_gettime)` through libc or the raw instruction in the
+/// program bypasses the vDSO (direct). The leaf and the process's totals
+/// name the cause.
+#[test]
+fn each_clock_syscall_is_counted_under_its_cause() {
+    let dir = TempDir::new("causes");
+    let fixture = c_fixture();
+    for (mode, calls, leaf, cause, count) in [
+        (
+            "cputime",
+            "3000",
+            "[syscall clock_gettime PROCESS_CPUTIME_ID unserved-clock]",
+            "unserved-clock",
+            3000,
+        ),
+        (
+            "libcsyscall",
+            "2500",
+            "[syscall clock_gettime MONOTONIC direct]",
+            "direct",
+            2500,
+        ),
+        (
+            "counts",
+            "1000",
+            "[syscall clock_gettime MONOTONIC direct]",
+            "direct",
+            1950,
+        ),
+    ] {
+        let json = record_causes(&dir, mode, &[fixture.as_os_str(), os(mode), os(calls)]);
+        assert_eq!(
+            json["processes"][0]["syscalls_by_cause"],
+            serde_json::json!({ cause: count }),
+            "{mode}: {json}"
+        );
+        let under_leaf: u64 = json["stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["leaf"] == leaf && s["cause"] == cause)
+            .map(|s| s["count"].as_u64().unwrap())
+            .sum();
+        let expected: u64 = calls.parse().unwrap();
+        assert_eq!(under_leaf, expected, "{mode}: {json}");
+    }
+}
+
+/// A library preloaded to replace `clock_gettime` with a system call of its
+/// own: every call it makes is the interposer's, exactly, under the
+/// function that called the clock; the process is named as interposed,
+/// with the LD_PRELOAD that loaded the library.
+#[test]
+fn an_interposer_making_its_own_system_calls_is_named_and_counted() {
+    let dir = TempDir::new("interposer");
+    let source = dir.join("clockshim.c");
+    std::fs::write(
+        &source,
+        r#"#include <time.h>
+#include <sys/syscall.h>
+int clock_gettime(clockid_t clock, struct timespec *ts) {
+    long ret;
+    __asm__ volatile("syscall" : "=a"(ret) : "0"((long)SYS_clock_gettime), "D"((long)clock), "S"(ts) : "rcx", "r11", "memory");
+    return (int)ret;
+}
+"#,
+    )
+    .unwrap();
+    let library = dir.join("libclockshim.so");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .status()
+        .expect("cc runs");
+    assert!(built.success(), "the shim builds");
+    let preload = format!("LD_PRELOAD={}", library.display());
+    // Recorded by PID while it waits, as a service would be: its
+    // environment is read while it runs.
+    let mut fixture = Command::new(c_fixture())
+        .env("LD_PRELOAD", &library)
+        .args(["libcwait", "2000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the C fixture starts");
+    wait_until_ready(&mut fixture);
+    let out = dir.join("shim.json");
+    let (mut recorder, _stderr) = Clockprof::record()
+        .args(["-p", &fixture.id().to_string()])
+        .sources("syscall")
+        .output(&out)
+        .start();
+    unsafe { libc::kill(fixture.id() as i32, libc::SIGUSR1) };
+    assert!(fixture.wait().unwrap().success());
+    assert!(recorder.wait().unwrap().success());
+    let json = read_json(&out);
+    let process = &json["processes"][0];
+    assert_eq!(
+        process["syscalls_by_cause"],
+        serde_json::json!({"interposer": 2000}),
+        "{json}"
+    );
+    assert_eq!(
+        process["interposers"],
+        serde_json::json!([{
+            "library": library.display().to_string(),
+            "functions": ["clock_gettime"],
+            "preload": preload,
+        }]),
+        "{json}"
+    );
+    let under = |function: &str, leaf: &str| -> u64 {
+        json["stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["leaf"] == leaf)
+            .filter(|s| {
+                s["frames"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f["function"] == function)
+            })
+            .map(|s| s["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        under(
+            "fixture_libc_hot",
+            "[syscall clock_gettime MONOTONIC interposer]"
+        ),
+        2000,
+        "{json}"
+    );
+}
+
+/// Debian's libfaketime, preloaded: the vDSO still serves the real reads
+/// (no system call on this host), and the process is named as interposed,
+/// with the library, the functions it replaces and the LD_PRELOAD, in the
+/// JSON and the summary; the libc source sees each call go through it.
+#[test]
+fn libfaketime_preloaded_is_named_as_an_interposer() {
+    let dir = TempDir::new("faketime");
+    let preload = format!("LD_PRELOAD={LIBFAKETIME}");
+    let fixture = c_fixture();
+    let command = [
+        os("env"),
+        os(&preload),
+        os("FAKETIME=-1d"),
+        fixture.as_os_str(),
+        os("libc"),
+        os("3000"),
+    ];
+    let json = Clockprof::record()
+        .sources("syscall,libc")
+        .output(&dir.join("faketime.json"))
+        .run(command)
+        .success()
+        .json();
+    let process = &json["processes"][0];
+    assert_eq!(process["interposers"][0]["library"], LIBFAKETIME, "{json}");
+    assert_eq!(
+        process["interposers"][0]["preload"],
+        preload.as_str(),
+        "{json}"
+    );
+    let functions = process["interposers"][0]["functions"].as_array().unwrap();
+    for f in ["clock_gettime", "gettimeofday", "time"] {
+        assert!(functions.iter().any(|g| g == f), "{f}: {json}");
+    }
+    assert_eq!(process["by_source"].get("syscall"), None, "{json}");
+    // Each of the 4,500 calls reaches libc's clock_gettime through the
+    // library (the issue measured two reads per call).
+    let through: u64 = json["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["function"].as_str().unwrap_or("").contains("libfaketime"))
+        })
+        .map(|s| s["count"].as_u64().unwrap())
+        .sum();
+    assert!(through >= 4500, "{through}: {json}");
+
+    let summary = Clockprof::record()
+        .sources("syscall,libc")
+        .run(command)
+        .success()
+        .stdout;
+    assert!(
+        summary.contains(&format!(
+            "makes its clock calls through {LIBFAKETIME} (clock_gettime, gettimeofday, time, timespec_get, ftime; {preload})"
+        )),
+        "{summary}"
+    );
 }

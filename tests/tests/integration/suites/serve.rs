@@ -2098,7 +2098,7 @@ fn otlp_profiles_reach_a_real_collector_with_exact_counts() {
                 assert_eq!(sample.attributes["clock"], "BOOTTIME", "{sample:?}");
                 assert_eq!(
                     sample.stack.last().map(String::as_str),
-                    Some("[syscall clock_gettime BOOTTIME]"),
+                    Some("[syscall clock_gettime BOOTTIME direct]"),
                     "{sample:?}"
                 );
                 assert!(
