@@ -543,3 +543,31 @@ pub fn http(port: u16, method: &str, path: &str) -> (u16, Vec<u8>) {
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, response[split + 4..].to_vec())
 }
+
+/// Builds, in `dir`, `libclockshim.so`: an interposer of `clock_gettime`
+/// (what LD_PRELOAD puts before libc) that makes the system call itself,
+/// once per call, from its own code.
+pub fn clock_shim(dir: &TempDir) -> PathBuf {
+    let source = dir.join("clockshim.c");
+    std::fs::write(
+        &source,
+        r#"#include <time.h>
+#include <sys/syscall.h>
+int clock_gettime(clockid_t clock, struct timespec *ts) {
+    long ret;
+    __asm__ volatile("syscall" : "=a"(ret) : "0"((long)SYS_clock_gettime), "D"((long)clock), "S"(ts) : "rcx", "r11", "memory");
+    return (int)ret;
+}
+"#,
+    )
+    .unwrap();
+    let library = dir.join("libclockshim.so");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .status()
+        .expect("cc runs");
+    assert!(built.success(), "the shim builds");
+    library
+}

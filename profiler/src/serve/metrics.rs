@@ -127,7 +127,7 @@ impl Metrics {
         );
         let interposers = Family::<Labels, prometheus_client::metrics::gauge::Gauge>::default();
         registry.register(
-            "clockprof_clock_interposer",
+            "clockprof_clock_interposer_info",
             "A library, other than the C library, that takes a process's clock calls over \
              (LD_PRELOAD, /etc/ld.so.preload), with how it was preloaded where known",
             interposers.clone(),

@@ -682,27 +682,7 @@ fn each_clock_syscall_is_counted_under_its_cause() {
 #[test]
 fn an_interposer_making_its_own_system_calls_is_named_and_counted() {
     let dir = TempDir::new("interposer");
-    let source = dir.join("clockshim.c");
-    std::fs::write(
-        &source,
-        r#"#include <time.h>
-#include <sys/syscall.h>
-int clock_gettime(clockid_t clock, struct timespec *ts) {
-    long ret;
-    __asm__ volatile("syscall" : "=a"(ret) : "0"((long)SYS_clock_gettime), "D"((long)clock), "S"(ts) : "rcx", "r11", "memory");
-    return (int)ret;
-}
-"#,
-    )
-    .unwrap();
-    let library = dir.join("libclockshim.so");
-    let built = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-o"])
-        .arg(&library)
-        .arg(&source)
-        .status()
-        .expect("cc runs");
-    assert!(built.success(), "the shim builds");
+    let library = clock_shim(&dir);
     let preload = format!("LD_PRELOAD={}", library.display());
     // Recorded by PID while it waits, as a service would be: its
     // environment is read while it runs.

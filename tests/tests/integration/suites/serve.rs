@@ -566,6 +566,82 @@ fn bad_requests_get_4xx_and_profile_requests_are_capped() {
     assert_no_clockprof_programs_left();
 }
 
+/// Clock system calls by cause, and interposers, as a fleet sees them: a
+/// CPU-time clock loop (unserved-clock), `syscall()` through libc (direct)
+/// and a preloaded library making its own calls (interposer), each exact
+/// under its process; the interposer named with its LD_PRELOAD; and the
+/// clocksource's info saying that the vDSO was measured reading the clock
+/// here.
+#[test]
+fn clock_syscalls_are_exported_by_cause_and_interposers_named() {
+    let dir = TempDir::new("serve-causes");
+    let shim = clock_shim(&dir);
+    let serve = Serve::start(&["-s", "syscall"]);
+    let mut shimmed = fixture("shimfix", &["libcwait", "900"])
+        .env("LD_PRELOAD", &shim)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_ready(&mut shimmed);
+    for (comm, args) in [
+        ("cputimefix", ["cputime", "1500"]),
+        ("directfix", ["libcsyscall", "700"]),
+    ] {
+        assert!(fixture(comm, &args).status().unwrap().success());
+    }
+    // Its libraries were mapped at exec, while serve watched.
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe { libc::kill(shimmed.id() as i32, libc::SIGUSR1) };
+    assert!(shimmed.wait().unwrap().success());
+    let expected = [
+        ("cputimefix", "PROCESS_CPUTIME_ID", "unserved-clock", 1500.0),
+        ("directfix", "MONOTONIC", "direct", 700.0),
+        ("shimfix", "MONOTONIC", "interposer", 900.0),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let metrics = serve.metrics();
+        let done = expected.iter().all(|(comm, clock, cause, count)| {
+            metric_value(
+                &metrics,
+                "clockprof_clock_syscalls_total",
+                &[
+                    &format!("process=\"{comm}\""),
+                    &format!("clock=\"{clock}\""),
+                    &format!("cause=\"{cause}\""),
+                ],
+            ) == *count
+        });
+        if done || Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    for (comm, clock, cause, count) in expected {
+        let line = format!(
+            "clockprof_clock_syscalls_total{{process=\"{comm}\",clock=\"{clock}\",cause=\"{cause}\"}} {count}"
+        );
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    let interposer = format!(
+        "clockprof_clock_interposer_info{{process=\"shimfix\",library=\"{0}\",preload=\"LD_PRELOAD={0}\"}} 1",
+        shim.display()
+    );
+    assert!(
+        metrics.lines().any(|l| l == interposer),
+        "{interposer} in\n{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("clockprof_clocksource_info{")
+                && l.contains(",vdso_works=\"true\"}")),
+        "{metrics}"
+    );
+    drop(serve);
+    assert_no_clockprof_programs_left();
+}
+
 #[test]
 fn sighup_does_not_stop_it_and_sigterm_detaches_everything() {
     let serve = Serve::start(&["-s", "syscall,vdso"]);
@@ -1140,6 +1216,152 @@ tests:
         run.status.success(),
         "{}{}",
         String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+/// Issue 26's alerts, as packaged, on the series serve exports: a host whose
+/// processes fall back although its clocksource's name says the vDSO reads
+/// it, the same measured, a process's clock syscalls past the threshold by
+/// cause, and an interposer.
+#[test]
+fn the_packaged_clock_cause_alerts_fire_on_their_series() {
+    let dir = TempDir::new("serve-cause-rules");
+    let test = dir.join("causes_test.yml");
+    std::fs::write(
+        &test,
+        format!(
+            r#"rule_files: ["{}"]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'clockprof_clocksource_info{{instance="vm-1:9742",job="clockprof",clocksource="kvm-clock",vdso_capable="true",vdso_works="false"}}'
+        values: '1x20'
+      - series: 'clockprof_clocksource_info{{instance="web-2:9742",job="clockprof",clocksource="tsc",vdso_capable="true",vdso_works="true"}}'
+        values: '1x20'
+      - series: 'clockprof_clock_syscalls_total{{instance="vm-1:9742",job="clockprof",process="api",clock="MONOTONIC",cause="vdso-fallback"}}'
+        values: '0+1200000x30'
+      - series: 'clockprof_clock_syscalls_total{{instance="web-2:9742",job="clockprof",process="batch",clock="PROCESS_CPUTIME_ID",cause="unserved-clock"}}'
+        values: '0+60x20'
+      - series: 'clockprof_clock_interposer_info{{instance="web-2:9742",job="clockprof",process="batch",library="/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",preload="LD_PRELOAD=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"}}'
+        values: '1x20'
+    alert_rule_test:
+      - eval_time: 12m
+        alertname: ClockVdsoFallbackOnCapableClocksource
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              instance: vm-1:9742
+              job: clockprof
+            exp_annotations:
+              summary: "vm-1:9742: clock reads fall back to system calls although the clocksource is one the vDSO reads"
+              description: "The vDSO makes clock_gettime system calls itself on this host. Run `clockprof doctor` there: it measures the fallback and quotes the kernel log's clocksource lines; on a VM, check that the hypervisor exposes a stable, invariant TSC."
+      - eval_time: 12m
+        alertname: ClockVdsoMeasuredFallingBack
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              instance: vm-1:9742
+              job: clockprof
+              clocksource: kvm-clock
+              vdso_capable: "true"
+              vdso_works: "false"
+            exp_annotations:
+              summary: "vm-1:9742: the vDSO cannot read the clocksource kvm-clock"
+              description: "Every clock read on this host is a system call. See `clockprof doctor` for the kernel log's reason and how to switch the clocksource."
+      - eval_time: 16m
+        alertname: ClockSyscallsHigh
+        exp_alerts:
+          - exp_labels:
+              severity: info
+              instance: vm-1:9742
+              job: clockprof
+              process: api
+              cause: vdso-fallback
+            exp_annotations:
+              summary: "api on vm-1:9742 makes 20k clock system calls a second (vdso-fallback)"
+              description: "vdso-fallback: switch the clocksource; unserved-clock: read CPU-time clocks less often; direct: the stacks (/debug/pprof/clock) show where the vDSO is bypassed; interposer: see clockprof_clock_interposer_info."
+      - eval_time: 12m
+        alertname: ClockInterposer
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              instance: web-2:9742
+              job: clockprof
+              process: batch
+              library: /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+              preload: LD_PRELOAD=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+            exp_annotations:
+              summary: "batch on web-2:9742 makes its clock calls through /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+              description: "Loaded by LD_PRELOAD=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 (empty: not known). Remove it from LD_PRELOAD or /etc/ld.so.preload where it is not wanted."
+      - eval_time: 3m
+        alertname: ClockInterposer
+        exp_alerts: []
+"#,
+            packaging("clockprof.rules.yml").display()
+        ),
+    )
+    .unwrap();
+    let run = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&test)
+        .output()
+        .expect("promtool runs (cargo xtask setup installs prometheus)");
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+/// The packaged Grafana dashboard, checked against Grafana's dashboard
+/// schema as the Grafana Foundation SDK carries it (tests/dashcheck: a
+/// strict decode, the schema's constraints, Prometheus queries), with a
+/// query on each family issue 26 added; and the checker refuses a field the
+/// schema does not have.
+#[test]
+fn the_packaged_dashboard_is_valid_against_grafanas_schema() {
+    let dashcheck = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashcheck");
+    let check = |file: &std::path::Path| {
+        Command::new("go")
+            .args(["run", "."])
+            .arg(file)
+            .current_dir(&dashcheck)
+            .output()
+            .expect("go runs (cargo xtask setup installs it)")
+    };
+    let board = packaging("clockprof.dashboard.json");
+    let run = check(&board);
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("valid, 7 panels"),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let text = std::fs::read_to_string(&board).unwrap();
+    for family in [
+        "clockprof_clock_syscalls_total",
+        "clockprof_clock_interposer_info",
+        "clockprof_clocksource_info{vdso_works=\\\"false\\\"}",
+        "clockprof_clocksource_changes_total",
+    ] {
+        assert!(text.contains(family), "{family} in {text}");
+    }
+    let dir = TempDir::new("dashboard");
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, text.replacen("\"gridPos\"", "\"gridPosition\"", 1)).unwrap();
+    let run = check(&bad);
+    assert!(!run.status.success());
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("unexpected field 'gridPosition'"),
+        "{}",
         String::from_utf8_lossy(&run.stderr)
     );
 }
