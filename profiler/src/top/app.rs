@@ -280,6 +280,7 @@ mod tests {
             label: Label {
                 comm: comm.into(),
                 group: (pid == 30).then(|| "docker:0123456789ab".to_string()),
+                interposer: None,
             },
             reads: Reads {
                 delta,

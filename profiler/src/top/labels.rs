@@ -33,6 +33,10 @@ impl Labeler {
             ))
             .into_owned(),
             group: entry.0.clone(),
+            interposer: identity.interposers.first().map(|i| {
+                let name = i.library.rsplit('/').next().unwrap_or(&i.library);
+                crate::host::printable::printable(name).into_owned()
+            }),
         }
     }
 

@@ -450,6 +450,8 @@ mod tests {
         assert!(hottest.contains("100.0%"), "{screen}");
         assert!(hottest.contains("fixture_spin ← main"), "{screen}");
         assert!(hottest.contains("clock_gettime MONOTONIC"), "{screen}");
+        // The fixture's raw syscall instruction: a direct call.
+        assert!(hottest.ends_with("direct"), "{screen}");
         assert!(screen.contains("▶ fixture_spin"), "{screen}");
 
         top.act(Action::ExportSelection, &mut terminal);

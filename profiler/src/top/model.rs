@@ -48,6 +48,9 @@ pub struct Label {
     pub comm: String,
     /// Container or cgroup, where the process is in one.
     pub group: Option<String>,
+    /// The file name of a library that takes its clock calls over
+    /// (host/interposer.rs), where one does.
+    pub interposer: Option<String>,
 }
 
 /// Reads of one process, or of the whole host.
@@ -347,6 +350,7 @@ mod tests {
         Label {
             comm: identity.comm.clone().unwrap_or(format!("[pid {pid}]")),
             group: None,
+            interposer: None,
         }
     }
 

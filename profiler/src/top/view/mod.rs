@@ -382,6 +382,8 @@ mod tests {
             label: Label {
                 comm: comm.into(),
                 group: Some("docker:0123456789ab".into()),
+                // The idle one makes its clock calls through libfaketime.
+                interposer: (pid == 7).then(|| "libfaketime.so.1".to_string()),
             },
             reads: Reads {
                 delta,
@@ -500,6 +502,8 @@ mod tests {
             );
         }
         assert!(idle.contains("idle") && idle.contains("0.0%"), "{screen}");
+        // An interposer is named beside the process it takes over.
+        assert!(idle.contains("idle via libfa"), "{screen}");
         assert!(screen.contains("docker:0123456789ab"), "{screen}");
         let footer = lines[23];
         for key in [

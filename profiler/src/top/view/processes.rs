@@ -60,7 +60,16 @@ impl Column {
         match self {
             Column::Mark => Cell::from(if selected { "▶" } else { " " }),
             Column::Pid => right(process.pid.to_string()),
-            Column::Command => Cell::from(truncate(&process.label.comm, width.into())),
+            // An interposer is named beside the name: every clock read of
+            // the process pays for its code.
+            Column::Command => match &process.label.interposer {
+                Some(library) => Cell::from(truncate(
+                    &format!("{} via {library}", process.label.comm),
+                    width.into(),
+                ))
+                .yellow(),
+                None => Cell::from(truncate(&process.label.comm, width.into())),
+            },
             Column::Group => {
                 let group = process.label.group.as_deref().unwrap_or("");
                 Cell::from(truncate(group, width.into())).dim()

@@ -14,9 +14,14 @@ use crate::top::app::App;
 use crate::top::format::{count, share, truncate};
 use crate::top::stacks::StackRow;
 
-/// The clock read a stack ends in, as its leaf names it without brackets.
+/// The clock read a stack ends in, as its leaf names it without brackets
+/// (and without its cause, which has a column of its own).
 fn read_name(row: &StackRow, sources: &[Source], kernel_functions: &[String]) -> String {
-    let leaf = row.read.leaf(kernel_functions);
+    let read = crate::sources::ClockRead {
+        cause: None,
+        ..row.read
+    };
+    let leaf = read.leaf(kernel_functions);
     let leaf = leaf.trim_start_matches('[').trim_end_matches(']');
     // With one source its name is on every row; say it once, in the header.
     match leaf.split_once(' ') {
@@ -68,7 +73,15 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, data: &Data, pid: u3
         .iter()
         .map(|row| read_name(row, &data.context.sources, &data.context.kernel_functions))
         .collect();
-    let fixed = MARK + NUMBER + SHARE + TOTAL + 5;
+    // Why each clock system call was one, where any row is one.
+    // As wide as the longest shown, so that the clock read keeps its room.
+    let cause_width = stacks
+        .iter()
+        .filter_map(|row| row.read.cause)
+        .map(|cause| cause.name().len().max("CAUSE".len()) as u16)
+        .max()
+        .unwrap_or(0);
+    let fixed = MARK + NUMBER + SHARE + TOTAL + 5 + cause_width + u16::from(cause_width > 0);
     let room = table_area.width.saturating_sub(fixed);
     let longest_read = names.iter().map(|n| n.chars().count()).max().unwrap_or(10) as u16;
     let read_width = longest_read.max(10).min(room.saturating_sub(20));
@@ -80,6 +93,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, data: &Data, pid: u3
         right("TOTAL".into()),
         Cell::from("HOT FRAME"),
         Cell::from("CLOCK READ"),
+        Cell::from("CAUSE"),
     ])
     .style(header_style());
     let height = table_height.saturating_sub(1) as usize;
@@ -110,10 +124,20 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, data: &Data, pid: u3
                 right(count(row.total as f64)).dim(),
                 Cell::from(frame_cell(hot, &callers, frame_width.into())),
                 Cell::from(truncate(name, read_width.into())).magenta(),
+                Cell::from(row.read.cause.map_or("", |cause| cause.name())).yellow(),
             ])
             .style(row_style)
         });
-    let widths = [MARK, NUMBER, SHARE, TOTAL, frame_width, read_width].map(Constraint::Length);
+    let widths = [
+        MARK,
+        NUMBER,
+        SHARE,
+        TOTAL,
+        frame_width,
+        read_width,
+        cause_width,
+    ]
+    .map(Constraint::Length);
     frame.render_widget(
         Table::new(rows, widths).header(header).column_spacing(1),
         table_area,
