@@ -571,3 +571,22 @@ int clock_gettime(clockid_t clock, struct timespec *ts) {
     assert!(built.success(), "the shim builds");
     library
 }
+
+/// Sum of the counts of a JSON profile's stacks whose frames include
+/// `function` and whose leaf is `leaf`.
+pub fn count_in_json(json: &serde_json::Value, function: &str, leaf: &str) -> u64 {
+    json["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["leaf"] == leaf)
+        .filter(|s| {
+            s["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["function"] == function)
+        })
+        .map(|s| s["count"].as_u64().unwrap())
+        .sum()
+}

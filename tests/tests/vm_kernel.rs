@@ -6,6 +6,7 @@
 
 use std::ffi::OsStr;
 
+use clockprof_tests::count_in_json as count;
 use clockprof_tests::*;
 
 /// `clockprof record ARGS -o DIR/p.json -- cfixture MODE N`: the JSON profile.
@@ -34,25 +35,6 @@ fn assert_start_times(json: &serde_json::Value) {
             );
         }
     }
-}
-
-/// Sum of counts of the stacks whose frames include `function` and whose
-/// leaf is `leaf`.
-fn count(json: &serde_json::Value, function: &str, leaf: &str) -> u64 {
-    json["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["leaf"] == leaf)
-        .filter(|s| {
-            s["frames"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|f| f["function"] == function)
-        })
-        .map(|s| s["count"].as_u64().unwrap())
-        .sum()
 }
 
 fn assert_exact_syscall_counts(backend: &str) {

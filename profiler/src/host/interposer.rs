@@ -111,8 +111,8 @@ pub fn how_preloaded(pid: u32, library: &str) -> Option<String> {
         }
     }
     // The process's own root: a container has its own /etc.
-    let path = format!("/proc/{pid}/root/etc/ld.so.preload");
-    let listed = crate::host::safe_open::read_regular(Path::new(&path), 64 << 10).ok()?;
+    let listed =
+        crate::host::safe_open::read_in_root_of(pid, "/etc/ld.so.preload", 64 << 10).ok()?;
     names_it(&String::from_utf8_lossy(&listed)).then(|| "/etc/ld.so.preload".to_string())
 }
 
@@ -209,6 +209,56 @@ mod tests {
         }
         assert!(exported_clock_functions(Path::new("/proc/self/exe")).is_empty());
         assert!(exported_clock_functions(Path::new("/etc/hostname")).is_empty());
+    }
+
+    #[test]
+    fn a_preload_list_is_read_inside_the_process_root_only() {
+        // A process chrooted into a directory whose /etc/ld.so.preload is an
+        // absolute symlink to a file of ours: resolved inside its root it
+        // names nothing there, where following it from ours would read it.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("etc")).unwrap();
+        let ours = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(ours.path(), "/lib/libsecret.so\n").unwrap();
+        std::os::unix::fs::symlink(ours.path(), root.path().join("etc/ld.so.preload")).unwrap();
+        std::fs::write(root.path().join("etc/inside"), "/lib/libinside.so\n").unwrap();
+        let path = std::ffi::CString::new(root.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: the child calls only async-signal-safe functions.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            unsafe {
+                if libc::chroot(path.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                    libc::_exit(1);
+                }
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        assert!(child > 0);
+        let pid = child as u32;
+        // Until the child has chrooted, its root is ours.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::read_link(format!("/proc/{pid}/root"))
+            .ok()
+            .as_deref()
+            != Some(root.path())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child did not chroot"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let escaped = crate::host::safe_open::read_in_root_of(pid, "/etc/ld.so.preload", 1 << 10);
+        let inside = crate::host::safe_open::read_in_root_of(pid, "/etc/inside", 1 << 10);
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
+        assert!(escaped.is_err(), "{escaped:?}");
+        assert_eq!(inside.unwrap(), b"/lib/libinside.so\n");
+        assert_eq!(how_preloaded(std::process::id(), "/lib/libsecret.so"), None);
     }
 
     #[test]

@@ -153,6 +153,59 @@ fn fs_type_of(mountinfo: &str, dev: u64) -> Option<String> {
         .map(|m| m.fs_type.to_string())
 }
 
+/// The whole of `path` (absolute) as process `pid` sees it, if it is a
+/// regular file of at most `max_size` bytes. The process's root is anyone's
+/// (a container's), so the path is resolved inside it with openat2's
+/// RESOLVE_IN_ROOT: an absolute symlink planted there (`/etc/ld.so.preload`
+/// -> `/etc/shadow`) stays inside that root instead of reaching ours, and
+/// magic links are refused. Nothing under a FUSE mount is looked up.
+pub fn read_in_root_of(pid: u32, path: &str, max_size: u64) -> io::Result<Vec<u8>> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    if path_crosses_user_space(path, Some(pid)) {
+        return Err(io::Error::other(
+            "on a filesystem a user-space daemon serves (FUSE)",
+        ));
+    }
+    let root = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(format!("/proc/{pid}/root"))?;
+    let relative = std::ffi::CString::new(path.trim_start_matches('/'))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: open_how is plain data; every field not set is zero.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: a valid directory fd, a NUL-terminated path, and how with its size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            relative.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    let fd = libc::c_int::try_from(fd)
+        .ok()
+        .filter(|fd| *fd >= 0)
+        .ok_or_else(io::Error::last_os_error)?;
+    // SAFETY: openat2 just returned this fd, owned by nobody else.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() || meta.len() > max_size {
+        return Err(io::Error::other("not a regular file, or too large"));
+    }
+    if served_by_user_space(meta.dev(), Some(pid)) {
+        return Err(io::Error::other(
+            "on a filesystem a user-space daemon serves (FUSE)",
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut (&file).take(max_size), &mut bytes)?;
+    Ok(bytes)
+}
+
 /// Executables and libraries larger than this are not symbolized (blazesym
 /// maps them whole).
 pub const MAX_ELF_SIZE: u64 = 4 << 30;

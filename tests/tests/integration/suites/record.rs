@@ -718,22 +718,7 @@ fn an_interposer_making_its_own_system_calls_is_named_and_counted() {
         }]),
         "{json}"
     );
-    let under = |function: &str, leaf: &str| -> u64 {
-        json["stacks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["leaf"] == leaf)
-            .filter(|s| {
-                s["frames"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|f| f["function"] == function)
-            })
-            .map(|s| s["count"].as_u64().unwrap())
-            .sum()
-    };
+    let under = |function: &str, leaf: &str| count_in_json(&json, function, leaf);
     assert_eq!(
         under(
             "fixture_libc_hot",

@@ -1207,17 +1207,7 @@ tests:
         ),
     )
     .unwrap();
-    let run = Command::new("promtool")
-        .args(["test", "rules"])
-        .arg(&test)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    promtool_test_rules(&test);
 }
 
 /// Issue 26's alerts, as packaged, on the series serve exports: a host whose
@@ -1303,9 +1293,14 @@ tests:
         ),
     )
     .unwrap();
+    promtool_test_rules(&test);
+}
+
+/// Runs `promtool test rules` on `test`, which must pass.
+fn promtool_test_rules(test: &Path) {
     let run = Command::new("promtool")
         .args(["test", "rules"])
-        .arg(&test)
+        .arg(test)
         .output()
         .expect("promtool runs (cargo xtask setup installs prometheus)");
     assert!(
