@@ -510,14 +510,33 @@ fn hpet_clocksource_go_time_now_counts_as_syscalls_under_the_caller() {
     }
     assert_no_clockprof_programs_left();
 
-    // What a fleet alerts on: serve's clocksource metric says the fallback.
-    let metrics = serve_metrics_once();
+    // What a fleet alerts on: serve's clocksource metric says the fallback,
+    // measured. While serve runs, the clocksource is switched to acpi_pm and
+    // back: serve counts both changes and says each with the kernel log's
+    // line.
+    let clocksource = "/sys/devices/system/clocksource/clocksource0/current_clocksource";
+    let (metrics, said) = serve_metrics_once(|| {
+        for to in ["acpi_pm", "hpet"] {
+            std::fs::write(clocksource, to).expect("the clocksource can be switched");
+            std::thread::sleep(std::time::Duration::from_secs(3));
+        }
+    });
     assert!(
         metrics.lines().any(
             |l| l == r#"clockprof_clocksource_info{clocksource="hpet",vdso_capable="false",vdso_works="false"} 1"#
         ),
         "serve does not report the hpet fallback:\n{metrics}"
     );
+    for (from, to) in [("hpet", "acpi_pm"), ("acpi_pm", "hpet")] {
+        let line = format!(r#"clockprof_clocksource_changes_total{{from="{from}",to="{to}"}} 1"#);
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        assert!(
+            said.contains(&format!(
+                "the clocksource changed from {from} to {to}; kernel log: ["
+            )) && said.contains(&format!("clocksource: Switched to clocksource {to}")),
+            "serve does not say the change to {to}:\n{said}"
+        );
+    }
     assert_no_clockprof_programs_left();
 }
 
@@ -542,9 +561,10 @@ fn loopback_up() {
     }
 }
 
-/// Starts `clockprof serve -s syscall` on loopback, reads /metrics once, and
-/// stops it with SIGTERM (which must succeed).
-fn serve_metrics_once() -> String {
+/// Starts `clockprof serve -s syscall` on loopback, runs `during`, reads
+/// /metrics once, and stops it with SIGTERM (which must succeed): the
+/// scrape's response and what serve said.
+fn serve_metrics_once(during: impl FnOnce()) -> (String, String) {
     use std::io::{Read, Write};
     loopback_up();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -552,13 +572,14 @@ fn serve_metrics_once() -> String {
         .local_addr()
         .unwrap()
         .port();
-    let (mut serve, _stderr) = start_until_ready(std::process::Command::new(clockprof()).args([
+    let (mut serve, stderr) = start_until_ready(std::process::Command::new(clockprof()).args([
         "serve",
         "-s",
         "syscall",
         "--listen",
         &format!("127.0.0.1:{port}"),
     ]));
+    during();
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         stream,
@@ -571,7 +592,7 @@ fn serve_metrics_once() -> String {
     let status = wait_with_timeout(&mut serve, std::time::Duration::from_secs(20));
     assert!(status.success(), "serve: {status}");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
+    (response, stderr.join().unwrap_or_default())
 }
 
 // Issue 8: the kernel source is honest (interrupt context, kernel threads)

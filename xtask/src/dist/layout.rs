@@ -38,6 +38,7 @@ const USER_DOCS: &[&str] = &[
 const EXAMPLES: &[&str] = &[
     "prometheus.yml",
     "clockprof.rules.yml",
+    "clockprof.dashboard.json",
     "clockprof.alloy",
     "parca.yaml",
     "web-config.yml",
