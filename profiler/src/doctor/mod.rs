@@ -170,15 +170,12 @@ fn read_trimmed(path: &str) -> String {
 
 fn clocksource() -> Clocksource {
     let base = clocksource::DIR;
-    let current = clocksource::Clocksource::read();
+    let facts = clocksource::ClockFacts::gather();
+    let current = facts.clocksource;
     let available = clocksource::available();
     let vdso_capable = current.vdso_capable();
-    let vdso_works = clocksource::measure_vdso_reads().ok();
-    let kernel_log: Vec<String> = crate::host::kernel_log::clocksource_lines()
-        .iter()
-        .filter(|line| line.is_a_change())
-        .map(|line| line.quoted())
-        .collect();
+    let vdso_works = facts.vdso_reads;
+    let kernel_log: Vec<String> = facts.changes.iter().map(|line| line.quoted()).collect();
     let falls_back_anyway = vdso_capable && vdso_works == Some(false);
     let advice = current.name.as_ref().filter(|_| !vdso_capable || falls_back_anyway).map(|current| {
         if falls_back_anyway {

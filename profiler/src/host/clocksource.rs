@@ -13,7 +13,7 @@ pub const VDSO_CAPABLE: &[&str] = &[
     "hyperv_clocksource_tsc_page",
 ];
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Clocksource {
     /// `None` when sysfs does not say.
     pub name: Option<String>,
@@ -54,7 +54,7 @@ fn read_words(file: &str) -> Vec<String> {
 /// was seen reading it, and what the kernel log said of it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClockFacts {
-    pub clocksource: Option<String>,
+    pub clocksource: Clocksource,
     /// Measured (measure_vdso_reads); `None` where it could not be.
     pub vdso_reads: Option<bool>,
     /// The kernel log's clocksource changes (the watchdog's verdicts, the
@@ -65,12 +65,9 @@ pub struct ClockFacts {
 impl ClockFacts {
     pub fn gather() -> ClockFacts {
         ClockFacts {
-            clocksource: Clocksource::read().name,
+            clocksource: Clocksource::read(),
             vdso_reads: measure_vdso_reads().ok(),
-            changes: crate::host::kernel_log::clocksource_lines()
-                .into_iter()
-                .filter(|line| line.is_a_change())
-                .collect(),
+            changes: crate::host::kernel_log::clocksource_changes(),
         }
     }
 
@@ -78,7 +75,7 @@ impl ClockFacts {
     pub fn why(&self) -> String {
         let mut why = format!(
             "clocksource {}",
-            self.clocksource.as_deref().unwrap_or("unknown")
+            self.clocksource.name.as_deref().unwrap_or("unknown")
         );
         if self.vdso_reads == Some(false) {
             why.push_str(", which the vDSO was measured unable to read");

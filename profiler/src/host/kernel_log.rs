@@ -34,54 +34,39 @@ const MAX_RECORDS: usize = 20_000;
 /// Lines kept: the latest ones matter.
 const MAX_LINES: usize = 32;
 
-/// The kernel log, opened once and read forward from where the last read
-/// ended.
-pub struct KernelLog(std::fs::File);
-
-impl KernelLog {
-    /// Opens /dev/kmsg at the start of what the kernel still holds.
-    pub fn open() -> std::io::Result<KernelLog> {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open("/dev/kmsg")
-            .map(KernelLog)
-    }
-
-    /// The clocksource lines logged since the last call (at most the
-    /// latest MAX_LINES).
-    pub fn clocksource_lines(&mut self) -> Vec<ClocksourceLine> {
-        let mut lines = Vec::new();
-        // One read returns one record; 8 KiB holds the longest the kernel
-        // writes (a shorter buffer fails the read with EINVAL).
-        let mut record = vec![0u8; 8192];
-        for _ in 0..MAX_RECORDS {
-            match self.0.read(&mut record) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if let Some(line) = parse_record(&record[..n]) {
-                        lines.push(line);
-                        if lines.len() > MAX_LINES {
-                            lines.remove(0);
-                        }
+/// Every clocksource change the kernel log still holds (at most the latest
+/// MAX_LINES); none when the log cannot be read.
+pub fn clocksource_changes() -> Vec<ClocksourceLine> {
+    let Ok(mut log) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/kmsg")
+    else {
+        return Vec::new();
+    };
+    let mut lines = std::collections::VecDeque::new();
+    // One read returns one record; 8 KiB holds the longest the kernel
+    // writes (a shorter buffer fails the read with EINVAL).
+    let mut record = vec![0u8; 8192];
+    for _ in 0..MAX_RECORDS {
+        match log.read(&mut record) {
+            Ok(0) => break,
+            Ok(n) => {
+                if let Some(line) = parse_record(&record[..n]).filter(ClocksourceLine::is_a_change)
+                {
+                    if lines.len() == MAX_LINES {
+                        lines.pop_front();
                     }
+                    lines.push_back(line);
                 }
-                // Records overwritten before we read them: the next read
-                // goes on from the oldest one left.
-                Err(err) if err.raw_os_error() == Some(libc::EPIPE) => continue,
-                Err(_) => break,
             }
+            // Records overwritten before we read them: the next read goes on
+            // from the oldest one left.
+            Err(err) if err.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(_) => break,
         }
-        lines
     }
-}
-
-/// Every clocksource line the kernel still holds; none when the log cannot
-/// be read.
-pub fn clocksource_lines() -> Vec<ClocksourceLine> {
-    KernelLog::open()
-        .map(|mut log| log.clocksource_lines())
-        .unwrap_or_default()
+    lines.into()
 }
 
 /// A /dev/kmsg record: `PRI,SEQ,USECS,FLAGS[,...];MESSAGE\n`, then
@@ -135,9 +120,10 @@ mod tests {
     #[test]
     fn this_hosts_log_is_read_without_blocking() {
         // Whatever it holds (the test runs as root: CAP_SYSLOG), a read
-        // returns, and every line is about the clocksource.
-        let lines = clocksource_lines();
+        // returns, and every line is a change of the clocksource.
+        let lines = clocksource_changes();
         assert!(lines.len() <= MAX_LINES);
         assert!(lines.iter().all(|l| l.message.contains("clocksource")));
+        assert!(lines.iter().all(ClocksourceLine::is_a_change));
     }
 }

@@ -256,9 +256,8 @@ impl Metrics {
                 ("to".to_string(), to.clone()),
             ])
             .inc();
-        let why = crate::host::kernel_log::clocksource_lines()
-            .into_iter()
-            .rfind(|line| line.is_a_change())
+        let why = crate::host::kernel_log::clocksource_changes()
+            .last()
             .map(|line| format!("; kernel log: {}", line.quoted()))
             .unwrap_or_default();
         crate::say!("the clocksource changed from {from} to {to}{why}");
