@@ -590,17 +590,12 @@ fn render_text(report: &Report) -> String {
         }
         Some(processes) => {
             for process in processes {
-                let libraries: Vec<String> = process
-                    .interposers
-                    .iter()
-                    .map(|i| crate::host::printable::printable(&i.describe()).into_owned())
-                    .collect();
                 let _ = writeln!(
                     out,
                     "interposers  {} ({}) makes its clock calls through {}",
                     crate::host::printable::printable(&process.comm),
                     process.pid,
-                    libraries.join(", ")
+                    crate::host::interposer::Interposer::describe_all(&process.interposers)
                 );
             }
         }

@@ -6,6 +6,7 @@ use profiler_common::INTERRUPT_TGID;
 
 use crate::aggregate::Profile;
 use crate::attachment::{debug_registers_taken, Backend, DEBUG_REGISTERS};
+use crate::host::interposer::Interposer;
 use crate::host::printable::printable;
 use crate::sources::{sampled_counts, Attach, SyscallCause};
 
@@ -202,17 +203,12 @@ fn write_causes(out: &mut String, profile: &Profile) {
         .filter(|p| !p.interposers.is_empty())
         .collect();
     for process in &interposed {
-        let libraries: Vec<String> = process
-            .interposers
-            .iter()
-            .map(|i| printable(&i.describe()).into_owned())
-            .collect();
         let _ = writeln!(
             out,
             "interposer: {} ({}) makes its clock calls through {}",
             printable(&process.comm),
             shown_pid(process.pid, &process.comm),
-            libraries.join(", ")
+            Interposer::describe_all(&process.interposers)
         );
     }
     if !interposed.is_empty() {

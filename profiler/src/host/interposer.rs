@@ -37,7 +37,8 @@ pub struct Interposer {
 }
 
 impl Interposer {
-    /// `libfaketime.so.1 (clock_gettime, time; LD_PRELOAD=...)`.
+    /// `libfaketime.so.1 (clock_gettime, time; LD_PRELOAD=...)`, made
+    /// printable (the path and the environment are any user's).
     pub fn describe(&self) -> String {
         let mut text = format!("{} ({}", self.library, self.functions.join(", "));
         if let Some(preload) = &self.preload {
@@ -45,7 +46,16 @@ impl Interposer {
             text.push_str(preload);
         }
         text.push(')');
-        text
+        crate::host::printable::printable(&text).into_owned()
+    }
+
+    /// Each of `interposers` described, comma-separated.
+    pub fn describe_all(interposers: &[Interposer]) -> String {
+        interposers
+            .iter()
+            .map(Interposer::describe)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
