@@ -1173,18 +1173,14 @@ fn the_packaged_prometheus_config_is_valid_and_its_alert_finds_clocksource_fallb
         String::from_utf8_lossy(&check.stdout)
     );
     let dir = TempDir::new("serve-rules");
-    let test = dir.join("fallback_test.yml");
-    std::fs::write(
-        &test,
-        format!(
-            r#"rule_files: ["{}"]
-evaluation_interval: 1m
-tests:
-  - interval: 1m
+    promtool_test_rules(
+        &dir,
+        "fallback_test.yml",
+        r#"  - interval: 1m
     input_series:
-      - series: 'clockprof_clocksource_info{{instance="web-1:9742",job="clockprof",clocksource="hpet",vdso_capable="false"}}'
+      - series: 'clockprof_clocksource_info{instance="web-1:9742",job="clockprof",clocksource="hpet",vdso_capable="false"}'
         values: '1x10'
-      - series: 'clockprof_clocksource_info{{instance="web-2:9742",job="clockprof",clocksource="tsc",vdso_capable="true"}}'
+      - series: 'clockprof_clocksource_info{instance="web-2:9742",job="clockprof",clocksource="tsc",vdso_capable="true"}'
         values: '1x10'
     alert_rule_test:
       - eval_time: 3m
@@ -1203,11 +1199,7 @@ tests:
               summary: "web-1:9742 reads time through hpet, which the vDSO cannot read"
               description: 'Every clock_gettime and time.Now() on this host is a system call (about ten times the cost). Check the kernel log for "clocksource ... unstable" and /sys/devices/system/clocksource/clocksource0/available_clocksource.'
 "#,
-            packaging("clockprof.rules.yml").display()
-        ),
-    )
-    .unwrap();
-    promtool_test_rules(&test);
+    );
 }
 
 /// Issue 26's alerts, as packaged, on the series serve exports: a host whose
@@ -1217,24 +1209,20 @@ tests:
 #[test]
 fn the_packaged_clock_cause_alerts_fire_on_their_series() {
     let dir = TempDir::new("serve-cause-rules");
-    let test = dir.join("causes_test.yml");
-    std::fs::write(
-        &test,
-        format!(
-            r#"rule_files: ["{}"]
-evaluation_interval: 1m
-tests:
-  - interval: 1m
+    promtool_test_rules(
+        &dir,
+        "causes_test.yml",
+        r#"  - interval: 1m
     input_series:
-      - series: 'clockprof_clocksource_info{{instance="vm-1:9742",job="clockprof",clocksource="kvm-clock",vdso_capable="true",vdso_works="false"}}'
+      - series: 'clockprof_clocksource_info{instance="vm-1:9742",job="clockprof",clocksource="kvm-clock",vdso_capable="true",vdso_works="false"}'
         values: '1x20'
-      - series: 'clockprof_clocksource_info{{instance="web-2:9742",job="clockprof",clocksource="tsc",vdso_capable="true",vdso_works="true"}}'
+      - series: 'clockprof_clocksource_info{instance="web-2:9742",job="clockprof",clocksource="tsc",vdso_capable="true",vdso_works="true"}'
         values: '1x20'
-      - series: 'clockprof_clock_syscalls_total{{instance="vm-1:9742",job="clockprof",process="api",clock="MONOTONIC",cause="vdso-fallback"}}'
+      - series: 'clockprof_clock_syscalls_total{instance="vm-1:9742",job="clockprof",process="api",clock="MONOTONIC",cause="vdso-fallback"}'
         values: '0+1200000x30'
-      - series: 'clockprof_clock_syscalls_total{{instance="web-2:9742",job="clockprof",process="batch",clock="PROCESS_CPUTIME_ID",cause="unserved-clock"}}'
+      - series: 'clockprof_clock_syscalls_total{instance="web-2:9742",job="clockprof",process="batch",clock="PROCESS_CPUTIME_ID",cause="unserved-clock"}'
         values: '0+60x20'
-      - series: 'clockprof_clock_interposer_info{{instance="web-2:9742",job="clockprof",process="batch",library="/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",preload="LD_PRELOAD=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"}}'
+      - series: 'clockprof_clock_interposer_info{instance="web-2:9742",job="clockprof",process="batch",library="/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",preload="LD_PRELOAD=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"}'
         values: '1x20'
     alert_rule_test:
       - eval_time: 12m
@@ -1289,18 +1277,24 @@ tests:
         alertname: ClockInterposer
         exp_alerts: []
 "#,
+    );
+}
+
+/// Runs `promtool test rules` on `tests` (the YAML under `tests:`) against
+/// the packaged rules, written to `name` in `dir`; it must pass.
+fn promtool_test_rules(dir: &TempDir, name: &str, tests: &str) {
+    let test = dir.join(name);
+    std::fs::write(
+        &test,
+        format!(
+            "rule_files: [\"{}\"]\nevaluation_interval: 1m\ntests:\n{tests}",
             packaging("clockprof.rules.yml").display()
         ),
     )
     .unwrap();
-    promtool_test_rules(&test);
-}
-
-/// Runs `promtool test rules` on `test`, which must pass.
-fn promtool_test_rules(test: &Path) {
     let run = Command::new("promtool")
         .args(["test", "rules"])
-        .arg(test)
+        .arg(&test)
         .output()
         .expect("promtool runs (cargo xtask setup installs prometheus)");
     assert!(
